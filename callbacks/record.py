@@ -1,0 +1,157 @@
+"""The result record of one condition: what every measuring callback writes into.
+
+One record is one JSON file per condition. It holds raw per-sample values, so
+that statistics are computed later from the records alone, and failures with
+their error, so that no failed measurement is ever replaced by a number.
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "condition_id": str,            # stable hash of the condition's config
+      "status": "complete" | "incomplete",
+      "config": {flat condition keys: model, pruning_level, pruning_method,
+                 prune_mode, agency, temperature, seed, num_tokens, ...},
+      "environment": {...versions, git commit, hardware...},
+      "model_shape": {"layers": int, "heads": int},
+      "pruned_heads": [[layer, head], ...],            # this arm's pruned heads
+      "samples": [
+        {"prompt_index": int, "iteration": int, "seed": int,
+         "prompt": str, "continuation": str,
+         "metrics": {name: float},                      # finite numbers only
+         "failures": {name: "error text"}}              # metric name -> why
+      ],
+      "condition_metrics": {name: float},              # once per condition
+      "aggregates": {name: {"mean", "std", "n", "n_failed"}},
+      "agency": {...} | null,
+      "failures": [{"metric": str, "error": str}],     # condition-level
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SampleKey = tuple[int, int]  # (prompt_index, iteration)
+
+
+class RecordError(ValueError):
+    """A record file that cannot be trusted: unreadable, truncated or of another schema."""
+
+
+@dataclass
+class ConditionRecord:
+    """Collects one condition's measurements; callbacks add, the writer serialises."""
+
+    condition_id: str
+    config: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    model_shape: dict[str, int] = field(default_factory=dict)
+    pruned_heads: list[list[int]] = field(default_factory=list)
+    samples: dict[SampleKey, dict[str, Any]] = field(default_factory=dict)
+    condition_metrics: dict[str, float] = field(default_factory=dict)
+    agency: dict[str, Any] | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_sample(self, prompt_index: int, iteration: int, seed: int, prompt: str, continuation: str) -> None:
+        self.samples[(prompt_index, iteration)] = {
+            "prompt_index": prompt_index,
+            "iteration": iteration,
+            "seed": seed,
+            "prompt": prompt,
+            "continuation": continuation,
+            "metrics": {},
+            "failures": {},
+        }
+
+    def add_sample_metric(self, key: SampleKey, name: str, value: float) -> None:
+        """Store a finite value; a non-finite one is stored as a failure, never as a number."""
+        sample = self.samples[key]
+        value = float(value)
+        if math.isfinite(value):
+            sample["metrics"][name] = value
+        else:
+            sample["failures"][name] = f"non-finite value {value}"
+
+    def add_sample_failure(self, key: SampleKey, name: str, error: str) -> None:
+        self.samples[key]["failures"][name] = error
+
+    def add_condition_metric(self, name: str, value: float) -> None:
+        value = float(value)
+        if math.isfinite(value):
+            self.condition_metrics[name] = value
+        else:
+            self.add_failure(name, f"non-finite value {value}")
+
+    def add_failure(self, name: str, error: str) -> None:
+        self.failures.append({"metric": name, "error": error})
+
+    def aggregates(self) -> dict[str, dict[str, float]]:
+        """Mean, sample standard deviation and counts of every per-sample metric."""
+        names = sorted({n for s in self.samples.values() for n in (*s["metrics"], *s["failures"])})
+        result = {}
+        for name in names:
+            values = [s["metrics"][name] for s in self.samples.values() if name in s["metrics"]]
+            n_failed = sum(name in s["failures"] for s in self.samples.values())
+            n = len(values)
+            mean = sum(values) / n if n else None
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+            result[name] = {"mean": mean, "std": std, "n": n, "n_failed": n_failed}
+        return result
+
+    def to_dict(self, status: str = "complete") -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "condition_id": self.condition_id,
+            "status": status,
+            "config": self.config,
+            "environment": self.environment,
+            "model_shape": self.model_shape,
+            "pruned_heads": self.pruned_heads,
+            "samples": [self.samples[k] for k in sorted(self.samples)],
+            "condition_metrics": self.condition_metrics,
+            "aggregates": self.aggregates(),
+            "agency": self.agency,
+            "failures": self.failures,
+            **self.extra,
+        }
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one record, raising RecordError naming the file when it cannot be trusted."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordError(f"record {path} cannot be read: {error}") from None
+    if not isinstance(payload, dict) or payload.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"record {path} is not a schema-{SCHEMA_VERSION} result record")
+    for key in ("condition_id", "config", "samples", "status"):
+        if key not in payload:
+            raise RecordError(f"record {path} is missing '{key}'")
+    return payload

@@ -1,0 +1,67 @@
+"""The one attention implementation every arm runs: PyTorch SDPA plus two small additions.
+
+1. Physically pruned grouped-query layers keep an arbitrary subset of query
+   heads, so groups become unequal; ``module.kv_head_index`` (set by
+   ``pruning.remove_heads``) maps each kept query head to its key/value head.
+2. The agency layer needs, per head, how focused the newest token's attention
+   is. When ``module.focus_observer`` is set, that one row of scores is computed
+   from the query and keys already at hand (cost of one decoding step's
+   attention, never the whole matrix) and handed to the observer. The baseline
+   arm leaves it unset and pays nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+IMPLEMENTATION = "head_gated"
+
+
+def newest_token_focus(
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """1 - entropy / log(visible positions) of the newest token's attention, per [batch, query head].
+
+    ``key`` may have fewer heads than ``query`` (grouped-query attention); the
+    query heads of one group share a key head, as in the model itself.
+    """
+    batch, heads, _, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    last = query[:, :, -1, :].float().reshape(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.einsum("bkgd,bksd->bkgs", last, key.float()).reshape(batch, heads, length) * scaling
+    if attention_mask is not None:
+        row = attention_mask[:, :, -1, -length:]  # [batch or 1, 1, length]
+        if row.dtype == torch.bool:
+            visible = row.expand(batch, 1, length)
+            scores = scores.masked_fill(~visible, float("-inf"))
+        else:
+            scores = scores + row.float()
+            visible = (row > torch.finfo(row.dtype).min / 2).expand(batch, 1, length)
+        count = visible.sum(-1).clamp(min=1).float()  # [batch, 1]
+    else:
+        count = torch.full((batch, 1), float(length), device=query.device)
+    log_probs = torch.log_softmax(scores, dim=-1)
+    entropy = -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)  # [batch, heads]
+    max_entropy = count.log()
+    focus = torch.where(max_entropy > 0, 1 - entropy / max_entropy.clamp(min=math.ulp(1.0)), torch.ones_like(entropy))
+    return focus.clamp(0.0, 1.0)
+
+
+def head_gated_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """SDPA with an optional key/value head mapping and an optional focus observer."""
+    kv_index = getattr(module, "kv_head_index", None)
+    if kv_index is not None:
+        key = key.index_select(1, kv_index)
+        value = value.index_select(1, kv_index)
+    observer = getattr(module, "focus_observer", None)
+    if observer is not None:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        observer(module.layer_idx, newest_token_focus(query, key, attention_mask, scale))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+
+
+AttentionInterface.register(IMPLEMENTATION, head_gated_attention)

@@ -1,0 +1,167 @@
+"""Per-head gates on a Hugging Face causal LM, and the architecture adapters they need.
+
+transformers 5 has neither ``head_mask`` nor ``prune_heads``, so gating is ours:
+one forward pre-hook on each attention output projection (``c_proj`` for GPT-2,
+``o_proj`` for the Llama family) scales each head's slice of its input. That is
+exactly "this head's rows of the output projection scaled", so a gate of 0 is
+the head removed and a gate of 1 leaves the computation bit-identical (a layer
+whose gates are all 1 is not touched at all).
+
+All models run attention through one registered implementation,
+``head_gated`` (see ``attention.py``), so that baseline and agency arms use the
+same kernel and a speed difference between them is the agency's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """The shape of a model's attention, independent of the architecture's module names."""
+
+    model_type: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    mlp_matrices: int  # 2 for GPT-2 (fc, proj), 3 for gated Llama MLPs
+
+    @property
+    def total_heads(self) -> int:
+        return self.num_layers * self.num_heads
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def to_dict(self) -> dict[str, int | str]:
+        return {"model_type": self.model_type, "layers": self.num_layers, "heads": self.num_heads,
+                "kv_heads": self.num_kv_heads, "head_dim": self.head_dim}
+
+
+def layout_from_config(config: Any) -> HeadLayout:
+    """Read the attention shape from a transformers config (GPT-2 or Llama family)."""
+    if config.model_type == "gpt2":
+        hidden = config.n_embd
+        return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, hidden // config.n_head,
+                          hidden, config.n_inner or 4 * hidden, config.vocab_size, 2)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return HeadLayout(config.model_type, config.num_hidden_layers, heads,
+                      getattr(config, "num_key_value_heads", None) or heads, head_dim, config.hidden_size,
+                      config.intermediate_size, config.vocab_size, 3)
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The self-attention module of every layer, in order."""
+    if model.config.model_type == "gpt2":
+        return [block.attn for block in model.transformer.h]
+    return [layer.self_attn for layer in model.model.layers]
+
+
+def output_projection(attention: nn.Module) -> nn.Module:
+    return attention.c_proj if hasattr(attention, "c_proj") else attention.o_proj
+
+
+FactorProvider = Callable[[int], torch.Tensor]  # layer -> [batch, heads] factors
+
+
+class HeadGates:
+    """One gate per head, applied where the heads meet the output projection.
+
+    ``values`` is a [layers, heads] tensor over the model's original heads; after
+    physical removal (``pruning.remove_heads``) ``kept_heads`` maps each layer's
+    remaining heads back to their original index. An optional factor provider
+    (the agency layer) multiplies per-sample factors into the gates at run time.
+    """
+
+    def __init__(self, model: nn.Module, layout: HeadLayout) -> None:
+        self.model = model
+        self.layout = layout
+        device = next(model.parameters()).device
+        self.values = torch.ones(layout.num_layers, layout.num_heads, device=device)
+        self.kept_heads: list[list[int]] = [list(range(layout.num_heads)) for _ in range(layout.num_layers)]
+        self.factor_provider: FactorProvider | None = None
+        self._layer_gates: list[torch.Tensor | None] = [None] * layout.num_layers
+        self._handles: list[Any] = []
+        self.rebind(model)
+
+    def rebind(self, model: nn.Module) -> None:
+        """(Re)attach the hooks, e.g. after removal replaced the output projections."""
+        self.remove_hooks()
+        self.model = model
+        for layer, attn in enumerate(attention_modules(model)):
+            if self.kept_heads[layer]:  # a layer with no heads left has no projection to gate
+                hook = self._make_hook(layer)
+                self._handles.append(output_projection(attn).register_forward_pre_hook(hook))
+        self._refresh()
+
+    def set(self, values: torch.Tensor) -> None:
+        """Replace all gates; layers whose kept gates are all 1 are skipped entirely."""
+        if tuple(values.shape) != (self.layout.num_layers, self.layout.num_heads):
+            raise ValueError(f"gates must have shape {(self.layout.num_layers, self.layout.num_heads)}, "
+                             f"got {tuple(values.shape)}")
+        self.values = values.detach().to(self.values.device, torch.float32).clone()
+        self._refresh()
+
+    def reset(self) -> None:
+        self.set(torch.ones_like(self.values))
+
+    def close_heads(self, heads: list[tuple[int, int]]) -> None:
+        values = self.values.clone()
+        for layer, head in heads:
+            values[layer, head] = 0.0
+        self.set(values)
+
+    def kept_index(self, layer: int) -> torch.Tensor:
+        return torch.tensor(self.kept_heads[layer], dtype=torch.long, device=self.values.device)
+
+    def _refresh(self) -> None:
+        for layer in range(self.layout.num_layers):
+            if not self.kept_heads[layer]:
+                self._layer_gates[layer] = None
+                continue
+            kept = self.values[layer, self.kept_heads[layer]]
+            self._layer_gates[layer] = None if bool((kept == 1).all()) else kept
+
+    def _make_hook(self, layer: int) -> Callable:
+        def gate_heads(_module: nn.Module, args: tuple) -> tuple | None:
+            gate = self._layer_gates[layer]
+            if self.factor_provider is not None:
+                factors = self.factor_provider(layer)  # [batch, original heads]
+                if len(self.kept_heads[layer]) != self.layout.num_heads:
+                    factors = factors.index_select(1, self.kept_index(layer))
+                gate = factors if gate is None else factors * gate
+            if gate is None:
+                return None
+            hidden = args[0]
+            batch, length = hidden.shape[0], hidden.shape[1]
+            heads = hidden.shape[-1] // self.layout.head_dim
+            scale = gate.to(hidden.dtype).reshape(-1, 1, heads, 1)
+            gated = (hidden.view(batch, length, heads, self.layout.head_dim) * scale).view_as(hidden)
+            return (gated, *args[1:])
+
+        return gate_heads
+
+    def remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def attach_gates(model: nn.Module) -> HeadGates:
+    """Switch the model to the shared ``head_gated`` attention and hook its gates."""
+    from lightning_modules.attention import IMPLEMENTATION  # importing registers it
+
+    model.set_attn_implementation(IMPLEMENTATION)
+    return HeadGates(model, layout_from_config(model.config))
