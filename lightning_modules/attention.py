@@ -17,6 +17,7 @@ import math
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 IMPLEMENTATION = "head_gated"
 
@@ -65,3 +66,4 @@ def head_gated_attention(module, query, key, value, attention_mask, scaling=None
 
 
 AttentionInterface.register(IMPLEMENTATION, head_gated_attention)
+AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)  # without it, padding masks are silently dropped

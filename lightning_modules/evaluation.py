@@ -8,6 +8,7 @@ windows have not scored yet count, so every token is predicted once, with up to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,9 +16,17 @@ from torch import nn
 
 @torch.no_grad()
 def corpus_perplexity(
-    model: nn.Module, token_ids: torch.Tensor, window: int, stride: int
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    window: int,
+    stride: int,
+    before_window: Callable[[], None] | None = None,
 ) -> float:
-    """exp(mean negative log-likelihood) of ``token_ids`` [tokens] under ``model``."""
+    """exp(mean negative log-likelihood) of ``token_ids`` [tokens] under ``model``.
+
+    ``before_window`` runs before each window's forward (the agency arm restarts
+    its per-sequence signals there, as it does for every generation batch).
+    """
     if not 0 < stride <= window:
         raise ValueError(f"stride {stride} must be in 1..window ({window})")
     device = next(model.parameters()).device
@@ -28,6 +37,8 @@ def corpus_perplexity(
         chunk = ids[start:end].unsqueeze(0)
         labels = chunk.clone()
         labels[:, : max(scored_until - start, 0)] = -100  # already scored by an earlier window
+        if before_window is not None:
+            before_window()
         logits = model(chunk).logits[:, :-1].float()
         targets = labels[:, 1:]
         nll = nn.functional.cross_entropy(

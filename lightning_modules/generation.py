@@ -1,0 +1,125 @@
+"""Fixed-length batched decoding with paired, per-sample seeds and honest timing.
+
+Our own loop rather than ``generate`` because the experiment needs three things
+``generate`` does not give together: a seed per (prompt, iteration) that is the
+same in every arm and level whatever batch the sample lands in (one
+``torch.Generator`` per row); exactly ``num_tokens`` new tokens with no early
+stop, so lengths compare across conditions; and the wall-clock time of the
+first new token (prefill plus first step) separate from the decoding rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+def sample_seed(base_seed: int, prompt_index: int, iteration: int) -> int:
+    """A stable 63-bit seed for one (prompt, iteration), independent of batching and arm."""
+    digest = hashlib.sha256(f"{base_seed}:{prompt_index}:{iteration}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class SamplingConfig:
+    """How the next token is chosen; temperature 0 means greedy."""
+
+    temperature: float = 0.7
+    top_k: int = 0  # 0 keeps every token
+    top_p: float = 1.0  # 1.0 keeps every token
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor  # [batch, num_tokens], on CPU
+    first_token_latency_s: float  # start of generation to first new token (prefill + first step)
+    total_time_s: float
+    failed_rows: dict[int, str] = field(default_factory=dict)  # row -> why its logits were unusable
+
+    @property
+    def decode_time_s(self) -> float:
+        return self.total_time_s - self.first_token_latency_s
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then nucleus filtering; removed tokens get -inf."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def choose_tokens(
+    logits: torch.Tensor, sampling: SamplingConfig, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p).softmax(-1)
+    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+
+
+@torch.no_grad()
+def decode(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_tokens: int,
+    sampling: SamplingConfig,
+    seeds: Sequence[int],
+    on_step: Callable[[], None] | None = None,
+) -> DecodeResult:
+    """Generate exactly ``num_tokens`` tokens for a left-padded batch."""
+    from transformers import DynamicCache
+
+    device = input_ids.device
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    batch = input_ids.shape[0]
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=device)
+    first_bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)
+
+    _synchronize(device)
+    start = time.perf_counter()
+    first_token_time = start
+    step_input, step_positions, mask = input_ids, positions, attention_mask
+    for step in range(num_tokens):
+        if on_step is not None:
+            on_step()
+        logits = model(input_ids=step_input, attention_mask=mask, position_ids=step_positions,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        bad = ~torch.isfinite(logits).all(-1)
+        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+        logits = torch.where((first_bad_step >= 0)[:, None], torch.zeros_like(logits), logits)
+        next_tokens = choose_tokens(logits, sampling, generators)
+        tokens[:, step] = next_tokens
+        if step == 0:
+            _synchronize(device)
+            first_token_time = time.perf_counter()
+        step_input = next_tokens[:, None]
+        step_positions = step_positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+    _synchronize(device)
+    end = time.perf_counter()
+
+    failed = {
+        row: f"non-finite logits from decoding step {step}"
+        for row, step in enumerate(first_bad_step.tolist())
+        if step >= 0
+    }
+    return DecodeResult(tokens.cpu(), first_token_time - start, end - start, failed)

@@ -1,0 +1,71 @@
+"""Everything that is expensive and shared between conditions, computed once per process.
+
+A sweep runs many conditions over few models: the weights, the head rankings,
+the calibration signals and the corpus perplexity of each model state are the
+same for every condition that shares them, so they are cached here, keyed by
+what determines them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lightning_modules.head_gates import HeadGates, attach_gates
+from lightning_modules.sources import ModelSource, load_model, resolve_source
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A base model with its gates: all heads present, shared by every mask-mode condition."""
+
+    source: ModelSource
+    model: torch.nn.Module
+    tokenizer: Any
+    gates: HeadGates
+
+
+class ModelStore:
+    """Process-wide caches; ``ModelStore.shared()`` is the one the CLI and the sweep runner use."""
+
+    _shared: ModelStore | None = None
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._values: dict[Hashable, Any] = {}
+
+    @classmethod
+    def shared(cls) -> ModelStore:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def base(self, name: str, precision: str, device: torch.device | str = "cpu") -> LoadedModel:
+        key = (name, precision)
+        if key not in self._models:
+            source = resolve_source(name)
+            model, tokenizer = load_model(source, dtype=DTYPES[precision])
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.padding_side = "left"
+            model.to(device)
+            self._models[key] = LoadedModel(source, model, tokenizer, attach_gates(model))
+        loaded = self._models[key]
+        loaded.model.to(device)
+        loaded.gates.values = loaded.gates.values.to(device)
+        return loaded
+
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The value for ``key``, computed on first request (rankings, calibration, perplexities)."""
+        if key not in self._values:
+            self._values[key] = compute()
+        return self._values[key]
+
+    def clear(self) -> None:
+        self._models.clear()
+        self._values.clear()
