@@ -48,7 +48,7 @@ class CalibrationConfig:
     """Text the rankings and agency signals are measured on (default: the bundled evaluation text)."""
 
     text_file: str | None = None
-    max_tokens: int = 512
+    max_tokens: int = 256
     window: int = 256
 
 

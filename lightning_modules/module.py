@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from callbacks.record import ConditionRecord
 from lightning_modules.agency import AgencyConfig
 from lightning_modules.condition import CalibrationConfig, ConditionModel, PruningConfig, build_condition
 from lightning_modules.data import BUNDLED_EVAL_TEXT, PromptItem, read_text_file
@@ -35,9 +36,9 @@ class EvaluationConfig:
     """The held-out text for corpus perplexity (default: the bundled one) and its sliding window."""
 
     text_file: str | None = None
-    max_tokens: int = 4096
-    window: int = 512
-    stride: int = 256
+    max_tokens: int = 1024
+    window: int = 256
+    stride: int = 128
 
 
 @dataclass
@@ -96,6 +97,7 @@ class PruningExperiment(L.LightningModule):
         self.evaluation = evaluation or EvaluationConfig()
         self.store = ModelStore.shared()
         self.condition: ConditionModel | None = None
+        self.record: ConditionRecord | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -104,6 +106,14 @@ class PruningExperiment(L.LightningModule):
                 self.store, self.model_name, self.precision_name, self._target_device(), self.pruning,
                 self.agency_config, self.calibration, self.seed,
             )
+        if self.record is None:
+            self.record = ConditionRecord(condition_id="", config=self.condition_summary())
+            self.record.model_shape = self.condition.layout.to_dict()
+            self.record.pruned_heads = [list(h) for h in self.condition.pruned_heads]
+            self.record.extra["pruned_heads_by_arm"] = {
+                "baseline": [list(h) for h in self.condition.baseline_pruned_heads],
+                "agency": [list(h) for h in self.condition.pruned_heads] if self.agency_config.enabled else None,
+            }
 
     def _target_device(self) -> torch.device:
         trainer = self._trainer
@@ -163,7 +173,16 @@ class PruningExperiment(L.LightningModule):
                               result.total_time_s, result.failed_rows, truncated)
 
     def predict_step(self, batch: list[PromptItem], batch_idx: int) -> GeneratedBatch:
-        return self._generate(batch, self.generation.num_tokens)
+        generated = self._generate(batch, self.generation.num_tokens)
+        for row, item in enumerate(generated.items):
+            self.record.add_sample(item.prompt_index, item.iteration, generated.seeds[row], item.prompt,
+                                   generated.continuations[row])
+            key = (item.prompt_index, item.iteration)
+            if row in generated.failed_rows:
+                self.record.add_sample_failure(key, "generation", generated.failed_rows[row])
+            if row in generated.truncated_tokens:
+                self.record.samples[key]["prompt_tokens_dropped"] = generated.truncated_tokens[row]
+        return generated
 
     # -- scoring services for callbacks ---------------------------------------
     @torch.no_grad()
@@ -201,10 +220,22 @@ class PruningExperiment(L.LightningModule):
 
     def condition_summary(self) -> dict[str, Any]:
         """The flat config that identifies this condition in records and dashboards."""
-        g, p = self.generation, self.pruning
-        return {
-            "model": self.model_name, "precision": self.precision_name, "seed": self.seed,
-            "pruning_level": p.level, "pruning_method": p.method, "prune_mode": p.mode,
-            "agency": self.agency_config.enabled, "pruning_policy": self.agency_config.pruning_policy,
-            "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "num_tokens": g.num_tokens,
-        }
+        return flat_model_config(self.model_name, self.precision_name, self.seed, self.pruning,
+                                 self.agency_config, self.generation)
+
+
+def flat_model_config(
+    model_name: str, precision: str, seed: int, pruning: Any, agency: Any, generation: Any
+) -> dict[str, Any]:
+    """Flat keys (model, pruning_level, agency, temperature...) for records, W&B config and ids.
+
+    Works on config objects and on parsed namespaces alike, so a sweep can name a
+    condition before running it.
+    """
+    return {
+        "model": model_name, "precision": precision, "seed": seed,
+        "pruning_level": pruning.level, "pruning_method": pruning.method, "prune_mode": pruning.mode,
+        "agency": agency.enabled, "pruning_policy": agency.pruning_policy,
+        "temperature": generation.temperature, "top_k": generation.top_k, "top_p": generation.top_p,
+        "num_tokens": generation.num_tokens,
+    }

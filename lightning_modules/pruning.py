@@ -35,6 +35,8 @@ def max_level_keeping_layers(layout: HeadLayout) -> float:
 
 def check_level(level: float, layout: HeadLayout, allow_empty_layers: bool) -> None:
     """Refuse a level that would empty a layer, before any weights load."""
+    if not 0 <= level <= 100:  # a negative level would otherwise prune as many heads as allowed
+        raise PruningError(f"pruning level {level:g} is invalid; allowed: a number from 0 to 100")
     if not allow_empty_layers and heads_to_prune_count(level, layout) > layout.total_heads - layout.num_layers:
         raise PruningError(
             f"pruning level {level:g} would leave a layer with no head ({layout.num_layers} layers x "
@@ -72,8 +74,11 @@ class NoHeadAttention(nn.Module):
     """Stands in for an attention layer with every head removed.
 
     Its output is what the output projection gives for an all-zero input (its
-    bias, or zero). It still appends zero-head keys and values to the cache so
-    that the cache's length bookkeeping stays right for every layer.
+    bias, or zero). It still appends keys and values to the cache so that the
+    cache's length bookkeeping stays right for every layer: one all-zero head,
+    not zero heads, because ``DynamicLayer.get_seq_length`` reports 0 for an
+    empty tensor, and the model reads the past length (positions, padding mask)
+    from layer 0.
     """
 
     def __init__(self, layer_idx: int, head_dim: int, bias: torch.Tensor | None) -> None:
@@ -86,8 +91,8 @@ class NoHeadAttention(nn.Module):
         cache = cache if cache is not None else past_key_values
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
         if cache is not None:
-            empty = hidden_states.new_zeros(batch, 0, length, self.head_dim)
-            cache.update(empty, empty, self.layer_idx)
+            placeholder = hidden_states.new_zeros(batch, 1, length, self.head_dim)  # never attended to
+            cache.update(placeholder, placeholder, self.layer_idx)
         output = hidden_states.new_zeros(hidden_states.shape)
         if self.bias is not None:
             output = output + self.bias

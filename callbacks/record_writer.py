@@ -1,0 +1,172 @@
+"""Writes the condition's record: locally always (atomically), to W&B when it can.
+
+It must come after every measuring callback (the CLI orders it last), because
+it serialises what they recorded in their ``on_predict_end``. A W&B failure is
+reported once as a warning and never stops the local record (contract 7); an
+interrupted condition is written with ``status: incomplete`` so that ``report``
+ignores it and ``--resume`` runs it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from callbacks.record import write_json_atomic
+
+DEFAULT_ROOT = Path("validation_results") / "pruning_agency"
+# Keys that identify a condition; everything else in the config is how it was run.
+IDENTITY_KEYS = (
+    "model", "precision", "seed", "pruning_level", "pruning_method", "prune_mode", "agency", "pruning_policy",
+    "temperature", "top_k", "top_p", "num_tokens", "iterations", "max_prompts", "prompt_file", "batch_size",
+)
+
+
+def default_run_dir() -> Path:
+    return DEFAULT_ROOT / f"run_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+
+
+def condition_id(config: dict[str, Any]) -> str:
+    """Readable and stable: the same condition always gets the same id (what --resume matches on)."""
+    identity = {k: config.get(k) for k in IDENTITY_KEYS}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    arm = "agency" if config.get("agency") else "baseline"
+    model = str(config.get("model", "model")).replace("/", "_")
+    return (f"{model}_{config.get('pruning_method')}_L{config.get('pruning_level'):g}_{arm}"
+            f"_T{config.get('temperature'):g}_s{config.get('seed')}_{digest}")
+
+
+def data_fields(data: Any) -> dict[str, Any]:
+    """The data settings that belong to a condition's identity (from a DataModule or a namespace)."""
+    return {"iterations": data.iterations, "max_prompts": data.max_prompts, "prompt_file": data.prompt_file,
+            "batch_size": data.batch_size}
+
+
+def record_path(run_dir: str | Path, cid: str) -> Path:
+    return Path(run_dir) / "records" / f"{cid}.json"
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, git commit and hardware: what is needed to trust or reproduce a number."""
+    import lightning
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+        "lightning": lightning.__version__, "git_commit": commit, "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+class RecordWriter(L.Callback):
+    """Local JSON record per condition, and the same numbers as the W&B run's config and summary.
+
+    Args:
+        output_dir: run folder; records go to ``<output_dir>/records/``. Default:
+            ``validation_results/pruning_agency/run_<timestamp>``.
+        quiet: print only one line per condition.
+        wandb_errors: ``continue`` (warn once, keep the local record) or ``raise``.
+    """
+
+    def __init__(self, output_dir: str | None = None, quiet: bool = False, wandb_errors: str = "continue") -> None:
+        self.output_dir = Path(output_dir) if output_dir else default_run_dir()
+        self.quiet = quiet
+        self.wandb_errors = wandb_errors
+        self.written: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record = pl_module.record  # created by the module's setup, which runs after callbacks' setup
+        if trainer.datamodule is not None:
+            record.config.update(data_fields(trainer.datamodule))
+        record.config["device"] = str(trainer.strategy.root_device)
+        record.condition_id = condition_id(record.config)
+        record.environment = environment()
+        record.extra["output_dir"] = str(self.output_dir)
+        record.extra["outputs_path"] = str(self.output_dir / "outputs" / f"{record.condition_id}.txt")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        payload = pl_module.record.to_dict(status="complete")
+        self.written = write_json_atomic(record_path(self.output_dir, payload["condition_id"]), payload)
+        self._log_to_wandb(trainer, payload)
+        self._print_summary(payload)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        record = getattr(pl_module, "record", None)
+        if record is None or not record.condition_id:
+            return
+        record.add_failure("condition", f"{type(exception).__name__}: {exception}")
+        payload = record.to_dict(status="incomplete")
+        self.written = write_json_atomic(record_path(self.output_dir, payload["condition_id"]), payload)
+
+    def _log_to_wandb(self, trainer: L.Trainer, payload: dict[str, Any]) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        for logger in loggers:
+            try:
+                run = logger.experiment
+                run.name = payload["condition_id"]
+                run.config.update(payload["config"], allow_val_change=True)
+                run.summary.update(wandb_summary(payload))
+            except Exception as error:  # W&B must never cost the local record
+                if self.wandb_errors == "raise":
+                    raise
+                warnings.warn(f"W&B logging failed ({type(error).__name__}: {error}); "
+                              f"the local record {self.written} is complete", stacklevel=1)
+
+    def _print_summary(self, payload: dict[str, Any]) -> None:
+        agg, cond, cfg = payload["aggregates"], payload["condition_metrics"], payload["config"]
+
+        def fmt(value: float | None) -> str:
+            return "failed" if value is None else f"{value:.4g}"
+
+        def mean(name: str) -> str:
+            return fmt(agg.get(name, {}).get("mean"))
+
+        failed = sum(1 for s in payload["samples"] if s["failures"])
+        line = (f"[{'agency' if cfg['agency'] else 'baseline'}] {cfg['model']} {cfg['pruning_method']} "
+                f"{cfg['pruning_level']:g}% T={cfg['temperature']:g}: {mean('tokens_per_second')} tok/s, "
+                f"first token {mean('first_token_latency_s')} s, ref ppl {mean('reference_perplexity')}, "
+                f"corpus ppl {fmt(cond.get('corpus_perplexity'))}, "
+                f"distinct-2 {mean('distinct_2')}, samples {len(payload['samples'])} ({failed} with failures) "
+                f"-> {self.written}")
+        print(line, flush=True)
+
+
+def wandb_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """Flat summary: per-sample metric means (and std, n) plus condition metrics and agency counts."""
+    summary: dict[str, Any] = {}
+    for name, stats in payload["aggregates"].items():
+        for key in ("mean", "std", "n", "n_failed"):
+            if stats.get(key) is not None:
+                summary[f"{name}/{key}" if key != "mean" else name] = stats[key]
+    summary.update(payload["condition_metrics"])
+    summary["pruned_heads_count"] = len(payload["pruned_heads"])
+    agency = payload.get("agency")
+    if agency:
+        for state, count in agency.get("state_counts_end", {}).items():
+            summary[f"agency/end_{state}"] = count
+        for state, count in agency.get("state_counts_mean", {}).items():
+            summary[f"agency/mean_{state}"] = count
+        for kind, count in agency.get("violations", {}).items():
+            summary[f"agency/violations_{kind}"] = count
+        summary["agency/withholding_consent"] = agency.get("withholding_consent")
+    return summary

@@ -1,0 +1,126 @@
+"""Shared fixtures: tiny offline checkpoints (GPT-2 and Llama) and a clean model store per test.
+
+There is no hub access in tests, so the checkpoints are built here: a word-level
+tokenizer trained in memory on a few sentences, and randomly initialised models
+briefly trained on the same sentences so that their predictions are not uniform
+(tests of perplexity or head rankings need a model that prefers some tokens).
+Everything is seeded, so the checkpoints are identical on every run.
+
+The context is 128 positions: pass ``CalibrationConfig(window=...)`` of at most
+128 to ``PruningExperiment`` (the default 256 is not clamped to the context and
+fails with an index error in the position embedding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+CORPUS = [
+    "the cat sat on the mat and looked at the door",
+    "a dog ran in the park and the sun was warm",
+    "the bird sang a song in the tall green tree",
+    "we read a book about the sea and the ships",
+    "the old man walked to the market in the morning",
+    "she wrote a letter to her friend in the city",
+    "the children played with a red ball near the river",
+    "rain fell on the roof while the fire was burning",
+    "he opened the window and the cold air came in",
+    "the train left the station at noon for the coast",
+]
+SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "unk": "<unk>"}
+
+
+def build_tokenizer(directory: Path) -> object:
+    """A word-level fast tokenizer with pad/eos/unk, trained on ``CORPUS`` and saved to ``directory``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk"]))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
+    core.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS.values())))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=SPECIAL_TOKENS["pad"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        bos_token=SPECIAL_TOKENS["eos"],
+        unk_token=SPECIAL_TOKENS["unk"],
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def _train_briefly(model: torch.nn.Module, tokenizer: object, steps: int) -> None:
+    """A few optimiser steps on ``CORPUS`` so the model's next-token distribution is far from uniform."""
+    batch = tokenizer(CORPUS, padding=True, return_tensors="pt")
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def build_tiny_checkpoint(directory: Path, architecture: str, train_steps: int = 60) -> Path:
+    """Save a tiny ``gpt2`` or ``llama`` checkpoint plus tokenizer to ``directory`` and return it."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(directory)
+    ids = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    if architecture == "gpt2":
+        config = GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=128, **ids)
+    elif architecture == "llama":
+        config = LlamaConfig(num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, hidden_size=48,
+                             intermediate_size=64, max_position_embeddings=128, **ids)
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config)
+        if train_steps:
+            _train_briefly(model, tokenizer, train_steps)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 4-head GPT-2 checkpoint (tied embeddings) with a word-level tokenizer."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama checkpoint with 6 query heads over 2 key/value heads, same tokenizer."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three short prompts in the tiny tokenizer's vocabulary."""
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text("the cat sat on\na dog ran in the\nshe wrote a letter\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_model_store() -> Iterator[None]:
+    """No model, ranking or perplexity cached by one test leaks into the next."""
+    from lightning_modules.model_store import ModelStore
+
+    ModelStore.shared().clear()
+    yield
+    ModelStore.shared().clear()

@@ -1,0 +1,103 @@
+"""Contracts 1 and 2 on the real embedded default (SmolLM2-135M: 30 layers, 9 heads, 3 key/value heads).
+
+Slow: the first run dequantises the packaged GGUF into the cache directory (~15-20 s), later runs load
+the float32 copy. Run with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.generation import SamplingConfig, decode
+from lightning_modules.head_gates import attach_gates
+from lightning_modules.importance import calibration_batches, rank_heads
+from lightning_modules.model_store import ModelStore
+from lightning_modules.pruning import gate_values, remove_heads, select_heads
+from lightning_modules.sources import resolve_source
+
+pytestmark = pytest.mark.slow
+
+ASSETS = Path(__file__).resolve().parents[2] / "lightning_modules" / "assets"
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea, there lived"]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    from transformers import AutoModelForCausalLM
+
+    loaded = ModelStore().base("embedded", "float32")
+    converted = resolve_source("embedded")  # after the first load this is the converted float32 copy
+    assert converted.gguf_file is None
+    plain = AutoModelForCausalLM.from_pretrained(converted.path, dtype=torch.float32, attn_implementation="sdpa")
+    plain.eval()
+    return loaded, plain
+
+
+def batch(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = tokenizer(PROMPTS, return_tensors="pt", padding=True)  # the store sets left padding
+    assert tokenizer.padding_side == "left" and (encoded.attention_mask == 0).any()
+    return encoded.input_ids, encoded.attention_mask
+
+
+def test_layout_is_smollm2_135m(embedded) -> None:
+    loaded, _ = embedded
+    layout = loaded.gates.layout
+    assert (layout.model_type, layout.num_layers, layout.num_heads, layout.num_kv_heads) == ("llama", 30, 9, 3)
+
+
+def test_all_gates_one_is_bit_identical_to_plain_sdpa(embedded) -> None:
+    loaded, plain = embedded
+    loaded.gates.reset()
+    ids, mask = batch(loaded.tokenizer)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(input_ids=ids, attention_mask=mask).logits,
+                           plain(input_ids=ids, attention_mask=mask).logits)
+        assert torch.equal(loaded.model(input_ids=ids[:1]).logits, plain(input_ids=ids[:1]).logits)
+
+
+def test_remove_matches_mask_at_50_percent_entropy(embedded) -> None:
+    """fp32: allclose at atol 5e-4 (observed max 1.8e-4 on logits up to ~31, from 30 layers of matmuls
+    of different shapes); the same weights in fp64 agree to 1e-9, so the gap is rounding, not a wrong head."""
+    loaded, plain = embedded
+    text = (ASSETS / "eval_text.txt").read_text(encoding="utf-8")
+    batches = calibration_batches(loaded.tokenizer, text, window=64, max_tokens=64)
+    layout = loaded.gates.layout
+    heads = select_heads(rank_heads("entropy", loaded.model, loaded.gates, batches), 50, layout)
+    assert len(heads) == 135
+    removed = copy.deepcopy(plain)
+    remove_gates = attach_gates(removed)
+    remove_heads(removed, remove_gates, heads)
+    remove_gates.set(gate_values(heads, layout))
+    assert sum(p.numel() for p in removed.parameters()) < sum(p.numel() for p in plain.parameters())
+    ids, mask = batch(loaded.tokenizer)
+    real = mask.bool()  # padding positions carry no prediction
+    loaded.gates.set(gate_values(heads, layout))
+    try:
+        with torch.no_grad():
+            masked_logits = loaded.model(input_ids=ids, attention_mask=mask).logits[real]
+            removed_logits = removed(input_ids=ids, attention_mask=mask).logits[real]
+        difference = (masked_logits - removed_logits).abs().max().item()
+        print(f"embedded 50% entropy, fp32: max |remove - mask| logit difference {difference:.3g}")
+        torch.testing.assert_close(removed_logits, masked_logits, atol=5e-4, rtol=0)
+        greedy = SamplingConfig(temperature=0.0)
+        assert torch.equal(decode(removed, ids, mask, 6, greedy, [0, 1]).tokens,
+                           decode(loaded.model, ids, mask, 6, greedy, [0, 1]).tokens)
+    finally:
+        loaded.gates.reset()
+    masked64 = plain.double()  # in place (a copy costs seconds); fp32 -> fp64 -> fp32 is exact, restored below
+    gates64 = attach_gates(masked64)
+    try:
+        gates64.set(gate_values(heads, layout))
+        removed64 = removed.double()
+        with torch.no_grad():
+            masked_logits = masked64(input_ids=ids, attention_mask=mask).logits[real]
+            removed_logits = removed64(input_ids=ids, attention_mask=mask).logits[real]
+    finally:
+        gates64.remove_hooks()
+        plain.float().set_attn_implementation("sdpa")
+    print(f"embedded 50% entropy, fp64: max difference {(masked_logits - removed_logits).abs().max().item():.3g}")
+    torch.testing.assert_close(removed_logits, masked_logits, atol=1e-9, rtol=0)
