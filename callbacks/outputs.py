@@ -25,6 +25,7 @@ OUTPUTS_FILE = "outputs_file"
 OUTPUTS_TABLE = "outputs_table"
 TABLE_KEY = "outputs"
 BASE_COLUMNS = ("prompt_index", "iteration", "seed", "prompt", "continuation")
+FAILURES_COLUMN = "failures"
 
 
 def outputs_path(record: ConditionRecord, default_root_dir: str | os.PathLike) -> Path:
@@ -40,8 +41,12 @@ def outputs_path(record: ConditionRecord, default_root_dir: str | os.PathLike) -
 
 
 def metric_columns(record: ConditionRecord) -> list[str]:
-    """Every per-sample metric name that any sample has, as a value or as a failure, sorted."""
-    return sorted({n for s in record.samples.values() for n in (*s["metrics"], *s["failures"])})
+    """Every per-sample metric that at least one sample has a value for, sorted.
+
+    Names that only ever failed (``generation``, or a metric that failed everywhere)
+    appear in the table's ``failures`` column instead of as an all-empty column.
+    """
+    return sorted({n for s in record.samples.values() for n in s["metrics"]})
 
 
 def _value_text(value: float) -> str:
@@ -84,11 +89,13 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def table_rows(record: ConditionRecord, columns: list[str]) -> list[list[Any]]:
-    """One row per sample; a metric the sample failed (or lacks) is None, never a number."""
+    """One row per sample: base columns, ``columns`` (None where the sample failed or lacks the
+    metric, never a number), then the sample's failures as ``name: error; ...``."""
     rows = []
     for key in sorted(record.samples):
         sample = record.samples[key]
-        rows.append([sample[c] for c in BASE_COLUMNS] + [sample["metrics"].get(c) for c in columns])
+        failures = "; ".join(f"{name}: {error}" for name, error in sorted(sample["failures"].items()))
+        rows.append([sample[c] for c in BASE_COLUMNS] + [sample["metrics"].get(c) for c in columns] + [failures])
     return rows
 
 
@@ -97,8 +104,10 @@ class OutputWriter(L.Callback):
     and failures) to a text file, and logs them as the W&B table ``outputs`` when a WandbLogger is used.
 
     Place it after all measuring callbacks in the callback list: it reads their
-    metrics from the record in ``on_predict_end`` (``setup`` warns when a callback
-    with its own ``on_predict_end`` comes after it). The path written is ``last_path``.
+    metrics from the record in ``on_predict_end`` (``setup`` warns when one of this
+    package's measuring callbacks comes after it). A record writer that should
+    save this callback's own failures (``outputs_file``, ``outputs_table``) goes
+    after it. The path written is ``last_path``.
 
     Args:
         enabled: write the text file and log the table.
@@ -112,8 +121,15 @@ class OutputWriter(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.enabled or self not in trainer.callbacks:
             return
+        from callbacks.agency_report import AgencyReporter
+        from callbacks.diversity import DiversityMonitor
+        from callbacks.memory import MemoryMonitor
+        from callbacks.quality import QualityMonitor
+        from callbacks.speed import SpeedMonitor
+
+        measuring = (SpeedMonitor, MemoryMonitor, QualityMonitor, DiversityMonitor, AgencyReporter)
         later = trainer.callbacks[trainer.callbacks.index(self) + 1 :]
-        late = [type(cb).__name__ for cb in later if type(cb).on_predict_end is not L.Callback.on_predict_end]
+        late = [type(cb).__name__ for cb in later if isinstance(cb, measuring)]
         if late:
             rank_zero_warn(f"OutputWriter runs before {', '.join(late)}: their on_predict_end values will be "
                            f"missing from the written outputs; place OutputWriter last in the callback list")
@@ -132,7 +148,7 @@ class OutputWriter(L.Callback):
             return
         try:
             metrics = metric_columns(record)
-            columns = [*BASE_COLUMNS, *metrics]
+            columns = [*BASE_COLUMNS, *metrics, FAILURES_COLUMN]
             data = table_rows(record, metrics)
             for logger in wandb_loggers:
                 logger.log_table(key=TABLE_KEY, columns=columns, data=data)

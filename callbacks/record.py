@@ -30,11 +30,13 @@ Schema (``schema_version`` 1)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,35 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
         if key not in payload:
             raise RecordError(f"record {path} is missing '{key}'")
     return payload
+
+
+DEFAULT_ROOT = Path("validation_results") / "pruning_agency"
+# Keys that identify a condition; everything else in the config is how it was run.
+IDENTITY_KEYS = (
+    "model", "precision", "seed", "pruning_level", "pruning_method", "prune_mode", "agency", "pruning_policy",
+    "temperature", "top_k", "top_p", "num_tokens", "iterations", "max_prompts", "prompt_file", "batch_size",
+)
+
+
+def default_run_dir() -> Path:
+    return DEFAULT_ROOT / f"run_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+
+
+def condition_id(config: dict[str, Any]) -> str:
+    """Readable and stable: the same condition always gets the same id (what --resume matches on)."""
+    identity = {k: config.get(k) for k in IDENTITY_KEYS}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    arm = "agency" if config.get("agency") else "baseline"
+    model = str(config.get("model", "model")).replace("/", "_")
+    return (f"{model}_{config.get('pruning_method')}_L{config.get('pruning_level'):g}_{arm}"
+            f"_T{config.get('temperature'):g}_s{config.get('seed')}_{digest}")
+
+
+def data_fields(data: Any) -> dict[str, Any]:
+    """The data settings that belong to a condition's identity (from a DataModule or a namespace)."""
+    return {"iterations": data.iterations, "max_prompts": data.max_prompts, "prompt_file": data.prompt_file,
+            "batch_size": data.batch_size}
+
+
+def record_path(run_dir: str | Path, cid: str) -> Path:
+    return Path(run_dir) / "records" / f"{cid}.json"

@@ -122,9 +122,12 @@ def build_condition(
     layout = loaded.gates.layout
     calib_key = (model_name, precision, calibration.text_file, calibration.max_tokens, calibration.window)
 
+    config = loaded.model.config
+    window = min(calibration.window, getattr(config, "n_positions", None) or config.max_position_embeddings)
+
     def batches() -> list[torch.Tensor]:
         return store.cached(("batches", *calib_key), lambda: calibration_batches(
-            loaded.tokenizer, calibration_text(calibration), calibration.window, calibration.max_tokens))
+            loaded.tokenizer, calibration_text(calibration), window, calibration.max_tokens))
 
     ranking = store.cached(
         ("ranking", pruning.method, seed if pruning.method == "random" else None, *calib_key),

@@ -1,8 +1,10 @@
 """Corpus perplexity with the standard strided sliding window.
 
 Each window of ``window`` tokens is scored, but only the tokens that earlier
-windows have not scored yet count, so every token is predicted once, with up to
-``window - stride`` tokens of context carried over from before.
+windows have not scored yet count, so no token is predicted twice and each has
+up to ``window - stride`` tokens of context carried over from before. (As in the
+usual recipe, with ``stride == window`` the first token of each window has no
+context and is not scored.)
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class ModelStore:
             self._models[key] = LoadedModel(source, model, tokenizer, attach_gates(model))
         loaded = self._models[key]
         loaded.model.to(device)
-        loaded.gates.values = loaded.gates.values.to(device)
+        loaded.gates.set(loaded.gates.values.to(device))  # also moves the per-layer gates the hooks use
         return loaded
 
     def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:

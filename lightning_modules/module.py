@@ -80,21 +80,21 @@ class PruningExperiment(L.LightningModule):
         model_name: str = "embedded",
         precision: str = "float32",
         seed: int = 0,
-        pruning: PruningConfig | None = None,
-        agency: AgencyConfig | None = None,
-        generation: GenerationConfig | None = None,
-        calibration: CalibrationConfig | None = None,
-        evaluation: EvaluationConfig | None = None,
+        pruning: PruningConfig = PruningConfig(),  # noqa: B008 - immutable in use; jsonargparse reads defaults
+        agency: AgencyConfig = AgencyConfig(),  # noqa: B008
+        generation: GenerationConfig = GenerationConfig(),  # noqa: B008
+        calibration: CalibrationConfig = CalibrationConfig(),  # noqa: B008
+        evaluation: EvaluationConfig = EvaluationConfig(),  # noqa: B008
     ) -> None:
         super().__init__()
         self.model_name = model_name
         self.precision_name = precision
         self.seed = seed
-        self.pruning = pruning or PruningConfig()
-        self.agency_config = agency or AgencyConfig()
-        self.generation = generation or GenerationConfig()
-        self.calibration = calibration or CalibrationConfig()
-        self.evaluation = evaluation or EvaluationConfig()
+        self.pruning = pruning
+        self.agency_config = agency
+        self.generation = generation
+        self.calibration = calibration
+        self.evaluation = evaluation
         self.store = ModelStore.shared()
         self.condition: ConditionModel | None = None
         self.record: ConditionRecord | None = None

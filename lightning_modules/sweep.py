@@ -24,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from callbacks.record import RecordError, read_record
-from callbacks.record_writer import condition_id, data_fields, default_run_dir
+from callbacks.record import RecordError, condition_id, data_fields, default_run_dir, read_record
 
 SUPPORTED_METHODS = ("grid", "random")
 RANDOM_DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")

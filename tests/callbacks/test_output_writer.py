@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 from lightning.pytorch.loggers import WandbLogger
 
@@ -56,7 +57,16 @@ def test_path_from_record_extra(run_condition, tmp_path) -> None:
 
 def test_warns_when_a_measuring_callback_comes_after(run_condition) -> None:
     with pytest.warns(UserWarning, match="OutputWriter runs before QualityMonitor"):
-        run_condition([OutputWriter(enabled=True), QualityMonitor()])
+        run_condition([OutputWriter(enabled=True), QualityMonitor(corpus_perplexity=False)])
+
+
+def test_no_warning_for_a_record_writer_after_it(run_condition, recwarn) -> None:
+    class RecordWriterLike(L.Callback):
+        def on_predict_end(self, trainer, pl_module) -> None:
+            pass
+
+    run_condition([SpeedMonitor(), OutputWriter(enabled=True), RecordWriterLike()])
+    assert not [w for w in recwarn if "OutputWriter runs before" in str(w.message)]
 
 
 class FakeWandb(WandbLogger):
@@ -81,11 +91,15 @@ def test_wandb_table_columns_and_rows(make_generated, tmp_path) -> None:
     assert table["key"] == "outputs"
     columns = table["columns"]
     assert columns[:5] == ["prompt_index", "iteration", "seed", "prompt", "continuation"]
-    assert {"tokens_per_second", "distinct_1", "type_token_ratio", "generation"} <= set(columns)
+    assert columns[-1] == "failures"
+    assert {"tokens_per_second", "distinct_1", "type_token_ratio"} <= set(columns)
+    assert "generation" not in columns  # failure-only names go to the failures column
     ok, failed = (dict(zip(columns, row, strict=True)) for row in table["data"])
     assert (ok["prompt_index"], ok["seed"], ok["continuation"]) == (0, 0, "1 2 3")
+    assert ok["failures"] == "repetition_rate: ValueError: no 4-grams: every sequence is shorter than 4 tokens"
     assert ok["distinct_1"] == 1.0
     assert failed["distinct_1"] is None and failed["tokens_per_second"] is None  # never a made-up number
+    assert "generation: non-finite logits" in failed["failures"]
     assert (tmp_path / "outputs" / "synthetic.txt").is_file()
 
 

@@ -29,8 +29,8 @@ ALL_LLAMA = [(layer, head) for layer in range(3) for head in range(6)]
 LLAMA_SELECTIONS = {
     "one-head": [(0, 1)],
     "unequal-groups": [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5), (2, 5)],
-    "unsorted-kv-keeps-equal-groups": [(0, 0), (0, 3), (1, 1), (1, 4)],
-    "whole-kv-group": [(1, 0), (1, 1), (1, 2), (0, 5)],
+    "one-per-group": [(0, 0), (0, 3), (1, 1), (1, 4)],  # groups of 2 and 2: kv_head_index path
+    "whole-kv-group": [(1, 0), (1, 1), (1, 2), (0, 5)],  # layer 1 keeps one full group: stock GQA path
     "whole-kv-group-and-unequal": [(2, 3), (2, 4), (2, 5), (2, 0), (0, 2)],
     "whole-layer": [(2, h) for h in range(6)] + [(0, 0), (0, 3)],
     "two-whole-layers": [(0, h) for h in range(6)] + [(2, h) for h in range(6)] + [(1, 4)],
@@ -262,3 +262,43 @@ def test_emptied_first_layer_keeps_cache_length_and_padding_in_cached_steps(arch
             step_logits.append(model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1,
                                      past_key_values=cache).logits)
     torch.testing.assert_close(step_logits[1], step_logits[0], atol=1e-5, rtol=0)
+
+
+def test_llama_with_attention_bias_removes_like_mask() -> None:
+    """Projection biases: q/k/v biases are sliced with their heads, o_proj's bias stays (also for a lost layer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, hidden_size=48,
+                         intermediate_size=64, vocab_size=100, attention_bias=True, initializer_range=0.2,
+                         attn_implementation="sdpa")
+    plain = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # biases are initialised to zero: make them matter
+        for layer in plain.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj):
+                proj.bias.normal_(0, 0.5)
+    heads = [(0, h) for h in range(6)] + [(1, 0), (1, 4), (1, 5), (2, 3), (2, 4), (2, 5)]
+    masked, mask_gates = gated_copy(plain)
+    mask_gates.set(gate_values(heads, mask_gates.layout))
+    removed, remove_gates = gated_copy(plain)
+    remove_heads(removed, remove_gates, heads)
+    remove_gates.set(gate_values(heads, remove_gates.layout))
+    assert isinstance(attention_modules(removed)[0], NoHeadAttention)
+    ids, mask = token_batch(left_pad=(0, 3, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(removed(input_ids=ids, attention_mask=mask).logits,
+                                   masked(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+    greedy = SamplingConfig(temperature=0.0)
+    assert torch.equal(decode(removed, ids, mask, 6, greedy, [0, 1, 2]).tokens,
+                       decode(masked, ids, mask, 6, greedy, [0, 1, 2]).tokens)
+
+
+def test_llama_removal_picks_the_stock_gqa_path_only_for_whole_equal_groups() -> None:
+    _, _, (removed, _) = masked_and_removed("llama", LLAMA_SELECTIONS["whole-kv-group"])
+    layer0, layer1 = attention_modules(removed)[:2]
+    assert layer1.kv_head_index is None and layer1.num_key_value_groups == 3  # keeps q 3,4,5 over kv 1
+    assert layer1.k_proj.weight.shape == (8, 48) and layer1.q_proj.weight.shape == (24, 48)
+    assert layer0.kv_head_index.tolist() == [0, 0, 0, 1, 1] and layer0.num_key_value_groups == 1
+    _, _, (removed, _) = masked_and_removed("llama", LLAMA_SELECTIONS["one-per-group"])
+    assert attention_modules(removed)[0].kv_head_index.tolist() == [0, 0, 1, 1]
+    assert not hasattr(attention_modules(removed)[2], "kv_head_index")  # untouched layer

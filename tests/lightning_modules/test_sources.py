@@ -94,3 +94,14 @@ def test_embedded_resolves_to_a_converted_copy_when_one_exists(tmp_path: Path) -
     tiny_llama().config.save_pretrained(converted)
     source = resolve_source("embedded")
     assert source.path == str(converted) and source.gguf_file is None and source.name == "embedded"
+
+
+@pytest.mark.slow
+def test_embedded_without_a_converted_copy_resolves_to_the_packaged_gguf() -> None:
+    """Reads only the GGUF header's config (a few seconds), no weights; the cache dir here is empty."""
+    source = resolve_source("embedded")
+    assert source.gguf_file == sources.EMBEDDED_GGUF and Path(source.path, source.gguf_file).is_file()
+    config = source.config
+    assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
+        "llama", 30, 9, 3
+    )
