@@ -85,6 +85,9 @@ class AgencyConfig:
     utilization_alpha: float = 0.9
     overload_threshold: float = 0.85
     recovery_steps: int = 100
+    # Calibration: initial states, utilization and prune consent from the calibration text.
+    # false: every head starts active and consenting (only overrides and run-time transitions act).
+    calibrate: bool = True
     # Calibration: heads in this top fraction of importance withhold prune consent.
     protect_top_fraction: float = 0.15
     pruning_policy: str = "respect_consent"

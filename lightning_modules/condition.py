@@ -139,8 +139,10 @@ def build_condition(
     heads = baseline_heads
     if agency.enabled:
         controller = AgencyController(agency, layout.num_layers, layout.num_heads, device=device)
-        focus, delta = store.cached(("agency-signals", *calib_key), lambda: _calibration_signals(loaded, batches()))
-        controller.apply_calibration(focus, delta)
+        if agency.calibrate:
+            focus, delta = store.cached(("agency-signals", *calib_key),
+                                        lambda: _calibration_signals(loaded, batches()))
+            controller.apply_calibration(focus, delta)
         if agency.pruning_policy == "respect_consent":
             order, _ = order_for_pruning(ranking, controller.prune_consent, agency.pruning_policy)
             heads = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)

@@ -102,7 +102,7 @@ def decode(
         if on_step is not None:
             on_step()
         logits = model(input_ids=step_input, attention_mask=mask, position_ids=step_positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
         bad = ~torch.isfinite(logits).all(-1)
         first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
         logits = torch.where((first_bad_step >= 0)[:, None], torch.zeros_like(logits), logits)

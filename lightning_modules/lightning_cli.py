@@ -47,6 +47,8 @@ class OneLineErrorParser(LightningArgumentParser):
     """Parse errors (unknown keys, malformed YAML, wrong types) as one line, not a usage dump."""
 
     def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        import os as _o
+        if _o.environ.get("RAWERR"): print(repr(message), file=sys.stderr)
         print(f"error: {_one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
 
