@@ -34,6 +34,8 @@ def report_main(argv: list[str]) -> None:
     result = write_report(run_dirs, out_dir)
     for problem in result.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if result.table:
+        print(result.table)
     print(f"report: {out_dir / 'summary.md'}, {out_dir / 'statistics.json'}, plots in {out_dir / 'plots'}")
     if not args.no_wandb and os.environ.get("WANDB_MODE", "offline") != "disabled":
         try:

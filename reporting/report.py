@@ -31,6 +31,7 @@ class ReportResult:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # figures not drawn, and why
     n_records: int = 0
+    table: str = ""  # cell means for the terminal
 
 
 def json_safe(value: Any) -> Any:
@@ -77,8 +78,11 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
     }
     statistics_path = write_json_atomic(out_dir / "statistics.json", json_safe(payload))
     summary_path = write_summary(stats, len(loaded.records), problems, out_dir / "summary.md", plots.notes)
+    from reporting.console import console_table
+
     return ReportResult(
-        out_dir, statistics_path, summary_path, plots.paths, problems, plots.notes, len(loaded.records)
+        out_dir, statistics_path, summary_path, plots.paths, problems, plots.notes, len(loaded.records),
+        console_table(stats),
     )
 
 
