@@ -4,10 +4,13 @@ Strategies, each selectable by name:
 
 - ``entropy``: mean entropy of each head's attention distribution over the
   calibration text (eager attention, which returns the probabilities). Heads
-  with the *highest* entropy are pruned first: a head whose attention is spread
-  almost uniformly over the context averages its values and carries little
-  token-specific information, while low-entropy heads attend selectively
-  (previous-token, induction, delimiter heads) and are the ones known to matter.
+  with the *lowest* entropy are pruned first. Low-entropy heads put nearly all
+  their attention on one position, most often the first token (an "attention
+  sink" that adds an almost constant vector), while high-entropy heads gather
+  context from many positions. Measured on the embedded SmolLM2-135M (corpus
+  perplexity on 512 held-out tokens, window 256, unpruned 44.9): pruning 10% / 30% of heads
+  lowest-entropy first gives 62 / 132, highest-entropy first 1118 / 7344, and a
+  random ranking 66 / 217 - so the low end is the one that can go.
 - ``magnitude``: L2 norm of the head's query, key, value and output weight
   slices; smallest first. (In grouped-query models the key/value slices are
   shared by the heads of a group.)
@@ -161,7 +164,7 @@ def rank_heads(
     """All heads, least important first, by the named strategy."""
     layout = gates.layout
     if strategy == "entropy":
-        return _order(attention_statistics(model, layout, batches).entropy, descending=True)
+        return _order(attention_statistics(model, layout, batches).entropy, descending=False)
     if strategy == "magnitude":
         return _order(weight_magnitudes(model, layout), descending=False)
     if strategy == "random":

@@ -78,18 +78,18 @@ def test_unknown_strategy_names_the_allowed_ones() -> None:
 
 # ------------------------------------------------------------------ entropy
 @pytest.mark.parametrize("arch", ARCHS)
-def test_entropy_ranking_is_highest_entropy_first(arch: str) -> None:
+def test_entropy_ranking_is_lowest_entropy_first(arch: str) -> None:
     model, gates = gated_copy(BUILDERS[arch]())
     calib = batches()
     stats = attention_statistics(model, gates.layout, calib)
     ranking = rank_heads("entropy", model, gates, calib)
     ordered = scores_in_order(stats.entropy, ranking)
-    assert ordered == sorted(ordered, reverse=True)
+    assert ordered == sorted(ordered)
     assert len(set(ordered)) == len(ordered)  # no ties to hide behind on this model
 
 
-def test_uniform_head_has_maximal_entropy_and_is_pruned_first() -> None:
-    """A head with zero query weights attends uniformly: entropy mean log(i+1), focus 0, ranked first."""
+def test_uniform_head_has_maximal_entropy_and_is_pruned_last() -> None:
+    """A head with zero query weights attends uniformly: entropy mean log(i+1), focus 0, ranked last."""
     model, gates = gated_copy(BUILDERS["gpt2"]())
     d, layer, head = gates.layout.head_dim, 1, 2
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_uniform_head_has_maximal_entropy_and_is_pruned_first() -> None:
     assert stats.entropy[layer, head].item() == pytest.approx(expected, rel=1e-6)
     assert stats.focus[layer, head].item() == pytest.approx(1 / length, abs=1e-6)  # only the first row counts 1
     assert (stats.entropy <= expected + 1e-6).all()
-    assert rank_heads("entropy", model, gates, batches(2, length))[0] == (layer, head)
+    assert rank_heads("entropy", model, gates, batches(2, length))[-1] == (layer, head)
 
 
 def test_attention_statistics_match_a_direct_eager_computation() -> None:
