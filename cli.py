@@ -7,6 +7,10 @@
 
 ``predict`` is a LightningCLI, so every config key is also a flag and a sweep
 parameter. ``report`` imports neither torch nor Lightning, so it starts fast.
+
+Exit codes: 0 done; 2 bad input (one ``error:`` line on stderr, nothing loaded
+or written); 1 a condition failed (its record says why); 130 / 143 interrupted
+by Ctrl-C / SIGTERM (finished records kept; ``sweep --resume`` continues).
 """
 
 from __future__ import annotations
@@ -24,9 +28,20 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def predict(argv: list[str]) -> None:
-    from lightning_modules.lightning_cli import run_predict
+    """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
+    from lightning_modules.lightning_cli import finish_wandb_run, interrupt_on_signals, run_predict
 
-    run_predict(argv)
+    with interrupt_on_signals() as interruption:
+        try:
+            run_predict(argv)
+        except (KeyboardInterrupt, SystemExit):
+            if interruption.signum is None:
+                raise  # --help, bad input (already reported) or a real exit
+            with interruption.critical():
+                finish_wandb_run(exit_code=interruption.exit_code)
+            print(f"interrupted by {interruption.name}: the condition did not finish; its record, if it had "
+                  "started, has status 'incomplete'", file=sys.stderr, flush=True)
+            raise SystemExit(interruption.exit_code) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,10 @@ Schema (``schema_version`` 1)::
 
     {
       "schema_version": 1,
-      "condition_id": str,            # stable hash of the condition's config
-      "status": "complete" | "incomplete",
+      "condition_id": str,            # stable hash of the condition's config (also the file name)
+      "status": "complete" | "incomplete" | "failed",
+                                      # incomplete: interrupted; failed: the condition raised
+                                      # (its error is in failures); only complete ones are used
       "config": {flat condition keys: model, pruning_level, pruning_method,
                  prune_mode, agency, temperature, seed, num_tokens, ...},
       "environment": {...versions, git commit, hardware...},
@@ -25,7 +27,13 @@ Schema (``schema_version`` 1)::
       "aggregates": {name: {"mean", "std", "n", "n_failed"}},
       "agency": {...} | null,
       "failures": [{"metric": str, "error": str}],     # condition-level
+      "checksum": str,                                 # sha256 of the rest (see record_checksum)
     }
+
+Records are written atomically (temporary file, fsync, rename), so a reader
+sees the old file or the new one, never half of one; the checksum makes a
+record that was truncated or edited by hand after writing detectable, so that
+``report`` and ``--resume`` name it instead of trusting it.
 """
 
 from __future__ import annotations
@@ -133,6 +141,7 @@ def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; records are ordinary files
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=1, allow_nan=False)
             handle.flush()
@@ -144,8 +153,35 @@ def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def record_checksum(payload: dict[str, Any]) -> str:
+    """sha256 of the record's canonical JSON without its own ``checksum`` field.
+
+    Canonical: sorted keys, no whitespace; floats survive a JSON round trip
+    exactly, so the checksum of a record read back equals the one written.
+    """
+    body = {k: v for k, v in payload.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_record(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write a result record atomically, with its checksum."""
+    return write_json_atomic(path, {**payload, "checksum": record_checksum(payload)})
+
+
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Read one record, raising RecordError naming the file when it cannot be trusted."""
+    """Read one record, raising RecordError naming the file when it cannot be trusted.
+
+    A record without a checksum (written by hand or by an older version) is
+    accepted on its structure alone; one whose checksum does not match was
+    changed after it was written and is refused.
+    """
     path = Path(path)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -156,6 +192,8 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("condition_id", "config", "samples", "status"):
         if key not in payload:
             raise RecordError(f"record {path} is missing '{key}'")
+    if "checksum" in payload and payload["checksum"] != record_checksum(payload):
+        raise RecordError(f"record {path} does not match its checksum (edited or damaged after it was written)")
     return payload
 
 

@@ -2,9 +2,11 @@
 
 It must come after every measuring callback (the CLI orders it last), because
 it serialises what they recorded in their ``on_predict_end``. A W&B failure is
-reported once as a warning and never stops the local record (contract 7); an
-interrupted condition is written with ``status: incomplete`` so that ``report``
-ignores it and ``--resume`` runs it again.
+reported once as a warning and never stops the local record (contract 7). A
+condition that does not finish still leaves a record that says so: ``status:
+incomplete`` when it was interrupted (Ctrl-C, SIGTERM), ``status: failed`` with
+the error when it raised; ``report`` names and excludes both and ``--resume``
+runs them again. A complete record is never overwritten by an unfinished one.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from callbacks.record import condition_id, data_fields, default_run_dir, record_path, write_json_atomic
+from callbacks.record import (
+    ConditionRecord,
+    RecordError,
+    condition_id,
+    data_fields,
+    default_run_dir,
+    read_record,
+    record_path,
+    write_record,
+)
+
+WANDB_ERRORS = ("continue", "raise")
 
 
 def environment() -> dict[str, Any]:
@@ -58,6 +70,7 @@ class RecordWriter(L.Callback):
         self.quiet = quiet
         self.wandb_errors = wandb_errors
         self.written: Path | None = None
+        self._complete: set[str] = set()  # condition ids this writer recorded as complete
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         record = pl_module.record  # created by the module's setup, which runs after callbacks' setup
@@ -73,17 +86,48 @@ class RecordWriter(L.Callback):
         payload = pl_module.record.to_dict(status="complete")
         if not Path(payload.get("outputs_path", "")).is_file():
             payload.pop("outputs_path", None)  # outputs were not saved for this condition
-        self.written = write_json_atomic(record_path(self.output_dir, payload["condition_id"]), payload)
+        self.written = write_record(record_path(self.output_dir, payload["condition_id"]), payload)
+        self._complete.add(payload["condition_id"])
         self._log_to_wandb(trainer, payload)
         self._print_summary(payload)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Leave a record that says the condition did not finish, and why; never raise from here."""
+        try:
+            self._write_unfinished(trainer, pl_module, exception)
+        except Exception as error:  # the original exception is what the user must see
+            print(f"warning: the unfinished condition could not be recorded ({type(error).__name__}: {error})",
+                  file=sys.stderr)
+
+    def _write_unfinished(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        status = "incomplete" if isinstance(exception, KeyboardInterrupt) else "failed"
         record = getattr(pl_module, "record", None)
         if record is None or not record.condition_id:
+            record = self._bare_record(trainer, pl_module)  # failed before predicting (setup, model load)
+            if record is None:
+                return
+        if record.condition_id in self._complete:
+            return  # e.g. W&B failed after the complete record was written: that record stands
+        path = record_path(self.output_dir, record.condition_id)
+        if _is_complete(path):
+            print(f"warning: {path} stays as it is (complete, from an earlier run); this run was {status}",
+                  file=sys.stderr)
             return
-        record.add_failure("condition", f"{type(exception).__name__}: {exception}")
-        payload = record.to_dict(status="incomplete")
-        self.written = write_json_atomic(record_path(self.output_dir, payload["condition_id"]), payload)
+        error = "interrupted" if status == "incomplete" else "raised"
+        record.add_failure("condition", f"{error}: {type(exception).__name__}: {exception}".rstrip(": "))
+        self.written = write_record(path, record.to_dict(status=status))
+
+    def _bare_record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ConditionRecord | None:
+        summary = getattr(pl_module, "condition_summary", None)
+        if summary is None:
+            return None
+        config = summary()
+        if trainer.datamodule is not None:
+            config.update(data_fields(trainer.datamodule))
+        config["device"] = str(trainer.strategy.root_device)
+        record = ConditionRecord(condition_id=condition_id(config), config=config, environment=environment())
+        record.extra["output_dir"] = str(self.output_dir)
+        return record
 
     def _log_to_wandb(self, trainer: L.Trainer, payload: dict[str, Any]) -> None:
         from lightning.pytorch.loggers import WandbLogger
@@ -98,8 +142,8 @@ class RecordWriter(L.Callback):
             except Exception as error:  # W&B must never cost the local record
                 if self.wandb_errors == "raise":
                     raise
-                warnings.warn(f"W&B logging failed ({type(error).__name__}: {error}); "
-                              f"the local record {self.written} is complete", stacklevel=1)
+                print(f"warning: W&B logging failed ({type(error).__name__}: {error}); "
+                      f"the local record {self.written} is complete", file=sys.stderr)
 
     def _print_summary(self, payload: dict[str, Any]) -> None:
         agg, cond, cfg = payload["aggregates"], payload["condition_metrics"], payload["config"]
@@ -118,6 +162,13 @@ class RecordWriter(L.Callback):
                 f"distinct-2 {mean('distinct_2')}, samples {len(payload['samples'])} ({failed} with failures) "
                 f"-> {self.written}")
         print(line, flush=True)
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return path.is_file() and read_record(path)["status"] == "complete"
+    except RecordError:
+        return False
 
 
 def wandb_summary(payload: dict[str, Any]) -> dict[str, Any]:

@@ -30,19 +30,27 @@ def newest_token_focus(
     ``key`` may have fewer heads than ``query`` (grouped-query attention); the
     query heads of one group share a key head, as in the model itself.
     """
+    # Runs once per layer per decoding step in the agency arm, so it is kept to few small ops
+    # (a plain batched matmul, in-place masking, no no-op dtype casts); the arithmetic is that
+    # of the einsum formulation it replaced, bit for bit.
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
-    last = query[:, :, -1, :].float().reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.einsum("bkgd,bksd->bkgs", last, key.float()).reshape(batch, heads, length) * scaling
+    last = query[:, :, -1, :]
+    if last.dtype != torch.float32:
+        last = last.float()
+    if key.dtype != torch.float32:
+        key = key.float()
+    last = last.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(last, key.transpose(-1, -2)).reshape(batch, heads, length) * scaling
     if attention_mask is not None:
         row = attention_mask[:, :, -1, -length:]  # [batch or 1, 1, length]
         if row.dtype == torch.bool:
-            visible = row.expand(batch, 1, length)
-            scores = scores.masked_fill(~visible, float("-inf"))
+            scores.masked_fill_(~row, float("-inf"))  # broadcasts over heads (and batch when 1)
+            count = row.sum(-1).clamp(min=1).float().expand(batch, 1)  # [batch, 1]
         else:
             scores = scores + row.float()
             visible = (row > torch.finfo(row.dtype).min / 2).expand(batch, 1, length)
-        count = visible.sum(-1).clamp(min=1).float()  # [batch, 1]
+            count = visible.sum(-1).clamp(min=1).float()  # [batch, 1]
     else:
         count = torch.full((batch, 1), float(length), device=query.device)
     log_probs = torch.log_softmax(scores, dim=-1)

@@ -5,7 +5,17 @@ The sweep file is W&B's own format (``program``, ``command``, ``method``,
 distributed with ``wandb sweep`` + ``wandb agent``. Locally, every condition is
 checked before any model loads, models load once per process (the model store),
 each condition writes its record the moment it finishes, and ``--resume``
-skips conditions whose record is already complete.
+skips conditions whose record is already complete and intact.
+
+What can go wrong mid-sweep costs at most the condition it hits:
+
+- Ctrl-C or SIGTERM ends the running condition (its record says ``incomplete``,
+  its W&B run is finished with the exit code), keeps every finished record, and
+  exits with 128 + the signal and the ``--resume`` command to continue;
+- a condition that raises is recorded ``failed`` with its error and the sweep
+  goes on; the exit code is 1 and the failed conditions are listed;
+- a record that is truncated, edited or unfinished is named on ``--resume``
+  and its condition runs again.
 """
 
 from __future__ import annotations
@@ -16,7 +26,6 @@ import json
 import math
 import random
 import shutil
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,30 +60,43 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SweepError(f"sweep file '{path}' does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise SweepError(f"sweep file '{path}' is not valid YAML ({str(error).splitlines()[0]})") from None
+    except UnicodeDecodeError as error:
+        raise SweepError(f"sweep file '{path}' is not UTF-8 text (byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SweepError(f"sweep file '{path}' is not valid YAML ({where}{problem}); write '${{...}}' entries of "
+                         "'command' as a block list ('- ${env}'), not inside [...]") from None
     if not isinstance(raw, dict):
         raise SweepError(f"sweep file '{path}' must be a mapping with method, command and parameters")
     method = raw.get("method")
     if method == "bayes":
-        raise SweepError(f"sweep method 'bayes' needs a W&B server to choose runs; run it with "
-                         f"'wandb sweep {path}' and 'wandb agent', or use method grid or random here")
+        raise SweepError(f"sweep method 'bayes' needs a W&B server to choose runs (run it with "
+                         f"'wandb sweep {path}' and 'wandb agent'); allowed here: {', '.join(SUPPORTED_METHODS)}")
     if method not in SUPPORTED_METHODS:
         raise SweepError(f"sweep method '{method}' is not supported locally; allowed: {', '.join(SUPPORTED_METHODS)}")
     parameters = raw.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
-        raise SweepError(f"sweep file '{path}' has no parameters; give at least one under 'parameters:'")
+        raise SweepError(f"sweep file '{path}' has no parameters; allowed: a 'parameters:' mapping of at least one "
+                         "config key to 'value' or 'values'")
     for key, spec in parameters.items():
         _check_parameter(key, spec, method)
     command = raw.get("command") or []
+    if not isinstance(command, list):
+        raise SweepError(f"sweep file '{path}' command must be a list (with 'predict' and '${{args}}')")
     try:
         start = command.index("predict") + 1
         end = command.index("${args}")
     except ValueError:
         raise SweepError(f"sweep file '{path}' command must contain 'predict' and '${{args}}'") from None
     base_args = [str(c) for c in command[start:end]]
-    run_cap = raw.get("run_cap")
-    return SweepSpec(path, method, base_args, parameters, run_cap, int(raw.get("seed", 0)))
+    run_cap, seed = raw.get("run_cap"), raw.get("seed", 0)
+    if run_cap is not None and not (isinstance(run_cap, int) and run_cap >= 1):
+        raise SweepError(f"sweep run_cap {run_cap!r} is invalid; allowed: an integer >= 1")
+    if not isinstance(seed, int):
+        raise SweepError(f"sweep seed {seed!r} is invalid; allowed: an integer")
+    return SweepSpec(path, method, base_args, parameters, run_cap, seed)
 
 
 def _check_parameter(key: str, spec: Any, method: str) -> None:
@@ -82,10 +104,11 @@ def _check_parameter(key: str, spec: Any, method: str) -> None:
         raise SweepError(f"sweep parameter '{key}' must be a mapping with 'value' or 'values'")
     if "values" in spec:
         if not isinstance(spec["values"], list) or not spec["values"]:
-            raise SweepError(f"sweep parameter '{key}' has an empty value list; give at least one value")
+            raise SweepError(f"sweep parameter '{key}' has an empty value list; allowed: a list of at least one value")
     elif "value" not in spec:
-        if method == "grid" or spec.get("distribution") not in RANDOM_DISTRIBUTIONS:
-            raise SweepError(f"sweep parameter '{key}' needs 'value' or a non-empty 'values' list"
+        ranged = spec.get("distribution") in RANDOM_DISTRIBUTIONS and "min" in spec and "max" in spec
+        if method == "grid" or not ranged:
+            raise SweepError(f"sweep parameter '{key}' has no values; allowed: 'value' or a non-empty 'values' list"
                              + ("" if method == "grid" else
                                 f", or a distribution ({', '.join(RANDOM_DISTRIBUTIONS)}) with min and max"))
 
@@ -122,107 +145,187 @@ def as_flags(parameters: dict[str, Any]) -> list[str]:
     return [f"--{key}={value}" for key, value in parameters.items()]
 
 
-class _Checked(Exception):
-    """Raised after validation to stop the CLI before it instantiates anything."""
+def check_condition(args: list[str], where: str = "condition",
+                    parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse and validate one condition's arguments with the real CLI; return its flat identity.
 
-    def __init__(self, namespace: Any) -> None:
-        self.namespace = namespace
-
-
-def check_condition(args: list[str]) -> dict[str, Any]:
-    """Parse and validate one condition's arguments with the real CLI; return its flat identity."""
-    from lightning_modules.lightning_cli import ExperimentCLI, run_predict
+    Raises ``SweepError`` with the CLI's one-line reason, naming the sweep parameter at
+    fault when there is one, else the condition (``where``).
+    """
+    from lightning_modules.lightning_cli import InputError, check_args
     from lightning_modules.module import flat_model_config
 
-    original = ExperimentCLI.before_instantiate_classes
-
-    def validate_then_stop(cli: ExperimentCLI) -> None:
-        original(cli)
-        raise _Checked(cli.config["predict"])
-
-    ExperimentCLI.before_instantiate_classes = validate_then_stop
     try:
-        run_predict(args)
-    except _Checked as checked:
-        ns = checked.namespace
-    finally:
-        ExperimentCLI.before_instantiate_classes = original
+        ns = check_args(args)
+    except InputError as error:
+        if parameters and error.key in parameters:
+            raise SweepError(f"sweep parameter '{error.key}' = {parameters[error.key]!r}: {error.message}") from None
+        raise SweepError(f"{where}: {error.message}") from None
     m = ns.model
     flat = flat_model_config(m.model_name, m.precision, m.seed, m.pruning, m.agency, m.generation)
     flat.update(data_fields(ns.data))
     return flat
 
 
-def existing_records(run_dir: Path) -> tuple[set[str], list[str]]:
-    """Condition ids with a complete record, and the names of records that cannot be trusted."""
+def existing_records(run_dir: Path, expected: set[str] | None = None) -> tuple[set[str], list[str]]:
+    """Condition ids with a complete, intact record, and a line for every record that cannot be trusted.
+
+    ``expected``: the sweep's condition ids, to say which untrusted records run again.
+    """
     complete, problems = set(), []
+
+    def outcome(cid: str) -> str:
+        return "its condition runs again" if expected is None or cid in expected else "not part of this sweep"
+
     for path in sorted((run_dir / "records").glob("*.json")):
         try:
             record = read_record(path)
         except RecordError as error:
-            problems.append(str(error))
+            problems.append(f"{error}; {outcome(path.stem)}")
             continue
-        if record["status"] == "complete":
+        if record["condition_id"] != path.stem:
+            problems.append(f"record {path} holds condition {record['condition_id']}, not the one its name says; "
+                            f"{outcome(path.stem)}")
+        elif record["status"] == "complete":
             complete.add(record["condition_id"])
         else:
-            problems.append(f"record {path} is {record['status']}; its condition runs again")
+            problems.append(f"record {path} is {record['status']}; {outcome(path.stem)}")
     return complete, problems
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Half-written temporaries of a process that was killed outright (SIGKILL) are never records."""
+    for tmp in (run_dir / "records").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    total: int
+    skipped: int
+    ran: int
+    failed: list[str]
 
 
 def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resume: str | Path | None = None,
               count: int | None = None, quiet: bool = False) -> Path:
-    """Run every condition of a sweep file; return the run folder."""
-    from lightning_modules.lightning_cli import run_predict
+    """Run every condition of a sweep file; return the run folder.
+
+    Interrupted (Ctrl-C, SIGTERM): finished records stay, the running condition is
+    recorded incomplete (or not at all if it had not started), the W&B run is closed,
+    and ``SweepInterrupted`` says how to resume. A condition that raises is recorded
+    as failed and the sweep goes on; ``SweepError`` lists the failures at the end.
+    """
+    from lightning_modules.lightning_cli import finish_wandb_run, interrupt_on_signals
+
+    if resume and output_dir and Path(resume) != Path(output_dir):
+        raise SweepError(f"give either --resume {resume} or --output_dir {output_dir}, not both")
+    run_dir = Path(resume or output_dir or default_run_dir())
+    with interrupt_on_signals() as interruption:
+        try:
+            outcome = _run(sweep_file, run_dir, bool(resume), count, quiet, interruption)
+        except (KeyboardInterrupt, SystemExit):
+            if interruption.signum is None:
+                raise
+            with interruption.critical():
+                finish_wandb_run(exit_code=interruption.exit_code)
+            raise SweepInterrupted(interruption, sweep_file, run_dir) from None
+    if outcome.failed:
+        raise SweepFailed(f"{len(outcome.failed)} of {outcome.total} conditions failed (recorded with status "
+                          f"'failed' in {outcome.run_dir / 'records'}): {', '.join(outcome.failed)}")
+    return outcome.run_dir
+
+
+class SweepFailed(SweepError):
+    """Some conditions raised; every other condition ran and is recorded."""
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM: the message says how to continue; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, interruption: Any, sweep_file: str | Path, run_dir: Path) -> None:
+        self.exit_code = interruption.exit_code
+        super().__init__(f"interrupted by {interruption.name}: finished conditions are recorded in {run_dir}, the "
+                         f"running one is not; continue with: python cli.py sweep {sweep_file} --resume {run_dir}")
+
+
+def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
+         interruption: Any) -> SweepOutcome:
+    from lightning_modules.lightning_cli import finish_wandb_run, run_predict
     from lightning_modules.validation import ConfigError, check_writable
 
     spec = load_sweep(sweep_file)
-    run_dir = Path(resume or output_dir or default_run_dir())
     if resume and not run_dir.is_dir():
-        raise SweepError(f"run folder '{run_dir}' to resume does not exist")
+        raise SweepError(f"run folder '{run_dir}' to resume does not exist; allowed: a folder of an earlier sweep")
     try:
         check_writable(run_dir)
     except ConfigError as error:
         raise SweepError(str(error)) from None
     conditions = expand(spec, count)
     condition_args = [[*spec.base_args, *as_flags(params)] for params in conditions]
-    ids = [condition_id(check_condition(args)) for args in condition_args]  # every check before any load
+    flats = [check_condition(args, _where(spec, i, params, len(conditions)), params)  # all before any load
+             for i, (args, params) in enumerate(zip(condition_args, conditions, strict=True))]
+    ids = [condition_id(flat) for flat in flats]
     if len(set(ids)) != len(ids):
         raise SweepError(f"sweep '{spec.path}' expands to duplicate conditions; vary a parameter that matters")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "sweep.yaml").exists():
         shutil.copyfile(spec.path, run_dir / "sweep.yaml")
-    done, problems = existing_records(run_dir)
+    _remove_stale_temporaries(run_dir)
+    done, problems = existing_records(run_dir, set(ids))
     for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
     group = run_dir.name
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill ends the condition like Ctrl-C does
-    todo = [(cid, args) for cid, args in zip(ids, condition_args, strict=True) if cid not in done]
+    todo = [(i, cid) for i, cid in enumerate(ids) if cid not in done]
     print(f"sweep {spec.path.name}: {len(ids)} conditions, {len(ids) - len(todo)} already recorded, "
           f"{len(todo)} to run -> {run_dir}", flush=True)
-    for index, (cid, args) in enumerate(todo, start=1):
+    failed = []
+    for index, (i, cid) in enumerate(todo, start=1):
         if not quiet:
             print(f"[{index}/{len(todo)}] {cid}", flush=True)
-        run_predict([*args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
-                     f"--trainer.logger.init_args.group={group}"])
-        _finish_wandb_run()
-    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": True}, indent=1))
-    return run_dir
+        exit_code = 0
+        try:
+            run_predict([*condition_args[i], f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
+                         f"--trainer.logger.init_args.group={group}"])
+        except (Exception, SystemExit) as error:
+            if interruption.signum is not None:
+                raise
+            exit_code = 1
+            failed.append(cid)
+            _record_failure(run_dir, cid, flats[i], error)
+        finally:
+            if interruption.signum is None:
+                with interruption.critical():
+                    finish_wandb_run(exit_code)
+    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
+    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
 
 
-def _finish_wandb_run() -> None:
-    """Each condition is its own W&B run: close the one just used before the next starts."""
+def _where(spec: SweepSpec, index: int, params: dict[str, Any], total: int) -> str:
+    return f"sweep '{spec.path}' condition {index + 1} of {total} ({' '.join(as_flags(params))})"
+
+
+def _record_failure(run_dir: Path, cid: str, config: dict[str, Any], error: BaseException) -> None:
+    """Say on stderr which condition failed and why, and make sure its record says so too."""
+    import traceback
+
+    from callbacks.record import ConditionRecord, record_path, write_record
+
+    if not isinstance(error, SystemExit):
+        traceback.print_exception(error, file=sys.stderr)
+    reason = f"{type(error).__name__}: {error}"
+    print(f"error: condition {cid} failed ({reason}); the sweep goes on", file=sys.stderr, flush=True)
+    path = record_path(run_dir, cid)
     try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-    except Exception as error:  # never lose the sweep over W&B
-        print(f"warning: W&B run could not be finished cleanly ({error})", file=sys.stderr)
+        if read_record(path)["status"] in ("complete", "failed"):
+            return  # the record writer got there first
+    except RecordError:
+        pass
+    record = ConditionRecord(condition_id=cid, config=dict(config))
+    record.add_failure("condition", f"raised: {reason}")
+    write_record(path, record.to_dict(status="failed"))
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -239,9 +342,12 @@ def sweep_main(argv: list[str]) -> None:
     args = _parser("cli.py sweep").parse_args(argv)
     try:
         run_sweep(args.sweep_file, args.output_dir, args.resume, args.count, args.quiet)
+    except SweepInterrupted as interrupted:
+        print(f"{interrupted}", file=sys.stderr, flush=True)
+        raise SystemExit(interrupted.exit_code) from None
     except SweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1 if isinstance(error, SweepFailed) else 2) from None
 
 
 def demo_main(argv: list[str]) -> None:
@@ -249,8 +355,16 @@ def demo_main(argv: list[str]) -> None:
     from reporting.cli import report_main
 
     sweep_file = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "quickstart.yaml"
+    run_dir = default_run_dir()
     try:
-        run_dir = run_sweep(sweep_file, quiet=True)
+        run_sweep(sweep_file, output_dir=run_dir, quiet=True)
+    except SweepInterrupted as interrupted:
+        print(f"{interrupted}", file=sys.stderr, flush=True)
+        raise SystemExit(interrupted.exit_code) from None
+    except SweepFailed as error:  # report what did run, then say that not everything did
+        report_main([str(run_dir)])
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,378 @@
+"""Figures 1-4 and 6: decoding speed ratios on one device and precision.
+
+Each function takes the shared :class:`Models` and the run's :class:`Settings`
+and returns table rows. Figures 1, 4 and 6 read the same alternation (plain
+``generate``, our ``decode`` on the plain model and on the gated model, batch 1
+and batch 8), measured once per model and shared, so each pair they compare was
+timed in the same rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from benchmarks.common import (
+    EMBEDDED,
+    GPT2,
+    Alternation,
+    Models,
+    Row,
+    alternate,
+    median,
+    memory_read_bandwidth,
+    parameter_bytes,
+    release,
+    spread,
+    timed,
+)
+
+LEVELS = (30, 50, 70)
+WARMUP_TOKENS = 4
+
+
+@dataclass
+class Settings:
+    """Sizes of one run; ``for_run`` gives the full and the --quick ones."""
+
+    quick: bool = False
+    rounds: int = 3  # rounds of the decoding alternations (figures 1, 2, 4, 6)
+    new_tokens: int = 64  # figures 1, 2, 4, 6
+    prune_rounds: int = 3  # figure 3 (seven sides per round)
+    prune_tokens: int = 24
+    batch: int = 8
+    bandwidth_gib: float = 1.0
+    full_grid: bool = False
+
+    @classmethod
+    def for_run(cls, quick: bool, full_grid: bool = False) -> Settings:
+        if quick:
+            return cls(quick=True, rounds=3, new_tokens=32, prune_rounds=2, prune_tokens=16, full_grid=full_grid)
+        return cls(full_grid=full_grid)
+
+
+def label(models: Models, threads: int | None = None) -> str:
+    where = f"{models.device.type} {models.precision}"
+    if models.device.type == "cpu":
+        where += f", {threads or torch.get_num_threads()} thr"
+    return where
+
+
+# ------------------------------------------------------------ decoding sides
+def greedy_decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, tokens: int) -> torch.Tensor:
+    from lightning_modules.generation import SamplingConfig, decode
+
+    return decode(model, ids, mask, tokens, SamplingConfig(temperature=0.0), [0] * ids.shape[0]).tokens
+
+
+def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, tokens: int,
+                    pad_token_id: int) -> torch.Tensor:
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
+                             do_sample=False, pad_token_id=pad_token_id)
+    return out[:, ids.shape[1]:].cpu()
+
+
+def identical_rows(a: torch.Tensor, b: torch.Tensor) -> str:
+    same = sum(bool(torch.equal(x, y)) for x, y in zip(a, b, strict=True))
+    return f"{same}/{len(a)}"
+
+
+def identical_prefix(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean fraction of each row's tokens before the first difference."""
+    fractions = []
+    for x, y in zip(a, b, strict=True):
+        diff = (x != y).nonzero()
+        fractions.append((int(diff[0]) if len(diff) else len(x)) / len(x))
+    return statistics.fmean(fractions)
+
+
+@dataclass
+class DecodeSet:
+    """The shared alternation of figures 1, 4 and 6 for one model."""
+
+    which: str
+    times: Alternation
+    tokens: int
+    batch: int
+    identical: dict[int, str]  # batch -> rows where decode on the gated model == generate
+    threads: int
+
+
+_DECODE_SETS: dict[tuple[int, str], DecodeSet] = {}
+
+
+def decode_set(models: Models, settings: Settings, which: str = EMBEDDED) -> DecodeSet:
+    key = (id(models), which)
+    if key in _DECODE_SETS:
+        return _DECODE_SETS[key]
+    plain, gated, gates = models.decoding_pair(which)
+    gates.reset()
+    assert gates.factor_provider is None
+    pad = models.pad_token_id(which)
+    n, sides = settings.new_tokens, {}
+    for batch in (1, settings.batch):
+        ids, mask = models.batch_for(which, batch)
+        greedy_generate(plain, ids, mask, WARMUP_TOKENS, pad)  # warm-up: allocator, kernels
+        greedy_decode(plain, ids, mask, WARMUP_TOKENS)
+        greedy_decode(gated, ids, mask, WARMUP_TOKENS)
+        sides[f"generate/{batch}"] = timed(lambda i=ids, m=mask: greedy_generate(plain, i, m, n, pad), models.device)
+        sides[f"plain-decode/{batch}"] = timed(lambda i=ids, m=mask: greedy_decode(plain, i, m, n), models.device)
+        sides[f"decode/{batch}"] = timed(lambda i=ids, m=mask: greedy_decode(gated, i, m, n), models.device)
+    times = alternate(sides, settings.rounds)
+    identical = {b: identical_rows(sides[f"decode/{b}"].output, sides[f"generate/{b}"].output)
+                 for b in (1, settings.batch)}
+    result = DecodeSet(which, times, n, settings.batch, identical, torch.get_num_threads())
+    _DECODE_SETS[key] = result
+    return result
+
+
+def tokens_per_s(seconds: list[float], tokens: int) -> float:
+    return median([tokens / s for s in seconds])
+
+
+# ------------------------------------------------------------ figure 1
+def gate_overhead(models: Models, settings: Settings, which: str = EMBEDDED) -> list[Row]:
+    ds = decode_set(models, settings, which)
+    rows = []
+    for batch in (1, ds.batch):
+        t = ds.times
+        main = t.ratio(f"generate/{batch}", f"decode/{batch}")
+        dec = tokens_per_s(t.times[f"decode/{batch}"], batch * ds.tokens)
+        gen = tokens_per_s(t.times[f"generate/{batch}"], batch * ds.tokens)
+        common = dict(model=which, setup=label(models, ds.threads), batch=batch, tokens=ds.tokens)
+        rows.append(Row("1 gate overhead", "gated model + our decode vs plain generate", **common,
+                        value=median(main), goal=0.97,
+                        note=f"{dec:.1f} vs {gen:.1f} tok/s; rounds {spread(main)}; "
+                             f"same tokens {ds.identical[batch]} rows"))
+        loop = t.ratio(f"generate/{batch}", f"plain-decode/{batch}")
+        gates = t.ratio(f"plain-decode/{batch}", f"decode/{batch}")
+        rows.append(Row("1 gate overhead", "  of which: our decode vs generate (plain model)", **common,
+                        value=median(loop), note=f"rounds {spread(loop)}"))
+        rows.append(Row("1 gate overhead", "  of which: gated vs plain model (both our decode)", **common,
+                        value=median(gates), note=f"rounds {spread(gates)}"))
+    return rows
+
+
+# ------------------------------------------------------------ figure 4
+def batching(models: Models, settings: Settings, which: str = EMBEDDED) -> list[Row]:
+    ds = decode_set(models, settings, which)
+    b, t = ds.batch, ds.times
+    ours = [b * one / many for one, many in zip(t.times["decode/1"], t.times[f"decode/{b}"], strict=True)]
+    stock = [b * one / many for one, many in zip(t.times["generate/1"], t.times[f"generate/{b}"], strict=True)]
+    common = dict(model=which, setup=label(models, ds.threads), batch=f"{b} vs 1", tokens=ds.tokens)
+    return [
+        Row("4 batching", f"tokens/s at batch {b} / batch 1 (our decode)", **common, value=median(ours), goal=4.0,
+            note=f"{tokens_per_s(t.times[f'decode/{b}'], b * ds.tokens):.1f} vs "
+                 f"{tokens_per_s(t.times['decode/1'], ds.tokens):.1f} tok/s; rounds {spread(ours)}"),
+        Row("4 batching", "  same for plain generate", **common, value=median(stock),
+            note=f"rounds {spread(stock)}"),
+    ]
+
+
+# ------------------------------------------------------------ figure 6
+def physical_limit(models: Models, settings: Settings, which: str = EMBEDDED) -> list[Row]:
+    ds = decode_set(models, settings, which)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ds.threads)  # the bandwidth with the threads the decoding had
+    gib = settings.bandwidth_gib * (2 if models.device.type == "cuda" else 1)
+    bandwidth = max(memory_read_bandwidth(gib, device=models.device) for _ in range(2))
+    weights = parameter_bytes(models.decoding_pair(which)[1])
+    common = dict(model=which, setup=label(models, ds.threads), batch=1, tokens=ds.tokens)
+    rows = []
+    for side, text, goal in (("decode/1", "tok/s x weight bytes / read bandwidth (our decode)", 0.40),
+                             ("generate/1", "  same for plain generate", None)):
+        tps = tokens_per_s(ds.times.times[side], ds.tokens)
+        rows.append(Row("6 physical limit", text, **common, value=tps * weights / bandwidth, goal=goal,
+                        note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB / {bandwidth / 1e9:.1f} GB/s "
+                             f"(sum over {gib:g} GiB, best of 10)"))
+    if which == EMBEDDED:
+        rows.extend(bfloat16_line(models, settings, bandwidth, ds.threads))
+    torch.set_num_threads(threads)
+    return rows
+
+
+def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads: int) -> list[Row]:
+    """The same path with bfloat16 weights: half the bytes, but tokens may differ from float32."""
+    if models.precision != "float32":
+        return []
+    loaded = models.embedded
+    half = models.store.base(EMBEDDED, "bfloat16", models.device)
+    n = settings.new_tokens
+    ids, mask = models.embedded_batch(1)
+    greedy_decode(half.model, ids, mask, WARMUP_TOKENS)
+    sides = {"f32": timed(lambda: greedy_decode(loaded.model, ids, mask, n), models.device),
+             "bf16": timed(lambda: greedy_decode(half.model, ids, mask, n), models.device)}
+    t = alternate(sides, 2)
+    same = identical_prefix(sides["bf16"].output, sides["f32"].output)
+    tps = tokens_per_s(t.times["bf16"], n)
+    weights = parameter_bytes(half.model)
+    speed = t.ratio("f32", "bf16")
+    row = Row("6 physical limit", "  bfloat16 weights (our decode; not a goal)", EMBEDDED,
+              f"{models.device.type} bfloat16, {threads} thr", 1, n, value=tps * weights / bandwidth,
+              note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB; {median(speed):.2f}x the float32 speed; "
+                   f"{100 * same:.0f}% of tokens before the first difference from float32")
+    models.store._models.pop((EMBEDDED, "bfloat16"), None)  # free it: no public eviction in the store
+    release()
+    return [row]
+
+
+# ------------------------------------------------------------ figure 2
+def agency_overhead(models: Models, settings: Settings) -> list[Row]:
+    from lightning_modules.agency import AgencyConfig
+    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
+    from lightning_modules.generation import SamplingConfig, decode, sample_seed
+
+    b = settings.batch
+    ids, mask = models.embedded_batch(b)
+    seeds = [sample_seed(0, i, 0) for i in range(b)]
+    sampling = SamplingConfig(temperature=0.7)
+
+    def arm(enabled: bool, n: int) -> Callable[[], float]:
+        def run() -> float:
+            condition = build_condition(models.store, EMBEDDED, models.precision, models.device,
+                                        PruningConfig(level=0), AgencyConfig(enabled=enabled),
+                                        CalibrationConfig(), seed=0)
+            try:
+                condition.begin_sequence_batch(b)
+                result = decode(condition.model, ids, mask, n, sampling, seeds, on_step=condition.on_step)
+            finally:
+                condition.close()
+            return result.total_time_s
+
+        return run
+
+    for enabled in (False, True):  # warm-up; the agency arm's first build runs its calibration
+        arm(enabled, WARMUP_TOKENS)()
+    n = settings.new_tokens
+    t = alternate({"baseline": arm(False, n), "agency": arm(True, n)}, settings.rounds)
+    ratio = t.ratio("baseline", "agency")
+    return [Row("2 agency overhead", "agency arm vs baseline arm, 0% pruned (decode)", EMBEDDED, label(models),
+                b, n, value=median(ratio), goal=0.90,
+                note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
+                     f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}")]
+
+
+# ------------------------------------------------------------ figure 3
+def removed_copy(model: torch.nn.Module, gates, heads: list[tuple[int, int]]) -> torch.nn.Module:
+    """What ``build_condition`` does for prune_mode=remove: a deep copy with the heads sliced out."""
+    from lightning_modules.head_gates import attach_gates
+    from lightning_modules.pruning import remove_heads
+
+    gates.remove_hooks()
+    try:
+        clone = copy.deepcopy(model)
+    finally:
+        gates.rebind(model)
+    remove_heads(clone, attach_gates(clone), heads)
+    return clone
+
+
+def pruning_speedup(models: Models, settings: Settings) -> list[Row]:
+    return pruning_rows_gpt2(models, settings) + pruning_rows_embedded(models, settings)
+
+
+def _pruning_rows(name: str, models: Models, settings: Settings, layout, width: int,
+                  sides: dict[str, Callable[[int], float]], heads: dict[int, list]) -> list[Row]:
+    from lightning_modules.flops import flops_per_token
+
+    for side in sides.values():
+        side(WARMUP_TOKENS)
+    n = settings.prune_tokens
+    t = alternate({key: (lambda s=side: s(n)) for key, side in sides.items()}, settings.prune_rounds)
+    context = width + n / 2
+    full = flops_per_token(layout, [], context)
+    rows = []
+    for level in LEVELS:
+        ideal = full / flops_per_token(layout, heads[level], context)
+        removed = t.ratio("unpruned", f"remove/{level}")
+        masked = t.ratio("unpruned", f"mask/{level}")
+        common = dict(model=name, setup=label(models), batch=settings.batch, tokens=n)
+        rows.append(Row("3 pruning speed-up", f"remove {level}%: measured / ideal speed-up", **common,
+                        value=median(removed) / ideal, goal=0.85,
+                        note=f"measured {median(removed):.3f}x (rounds {spread(removed)}), ideal {ideal:.3f}x "
+                             f"(FLOPs/token at context {context:g})"))
+        rows.append(Row("3 pruning speed-up", f"  mask {level}%: measured speed-up (not a goal)", **common,
+                        value=median(masked),
+                        note=f"no speed-up expected (~1.0): masking zeroes gates, compute unchanged; "
+                             f"rounds {spread(masked)}"))
+    return rows
+
+
+def pruning_rows_gpt2(models: Models, settings: Settings) -> list[Row]:
+    """GPT-2 small's shape: random ranking (random weights have no meaningful importance), same removal code."""
+    from lightning_modules.importance import random_ranking
+    from lightning_modules.pruning import gate_values, select_heads
+
+    model, gates = models.gpt2
+    layout = gates.layout
+    ranking = random_ranking(layout, 0)
+    ids, mask = models.batch_for(GPT2, settings.batch)  # random tokens, as long as the embedded prompts
+    heads = {level: select_heads(ranking, level, layout) for level in LEVELS}
+    copies = {level: removed_copy(model, gates, heads[level]) for level in LEVELS}
+
+    def masked(level: int) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            gates.set(gate_values(heads[level], layout).to(gates.values.device))
+            try:
+                return timed(lambda: greedy_decode(model, ids, mask, n), models.device)()
+            finally:
+                gates.reset()
+
+        return run
+
+    def plain(m: torch.nn.Module) -> Callable[[int], float]:
+        return lambda n: timed(lambda: greedy_decode(m, ids, mask, n), models.device)()
+
+    gates.reset()
+    sides = {"unpruned": plain(model)}
+    for level in LEVELS:
+        sides[f"remove/{level}"] = plain(copies[level])
+        sides[f"mask/{level}"] = masked(level)
+    rows = _pruning_rows(GPT2, models, settings, layout, ids.shape[1], sides, heads)
+    del copies, sides
+    release()
+    return rows
+
+
+def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
+    """The harness's own path: ``build_condition`` with prune_mode mask or remove (entropy ranking)."""
+    from lightning_modules.agency import AgencyConfig
+    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
+
+    ids, mask = models.embedded_batch(settings.batch)
+
+    def build(level: float, mode: str):
+        return build_condition(models.store, EMBEDDED, models.precision, models.device,
+                               PruningConfig(level=level, mode=mode), AgencyConfig(), CalibrationConfig(), seed=0)
+
+    kept: dict = {}
+
+    def side(level: float, mode: str) -> Callable[[int], float]:
+        if mode == "remove":  # its own model copy: build once, keep
+            kept[level] = build(level, mode)
+
+        def run(n: int) -> float:
+            condition = kept[level] if mode == "remove" else build(level, mode)
+            try:
+                return timed(lambda: greedy_decode(condition.model, ids, mask, n), models.device)()
+            finally:
+                if mode != "remove":
+                    condition.close()
+
+        return run
+
+    sides = {"unpruned": side(0, "mask")}
+    for level in LEVELS:
+        sides[f"remove/{level}"] = side(level, "remove")
+        sides[f"mask/{level}"] = side(level, "mask")
+    heads = {level: kept[level].pruned_heads for level in LEVELS}
+    rows = _pruning_rows(EMBEDDED, models, settings, models.embedded.gates.layout, ids.shape[1], sides, heads)
+    kept.clear()
+    del sides
+    release()
+    return rows

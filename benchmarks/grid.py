@@ -1,0 +1,223 @@
+"""Figure 5: the quickstart sweep's grid, our way vs the way the user's original script ran it.
+
+Ours: one process, the model loaded once, rankings and agency calibration
+computed once (the model store), then per condition ``build_condition`` and one
+``decode`` of the whole batch (5 prompts x 2 iterations = 10 rows, the
+quickstart's batch_size), exactly the generation the harness's sweep runs.
+The records, perplexity and callbacks of ``run_sweep`` are left out on purpose:
+the original loop had none of them either, so both sides do generation only.
+
+Original: for every (level, temperature) and every iteration, both models
+(baseline and agency) are loaded from disk again, ranked by entropy and pruned
+(nothing survives a reload, so the ranking is computed again, as the original
+script did), and every prompt is generated one at a time (batch 1) with plain
+``generate``; the agency model runs its agency layer during ``generate``
+(advanced once per forward by a logits processor). Conservatively, the
+original side is *not* charged for the agency calibration (the gradient pass
+behind the agency's initial states, which is this harness's own addition): it
+gets that precomputed.
+
+Both sides run the same grid: the same conditions, prompts, iterations, seeds
+and number of new tokens.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import time
+from dataclasses import dataclass
+
+import torch
+import yaml
+
+from benchmarks.common import EMBEDDED, REPO, Models, Row, release
+
+SWEEP = REPO / "configs" / "sweeps" / "quickstart.yaml"
+BASE = REPO / "configs" / "quickstart.yaml"
+
+
+@dataclass
+class Grid:
+    levels: list[float]
+    agency: list[bool]
+    temperatures: list[float]
+    method: str
+    precision: str
+    prompts: int
+    iterations: int
+    tokens: int
+    batch_size: int
+
+    @property
+    def conditions(self) -> int:
+        return len(self.levels) * len(self.agency) * len(self.temperatures)
+
+    def describe(self) -> str:
+        return (f"levels {'/'.join(f'{v:g}' for v in self.levels)}, {self.method}, agency off/on, "
+                f"T {'/'.join(f'{t:g}' for t in self.temperatures)}: {self.conditions} conditions x "
+                f"{self.prompts} prompts x {self.iterations} iterations")
+
+
+def quickstart_grid(size: str) -> Grid:
+    """The grid of configs/sweeps/quickstart.yaml on configs/quickstart.yaml, or a part of it.
+
+    ``full``: all of it (16 conditions; ~15 minutes on 2 busy cores, mostly the original loop).
+    ``part`` (the default): the highest level at the first temperature, both arms (2 conditions),
+    which is what fits the 10-minute budget of a whole run.
+    Every condition keeps its prompts, iterations, batch size and new tokens.
+    """
+    sweep = yaml.safe_load(SWEEP.read_text())["parameters"]
+    base = yaml.safe_load(BASE.read_text())
+
+    def values(key: str, default):
+        spec = sweep.get(key)
+        if spec is None:
+            return [default]
+        return list(spec["values"]) if "values" in spec else [spec["value"]]
+
+    model, data = base["model"], base["data"]
+    grid = Grid(
+        levels=[float(v) for v in values("model.pruning.level", 0)],
+        agency=[bool(v) for v in values("model.agency.enabled", False)],
+        temperatures=[float(v) for v in values("model.generation.temperature", 0.7)],
+        method=values("model.pruning.method", model["pruning"]["method"])[0],
+        precision=model.get("precision", "float32"),
+        prompts=int(data["max_prompts"]),
+        iterations=int(data["iterations"]),
+        tokens=int(model["generation"]["num_tokens"]),
+        batch_size=int(data["batch_size"]),
+    )
+    if size != "full":
+        grid.levels = grid.levels[-1:]
+        grid.temperatures = grid.temperatures[:1]
+    return grid
+
+
+def _configs(level: float, agency: bool, method: str):
+    from lightning_modules.agency import AgencyConfig
+    from lightning_modules.condition import CalibrationConfig, PruningConfig
+
+    return PruningConfig(level=level, method=method, mode="mask"), AgencyConfig(enabled=agency), CalibrationConfig()
+
+
+def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
+    """Seconds for the whole grid our way, from an empty model store (load and calibration included),
+    and the seconds of it spent outside decoding (load, ranking, agency calibration, condition builds)."""
+    from lightning_modules.condition import build_condition
+    from lightning_modules.data import PromptDataset, read_prompts
+    from lightning_modules.generation import SamplingConfig, decode, sample_seed
+    from lightning_modules.model_store import ModelStore
+
+    start = time.perf_counter()
+    store = ModelStore()
+    tokenizer = store.base(EMBEDDED, grid.precision, device).tokenizer
+    items = PromptDataset(read_prompts(None, grid.prompts), grid.iterations).items
+    batches = [items[i:i + grid.batch_size] for i in range(0, len(items), grid.batch_size)]
+    setup = time.perf_counter() - start
+    for level, agency, temperature in itertools.product(grid.levels, grid.agency, grid.temperatures):
+        pruning, agency_cfg, calibration = _configs(level, agency, grid.method)
+        build_start = time.perf_counter()
+        condition = build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg, calibration, 0)
+        setup += time.perf_counter() - build_start
+        try:
+            for batch in batches:
+                enc = tokenizer([item.prompt for item in batch], return_tensors="pt", padding=True).to(device)
+                seeds = [sample_seed(0, item.prompt_index, item.iteration) for item in batch]
+                condition.begin_sequence_batch(len(batch))
+                decode(condition.model, enc.input_ids, enc.attention_mask, grid.tokens,
+                       SamplingConfig(temperature=temperature), seeds, on_step=condition.on_step)
+        finally:
+            condition.close()
+    elapsed = time.perf_counter() - start
+    store.clear()
+    del store
+    release()
+    return elapsed, setup
+
+
+def _step_hook(condition):
+    from transformers import LogitsProcessor
+
+    class AgencyStep(LogitsProcessor):
+        """Runs after each forward of ``generate``: starts the agency's next step."""
+
+        def __call__(self, input_ids, scores):
+            condition.on_step()
+            return scores
+
+    return AgencyStep()
+
+
+def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: list[float]) -> float:
+    """Seconds for the original loop over ``levels`` (both arms, every temperature and iteration)."""
+    from transformers import LogitsProcessorList
+
+    from lightning_modules.condition import build_condition
+    from lightning_modules.data import read_prompts
+    from lightning_modules.generation import sample_seed
+    from lightning_modules.model_store import ModelStore
+
+    prompts = read_prompts(None, grid.prompts)
+    seeded = {key: value for key, value in precomputed.store._values.items()  # no public accessor
+              if key[0] == "agency-signals"}  # only the agency calibration comes precomputed
+    start = time.perf_counter()
+    for level, temperature in itertools.product(levels, grid.temperatures):
+        for iteration in range(grid.iterations):
+            arms = []
+            for agency in grid.agency:
+                store = ModelStore()  # empty: the weights load from disk again
+                for key, value in seeded.items():
+                    store.cached(key, lambda v=value: v)
+                pruning, agency_cfg, calibration = _configs(level, agency, grid.method)
+                arms.append(build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg,
+                                            calibration, 0))
+            for prompt_index, prompt in enumerate(prompts):
+                for condition in arms:
+                    enc = condition.tokenizer([prompt], return_tensors="pt").to(device)
+                    condition.begin_sequence_batch(1)
+                    condition.on_step()
+                    processors = LogitsProcessorList([_step_hook(condition)] if condition.agency else [])
+                    torch.manual_seed(sample_seed(0, prompt_index, iteration))
+                    with torch.no_grad():
+                        condition.model.generate(
+                            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                            max_new_tokens=grid.tokens, min_new_tokens=grid.tokens,
+                            pad_token_id=condition.tokenizer.pad_token_id, logits_processor=processors)
+            for condition in arms:
+                condition.close()
+            del arms, store
+            gc.collect()
+    elapsed = time.perf_counter() - start
+    release()
+    return elapsed
+
+
+def grid_speedup(models: Models, size: str) -> list[Row]:
+    grid = quickstart_grid(size)
+    _agency_signals(models)  # what the original side gets precomputed
+    # Ours runs between the two halves of the original, so a slow phase of the machine
+    # is less likely to hit one side only.
+    half = len(grid.levels) // 2 or 1
+    first = run_original(grid, models.device, models, grid.levels[:half])
+    ours, setup = run_ours(grid, models.device)
+    second = run_original(grid, models.device, models, grid.levels[half:])
+    original = first + second
+    samples = grid.conditions * grid.prompts * grid.iterations
+    loads = len(grid.levels) * len(grid.temperatures) * grid.iterations * len(grid.agency)
+    part = "full quickstart grid" if size == "full" else "quickstart grid, part"
+    return [Row("5 the grid", f"{part}: original loop time / our time", EMBEDDED,
+                f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr", f"{grid.batch_size} vs 1", grid.tokens,
+                value=original / ours, goal=5.0,
+                note=f"{grid.describe()}; {samples} samples; ours {ours:.0f} s (1 load; {setup:.0f} s of it "
+                     f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)")]
+
+
+def _agency_signals(models: Models) -> None:
+    """Compute the agency calibration once in the shared store (build_condition caches it)."""
+    from lightning_modules.agency import AgencyConfig
+    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
+
+    condition = build_condition(models.store, EMBEDDED, models.precision, models.device, PruningConfig(level=0),
+                                AgencyConfig(enabled=True), CalibrationConfig(), 0)
+    condition.close()

@@ -1,0 +1,265 @@
+"""The command line refuses bad input before any model loads: one ``error:`` line naming the value and what is
+allowed, exit code 2, no traceback.
+
+Most cases run in-process (``cli.main``) with the model loader replaced by one that fails the test, so
+"before any model loads" is checked directly; a handful run as real subprocesses, in parallel, to pin what
+a user sees on stderr and the exit code of the real program.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_FLAGS = ["--model.calibration.window=64", "--model.evaluation.window=64", "--model.evaluation.stride=32",
+              "--model.evaluation.max_tokens=256"]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    files = {
+        "empty": root / "empty.txt",
+        "latin1": root / "latin1.txt",
+        "binary": root / "binary.bin",
+        "bad_yaml": root / "bad.yaml",
+        "list_yaml": root / "list.yaml",
+        "unknown_yaml": root / "unknown.yaml",
+        "a_file": root / "a_file",
+        "bert": root / "bert",
+    }
+    files["empty"].write_text("  \n\n", encoding="utf-8")
+    files["latin1"].write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    files["binary"].write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    files["bad_yaml"].write_text("model:\n  pruning: [level: 3\n", encoding="utf-8")
+    files["list_yaml"].write_text("- model\n- data\n", encoding="utf-8")
+    files["unknown_yaml"].write_text("model:\n  nope: 1\n", encoding="utf-8")
+    files["a_file"].write_text("a regular file, not a folder\n", encoding="utf-8")
+    files["bert"].mkdir()
+    (files["bert"] / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    return files
+
+
+@pytest.fixture
+def base_args(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -> list[str]:
+    return ["--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
+            f"--data.prompt_file={tiny_prompt_file}", *TINY_FLAGS, f"--record.output_dir={tmp_path / 'run'}"]
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any weight load fails the test: a refusal must come from the checks alone."""
+    from lightning_modules import model_store, sources
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded for an input that should have been refused")
+
+    monkeypatch.setattr(model_store.ModelStore, "base", forbidden)
+    monkeypatch.setattr(sources, "load_model", forbidden)
+    monkeypatch.setattr(model_store, "load_model", forbidden)
+
+
+def _replace(args: list[str], flag: str) -> list[str]:
+    key = flag.split("=", 1)[0]
+    return [a for a in args if not a.startswith(key + "=")] + [flag]
+
+
+BAD_INPUTS = [
+    # (id, flags (with {placeholders} for bad_files), what the one line must contain)
+    ("level-negative", ["--model.pruning.level=-5"], "pruning level -5 is invalid; allowed: a number from 0 to 100"),
+    ("level-too-high", ["--model.pruning.level=120"], "pruning level 120 is invalid; allowed: a number from 0 to 100"),
+    ("level-text", ["--model.pruning.level=abc"],
+     "model.pruning.level 'abc' is invalid; allowed: a number from 0 to 100"),
+    ("level-empties-a-layer", ["--model.pruning.level=100"],
+     "pruning level 100 would leave a layer with no head (2 layers x 4 heads); allowed: at most 75.0, "
+     "or set model.pruning.allow_empty_layers=true"),
+    ("method", ["--model.pruning.method=foo"],
+     "pruning method 'foo' is not known; allowed: entropy, magnitude, random, gradient"),
+    ("prune-mode", ["--model.pruning.mode=bar"], "prune mode 'bar' is not known; allowed: mask, remove"),
+    ("model-missing", ["--model.model_name=no/such-model"], "model 'no/such-model' is not a local directory"),
+    ("model-architecture", ["--model.model_name={bert}"], "has architecture 'bert', which is not supported; "
+     "supported architectures: gpt2, llama"),
+    ("prompts-missing", ["--data.prompt_file={a_file}/prompts.txt"], "prompt file '{a_file}/prompts.txt' does not "
+     "exist or is not a file; allowed: a UTF-8 text file, one prompt per line"),
+    ("prompts-empty", ["--data.prompt_file={empty}"], "prompt file '{empty}' is empty; expected at least one line"),
+    ("prompts-latin1", ["--data.prompt_file={latin1}"], "prompt file '{latin1}' is not UTF-8 text (byte 3)"),
+    ("prompts-binary", ["--data.prompt_file={binary}"], "prompt file '{binary}' is binary (contains NUL bytes)"),
+    ("tokens-zero", ["--model.generation.num_tokens=0"], "number of tokens 0 is invalid; allowed: an integer >= 1"),
+    ("tokens-negative", ["--model.generation.num_tokens=-3"], "number of tokens -3 is invalid; allowed: an integer"),
+    ("tokens-past-context", ["--model.generation.num_tokens=500"],
+     "number of tokens 500 is past the context of model '{model}' (128); allowed: 1 to 127"),
+    ("temperature", ["--model.generation.temperature=-1"], "temperature -1 is invalid; allowed: a number >= 0"),
+    ("batch-size", ["--data.batch_size=0"], "batch size 0 is invalid; allowed: an integer >= 1"),
+    ("batch-size-text", ["--data.batch_size=x"], "data.batch_size 'x' is invalid; allowed: an integer >= 1"),
+    ("iterations", ["--data.iterations=0"], "iterations 0 is invalid; allowed: an integer >= 1"),
+    ("float16-on-cpu", ["--model.precision=float16"],
+     "precision 'float16' is not supported on device cpu; allowed there: float32, bfloat16"),
+    ("cuda-missing", ["--trainer.accelerator=cuda"],
+     "device 'cuda' is not available on this machine (no CUDA device); allowed here: auto, cpu"),
+    ("unknown-key", ["--model.nope=1"], "config key 'model.nope' (given as '--model.nope=1') is not known; "
+     "allowed under 'model': agency, calibration, evaluation, generation, model_name, precision, pruning, seed"),
+    ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed under "
+     "'model.pruning': allow_empty_layers, level, method, mode"),
+    ("unknown-key-in-file", ["--config={unknown_yaml}"], "config key 'model.nope' (in a config file) is not known"),
+    ("yaml-malformed", ["--config={bad_yaml}"], "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'"),
+    ("yaml-not-a-mapping", ["--config={list_yaml}"], "config file '{list_yaml}' holds a list, not a mapping"),
+    ("config-missing", ["--config={a_file}.yaml"], "config file '{a_file}.yaml' does not exist"),
+    ("output-dir-through-a-file", ["--record.output_dir={a_file}/run"],
+     "output directory '{a_file}/run' cannot be written ('{a_file}' is not a writable folder)"),
+    ("wandb-errors", ["--record.wandb_errors=maybe"], "record.wandb_errors 'maybe' is not known; allowed: continue"),
+]
+
+
+def _fill(text: str, bad_files: dict[str, Path], model: Path) -> str:
+    return text.format(model=model, **bad_files)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_before_any_model_loads(flags, expected, base_args, bad_files, tiny_gpt2_dir,
+                                                      tmp_path, capsys, monkeypatch, no_model_loads) -> None:
+    import torch
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    args = base_args
+    for flag in flags:
+        args = _replace(args, _fill(flag, bad_files, tiny_gpt2_dir))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    assert _fill(expected, bad_files, tiny_gpt2_dir) in lines[0]
+    assert "allowed" in lines[0] or "expected" in lines[0] or "supported" in lines[0] or "use a local" in lines[0]
+    assert not (tmp_path / "run").exists()  # nothing written, not even the run folder
+
+
+def test_allow_empty_layers_lets_level_100_through_the_checks(base_args) -> None:
+    from lightning_modules.lightning_cli import check_args
+
+    namespace = check_args([*base_args, "--model.pruning.level=100", "--model.pruning.allow_empty_layers=true"])
+    assert namespace.model.pruning.level == 100
+
+
+def test_unknown_command_is_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predcit"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: unknown command 'predcit'; allowed: predict, sweep, report, demo\n"
+
+
+def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:
+    import yaml
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", "--config", "configs/default.yaml", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.pruning.level" in out and "--record.wandb_errors" in out
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", *base_args, "--model.pruning.level=50", "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["pruning"]["level"] == 50
+    assert printed["model"]["generation"]["num_tokens"] == 50 and printed["record"]["wandb_errors"] == "continue"
+
+
+def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tmp_path, monkeypatch) -> None:
+    """The tiny context is 128: a 150-word prompt with 8 new tokens loses its first 30 tokens, and says so."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    words = sorted(w for w in AutoTokenizer.from_pretrained(tiny_gpt2_dir).get_vocab() if not w.startswith("<"))
+    long_prompt = " ".join((words * 10)[:150])  # word-level tokenizer: one token per word
+    prompts = tmp_path / "long.txt"
+    prompts.write_text(f"{long_prompt}\nthe cat sat on\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.main(["predict", "--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
+                  f"--data.prompt_file={prompts}", "--data.iterations=1", "--model.generation.num_tokens=8",
+                  *TINY_FLAGS, f"--record.output_dir={tmp_path / 'run'}"])
+    truncations = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    # the untimed warm-up generates 2 tokens (150 - 126 = 24 dropped), the condition 8 (150 - 120 = 30)
+    assert any("24 tokens dropped from its start to fit the context of 128 with 2 new tokens" in t
+               for t in truncations)
+    assert any("30 tokens dropped from its start to fit the context of 128 with 8 new tokens" in t
+               for t in truncations)
+    (record_file,) = (tmp_path / "run" / "records").glob("*.json")
+    samples = json.loads(record_file.read_text())["samples"]
+    assert [s.get("prompt_tokens_dropped") for s in samples] == [30, None]
+    assert all(not s["failures"] for s in samples)
+
+
+# -- the real program, as a user runs it -------------------------------------------------------------------
+SUBPROCESS_CASES = ["level-text", "model-missing", "yaml-malformed", "output-dir-through-a-file"]
+
+
+def test_real_cli_refuses_bad_input_with_one_line_and_help_works(tiny_gpt2_dir, tiny_prompt_file, bad_files,
+                                                                 tmp_path) -> None:
+    """Each case in its own process (all at once, with ``--help`` beside them): exit code 2, stderr exactly
+    one ``error:`` line, no run folder, no weights loaded; ``--help`` exits 0 with the config keys."""
+    cases = {c[0]: c for c in BAD_INPUTS if c[0] in SUBPROCESS_CASES}
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1"}
+
+    def start(args: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "cli.py", "predict", *args], cwd=REPO, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    running = {}
+    for name, flags, _ in cases.values():
+        args = ["--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
+                f"--data.prompt_file={tiny_prompt_file}", *TINY_FLAGS, f"--record.output_dir={tmp_path / name}"]
+        for flag in flags:
+            args = _replace(args, _fill(flag, bad_files, tiny_gpt2_dir))
+        running[name] = start(args)
+    helping = start(["--config", "configs/default.yaml", "--help"])
+    for name, process in running.items():
+        out, err = process.communicate(timeout=180)
+        expected = _fill(cases[name][2], bad_files, tiny_gpt2_dir)
+        assert process.returncode == 2, (name, err)
+        assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, (name, err)
+        assert "Loading weights" not in out + err and not (tmp_path / name).exists(), name
+    out, err = helping.communicate(timeout=180)
+    assert helping.returncode == 0 and "--model.pruning.level" in out and err == "", err
+
+
+def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_path, capsys, monkeypatch) -> None:
+    """Ctrl-C in the middle of one condition: a one-line notice, exit code 130, the record says incomplete."""
+    import json
+    import signal
+
+    import lightning as L
+
+    from lightning_modules import lightning_cli
+
+    class SignalAfterFirstBatch(L.Callback):
+        def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    real_run_predict = lightning_cli.run_predict
+    monkeypatch.setattr(lightning_cli, "run_predict",
+                        lambda argv: real_run_predict(argv, callbacks=[SignalAfterFirstBatch()]))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", *base_args, "--data.batch_size=1", "--data.iterations=1", "--record.quiet=true"])
+    assert info.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "interrupted by SIGINT: the condition did not finish" in capsys.readouterr().err
+    (record_file,) = (tmp_path / "run" / "records").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["status"] == "incomplete" and len(record["samples"]) == 1
