@@ -42,7 +42,7 @@ class Settings:
     quick: bool = False
     rounds: int = 3  # rounds of the decoding alternations (figures 1, 2, 4, 6)
     new_tokens: int = 64  # figures 1, 2, 4, 6
-    prune_rounds: int = 3  # figure 3 (seven sides per round)
+    prune_rounds: int = 2  # figure 3 (seven sides per round, two models)
     prune_tokens: int = 24
     batch: int = 8
     bandwidth_gib: float = 1.0

@@ -77,10 +77,13 @@ class InputError(SystemExit):
         self.key = key
 
 
-def warn_once(message: str, _seen: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
     """One ``warning:`` line on stderr per distinct message and process (a sweep checks every condition)."""
-    if message not in _seen:
-        _seen.add(message)
+    if message not in _WARNED:
+        _WARNED.add(message)
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -108,7 +111,11 @@ def unknown_key_message(key: str, parser: Any, where: str = "") -> str:
     children = sorted({k[len(prefix) + 1:].split(".")[0] if prefix else k.split(".")[0]
                        for k in keys if not prefix or k.startswith(prefix + ".")})
     close = difflib.get_close_matches(parts[-1], children, n=1, cutoff=0.75)
-    hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+    longer = sorted(k for k in keys if k.endswith("." + key))  # --calibration.window for model.calibration.window
+    if close:
+        hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)"
+    else:
+        hint = f" (did you mean '{longer[0]}'?)" if longer else ""
     scope = f"under '{prefix}'" if prefix else "at the top level"
     return f"config key '{key}'{where} is not known{hint}; allowed {scope}: {', '.join(children)}"
 
@@ -284,8 +291,13 @@ class ExperimentCLI(LightningCLI):
         if config.record.quiet:
             config.trainer.enable_progress_bar = False
             config.trainer.enable_model_summary = False
-            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+            for name in ("lightning.pytorch", "lightning.fabric"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             warnings.filterwarnings("ignore")
+            os.environ["WANDB_SILENT"] = "true"  # read when the run starts, after this point
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         for logger in _wandb_loggers(config.trainer):
             if logger.init_args.get("save_dir") in (None, "."):
                 logger.init_args.save_dir = str(self._run_dir(config))
@@ -339,6 +351,7 @@ def _build(cli_class: type[ExperimentCLI], argv: list[str], **trainer_defaults: 
         args=["predict", *argv],
         parser_class=OneLineErrorParser,
         save_config_callback=None,
+        seed_everything_default=False,  # sampling and rankings use their own seeds (model.seed)
         trainer_defaults={"enable_checkpointing": False, "logger": DEFAULT_LOGGER, **trainer_defaults},
     )
 

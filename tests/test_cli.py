@@ -108,6 +108,8 @@ BAD_INPUTS = [
      "allowed under 'model': agency, calibration, evaluation, generation, model_name, precision, pruning, seed"),
     ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed under "
      "'model.pruning': allow_empty_layers, level, method, mode"),
+    ("key-without-its-group", ["--calibration.window=64"], "config key 'calibration.window' (given as "
+     "'--calibration.window=64') is not known (did you mean 'model.calibration.window'?); allowed at the top level"),
     ("unknown-key-in-file", ["--config={unknown_yaml}"], "config key 'model.nope' (in a config file) is not known"),
     ("yaml-malformed", ["--config={bad_yaml}"], "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'"),
     ("yaml-not-a-mapping", ["--config={list_yaml}"], "config file '{list_yaml}' holds a list, not a mapping"),
