@@ -175,8 +175,9 @@ class PruningExperiment(L.LightningModule):
     def predict_step(self, batch: list[PromptItem], batch_idx: int) -> GeneratedBatch:
         generated = self._generate(batch, self.generation.num_tokens)
         for row, item in enumerate(generated.items):
-            self.record.add_sample(item.prompt_index, item.iteration, generated.seeds[row], item.prompt,
-                                   generated.continuations[row])
+            # a row whose logits went non-finite produced no real text: keep none rather than noise
+            text = "" if row in generated.failed_rows else generated.continuations[row]
+            self.record.add_sample(item.prompt_index, item.iteration, generated.seeds[row], item.prompt, text)
             key = (item.prompt_index, item.iteration)
             if row in generated.failed_rows:
                 self.record.add_sample_failure(key, "generation", generated.failed_rows[row])
