@@ -13,6 +13,7 @@ from lightning_modules.generation import (
     choose_tokens,
     decode,
     filter_logits,
+    sample_rows,
     sample_seed,
 )
 
@@ -169,3 +170,21 @@ def test_choose_tokens_samples_only_kept_tokens() -> None:
     chosen = choose_tokens(logits, SamplingConfig(temperature=1.0, top_k=2), generators)
     assert set(chosen.tolist()) == {1, 2}
     assert choose_tokens(logits, GREEDY, generators).tolist() == [1] * 64
+
+
+def test_sample_rows_follows_the_probabilities() -> None:
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    generators = [torch.Generator().manual_seed(s) for s in range(4000)]
+    chosen = sample_rows(probs.repeat(4000, 1), generators)
+    counts = torch.bincount(chosen, minlength=6)
+    assert counts[[0, 2, 5]].tolist() == [0, 0, 0]  # zero mass, first and last included
+    expected = 4000 * probs[[1, 3, 4]]
+    chi2 = float((((counts[[1, 3, 4]] - expected) ** 2) / expected).sum())
+    assert chi2 < 13.8  # chi-square, 2 degrees of freedom, p = 0.001
+
+
+def test_sample_rows_uses_each_rows_generator_only() -> None:
+    probs = torch.softmax(torch.randn(3, 50, generator=torch.Generator().manual_seed(1)), -1)
+    alone = sample_rows(probs[1:2], [torch.Generator().manual_seed(7)])
+    batched = sample_rows(probs, [torch.Generator().manual_seed(s) for s in (5, 7, 9)])
+    assert batched[1] == alone[0]

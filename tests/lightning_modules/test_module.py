@@ -55,11 +55,12 @@ def test_greedy_unpruned_equals_plain_generate(fixture: str, request, tiny_promp
 
 
 def test_same_seed_reproduces_every_token_and_batching_does_not_matter(tiny_llama_dir, tiny_prompt_file) -> None:
-    module = run(tiny_llama_dir, tiny_prompt_file, batch_size=2)
+    # T=1.5: the briefly trained tiny model is near-deterministic at 0.7, so two seeds could agree by chance
+    module = run(tiny_llama_dir, tiny_prompt_file, batch_size=2, temperature=1.5)
     first = continuations(module)
-    again = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=2))
-    rebatched = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=4))
-    other_seed = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=2, seed=1))
+    again = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=2, temperature=1.5))
+    rebatched = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=4, temperature=1.5))
+    other_seed = continuations(run(tiny_llama_dir, tiny_prompt_file, batch_size=2, seed=1, temperature=1.5))
     assert first == again == rebatched
     assert first != other_seed
     seeds = {key: sample["seed"] for key, sample in module.record.samples.items()}
