@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/profiles.py batching   # one decoding step at batch 1 vs batch 8, by op
     .venv/bin/python benchmarks/profiles.py agency     # what the agency arm adds per step, by op
+    .venv/bin/python benchmarks/profiles.py agency-parts  # the agency arm with parts switched off
     .venv/bin/python benchmarks/profiles.py gemm       # the model's matrix shapes at M=1 and M=8, alone
 
 Prints per-step milliseconds (self CPU time of each op / decoding steps), so the
@@ -76,6 +77,52 @@ def agency(models: Models) -> None:
     compare("decode at batch 8, T=0.7, 0% pruned", "baseline", "agency", a, b, wa, wb, rows=24)
 
 
+def agency_parts(models: Models) -> None:
+    """Agency overhead with its parts replaced by no-ops (timing only: the outputs change)."""
+    import statistics
+
+    import lightning_modules.attention as attention
+    from lightning_modules.agency import AgencyConfig, AgencyController
+    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
+    from lightning_modules.generation import SamplingConfig, decode
+
+    ids, mask = models.embedded_batch(8)
+    focus, observe = attention.newest_token_focus, AgencyController.observe
+
+    def no_focus(query, *_args):
+        return torch.zeros(query.shape[0], query.shape[1], device=query.device)
+
+    variants = {"baseline": (False, focus, observe), "agency": (True, focus, observe),
+                "agency, focus not computed": (True, no_focus, observe),
+                "agency, observe a no-op": (True, focus, lambda *_: None),
+                "agency, neither (gating + step only)": (True, no_focus, lambda *_: None)}
+
+    def run(name: str, steps: int) -> float:
+        enabled, attention.newest_token_focus, AgencyController.observe = variants[name]
+        try:
+            condition = build_condition(models.store, EMBEDDED, "float32", "cpu", PruningConfig(level=0),
+                                        AgencyConfig(enabled=enabled), CalibrationConfig(), 0)
+            condition.begin_sequence_batch(8)
+            result = decode(condition.model, ids, mask, steps, SamplingConfig(0.7), list(range(8)),
+                            on_step=condition.on_step)
+            condition.close()
+            return result.total_time_s
+        finally:
+            attention.newest_token_focus, AgencyController.observe = focus, observe
+
+    for name in variants:
+        run(name, 2)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(4):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(run(name, STEPS))
+    print(f"\nbatch 8, T=0.7, {STEPS} tokens, 4 alternating rounds: baseline time / variant time (median)")
+    for name in names:
+        ratio = statistics.median(b / v for b, v in zip(times["baseline"], times[name], strict=True))
+        print(f"{name:40s} {ratio:6.3f}   {1e3 * statistics.median(times[name]) / STEPS:7.1f} ms per step")
+
+
 def gemm(_models: Models) -> None:
     shapes = [("q/o proj", 576, 576), ("k/v proj", 576, 192), ("mlp up/gate", 576, 1536),
               ("mlp down", 1536, 576), ("lm head", 576, 49152)]
@@ -99,7 +146,7 @@ def gemm(_models: Models) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Profiles behind benchmarks/README.md")
-    parser.add_argument("what", choices=["batching", "agency", "gemm"])
+    parser.add_argument("what", choices=["batching", "agency", "agency-parts", "gemm"])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -110,7 +157,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}")
-    {"batching": batching, "agency": agency, "gemm": gemm}[args.what](Models())
+    {"batching": batching, "agency": agency, "agency-parts": agency_parts, "gemm": gemm}[args.what](Models())
 
 
 if __name__ == "__main__":

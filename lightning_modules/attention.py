@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from transformers import AttentionInterface
@@ -31,8 +32,8 @@ def newest_token_focus(
     query heads of one group share a key head, as in the model itself.
     """
     # Runs once per layer per decoding step in the agency arm, so it is kept to few small ops
-    # (a plain batched matmul, in-place masking, no no-op dtype casts); the arithmetic is that
-    # of the einsum formulation it replaced, bit for bit.
+    # (a plain batched matmul, in-place masking, the mask's terms computed once per forward);
+    # the arithmetic is that of the einsum formulation it replaced, bit for bit.
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
     last = query[:, :, -1, :]
@@ -42,22 +43,58 @@ def newest_token_focus(
         key = key.float()
     last = last.reshape(batch, kv_heads, heads // kv_heads, dim)
     scores = torch.matmul(last, key.transpose(-1, -2)).reshape(batch, heads, length) * scaling
-    if attention_mask is not None:
+    hidden, added, informative, max_entropy = _newest_row_terms(attention_mask, batch, length, query.device)
+    if hidden is not None:
+        scores.masked_fill_(hidden, float("-inf"))  # broadcasts over heads (and batch when 1)
+    elif added is not None:
+        scores = scores + added
+    log_probs = torch.log_softmax(scores, dim=-1)
+    neg_entropy = (log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)  # [batch, heads]
+    # 1 + (-entropy) / m is 1 - entropy / m exactly (IEEE rounding is symmetric in sign)
+    focus = torch.where(informative, 1 + neg_entropy / max_entropy, 1.0)
+    return focus.clamp(0.0, 1.0)
+
+
+_ROW_TERMS: dict = {}  # the last mask's terms: every layer of one forward gets the same mask tensor
+
+
+def _newest_row_terms(
+    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(positions to hide, or additive mask row; log(visible) > 0; log(visible) clamped), [batch, 1].
+
+    They depend on the mask's newest row only, so they are computed once per mask
+    tensor: every layer of one forward gets the same one. A weak reference proves it
+    is the same tensor (not a new one at a reused id) and its version counter that
+    it was not written in place since (tensors made under ``torch.inference_mode``
+    have no counter; the masks transformers builds are never written in place).
+    """
+    identity = None if attention_mask is None else (id(attention_mask), _version(attention_mask))
+    key = (identity, batch, length, device)
+    if _ROW_TERMS.get("key") == key:
+        ref = _ROW_TERMS["mask"]
+        if attention_mask is None or (ref is not None and ref() is attention_mask):
+            return _ROW_TERMS["terms"]
+    hidden = added = None
+    if attention_mask is None:
+        count = torch.full((batch, 1), float(length), device=device)
+    else:
         row = attention_mask[:, :, -1, -length:]  # [batch or 1, 1, length]
         if row.dtype == torch.bool:
-            scores.masked_fill_(~row, float("-inf"))  # broadcasts over heads (and batch when 1)
-            count = row.sum(-1).clamp(min=1).float().expand(batch, 1)  # [batch, 1]
+            hidden = ~row
+            count = row.sum(-1).clamp(min=1).float().expand(batch, 1)
         else:
-            scores = scores + row.float()
+            added = row.float()
             visible = (row > torch.finfo(row.dtype).min / 2).expand(batch, 1, length)
-            count = visible.sum(-1).clamp(min=1).float()  # [batch, 1]
-    else:
-        count = torch.full((batch, 1), float(length), device=query.device)
-    log_probs = torch.log_softmax(scores, dim=-1)
-    entropy = -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)  # [batch, heads]
+            count = visible.sum(-1).clamp(min=1).float()
     max_entropy = count.log()
-    focus = torch.where(max_entropy > 0, 1 - entropy / max_entropy.clamp(min=math.ulp(1.0)), torch.ones_like(entropy))
-    return focus.clamp(0.0, 1.0)
+    terms = (hidden, added, max_entropy > 0, max_entropy.clamp(min=math.ulp(1.0)))
+    _ROW_TERMS.update(key=key, terms=terms, mask=None if attention_mask is None else weakref.ref(attention_mask))
+    return terms
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    return None if tensor.is_inference() else tensor._version
 
 
 def head_gated_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):

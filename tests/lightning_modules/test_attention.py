@@ -136,3 +136,29 @@ def test_observer_after_removal_reports_the_kept_heads_of_the_masked_model() -> 
         kept = remove_gates.kept_heads[layer]
         assert seen["removed"][layer].shape == (2, len(kept))
         torch.testing.assert_close(seen["removed"][layer], seen["masked"][layer][:, kept], atol=1e-5, rtol=0)
+
+
+def test_a_new_or_rewritten_mask_is_never_served_stale_terms() -> None:
+    """The mask's terms are reused across the layers of one forward, and only then."""
+    torch.manual_seed(2)
+    query, key = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 6, 8)
+    open_mask = causal_bool_mask([0, 0], 6)[:, :, -1:]
+    padded_mask = causal_bool_mask([0, 3], 6)[:, :, -1:]
+    expected_open = newest_token_focus(query, key, open_mask.clone(), 1.0)
+    expected_padded = newest_token_focus(query, key, padded_mask.clone(), 1.0)
+    assert not torch.equal(expected_open, expected_padded)
+
+    mask = open_mask.clone()
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_open)
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_open)  # reused: same answer
+    mask.copy_(padded_mask)  # written in place
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_padded)
+    del mask
+    with torch.inference_mode():  # how predict runs: tensors without a version counter
+        for _ in range(20):  # new tensors, some at the freed id
+            fresh = open_mask.clone()
+            assert torch.equal(newest_token_focus(query, key, fresh, 1.0), expected_open)
+            del fresh
+            fresh = padded_mask.clone()
+            assert torch.equal(newest_token_focus(query, key, fresh, 1.0), expected_padded)
+            del fresh
