@@ -29,19 +29,24 @@ def fail(message: str, code: int = 2) -> None:
 
 def predict(argv: list[str]) -> None:
     """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
-    from lightning_modules.lightning_cli import finish_wandb_run, interrupt_on_signals, run_predict
+    from lightning_modules.lightning_cli import (
+        exit_process,
+        finish_wandb_run,
+        interrupt_on_signals,
+        run_predict,
+    )
 
     with interrupt_on_signals() as interruption:
         try:
             run_predict(argv)
-        except (KeyboardInterrupt, SystemExit):
+        except BaseException:  # a library may wrap the KeyboardInterrupt in its own exception
             if interruption.signum is None:
-                raise  # --help, bad input (already reported) or a real exit
+                raise  # --help, bad input (already reported), a real exit or a real error
             with interruption.critical():
                 finish_wandb_run(exit_code=interruption.exit_code)
             print(f"interrupted by {interruption.name}: the condition did not finish; its record, if it had "
                   "started, has status 'incomplete'", file=sys.stderr, flush=True)
-            raise SystemExit(interruption.exit_code) from None
+            exit_process(interruption.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:

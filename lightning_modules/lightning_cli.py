@@ -374,15 +374,58 @@ def check_args(argv: list[str]) -> Any:
     raise AssertionError("the check-only CLI returned without checking")  # pragma: no cover
 
 
-def finish_wandb_run(exit_code: int = 0) -> None:
-    """Close the current W&B run with ``exit_code`` (each condition is its own run); never raise."""
+WANDB_FINISH_TIMEOUT_S = 300.0
+_wandb_abandoned = False
+
+
+def finish_wandb_run(exit_code: int = 0, timeout_s: float = WANDB_FINISH_TIMEOUT_S) -> bool:
+    """Close the current W&B run with ``exit_code`` (each condition is its own run); never raise, never hang.
+
+    ``wandb.finish`` waits for W&B's service without a time limit; a service that
+    died (killed with the process group, out of memory) makes that wait endless.
+    So it runs in a helper thread: after ``timeout_s`` the run is left as it is
+    (its offline files stay; the records never depend on it), a warning says so,
+    and :func:`exit_process` later ends the process without W&B's exit hooks, which
+    would wait on the same service. Returns whether the run was closed cleanly.
+    """
+    global _wandb_abandoned
     try:
         import wandb
 
-        if wandb.run is not None:
-            wandb.finish(exit_code=exit_code)
-    except Exception as error:  # never lose a condition or a sweep over W&B
+        if wandb.run is None:
+            return True
+    except Exception as error:
         print(f"warning: W&B run could not be finished cleanly ({error})", file=sys.stderr)
+        return False
+    failure: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            wandb.finish(exit_code=exit_code)
+        except BaseException as error:  # noqa: BLE001 - reported below, never lost
+            failure.append(error)
+
+    worker = threading.Thread(target=finish, name="wandb-finish", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        _wandb_abandoned = True
+        print(f"warning: W&B run did not finish within {timeout_s:g} s (its service is not answering); its local "
+              "files are kept and no record depends on it", file=sys.stderr, flush=True)
+        return False
+    if failure:  # never lose a condition or a sweep over W&B
+        print(f"warning: W&B run could not be finished cleanly ({failure[0]})", file=sys.stderr)
+        return False
+    return True
+
+
+def exit_process(code: int) -> None:
+    """``SystemExit(code)``, or an immediate exit when a W&B run was abandoned (its exit hooks would hang)."""
+    if _wandb_abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 # -- interruption ----------------------------------------------------------------------------------------

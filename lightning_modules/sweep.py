@@ -225,7 +225,7 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
     with interrupt_on_signals() as interruption:
         try:
             outcome = _run(sweep_file, run_dir, bool(resume), count, quiet, interruption)
-        except (KeyboardInterrupt, SystemExit):
+        except BaseException:  # a library may wrap the KeyboardInterrupt in its own exception
             if interruption.signum is None:
                 raise
             with interruption.critical():
@@ -340,11 +340,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 def sweep_main(argv: list[str]) -> None:
     args = _parser("cli.py sweep").parse_args(argv)
+    from lightning_modules.lightning_cli import exit_process
+
     try:
         run_sweep(args.sweep_file, args.output_dir, args.resume, args.count, args.quiet)
     except SweepInterrupted as interrupted:
         print(f"{interrupted}", file=sys.stderr, flush=True)
-        raise SystemExit(interrupted.exit_code) from None
+        exit_process(interrupted.exit_code)
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1 if isinstance(error, SweepFailed) else 2) from None
@@ -352,6 +354,7 @@ def sweep_main(argv: list[str]) -> None:
 
 def demo_main(argv: list[str]) -> None:
     """The main job: the quickstart sweep on the embedded model, then the report."""
+    from lightning_modules.lightning_cli import exit_process
     from reporting.cli import report_main
 
     sweep_file = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "quickstart.yaml"
@@ -360,7 +363,7 @@ def demo_main(argv: list[str]) -> None:
         run_sweep(sweep_file, output_dir=run_dir, quiet=True)
     except SweepInterrupted as interrupted:
         print(f"{interrupted}", file=sys.stderr, flush=True)
-        raise SystemExit(interrupted.exit_code) from None
+        exit_process(interrupted.exit_code)
     except SweepFailed as error:  # report what did run, then say that not everything did
         report_main([str(run_dir)])
         print(f"error: {error}", file=sys.stderr)
