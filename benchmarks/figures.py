@@ -40,8 +40,8 @@ class Settings:
     """Sizes of one run; ``for_run`` gives the full and the --quick ones."""
 
     quick: bool = False
-    rounds: int = 3  # rounds of the decoding alternations (figures 1, 2, 4, 6)
-    new_tokens: int = 64  # figures 1, 2, 4, 6
+    rounds: int = 5  # rounds of the decoding alternations (figures 1, 2, 4, 6)
+    new_tokens: int = 48  # figures 1, 2, 4, 6
     prune_rounds: int = 2  # figure 3 (seven sides per round, two models)
     prune_tokens: int = 24
     batch: int = 8

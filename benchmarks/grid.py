@@ -210,7 +210,9 @@ def grid_speedup(models: Models, size: str) -> list[Row]:
                 f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr", f"{grid.batch_size} vs 1", grid.tokens,
                 value=original / ours, goal=5.0,
                 note=f"{grid.describe()}; {samples} samples; ours {ours:.0f} s (1 load; {setup:.0f} s of it "
-                     f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)")]
+                     f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)"
+                     + ("" if size == "full" else "; a part weighs our one-time setup more than the grid: "
+                                                  "--full-grid for the whole"))]
 
 
 def _agency_signals(models: Models) -> None:

@@ -1,7 +1,7 @@
 """Print the speed figures of the harness, each a ratio measured side by side in one process.
 
     .venv/bin/python benchmarks/run.py            # every figure (under 10 minutes on 2 CPU cores)
-    .venv/bin/python benchmarks/run.py --quick    # fewer rounds, a smaller grid
+    .venv/bin/python benchmarks/run.py --quick    # fewer rounds and tokens
     .venv/bin/python benchmarks/run.py --only grid
 
 Exit status 1 when a figure misses its goal, 0 otherwise. See benchmarks/README.md.
