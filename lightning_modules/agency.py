@@ -356,6 +356,14 @@ class AgencyController:
         one = torch.ones((), dtype=torch.float32, device=self.device)
         nc = torch.full((), self.config.no_consent_factor, dtype=torch.float32, device=self.device)
         self._consent_factor = torch.where(self.consent, one, nc)
+        self._all_consent = bool(self.consent.all())
+        # Per-layer views, made once per batch: the hot path runs once per layer and forward,
+        # where every small op costs ~10 us of dispatch.
+        self._layer_views = [
+            (self.utilization[:, layer], self.state[:, layer], self.steps_in_state[:, layer], self.automatic[:, layer])
+            for layer in range(self.num_layers)
+        ]
+        self._focus_shape = (batch_size, self.num_heads)
 
     def begin_step(self) -> None:
         """Start a forward: close the previous one's counts, advance counters, recover.
@@ -385,19 +393,20 @@ class AgencyController:
         state machine.
         """
         self._require_batch()
-        if tuple(focus.shape) != (self.batch_size, self.num_heads):
-            raise ValueError(
-                f"focus has shape {tuple(focus.shape)}; expected {(self.batch_size, self.num_heads)}"
-            )
-        f = torch.nan_to_num(focus.detach().to(self.device, torch.float32), nan=0.0).clamp_(0.0, 1.0)
+        if focus.shape != self._focus_shape:
+            raise ValueError(f"focus has shape {tuple(focus.shape)}; expected {self._focus_shape}")
+        if focus.requires_grad:
+            focus = focus.detach()
+        if focus.dtype != torch.float32 or focus.device != self.device:
+            focus = focus.to(self.device, torch.float32)
+        f = torch.nan_to_num(focus, nan=0.0).clamp_(0.0, 1.0)
         alpha = self.config.utilization_alpha
-        util = self.utilization[:, layer]
+        util, state, steps_in_state, automatic = self._layer_views[layer]
         util.mul_(alpha).add_(f, alpha=1.0 - alpha)
-        state = self.state[:, layer]
-        over = (state == ACTIVE) & (util > self.config.overload_threshold)
+        over = util.gt(self.config.overload_threshold).logical_and_(state.eq(ACTIVE))
         state.masked_fill_(over, OVERLOADED)
-        self.steps_in_state[:, layer].masked_fill_(over, 0)
-        self.automatic[:, layer].logical_or_(over)
+        steps_in_state.masked_fill_(over, 0)
+        automatic.logical_or_(over)
 
     def gate_factors(self, layer: int) -> Tensor:
         """Per-row, per-head factor for ``layer`` ([batch, heads], float32), from the current state.
@@ -407,7 +416,8 @@ class AgencyController:
         every head active and consenting under the defaults it is exactly 1.0.
         """
         self._require_batch()
-        return self._factor_table[self.state[:, layer]] * self._consent_factor[layer]
+        factors = self._factor_table[self._layer_views[layer][1]]
+        return factors if self._all_consent else factors * self._consent_factor[layer]
 
     def _require_batch(self) -> None:
         if self.state is None:

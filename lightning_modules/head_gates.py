@@ -147,7 +147,7 @@ class HeadGates:
             hidden = args[0]
             batch, length = hidden.shape[0], hidden.shape[1]
             heads = hidden.shape[-1] // self.layout.head_dim
-            scale = gate.to(hidden.dtype).reshape(-1, 1, heads, 1)
+            scale = (gate if gate.dtype == hidden.dtype else gate.to(hidden.dtype)).reshape(-1, 1, heads, 1)
             gated = (hidden.view(batch, length, heads, self.layout.head_dim) * scale).view_as(hidden)
             return (gated, *args[1:])
 
