@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,20 @@ def comparable_statistics(value: Any) -> Any:
     if isinstance(value, list):
         return [v for v in (comparable_statistics(item) for item in value) if v is not None]
     return value
+
+
+def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path) -> tuple[Path, Path]:
+    """The 6-condition tiny sweep run once in-process with W&B disabled: (sweep file, run folder)."""
+    from lightning_modules.model_store import ModelStore
+    from lightning_modules.sweep import run_sweep
+
+    sweep_file = tiny_sweep(root / "sweep", model_dir, prompt_file)
+    ModelStore.shared().clear()
+    previous = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "disabled"
+    try:
+        run_dir = run_sweep(sweep_file, output_dir=root / "run", quiet=True)
+    finally:
+        os.environ.pop("WANDB_MODE") if previous is None else os.environ.__setitem__("WANDB_MODE", previous)
+        ModelStore.shared().clear()
+    return sweep_file, run_dir

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import REPO, comparable, records, tiny_base_config, tiny_sweep
+from run_helpers import REPO, comparable, records, tiny_base_config, tiny_sweep, uninterrupted_sweep
 
 import cli
 from callbacks.record import read_record
@@ -44,16 +44,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def reference(tiny_gpt2_dir, tiny_prompt_file, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """The sweep file and the records of one uninterrupted run of it (in-process)."""
-    root = tmp_path_factory.mktemp("reference")
-    sweep_file = tiny_sweep(root / "sweep", tiny_gpt2_dir, tiny_prompt_file)
-    ModelStore.shared().clear()
-    previous = os.environ.get("WANDB_MODE")
-    os.environ["WANDB_MODE"] = "disabled"
-    try:
-        run_dir = run_sweep(sweep_file, output_dir=root / "run", quiet=True)
-    finally:
-        os.environ.pop("WANDB_MODE") if previous is None else os.environ.__setitem__("WANDB_MODE", previous)
-        ModelStore.shared().clear()
+    sweep_file, run_dir = uninterrupted_sweep(tmp_path_factory.mktemp("reference"), tiny_gpt2_dir, tiny_prompt_file)
     return sweep_file, records(run_dir)
 
 

@@ -14,7 +14,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
-from run_helpers import REPO, comparable, comparable_statistics, records, tiny_base_config, tiny_sweep
+from run_helpers import (
+    REPO,
+    comparable,
+    comparable_statistics,
+    records,
+    tiny_base_config,
+    tiny_sweep,
+    uninterrupted_sweep,
+)
 
 import cli
 from callbacks.record import read_record
@@ -223,18 +231,7 @@ class SignalDuringPredict(L.Callback):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_gpt2_dir, tiny_prompt_file, tmp_path_factory) -> tuple[Path, Path]:
     """One uninterrupted in-process sweep of 6 conditions: the reference end state."""
-    from lightning_modules.model_store import ModelStore
-
-    ModelStore.shared().clear()
-    root = tmp_path_factory.mktemp("uninterrupted")
-    sweep_file = tiny_sweep(root / "sweep", tiny_gpt2_dir, tiny_prompt_file)
-    previous = os.environ.get("WANDB_MODE")
-    os.environ["WANDB_MODE"] = "disabled"
-    try:
-        run_dir = run_sweep(sweep_file, output_dir=root / "run", quiet=True)
-    finally:
-        os.environ.pop("WANDB_MODE") if previous is None else os.environ.__setitem__("WANDB_MODE", previous)
-    return sweep_file, run_dir
+    return uninterrupted_sweep(tmp_path_factory.mktemp("uninterrupted"), tiny_gpt2_dir, tiny_prompt_file)
 
 
 def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(uninterrupted, tmp_path, capsys,
