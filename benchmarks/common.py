@@ -275,10 +275,11 @@ class Models:
 
     @cached_property
     def gpt2(self):
-        """A gated copy of :attr:`gpt2_plain`: (model, gates)."""
+        """A copy of :attr:`gpt2_plain` prepared as ``ModelStore.base`` prepares a model: (model, gates)."""
         from lightning_modules.head_gates import attach_gates
+        from lightning_modules.vocab_head import slice_vocabulary_head
 
-        model = copy.deepcopy(self.gpt2_plain)
+        model = slice_vocabulary_head(copy.deepcopy(self.gpt2_plain))
         return model, attach_gates(model)
 
     def embedded_ranking(self) -> list[tuple[int, int]]:

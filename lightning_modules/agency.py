@@ -402,7 +402,7 @@ class AgencyController:
         f = torch.nan_to_num(focus, nan=0.0).clamp_(0.0, 1.0)
         alpha = self.config.utilization_alpha
         util, state, steps_in_state, automatic = self._layer_views[layer]
-        util.mul_(alpha).add_(f, alpha=1.0 - alpha)
+        util.lerp_(f, 1.0 - alpha)  # alpha * u + (1 - alpha) * f in one op
         over = util.gt(self.config.overload_threshold).logical_and_(state.eq(ACTIVE))
         state.masked_fill_(over, OVERLOADED)
         steps_in_state.masked_fill_(over, 0)

@@ -32,9 +32,10 @@ def newest_token_focus(
     query heads of one group share a key head, as in the model itself.
     """
     # Runs once per layer per decoding step in the agency arm, where each small op costs ~10 us
-    # of dispatch, so it is kept to few ops: a plain batched matmul, in-place masking, entropy as
-    # sum(entr(p)) (entr(0) = 0, so hidden positions add nothing), and the mask's terms computed
-    # once per forward, -1 / log(visible) among them (0 with one visible position: focus 1).
+    # of dispatch, so it is kept to few ops: one baddbmm gives the scaled, masked scores of every
+    # group at once (the additive mask row, expanded to the groups, is computed once per forward),
+    # entropy is sum(entr(p)) (entr(0) = 0, so hidden positions add nothing), and one addcmul
+    # scales it by -1 / log(visible), also computed once per forward (0 with one visible position).
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
     last = query[:, :, -1, :]
@@ -42,54 +43,61 @@ def newest_token_focus(
         last = last.float()
     if key.dtype != torch.float32:
         key = key.float()
-    last = last.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(last, key.transpose(-1, -2)).reshape(batch, heads, length).mul_(scaling)
-    hidden, added, neg_inverse_max = _newest_row_terms(attention_mask, batch, length, query.device)
-    if hidden is not None:
-        scores.masked_fill_(hidden, float("-inf"))  # broadcasts over heads (and batch when 1)
-    elif added is not None:
-        scores.add_(added)
-    entropy = torch.special.entr(scores.softmax(-1)).sum(-1)  # [batch, heads]
-    return entropy.mul_(neg_inverse_max).add_(1.0).clamp_(0.0, 1.0)
+    mask_row, neg_inverse_max, one = _newest_row_terms(attention_mask, batch, kv_heads, length, query.device)
+    scores = torch.baddbmm(mask_row, last.reshape(batch * kv_heads, heads // kv_heads, dim),
+                           key.reshape(batch * kv_heads, length, dim).transpose(1, 2), alpha=scaling)
+    entropy = torch.special.entr(scores.softmax(-1)).sum(-1).view(batch, heads)
+    return torch.addcmul(one, entropy, neg_inverse_max).clamp_(0.0, 1.0)
 
 
 _ROW_TERMS: dict = {}  # the last mask's terms: every layer of one forward gets the same mask tensor
 
 
 def _newest_row_terms(
-    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """(positions to hide, or the additive mask row; -1 / log(visible positions) or 0 if one), [batch, 1].
+    attention_mask: torch.Tensor | None, batch: int, kv_heads: int, length: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(additive mask row per key/value group [batch * kv_heads, 1, length]; -1 / log(visible positions),
+    or 0 if one, [batch, 1]; a scalar 1).
 
     They depend on the mask's newest row only, so they are computed once per mask
-    tensor: every layer of one forward gets the same one. A weak reference proves it
-    is the same tensor (not a new one at a reused id) and its version counter that
-    it was not written in place since (tensors made under ``torch.inference_mode``
-    have no counter; the masks transformers builds are never written in place).
+    tensor (and group count): every layer of one forward gets the same one. A weak
+    reference proves it is the same tensor (not a new one at a reused id) and its
+    version counter that it was not written in place since (tensors made under
+    ``torch.inference_mode`` have no counter; the masks transformers builds are
+    never written in place).
     """
     identity = None if attention_mask is None else (id(attention_mask), _version(attention_mask))
     key = (identity, batch, length, device)
-    if _ROW_TERMS.get("key") == key:
-        ref = _ROW_TERMS["mask"]
-        if attention_mask is None or (ref is not None and ref() is attention_mask):
-            return _ROW_TERMS["terms"]
-    hidden = added = None
+    if _ROW_TERMS.get("key") != key or (
+        attention_mask is not None and (_ROW_TERMS["mask"] is None or _ROW_TERMS["mask"]() is not attention_mask)
+    ):
+        _ROW_TERMS.clear()
+        _ROW_TERMS.update(key=key, mask=None if attention_mask is None else weakref.ref(attention_mask),
+                          by_groups={}, **_mask_row_terms(attention_mask, batch, length, device))
+    by_groups = _ROW_TERMS["by_groups"]
+    if kv_heads not in by_groups:
+        row = _ROW_TERMS["row"]  # [batch, 1, length]
+        by_groups[kv_heads] = row.unsqueeze(1).expand(batch, kv_heads, 1, length).reshape(batch * kv_heads, 1, length)
+    return by_groups[kv_heads], _ROW_TERMS["neg_inverse_max"], _ROW_TERMS["one"]
+
+
+def _mask_row_terms(
+    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     if attention_mask is None:
+        row = torch.zeros(batch, 1, length, device=device)
         count = torch.full((batch, 1), float(length), device=device)
     else:
-        row = attention_mask[:, :, -1, -length:]  # [batch or 1, 1, length]
-        if row.dtype == torch.bool:
-            hidden = ~row
-            count = row.sum(-1).clamp(min=1).float().expand(batch, 1)
+        newest = attention_mask[:, :, -1, -length:].expand(batch, 1, length)
+        if newest.dtype == torch.bool:
+            row = torch.zeros(batch, 1, length, device=device).masked_fill_(~newest, float("-inf"))
+            count = newest.sum(-1).clamp(min=1).float()
         else:
-            added = row.float()
-            visible = (row > torch.finfo(row.dtype).min / 2).expand(batch, 1, length)
-            count = visible.sum(-1).clamp(min=1).float()
+            row = newest.float()
+            count = (newest > torch.finfo(newest.dtype).min / 2).sum(-1).clamp(min=1).float()
     max_entropy = count.log()
     neg_inverse_max = torch.where(max_entropy > 0, -1.0 / max_entropy.clamp(min=math.ulp(1.0)), 0.0)
-    terms = (hidden, added, neg_inverse_max)
-    _ROW_TERMS.update(key=key, terms=terms, mask=None if attention_mask is None else weakref.ref(attention_mask))
-    return terms
+    return {"row": row, "neg_inverse_max": neg_inverse_max, "one": torch.ones((), device=device)}
 
 
 def _version(tensor: torch.Tensor) -> int | None:

@@ -16,6 +16,7 @@ import torch
 
 from lightning_modules.head_gates import HeadGates, attach_gates
 from lightning_modules.sources import ModelSource, load_model, resolve_source
+from lightning_modules.vocab_head import slice_vocabulary_head
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -54,6 +55,7 @@ class ModelStore:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.padding_side = "left"
             model.to(device)
+            slice_vocabulary_head(model)
             self._models[key] = LoadedModel(source, model, tokenizer, attach_gates(model))
         loaded = self._models[key]
         loaded.model.to(device)

@@ -10,6 +10,7 @@ from tiny_lms import BUILDERS, gated_copy, token_batch
 
 from lightning_modules.generation import (
     SamplingConfig,
+    all_finite,
     choose_tokens,
     decode,
     filter_logits,
@@ -188,3 +189,12 @@ def test_sample_rows_uses_each_rows_generator_only() -> None:
     alone = sample_rows(probs[1:2], [torch.Generator().manual_seed(7)])
     batched = sample_rows(probs, [torch.Generator().manual_seed(s) for s in (5, 7, 9)])
     assert batched[1] == alone[0]
+
+
+def test_all_finite_flags_nan_and_either_infinity_anywhere_in_a_row() -> None:
+    logits = torch.zeros(5, 70000)
+    logits[0, 69999] = math.nan
+    logits[1, 0] = math.inf
+    logits[2, 123] = -math.inf
+    logits[3] = 3e38  # large but finite
+    assert all_finite(logits).tolist() == [False, False, False, True, True]
