@@ -5,7 +5,7 @@ one forward pre-hook on each attention output projection (``c_proj`` for GPT-2,
 ``o_proj`` for the Llama family) scales each head's slice of its input. That is
 exactly "this head's rows of the output projection scaled", so a gate of 0 is
 the head removed and a gate of 1 leaves the computation bit-identical (a layer
-whose gates are all 1 is not touched at all).
+whose gates are all 1, with no agency factors, carries no hook at all).
 
 All models run attention through one registered implementation,
 ``head_gated`` (see ``attention.py``), so that baseline and agency arms use the
@@ -91,19 +91,26 @@ class HeadGates:
         device = next(model.parameters()).device
         self.values = torch.ones(layout.num_layers, layout.num_heads, device=device)
         self.kept_heads: list[list[int]] = [list(range(layout.num_heads)) for _ in range(layout.num_layers)]
-        self.factor_provider: FactorProvider | None = None
+        self._factor_provider: FactorProvider | None = None
         self._layer_gates: list[torch.Tensor | None] = [None] * layout.num_layers
-        self._handles: list[Any] = []
+        self._handles: dict[int, Any] = {}
+        self._bound = False
         self.rebind(model)
+
+    @property
+    def factor_provider(self) -> FactorProvider | None:
+        return self._factor_provider
+
+    @factor_provider.setter
+    def factor_provider(self, provider: FactorProvider | None) -> None:
+        self._factor_provider = provider
+        self._refresh()
 
     def rebind(self, model: nn.Module) -> None:
         """(Re)attach the hooks, e.g. after removal replaced the output projections."""
         self.remove_hooks()
         self.model = model
-        for layer, attn in enumerate(attention_modules(model)):
-            if self.kept_heads[layer]:  # a layer with no heads left has no projection to gate
-                hook = self._make_hook(layer)
-                self._handles.append(output_projection(attn).register_forward_pre_hook(hook))
+        self._bound = True
         self._refresh()
 
     def set(self, values: torch.Tensor) -> None:
@@ -127,18 +134,29 @@ class HeadGates:
         return torch.tensor(self.kept_heads[layer], dtype=torch.long, device=self.values.device)
 
     def _refresh(self) -> None:
+        """Per layer: the gates to apply (None when all kept gates are 1), and a hook only where
+        there is something to apply, so an all-ones layer runs exactly the plain model's code."""
+        attentions = attention_modules(self.model) if self._bound else []
         for layer in range(self.layout.num_layers):
-            if not self.kept_heads[layer]:
+            kept_heads = self.kept_heads[layer]
+            if not kept_heads:  # a layer with no heads left has no projection to gate
                 self._layer_gates[layer] = None
-                continue
-            kept = self.values[layer, self.kept_heads[layer]]
-            self._layer_gates[layer] = None if bool((kept == 1).all()) else kept
+            else:
+                kept = self.values[layer, kept_heads]
+                self._layer_gates[layer] = None if bool((kept == 1).all()) else kept
+            needed = self._bound and bool(kept_heads) and (
+                self._layer_gates[layer] is not None or self._factor_provider is not None)
+            if needed and layer not in self._handles:
+                projection = output_projection(attentions[layer])
+                self._handles[layer] = projection.register_forward_pre_hook(self._make_hook(layer))
+            elif not needed and layer in self._handles:
+                self._handles.pop(layer).remove()
 
     def _make_hook(self, layer: int) -> Callable:
         def gate_heads(_module: nn.Module, args: tuple) -> tuple | None:
             gate = self._layer_gates[layer]
-            if self.factor_provider is not None:
-                factors = self.factor_provider(layer)  # [batch, original heads]
+            if self._factor_provider is not None:
+                factors = self._factor_provider(layer)  # [batch, original heads]
                 if len(self.kept_heads[layer]) != self.layout.num_heads:
                     factors = factors.index_select(1, self.kept_index(layer))
                 gate = factors if gate is None else factors * gate
@@ -154,9 +172,11 @@ class HeadGates:
         return gate_heads
 
     def remove_hooks(self) -> None:
-        for handle in self._handles:
+        """Detach every hook until the next ``rebind``: the gates then do nothing."""
+        for handle in self._handles.values():
             handle.remove()
-        self._handles = []
+        self._handles = {}
+        self._bound = False
 
 
 def attach_gates(model: nn.Module) -> HeadGates:

@@ -161,3 +161,25 @@ def test_remove_hooks_detaches_gates() -> None:
     ids, _ = token_batch()
     # no hook left: closed gates do nothing, only the attention implementation name differs
     assert torch.equal(logits(gated, ids), logits(plain, ids))
+
+
+def hooked_layers(model: torch.nn.Module) -> list[int]:
+    return [layer for layer, attn in enumerate(attention_modules(model))
+            if output_projection(attn)._forward_pre_hooks]
+
+
+def test_hooks_only_on_layers_with_something_to_apply() -> None:
+    gated, gates = gated_copy(BUILDERS["llama"]())
+    assert hooked_layers(gated) == []  # all gates 1: the plain model's code path
+    gates.close_heads([(1, 2)])
+    assert hooked_layers(gated) == [1]
+    gates.factor_provider = lambda layer: torch.ones(1, 6)
+    assert hooked_layers(gated) == [0, 1, 2]
+    gates.factor_provider = None
+    gates.reset()
+    assert hooked_layers(gated) == []
+    gates.remove_hooks()
+    gates.close_heads([(0, 0)])
+    assert hooked_layers(gated) == []  # detached until rebind
+    gates.rebind(gated)
+    assert hooked_layers(gated) == [0]
