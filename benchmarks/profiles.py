@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/profiles.py agency     # what the agency arm adds per step, by op
     .venv/bin/python benchmarks/profiles.py agency-parts  # the agency arm with parts switched off
     .venv/bin/python benchmarks/profiles.py gemm       # the model's matrix shapes at M=1 and M=8, alone
+    .venv/bin/python benchmarks/profiles.py cold-ops   # the agency's small ops warm vs after a weight stream
 
 Prints per-step milliseconds (self CPU time of each op / decoding steps), so the
 two sides compare directly. The profiler adds its own overhead to every op.
@@ -144,9 +145,45 @@ def gemm(_models: Models) -> None:
         print(f"{name:12s} {f'{k}x{n}':>12s} {result[1]:10.1f} {result[8]:10.1f} {result[8] / result[1]:10.2f}")
 
 
+def cold_ops(_models: Models) -> None:
+    """The agency's per-layer ops at batch 8 alone, warm and after streaming one layer's weights.
+
+    In decoding every layer streams ~17 MB of weights through the caches between two
+    runs of the agency's ops, so they run cold; this is what each costs then.
+    """
+    batch, heads, kv_heads, length, dim = 8, 9, 3, 40, 64
+    last = torch.randn(batch * kv_heads, heads // kv_heads, dim)
+    keys = torch.randn(batch * kv_heads, dim, length)
+    mask = torch.zeros(batch * kv_heads, 1, length)
+    scores = torch.randn(batch * kv_heads, heads // kv_heads, length)
+    small = torch.rand(batch, heads)
+    layer_weights = torch.randn(17_000_000 // 4)
+    ops = {"baddbmm (scores)": lambda: torch.baddbmm(mask, last, keys, alpha=0.125),
+           "softmax": lambda: scores.softmax(-1),
+           "special.entr": lambda: torch.special.entr(scores),
+           "sum(-1)": lambda: scores.sum(-1),
+           "lerp_ on [8, 9]": lambda: small.lerp_(small, 0.1),
+           "masked_fill_ on [8, 9]": lambda: small.masked_fill_(small > 2, 0.0)}
+
+    def cost(op, flush: bool, repeats: int = 200) -> float:
+        total = 0.0
+        for _ in range(repeats):
+            if flush:
+                layer_weights.mul_(1.0)
+            start = time.perf_counter()
+            op()
+            total += time.perf_counter() - start
+        return total / repeats * 1e6
+
+    print(f"\n{'op':28s} {'warm us':>10s} {'cold us':>10s}")
+    for name, op in ops.items():
+        cost(op, False, 20)
+        print(f"{name:28s} {cost(op, False):10.1f} {cost(op, True):10.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Profiles behind benchmarks/README.md")
-    parser.add_argument("what", choices=["batching", "agency", "agency-parts", "gemm"])
+    parser.add_argument("what", choices=["batching", "agency", "agency-parts", "gemm", "cold-ops"])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -157,7 +194,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}")
-    {"batching": batching, "agency": agency, "agency-parts": agency_parts, "gemm": gemm}[args.what](Models())
+    {"batching": batching, "agency": agency, "agency-parts": agency_parts, "gemm": gemm,
+     "cold-ops": cold_ops}[args.what](Models())
 
 
 if __name__ == "__main__":
