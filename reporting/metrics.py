@@ -43,6 +43,7 @@ SAMPLE_METRICS: tuple[Metric, ...] = (
 )
 
 CONDITION_METRICS: tuple[Metric, ...] = (
+    Metric("throughput_tokens_per_second", "throughput (tokens/s, all rows)", True, "speed", False),
     Metric("corpus_perplexity", "corpus perplexity", False, "quality", False),
     Metric("parameter_count", "parameter count", False, "size", False),
     Metric("flops_per_token", "FLOPs per token", False, "size", False),

@@ -323,3 +323,13 @@ def test_report_names_a_truncated_or_edited_record_and_does_not_count_it(uninter
     statistics = json.loads((run_dir / "report" / "statistics.json").read_text())
     assert statistics["inputs"]["n_records"] == 4
     assert truncated.stem not in statistics["inputs"]["records"] and edited.stem not in statistics["inputs"]["records"]
+
+
+def test_every_metric_a_real_run_records_is_in_the_reporting_catalogue(uninterrupted) -> None:
+    from reporting.records import load_records
+    from reporting.statistics import compute_statistics
+
+    _, run_dir = uninterrupted
+    loaded = load_records([run_dir])
+    assert loaded.records and not loaded.problems
+    assert not [p for p in compute_statistics(loaded.records).problems if "catalogue" in p]
