@@ -31,8 +31,9 @@ def newest_token_focus(
     ``key`` may have fewer heads than ``query`` (grouped-query attention); the
     query heads of one group share a key head, as in the model itself.
     """
-    # Runs once per layer per decoding step in the agency arm, where each small op costs ~10 us
-    # of dispatch, so it is kept to few ops: one baddbmm gives the scaled, masked scores of every
+    # Runs once per layer per decoding step in the agency arm, right after the layer's weights
+    # streamed through the caches, so each small op runs cold (30-70 us; benchmarks/profiles.py
+    # cold-ops) and it is kept to few ops: one baddbmm gives the scaled, masked scores of every
     # group at once (the additive mask row, expanded to the groups, is computed once per forward),
     # entropy is sum(entr(p)) (entr(0) = 0, so hidden positions add nothing), and one addcmul
     # scales it by -1 / log(visible), also computed once per forward (0 with one visible position).
