@@ -358,7 +358,7 @@ class AgencyController:
         self._consent_factor = torch.where(self.consent, one, nc)
         self._all_consent = bool(self.consent.all())
         # Per-layer views, made once per batch: the hot path runs once per layer and forward,
-        # where every small op costs ~10 us of dispatch.
+        # where every small op runs cold (benchmarks/profiles.py cold-ops).
         self._layer_views = [
             (self.utilization[:, layer], self.state[:, layer], self.steps_in_state[:, layer], self.automatic[:, layer])
             for layer in range(self.num_layers)
