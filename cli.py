@@ -1,22 +1,28 @@
 """Command line: ``predict`` (one condition), ``sweep`` (a grid), ``report`` (statistics and plots), ``demo``.
 
-    python cli.py predict --config configs/default.yaml [--model.pruning.level=50 ...]
-    python cli.py sweep configs/sweeps/quickstart.yaml [--resume RUN_DIR] [--output_dir DIR]
-    python cli.py report RUN_DIR [RUN_DIR ...] [--out DIR]
-    python cli.py demo
+    pruning-agency predict --config configs/default.yaml [--model.pruning.level=50 ...]
+    pruning-agency sweep configs/sweeps/quickstart.yaml [--resume RUN_DIR] [--output_dir DIR]
+    pruning-agency sweep quickstart                      (a bundled sweep, by name)
+    pruning-agency report RUN_DIR [RUN_DIR ...] [--out DIR]
+    pruning-agency demo                                  (the quickstart sweep, then its report)
 
-``predict`` is a LightningCLI, so every config key is also a flag and a sweep
-parameter. ``report`` imports neither torch nor Lightning, so it starts fast.
+(``python cli.py ...`` in a checkout is the same.) ``predict`` is a LightningCLI,
+so every config key is also a flag and a sweep parameter; bundled configs are
+found by name from any directory. ``report`` imports neither torch nor
+Lightning, so it starts fast.
 
 Exit codes: 0 done; 2 bad input (one ``error:`` line on stderr, nothing loaded
-or written); 1 a condition failed (its record says why); 130 / 143 interrupted
-by Ctrl-C / SIGTERM (finished records kept; ``sweep --resume`` continues).
+or written); 1 a condition failed (its record says why) or no record could be
+used; 130 / 143 interrupted by Ctrl-C / SIGTERM (finished records kept;
+``sweep --resume`` continues).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from pathlib import Path
 
 USAGE = __doc__
 
@@ -29,12 +35,9 @@ def fail(message: str, code: int = 2) -> None:
 
 def predict(argv: list[str]) -> None:
     """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
-    from lightning_modules.lightning_cli import (
-        exit_process,
-        finish_wandb_run,
-        interrupt_on_signals,
-        run_predict,
-    )
+    from lightning_modules.lightning_cli import run_predict
+    from lightning_modules.runs.interruption import interrupt_on_signals
+    from lightning_modules.runs.wandb_guard import exit_process, finish_wandb_run
 
     with interrupt_on_signals() as interruption:
         try:
@@ -49,6 +52,59 @@ def predict(argv: list[str]) -> None:
             exit_process(interruption.exit_code)
 
 
+def _sweep_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run a W&B sweep file locally, in one process.")
+    parser.add_argument("sweep_file", help="a sweep file, or the name of a bundled one (quickstart, gpt2, ...)")
+    parser.add_argument("--output_dir", default=None, help="run folder (default: a new timestamped one)")
+    parser.add_argument("--resume", default=None, help="run folder of an interrupted sweep to continue")
+    parser.add_argument("--count", type=int, default=None, help="runs of a random sweep (else run_cap)")
+    parser.add_argument("--quiet", action="store_true", help="one line per condition")
+    return parser
+
+
+def run_sweep_command(sweep_file: str, output_dir: str | None = None, resume: str | None = None,
+                      count: int | None = None, quiet: bool = False) -> Path | None:
+    """Run a sweep and turn its outcome into an exit status; returns the run folder when every condition ran."""
+    from lightning_modules.runs.runner import SweepFailed, SweepInterrupted, run_sweep
+    from lightning_modules.runs.wandb_guard import exit_process
+    from record.errors import ConfigError
+
+    try:
+        return run_sweep(sweep_file, output_dir, resume, count, quiet)
+    except SweepInterrupted as interrupted:
+        print(f"{interrupted}", file=sys.stderr, flush=True)
+        exit_process(interrupted.exit_code)
+    except SweepFailed as failed:
+        print(f"error: {failed}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except ConfigError as error:
+        fail(str(error))
+    return None
+
+
+def sweep(argv: list[str]) -> None:
+    args = _sweep_parser("pruning-agency sweep").parse_args(argv)
+    run_sweep_command(args.sweep_file, args.output_dir, args.resume, args.count, args.quiet)
+
+
+def demo(argv: list[str]) -> None:
+    """The main job: the bundled quickstart sweep on the embedded model, then its report, under the current directory."""
+    from record.storage import default_run_dir
+    from reporting.cli import report_main
+
+    parser = argparse.ArgumentParser(prog="pruning-agency demo", description=demo.__doc__)
+    parser.add_argument("--output_dir", default=None, help="run folder (default: a new timestamped one)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.output_dir) if args.output_dir else default_run_dir()
+    try:
+        run_sweep_command("quickstart", output_dir=str(run_dir), quiet=True)
+    except SystemExit as exit_:
+        if exit_.code == 1 and (run_dir / "records").is_dir():  # report what did run, then say not everything did
+            report_main([str(run_dir)])
+        raise
+    report_main([str(run_dir)])
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; WANDB_MODE from the environment wins
@@ -59,19 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     if command == "predict":
         predict(rest)
     elif command == "sweep":
-        from lightning_modules.sweep import sweep_main
-
-        sweep_main(rest)
+        sweep(rest)
     elif command == "report":
         from reporting.cli import report_main
 
         report_main(rest)
     elif command == "demo":
-        from lightning_modules.sweep import demo_main
-
-        demo_main(rest)
+        demo(rest)
     else:
-        fail(f"unknown command '{command}'; allowed: predict, sweep, report, demo")
+        fail(f"command '{command}' is not known; allowed: predict, sweep, report, demo")
 
 
 if __name__ == "__main__":

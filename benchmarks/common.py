@@ -264,9 +264,8 @@ class Models:
     @cached_property
     def gpt2_plain(self) -> torch.nn.Module:
         """GPT-2 small's shape (12 layers, 12 heads, 768 wide) with random weights: no hub needed."""
-        from transformers import GPT2Config, GPT2LMHeadModel
-
         from lightning_modules.model_store import DTYPES
+        from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).to(self.device, DTYPES[self.precision]).eval()

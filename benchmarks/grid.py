@@ -104,9 +104,10 @@ def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
     """Seconds for the whole grid our way, from an empty model store (load and calibration included),
     and the seconds of it spent outside decoding (load, ranking, agency calibration, condition builds)."""
     from lightning_modules.condition import build_condition
-    from lightning_modules.data import PromptDataset, read_prompts
     from lightning_modules.generation import SamplingConfig, decode, sample_seed
     from lightning_modules.model_store import ModelStore
+
+    from lightning_modules.data import PromptDataset, read_prompts
 
     start = time.perf_counter()
     store = ModelStore()
@@ -150,12 +151,12 @@ def _step_hook(condition):
 
 def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: list[float]) -> float:
     """Seconds for the original loop over ``levels`` (both arms, every temperature and iteration)."""
-    from transformers import LogitsProcessorList
-
     from lightning_modules.condition import build_condition
-    from lightning_modules.data import read_prompts
     from lightning_modules.generation import sample_seed
     from lightning_modules.model_store import ModelStore
+    from transformers import LogitsProcessorList
+
+    from lightning_modules.data import read_prompts
 
     prompts = read_prompts(None, grid.prompts)
     seeded = {key: value for key, value in precomputed.store._values.items()  # no public accessor

@@ -1,26 +1,35 @@
-"""The agency layer's end-of-condition summary (head states, utilization) into the record."""
+"""The agency layer's state at the end of generation, into the record's ``agency`` part."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from callbacks.common import error_text
+from callbacks.base import MeasuringCallback, error_text
+from callbacks.protocols import Experiment
 
-AGENCY_REPORT = "agency_report"
 
+class AgencyReporter(MeasuringCallback):
+    """Takes the agency report when generation ends (``on_predict_epoch_end``), before any evaluation pass.
 
-class AgencyReporter(L.Callback):
-    """Sets ``record.agency`` to ``condition.agency.report(pruned_heads)`` when the agency arm runs.
-
-    It runs in ``on_predict_end``, while the controller still holds the last
-    batch's states (teardown detaches it). Baseline conditions keep ``agency: null``.
+    Lightning runs every callback's ``on_predict_epoch_end`` before any
+    ``on_predict_end``, where corpus perplexity is scored, so the report always
+    describes generation; the module starts its counts after the warm-up and the
+    timing. Baseline conditions have no agency part.
     """
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        condition = pl_module.condition
-        if condition is None or condition.agency is None:
+    part = "agency"
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._snapshot(pl_module)
+
+    def _snapshot(self, module: Experiment) -> None:
+        if self._measured.agency is not None:
             return
         try:
-            pl_module.record.agency = condition.agency.report(condition.pruned_heads)
+            self._measured.agency = module.agency_report()
         except Exception as error:
-            pl_module.record.add_failure(AGENCY_REPORT, error_text(error))
+            self._measured.fail(self.part, error_text(error))
+
+    def finish(self, trainer: L.Trainer, module: Experiment) -> None:
+        if self._measured.agency is None and not self._measured.failures:
+            self._snapshot(module)

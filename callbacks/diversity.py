@@ -30,7 +30,9 @@ import lightning as L
 import torch
 from torchmetrics import Metric
 
-from callbacks.common import error_text, measurable_rows
+from callbacks.base import MeasuringCallback, error_text
+from callbacks.protocols import Generated
+from callbacks.samples import measurable_rows
 
 TokenSequences = torch.Tensor | Sequence[Sequence[int]]
 
@@ -125,13 +127,19 @@ class RepetitionRate(_CountRatio):
             self._add(repeats, len(grams))
 
 
-class DiversityMonitor(L.Callback):
-    """Records ``distinct_1``, ``distinct_2``, ``distinct_3``, ``type_token_ratio`` and
-    ``repetition_rate`` per sample (see the module docstring for the exact definitions).
+class DiversityMonitor(MeasuringCallback):
+    """Records ``distinct_1``, ``distinct_2``, ``distinct_3``, ``type_token_ratio`` and ``repetition_rate``
+    per sample (see the module docstring for the exact definitions).
+
+    The report judges them against the unpruned model's values on the same
+    prompt (``direction: reference`` in the catalogue): a wrecked model writes
+    text with more distinct n-grams, which is not better text.
 
     Args:
         repetition_n: n-gram length of ``repetition_rate``.
     """
+
+    part = "diversity"
 
     def __init__(self, repetition_n: int = 4) -> None:
         super().__init__()
@@ -144,22 +152,22 @@ class DiversityMonitor(L.Callback):
         }
         self.text_metrics: dict[str, Metric] = {"type_token_ratio": TypeTokenRatio()}
 
+    def result_settings(self) -> dict[str, Any]:
+        return {"repetition_n": self.repetition_n}
+
     @property
     def metric_names(self) -> tuple[str, ...]:
         return (*self.token_metrics, *self.text_metrics)
 
-    def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        record = pl_module.record
-        for row, key in measurable_rows(record, outputs, self.metric_names):
-            for metrics, value in ((self.token_metrics, outputs.continuation_ids[row : row + 1]),
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
+                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        for row, key in measurable_rows(self._measured, outputs, self.metric_names):
+            for metrics, value in ((self.token_metrics, outputs.continuation_ids[row:row + 1]),
                                    (self.text_metrics, [outputs.continuations[row]])):
                 for name, metric in metrics.items():
                     try:
                         metric.reset()
                         metric.update(value)
-                        record.add_sample_metric(key, name, float(metric.compute()))
+                        self._measured.add_sample(key, name, float(metric.compute()))
                     except Exception as error:
-                        record.add_sample_failure(key, name, error_text(error))
+                        self._measured.fail_sample(key, name, error_text(error))

@@ -1,10 +1,16 @@
-"""Model size and cost: parameter count and FLOPs per token always; peak memory on request.
+"""What a condition costs: parameters and FLOPs per token (executed and after removal), and peak memory.
 
-Peak memory is opt-in (``memory.enabled``) because sampling it is not free and
-because its meaning depends on the device: on CUDA it is the peak of tensors
-allocated during this condition (the peak counter is reset when the condition
-starts); on CPU it is the largest resident set size of the whole process seen
-while the condition ran (model weights, caches and everything else included).
+Mask mode gates pruned heads to zero but still computes them, so its cost is
+recorded twice: what actually runs (``*_executed``: every head) and what would
+run once the pruned heads are sliced out (``*_after_removal``, what remove mode
+runs). Remove mode executes exactly the latter.
+
+Peak memory is opt-in (``memory.enabled``) and per condition: on CUDA the peak
+allocation counter is reset when the condition starts and read when it ends; on
+CPU the resident set size of the process is sampled at the condition's start,
+after every batch and at its end, and the largest sample is kept (it includes the
+model weights and everything else the process holds). The record's ``notes`` say
+which was measured.
 """
 
 from __future__ import annotations
@@ -14,74 +20,58 @@ from typing import Any
 import lightning as L
 import psutil
 import torch
-from torch import nn
 
-from callbacks.common import error_text
-from lightning_modules.flops import flops_per_token
+from callbacks.base import MeasuringCallback, error_text
+from callbacks.costs import flops_per_token
+from callbacks.protocols import Experiment, Generated
 
-PARAMETER_COUNT = "parameter_count"
-FLOPS_PER_TOKEN = "flops_per_token"
 PEAK_RSS_MB = "peak_rss_mb"
 PEAK_CUDA_MB = "peak_cuda_mb"
 MB = 2**20  # "MB" in metric names is MiB
 
 
-def unique_parameter_count(model: nn.Module) -> int:
-    """Parameters of ``model``, counting weights that share storage (tied embeddings) once."""
-    seen: set[tuple[str, int]] = set()
-    total = 0
-    for parameter in model.parameters():
-        key = (str(parameter.device), parameter.data_ptr())
-        if parameter.numel() == 0 or key in seen:
-            continue
-        seen.add(key)
-        total += parameter.numel()
-    return total
-
-
 def mean_decoding_context(prompt_lengths: list[int], num_tokens: int) -> float:
     """Mean number of attended positions over the decoding steps of all samples.
 
-    New token t (0-based) is produced by a forward pass attending to
-    prompt_length + t positions, so the mean over t = 0..num_tokens-1 is
-    prompt_length + (num_tokens - 1) / 2; FLOPs are linear in the context, so
-    FLOPs at this mean context are the mean FLOPs per generated token.
+    New token t (0-based) is produced by a forward attending to prompt_length + t
+    positions, so the mean over t is prompt_length + (num_tokens - 1) / 2; FLOPs
+    are linear in the context, so FLOPs at this mean are the mean FLOPs per token.
     """
     if not prompt_lengths:
         raise ValueError("no samples were generated")
     return sum(prompt_lengths) / len(prompt_lengths) + (num_tokens - 1) / 2
 
 
-class MemoryMonitor(L.Callback):
-    """Records condition metrics ``parameter_count`` and ``flops_per_token``, and with ``enabled``
-    ``peak_rss_mb`` (process resident memory, any device) and on CUDA ``peak_cuda_mb``.
-
-    ``parameter_count`` is of the condition's model: in ``mask`` mode pruned heads
-    keep their weights (they are gated), so only ``remove`` mode lowers it;
-    ``flops_per_token`` counts the kept heads in both modes.
+class MemoryMonitor(MeasuringCallback):
+    """Records ``parameters_executed``, ``parameters_after_removal``, ``flops_per_token_executed`` and
+    ``flops_per_token_after_removal`` always; with ``enabled``, ``peak_rss_mb`` and on CUDA ``peak_cuda_mb``.
 
     Args:
-        enabled: also measure peak memory (RSS sampled at every batch end; CUDA peak allocated).
+        enabled: also measure peak memory (the original ``--memory_logging``).
     """
+
+    part = "memory"
 
     def __init__(self, enabled: bool = False) -> None:
         super().__init__()
-        self.enabled = enabled
+        self.enabled = bool(enabled)
         self._prompt_lengths: list[int] = []
         self._num_tokens = 0
         self._peak_rss = 0
         self._cuda_device: torch.device | None = None
-        self._errors: dict[str, str] = {}
+
+    def result_settings(self) -> dict[str, Any]:
+        return {"enabled": self.enabled}
 
     def _sample_rss(self) -> None:
         try:
             self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)
-        except Exception as error:  # the first error is kept and recorded at the end
-            self._errors.setdefault(PEAK_RSS_MB, error_text(error))
+        except Exception as error:  # the first error is kept
+            if not any(f.metric == PEAK_RSS_MB for f in self._measured.failures):
+                self._measured.fail(PEAK_RSS_MB, error_text(error))
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._prompt_lengths, self._num_tokens, self._peak_rss, self._errors = [], 0, 0, {}
-        self._cuda_device = None
+    def begin(self, trainer: L.Trainer, module: Experiment) -> None:
+        self._prompt_lengths, self._num_tokens, self._peak_rss, self._cuda_device = [], 0, 0, None
         if not self.enabled:
             return
         self._sample_rss()
@@ -92,42 +82,40 @@ class MemoryMonitor(L.Callback):
                 torch.cuda.reset_peak_memory_stats(device)
                 self._cuda_device = device
             except Exception as error:
-                self._errors[PEAK_CUDA_MB] = error_text(error)
+                self._measured.fail(PEAK_CUDA_MB, error_text(error))
 
-    def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
+                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._prompt_lengths.extend(len(ids) for ids in outputs.prompt_ids)
         self._num_tokens = int(outputs.continuation_ids.shape[1])
         if self.enabled:
             self._sample_rss()
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        record = pl_module.record
-        condition = pl_module.condition
-        try:
-            record.add_condition_metric(PARAMETER_COUNT, unique_parameter_count(condition.model))
-        except Exception as error:
-            record.add_failure(PARAMETER_COUNT, error_text(error))
+    def finish(self, trainer: L.Trainer, module: Experiment) -> None:
+        measured = self._measured
+        layout, pruned, computed, executed, after_removal = module.cost_inputs()
+        measured.add_condition("parameters_executed", executed)
+        measured.add_condition("parameters_after_removal", after_removal)
         try:
             context = mean_decoding_context(self._prompt_lengths, self._num_tokens)
-            record.add_condition_metric(FLOPS_PER_TOKEN,
-                                        flops_per_token(condition.layout, condition.pruned_heads, context))
+            measured.add_condition("flops_per_token_executed",
+                                   flops_per_token(layout, [] if computed else pruned, context))
+            measured.add_condition("flops_per_token_after_removal", flops_per_token(layout, pruned, context))
         except Exception as error:
-            record.add_failure(FLOPS_PER_TOKEN, error_text(error))
+            measured.fail("flops_per_token_executed", error_text(error))
+            measured.fail("flops_per_token_after_removal", error_text(error))
         if not self.enabled:
             return
         self._sample_rss()
-        if PEAK_RSS_MB in self._errors:
-            record.add_failure(PEAK_RSS_MB, self._errors[PEAK_RSS_MB])
-        else:
-            record.add_condition_metric(PEAK_RSS_MB, self._peak_rss / MB)
-        if PEAK_CUDA_MB in self._errors:
-            record.add_failure(PEAK_CUDA_MB, self._errors[PEAK_CUDA_MB])
-        elif self._cuda_device is not None:
+        if not any(f.metric == PEAK_RSS_MB for f in measured.failures):
+            measured.add_condition(PEAK_RSS_MB, self._peak_rss / MB)
+            measured.notes[PEAK_RSS_MB] = ("largest resident set size of the process sampled at this condition's "
+                                           "start, after each batch and at its end (includes the model weights)")
+        if self._cuda_device is not None:
             try:
                 torch.cuda.synchronize(self._cuda_device)
-                record.add_condition_metric(PEAK_CUDA_MB, torch.cuda.max_memory_allocated(self._cuda_device) / MB)
+                measured.add_condition(PEAK_CUDA_MB, torch.cuda.max_memory_allocated(self._cuda_device) / MB)
+                measured.notes[PEAK_CUDA_MB] = ("torch.cuda.max_memory_allocated after "
+                                                "torch.cuda.reset_peak_memory_stats at this condition's start")
             except Exception as error:
-                record.add_failure(PEAK_CUDA_MB, error_text(error))
+                measured.fail(PEAK_CUDA_MB, error_text(error))

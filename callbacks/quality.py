@@ -3,7 +3,8 @@
 ``reference_perplexity`` scores what the condition *wrote* with the unpruned
 reference model (same weights, every head, no agency), so a pruned model that
 drifts into text the original finds unlikely scores high. ``corpus_perplexity``
-scores how well the condition's *own* model state predicts a held-out text.
+scores how well the condition's *own* model predicts the held-out evaluation
+text. Both are ratios of likelihoods: the report analyses them on the log scale.
 """
 
 from __future__ import annotations
@@ -13,58 +14,67 @@ from typing import Any
 import lightning as L
 from torchmetrics.functional.text import perplexity
 
-from callbacks.common import error_text, measurable_rows
+from callbacks.base import MeasuringCallback, error_text
+from callbacks.protocols import Experiment, Generated
+from callbacks.samples import measurable_rows
 
 REFERENCE_PERPLEXITY = "reference_perplexity"
 CORPUS_PERPLEXITY = "corpus_perplexity"
 IGNORE_INDEX = -100
 
 
-class QualityMonitor(L.Callback):
+class QualityMonitor(MeasuringCallback):
     """Records ``reference_perplexity`` per sample and ``corpus_perplexity`` per condition.
 
     The per-sample value is torchmetrics' perplexity of one row: exp of the mean
     negative log-likelihood of the continuation tokens under the reference
-    model, given the prompt (prompt and padding positions are -100, ignored).
+    model, given the prompt (prompt and padding positions are ignored).
 
     Args:
         reference_perplexity: score every continuation with the unpruned reference model.
         corpus_perplexity: score the condition's model on the evaluation text (cached per model state).
     """
 
+    part = "quality"
+
     def __init__(self, reference_perplexity: bool = True, corpus_perplexity: bool = True) -> None:
         super().__init__()
-        self.reference_perplexity = reference_perplexity
-        self.corpus_perplexity = corpus_perplexity
+        self.reference_perplexity = bool(reference_perplexity)
+        self.corpus_perplexity = bool(corpus_perplexity)
 
-    def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def result_settings(self) -> dict[str, Any]:
+        return {"reference_perplexity": self.reference_perplexity, "corpus_perplexity": self.corpus_perplexity}
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
+                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.reference_perplexity:
             return
-        record = pl_module.record
-        rows = list(measurable_rows(record, outputs, (REFERENCE_PERPLEXITY,)))
+        rows = list(measurable_rows(self._measured, outputs, (REFERENCE_PERPLEXITY,)))
         if not rows:
             return
         try:
             logits, targets = pl_module.reference_logits(outputs)
         except Exception as error:  # the whole batch could not be scored: every row says why
             for _row, key in rows:
-                record.add_sample_failure(key, REFERENCE_PERPLEXITY, error_text(error))
+                self._measured.fail_sample(key, REFERENCE_PERPLEXITY, error_text(error))
             return
+        values = []
         for row, key in rows:
             try:
-                value = perplexity(logits[row : row + 1], targets[row : row + 1], ignore_index=IGNORE_INDEX)
-                record.add_sample_metric(key, REFERENCE_PERPLEXITY, float(value))
+                value = float(perplexity(logits[row:row + 1], targets[row:row + 1], ignore_index=IGNORE_INDEX))
+                self._measured.add_sample(key, REFERENCE_PERPLEXITY, value)
+                values.append(value)
             except Exception as error:
-                record.add_sample_failure(key, REFERENCE_PERPLEXITY, error_text(error))
+                self._measured.fail_sample(key, REFERENCE_PERPLEXITY, error_text(error))
+        if values:
+            self.log_values(trainer, {REFERENCE_PERPLEXITY: sum(values) / len(values)}, step=batch_idx,
+                            prefix=self.part)
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Runs here, not in teardown: the condition's pruned state is still attached to the model."""
+    def finish(self, trainer: L.Trainer, module: Experiment) -> None:
+        """Runs while the condition's state is still attached to the model."""
         if not self.corpus_perplexity:
             return
         try:
-            pl_module.record.add_condition_metric(CORPUS_PERPLEXITY, pl_module.corpus_perplexity())
+            self._measured.add_condition(CORPUS_PERPLEXITY, module.corpus_perplexity())
         except Exception as error:
-            pl_module.record.add_failure(CORPUS_PERPLEXITY, error_text(error))
+            self._measured.fail(CORPUS_PERPLEXITY, error_text(error))

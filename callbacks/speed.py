@@ -1,74 +1,170 @@
-"""Generation speed: per-sample decoding rate and latency, and the condition's overall throughput.
+"""Speed, with its own unit: one timing is one timed decode of one batch, repeated.
 
-Decoding is batched, so every row of a batch shares that batch's timings; the
-per-sample values are still recorded per sample so that paired statistics can
-match samples across conditions.
+A condition records ``repeats`` timings of the same batch (the first
+``batch_size`` prompts, iteration 0, their paired seeds) after an untimed
+warm-up at that batch size, so one-off work (kernel selection, the LM head's
+first-call check, allocator growth) stays outside the timed region. A timing
+is never copied into the rows of a batch: the repeats are the units the
+statistics use.
+
+Arms compared with each other should be timed side by side: ``time_interleaved``
+times the arms of one cell in the same process, round by round in a seeded
+random order, so that machine drift cannot pass for an effect; the local sweep
+runner does this and hands each arm its timing (``provide_timing``). A condition
+run by itself (``cli.py predict``, a W&B agent) is timed alone, and its record
+says so.
 """
 
 from __future__ import annotations
 
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 
-from callbacks.common import error_text, measurable_rows
+from callbacks.base import MeasuringCallback, error_text
+from callbacks.protocols import Decoded, Experiment
+from record.errors import is_int, require
+from record.schema import Timing, TimingRepeat
 
 TOKENS_PER_SECOND = "tokens_per_second"
 FIRST_TOKEN_LATENCY = "first_token_latency_s"
 GENERATION_TIME = "generation_time_s"
-THROUGHPUT = "throughput_tokens_per_second"
-SAMPLE_METRICS = (TOKENS_PER_SECOND, FIRST_TOKEN_LATENCY, GENERATION_TIME)
+
+_PROVIDED: dict[str, Timing] = {}
 
 
-class SpeedMonitor(L.Callback):
-    """Records ``tokens_per_second``, ``first_token_latency_s`` and ``generation_time_s`` per sample,
-    and ``throughput_tokens_per_second`` per condition.
+def provide_timing(condition_id: str, timing: Timing) -> None:
+    """A timing measured side by side with other arms, for the condition that runs next under this id."""
+    _PROVIDED[condition_id] = timing
 
-    ``tokens_per_second`` is (num_tokens - 1) / decode time: the first token is
-    excluded because its time is prefill, reported separately as the latency.
-    ``throughput_tokens_per_second`` is every generated token of every row
-    (failed rows included: their tokens cost the same compute) over the summed
-    wall-clock generation time of all batches.
+
+def take_timing(condition_id: str) -> Timing | None:
+    return _PROVIDED.pop(condition_id, None)
+
+
+def repeat_values(decoded: Decoded, num_tokens: int, repeat: int, position: int) -> TimingRepeat:
+    """The three speed metrics of one timed decode; a value that cannot be computed is a failure."""
+    result = TimingRepeat(repeat, position)
+    decode_time = decoded.total_time_s - decoded.first_token_latency_s
+    if num_tokens < 2:
+        result.failures[TOKENS_PER_SECOND] = "needs at least 2 new tokens (the first one's time is prefill)"
+    elif decode_time <= 0:
+        result.failures[TOKENS_PER_SECOND] = f"decode time {decode_time} s is not positive"
+    else:
+        result.metrics[TOKENS_PER_SECOND] = (num_tokens - 1) / decode_time
+    result.metrics[FIRST_TOKEN_LATENCY] = float(decoded.first_token_latency_s)
+    result.metrics[GENERATION_TIME] = float(decoded.total_time_s)
+    return result
+
+
+@dataclass(frozen=True)
+class TimedBatch:
+    """What is timed: the same prompts and seeds for every arm and repeat."""
+
+    prompts: list[str]
+    seeds: list[int]
+    num_tokens: int
+    warmup_tokens: int
+
+
+@dataclass
+class Arm:
+    """One condition in an interleaved timing: its id, and a decode of the timed batch with its state attached."""
+
+    condition_id: str
+    decode: Callable[[TimedBatch, int], Decoded]  # (batch, num_tokens) -> timed decode
+
+
+def time_interleaved(arms: Sequence[Arm], batch: TimedBatch, repeats: int, seed: int,
+                     device: str, synchronized: bool) -> dict[str, Timing]:
+    """Every arm warmed up, then ``repeats`` rounds, each timing every arm once in a seeded random order."""
+    session = uuid.uuid4().hex[:12]
+    ids = [arm.condition_id for arm in arms]
+    timings = {arm.condition_id: Timing("interleaved" if len(arms) > 1 else "alone", session, ids,
+                                        len(batch.prompts), batch.num_tokens, batch.warmup_tokens, device,
+                                        synchronized) for arm in arms}
+    for arm in arms:
+        arm.decode(batch, batch.warmup_tokens)
+    rng = random.Random(seed)
+    for repeat in range(repeats):
+        order = list(arms)
+        rng.shuffle(order)
+        for position, arm in enumerate(order):
+            try:
+                decoded = arm.decode(batch, batch.num_tokens)
+                timings[arm.condition_id].repeats.append(repeat_values(decoded, batch.num_tokens, repeat, position))
+            except Exception as error:
+                failed = TimingRepeat(repeat, position)
+                for name in (TOKENS_PER_SECOND, FIRST_TOKEN_LATENCY, GENERATION_TIME):
+                    failed.failures[name] = error_text(error)
+                timings[arm.condition_id].repeats.append(failed)
+    return timings
+
+
+class SpeedMonitor(MeasuringCallback):
+    """Records ``timing.repeats`` timed decodes of one batch (tokens/s, first-token latency, generation time).
+
+    ``tokens_per_second`` is (new tokens - 1) / decode time per row: the first
+    token is excluded because its time is prefill, reported as the latency.
+
+    Args:
+        repeats: timed decodes per condition (the units of the speed statistics).
+        batch_size: rows of the timed batch (null: ``data.batch_size``, at most the number of prompts).
+        num_tokens: new tokens per timed decode (null: ``model.generation.num_tokens``).
+        warmup_tokens: new tokens of the untimed warm-up decode at the timed batch size.
+        seed: order of the arms in each round of an interleaved timing.
     """
 
-    def __init__(self) -> None:
+    part = "speed"
+
+    def __init__(self, repeats: int = 5, batch_size: int | None = None, num_tokens: int | None = None,
+                 warmup_tokens: int = 4, seed: int = 0) -> None:
+        require(is_int(repeats) and repeats >= 1, "timing.repeats", repeats, "an integer >= 1")
+        require(batch_size is None or (is_int(batch_size) and batch_size >= 1), "timing.batch_size", batch_size,
+                "an integer >= 1, or null for data.batch_size")
+        require(num_tokens is None or (is_int(num_tokens) and num_tokens >= 2), "timing.num_tokens", num_tokens,
+                "an integer >= 2, or null for model.generation.num_tokens")
+        require(is_int(warmup_tokens) and warmup_tokens >= 1, "timing.warmup_tokens", warmup_tokens,
+                "an integer >= 1")
+        require(is_int(seed), "timing.seed", seed, "an integer")
         super().__init__()
-        self._tokens = 0
-        self._seconds = 0.0
+        self.repeats, self.batch_size, self.num_tokens = repeats, batch_size, num_tokens
+        self.warmup_tokens, self.seed = warmup_tokens, seed
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._tokens, self._seconds = 0, 0.0
+    def result_settings(self) -> dict[str, Any]:
+        return {"repeats": self.repeats, "batch_size": self.batch_size, "num_tokens": self.num_tokens,
+                "warmup_tokens": self.warmup_tokens}
 
-    def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        record = pl_module.record
-        batch_size, num_tokens = outputs.continuation_ids.shape
-        self._tokens += int(batch_size) * int(num_tokens)
-        self._seconds += float(outputs.total_time_s)
-        for _row, key in measurable_rows(record, outputs, SAMPLE_METRICS):
-            try:
-                if num_tokens < 2:
-                    record.add_sample_failure(key, TOKENS_PER_SECOND, "needs at least 2 new tokens")
-                elif outputs.decode_time_s <= 0:
-                    record.add_sample_failure(
-                        key, TOKENS_PER_SECOND, f"decode time {outputs.decode_time_s} s is not positive")
-                else:
-                    record.add_sample_metric(key, TOKENS_PER_SECOND, (num_tokens - 1) / outputs.decode_time_s)
-            except Exception as error:  # a measurement error is data, not a crash
-                record.add_sample_failure(key, TOKENS_PER_SECOND, error_text(error))
-            for name, value in ((FIRST_TOKEN_LATENCY, outputs.first_token_latency_s),
-                                (GENERATION_TIME, outputs.total_time_s)):
-                try:
-                    record.add_sample_metric(key, name, value)
-                except Exception as error:
-                    record.add_sample_failure(key, name, error_text(error))
+    def timed_batch(self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int,
+                    generation_tokens: int) -> TimedBatch:
+        rows = min(self.batch_size or data_batch_size, len(prompts))
+        return TimedBatch(list(prompts[:rows]), list(seeds[:rows]), self.num_tokens or generation_tokens,
+                          self.warmup_tokens)
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        record = pl_module.record
-        if self._seconds <= 0:
-            record.add_failure(THROUGHPUT, f"no generation time measured ({self._tokens} tokens in "
-                                           f"{self._seconds} s)")
-            return
-        record.add_condition_metric(THROUGHPUT, self._tokens / self._seconds)
+    def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                               batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Timed right before the first batch: after the module's warm-up and after every callback's start
+        (peak memory is reset there), before the generation whose agency statistics the record reports."""
+        if self._measured.timing is None:
+            self._time(trainer, pl_module)
+
+    def finish(self, trainer: L.Trainer, module: Experiment) -> None:
+        if self._measured.timing is None:
+            self._time(trainer, module)
+
+    def _time(self, trainer: L.Trainer, module: Experiment) -> None:
+        provided = take_timing(module.header.condition_id)
+        if provided is None:
+            batch = self.timed_batch(*module.timing_inputs())
+            arm = Arm(module.header.condition_id,
+                      lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens))
+            device = str(trainer.strategy.root_device.type)
+            provided = time_interleaved([arm], batch, self.repeats, self.seed, device, device == "cuda")[
+                module.header.condition_id]
+        self._measured.timing = provided
+        for repeat in provided.repeats:
+            self.log_values(trainer, repeat.metrics, step=repeat.repeat, prefix=self.part)

@@ -1,42 +1,54 @@
-"""Prompts for generation and texts for evaluation: the bundled defaults and user files."""
+"""Prompts for generation and the bundled texts: where they are, how they are read, how they are batched.
+
+Three texts ship with the package (see ``assets/README.md``): the prompts, a
+calibration text (*Macbeth*: rankings, agency calibration, recovery training)
+and an evaluation text (*Hamlet*: corpus perplexity only). They are disjoint,
+so nothing is ever calibrated on the text it is evaluated on.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from record.errors import NO_VALUE, ConfigError, is_int, require
+from record.identity import file_fingerprint
+
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_PROMPTS = ASSETS / "prompts.txt"
 BUNDLED_EVAL_TEXT = ASSETS / "eval_text.txt"
+BUNDLED_CALIBRATION_TEXT = ASSETS / "calibration_text.txt"
 
 
-class DataInputError(ValueError):
-    """A prompt or text file that cannot be used; the message is one line for the user."""
-
-
-def read_text_file(path: str | Path, what: str) -> str:
+def read_text_file(path: str | Path, what: str, key: str | None = None) -> str:
     """Read a UTF-8 text file, refusing missing, empty, binary or non-UTF-8 files by name."""
     path = Path(path)
+    allowed = "a UTF-8 text file"
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(key, NO_VALUE, allowed, problem, what=f"{what} '{path}'")
+
     if not path.is_file():
-        raise DataInputError(f"{what} '{path}' does not exist or is not a file")
+        raise refuse("does not exist or is not a file")
     raw = path.read_bytes()
     if b"\x00" in raw:
-        raise DataInputError(f"{what} '{path}' is binary (contains NUL bytes); expected UTF-8 text")
+        raise refuse("is binary (contains NUL bytes)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataInputError(f"{what} '{path}' is not UTF-8 text (byte {error.start}); expected UTF-8 text") from None
+        raise refuse(f"is not UTF-8 text (byte {error.start})") from None
     if not text.strip():
-        raise DataInputError(f"{what} '{path}' is empty; expected at least one line of text")
+        raise refuse("is empty")
     return text
 
 
 def read_prompts(path: str | Path | None, max_prompts: int | None) -> list[str]:
     """One prompt per non-empty line; the first ``max_prompts`` of them."""
-    text = read_text_file(path or BUNDLED_PROMPTS, "prompt file")
+    text = read_text_file(path or BUNDLED_PROMPTS, "prompt file", "data.prompt_file")
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     return prompts[:max_prompts] if max_prompts else prompts
 
@@ -84,17 +96,22 @@ class PromptDataModule(L.LightningDataModule):
         batch_size: int = 8,
     ) -> None:
         super().__init__()
+        require(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+        require(is_int(iterations) and iterations >= 1, "data.iterations", iterations, "an integer >= 1")
+        require(max_prompts is None or (is_int(max_prompts) and max_prompts >= 1), "data.max_prompts",
+                max_prompts, "an integer >= 1, or null for all")
         self.prompt_file = prompt_file
         self.max_prompts = max_prompts
         self.iterations = iterations
         self.batch_size = batch_size
-        self.prompts: list[str] = []
+        self.prompts: list[str] = read_prompts(prompt_file, max_prompts)
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prompts = read_prompts(self.prompt_file, self.max_prompts)
+    def result_settings(self) -> dict[str, Any]:
+        """What of the data can change a result: the prompts (by content), how many, repeats, batching."""
+        path = self.prompt_file or BUNDLED_PROMPTS
+        return {"prompts": file_fingerprint(path, None if self.prompt_file else "bundled:prompts.txt"),
+                "prompt_count": len(self.prompts), "iterations": self.iterations, "batch_size": self.batch_size}
 
     def predict_dataloader(self) -> DataLoader:
-        if not self.prompts:
-            self.setup("predict")
         return DataLoader(PromptDataset(self.prompts, self.iterations), batch_size=self.batch_size,
                           shuffle=False, collate_fn=collate_items)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks.record import write_json_atomic
+
 from reporting.records import load_records
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import REPO, comparable, records, tiny_base_config, tiny_sweep, uninterrupted_sweep
-
-import cli
 from callbacks.record import read_record
 from lightning_modules.model_store import ModelStore
 from lightning_modules.sweep import SweepFailed, run_sweep
+from run_helpers import REPO, comparable, records, tiny_base_config, tiny_sweep, uninterrupted_sweep
+
+import cli
 
 SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-
 from lightning_modules.agency import AgencyConfig
 from lightning_modules.condition import CalibrationConfig, PruningConfig
+
 from lightning_modules.data import PromptDataModule
 from lightning_modules.module import EvaluationConfig, GenerationConfig, PruningExperiment
 
@@ -87,8 +87,8 @@ def make_generated() -> Callable[..., tuple[object, object]]:
     from types import SimpleNamespace
 
     import torch
-
     from callbacks.record import ConditionRecord
+
     from lightning_modules.data import PromptItem
     from lightning_modules.module import GeneratedBatch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning_modules.flops import flops_per_token
 
 from callbacks.memory import MemoryMonitor, mean_decoding_context, unique_parameter_count
-from lightning_modules.flops import flops_per_token
 
 
 def gpt2_parameters_by_hand(vocab: int, positions: int, embd: int, layers: int) -> int:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from callbacks.record import ConditionRecord
 
 from callbacks.quality import QualityMonitor
-from callbacks.record import ConditionRecord
 from lightning_modules.module import GeneratedBatch, PruningExperiment
 
 

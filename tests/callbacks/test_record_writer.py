@@ -8,9 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from callbacks.record import read_record
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.record import read_record
 from callbacks.record_writer import RecordWriter
 
 
@@ -91,6 +91,7 @@ class BrokenWandb(WandbLogger):
 
 def _run_with_broken_wandb(tiny_gpt2_dir: Path, tiny_prompt_file: Path, out: Path, mode: str) -> None:
     from lightning_modules.condition import CalibrationConfig
+
     from lightning_modules.data import PromptDataModule
     from lightning_modules.module import EvaluationConfig, GenerationConfig, PruningExperiment
 

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from lightning_modules.agency import (
     ACTIVE,
     MISALIGNED,

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
+from lightning_modules.attention import IMPLEMENTATION, head_gated_attention, newest_token_focus
 from tiny_lms import BUILDERS, gated_copy, token_batch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
-
-from lightning_modules.attention import IMPLEMENTATION, head_gated_attention, newest_token_focus
 
 
 def causal_bool_mask(pad: list[int], length: int) -> torch.Tensor:

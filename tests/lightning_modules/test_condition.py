@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lightning_modules.agency import AgencyConfig, HeadOverride, protected_count
 from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
 from lightning_modules.model_store import ModelStore

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lightning_modules.generation import SamplingConfig, decode
 from lightning_modules.head_gates import attach_gates
 from lightning_modules.importance import calibration_batches, rank_heads

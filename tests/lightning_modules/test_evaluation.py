@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy
-
 from lightning_modules.evaluation import corpus_perplexity
+from tiny_lms import BUILDERS, gated_copy
 
 
 def text(length: int, seed: int = 0) -> torch.Tensor:

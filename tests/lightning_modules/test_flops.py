@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tiny_lms import BUILDERS
-
 from lightning_modules.flops import flops_per_token
 from lightning_modules.head_gates import HeadLayout, layout_from_config
 from lightning_modules.importance import random_ranking
 from lightning_modules.pruning import select_heads
+from tiny_lms import BUILDERS
 
 # 2 layers x 4 query heads in 2 kv groups of 2, head_dim 2, hidden 8, MLP 16 (gated: 3 matrices), vocab 10
 TINY = HeadLayout("llama", num_layers=2, num_heads=4, num_kv_heads=2, head_dim=2, hidden_size=8,

@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy, token_batch
-
 from lightning_modules.generation import (
     SamplingConfig,
     all_finite,
@@ -17,6 +15,7 @@ from lightning_modules.generation import (
     sample_rows,
     sample_seed,
 )
+from tiny_lms import BUILDERS, gated_copy, token_batch
 
 ARCHS = sorted(BUILDERS)
 GREEDY = SamplingConfig(temperature=0.0)

@@ -6,8 +6,6 @@ import copy
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy, token_batch
-
 from lightning_modules.attention import IMPLEMENTATION
 from lightning_modules.head_gates import (
     attention_modules,
@@ -15,6 +13,7 @@ from lightning_modules.head_gates import (
     output_projection,
 )
 from lightning_modules.pruning import gate_values
+from tiny_lms import BUILDERS, gated_copy, token_batch
 
 ARCHS = sorted(BUILDERS)
 

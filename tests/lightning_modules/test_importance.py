@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy
-
 from lightning_modules.attention import IMPLEMENTATION
 from lightning_modules.importance import (
     STRATEGIES,
@@ -19,6 +17,7 @@ from lightning_modules.importance import (
     rank_heads,
     weight_magnitudes,
 )
+from tiny_lms import BUILDERS, gated_copy
 
 ARCHS = sorted(BUILDERS)
 

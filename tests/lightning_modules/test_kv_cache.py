@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy, token_batch
-from transformers import DynamicCache
-
 from lightning_modules.kv_cache import PreallocatedLayer, preallocated_cache
 from lightning_modules.pruning import remove_heads
+from tiny_lms import BUILDERS, gated_copy, token_batch
+from transformers import DynamicCache
 
 
 def stepwise_logits(model: torch.nn.Module, cache, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> list:

@@ -7,9 +7,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from lightning_modules.agency import AgencyConfig
 from lightning_modules.condition import CalibrationConfig, PruningConfig
+
 from lightning_modules.data import PromptDataModule, read_prompts
 from lightning_modules.module import EvaluationConfig, GenerationConfig, PruningExperiment
 

@@ -6,8 +6,6 @@ import copy
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy, num_params, token_batch
-
 from lightning_modules.generation import SamplingConfig, decode
 from lightning_modules.head_gates import attention_modules, layout_from_config
 from lightning_modules.importance import STRATEGIES, rank_heads
@@ -21,6 +19,7 @@ from lightning_modules.pruning import (
     remove_heads,
     select_heads,
 )
+from tiny_lms import BUILDERS, gated_copy, num_params, token_batch
 
 ALL_GPT2 = [(layer, head) for layer in range(3) for head in range(4)]
 ALL_LLAMA = [(layer, head) for layer in range(3) for head in range(6)]

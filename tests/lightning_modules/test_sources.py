@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning_modules.sources import ModelSourceError, load_model, resolve_source
 from tiny_lms import VOCAB, tiny_gpt2, tiny_llama
 from transformers import BertConfig, GPTNeoXConfig
 
 from lightning_modules import sources
-from lightning_modules.sources import ModelSourceError, load_model, resolve_source
 
 
 @pytest.fixture(autouse=True)

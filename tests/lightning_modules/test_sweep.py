@@ -14,6 +14,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
+from callbacks.record import read_record
+from lightning_modules.sweep import SweepError, SweepInterrupted, as_flags, expand, load_sweep, run_sweep
 from run_helpers import (
     REPO,
     comparable,
@@ -25,8 +27,6 @@ from run_helpers import (
 )
 
 import cli
-from callbacks.record import read_record
-from lightning_modules.sweep import SweepError, SweepInterrupted, as_flags, expand, load_sweep, run_sweep
 
 
 @pytest.fixture

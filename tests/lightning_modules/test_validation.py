@@ -7,10 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from lightning_modules.agency import AgencyConfig
 from lightning_modules.condition import CalibrationConfig, PruningConfig
-from lightning_modules.module import EvaluationConfig, GenerationConfig
 from lightning_modules.validation import (
     ALLOWED,
     ConfigError,
@@ -20,6 +18,8 @@ from lightning_modules.validation import (
     resolve_device,
     validate_condition,
 )
+
+from lightning_modules.module import EvaluationConfig, GenerationConfig
 
 
 def _config(model_name: str, prompts: Path, **changes):

@@ -10,9 +10,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
 from lightning_modules.head_gates import HeadGates, attach_gates
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 VOCAB = 100
 PAD = 0

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-
 from callbacks.record import ConditionRecord, write_json_atomic
 
 LAYERS, HEADS = 4, 6

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from callbacks.record import write_json_atomic
 from reporting_synthetic import config_of, default_metrics, make_record, write_grid
 
-from callbacks.record import write_json_atomic
 from reporting.cells import Cell
 from reporting.records import load_records
 from reporting.statistics import compute_statistics

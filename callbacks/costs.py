@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lightning_modules.head_gates import HeadLayout
+from callbacks.protocols import Layout
 
 
-def flops_per_token(layout: HeadLayout, pruned_heads: Sequence[tuple[int, int]], context: int) -> float:
+def flops_per_token(layout: Layout, pruned_heads: Sequence[tuple[int, int]], context: int) -> float:
     """FLOPs to generate one token at ``context`` positions, with ``pruned_heads`` absent."""
     pruned: dict[int, set[int]] = {}
     for layer, head in pruned_heads:

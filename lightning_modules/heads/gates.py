@@ -1,4 +1,4 @@
-"""Per-head gates on a Hugging Face causal LM, and the architecture adapters they need.
+"""Per-head gates on a Hugging Face causal LM.
 
 transformers 5 has neither ``head_mask`` nor ``prune_heads``, so gating is ours:
 one forward pre-hook on each attention output projection (``c_proj`` for GPT-2,
@@ -15,63 +15,12 @@ same kernel and a speed difference between them is the agency's own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """The shape of a model's attention, independent of the architecture's module names."""
-
-    model_type: str
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    hidden_size: int
-    intermediate_size: int
-    vocab_size: int
-    mlp_matrices: int  # 2 for GPT-2 (fc, proj), 3 for gated Llama MLPs
-
-    @property
-    def total_heads(self) -> int:
-        return self.num_layers * self.num_heads
-
-    @property
-    def group_size(self) -> int:
-        return self.num_heads // self.num_kv_heads
-
-    def to_dict(self) -> dict[str, int | str]:
-        return {"model_type": self.model_type, "layers": self.num_layers, "heads": self.num_heads,
-                "kv_heads": self.num_kv_heads, "head_dim": self.head_dim}
-
-
-def layout_from_config(config: Any) -> HeadLayout:
-    """Read the attention shape from a transformers config (GPT-2 or Llama family)."""
-    if config.model_type == "gpt2":
-        hidden = config.n_embd
-        return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, hidden // config.n_head,
-                          hidden, config.n_inner or 4 * hidden, config.vocab_size, 2)
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return HeadLayout(config.model_type, config.num_hidden_layers, heads,
-                      getattr(config, "num_key_value_heads", None) or heads, head_dim, config.hidden_size,
-                      config.intermediate_size, config.vocab_size, 3)
-
-
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every layer, in order."""
-    if model.config.model_type == "gpt2":
-        return [block.attn for block in model.transformer.h]
-    return [layer.self_attn for layer in model.model.layers]
-
-
-def output_projection(attention: nn.Module) -> nn.Module:
-    return attention.c_proj if hasattr(attention, "c_proj") else attention.o_proj
-
+from lightning_modules.models.adapters import HeadLayout, adapter_for, layout_of
 
 FactorProvider = Callable[[int], torch.Tensor]  # layer -> [batch, heads] factors
 
@@ -136,7 +85,8 @@ class HeadGates:
     def _refresh(self) -> None:
         """Per layer: the gates to apply (None when all kept gates are 1), and a hook only where
         there is something to apply, so an all-ones layer runs exactly the plain model's code."""
-        attentions = attention_modules(self.model) if self._bound else []
+        adapter = adapter_for(self.model)
+        attentions = adapter.attention_modules(self.model) if self._bound else []
         for layer in range(self.layout.num_layers):
             kept_heads = self.kept_heads[layer]
             if not kept_heads:  # a layer with no heads left has no projection to gate
@@ -147,7 +97,7 @@ class HeadGates:
             needed = self._bound and bool(kept_heads) and (
                 self._layer_gates[layer] is not None or self._factor_provider is not None)
             if needed and layer not in self._handles:
-                projection = output_projection(attentions[layer])
+                projection = adapter.output_projection(attentions[layer])
                 self._handles[layer] = projection.register_forward_pre_hook(self._make_hook(layer))
             elif not needed and layer in self._handles:
                 self._handles.pop(layer).remove()
@@ -181,7 +131,7 @@ class HeadGates:
 
 def attach_gates(model: nn.Module) -> HeadGates:
     """Switch the model to the shared ``head_gated`` attention and hook its gates."""
-    from lightning_modules.attention import IMPLEMENTATION  # importing registers it
+    from lightning_modules.heads.attention import IMPLEMENTATION  # importing registers it
 
     model.set_attn_implementation(IMPLEMENTATION)
-    return HeadGates(model, layout_from_config(model.config))
+    return HeadGates(model, layout_of(model))

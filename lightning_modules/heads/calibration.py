@@ -1,0 +1,229 @@
+"""What the calibration text says about every head: attention statistics, gate gradients, ablation effects.
+
+Rankings and the agency layer read only the calibration text (bundled:
+Shakespeare's *Macbeth*), never the evaluation text (*Hamlet*), so a ranking
+or a threshold is never fitted to the text its quality is measured on. The
+text is cut into full windows of ``window`` tokens, ``max_tokens`` in all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from scipy import stats
+from torch import nn
+
+from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, read_text_file
+from lightning_modules.heads.gates import HeadGates
+from lightning_modules.models.adapters import HeadLayout
+from record.errors import ConfigError, is_int, require
+from record.identity import file_fingerprint
+from record.schema import CalibrationUse
+
+Head = tuple[int, int]
+BURN_IN = 8  # positions of a window before its utilization counts: the running average needs a history
+
+
+@dataclass
+class CalibrationConfig:
+    """The text rankings and agency calibration read (default: the bundled calibration text, *Macbeth*).
+
+    Args:
+        text_file: UTF-8 text; null for the bundled one. Never the evaluation text.
+        max_tokens: tokens read in all (full windows only).
+        window: tokens per window.
+    """
+
+    text_file: str | None = None
+    max_tokens: int = 2048
+    window: int = 256
+
+    def __post_init__(self) -> None:
+        require(is_int(self.window) and self.window >= 2, "model.calibration.window", self.window,
+                "an integer >= 2 (tokens per window)")
+        require(is_int(self.max_tokens) and self.max_tokens >= self.window, "model.calibration.max_tokens",
+                self.max_tokens, f"an integer >= model.calibration.window ({self.window})")
+        if self.text_file is not None:
+            read_text_file(self.text_file, "calibration text", "model.calibration.text_file")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.text_file) if self.text_file else BUNDLED_CALIBRATION_TEXT
+
+    def fingerprint(self) -> dict[str, str]:
+        return file_fingerprint(self.path, None if self.text_file else "bundled:calibration_text.txt")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The calibration windows, and what the record says about them."""
+
+    windows: torch.Tensor  # [n, window] token ids
+    use: CalibrationUse
+
+
+def calibration_set(tokenizer, config: CalibrationConfig, context: int) -> CalibrationSet:
+    """Full windows of ``min(window, context)`` tokens from the start of the text, ``max_tokens`` in all."""
+    window = min(config.window, context)
+    text = read_text_file(config.path, "calibration text", "model.calibration.text_file")
+    ids = tokenizer(text, return_tensors="pt").input_ids[0][: config.max_tokens]
+    count = len(ids) // window
+    if count < 1:
+        raise ConfigError("model.calibration.text_file", str(config.path), f"a text of at least {window} tokens",
+                          f"holds only {len(ids)} tokens", what="calibration text")
+    windows = ids[: count * window].view(count, window)
+    fingerprint = config.fingerprint()
+    use = CalibrationUse(fingerprint["file"], fingerprint["sha256"], count, window, count * window)
+    return CalibrationSet(windows, use)
+
+
+def _batches(windows: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(windows), size):
+        yield windows[start:start + size]
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Temporarily run the stock eager attention, the one that returns probabilities."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+@dataclass(frozen=True)
+class AttentionStatistics:
+    """Per head ([layers, heads]): mean attention entropy, mean focus, and the running utilization.
+
+    Focus of a query position = 1 - entropy / log(visible positions): 1 when it
+    attends to one position, 0 when uniform. ``utilization`` holds, per head, the
+    running average the agency layer keeps at run time (weight ``alpha`` on the
+    history) along every window, after ``BURN_IN`` positions: [layers, heads, values].
+    """
+
+    entropy: torch.Tensor
+    focus: torch.Tensor
+    utilization: torch.Tensor
+
+
+@torch.no_grad()
+def attention_statistics(model: nn.Module, layout: HeadLayout, windows: torch.Tensor, alpha: float = 0.9,
+                         batch_size: int = 2) -> AttentionStatistics:
+    device = next(model.parameters()).device
+    entropy_sum = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64)
+    focus_sum = torch.zeros_like(entropy_sum)
+    trajectories: list[torch.Tensor] = []
+    rows = 0
+    length = windows.shape[1]
+    log_visible = torch.arange(1, length + 1, dtype=torch.float64, device=device).log()
+    with eager_attention(model):
+        for batch in _batches(windows, batch_size):
+            attentions = model(batch.to(device), output_attentions=True).attentions
+            focus_layers = []
+            for layer, probs in enumerate(attentions):  # [batch, heads, query, key]
+                p = probs.double()
+                ent = torch.special.entr(p).sum(-1)  # [batch, heads, query]
+                entropy_sum[layer] += ent.sum(dim=(0, 2)).cpu()
+                focus = torch.ones_like(ent)
+                focus[..., 1:] = 1 - ent[..., 1:] / log_visible[1:]
+                focus = focus.clamp(0.0, 1.0)
+                focus_sum[layer] += focus.sum(dim=(0, 2)).cpu()
+                focus_layers.append(focus)
+            focus_all = torch.stack(focus_layers, dim=1)  # [batch, layers, heads, query]
+            trajectories.append(_running_average(focus_all, alpha)[..., BURN_IN:].cpu())
+            rows += batch.shape[0] * length
+    utilization = torch.cat(trajectories, dim=0).permute(1, 2, 0, 3).reshape(layout.num_layers, layout.num_heads, -1)
+    return AttentionStatistics((entropy_sum / rows).float(), (focus_sum / rows).float(), utilization.float())
+
+
+def _running_average(focus: torch.Tensor, alpha: float) -> torch.Tensor:
+    """u_t = alpha * u_(t-1) + (1 - alpha) * f_t along the last axis, starting from u_0 = f_0."""
+    out = torch.empty_like(focus)
+    out[..., 0] = focus[..., 0]
+    for t in range(1, focus.shape[-1]):
+        out[..., t] = alpha * out[..., t - 1] + (1 - alpha) * focus[..., t]
+    return out
+
+
+def window_losses(model: nn.Module, windows: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """Mean next-token loss of each window under the model as it is gated now: [windows]."""
+    device = next(model.parameters()).device
+    losses = []
+    with torch.no_grad():
+        for batch in _batches(windows, batch_size):
+            batch = batch.to(device)
+            logits = model(batch).logits[:, :-1].float()
+            loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+            losses.append(loss.mean(-1).cpu())
+    return torch.cat(losses).double()
+
+
+def gate_gradients(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
+                   batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window, dLoss/dGate of every head with all gates at 1: ([windows, layers, heads] as mean |g|, signed g).
+
+    Each row of a batch gets its own gate tensor, so one backward gives every
+    window's own gradient (the expectation over windows is then a plain mean,
+    as in Michel et al., 2019). Returns (mean over windows of |g|, per-window g).
+    """
+    layout = gates.layout
+    device = next(model.parameters()).device
+    per_window = []
+    previous = gates.factor_provider
+    requires = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for batch in _batches(windows, batch_size):
+            batch = batch.to(device)
+            gate = torch.ones(batch.shape[0], layout.num_layers, layout.num_heads, device=device, requires_grad=True)
+            gates.factor_provider = lambda layer, g=gate: g[:, layer]
+            logits = model(batch).logits[:, :-1].float()
+            loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").mean(-1)
+            (grad,) = torch.autograd.grad(loss.sum(), gate)
+            per_window.append(grad.detach().float().cpu())
+    finally:
+        gates.factor_provider = previous
+        for p, flag in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(flag)
+    signed = torch.cat(per_window)
+    return signed.abs().mean(0), signed
+
+
+@dataclass(frozen=True)
+class AblationEffect:
+    """Loss change when one head is gated to 0, over calibration windows: mean and 95% t-interval."""
+
+    head: Head
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+def ablation_effects(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
+                     heads: Sequence[Head]) -> list[AblationEffect]:
+    """Real ablations: per head, loss with it closed minus loss with every head, per window."""
+    base = window_losses(model, windows)
+    saved = gates.values.clone()
+    effects = []
+    try:
+        for head in heads:
+            gates.reset()
+            gates.close_heads([head])
+            diff = (window_losses(model, windows) - base).numpy()
+            mean = float(diff.mean())
+            if len(diff) > 1:
+                half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
+            else:
+                half = math.inf
+            effects.append(AblationEffect(head, mean, mean - half, mean + half))
+    finally:
+        gates.set(saved)
+    return effects

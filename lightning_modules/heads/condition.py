@@ -1,0 +1,233 @@
+"""One condition's model state: which heads are pruned, how, and the agency layer over them.
+
+Both arms of a condition prune the same heads, except when the agency arm's
+consent-aware pruning passes over heads that withhold consent;
+``baseline_heads`` and ``heads`` then say which each pruned. A state is built
+once and attached to the model only while it runs (``attached``), so the arms of
+one cell can take turns on one shared base model, repeat by repeat.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_modules.heads.agency import AgencyConfig, AgencyController
+from lightning_modules.heads.agency_calibration import agency_signals
+from lightning_modules.heads.calibration import (
+    CalibrationConfig,
+    CalibrationSet,
+    calibration_set,
+    gate_gradients,
+)
+from lightning_modules.heads.gates import HeadGates, attach_gates
+from lightning_modules.heads.importance import CRITERIA, HeadScores
+from lightning_modules.heads.pruning import PruningConfig, Selection, gate_values, remove_heads, select_heads
+from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout, adapter_for
+from lightning_modules.models.store import LoadedModel, ModelStore
+from record.schema import ModelShape, PassedOver, Pruning, Ranking
+
+Head = tuple[int, int]
+
+
+@dataclass
+class ConditionModel:
+    """The model a condition generates with, plus what is needed to score and report it."""
+
+    loaded: LoadedModel
+    model: nn.Module
+    gates: HeadGates
+    layout: HeadLayout
+    adapter: ArchitectureAdapter
+    mode: str
+    scores: HeadScores
+    calibration: CalibrationSet | None
+    selection: Selection
+    baseline_heads: list[Head]
+    agency: AgencyController | None
+    state_key: tuple
+    _attached: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def heads(self) -> list[Head]:
+        return self.selection.heads
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.adapter.context_length(self.model.config)
+
+    # -- attaching -------------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Put this state on the model: gates (mask mode) and the agency layer's factors and observers."""
+        if self._attached:
+            return
+        if self.mode == "mask":
+            self.gates.set(gate_values(self.heads, self.layout).to(self.gates.values.device))
+            self._attached.append(self.gates.reset)
+        if self.agency is not None:
+            self._attached.append(_attach_agency(self.model, self.gates, self.adapter, self.agency))
+
+    def detach(self) -> None:
+        """Take this state off the model, ready for another state or condition."""
+        for undo in reversed(self._attached):
+            undo()
+        self._attached.clear()
+
+    @contextmanager
+    def attached(self) -> Iterator[ConditionModel]:
+        self.attach()
+        try:
+            yield self
+        finally:
+            self.detach()
+
+    # -- running ---------------------------------------------------------------------------------
+    def begin_sequence_batch(self, batch_size: int) -> None:
+        """Agency signals restart with every batch so nothing leaks between prompts or conditions."""
+        if self.agency is not None:
+            self.agency.reset(batch_size)
+
+    def on_step(self) -> None:
+        if self.agency is not None:
+            self.agency.begin_step()
+
+    def reference(self) -> Any:
+        """The unpruned reference (a context manager): same weights, every head, no agency."""
+        return self.loaded.plain()
+
+    # -- describing ------------------------------------------------------------------------------
+    def model_shape(self) -> ModelShape:
+        lay = self.layout
+        return ModelShape(lay.family, lay.num_layers, lay.num_heads, lay.num_kv_heads, lay.head_dim)
+
+    def pruning_record(self, agency_enabled: bool) -> Pruning:
+        ranking = Ranking(self.scores.method, self.scores.scores.tolist(), self.scores.ascending,
+                          [list(h) for h in self.scores.order()], self.calibration.use if self.calibration else None)
+        return Pruning(
+            mode=self.mode,
+            heads=[list(h) for h in self.heads],
+            heads_by_arm={"baseline": [list(h) for h in self.baseline_heads],
+                          "agency": [list(h) for h in self.heads] if agency_enabled else None},
+            passed_over=[PassedOver(layer, head, reason) for (layer, head), reason in self.selection.passed_over],
+            ranking=ranking,
+        )
+
+
+def _attach_agency(model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter,
+                   controller: AgencyController) -> Callable[[], None]:
+    """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo."""
+    gates.factor_provider = controller.gate_factors
+    num_heads = gates.layout.num_heads
+
+    def observer_for(layer: int):
+        kept = gates.kept_index(layer)
+        if len(kept) == num_heads:
+            return controller.observe
+
+        def observe_kept(layer_idx: int, focus: torch.Tensor) -> None:
+            full = focus.new_zeros(focus.shape[0], num_heads)
+            controller.observe(layer_idx, full.index_copy(1, kept, focus))
+
+        return observe_kept
+
+    attentions = adapter.attention_modules(model)
+    for layer, attn in enumerate(attentions):
+        if gates.kept_heads[layer]:
+            attn.focus_observer = observer_for(layer)
+
+    def detach() -> None:
+        gates.factor_provider = None
+        for attn in attentions:
+            attn.focus_observer = None
+
+    return detach
+
+
+def sham_index(heads: list[Head], layout: HeadLayout, seed: int) -> torch.Tensor:
+    """Per layer, a seeded permutation of the kept heads ([layers, heads]); pruned heads map to themselves."""
+    generator = torch.Generator().manual_seed(int(seed))
+    index = torch.arange(layout.num_heads).repeat(layout.num_layers, 1)
+    pruned = set(heads)
+    for layer in range(layout.num_layers):
+        kept = [h for h in range(layout.num_heads) if (layer, h) not in pruned]
+        shuffled = torch.tensor(kept)[torch.randperm(len(kept), generator=generator)] if kept else torch.tensor([])
+        for h, source in zip(kept, shuffled.tolist(), strict=True):
+            index[layer, h] = source
+    return index
+
+
+def build_condition(store: ModelStore, model_name: str, precision: str, device: torch.device | str,
+                    pruning: PruningConfig, agency: AgencyConfig, calibration: CalibrationConfig, seed: int,
+                    num_tokens: int) -> ConditionModel:
+    """A condition's state on the shared base model (or on its own copy in remove mode); not yet attached."""
+    loaded = store.base(model_name, precision, device)
+    adapter = adapter_for(loaded.model)
+    layout = loaded.gates.layout
+    context = adapter.context_length(loaded.model.config)
+    calib_key = (model_name, precision, calibration.fingerprint()["sha256"], calibration.max_tokens,
+                 calibration.window)
+    criterion = CRITERIA[pruning.method]
+    calib = store.cached(("calibration", *calib_key),
+                         lambda: calibration_set(loaded.tokenizer, calibration, context))
+
+    def gradients() -> torch.Tensor:
+        return store.cached(("gate-gradients", *calib_key),
+                            lambda: _with_open_gates(loaded, lambda: gate_gradients(
+                                loaded.model, loaded.gates, calib.windows)[1]))
+
+    scores = store.cached(("scores", pruning.method, seed if pruning.method == "random" else None, *calib_key),
+                          lambda: _with_open_gates(loaded, lambda: criterion(loaded.model, loaded.gates,
+                                                                             calib.windows, seed)))
+    order = scores.order()
+    baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)
+    selection, controller = baseline, None
+    if agency.enabled:
+        controller = AgencyController(agency, layout.num_layers, layout.num_heads, num_tokens, device=device)
+        if agency.calibrate:
+            key = ("agency-signals", agency.utilization_alpha, agency.overload_quantile, agency.misalignment,
+                   agency.misalignment_candidates, *calib_key)
+            signals = store.cached(key, lambda: _with_open_gates(loaded, lambda: agency_signals(
+                loaded.model, loaded.gates, calib.windows, agency, gradients())))
+            controller.apply_calibration(signals)
+        if agency.consent_pruning:
+            selection = select_heads(order, pruning.level, layout, pruning.allow_empty_layers,
+                                     controller.withholding())
+        if agency.sham:
+            controller.sham_index = sham_index(selection.heads, layout, seed).to(controller.device)
+    heads = selection.heads
+    if pruning.mode == "remove" and heads:
+        model, gates = _removed_copy(loaded, heads)
+    else:
+        model, gates = loaded.model, loaded.gates
+    uses_calibration = criterion.needs_calibration or (agency.enabled and agency.calibrate)
+    state_key = (model_name, precision, pruning.mode, tuple(sorted(heads)),
+                 repr(agency) if agency.enabled else None, num_tokens if agency.enabled else None)
+    return ConditionModel(loaded, model, gates, layout, adapter, pruning.mode, scores,
+                          calib if uses_calibration else None, selection, baseline.heads, controller, state_key)
+
+
+def _with_open_gates(loaded: LoadedModel, compute: Callable[[], Any]) -> Any:
+    """Calibration sees the unpruned model: every gate at 1, no agency, whatever is attached now."""
+    with loaded.plain():
+        return compute()
+
+
+def _removed_copy(loaded: LoadedModel, heads: list[Head]) -> tuple[nn.Module, HeadGates]:
+    loaded.gates.remove_hooks()  # a deep copy must not carry hooks bound to the base model's gates
+    try:
+        model = copy.deepcopy(loaded.model)
+    finally:
+        loaded.gates.rebind(loaded.model)
+    gates = attach_gates(model)
+    remove_heads(model, gates, heads)
+    return model, gates

@@ -1,0 +1,141 @@
+"""Importance criteria: one small class per criterion that scores every head; choosing heads is ``pruning.py``'s job.
+
+Scores are [layers, heads] tensors read from the calibration text (never the
+evaluation text); each criterion says whether low or high scores are pruned
+first. The record keeps the scores, so a ranking can be audited and compared.
+
+- ``entropy_low`` / ``entropy_high``: mean entropy of each head's attention
+  (eager attention returns the probabilities), lowest / highest pruned first.
+  Low-entropy heads put nearly all their attention on one position (often an
+  "attention sink" that adds an almost constant vector); high-entropy heads
+  gather context from many positions. ``entropy`` names the direction chosen as
+  the default on the calibration text alone (``benchmarks/entropy_direction.py``
+  prints that measurement; the README shows both directions on the evaluation text).
+- ``magnitude``: L2 norm of the head's query, key, value and output weight
+  slices; smallest first. (In grouped-query models the key/value slices are
+  shared by the heads of a group.)
+- ``random``: uniform random scores seeded by the condition's seed.
+- ``gradient``: Michel et al. (2019), "Are Sixteen Heads Really Better than
+  One?": the expectation over calibration windows of |dLoss/dGate|, normalised by
+  its L2 norm within each layer; smallest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lightning_modules.heads.calibration import attention_statistics, gate_gradients
+from lightning_modules.heads.gates import HeadGates
+from lightning_modules.models.adapters import HeadLayout, adapter_for
+
+Head = tuple[int, int]
+DEFAULT_ENTROPY = "entropy_low"  # chosen on the calibration text: benchmarks/entropy_direction.py
+
+
+class RankingError(ValueError):
+    """Scores that cannot rank heads (NaN or infinite): the condition fails rather than prune by them."""
+
+
+@dataclass(frozen=True)
+class HeadScores:
+    """One criterion's score for every head, and which end is pruned first."""
+
+    method: str
+    scores: torch.Tensor  # [layers, heads]
+    ascending: bool  # True: the lowest scores are pruned first
+
+    def __post_init__(self) -> None:
+        bad = (~torch.isfinite(self.scores)).nonzero().tolist()
+        if bad:
+            heads = ", ".join(f"({layer}, {head})" for layer, head in bad[:5])
+            raise RankingError(f"{self.method} scores are not finite for {len(bad)} heads ({heads}"
+                               f"{', ...' if len(bad) > 5 else ''}): the weights or activations hold NaN or "
+                               "infinity, so no ranking is used")
+
+    def order(self) -> list[Head]:
+        """All heads, the first to prune first; ties keep (layer, head) order so the order is deterministic."""
+        flat = self.scores.flatten().tolist()
+        heads = self.scores.shape[1]
+        sign = 1.0 if self.ascending else -1.0
+        ranked = sorted(range(len(flat)), key=lambda i: (sign * flat[i], i))
+        return [(i // heads, i % heads) for i in ranked]
+
+
+class Criterion:
+    """Scores every head of a model with all gates at 1."""
+
+    name: ClassVar[str]
+    ascending: ClassVar[bool] = True
+    needs_calibration: ClassVar[bool] = True
+
+    def scores(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> HeadScores:
+        return HeadScores(self.name, self.scores(model, gates, windows, seed).float(), self.ascending)
+
+
+class EntropyLow(Criterion):
+    name = "entropy_low"
+
+    def scores(self, model, gates, windows, seed):
+        return attention_statistics(model, gates.layout, windows).entropy
+
+
+class EntropyHigh(EntropyLow):
+    name = "entropy_high"
+    ascending = False
+
+
+class Magnitude(Criterion):
+    name = "magnitude"
+    needs_calibration = False
+
+    def scores(self, model, gates, windows, seed):
+        return weight_magnitudes(model, gates.layout)
+
+
+class Random(Criterion):
+    name = "random"
+    needs_calibration = False
+
+    def scores(self, model, gates, windows, seed):
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.rand(gates.layout.num_layers, gates.layout.num_heads, generator=generator)
+
+
+class Gradient(Criterion):
+    name = "gradient"
+
+    def scores(self, model, gates, windows, seed):
+        mean_abs, _ = gate_gradients(model, gates, windows)
+        return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
+
+
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())}
+METHODS: tuple[str, ...] = ("entropy", *CRITERIA)  # ``entropy`` resolves to DEFAULT_ENTROPY
+
+
+def resolve_method(method: str) -> str:
+    return DEFAULT_ENTROPY if method == "entropy" else method
+
+
+def weight_magnitudes(model: nn.Module, layout: HeadLayout) -> torch.Tensor:
+    """L2 norm of each head's q/k/v/o weight slices, [layers, heads]."""
+    adapter = adapter_for(model)
+    norms = torch.zeros(layout.num_layers, layout.num_heads)
+    with torch.no_grad():
+        for layer, attention in enumerate(adapter.attention_modules(model)):
+            for head in range(layout.num_heads):
+                parts = adapter.head_weights(attention, head, layout)
+                norms[layer, head] = torch.sqrt(sum(p.float().pow(2).sum() for p in parts))
+    return norms
+
+
+def score_heads(method: str, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int = 0) -> HeadScores:
+    """Score every head by the named criterion (``entropy`` is the default entropy direction)."""
+    return CRITERIA[resolve_method(method)](model, gates, windows, seed)

@@ -1,0 +1,263 @@
+"""Run a sweep file locally, in one process: the same conditions ``wandb agent`` would run, timed side by side.
+
+Every condition is checked before any model loads (a typo costs milliseconds,
+not a sweep), models load once per process, and each condition writes its record
+the moment it finishes. Parameter sets that resolve to the same condition (the
+baseline arm under different agency settings) run once.
+
+Conditions that differ only in their agency settings are the arms of one *cell*.
+Before a cell's conditions run, their speed is measured side by side: every arm
+warmed up, then round after round each arm decodes the timed batch once, in a
+seeded random order, so their timing repeats are paired and machine drift falls
+on every arm alike (``callbacks/speed.py``).
+
+What can go wrong mid-sweep costs at most the condition it hits:
+
+- Ctrl-C or SIGTERM ends the running condition (its record says ``incomplete``),
+  keeps every finished record, and exits with 128 + the signal and the
+  ``--resume`` command to continue;
+- a condition that raises is recorded ``failed`` with its error and the sweep
+  goes on; the exit code is 1 and the failed conditions are listed;
+- a record that is truncated, edited or unfinished is named on ``--resume`` and
+  its condition runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from callbacks.base import error_text
+from callbacks.speed import Arm, SpeedMonitor, provide_timing, time_interleaved
+from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
+from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
+from record.errors import ConfigError, RecordError
+from record.identity import AGENCY_PREFIX, flatten
+from record.schema import Failure, compose
+from record.storage import default_run_dir, read_record, record_path, record_status, write_record
+
+
+class SweepFailed(Exception):
+    """Some conditions raised; every other condition ran and is recorded."""
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM: the message says how to continue; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, interruption: Interruption, sweep_file: str | Path, run_dir: Path) -> None:
+        self.exit_code = interruption.exit_code
+        super().__init__(f"interrupted by {interruption.name}: finished conditions are recorded in {run_dir}, the "
+                         f"running one is not; continue with: python cli.py sweep {sweep_file} --resume {run_dir}")
+
+
+@dataclass
+class Planned:
+    """One distinct condition of a sweep: its arguments and the checked objects that will run it."""
+
+    parameters: dict[str, Any]
+    args: list[str]
+    checked: Any  # lightning_modules.lightning_cli.ConditionChecked
+
+    @property
+    def condition_id(self) -> str:
+        return self.checked.header.condition_id
+
+
+def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned], int]:
+    """Check every parameter set with the real CLI (no weights load); return the distinct conditions and how
+    many parameter sets were the same condition as an earlier one."""
+    from lightning_modules.lightning_cli import check_args
+    from lightning_modules.runs.arguments import InputRefused
+
+    parameter_sets = expand(spec, count)
+    planned: dict[str, Planned] = {}
+    for index, parameters in enumerate(parameter_sets):
+        args = [*spec.base_args, *as_flags(parameters)]
+        try:
+            checked = check_args(args)
+        except InputRefused as refused:
+            error = refused.error
+            if error.key in parameters:
+                raise ConfigError(error.key, parameters[error.key], error.allowed, error.problem,
+                                  what=f"sweep parameter '{error.key}'") from None
+            where = f"sweep '{spec.path}' condition {index + 1} of {len(parameter_sets)} ({' '.join(as_flags(parameters))})"
+            raise ConfigError(error.key, error.value, error.allowed, error.problem,
+                              what=f"{where}: {error.what}") from None
+        planned.setdefault(checked.header.condition_id, Planned(parameters, args, checked))
+    return list(planned.values()), len(parameter_sets) - len(planned)
+
+
+def cells_of(planned: list[Planned]) -> list[list[Planned]]:
+    """Conditions grouped into cells: the same config apart from the agency settings, in sweep order."""
+    cells: dict[str, list[Planned]] = {}
+    for p in planned:
+        flat = {k: v for k, v in flatten(p.checked.header.config).items() if not k.startswith(AGENCY_PREFIX)}
+        cells.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(p)
+    return list(cells.values())
+
+
+def time_cell(arms: list[Planned], cell_index: int) -> None:
+    """Time the arms of one cell side by side and hand each its timing (see the module docstring)."""
+    first = arms[0].checked
+    monitor = next(cb for cb in first.callbacks if isinstance(cb, SpeedMonitor))
+    module, datamodule = first.module, first.datamodule
+    batch = monitor.timed_batch(*module.timing_inputs_for(datamodule))
+    conditions = [(p, p.checked.module.build(p.checked.device)) for p in arms]
+    try:
+        timed = [Arm(p.condition_id, _decode_with(p.checked.module, condition)) for p, condition in conditions]
+        device = str(first.device)
+        timings = time_interleaved(timed, batch, monitor.repeats, monitor.seed * 1_000_003 + cell_index,
+                                   device, device == "cuda")
+    finally:
+        for _, condition in conditions:
+            condition.detach()
+    for condition_id, timing in timings.items():
+        provide_timing(condition_id, timing)
+
+
+def _decode_with(module: Any, condition: Any) -> Callable[[Any, int], Any]:
+    def decode(batch: Any, tokens: int) -> Any:
+        with condition.attached():
+            return module.timed_decode(batch.prompts, batch.seeds, tokens, condition=condition)
+
+    return decode
+
+
+def existing_records(run_dir: Path, expected: set[str] | None = None) -> tuple[set[str], list[str]]:
+    """Condition ids with a complete, intact record, and a line for every record that cannot be trusted."""
+    complete, problems = set(), []
+
+    def outcome(cid: str) -> str:
+        return "its condition runs again" if expected is None or cid in expected else "not part of this sweep"
+
+    for path in sorted((run_dir / "records").glob("*.json")):
+        try:
+            record = read_record(path)
+        except RecordError as error:
+            problems.append(f"{error}; {outcome(path.stem)}")
+            continue
+        if record.condition_id != path.stem:
+            problems.append(f"record {path} holds condition {record.condition_id}, not the one its name says; "
+                            f"{outcome(path.stem)}")
+        elif record.status == "complete":
+            complete.add(record.condition_id)
+        else:
+            problems.append(f"record {path} is {record.status}; {outcome(path.stem)}")
+    return complete, problems
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    total: int
+    skipped: int
+    ran: int
+    failed: list[str]
+
+
+def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resume: str | Path | None = None,
+              count: int | None = None, quiet: bool = False) -> Path:
+    """Run every condition of a sweep file; return the run folder.
+
+    Interrupted (Ctrl-C, SIGTERM): finished records stay, the running condition is
+    recorded incomplete (or not at all if it had not started), the W&B run is closed,
+    and ``SweepInterrupted`` says how to resume. A condition that raises is recorded
+    as failed and the sweep goes on; ``SweepFailed`` lists the failures at the end.
+    Bad input is a ``ConfigError`` before anything runs.
+    """
+    from lightning_modules.runs.wandb_guard import finish_wandb_run
+
+    if resume and output_dir and Path(resume) != Path(output_dir):
+        raise ConfigError("--resume", str(resume), "either --resume or --output_dir, not both",
+                          f"differs from --output_dir {output_dir}")
+    run_dir = Path(resume or output_dir or default_run_dir())
+    with interrupt_on_signals() as interruption:
+        try:
+            outcome = _run(sweep_file, run_dir, bool(resume), count, quiet, interruption)
+        except BaseException:  # a library may wrap the KeyboardInterrupt in its own exception
+            if interruption.signum is None:
+                raise
+            with interruption.critical():
+                finish_wandb_run(exit_code=interruption.exit_code)
+            raise SweepInterrupted(interruption, sweep_file, run_dir) from None
+    if outcome.failed:
+        raise SweepFailed(f"{len(outcome.failed)} of {outcome.total} conditions failed (recorded with status "
+                          f"'failed' in {outcome.run_dir / 'records'}): {', '.join(outcome.failed)}")
+    return outcome.run_dir
+
+
+def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
+         interruption: Interruption) -> SweepOutcome:
+    from lightning_modules.lightning_cli import run_predict
+    from lightning_modules.runs.checks import check_writable
+    from lightning_modules.runs.wandb_guard import finish_wandb_run
+
+    spec = load_sweep(sweep_file)
+    if resume and not run_dir.is_dir():
+        raise ConfigError("--resume", str(run_dir), "a folder of an earlier sweep", "does not exist",
+                          what="run folder")
+    check_writable(run_dir)
+    planned, duplicates = plan_sweep(spec, count)  # every condition checked before any load
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "sweep.yaml").exists():
+        shutil.copyfile(spec.path, run_dir / "sweep.yaml")
+    for tmp in (run_dir / "records").glob(".*.tmp"):  # half-written by a process killed outright
+        tmp.unlink(missing_ok=True)
+    ids = [p.condition_id for p in planned]
+    done, problems = existing_records(run_dir, set(ids))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
+    todo = [p for p in planned if p.condition_id not in done]
+    same = f" ({duplicates} parameter sets named a condition already listed)" if duplicates else ""
+    print(f"sweep {spec.path.name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
+          f"{len(todo)} to run -> {run_dir}", flush=True)
+    failed: list[str] = []
+    position = 0
+    for cell_index, cell in enumerate(cells_of(todo)):
+        try:
+            time_cell(cell, cell_index)
+        except Exception as error:  # its conditions time themselves, or fail and say why
+            if interruption.signum is not None:
+                raise
+            print(f"warning: the arms of {cell[0].condition_id} could not be timed side by side "
+                  f"({error_text(error)}); each is timed alone", file=sys.stderr, flush=True)
+        for planned_condition in cell:
+            position += 1
+            if not quiet:
+                print(f"[{position}/{len(todo)}] {planned_condition.condition_id}", flush=True)
+            exit_code = 0
+            try:
+                run_predict([*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
+                             f"--trainer.logger.init_args.group={run_dir.name}"])
+            except (Exception, SystemExit) as error:
+                if interruption.signum is not None:
+                    raise
+                exit_code = 1
+                failed.append(planned_condition.condition_id)
+                _record_failure(run_dir, planned_condition, error)
+            finally:
+                if interruption.signum is None:
+                    with interruption.critical():
+                        finish_wandb_run(exit_code)
+    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
+    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
+
+
+def _record_failure(run_dir: Path, planned: Planned, error: BaseException) -> None:
+    """Say on stderr which condition failed and why, and make sure its record says so too."""
+    if not isinstance(error, SystemExit):
+        traceback.print_exception(error, file=sys.stderr)
+    reason = error_text(error)
+    print(f"error: condition {planned.condition_id} failed ({reason}); the sweep goes on", file=sys.stderr,
+          flush=True)
+    path = record_path(run_dir, planned.condition_id)
+    if record_status(path) in ("complete", "failed"):
+        return  # the record writer got there first
+    record = compose(planned.checked.header, [], [], "failed", [Failure("condition", f"raised: {reason}")])
+    write_record(path, record)

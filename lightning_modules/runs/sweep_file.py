@@ -1,0 +1,146 @@
+"""Sweep files: W&B's own format, read and expanded here so the same file runs locally and on agents.
+
+A sweep file has ``program``, ``command`` (``predict`` and ``${args}`` among its
+entries), ``method`` (``grid`` or ``random`` locally; ``bayes`` needs the W&B
+server) and ``parameters`` keyed by dotted config keys. A ``--config`` in the
+command is found relative to the sweep file first, then the current directory,
+then among the bundled configs; a sweep file itself can be named by the name of
+a bundled one (``quickstart``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_modules.runs.arguments import bundled_configs_dir, resolve_config_args
+from record.errors import NO_VALUE, ConfigError
+
+SUPPORTED_METHODS = ("grid", "random")
+RANDOM_DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    method: str
+    base_args: list[str]  # the command's fixed arguments after ``predict`` (e.g. --config base.yaml), resolved
+    parameters: dict[str, dict[str, Any]]
+    run_cap: int | None
+    seed: int
+
+
+def find_sweep(name_or_path: str | Path) -> Path:
+    """A sweep file by path, or a bundled one by name (``quickstart`` or ``quickstart.yaml``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    bundled = bundled_configs_dir() / "sweeps"
+    for candidate in (bundled / path.name, bundled / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = sorted(p.stem for p in bundled.glob("*.yaml"))
+    raise ConfigError(None, NO_VALUE, f"a sweep file path, or a bundled sweep: {', '.join(names)}",
+                      "does not exist", what=f"sweep file '{name_or_path}'")
+
+
+def _refuse(path: Path, problem: str, allowed: str) -> ConfigError:
+    return ConfigError(None, NO_VALUE, allowed, problem, what=f"sweep file '{path}'")
+
+
+def load_sweep(name_or_path: str | Path) -> SweepSpec:
+    """Read and check a sweep file's structure (its keys are checked later against the CLI)."""
+    path = find_sweep(name_or_path)
+    shape = "a mapping with method, command and parameters"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise _refuse(path, f"is not UTF-8 text (byte {error.start})", shape) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise _refuse(path, f"is not valid YAML ({where}{problem})",
+                      "YAML; write '${...}' entries of 'command' as a block list ('- ${env}'), not inside [...]"
+                      ) from None
+    if not isinstance(raw, dict):
+        raise _refuse(path, "is not a mapping", shape)
+    method = raw.get("method")
+    if method == "bayes":
+        raise ConfigError("method", "bayes", ", ".join(SUPPORTED_METHODS),
+                          f"needs a W&B server to choose runs (run it with 'wandb sweep {path}' and 'wandb agent')",
+                          what="sweep method")
+    if method not in SUPPORTED_METHODS:
+        raise ConfigError("method", method, ", ".join(SUPPORTED_METHODS), "is not supported locally",
+                          what="sweep method")
+    parameters = raw.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        raise _refuse(path, "has no parameters", "a 'parameters:' mapping of at least one config key to 'value' or "
+                                                 "'values'")
+    for key, spec in parameters.items():
+        _check_parameter(key, spec, method)
+    command = raw.get("command") or []
+    if not isinstance(command, list) or "predict" not in command or "${args}" not in command:
+        raise _refuse(path, "has a command without 'predict' and '${args}'",
+                      "a command list with 'predict' and '${args}'")
+    base_args = [str(c) for c in command[command.index("predict") + 1: command.index("${args}")]]
+    run_cap, seed = raw.get("run_cap"), raw.get("seed", 0)
+    if run_cap is not None and not (isinstance(run_cap, int) and not isinstance(run_cap, bool) and run_cap >= 1):
+        raise ConfigError("run_cap", run_cap, "an integer >= 1", what="sweep run_cap")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError("seed", seed, "an integer", what="sweep seed")
+    return SweepSpec(path, method, resolve_config_args(base_args, path.parent), parameters, run_cap, seed)
+
+
+def _check_parameter(key: str, spec: Any, method: str) -> None:
+    what = f"sweep parameter '{key}'"
+    if not isinstance(spec, dict):
+        raise ConfigError(key, NO_VALUE, "a mapping with 'value' or 'values'", "is not a mapping", what=what)
+    if "values" in spec:
+        if not isinstance(spec["values"], list) or not spec["values"]:
+            raise ConfigError(key, NO_VALUE, "a list of at least one value", "has an empty value list", what=what)
+    elif "value" not in spec:
+        ranged = spec.get("distribution") in RANDOM_DISTRIBUTIONS and "min" in spec and "max" in spec
+        if method == "grid" or not ranged:
+            allowed = "'value' or a non-empty 'values' list" + (
+                "" if method == "grid" else f", or a distribution ({', '.join(RANDOM_DISTRIBUTIONS)}) with min and max")
+            raise ConfigError(key, NO_VALUE, allowed, "has no values", what=what)
+
+
+def expand(spec: SweepSpec, count: int | None = None) -> list[dict[str, Any]]:
+    """The parameter sets of a sweep: the full grid, or ``count`` random draws (seeded)."""
+    keys = list(spec.parameters)
+    if spec.method == "grid":
+        choices = [spec.parameters[k]["values"] if "values" in spec.parameters[k] else [spec.parameters[k]["value"]]
+                   for k in keys]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
+    draws = count or spec.run_cap
+    if not draws:
+        raise ConfigError("run_cap", None, "run_cap in the file or --count", "needs a number of runs",
+                          what=f"random sweep '{spec.path}'")
+    rng = random.Random(spec.seed)
+    return [{k: _draw(spec.parameters[k], rng) for k in keys} for _ in range(draws)]
+
+
+def _draw(spec: dict[str, Any], rng: random.Random) -> Any:
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        return rng.choice(spec["values"])
+    low, high = spec["min"], spec["max"]
+    if spec["distribution"] == "int_uniform":
+        return rng.randint(low, high)
+    if spec["distribution"] == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    return rng.uniform(low, high)
+
+
+def as_flags(parameters: dict[str, Any]) -> list[str]:
+    """``--key=value`` exactly as the W&B agent writes them (Python str of each value)."""
+    return [f"--{key}={value}" for key, value in parameters.items()]
