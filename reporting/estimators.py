@@ -1,9 +1,15 @@
-"""Statistical estimators on plain arrays: intervals, paired tests, slopes, Holm.
+"""Estimators on plain arrays: effect sizes with intervals first, then the test, and what the test could show.
 
-Kept apart from *what* is compared (``statistics.py``) so that each formula can
-be checked against a hand computation. Every estimator returns ``None`` for a
-quantity it cannot estimate (too few values) and says why in ``note``; it
-never substitutes a number.
+Every estimator returns an ``Effect``: the estimate, its 95% interval, the
+test's p, and the smallest p the test could reach with these units
+(``p_floor``): an exact Wilcoxon signed-rank test over n prompts cannot go below
+2 / 2**n, so with 4 prompts no difference can ever be significant, and the
+report says "inconclusive" rather than "no difference". A quantity that cannot
+be estimated (too few units) is ``None`` with a note, never a substituted number.
+
+Tests: paired units (prompts) use the Wilcoxon signed-rank test on their
+differences and a percentile bootstrap interval of the mean difference; timing
+repeats (few, roughly log-normal) use t-based intervals and tests on the log.
 """
 
 from __future__ import annotations
@@ -17,6 +23,26 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20261130
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An estimate with its interval and test. ``estimate`` is on the analysis scale (a log ratio for log metrics)."""
+
+    n: int
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+    p_floor: float | None  # the smallest p this test can give with these units (0: no floor)
+    test: str
+    note: str | None = None
+
+    @property
+    def tested(self) -> bool:
+        return self.p is not None
 
 
 def _finite(value: float) -> float | None:
@@ -24,173 +50,109 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@dataclass(frozen=True)
-class Description:
-    """Mean, sample standard deviation and 95% t-interval of one set of values."""
-
-    n: int
-    n_failed: int
-    mean: float | None
-    std: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-    @property
-    def half_width(self) -> float | None:
-        if self.ci_low is None or self.ci_high is None:
-            return None
-        return (self.ci_high - self.ci_low) / 2
+def wilcoxon_floor(n: int) -> float:
+    """Smallest two-sided p of an exact Wilcoxon signed-rank test over ``n`` non-zero differences."""
+    return 1.0 if n <= 0 else min(1.0, 2.0 * 0.5**n)
 
 
-def t_interval(mean: float, std: float, n: int) -> tuple[float, float]:
-    """Two-sided 95% t-interval of a mean (n >= 2)."""
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
-    return mean - half, mean + half
+def bootstrap_interval(values: np.ndarray, statistic=np.mean, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of ``statistic`` over the units in ``values``."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
+    resampled = statistic(values[draws], axis=1)
+    low, high = np.quantile(resampled, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
 
 
-def describe(values: Sequence[float], n_failed: int = 0) -> Description:
-    """Summarise values; with fewer than two there is no spread and so no interval."""
-    array = np.asarray(values, dtype=float)
-    n = int(array.size)
+def paired_effect(differences: Sequence[float]) -> Effect:
+    """Mean of per-prompt differences: bootstrap interval, Wilcoxon signed-rank p and its floor."""
+    d = np.asarray(differences, dtype=float)
+    n = int(d.size)
     if n == 0:
-        return Description(0, n_failed, None, None, None, None)
-    mean = float(array.mean())
-    if n == 1:
-        return Description(1, n_failed, mean, None, None, None)
-    std = float(array.std(ddof=1))
-    low, high = t_interval(mean, std, n)
-    return Description(n, n_failed, mean, std, low, high)
-
-
-@dataclass(frozen=True)
-class PairedTest:
-    """Mean of paired differences with its interval, Wilcoxon signed-rank and paired t-test."""
-
-    n: int
-    mean_difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_wilcoxon: float | None
-    p_ttest: float | None
-    note: str | None
-
-
-def paired_test(baseline: Sequence[float], agency: Sequence[float]) -> PairedTest:
-    """Test agency - baseline over paired values; all-zero differences give p = 1 with a note."""
-    base = np.asarray(baseline, dtype=float)
-    agen = np.asarray(agency, dtype=float)
-    if base.shape != agen.shape:
-        raise ValueError("paired values must have the same length")
-    diff = agen - base
-    n = int(diff.size)
-    if n == 0:
-        return PairedTest(0, None, None, None, None, None, "no paired values")
-    summary = describe(diff)
+        return Effect(0, None, None, None, None, None, "Wilcoxon signed-rank", "no paired prompts")
+    mean = float(d.mean())
     if n < 2:
-        return PairedTest(n, summary.mean, None, None, None, None, "fewer than 2 pairs: no test")
-    if np.all(diff == 0):
-        return PairedTest(n, 0.0, 0.0, 0.0, 1.0, 1.0, "all differences are zero: p = 1.0 by definition")
-    notes = []
+        return Effect(n, mean, None, None, None, 1.0, "Wilcoxon signed-rank", "one prompt: no interval, no test")
+    low, high = bootstrap_interval(d)
+    nonzero = int(np.count_nonzero(d))
+    if nonzero == 0:
+        return Effect(n, mean, low, high, 1.0, wilcoxon_floor(n), "Wilcoxon signed-rank",
+                      "every prompt gave identical values: no difference")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            p_wilcoxon = _finite(stats.wilcoxon(diff).pvalue)
-        except ValueError as error:
-            p_wilcoxon = None
-            notes.append(f"Wilcoxon not computable: {error}")
-        p_ttest = _finite(stats.ttest_rel(agen, base).pvalue)
-    if p_ttest is None:
-        notes.append("paired t-test not computable")
-    return PairedTest(
-        n, summary.mean, summary.ci_low, summary.ci_high, p_wilcoxon, p_ttest, "; ".join(notes) or None
-    )
+        p = _finite(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    note = f"{n - nonzero} of {n} prompts gave identical values (not ranked)" if nonzero < n else None
+    # The floor is what the design allows (n prompts); identical prompts lower what this run could show, which
+    # is evidence of no difference, not a lack of units.
+    return Effect(n, mean, low, high, p, wilcoxon_floor(n), "Wilcoxon signed-rank", note)
 
 
-@dataclass(frozen=True)
-class SlopeFit:
-    """Least-squares slope of a metric per percentage point of pruning, with its 95% interval."""
-
-    n: int
-    slope: float | None
-    intercept: float | None
-    stderr: float | None
-    df: int
-    ci_low: float | None
-    ci_high: float | None
-    r: float | None
-    p: float | None
-    note: str | None
-
-
-def fit_slope(levels: Sequence[float], values: Sequence[float]) -> SlopeFit:
-    """``scipy.stats.linregress`` with the slope's t-interval (t * stderr, df = n - 2)."""
-    x = np.asarray(levels, dtype=float)
-    y = np.asarray(values, dtype=float)
+def mean_t_effect(values: Sequence[float], test: str = "paired t on log ratios") -> Effect:
+    """Mean with a t interval and a one-sample t-test against 0 (for log ratios of timing repeats)."""
+    x = np.asarray(values, dtype=float)
     n = int(x.size)
-    df = n - 2
-    if n < 3 or np.unique(x).size < 2:
-        return SlopeFit(
-            n, None, None, None, max(df, 0), None, None, None, None, "needs 3 values over 2 levels"
-        )
+    if n < 2:
+        return Effect(n, float(x.mean()) if n else None, None, None, None, None, test, "fewer than 2 repeats")
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    if sd == 0:
+        return Effect(n, mean, mean, mean, None, 0.0, test, "no spread between repeats: no test")
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
+    p = _finite(stats.ttest_1samp(x, 0.0).pvalue)
+    return Effect(n, mean, mean - half, mean + half, p, 0.0, test)
+
+
+def welch_effect(a: Sequence[float], b: Sequence[float], test: str = "Welch t on log values") -> Effect:
+    """Difference of means (a - b) of two independent sets, Welch interval and test."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = int(min(x.size, y.size))
+    if x.size < 2 or y.size < 2:
+        return Effect(n, None, None, None, None, None, test, "fewer than 2 values in a group")
+    diff = float(x.mean() - y.mean())
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Effect(n, diff, diff, diff, None, 0.0, test, "no spread: no test")
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    return Effect(n, diff, diff - half, diff + half, p, 0.0, test)
+
+
+def regression_effect(x: Sequence[float], y: Sequence[float], test: str = "least-squares slope, t") -> Effect:
+    """Slope of y on x with its t interval and p (for log speed ratios against the pruning level)."""
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = int(xa.size)
+    if n < 3 or np.unique(xa).size < 2:
+        return Effect(n, None, None, None, None, None, test, "needs 3 values over 2 levels")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = stats.linregress(x, y)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * float(fit.stderr)
-    return SlopeFit(
-        n=n,
-        slope=float(fit.slope),
-        intercept=float(fit.intercept),
-        stderr=float(fit.stderr),
-        df=df,
-        ci_low=float(fit.slope) - half,
-        ci_high=float(fit.slope) + half,
-        r=_finite(fit.rvalue),
-        p=_finite(fit.pvalue),
-        note=None,
-    )
+        fit = stats.linregress(xa, ya)
+    if not math.isfinite(fit.stderr) or fit.stderr == 0:
+        return Effect(n, float(fit.slope), float(fit.slope), float(fit.slope), None, 0.0, test, "exact fit: no test")
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 2)) * float(fit.stderr)
+    return Effect(n, float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, _finite(fit.pvalue), 0.0,
+                  test)
 
 
-@dataclass(frozen=True)
-class SlopeDifference:
-    """Agency slope minus baseline slope, standard errors combined, Welch-Satterthwaite df."""
-
-    difference: float | None
-    stderr: float | None
-    df: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p: float | None
-    note: str | None
+def slope(levels: Sequence[float], values: Sequence[float]) -> float | None:
+    """Least-squares slope of ``values`` on ``levels`` (None with fewer than 2 distinct levels)."""
+    x, y = np.asarray(levels, dtype=float), np.asarray(values, dtype=float)
+    if np.unique(x).size < 2:
+        return None
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc**2).sum())
 
 
-def slope_difference(baseline: SlopeFit, agency: SlopeFit) -> SlopeDifference:
-    """Treats the two fits as independent, which is conservative when the arms are paired."""
-    if baseline.slope is None or agency.slope is None:
-        return SlopeDifference(None, None, None, None, None, None, "a slope is missing")
-    difference = agency.slope - baseline.slope
-    var_b, var_a = baseline.stderr**2, agency.stderr**2
-    stderr = math.sqrt(var_a + var_b)
-    if stderr == 0:
-        return SlopeDifference(
-            difference, 0.0, None, None, None, None, "zero standard error (exact fits): no test"
-        )
-    df = (var_a + var_b) ** 2 / (var_a**2 / agency.df + var_b**2 / baseline.df)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * stderr
-    p = float(2 * stats.t.sf(abs(difference) / stderr, df))
-    return SlopeDifference(difference, stderr, df, difference - half, difference + half, p, None)
-
-
-def kruskal_across(groups: Sequence[Sequence[float]]) -> tuple[float | None, str | None]:
-    """Do several sets of values come from one distribution? Identical values give p = 1 with a note."""
-    arrays = [np.asarray(g, dtype=float) for g in groups if len(g) > 0]
-    if len(arrays) < 2:
-        return None, "fewer than 2 groups"
-    pooled = np.concatenate(arrays)
-    if np.all(pooled == pooled[0]):
-        return 1.0, "all values identical: p = 1.0 by definition"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _finite(stats.kruskal(*arrays).pvalue), None
+def describe(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """(mean, 95% t-interval low, high); the interval needs two values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return None, None, None
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None, None
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
@@ -208,3 +170,11 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     for index, value in zip(present, result, strict=True):
         adjusted[index] = float(value)
     return adjusted
+
+
+def holm_floor(floors: Sequence[float | None], index: int) -> float | None:
+    """The smallest Holm-adjusted p test ``index`` of a family could reach: its own floor times the family size
+    (the adjustment for the first test of the step-down)."""
+    m = sum(f is not None for f in floors)
+    floor = floors[index]
+    return None if floor is None else min(1.0, m * floor)

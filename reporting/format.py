@@ -1,4 +1,4 @@
-"""How numbers are written in text: one place so the summary and the plots agree."""
+"""How numbers are written in text: one place so the summary, the console and the plots agree."""
 
 from __future__ import annotations
 
@@ -14,21 +14,28 @@ def num(value: float | None, digits: int = 4) -> str:
 def pval(value: float | None) -> str:
     if value is None:
         return MISSING
-    return "<0.0001" if value < 1e-4 else f"{value:.3g}"
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
 
 
-def percent(fraction: float | None) -> str:
-    return MISSING if fraction is None else f"{100 * fraction:+.1f}%"
-
-
-def interval(low: float | None, high: float | None, digits: int = 4) -> str:
-    if low is None or high is None:
-        return "no CI"
-    return f"[{low:.{digits}g}, {high:.{digits}g}]"
+def floor_text(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    return "no floor (t-test)" if value == 0 else f"{value:.2g}"
 
 
 def level(value: float) -> str:
     return f"{value:g}%"
+
+
+def effect_text(kind: str, estimate: float | None, low: float | None, high: float | None) -> str:
+    """``×1.034 [0.981, 1.090]`` for ratios, ``+0.012 [-0.003, +0.027]`` for differences."""
+    if estimate is None:
+        return MISSING
+    if kind == "ratio":
+        body = f"×{estimate:.3g}"
+        return body if low is None else f"{body} [{low:.3g}, {high:.3g}]"
+    body = f"{estimate:+.3g}"
+    return body if low is None else f"{body} [{low:+.3g}, {high:+.3g}]"
 
 
 def slug(text: str) -> str:

@@ -1,6 +1,6 @@
-"""Layer x head maps: which heads each method prunes, and which state the agency layer left them in.
+"""Layer x head maps: which heads are pruned, and which state the agency layer left them in.
 
-These read the records directly (``pruned_heads``, ``model_shape``,
+These read the records directly (``pruning.heads``, ``model``,
 ``agency.state_map``) because they show *where* in the model things happen,
 which no per-cell statistic summarises.
 """
@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from reporting.cells import Record, cell_of
+from record.schema import ConditionRecord
+from reporting.design import Design, Series
 from reporting.format import level, slug
 from reporting.plot_data import Skip
 
@@ -31,14 +32,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _shape(records: list[Record]) -> tuple[int, int] | None:
-    for record in records:
-        shape = record.get("model_shape") or {}
-        if isinstance(shape.get("layers"), int) and isinstance(shape.get("heads"), int):
-            return shape["layers"], shape["heads"]
-    return None
 
 
 def _grid(rows: int, cols: int, layers: int, heads: int) -> tuple[Any, Any]:
@@ -62,105 +55,83 @@ def _label_edges(axes: Any, layers: int, heads: int) -> None:
         ax.tick_params(labelsize=6)
 
 
-def head_pruning_map(records: list[Record], model: str, out: Path) -> Path:
-    """Fraction of records (all temperatures and seeds) that prune each head, per method and level."""
-    mine = [r for r in records if cell_of(r).model == model]
-    shape = _shape(mine)
-    if shape is None:
-        raise Skip(f"head pruning map for {model}: no record has a model_shape")
-    layers, heads = shape
-    methods = sorted({cell_of(r).pruning_method for r in mine})
-    levels = sorted({cell_of(r).pruning_level for r in mine})
-    fig, axes = _grid(len(methods), len(levels), layers, heads)
+def head_pruning_map(design: Design, series: Series, out: Path) -> Path:
+    """Fraction of baseline records (all temperatures and seeds) that prune each head, per level."""
+    cells = {cell: members for cell, members in design.cells.items() if cell.series == series and not cell.arm.agency}
+    records = [r for members in cells.values() for r in members if r.model is not None and r.pruning is not None]
+    if not records:
+        raise Skip(f"head pruning map for {series.label()}: no baseline record with its pruned heads")
+    layers, heads = records[0].model.layers, records[0].model.heads
+    levels = sorted({cell.level for cell in cells})
+    fig, axes = _grid(1, len(levels), layers, heads)
     image = None
-    for i, method in enumerate(methods):
-        for j, lvl in enumerate(levels):
-            ax = axes[i, j]
-            here = [r for r in mine if (cell_of(r).pruning_method, cell_of(r).pruning_level) == (method, lvl)]
-            chosen = [r for r in here if not cell_of(r).agency] or here  # baseline arm when there is one
-            if not chosen:
-                ax.set_axis_off()
-                continue
-            counts = [[0.0] * heads for _ in range(layers)]
-            for record in chosen:
-                for layer, head in record.get("pruned_heads") or []:
-                    if 0 <= layer < layers and 0 <= head < heads:
-                        counts[layer][head] += 1 / len(chosen)
-            image = ax.imshow(counts, cmap="Reds", vmin=0, vmax=1, aspect="auto", origin="upper")
-            arm = "baseline" if not cell_of(chosen[0]).agency else "agency"
-            ax.set_title(f"{method} {level(lvl)}\n{arm}, n={len(chosen)}", fontsize=8)
+    for j, lvl in enumerate(levels):
+        chosen = [r for cell, members in cells.items() if cell.level == lvl for r in members if r.pruning]
+        counts = [[0.0] * heads for _ in range(layers)]
+        for record in chosen:
+            for layer, head in record.pruning.heads:
+                counts[layer][head] += 1 / len(chosen)
+        image = axes[0, j].imshow(counts, cmap="Reds", vmin=0, vmax=1, aspect="auto", origin="upper")
+        axes[0, j].set_title(f"{level(lvl)}, n={len(chosen)}", fontsize=8)
     _label_edges(axes, layers, heads)
     if image is not None:
-        fig.colorbar(
-            image, ax=axes.ravel().tolist(), label="fraction of records pruning the head", shrink=0.8
-        )
-    fig.suptitle(f"Pruned heads — {model} (layers x heads)")
-    fig.savefig(path := out / f"head_pruning_{slug(model)}.png", dpi=110, bbox_inches="tight")
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="fraction of records pruning the head", shrink=0.8)
+    fig.suptitle(f"Pruned heads (baseline arm) — {series.label()} (layers x heads)")
+    fig.savefig(path := out / f"head_pruning_{slug(series.label())}.png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
 
 
-def _mode_states(records: list[Record], layers: int, heads: int) -> list[list[str | None]]:
-    grid: list[list[str | None]] = [[None] * heads for _ in range(layers)]
-    for layer in range(layers):
-        for head in range(heads):
-            seen = Counter(
-                r["agency"]["state_map"][layer][head]
-                for r in records
-                if layer < len(r["agency"]["state_map"]) and head < len(r["agency"]["state_map"][layer])
-            )
-            grid[layer][head] = seen.most_common(1)[0][0] if seen else None
-    return grid
-
-
-def agency_state_map(records: list[Record], model: str, method: str, out: Path) -> Path:
-    """The most common end state of each head over an agency cell's records, per temperature and level."""
-    mine = [
-        r
-        for r in records
-        if (cell_of(r).model, cell_of(r).pruning_method) == (model, method)
-        and cell_of(r).agency
-        and isinstance(r.get("agency"), dict)
-        and r["agency"].get("state_map")
-    ]
-    if not mine:
-        raise Skip(f"agency state map for {model}/{method}: no agency record has a state_map")
-    layers = max(len(r["agency"]["state_map"]) for r in mine)
-    heads = max(len(row) for r in mine for row in r["agency"]["state_map"])
-    states = sorted({s for r in mine for row in r["agency"]["state_map"] for s in row})
-    spare = iter(_pyplot().cm.tab10.colors)
-    colors = [KNOWN_STATE_COLORS.get(s) or next(spare) for s in states]
-    code = {s: k for k, s in enumerate(states)}
+def agency_state_map(design: Design, series: Series, out: Path) -> Path:
+    """The most common end-of-generation state of each head over a main agency cell's records."""
+    cells = {cell: [r for r in members if r.agency is not None and r.agency.state_map]
+             for cell, members in design.cells.items() if cell.series == series and cell.arm.agency and cell.arm.main}
+    cells = {cell: members for cell, members in cells.items() if members}
+    if not cells:
+        raise Skip(f"agency state map for {series.label()}: no agency record has a state map")
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
+    records = [r for members in cells.values() for r in members]
+    layers = max(len(r.agency.state_map) for r in records)
+    heads = max(len(row) for r in records for row in r.agency.state_map)
+    states = sorted({s for r in records for row in r.agency.state_map for s in row} | (
+        {"pruned"} if any(r.pruning and r.pruning.heads for r in records) else set()))
+    spare = iter(_pyplot().cm.tab10.colors)
+    colors = [KNOWN_STATE_COLORS.get(s) or next(spare) for s in states]
+    code = {s: k for k, s in enumerate(states)}
     cmap = ListedColormap(colors).with_extremes(bad="white")
     norm = BoundaryNorm([k - 0.5 for k in range(len(states) + 1)], len(states))
-    temps = sorted({cell_of(r).temperature for r in mine})
-    levels = sorted({cell_of(r).pruning_level for r in mine})
+    temps = sorted({cell.temperature for cell in cells})
+    levels = sorted({cell.level for cell in cells})
     fig, axes = _grid(len(temps), len(levels), layers, heads)
     for i, t in enumerate(temps):
         for j, lvl in enumerate(levels):
-            ax = axes[i, j]
-            here = [r for r in mine if (cell_of(r).temperature, cell_of(r).pruning_level) == (t, lvl)]
+            here = [r for cell, members in cells.items() if (cell.temperature, cell.level) == (t, lvl) for r in members]
             if not here:
-                ax.set_axis_off()
+                axes[i, j].set_axis_off()
                 continue
             grid = _mode_states(here, layers, heads)
+            for layer, head in (here[0].pruning.heads if here[0].pruning else []):
+                grid[layer][head] = "pruned"
             codes = [[float("nan") if s is None else code[s] for s in row] for row in grid]
-            ax.imshow(codes, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-            ax.set_title(f"T={t:g}, {level(lvl)}\nn={len(here)}", fontsize=8)
+            axes[i, j].imshow(codes, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+            axes[i, j].set_title(f"T={t:g}, {level(lvl)}\nn={len(here)}", fontsize=8)
     _label_edges(axes, layers, heads)
-    fig.legend(
-        handles=[Patch(color=c, label=s) for s, c in zip(states, colors, strict=True)],
-        loc="outside right center",
-        title="head state",
-        fontsize=8,
-    )
-    fig.suptitle(
-        f"Agency head states at the end of generation — {model} / {method}\n"
-        "(most common state over the cell's records)"
-    )
-    fig.savefig(path := out / f"agency_states_{slug(model)}_{slug(method)}.png", dpi=110, bbox_inches="tight")
+    fig.legend(handles=[Patch(color=c, label=s) for s, c in zip(states, colors, strict=True)],
+               loc="outside right center", title="head state", fontsize=8)
+    fig.suptitle(f"Agency head states at the end of generation — {series.label()}\n"
+                 "(most common state over the cell's records and rows)")
+    fig.savefig(path := out / f"agency_states_{slug(series.label())}.png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
+
+
+def _mode_states(records: list[ConditionRecord], layers: int, heads: int) -> list[list[str | None]]:
+    grid: list[list[str | None]] = [[None] * heads for _ in range(layers)]
+    for layer in range(layers):
+        for head in range(heads):
+            seen = Counter(r.agency.state_map[layer][head] for r in records
+                           if layer < len(r.agency.state_map) and head < len(r.agency.state_map[layer]))
+            grid[layer][head] = seen.most_common(1)[0][0] if seen else None
+    return grid

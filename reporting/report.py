@@ -1,7 +1,7 @@
 """``report``: records in, ``statistics.json`` + ``summary.md`` + ``plots/`` out, optionally to W&B.
 
-Only light imports at module level: scipy, matplotlib and wandb are loaded
-when a report is actually written or logged, so the command line stays quick.
+Only light imports at module level: scipy, matplotlib and wandb load when a
+report is actually written or logged, so the command line stays quick.
 """
 
 from __future__ import annotations
@@ -10,15 +10,30 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callbacks.record import write_json_atomic
-
-from reporting.records import load_records
+from record.storage import write_json_atomic
+from reporting.records import LoadedRecords, load_records
+from reporting.units import DEFAULT_DEGENERATE_PERPLEXITY, Units
 
 log = logging.getLogger(__name__)
+
+
+class NoUsableRecords(Exception):
+    """Nothing to report on; the message names every file that could not be used."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How the records are read: which keys are compared, which records kept, the degenerate-text threshold."""
+
+    split_by: tuple[str, ...] = ()
+    where: tuple[tuple[str, Any], ...] = ()
+    degenerate_perplexity: float = DEFAULT_DEGENERATE_PERPLEXITY
+    plots: bool = True
 
 
 @dataclass
@@ -30,9 +45,10 @@ class ReportResult:
     summary_path: Path
     plot_paths: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # figures not drawn, and why
+    notes: list[str] = field(default_factory=list)
     n_records: int = 0
-    table: str = ""  # cell means for the terminal
+    table: str = ""
+    significant_primary: dict[str, int] = field(default_factory=dict)  # per question: significant comparisons
 
 
 def json_safe(value: Any) -> Any:
@@ -43,9 +59,7 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -54,101 +68,70 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
+def _nothing_usable(loaded: LoadedRecords, run_dirs: Sequence[Path]) -> NoUsableRecords:
+    if not loaded.files:
+        return NoUsableRecords(f"no record files in {', '.join(str(d / 'records') for d in run_dirs)}")
+    names = ", ".join(str(p) for p in loaded.unreadable) or "none"
+    return NoUsableRecords(f"no usable record among {loaded.files} files; unreadable: {names}; "
+                           f"others: {len(loaded.problems) - len(loaded.unreadable)} incomplete, failed or duplicate")
+
+
+def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions | None = None) -> ReportResult:
     """Load every record of ``run_dirs``, compute the statistics, write the summary and the plots."""
-    from reporting.plots import make_plots
+    from reporting.console import console_table
+    from reporting.design import build_design
     from reporting.statistics import compute_statistics
     from reporting.summary import write_summary
 
+    options = options or ReportOptions()
+    run_dirs = [Path(d) for d in run_dirs]
+    loaded = load_records(run_dirs)
+    if not loaded.records:
+        raise _nothing_usable(loaded, run_dirs)
+    design = build_design(loaded.records, loaded.swept_keys, options.split_by, options.where)
+    if not design.records:
+        raise NoUsableRecords(f"no record matches --where {' '.join(f'{k}={v}' for k, v in options.where)}")
+    stats = compute_statistics(design, Units(options.degenerate_perplexity))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_records(run_dirs)
-    stats = compute_statistics(loaded.records)
     problems = [*loaded.problems, *stats.problems]
-    plots = make_plots(loaded.records, stats, out_dir / "plots")
+    plot_paths, skipped = [], []
+    if options.plots:
+        from reporting.plots import make_plots
+
+        outcome = make_plots(design, stats, out_dir / "plots")
+        plot_paths, skipped = outcome.paths, outcome.notes
     payload = {
-        "inputs": {
-            "run_dirs": [str(d) for d in run_dirs],
-            "n_records": len(loaded.records),
-            "records": {cid: str(path) for cid, path in loaded.sources.items()},
-            "problems": problems,
-        },
+        "inputs": {"run_dirs": [str(d) for d in run_dirs], "n_records": len(design.records),
+                   "records": {cid: str(path) for cid, path in loaded.sources.items()}, "problems": problems,
+                   "compared_keys": sorted(design.split_keys)},
         **stats.to_dict(),
-        "plots": [str(p.relative_to(out_dir)) for p in plots.paths],
-        "plots_skipped": plots.notes,
+        "plots": [str(p.relative_to(out_dir)) for p in plot_paths],
+        "plots_skipped": skipped,
     }
     statistics_path = write_json_atomic(out_dir / "statistics.json", json_safe(payload))
-    summary_path = write_summary(stats, len(loaded.records), problems, out_dir / "summary.md", plots.notes)
-    from reporting.console import console_table
-
-    return ReportResult(
-        out_dir, statistics_path, summary_path, plots.paths, problems, plots.notes, len(loaded.records),
-        console_table(stats),
-    )
+    summary_path = write_summary(stats, len(design.records), problems, out_dir / "summary.md", skipped)
+    significant = {q: sum(c.significant(stats.alpha) for c in stats.family(q)) for q in ("Q1", "Q2", "Q3", "Q4", "Q5")}
+    return ReportResult(out_dir, statistics_path, summary_path, plot_paths, problems, skipped, len(design.records),
+                        console_table(stats), significant)
 
 
-def _cell_table_rows(statistics_path: Path) -> tuple[list[str], list[list[Any]]]:
+def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, project: str) -> Any:
+    """Log the plots, the summary and the comparisons in a ``job_type="report"`` run saved in ``run_dir``."""
     import json
 
-    stats = json.loads(statistics_path.read_text(encoding="utf-8"))
-    columns = [
-        "model",
-        "pruning_method",
-        "temperature",
-        "pruning_level",
-        "arm",
-        "metric",
-        "mean",
-        "std",
-        "ci_low",
-        "ci_high",
-        "n",
-        "n_failed",
-    ]
-    rows = []
-    for entry in stats["cells"]:
-        cell = entry["cell"]
-        arm = "agency" if cell["agency"] else "baseline"
-        for name, d in {**entry["sample"], **entry["condition"]}.items():
-            rows.append(
-                [
-                    cell["model"],
-                    cell["pruning_method"],
-                    cell["temperature"],
-                    cell["pruning_level"],
-                    arm,
-                    name,
-                    d["mean"],
-                    d["std"],
-                    d["ci_low"],
-                    d["ci_high"],
-                    d["n"],
-                    d["n_failed"],
-                ]
-            )
-    return columns, rows
+    import wandb
 
-
-def log_report_to_wandb(result: ReportResult, group: str | None, project: str) -> Any:
-    """Log the plots and a per-cell table in a ``job_type="report"`` run; a no-op without wandb.
-
-    The run is offline unless ``WANDB_MODE`` says otherwise, like the experiment runs.
-    """
+    run = wandb.init(project=project, group=group, job_type="report", dir=str(run_dir),
+                     mode=os.environ.get("WANDB_MODE", "offline"), name=f"report-{Path(run_dir).name}")
     try:
-        import wandb
-    except ImportError:
-        log.warning("wandb is not installed; the report is only on disk at %s", result.out_dir)
-        return None
-    run = wandb.init(
-        project=project,
-        group=group,
-        job_type="report",
-        mode=os.environ.get("WANDB_MODE", "offline"),
-        name=f"report-{result.out_dir.name}",
-    )
-    try:
-        columns, rows = _cell_table_rows(result.statistics_path)
-        payload: dict[str, Any] = {"cell_statistics": wandb.Table(columns=columns, data=rows)}
+        stats = json.loads(result.statistics_path.read_text(encoding="utf-8"))
+        columns = ["family", "series", "arm", "metric", "contrast", "level", "temperature", "shown", "ci_low",
+                   "ci_high", "p_holm", "reading"]
+        rows = [[c["family"], " / ".join(str(v) for v in c["series"].values() if v), c["arm"]["label"], c["metric"],
+                 c["contrast"], c["level"], c["temperature"], *c["shown"], c["p_holm"], c["reading"]]
+                for c in stats["comparisons"] if c["family"] != "exploratory"]
+        payload: dict[str, Any] = {"comparisons": wandb.Table(columns=columns, data=rows)}
         for path in result.plot_paths:
             payload[f"plots/{path.stem}"] = wandb.Image(str(path))
         run.log(payload)

@@ -1,30 +1,22 @@
-"""``summary.md``: the five questions of the original request, answered from the statistics.
+"""``summary.md``: the five questions answered from the statistics, effect sizes first.
 
-Every sentence is derived from a number in ``statistics.json``; where a
-Holm-adjusted p is at or above alpha the text says "no significant
-difference", and where a question cannot be answered from the data it says
-which data are missing.
+Every sentence is derived from a number in ``statistics.json``. Each answer
+leads with the effect and its 95% interval, then the test. Where a test could
+not have reached significance with the units at hand, the text says
+"inconclusive: too few prompts to detect an effect"; where it could and did
+not, "no significant difference", with the interval that bounds the effect.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
-from reporting.cells import Series
-from reporting.format import interval, level, num, percent, pval
-from reporting.metrics import ALL_METRICS, QUALITY_METRIC_NAMES, metric
-from reporting.statistics import PairedRow, SlopeRow, Statistics
+from record.catalogue import CATALOGUE, spec
+from reporting.format import MISSING, effect_text, floor_text, level, num, pval
+from reporting.questions import QUESTIONS, Comparison, shown
+from reporting.statistics import FAMILIES, Statistics
 
 NO_DIFF = "no significant difference"
-TABLE_METRICS = (
-    "tokens_per_second",
-    "first_token_latency_s",
-    "reference_perplexity",
-    "distinct_2",
-    "repetition_rate",
-    "corpus_perplexity",
-)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -33,392 +25,294 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
-def _paired_verdict(row: PairedRow, alpha: float) -> str:
-    if row.p_wilcoxon_holm is None:
-        return f"not tested ({row.test.note or 'too few pairs'})"
-    if not row.significant(alpha):
-        return NO_DIFF
-    return "agency better" if (row.gain or 0) > 0 else "agency worse"
+def effect_of(c: Comparison) -> str:
+    return effect_text(c.kind, shown(c, c.effect.estimate), shown(c, c.effect.ci_low), shown(c, c.effect.ci_high))
 
 
-def _slope_verdict(row: SlopeRow, alpha: float) -> str:
-    if row.difference is None or row.p_holm is None:
-        reason = row.difference.note if row.difference else "one arm has no slope"
-        return f"not tested ({reason})"
-    if not row.significant(alpha):
-        return NO_DIFF
-    better = metric(row.metric).sign * (row.difference.difference or 0) > 0
-    return "agency degrades less" if better else "agency degrades more"
+def _row(c: Comparison, alpha: float) -> list[str]:
+    where = c.series.label() + ("" if c.arm.label == "agency" else f" / {c.arm.label}")
+    return [where, spec(c.metric).label, c.contrast, effect_of(c), f"{c.effect.test}, n = {c.effect.n} {c.units}",
+            pval(c.p_holm), c.reading(alpha)]
 
 
-def _metrics_in(rows: list[PairedRow]) -> list[str]:
-    """The metrics present in ``rows``, in catalogue order."""
-    present = {r.metric for r in rows}
-    return [name for name in ALL_METRICS if name in present]
+HEADER = ["series", "metric", "contrast", "effect [95% CI]", "test, n", "Holm p", "reading"]
 
 
-def _series_of_slopes(stats: Statistics) -> dict[Series, list[SlopeRow]]:
-    grouped: dict[Series, list[SlopeRow]] = defaultdict(list)
-    for row in stats.slopes:
-        grouped[row.series].append(row)
-    return dict(sorted(grouped.items()))
+def _power_line(rows: list[Comparison]) -> str:
+    prompt_based = [c for c in rows if "prompt" in c.units and c.effect.p is not None]
+    timing_based = [c for c in rows if "prompt" not in c.units and c.effect.p is not None]
+    parts = []
+    if prompt_based:
+        n = min(c.effect.n for c in prompt_based)
+        floor = min(c.p_floor_holm for c in prompt_based if c.p_floor_holm is not None)
+        parts.append(f"n = {n} prompts; smallest attainable Holm-adjusted p of a prompt test = {floor_text(floor)}"
+                     + (" (below 0.05 is impossible: **inconclusive: too few prompts to detect an effect**)"
+                        if floor >= 0.05 else ""))
+    if timing_based:
+        parts.append(f"speed: n = {min(c.effect.n for c in timing_based)} timing repeats or more per test "
+                     "(t-tests: no floor on p)")
+    return "; ".join(parts) if parts else "no test could be run"
 
 
-def _paired_by_series(stats: Statistics) -> dict[Series, list[PairedRow]]:
-    grouped: dict[Series, list[PairedRow]] = defaultdict(list)
-    for row in stats.paired:
-        grouped[row.point.series].append(row)
-    return dict(sorted(grouped.items()))
+def _verdicts(rows: list[Comparison], alpha: float) -> str:
+    """One clause per comparison: what it shows, effect first."""
+    clauses = []
+    for c in rows:
+        reading = c.reading(alpha)
+        clauses.append(f"{spec(c.metric).label} ({c.contrast}): {effect_of(c)}, {reading}")
+    return "; ".join(clauses)
 
 
-def _resilience(stats: Statistics) -> list[str]:
-    lines = ["## 1. Does agency improve resilience to pruning?", ""]
-    lines.append(
-        "Slope = change of the metric per percentage point of pruning (least squares over all samples of an arm); "
-        "the difference is agency minus baseline with combined standard errors; p is Holm-adjusted over all "
-        f"{sum(r.difference is not None and r.difference.p is not None for r in stats.slopes)} slope comparisons."
-    )
+def _question_section(key: str, stats: Statistics, preface: str, answer) -> list[str]:
+    rows = stats.family(key)
+    lines = [f"## {key[1]}. {QUESTIONS[key]}", "", preface, ""]
+    if not rows:
+        return lines + [answer(rows, stats), ""]
+    lines.append(f"Primary family: {len(rows)} comparisons, Holm-adjusted together. {_power_line(rows)}.")
     lines.append("")
-    verdicts: dict[str, int] = defaultdict(int)
-    compared = False
-    for series, rows in _series_of_slopes(stats).items():
-        rows = [r for r in rows if r.agency is not None and r.baseline is not None]
+    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    return lines + [answer(rows, stats), ""]
+
+
+def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: str, nothing: str) -> str:
+    if not rows:
+        return f"**Answer:** {nothing}"
+    tested = [c for c in rows if c.effect.p is not None]
+    if not tested:
+        return "**Answer:** not answerable: no comparison could be tested (" + "; ".join(
+            sorted({c.effect.note or "too few units" for c in rows})) + ")."
+    significant = [c for c in tested if c.significant(stats.alpha)]
+    inconclusive = [c for c in tested if c.reading(stats.alpha).startswith("inconclusive")]
+    if significant:
+        better = [c for c in significant if c.better()]
+        worse = [c for c in significant if not c.better()]
+        parts = []
+        if better:
+            parts.append(f"{good}: " + "; ".join(f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p "
+                                                 f"{pval(c.p_holm)})" for c in better))
+        if worse:
+            parts.append(f"{bad}: " + "; ".join(f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p "
+                                                f"{pval(c.p_holm)})" for c in worse))
+        return "**Answer:** " + ". ".join(parts) + "."
+    if len(inconclusive) == len(tested):
+        return ("**Answer: inconclusive: too few prompts to detect an effect** (no test could reach p < "
+                f"{stats.alpha:g} with these units). Effects: {_verdicts(tested, stats.alpha)}.")
+    return (f"**Answer:** {NO_DIFF} in any primary comparison; the intervals bound the effects: "
+            f"{_verdicts(tested, stats.alpha)}.")
+
+
+def _q1(stats: Statistics) -> list[str]:
+    return _question_section(
+        "Q1", stats,
+        "How the agency/baseline ratio changes per 10 points of pruning (below 1 for perplexity, above 1 for "
+        "tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of the log ratio over the "
+        "levels, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the level.",
+        lambda rows, s: _generic_answer(rows, s, "agency degrades less", "agency degrades more",
+                                        "no series has both arms at two or more levels."))
+
+
+def _q2(stats: Statistics) -> list[str]:
+    def answer(rows: list[Comparison], s: Statistics) -> str:
         if not rows:
-            continue
-        compared = True
-        lines.append(f"**{series.label()}**")
-        lines.append("")
-        table = []
-        for r in rows:
-            verdict = _slope_verdict(r, stats.alpha)
-            verdicts[verdict if not verdict.startswith("not tested") else "not tested"] += 1
-            d = r.difference
-            table.append(
-                [
-                    metric(r.metric).axis_label,
-                    f"{num(r.baseline.slope)} {interval(r.baseline.ci_low, r.baseline.ci_high)}",
-                    f"{num(r.agency.slope)} {interval(r.agency.ci_low, r.agency.ci_high)}",
-                    f"{num(d.difference)} {interval(d.ci_low, d.ci_high)}" if d else "—",
-                    pval(r.p_holm),
-                    verdict,
-                ]
-            )
-        lines += _table(
-            ["metric", "baseline slope", "agency slope", "difference", "Holm p", "reading"], table
-        )
-    if not compared:
-        return lines + [
-            "No series has both a baseline and an agency arm, so resilience cannot be compared.",
-            "",
-        ]
-    better, worse = verdicts.get("agency degrades less", 0), verdicts.get("agency degrades more", 0)
-    if better == 0 and worse == 0:
-        answer = f"**Answer: {NO_DIFF} in any slope** — the data do not show that agency changes resilience to pruning."
+            return "**Answer:** no pruned level has both arms."
+        best = []
+        for metric in sorted({c.metric for c in rows}, key=lambda m: [x.name for x in CATALOGUE].index(m)):
+            good = [c for c in rows if c.metric == metric and c.significant(s.alpha) and c.better()]
+            if good:
+                top = max(good, key=lambda c: c.sign * (c.effect.estimate or 0))
+                best.append(f"{spec(metric).label}: {level(top.level)} ({effect_of(top)}, Holm p {pval(top.p_holm)})")
+        if best:
+            return "**Answer:** the level with the largest significant agency gain: " + "; ".join(best) + "."
+        return _generic_answer(rows, s, "agency better", "agency worse", "")
+
+    return _question_section(
+        "Q2", stats,
+        "At each pruned level, agency/baseline as a ratio (geometric mean over prompts for reference perplexity, "
+        "over timing repeats for tokens/s), temperatures pooled. The optimal level is where the agency gain is "
+        "largest among the significant ones.", answer)
+
+
+def _q3(stats: Statistics) -> list[str]:
+    def answer(rows: list[Comparison], s: Statistics) -> str:
+        if not rows:
+            temps = sorted({c.cell.temperature for c in s.cells})
+            return ("**Answer:** only one temperature was run, so the agency effect cannot be compared across "
+                    f"temperatures (T = {', '.join(f'{t:g}' for t in temps) or MISSING}).")
+        return _generic_answer(rows, s, "the agency effect on perplexity is more favourable at the higher temperature",
+                               "the agency effect on perplexity is less favourable at the higher temperature", "")
+
+    return _question_section(
+        "Q3", stats,
+        "Per prompt, the agency/baseline perplexity ratio at one temperature divided by that at the next "
+        "(a difference of differences on the log scale, paired over prompts, Wilcoxon signed-rank).", answer)
+
+
+def _q4(stats: Statistics) -> list[str]:
+    return _question_section(
+        "Q4", stats,
+        "The agency effect at the highest level over the effect at the lowest (a ratio of ratios; below 1 for "
+        "perplexity and above 1 for tokens/s: agency helps more when more is pruned).",
+        lambda rows, s: _generic_answer(rows, s, "agency helps more at the highest level",
+                                        "agency helps less at the highest level", "fewer than two levels were run."))
+
+
+def _q5(stats: Statistics) -> list[str]:
+    lines = _question_section(
+        "Q5", stats,
+        "For each quality measure, the agency effect averaged over the pruned levels. Diversity measures are "
+        "judged by their distance to the unpruned model's value on the same prompt (negative: agency stays "
+        "closer); samples whose reference perplexity exceeds "
+        f"{stats.units.degenerate_perplexity:g} count as degenerate and get the largest distance, so degenerate "
+        "text is never a diversity gain. Ranked by the standardised gain (mean / sd over prompts, + = agency better).",
+        lambda rows, s: ""
+    )
+    rows = stats.family("Q5")
+    if not rows:
+        return lines
+    ranked = sorted(rows, key=lambda c: -(c.standardized[0] if c.standardized else float("-inf")))
+    table = [[c.series.label(), spec(c.metric).label,
+              MISSING if not c.standardized else f"{c.standardized[0]:+.2f} [{c.standardized[1]:+.2f}, "
+                                                 f"{c.standardized[2]:+.2f}]", c.reading(stats.alpha)]
+             for c in ranked]
+    lines += ["Ranking by standardised gain:", ""]
+    lines += _table(["series", "metric", "standardised gain [95% CI]", "reading"], table)
+    significant = [c for c in ranked if c.significant(stats.alpha) and c.better()]
+    if significant:
+        answer = "**Answer:** benefit most, in order: " + ", ".join(
+            f"{spec(c.metric).label} ({c.standardized[0]:+.2f})" for c in significant if c.standardized) + "."
     else:
-        answer = (
-            f"**Answer:** agency degrades significantly less in {better} and significantly more in {worse} "
-            f"slope comparisons; {verdicts.get(NO_DIFF, 0)} show {NO_DIFF}."
-        )
+        answer = _generic_answer(rows, stats, "agency better", "agency worse", "")
+        answer = answer.replace("**Answer:**", "**Answer:** no quality measure shows a significant agency gain;", 1) \
+            if not answer.startswith("**Answer: inconclusive") else answer
     return lines + [answer, ""]
 
 
-def _optimal_level(stats: Statistics) -> list[str]:
-    lines = ["## 2. Optimal pruning level", ""]
-    lines.append(
-        "For each metric, the pruning level where the agency-minus-baseline gain (relative to baseline, "
-        "positive = agency better) is largest among the levels where it is significant (Holm-adjusted Wilcoxon)."
-    )
-    lines.append("")
-    by_series = _paired_by_series(stats)
-    if not by_series:
-        return lines + ["No baseline/agency pairs were found, so no level can be singled out.", ""]
-    any_best = False
-    for series, rows in by_series.items():
-        table = []
-        for name in _metrics_in(rows):
-            candidates = [r for r in rows if r.metric == name]
-            good = [r for r in candidates if r.significant(stats.alpha) and (r.gain or 0) > 0]
-            if all(r.p_wilcoxon_holm is None for r in candidates):
-                table.append([metric(name).label, f"not tested ({candidates[0].test.note})", "—", "—"])
-            elif good:
-                any_best = True
-                best = max(
-                    good, key=lambda r: r.relative_gain if r.relative_gain is not None else r.gain or 0
-                )
-                table.append(
-                    [
-                        metric(name).label,
-                        level(best.point.pruning_level),
-                        percent(best.relative_gain),
-                        pval(best.p_wilcoxon_holm),
-                    ]
-                )
-            else:
-                table.append(
-                    [metric(name).label, f"none ({NO_DIFF} in agency's favour at any level)", "—", "—"]
-                )
-        lines.append(f"**{series.label()}**")
-        lines.append("")
-        lines += _table(["metric", "best level", "relative gain", "Holm p"], table)
-    if any_best:
-        lines.append(
-            "**Answer:** the levels above are where agency's significant gain peaks for each metric."
-        )
-    else:
-        lines.append(f"**Answer: none** — {NO_DIFF} in agency's favour at any pruning level for any metric.")
-    return lines + [""]
-
-
-def _temperature(stats: Statistics) -> list[str]:
-    lines = ["## 3. How does temperature affect pruned models?", ""]
-    temperatures = sorted({c.cell.temperature for c in stats.cells})
-    if not temperatures:
-        return lines + ["No records were loaded, so no temperature can be compared.", ""]
-    if len(temperatures) < 2:
-        return lines + [
-            f"Only one temperature ({temperatures[0]:g}) was run, so no cross-temperature "
-            "comparison is possible.",
-            "",
-        ]
-    table = []
-    for row in stats.slopes:
-        if (
-            row.metric not in ("reference_perplexity", "tokens_per_second", "distinct_2")
-            or row.baseline is None
-        ):
-            continue
-        agency_slope = (
-            f"{num(row.agency.slope)} {interval(row.agency.ci_low, row.agency.ci_high)}"
-            if row.agency
-            else "—"
-        )
-        table.append(
-            [
-                row.series.label(),
-                metric(row.metric).label,
-                f"{num(row.baseline.slope)} {interval(row.baseline.ci_low, row.baseline.ci_high)}",
-                agency_slope,
-            ]
-        )
-    lines.append("Degradation per percentage point of pruning at each temperature:")
-    lines.append("")
-    lines += _table(["series", "metric", "baseline slope", "agency slope"], table)
-    counts = []
-    for t in temperatures:
-        rows = [r for r in stats.paired if r.point.temperature == t]
-        better = sum(r.significant(stats.alpha) and (r.gain or 0) > 0 for r in rows)
-        worse = sum(r.significant(stats.alpha) and (r.gain or 0) < 0 for r in rows)
-        counts.append([f"{t:g}", str(len(rows)), str(better), str(worse), str(len(rows) - better - worse)])
-    if stats.paired:
-        lines.append("Paired agency-minus-baseline tests per temperature (Holm-adjusted Wilcoxon):")
-        lines.append("")
-        lines += _table(["temperature", "tests", "agency better", "agency worse", NO_DIFF], counts)
-    significant = [r for r in stats.temperature if r.significant(stats.alpha)]
-    if not stats.temperature:
-        lines.append(
-            "No metric has paired differences at two or more temperatures, so the agency effect "
-            "cannot be compared across temperatures."
-        )
-    elif not significant:
-        lines.append(
-            f"**Answer:** {NO_DIFF} in the agency effect between temperatures "
-            f"({len(stats.temperature)} Kruskal-Wallis tests, smallest Holm p = "
-            f"{pval(min((r.p_holm for r in stats.temperature if r.p_holm is not None), default=None))})."
-        )
-    else:
-        lines.append("**Answer:** the agency effect differs significantly between temperatures for:")
-        lines.append("")
-        for r in significant:
-            means = ", ".join(
-                f"T={t:g}: {num(m)}" for t, m in zip(r.temperatures, r.mean_differences, strict=True)
-            )
-            lines.append(
-                f"- {r.model} / {r.pruning_method} / {level(r.pruning_level)} / "
-                f"{metric(r.metric).label}: mean differences {means}; Holm p = {pval(r.p_holm)}"
-            )
-    return lines + [""]
-
-
-def _gain_text(row: PairedRow) -> str:
-    tested = f"Holm p {pval(row.p_wilcoxon_holm)}" if row.p_wilcoxon_holm is not None else "not tested"
-    return f"{percent(row.relative_gain)} ({tested})"
-
-
-def _high_pruning(stats: Statistics) -> list[str]:
-    lines = ["## 4. Is agency more beneficial at high pruning levels?", ""]
-    by_series = _paired_by_series(stats)
-    if not by_series:
-        return lines + [
-            "No baseline/agency pairs were found, so gains at high pruning cannot be compared.",
-            "",
-        ]
-    larger = 0
-    for series, rows in by_series.items():
-        levels = sorted({r.point.pruning_level for r in rows})
-        if len(levels) < 2:
-            lines.append(f"**{series.label()}**: only one pruning level, nothing to compare.")
-            lines.append("")
-            continue
-        low, high = levels[0], levels[-1]
-        table = []
-        for name in _metrics_in(rows):
-            at = {r.point.pruning_level: r for r in rows if r.metric == name}
-            if low not in at or high not in at:
-                continue
-            lo, hi = at[low], at[high]
-            verdict = _paired_verdict(hi, stats.alpha)
-            if verdict == "agency better":
-                bigger = (hi.relative_gain or 0) > (lo.relative_gain or 0)
-                reading = "significant gain at the highest level" + (
-                    ", larger than at the lowest" if bigger else ""
-                )
-                larger += bigger
-            elif verdict == "agency worse":
-                reading = "agency significantly worse at the highest level"
-            elif verdict == NO_DIFF:
-                reading = f"{NO_DIFF} at the highest level"
-            else:
-                reading = verdict
-            table.append([metric(name).label, _gain_text(lo), _gain_text(hi), reading])
-        lines.append(
-            f"**{series.label()}** (lowest {level(low)}, highest {level(high)}; relative gain, + = agency better)"
-        )
-        lines.append("")
-        lines += _table(["metric", f"gain at {level(low)}", f"gain at {level(high)}", "reading"], table)
-    if larger:
-        lines.append(
-            f"**Answer:** in {larger} metric/series combinations the agency gain is significant at the "
-            "highest level and larger than at the lowest (the change between levels is not itself tested)."
-        )
-    else:
-        lines.append(
-            f"**Answer:** no metric shows a significant agency gain at the highest level that exceeds the "
-            f"gain at the lowest level; where marked, {NO_DIFF}."
-        )
-    return lines + [""]
-
-
-def _quality(stats: Statistics) -> list[str]:
-    lines = ["## 5. Which quality metrics benefit most?", ""]
-    rows = [r for r in stats.paired if r.metric in QUALITY_METRIC_NAMES]
+def _aa(stats: Statistics) -> list[str]:
+    rows = stats.family("aa")
+    lines = ["## A/A check: the agency arm with nothing pruned", ""]
     if not rows:
-        return lines + ["No paired quality measurements were found, so no quality metric can be ranked.", ""]
+        return lines + ["No 0% level with both arms was run, so the agency arm was not checked against the "
+                        "baseline with nothing pruned.", ""]
+    lines.append("With nothing pruned and no head stressed, the agency arm should write what the baseline writes: "
+                 f"{FAMILIES['aa']}.")
+    lines.append("")
     table = []
-    ranking = []
-    for name in QUALITY_METRIC_NAMES:
-        mine = [r for r in rows if r.metric == name]
-        if not mine:
-            continue
-        better = [r for r in mine if r.significant(stats.alpha) and (r.gain or 0) > 0]
-        worse = [r for r in mine if r.significant(stats.alpha) and (r.gain or 0) < 0]
-        tested = sum(r.p_wilcoxon_holm is not None for r in mine)
-        gains = [r.relative_gain for r in mine if r.relative_gain is not None]
-        mean_gain = sum(gains) / len(gains) if gains else None
-        ranking.append((len(better), mean_gain if mean_gain is not None else float("-inf"), name))
-        table.append(
-            [
-                metric(name).axis_label,
-                str(len(mine)),
-                str(tested),
-                str(len(better)),
-                str(len(worse)),
-                percent(mean_gain),
-            ]
-        )
-    lines += _table(
-        ["metric", "points", "points tested", "agency better", "agency worse", "mean relative gain"], table
-    )
-    ranking.sort(reverse=True)
-    winners = [name for count, _, name in ranking if count > 0]
-    if winners:
-        ordered = ", ".join(f"{metric(n).label} ({c} points)" for c, _, n in ranking if c > 0)
-        lines.append(f"**Answer:** ordered by the number of significant gains: {ordered}.")
-    else:
-        lines.append(f"**Answer:** no quality metric benefits: {NO_DIFF} in agency's favour for any of them.")
-    return lines + [""]
+    for c in rows:
+        base = stats.cell(_cell(c, c.other))
+        agency = stats.cell(_cell(c, c.arm))
+        corpus = "—"
+        if base and agency and "corpus_perplexity" in base.metrics and "corpus_perplexity" in agency.metrics:
+            b, a = base.metrics["corpus_perplexity"].mean, agency.metrics["corpus_perplexity"].mean
+            if a is not None and b is not None:
+                corpus = f"×{a / b:.4f} ({'within' if abs(a / b - 1) <= 0.01 else 'outside'} 1%)"
+        table.append([c.series.label(), f"{c.temperature:g}", c.arm.label, effect_of(c), corpus,
+                      pval(c.p_holm), c.reading(stats.alpha)])
+    lines += _table(["series", "T", "arm", "reference perplexity ratio [95% CI]", "corpus perplexity ratio",
+                     "Holm p", "reading"], table)
+    return lines
 
 
-def _agency_behaviour(stats: Statistics) -> list[str]:
+def _cell(c: Comparison, arm):
+    from reporting.design import Cell
+
+    return Cell(c.series, c.temperature, c.level, arm)
+
+
+def _ablation(stats: Statistics) -> list[str]:
+    rows = stats.family("ablation")
+    if not rows:
+        return []
+    lines = ["## The agency effect taken apart (components and sham control)", ""]
+    lines.append("Averaged over the pruned levels and temperatures, per prompt. The first row is the whole agency "
+                 "effect; each other row compares an agency arm with one part switched off (or the sham control, "
+                 "which damps the same number of random heads by the same factors at the same steps) with the "
+                 "whole agency arm: a perplexity ratio above 1 means that part helps; a sham equal to the whole "
+                 "arm means the effect does not depend on which heads the states pick.")
+    lines.append("")
+    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    return lines
+
+
+def _behaviour(stats: Statistics) -> list[str]:
     lines = ["## Agency layer behaviour", ""]
-    reports = [c for c in stats.cells if c.agency is not None]
-    if not reports:
-        return lines + ["No agency reports were loaded.", ""]
-    totals: dict[str, int] = defaultdict(int)
-    for c in reports:
-        for kind, count in c.agency.violations.items():
-            totals[kind] += count
-    violations = ", ".join(f"{k}: {v}" for k, v in sorted(totals.items())) or "none reported"
-    lines.append(
-        f"Consent violations summed over {sum(c.agency.n_records for c in reports)} agency records: "
-        f"{violations}."
-    )
-    return lines + [""]
+    cells = [c for c in stats.cells if c.agency is not None]
+    if not cells:
+        return lines + ["No agency records were loaded.", ""]
+    table = []
+    for c in cells:
+        a = c.agency
+        states = ", ".join(f"{k} {v:.1f}" for k, v in a.state_counts_mean.items() if v)
+        table.append([c.cell.series.label(), f"{c.cell.temperature:g}", level(c.cell.level), c.cell.arm.label,
+                      states or MISSING, f"{a.overloaded_entries:.1f}", str(a.misaligned), f"{a.withholding_consent:g}",
+                      ", ".join(f"{k}: {v}" for k, v in a.violations.items() if v) or "none"])
+    lines += _table(["series", "T", "level", "arm", "heads per state (mean over steps)", "overload entries per record",
+                     "misaligned heads", "withholding prune consent", "violations"], table)
+    return lines
 
 
 def _cell_table(stats: Statistics) -> list[str]:
-    lines = ["## Cell means ± 95% CI", ""]
-    lines.append(
-        "± is the half-width of the 95% t-interval over the pooled samples (or records, for corpus "
-        "perplexity); '(n=1)' means a single value, which has no interval."
-    )
-    lines.append("")
-    present = [m for m in TABLE_METRICS if any(m in c.sample or m in c.condition for c in stats.cells)]
+    names = [m.name for m in CATALOGUE if "table" in m.views]
+    present = [n for n in names if any(n in c.metrics for c in stats.cells)]
+    lines = ["## Cell means with 95% intervals", "",
+             "Natural units: geometric means for perplexity and speed; intervals over prompts (samples), timing "
+             "repeats (speed) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
+             f"with reference perplexity above {stats.units.degenerate_perplexity:g}.", ""]
     rows = []
     for c in stats.cells:
-        row = [
-            c.cell.model,
-            c.cell.pruning_method,
-            f"{c.cell.temperature:g}",
-            level(c.cell.pruning_level),
-            c.cell.arm,
-            str(c.n_records),
-        ]
+        row = [c.cell.series.label(), f"{c.cell.temperature:g}", level(c.cell.level), c.cell.arm.label]
         for name in present:
-            d = c.sample.get(name) or c.condition.get(name)
+            d = c.metrics.get(name)
             if d is None or d.mean is None:
-                row.append("—")
-            elif d.half_width is None:
+                row.append(MISSING)
+            elif d.ci_low is None:
                 row.append(f"{num(d.mean)} (n={d.n})")
             else:
-                row.append(f"{num(d.mean)} ± {num(d.half_width, 3)}")
+                row.append(f"{num(d.mean)} [{num(d.ci_low, 3)}, {num(d.ci_high, 3)}]")
+        flagged, total = c.degenerate
+        row.append(f"{flagged}/{total}")
         rows.append(row)
-    header = ["model", "method", "T", "level", "arm", "records", *(ALL_METRICS[m].label for m in present)]
-    return lines + _table(header, rows)
+    return lines + _table(["series", "T", "level", "arm", *(spec(n).label for n in present), "degenerate"], rows)
 
 
-def render_summary(
-    stats: Statistics, n_records: int, problems: list[str], skipped: list[str] | None = None
-) -> str:
+def _exploratory(stats: Statistics) -> list[str]:
+    rows = stats.family("exploratory")
+    lines = ["## Exploratory comparisons", ""]
+    significant = [c for c in rows if c.significant(stats.alpha)]
+    lines.append(f"{len(rows)} comparisons (every agency arm vs the baseline at every level and temperature, every "
+                 f"tested metric), Holm-adjusted within this exploratory family, separately from the questions. "
+                 f"{len(significant)} significant" + (":" if significant else "."))
+    lines.append("")
+    if significant:
+        lines += _table(["series", "T", "level", "metric", "contrast", "effect [95% CI]", "Holm p", "reading"],
+                        [[c.series.label(), f"{c.temperature:g}", level(c.level), spec(c.metric).label, c.contrast,
+                          effect_of(c), pval(c.p_holm), c.reading(stats.alpha)] for c in significant])
+    return lines
+
+
+def render_summary(stats: Statistics, n_records: int, problems: list[str], skipped: list[str] | None = None) -> str:
     """The whole ``summary.md`` as one string."""
-    n_tests = sum(r.p_wilcoxon_holm is not None for r in stats.paired)
+    series = sorted({c.cell.series.label() for c in stats.cells})
     lines = ["# Pruning comparison with agency: summary", ""]
     lines.append(
-        f"{n_records} records in {len(stats.cells)} cells. A difference is called significant when its "
-        f"Holm-adjusted p < {stats.alpha:g}; paired comparisons use the Wilcoxon signed-rank test over "
-        f"(prompt, iteration) pairs, Holm-adjusted over all {n_tests} paired tests. Otherwise the text says "
-        f'"{NO_DIFF}".'
-    )
+        f"{n_records} records in {len(stats.cells)} cells ({'; '.join(series) or 'none'}). Each answer gives the "
+        "effect first: a ratio agency/baseline (geometric mean over prompts or timing repeats) with its 95% "
+        "interval (bootstrap over prompts; t over timing repeats), then the test (Wilcoxon signed-rank over "
+        "prompts, whose iterations and seeds are averaged first; t-tests over timing repeats), with Holm's "
+        f"correction within the question's pre-specified family; alpha = {stats.alpha:g}.")
     lines.append("")
-    for section in (
-        _resilience,
-        _optimal_level,
-        _temperature,
-        _high_pruning,
-        _quality,
-        _agency_behaviour,
-        _cell_table,
-    ):
+    lines += [f"> Note: {note}" for note in stats.notes]
+    if stats.notes:
+        lines.append("")
+    for section in (_q1, _q2, _q3, _q4, _q5, _aa, _ablation, _behaviour, _cell_table, _exploratory):
         lines += section(stats)
-    lines.append("## Problems with the inputs")
-    lines.append("")
+    lines += ["## Problems with the inputs", ""]
     lines += [f"- {p}" for p in problems] or ["None: every record file was read and used."]
     if skipped:
         lines += ["", "## Figures not drawn", "", *(f"- {note}" for note in skipped)]
     return "\n".join(lines) + "\n"
 
 
-def write_summary(
-    stats: Statistics, n_records: int, problems: list[str], path: Path, skipped: list[str] | None = None
-) -> Path:
+def write_summary(stats: Statistics, n_records: int, problems: list[str], path: Path,
+                  skipped: list[str] | None = None) -> Path:
     path.write_text(render_summary(stats, n_records, problems, skipped), encoding="utf-8")
     return path

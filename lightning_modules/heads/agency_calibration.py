@@ -19,17 +19,15 @@ import torch
 from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencySignals
-from lightning_modules.heads.calibration import ablation_effects, attention_statistics
+from lightning_modules.heads.calibration import AttentionStatistics, ablation_effects
 from lightning_modules.heads.gates import HeadGates
 from record.schema import MisalignedHead
 
 Head = tuple[int, int]
 
 
-def utilization_levels(model: nn.Module, gates: HeadGates, windows: torch.Tensor, alpha: float,
-                       quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
+def utilization_levels(stats: AttentionStatistics, quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean focus, calibrated level = ``quantile`` of the running utilization), each [layers, heads]."""
-    stats = attention_statistics(model, gates.layout, windows, alpha=alpha)
     return stats.focus, torch.quantile(stats.utilization, quantile, dim=-1)
 
 
@@ -58,9 +56,10 @@ def misalignment_evidence(model: nn.Module, gates: HeadGates, windows: torch.Ten
 
 
 def agency_signals(model: nn.Module, gates: HeadGates, windows: torch.Tensor, config: AgencyConfig,
-                   signed_gradients: torch.Tensor) -> AgencySignals:
-    """Everything the controller's calibration needs, with every gate at 1."""
-    focus, level = utilization_levels(model, gates, windows, config.utilization_alpha, config.overload_quantile)
+                   signed_gradients: torch.Tensor, statistics: AttentionStatistics) -> AgencySignals:
+    """Everything the controller's calibration needs, with every gate at 1 (``statistics`` computed with the
+    config's ``utilization_alpha``)."""
+    focus, level = utilization_levels(statistics, config.overload_quantile)
     misaligned, tested = ([], 0)
     if config.misalignment:
         misaligned, tested = misalignment_evidence(model, gates, windows, signed_gradients,

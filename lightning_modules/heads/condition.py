@@ -21,8 +21,10 @@ from torch import nn
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
 from lightning_modules.heads.agency_calibration import agency_signals
 from lightning_modules.heads.calibration import (
+    AttentionStatistics,
     CalibrationConfig,
     CalibrationSet,
+    attention_statistics,
     calibration_set,
     gate_gradients,
 )
@@ -185,9 +187,14 @@ def build_condition(store: ModelStore, model_name: str, precision: str, device: 
                             lambda: _with_open_gates(loaded, lambda: gate_gradients(
                                 loaded.model, loaded.gates, calib.windows)[1]))
 
+    def statistics(alpha: float) -> AttentionStatistics:
+        return store.cached(("attention-statistics", alpha, *calib_key), lambda: _with_open_gates(
+            loaded, lambda: attention_statistics(loaded.model, layout, calib.windows, alpha)))
+
     scores = store.cached(("scores", pruning.method, seed if pruning.method == "random" else None, *calib_key),
-                          lambda: _with_open_gates(loaded, lambda: criterion(loaded.model, loaded.gates,
-                                                                             calib.windows, seed)))
+                          lambda: _with_open_gates(loaded, lambda: criterion(
+                              loaded.model, loaded.gates, calib.windows, seed,
+                              statistics(AgencyConfig.utilization_alpha) if criterion.uses_statistics else None)))
     order = scores.order()
     baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)
     selection, controller = baseline, None
@@ -197,7 +204,7 @@ def build_condition(store: ModelStore, model_name: str, precision: str, device: 
             key = ("agency-signals", agency.utilization_alpha, agency.overload_quantile, agency.misalignment,
                    agency.misalignment_candidates, *calib_key)
             signals = store.cached(key, lambda: _with_open_gates(loaded, lambda: agency_signals(
-                loaded.model, loaded.gates, calib.windows, agency, gradients())))
+                loaded.model, loaded.gates, calib.windows, agency, gradients(), statistics(agency.utilization_alpha))))
             controller.apply_calibration(signals)
         if agency.consent_pruning:
             selection = select_heads(order, pruning.level, layout, pruning.allow_empty_layers,

@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lightning_modules.heads.calibration import attention_statistics, gate_gradients
+from lightning_modules.heads.calibration import AttentionStatistics, attention_statistics, gate_gradients
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.models.adapters import HeadLayout, adapter_for
 
@@ -71,19 +71,24 @@ class Criterion:
     name: ClassVar[str]
     ascending: ClassVar[bool] = True
     needs_calibration: ClassVar[bool] = True
+    uses_statistics: ClassVar[bool] = False
 
     def scores(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> HeadScores:
-        return HeadScores(self.name, self.scores(model, gates, windows, seed).float(), self.ascending)
+    def __call__(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int,
+                 statistics: AttentionStatistics | None = None) -> HeadScores:
+        """``statistics``: attention statistics of these windows when already computed (entropy reads them)."""
+        kwargs = {"statistics": statistics} if statistics is not None and self.uses_statistics else {}
+        return HeadScores(self.name, self.scores(model, gates, windows, seed, **kwargs).float(), self.ascending)
 
 
 class EntropyLow(Criterion):
     name = "entropy_low"
+    uses_statistics = True
 
-    def scores(self, model, gates, windows, seed):
-        return attention_statistics(model, gates.layout, windows).entropy
+    def scores(self, model, gates, windows, seed, statistics=None):
+        return (statistics or attention_statistics(model, gates.layout, windows)).entropy
 
 
 class EntropyHigh(EntropyLow):

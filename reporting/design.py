@@ -1,0 +1,252 @@
+"""The experiment's design as the records describe it: series, temperatures, levels, arms, and the units.
+
+Records are grouped by the factors a report compares: the model, the pruning
+method and any other swept key (a *series*), the temperature, the pruning
+level and the *arm* (the baseline, or an agency arm named by its agency
+settings). Seeds are replicates and pooled. Everything else in the configs must
+be equal: records that differ in a setting that is not compared are never
+pooled, and ``DesignError`` names the keys and their values.
+
+The units of analysis come from the catalogue: samples are averaged per prompt
+(iterations and seeds are repeats within a prompt), on the log scale for
+log-scale metrics; timing repeats are their own units, paired across arms when
+they were timed in the same session; condition metrics are one value per record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from record.catalogue import spec
+from record.identity import (
+    AGENCY_ENABLED_KEY,
+    AGENCY_PREFIX,
+    LEVEL_KEY,
+    METHOD_KEY,
+    MODEL_KEY,
+    SEED_KEY,
+    TEMPERATURE_KEY,
+    canonical,
+    differing_keys,
+    flatten,
+)
+from record.schema import ConditionRecord
+
+STANDARD_FACTORS = frozenset({MODEL_KEY, METHOD_KEY, LEVEL_KEY, TEMPERATURE_KEY, SEED_KEY})
+BASELINE = "baseline"
+MAIN_AGENCY = "agency"
+
+
+class DesignError(ValueError):
+    """Records that cannot be analysed together; the message names what differs and what to do."""
+
+
+@dataclass(frozen=True, order=True)
+class Series:
+    """Everything a comparison across levels and temperatures is made within."""
+
+    model: str
+    method: str
+    split: tuple[tuple[str, str], ...] = ()
+
+    def label(self) -> str:
+        model = self.model.rstrip("/").rsplit("/", 1)[-1]
+        return " / ".join([model, self.method, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.split)])
+
+
+@dataclass(frozen=True)
+class Arm:
+    """The baseline, or one agency arm named by the agency settings it does not share with the others.
+
+    Arms sort as: the baseline, the main agency arm, then the variants by label.
+    """
+
+    label: str
+
+    def __lt__(self, other: Arm) -> bool:
+        return self._rank() < other._rank()
+
+    def _rank(self) -> tuple[bool, bool, str]:
+        return (self.agency, not self.main, self.label)
+
+    @property
+    def agency(self) -> bool:
+        return self.label != BASELINE
+
+    @property
+    def main(self) -> bool:
+        return self.label in (BASELINE, MAIN_AGENCY)
+
+
+@dataclass(frozen=True, order=True)
+class Cell:  # sorts by series, temperature, level, arm
+    series: Series
+    temperature: float
+    level: float
+    arm: Arm
+
+
+@dataclass(frozen=True)
+class TimedValue:
+    """One timing repeat: the session it was measured in and its place there."""
+
+    session: str
+    repeat: int
+    value: float
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
+    """Each record's arm: ``baseline``, ``agency`` (the settings most agency records share) or
+    ``agency(key=value, ...)`` listing where it departs from them (every key where no value is the majority)."""
+    flats = {r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
+             for r in records}
+    agency_ids = [cid for cid, flat in flats.items() if flat.get(AGENCY_ENABLED_KEY)]
+    majority: dict[str, Any] = {}
+    keys = sorted({k for cid in agency_ids for k in flats[cid]})
+    for key in keys:
+        counts = Counter(repr(flats[cid].get(key)) for cid in agency_ids).most_common()
+        if len(counts) == 1 or counts[0][1] > counts[1][1]:
+            majority[key] = counts[0][0]
+    arms = {}
+    for cid, flat in flats.items():
+        if not flat.get(AGENCY_ENABLED_KEY):
+            arms[cid] = Arm(BASELINE)
+            continue
+        departs = [f"{k[len(AGENCY_PREFIX):]}={_text(flat.get(k))}" for k in keys
+                   if k not in majority or repr(flat.get(k)) != majority[k]]
+        arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(departs)})" if departs else MAIN_AGENCY)
+    return arms
+
+
+def parse_where(clauses: Iterable[str]) -> list[tuple[str, Any]]:
+    """``KEY=VALUE`` filters; the value is read as YAML (30, true, entropy_low)."""
+    parsed = []
+    for clause in clauses:
+        if "=" not in clause:
+            raise DesignError(f"--where {clause!r} is invalid; allowed: KEY=VALUE, e.g. model.pruning.mode=remove")
+        key, value = clause.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(value)))
+    return parsed
+
+
+class Design:
+    """The records of one report, indexed by cell, with the per-unit values the statistics use."""
+
+    def __init__(self, records: list[ConditionRecord], split_keys: Iterable[str] = ()) -> None:
+        self.split_keys = tuple(sorted(set(split_keys) - STANDARD_FACTORS))
+        self.records = records
+        self.flat = {r.condition_id: flatten(r.config) for r in records}
+        self.arm_of = arm_labels(records)
+        self.cells: dict[Cell, list[ConditionRecord]] = defaultdict(list)
+        for record in records:
+            self.cells[self.cell_of(record)].append(record)
+        self.cells = dict(sorted(self.cells.items()))
+
+    def cell_of(self, record: ConditionRecord) -> Cell:
+        flat = self.flat[record.condition_id]
+        split = tuple((k, _text(flat.get(k))) for k in self.split_keys)
+        series = Series(str(flat.get(MODEL_KEY)), str(flat.get(METHOD_KEY)), split)
+        return Cell(series, float(flat.get(TEMPERATURE_KEY)), float(flat.get(LEVEL_KEY)),
+                    self.arm_of[record.condition_id])
+
+    # -- the factors ---------------------------------------------------------------------------------
+    def series(self) -> list[Series]:
+        return sorted({c.series for c in self.cells})
+
+    def temperatures(self, series: Series | None = None) -> list[float]:
+        return sorted({c.temperature for c in self.cells if series is None or c.series == series})
+
+    def levels(self, series: Series | None = None) -> list[float]:
+        return sorted({c.level for c in self.cells if series is None or c.series == series})
+
+    def arms(self, series: Series | None = None) -> list[Arm]:
+        return sorted({c.arm for c in self.cells if series is None or c.series == series})
+
+    def agency_arms(self, series: Series | None = None) -> list[Arm]:
+        arms = [a for a in self.arms(series) if a.agency]
+        return [a for a in arms if a.main] or arms
+
+    def seeds(self, cell: Cell) -> list[Any]:
+        return sorted({self.flat[r.condition_id].get(SEED_KEY) for r in self.cells.get(cell, [])}, key=str)
+
+    # -- units -------------------------------------------------------------------------------------------
+    def prompt_values(self, cell: Cell, metric: str) -> dict[int, float]:
+        """Per prompt: the mean over its samples (iterations, seeds) on the metric's analysis scale."""
+        log = spec(metric).scale == "log"
+        values: dict[int, list[float]] = defaultdict(list)
+        for record in self.cells.get(cell, []):
+            for sample in record.samples:
+                value = sample.metrics.get(metric)
+                if value is None or (log and value <= 0):
+                    continue
+                values[sample.prompt_index].append(math.log(value) if log else value)
+        return {p: sum(v) / len(v) for p, v in sorted(values.items())}
+
+    def sample_values(self, cell: Cell, metric: str) -> dict[int, list[tuple[float, float | None]]]:
+        """Per prompt: (value, reference perplexity of the same sample) of every sample that has the metric."""
+        values: dict[int, list[tuple[float, float | None]]] = defaultdict(list)
+        for record in self.cells.get(cell, []):
+            for sample in record.samples:
+                if metric in sample.metrics:
+                    values[sample.prompt_index].append(
+                        (sample.metrics[metric], sample.metrics.get("reference_perplexity")))
+        return dict(sorted(values.items()))
+
+    def timings(self, cell: Cell, metric: str) -> list[TimedValue]:
+        found = []
+        for record in self.cells.get(cell, []):
+            if record.timing is None:
+                continue
+            for repeat in record.timing.repeats:
+                if metric in repeat.metrics:
+                    found.append(TimedValue(record.timing.session, repeat.repeat, repeat.metrics[metric]))
+        return found
+
+    def condition_values(self, cell: Cell, metric: str) -> list[float]:
+        return [r.condition_metrics[metric] for r in self.cells.get(cell, []) if metric in r.condition_metrics]
+
+    def failures(self, cell: Cell, metric: str) -> int:
+        count = 0
+        for record in self.cells.get(cell, []):
+            count += sum(metric in s.failures for s in record.samples)
+            count += sum(f.metric == metric for f in record.failures)
+            if record.timing is not None:
+                count += sum(metric in r.failures for r in record.timing.repeats)
+        return count
+
+    def timed_alone(self) -> bool:
+        """Whether any agency arm's speed was not measured side by side with its baseline."""
+        return any(r.timing is not None and r.timing.schedule == "alone" for r in self.records)
+
+
+def build_design(records: list[ConditionRecord], swept: Iterable[str] = (), split_by: Iterable[str] = (),
+                 where: Iterable[tuple[str, Any]] = ()) -> Design:
+    """Filter, then refuse to pool records that differ in anything but the compared factors."""
+    for key, value in where:
+        records = [r for r in records if canonical(flatten(r.config).get(key)) == canonical(value)]
+    compared = STANDARD_FACTORS | set(swept) | set(split_by)
+    configs = [{k: v for k, v in flatten(r.config).items() if k not in compared and not k.startswith(AGENCY_PREFIX)}
+               for r in records]
+    different = differing_keys(configs)
+    if different:
+        shown = "; ".join(f"{k}: {', '.join(_text(v) for v in values[:4])}" for k, values in list(different.items())[:6])
+        raise DesignError(f"records differ in settings that are not compared ({shown}); they are not pooled. "
+                          "Report the folders separately, keep one setting with --where KEY=VALUE, or compare "
+                          "them with --split-by KEY")
+    present = set().union(*(flatten(r.config) for r in records)) if records else set()
+    split = {k for k in (set(swept) | set(split_by)) & present if not k.startswith(AGENCY_PREFIX)}
+    return Design(records, split)
