@@ -61,6 +61,7 @@ class Experiment(Protocol):
     """The module of one condition."""
 
     header: Header  # set in ``setup``: the condition's id, config and pruning
+    generated: list[Generated]  # this run's batches so far
 
     def reference_logits(self, generated: Generated) -> tuple[torch.Tensor, torch.Tensor]:
         """Unpruned-model logits over prompt + continuation, and targets with -100 outside the continuation."""

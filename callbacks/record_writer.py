@@ -106,6 +106,9 @@ class RecordWriter(BasePredictionWriter):
             print(f"warning: {path} stays as it is (complete, from an earlier run); this run was {status}",
                   file=sys.stderr)
             return
+        seen = {s.key for s in self._samples}
+        for batch in getattr(pl_module, "generated", []):  # a batch another callback's failure kept from us
+            self._samples += [s for s in samples_of(batch) if s.key not in seen]
         happened = "interrupted" if status == "incomplete" else "raised"
         failure = Failure("condition", f"{happened}: {error_text(exception)}")
         parts = [callback.partial() for callback in measuring_callbacks(trainer)]

@@ -80,9 +80,12 @@ class Arm:
 
 
 def time_interleaved(arms: Sequence[Arm], batch: TimedBatch, repeats: int, seed: int,
-                     device: str, synchronized: bool) -> dict[str, Timing]:
-    """Every arm warmed up, then ``repeats`` rounds, each timing every arm once in a seeded random order."""
-    session = uuid.uuid4().hex[:12]
+                     device: str, synchronized: bool, session: str | None = None) -> dict[str, Timing]:
+    """Every arm warmed up, then ``repeats`` rounds, each timing every arm once in a seeded random order.
+
+    ``session`` names this timing run (repeats of arms in one session are paired); a fresh id by default.
+    """
+    session = session or uuid.uuid4().hex[:12]
     ids = [arm.condition_id for arm in arms]
     timings = {arm.condition_id: Timing("interleaved" if len(arms) > 1 else "alone", session, ids,
                                         len(batch.prompts), batch.num_tokens, batch.warmup_tokens, device,
@@ -163,8 +166,8 @@ class SpeedMonitor(MeasuringCallback):
             arm = Arm(module.header.condition_id,
                       lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens))
             device = str(trainer.strategy.root_device.type)
-            provided = time_interleaved([arm], batch, self.repeats, self.seed, device, device == "cuda")[
-                module.header.condition_id]
+            provided = time_interleaved([arm], batch, self.repeats, self.seed, device, device == "cuda",
+                                        session=f"alone:{module.header.condition_id}")[module.header.condition_id]
         self._measured.timing = provided
         for repeat in provided.repeats:
             self.log_values(trainer, repeat.metrics, step=repeat.repeat, prefix=self.part)

@@ -94,6 +94,7 @@ class PruningExperiment(L.LightningModule):
         self.store = ModelStore.shared()
         self.condition: ConditionModel | None = None
         self.header: Header | None = None
+        self.generated: list[GeneratedBatch] = []  # this run's batches, for a record of an interrupted run
 
     def result_settings(self) -> dict[str, Any]:
         """Every setting of the model side that can change a result (texts by content)."""
@@ -136,9 +137,13 @@ class PruningExperiment(L.LightningModule):
 
     # -- generation --------------------------------------------------------------------------------
     def predict_step(self, batch: list[PromptItem], batch_idx: int) -> GeneratedBatch:
-        if batch_idx == 0 and self.condition.agency is not None:
-            self.condition.agency.reset_statistics()  # the measured generation starts here
-        return self.generate(self.condition, batch, self.generation.num_tokens)
+        if batch_idx == 0:
+            self.generated = []
+            if self.condition.agency is not None:
+                self.condition.agency.reset_statistics()  # the measured generation starts here
+        generated = self.generate(self.condition, batch, self.generation.num_tokens)
+        self.generated.append(generated)
+        return generated
 
     def generate(self, condition: ConditionModel, items: Sequence[PromptItem], num_tokens: int) -> GeneratedBatch:
         prompt_ids, truncated = encode_prompts(condition, [item.prompt for item in items], num_tokens)

@@ -15,28 +15,27 @@ from typing import Any
 
 import yaml
 
-from reporting.metrics import ALL_METRICS
+from record.catalogue import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 # Measured, not computed: these differ from run to run and are left out of comparisons.
-VOLATILE_METRICS = frozenset(
-    {m.name for m in ALL_METRICS.values() if m.kind in ("speed", "memory")} | {"throughput_tokens_per_second"}
-)
-RUN_FIELDS = ("environment", "output_dir", "outputs_path", "checksum")
+VOLATILE_METRICS = frozenset(m.name for m in CATALOGUE if m.kind in ("speed", "memory"))
+RUN_FIELDS = ("environment", "run", "checksum", "timing")
 
 
 def tiny_base_config(path: Path, model_dir: Path, prompt_file: Path, output_dir: Path | None = None,
                      **model: Any) -> Path:
-    """A base config for the tiny model: 2 prompts x 1 iteration x 4 tokens, small evaluation windows."""
+    """A base config for the tiny model: 2 prompts x 1 iteration x 4 tokens, small windows, 2 timing repeats."""
     config: dict[str, Any] = {
         "model": {
             "model_name": str(model_dir),
-            "calibration": {"window": 64},
-            "evaluation": {"window": 64, "stride": 32, "max_tokens": 256},
+            "calibration": {"window": 64, "max_tokens": 512},
+            "evaluation": {"window": 32, "stride": 16, "max_tokens": 256},
             "generation": {"num_tokens": 4},
             **model,
         },
         "data": {"prompt_file": str(prompt_file), "max_prompts": 2, "iterations": 1, "batch_size": 2},
+        "timing": {"repeats": 2},
     }
     if output_dir is not None:
         config["record"] = {"output_dir": str(output_dir)}
@@ -64,7 +63,7 @@ def tiny_sweep(directory: Path, model_dir: Path, prompt_file: Path, parameters: 
 
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
-    """The record minus timing, memory, environment and path fields: equal for equal conditions."""
+    """The record (as JSON) minus timings, memory, environment and paths: equal for equal conditions."""
     record = copy.deepcopy(record)
     for key in RUN_FIELDS:
         record.pop(key, None)
@@ -72,7 +71,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
         for part in ("metrics", "failures"):
             for name in VOLATILE_METRICS & set(sample[part]):
                 del sample[part][name]
-    for part in ("aggregates", "condition_metrics"):
+    for part in ("aggregates", "condition_metrics", "notes"):
         for name in VOLATILE_METRICS & set(record[part]):
             del record[part][name]
     record["failures"] = [f for f in record["failures"] if f["metric"] not in VOLATILE_METRICS]
@@ -80,23 +79,22 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every record file of a run folder by file name, parsed (raises on an unreadable one)."""
+    """Every record file of a run folder by file name, parsed as JSON (raises on an unreadable one)."""
     return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "records").glob("*"))}
 
 
 def comparable_statistics(value: Any) -> Any:
-    """``statistics.json`` minus inputs/plots and every entry about a volatile metric.
+    """``statistics.json`` minus inputs/plots and every entry about a volatile (timed) metric.
 
-    Holm-adjusted p-values and significance flags are dropped too: their families mix
-    timing comparisons in, so they move with the timings.
+    Holm-adjusted p-values and readings are dropped too: their families mix timing comparisons in.
     """
     if isinstance(value, dict):
         if value.get("metric") in VOLATILE_METRICS:
             return None
         kept = {}
         for key, item in value.items():
-            if key in VOLATILE_METRICS or key in ("inputs", "plots", "plots_skipped", "problems") \
-                    or "holm" in key or key == "significant":
+            if key in VOLATILE_METRICS or key in ("inputs", "plots", "plots_skipped", "problems", "notes") \
+                    or "holm" in key or key == "reading":
                 continue
             kept[key] = comparable_statistics(item)
         return kept
@@ -107,8 +105,8 @@ def comparable_statistics(value: Any) -> Any:
 
 def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path) -> tuple[Path, Path]:
     """The 6-condition tiny sweep run once in-process with W&B disabled: (sweep file, run folder)."""
-    from lightning_modules.model_store import ModelStore
-    from lightning_modules.sweep import run_sweep
+    from lightning_modules.models.store import ModelStore
+    from lightning_modules.runs.runner import run_sweep
 
     sweep_file = tiny_sweep(root / "sweep", model_dir, prompt_file)
     ModelStore.shared().clear()

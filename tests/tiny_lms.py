@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from lightning_modules.head_gates import HeadGates, attach_gates
+from lightning_modules.heads.gates import HeadGates, attach_gates
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 VOCAB = 100

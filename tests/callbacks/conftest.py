@@ -1,19 +1,34 @@
-"""A helper that runs one tiny condition through ``trainer.predict`` with the callbacks under test."""
+"""Helpers that run one tiny condition through ``trainer.predict`` with the callbacks under test."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import pytest
-from lightning_modules.agency import AgencyConfig
-from lightning_modules.condition import CalibrationConfig, PruningConfig
 
+from callbacks.record_writer import RecordWriter
 from lightning_modules.data import PromptDataModule
-from lightning_modules.module import EvaluationConfig, GenerationConfig, PruningExperiment
+from lightning_modules.decoding.evaluation import EvaluationConfig
+from lightning_modules.decoding.generation import GenerationConfig
+from lightning_modules.heads.agency import AgencyConfig
+from lightning_modules.heads.calibration import CalibrationConfig
+from lightning_modules.heads.pruning import PruningConfig
+from lightning_modules.module import PruningExperiment
+from record.schema import ConditionRecord
 
-RunCondition = Callable[..., PruningExperiment]
+
+@dataclass
+class Run:
+    module: PruningExperiment
+    record: ConditionRecord  # the composed record (also on disk)
+    writer: RecordWriter
+
+
+RunCondition = Callable[..., Run]
 
 
 class KeepOutputs(L.Callback):
@@ -28,8 +43,7 @@ class KeepOutputs(L.Callback):
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a busy machine spinning threads made
-    these tests ~9x slower (63 s against 7 s measured); restored afterwards for other test folders."""
+    """Tiny models gain nothing from intra-op threads; on a busy machine spinning threads are much slower."""
     import torch
 
     previous = torch.get_num_threads()
@@ -38,35 +52,48 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def keep_sigint_handler() -> Iterator[None]:
+    """Lightning ignores SIGINT after a KeyboardInterrupt; put back whatever handler was there."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def tiny_module(model_dir: Path, temperature: float = 0.7, num_tokens: int = 8, level: float = 0.0,
+                mode: str = "mask", agency: AgencyConfig | None = None, method: str = "magnitude") -> PruningExperiment:
+    return PruningExperiment(
+        model_name=str(model_dir),
+        pruning=PruningConfig(level=level, method=method, mode=mode),
+        agency=agency or AgencyConfig(enabled=False),
+        generation=GenerationConfig(temperature=temperature, num_tokens=num_tokens),
+        calibration=CalibrationConfig(window=64, max_tokens=512),
+        evaluation=EvaluationConfig(max_tokens=256, window=32, stride=16),
+    )
+
+
 @pytest.fixture
 def run_condition(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -> RunCondition:
-    """``run_condition(callbacks, **options) -> module``: 3 prompts x 2 iterations in batches of 2."""
+    """``run_condition(callbacks, **options) -> Run``: 3 prompts x 2 iterations in batches of 2, T=0.7.
 
-    def run(
-        callbacks: Sequence[L.Callback],
-        model_dir: Path | None = None,
-        temperature: float = 0.0,
-        num_tokens: int = 8,
-        level: float = 0.0,
-        mode: str = "mask",
-        agency: bool = False,
-        root_dir: Path | None = None,
-    ) -> PruningExperiment:
-        module = PruningExperiment(
-            model_name=str(model_dir or tiny_gpt2_dir),
-            pruning=PruningConfig(level=level, method="magnitude", mode=mode),
-            agency=AgencyConfig(enabled=agency),
-            generation=GenerationConfig(temperature=temperature, num_tokens=num_tokens),
-            calibration=CalibrationConfig(window=64),
-            evaluation=EvaluationConfig(max_tokens=512),
-        )
-        trainer = L.Trainer(
-            accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=list(callbacks), default_root_dir=str(root_dir or tmp_path),
-        )
-        data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=3, iterations=2, batch_size=2)
+    A RecordWriter is added (last) unless one is among ``callbacks``.
+    """
+
+    def run(callbacks: Sequence[L.Callback], model_dir: Path | None = None, root_dir: Path | None = None,
+            iterations: int = 2, **options) -> Run:
+        callbacks = list(callbacks)
+        writer = next((cb for cb in callbacks if isinstance(cb, RecordWriter)), None)
+        if writer is None:
+            writer = RecordWriter(str(root_dir or tmp_path), quiet=True)
+            callbacks.append(writer)
+        module = tiny_module(model_dir or tiny_gpt2_dir, **options)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=callbacks,
+                            default_root_dir=str(root_dir or tmp_path))
+        data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=3, iterations=iterations,
+                                batch_size=2)
         trainer.predict(module, data, return_predictions=False)
-        return module
+        return Run(module, writer.record, writer)
 
     return run
 
@@ -77,35 +104,18 @@ def keep_outputs() -> KeepOutputs:
 
 
 @pytest.fixture
-def make_generated() -> Callable[..., tuple[object, object]]:
-    """``make_generated(token_rows, texts=None, failed_rows=None) -> (generated, fake_module)``.
-
-    A hand-made GeneratedBatch (prompt i, iteration 0 per row) and a stand-in
-    module holding a ConditionRecord with those samples, for calling a
-    callback's hooks directly without a model.
-    """
-    from types import SimpleNamespace
-
+def make_generated() -> Callable[..., object]:
+    """``make_generated(token_rows, texts=None, failed_rows=None) -> GeneratedBatch`` (prompt i, iteration 0)."""
     import torch
-    from callbacks.record import ConditionRecord
 
     from lightning_modules.data import PromptItem
     from lightning_modules.module import GeneratedBatch
 
-    def make(token_rows, texts=None, failed_rows=None, first_token_latency_s=0.01, total_time_s=0.05):
+    def make(token_rows, texts=None, failed_rows=None):
         items = [PromptItem(i, 0, f"prompt {i}") for i in range(len(token_rows))]
         texts = texts or [" ".join(map(str, row)) for row in token_rows]
-        generated = GeneratedBatch(
-            items=items, seeds=list(range(len(items))), prompt_ids=[[3, 4] for _ in items],
-            continuation_ids=torch.tensor(token_rows, dtype=torch.long), continuations=list(texts),
-            first_token_latency_s=first_token_latency_s, total_time_s=total_time_s,
-            failed_rows=dict(failed_rows or {}),
-        )
-        record = ConditionRecord(condition_id="synthetic", config={})
-        for row, item in enumerate(items):
-            record.add_sample(item.prompt_index, item.iteration, row, item.prompt, texts[row])
-            if row in generated.failed_rows:
-                record.add_sample_failure((item.prompt_index, 0), "generation", generated.failed_rows[row])
-        return generated, SimpleNamespace(record=record)
+        return GeneratedBatch(items=items, seeds=list(range(len(items))), prompt_ids=[[3, 4] for _ in items],
+                              continuation_ids=torch.tensor(token_rows, dtype=torch.long), continuations=list(texts),
+                              failed_rows=dict(failed_rows or {}))
 
     return make

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from lightning_modules.flops import flops_per_token
-from lightning_modules.head_gates import HeadLayout, layout_from_config
-from lightning_modules.importance import random_ranking
-from lightning_modules.pruning import select_heads
+import torch
 from tiny_lms import BUILDERS
+
+from callbacks.costs import flops_per_token
+from lightning_modules.heads.pruning import select_heads
+from lightning_modules.models.adapters import HeadLayout, layout_of
+
+
+def random_ranking(layout: HeadLayout, seed: int) -> list[tuple[int, int]]:
+    order = torch.randperm(layout.total_heads, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [(i // layout.num_heads, i % layout.num_heads) for i in order]
+
 
 # 2 layers x 4 query heads in 2 kv groups of 2, head_dim 2, hidden 8, MLP 16 (gated: 3 matrices), vocab 10
 TINY = HeadLayout("llama", num_layers=2, num_heads=4, num_kv_heads=2, head_dim=2, hidden_size=8,
@@ -37,16 +44,16 @@ def test_matches_a_hand_computation_with_pruning() -> None:
 
 
 def test_gpt2_layout_counts_full_attention() -> None:
-    layout = layout_from_config(BUILDERS["gpt2"]().config)  # 3 x 4 heads, e 32, d 8, MLP 128 (2 matrices)
+    layout = layout_of(BUILDERS["gpt2"]().config)  # 3 x 4 heads, e 32, d 8, MLP 128 (2 matrices)
     per_layer = 2 * 32 * 8 * (2 * 4 + 2 * 4) + 2 * 2 * 4 * 8 * 10 + 2 * 2 * 32 * 128
     assert flops_per_token(layout, [], 10) == 2 * 32 * 100 + 3 * per_layer
 
 
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
 def test_decreases_as_heads_are_pruned(arch: str) -> None:
-    layout = layout_from_config(BUILDERS[arch]().config)
+    layout = layout_of(BUILDERS[arch]().config)
     ranking = random_ranking(layout, seed=0)
-    values = [flops_per_token(layout, select_heads(ranking, level, layout, True), 64) for level in range(0, 101, 10)]
+    values = [flops_per_token(layout, select_heads(ranking, level, layout, True).heads, 64) for level in range(0, 101, 10)]
     assert all(later < earlier for earlier, later in zip(values, values[1:], strict=False))
     # and longer contexts cost more while any head remains
     assert flops_per_token(layout, [], 128) > flops_per_token(layout, [], 64)

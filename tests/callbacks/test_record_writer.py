@@ -1,25 +1,25 @@
-"""The record writer: a record for every condition that starts, saying honestly how it ended (contract 7)."""
+"""The record writer composes one record from every callback's part, in any order, and writes it honestly."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
+import itertools
+import json
+import random
 from pathlib import Path
 
 import lightning as L
 import pytest
-from callbacks.record import read_record
 from lightning.pytorch.loggers import WandbLogger
 
+from callbacks.agency_report import AgencyReporter
+from callbacks.diversity import DiversityMonitor
+from callbacks.memory import MemoryMonitor
+from callbacks.outputs import OutputWriter
+from callbacks.quality import QualityMonitor
 from callbacks.record_writer import RecordWriter
-
-
-@pytest.fixture(autouse=True)
-def keep_sigint_handler() -> Iterator[None]:
-    """Lightning ignores SIGINT after a KeyboardInterrupt; give pytest its Ctrl-C back."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)
+from callbacks.speed import SpeedMonitor
+from lightning_modules.heads.agency import AgencyConfig
+from record.storage import read_record
 
 
 class RaiseAt(L.Callback):
@@ -42,34 +42,76 @@ class RaiseAt(L.Callback):
             raise self.error
 
 
-def _only_record(root: Path) -> dict:
+def _only_record(root: Path):
     (path,) = (root / "records").glob("*.json")
     return read_record(path)  # also verifies the checksum
 
 
-def test_finished_condition_is_complete(run_condition, tmp_path: Path) -> None:
-    run_condition([RecordWriter(output_dir=str(tmp_path))])
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """Timings from a clock that advances by the same step at every reading: runs become reproducible."""
+    import lightning_modules.decoding.generation as generation
+
+    ticks = itertools.count()
+    monkeypatch.setattr(generation.time, "perf_counter", lambda: next(ticks) * 2.0**-7)  # exact in binary
+
+
+def _without_run_details(path: Path) -> str:
+    payload = json.loads(path.read_text())
+    payload.pop("checksum")
+    payload["environment"].pop("timestamp")
+    payload["run"].pop("output_dir")
+    payload["run"].pop("outputs_file", None)
+    return json.dumps(payload, sort_keys=True)
+
+
+def test_shuffled_callback_orders_give_byte_identical_records(run_condition, tmp_path, fixed_clock) -> None:
+    texts = set()
+    for seed in range(4):
+        out = tmp_path / f"run{seed}"
+        callbacks = [SpeedMonitor(repeats=2, batch_size=2, num_tokens=4), MemoryMonitor(), QualityMonitor(),
+                     DiversityMonitor(), AgencyReporter(), OutputWriter(enabled=True), RecordWriter(str(out), True)]
+        random.Random(seed).shuffle(callbacks)
+        run_condition(callbacks, root_dir=out, level=25, agency=AgencyConfig(enabled=True, calibrate=False,
+                                                                             overload_mode="absolute"))
+        texts.add(_without_run_details(next((out / "records").glob("*.json"))))
+    assert len(texts) == 1
+
+
+def test_finished_condition_is_complete_with_its_header(run_condition, tmp_path: Path) -> None:
+    run = run_condition([RecordWriter(output_dir=str(tmp_path), quiet=True)], level=25)
     record = _only_record(tmp_path)
-    assert record["status"] == "complete" and record["failures"] == []
-    assert len(record["samples"]) == 6 and record["checksum"]
+    assert record == run.record
+    assert record.status == "complete" and record.failures == []
+    assert len(record.samples) == 6 and record.model.family == "gpt2"
+    assert record.pruning.heads and record.pruning.ranking.method == "magnitude"
+    assert record.pruning.heads_by_arm == {"baseline": record.pruning.heads, "agency": None}
+    assert record.config["data"]["prompts"]["sha256"] and record.environment["torch"]
 
 
 def test_interrupted_condition_is_recorded_incomplete_with_its_samples_so_far(run_condition, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):  # Lightning: KeyboardInterrupt -> on_exception -> exit(1)
         run_condition([RaiseAt("on_predict_batch_end", KeyboardInterrupt("SIGINT")), RecordWriter(str(tmp_path))])
     record = _only_record(tmp_path)
-    assert record["status"] == "incomplete"
-    assert record["failures"] == [{"metric": "condition", "error": "interrupted: KeyboardInterrupt: SIGINT"}]
-    assert len(record["samples"]) == 2  # the first batch of 2; the rest never ran
+    assert record.status == "incomplete"
+    assert [(f.metric, f.error) for f in record.failures] == [("condition", "interrupted: KeyboardInterrupt: SIGINT")]
+    assert len(record.samples) == 2  # the first batch of 2; the rest never ran
 
 
-def test_condition_failing_before_it_predicts_still_leaves_a_failed_record(run_condition, tmp_path: Path) -> None:
+def test_condition_failing_while_it_builds_still_leaves_a_failed_record(run_condition, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    from lightning_modules.module import PruningExperiment
+
+    def explode(self, device):
+        raise ValueError("calibration exploded")
+
+    monkeypatch.setattr(PruningExperiment, "build", explode)
     with pytest.raises(ValueError, match="calibration exploded"):
-        run_condition([RaiseAt("setup", ValueError("calibration exploded")), RecordWriter(str(tmp_path))])
+        run_condition([RecordWriter(str(tmp_path))])
     record = _only_record(tmp_path)
-    assert record["status"] == "failed" and record["samples"] == []
-    assert record["failures"][0]["error"] == "raised: ValueError: calibration exploded"
-    assert record["config"]["pruning_method"] == "magnitude" and record["config"]["batch_size"] == 2
+    assert record.status == "failed" and record.samples == []
+    assert record.failures[0].error == "raised: ValueError: calibration exploded"
+    assert record.config["model"]["pruning"]["method"] == "magnitude" and record.config["data"]["batch_size"] == 2
 
 
 def test_complete_record_is_never_replaced_by_an_unfinished_one(run_condition, tmp_path: Path, capsys) -> None:
@@ -90,24 +132,20 @@ class BrokenWandb(WandbLogger):
 
 
 def _run_with_broken_wandb(tiny_gpt2_dir: Path, tiny_prompt_file: Path, out: Path, mode: str) -> None:
-    from lightning_modules.condition import CalibrationConfig
+    from conftest import tiny_module
 
     from lightning_modules.data import PromptDataModule
-    from lightning_modules.module import EvaluationConfig, GenerationConfig, PruningExperiment
 
-    module = PruningExperiment(model_name=str(tiny_gpt2_dir), generation=GenerationConfig(num_tokens=4),
-                               calibration=CalibrationConfig(window=64),
-                               evaluation=EvaluationConfig(max_tokens=256, window=64, stride=32))
     trainer = L.Trainer(accelerator="cpu", logger=BrokenWandb(offline=True, save_dir=str(out)),
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[RecordWriter(str(out), wandb_errors=mode)])
     data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=2, iterations=1, batch_size=2)
-    trainer.predict(module, data, return_predictions=False)
+    trainer.predict(tiny_module(tiny_gpt2_dir, num_tokens=4), data, return_predictions=False)
 
 
 def test_wandb_failure_costs_only_the_wandb_run(tiny_gpt2_dir, tiny_prompt_file, tmp_path: Path, capsys) -> None:
     _run_with_broken_wandb(tiny_gpt2_dir, tiny_prompt_file, tmp_path, "continue")
-    assert _only_record(tmp_path)["status"] == "complete"
+    assert _only_record(tmp_path).status == "complete"
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "W&B logging failed" in warnings[0] and "is complete" in warnings[0]
 
@@ -116,4 +154,4 @@ def test_wandb_failure_raises_when_asked_and_the_complete_record_stays(tiny_gpt2
                                                                        tmp_path: Path) -> None:
     with pytest.raises(AttributeError, match="unreachable"):
         _run_with_broken_wandb(tiny_gpt2_dir, tiny_prompt_file, tmp_path, "raise")
-    assert _only_record(tmp_path)["status"] == "complete"
+    assert _only_record(tmp_path).status == "complete"

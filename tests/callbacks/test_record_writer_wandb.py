@@ -65,8 +65,8 @@ def test_record_is_complete_and_honest(predicted_run: Path) -> None:
     assert record["status"] == "complete"
     assert len(record["samples"]) == 4
     assert record["environment"]["torch"] and "git_commit" in record["environment"]
-    assert record["agency"]["state_map"]
-    for sample in record["samples"]:
-        metrics = sample["metrics"]
+    assert record["agency"]["state_map"] and record["config"]["model"]["agency"]["enabled"]
+    for repeat in record["timing"]["repeats"]:
+        metrics = repeat["metrics"]
         assert metrics["first_token_latency_s"] < metrics["generation_time_s"]
     assert (predicted_run / "outputs" / f"{record['condition_id']}.txt").is_file()

@@ -54,35 +54,27 @@ def test_too_short_or_empty_raises_instead_of_a_number() -> None:
         DistinctN(0)
 
 
-def test_states_are_summed_counts_that_merge() -> None:
-    left, right, pooled = DistinctN(2), DistinctN(2), DistinctN(2)
-    left.update([[1, 2, 1, 2]])
-    right.update([[3, 3, 3]])
-    pooled.update([[1, 2, 1, 2], [3, 3, 3]])
-    assert {left._reductions[name].__name__ for name in ("numerator", "denominator")} == {"dim_zero_sum"}
-    left.merge_state(right)
-    assert float(left.compute()) == pytest.approx(float(pooled.compute())) == pytest.approx((2 + 1) / (3 + 2))
 
-
-def test_monitor_records_every_metric_per_sample(run_condition) -> None:
-    module = run_condition([DiversityMonitor()], temperature=1.0, num_tokens=10)
-    for sample in module.record.samples.values():
-        assert set(NAMES) <= set(sample["metrics"]), sample["failures"]
-        assert all(0.0 <= sample["metrics"][name] <= 1.0 for name in NAMES)
+def test_every_sample_gets_every_metric(run_condition) -> None:
+    record = run_condition([DiversityMonitor()], temperature=1.0, num_tokens=10).record
+    for sample in record.samples:
+        assert set(NAMES) <= set(sample.metrics), sample.failures
+        assert all(0.0 <= sample.metrics[name] <= 1.0 for name in NAMES)
 
 
 def test_monitor_values_failures_and_failed_rows(make_generated) -> None:
-    generated, module = make_generated(
-        [[1, 2, 1, 2, 1], [4, 5, 6, 7, 8], [1, 1, 1, 1, 1]],
-        texts=["Go go GO stop", "", "x"],
-        failed_rows={2: "non-finite logits from decoding step 3"},
-    )
-    DiversityMonitor().on_predict_batch_end(None, module, generated, generated.items, 0)
-    first, second, failed = (module.record.samples[(i, 0)] for i in range(3))
-    assert first["metrics"] == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 4, "distinct_3": 2 / 3,
-                                              "repetition_rate": 0.0, "type_token_ratio": 2 / 4})
-    assert second["metrics"]["distinct_1"] == 1.0
-    assert "type_token_ratio" not in second["metrics"]
-    assert second["failures"]["type_token_ratio"].startswith("ValueError: no words")
-    assert failed["metrics"] == {}
-    assert set(failed["failures"]) == {"generation", *NAMES}
+    from types import SimpleNamespace
+
+    generated = make_generated([[1, 2, 1, 2, 1], [4, 5, 6, 7, 8], [1, 1, 1, 1, 1]], texts=["Go go GO stop", "", "x"],
+                               failed_rows={2: "non-finite logits from decoding step 3"})
+    monitor = DiversityMonitor()
+    monitor.on_predict_batch_end(SimpleNamespace(loggers=[]), None, generated, generated.items, 0)
+    metrics, failures = monitor.measured.sample_metrics, monitor.measured.sample_failures
+    assert metrics[(0, 0)] == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 4, "distinct_3": 2 / 3,
+                                             "repetition_rate": 0.0, "type_token_ratio": 2 / 4})
+    assert metrics[(1, 0)]["distinct_1"] == 1.0
+    assert "type_token_ratio" not in metrics[(1, 0)]
+    assert failures[(1, 0)]["type_token_ratio"].startswith("ValueError: no words")
+    assert (2, 0) not in metrics
+    assert set(failures[(2, 0)]) == set(NAMES)
+    assert all(v.startswith("generation failed") for v in failures[(2, 0)].values())

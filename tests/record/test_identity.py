@@ -1,0 +1,58 @@
+"""A condition's identity: every result-changing setting, canonical, stable; nothing else."""
+
+from __future__ import annotations
+
+from record.identity import canonical, condition_id, differing_keys, flatten, identity_hash, resolved_config
+
+
+def _model(**agency) -> dict:
+    return {"model_name": "embedded", "seed": 0, "pruning": {"level": 30, "method": "entropy_low"},
+            "generation": {"temperature": 0.7}, "agency": {"enabled": False, **agency}}
+
+
+def _config(**agency) -> dict:
+    return resolved_config(_model(**agency), {"batch_size": 8}, {"speed": {"repeats": 5}}, "cpu")
+
+
+def test_numbers_are_canonical_so_30_and_30_0_are_one_condition() -> None:
+    a = _config()
+    b = _config()
+    b["model"]["pruning"]["level"] = 30.0
+    assert identity_hash(a) == identity_hash(b)
+    assert condition_id(a) == condition_id(b)
+    assert canonical({"b": 1, "a": [True, None, "x"]}) == {"a": [True, None, "x"], "b": 1.0}
+
+
+def test_agency_settings_vanish_when_the_arm_is_off_and_count_when_it_is_on() -> None:
+    assert _config(overload_margin=0.05) == _config(overload_margin=0.1)
+    on_a, on_b = _config(enabled=True, overload_margin=0.05), _config(enabled=True, overload_margin=0.1)
+    assert identity_hash(on_a) != identity_hash(on_b)
+    assert condition_id(on_a) != condition_id(on_b)
+    assert "_agency_" in condition_id(on_a) and "_baseline_" in condition_id(_config())
+    assert "_sham_" in condition_id(_config(enabled=True, sham=True))
+
+
+def test_every_part_of_the_config_changes_the_identity() -> None:
+    base = _config()
+    for path, value in (("data.batch_size", 4), ("measurement.speed.repeats", 3), ("device", "cuda"),
+                        ("model.seed", 1), ("model.generation.temperature", 1.0)):
+        changed = _config()
+        target = changed
+        *parents, leaf = path.split(".")
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+        assert identity_hash(changed) != identity_hash(base), path
+
+
+def test_readable_id_names_the_condition() -> None:
+    config = resolved_config({**_model(), "model_name": "/some/dir/tiny-gpt2/"}, {}, {}, "cpu")
+    assert condition_id(config).startswith("tiny-gpt2_entropy_low_L30_baseline_T0.7_s0_")
+
+
+def test_flatten_and_differing_keys_name_what_differs() -> None:
+    a, b = _config(), _config()
+    b["data"]["batch_size"] = 4
+    assert flatten(a)["model.pruning.level"] == 30
+    assert differing_keys([a, b]) == {"data.batch_size": [8.0, 4.0]}
+    assert differing_keys([a, a]) == {}
