@@ -35,9 +35,9 @@ def fail(message: str, code: int = 2) -> None:
 
 def predict(argv: list[str]) -> None:
     """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
+    from lightning_modules.inputs.wandb_guard import exit_process, finish_wandb_run
     from lightning_modules.lightning_cli import run_predict
     from lightning_modules.runs.interruption import interrupt_on_signals
-    from lightning_modules.runs.wandb_guard import exit_process, finish_wandb_run
 
     with interrupt_on_signals() as interruption:
         try:
@@ -65,8 +65,8 @@ def _sweep_parser(prog: str) -> argparse.ArgumentParser:
 def run_sweep_command(sweep_file: str, output_dir: str | None = None, resume: str | None = None,
                       count: int | None = None, quiet: bool = False) -> Path | None:
     """Run a sweep and turn its outcome into an exit status; returns the run folder when every condition ran."""
+    from lightning_modules.inputs.wandb_guard import exit_process
     from lightning_modules.runs.runner import SweepFailed, SweepInterrupted, run_sweep
-    from lightning_modules.runs.wandb_guard import exit_process
     from record.errors import ConfigError
 
     try:

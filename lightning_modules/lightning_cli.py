@@ -29,16 +29,16 @@ from callbacks.record_writer import RecordWriter
 from callbacks.speed import SpeedMonitor
 from lightning_modules.data import PromptDataModule
 from lightning_modules.describe import describe_condition
-from lightning_modules.module import PruningExperiment
-from lightning_modules.runs.arguments import (
+from lightning_modules.inputs.arguments import (
     InputRefused,
     check_config_file,
     config_paths,
     parse_error,
     resolve_config_args,
 )
-from lightning_modules.runs.checks import ALLOWED, check_condition, resolve_device
-from lightning_modules.runs.wandb_guard import WANDB_LOGGER, check_wandb, warn_once
+from lightning_modules.inputs.checks import ALLOWED, check_condition, resolve_device
+from lightning_modules.inputs.wandb_guard import WANDB_LOGGER, check_wandb, warn_once
+from lightning_modules.module import PruningExperiment
 from record.errors import ConfigError
 from record.schema import Header
 from record.storage import default_run_dir
@@ -111,11 +111,11 @@ class ExperimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        # Building the Trainer announces the hardware; until every check passed, nothing but an error may print.
+        self._lightning_levels = _quiet_lightning()
         if config.record.quiet:
             config.trainer.enable_progress_bar = False
             config.trainer.enable_model_summary = False
-            for name in ("lightning.pytorch", "lightning.fabric"):
-                logging.getLogger(name).setLevel(logging.WARNING)
             warnings.filterwarnings("ignore")
             os.environ["WANDB_SILENT"] = "true"  # read when the run starts, after this point
             from transformers.utils import logging as hf_logging
@@ -133,6 +133,8 @@ class ExperimentCLI(LightningCLI):
         config = self.config[self.subcommand]
         device = config.trainer.accelerator
         check_condition(self.model, self.datamodule, self.trainer.callbacks, device, config.record.output_dir)
+        if not config.record.quiet:
+            _restore_lightning(self._lightning_levels)
         if self.check_only:
             raise ConditionChecked(describe_condition(self.model, self.datamodule, self.trainer.callbacks, device),
                                    self)
@@ -190,10 +192,26 @@ def run_predict(argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
         raise SystemExit(2) from None
 
 
+def _quiet_lightning() -> dict[str, int]:
+    levels = {}
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        levels[name] = logging.getLogger(name).level
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return levels
+
+
+def _restore_lightning(levels: dict[str, int]) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def check_args(argv: list[str]) -> ConditionChecked:
     """Parse and check one condition's arguments, building only cheap objects; raise ``InputRefused`` if bad."""
+    levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "lightning.fabric")}
     try:
         _build(_CheckOnlyCLI, argv)
     except ConditionChecked as checked:
         return checked
+    finally:
+        _restore_lightning(levels)
     raise AssertionError("the check-only CLI returned without checking")  # pragma: no cover

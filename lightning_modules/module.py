@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from callbacks.environment import environment
+from lightning_modules.condition import ConditionModel, build_condition
 from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
     EvaluationConfig,
@@ -31,10 +32,9 @@ from lightning_modules.decoding.generation import DecodeResult, GenerationConfig
 from lightning_modules.describe import describe_condition
 from lightning_modules.heads.agency import AgencyConfig
 from lightning_modules.heads.calibration import CalibrationConfig
-from lightning_modules.heads.condition import ConditionModel, build_condition
 from lightning_modules.heads.pruning import PruningConfig, parameter_count, parameters_after_removal
 from lightning_modules.models.adapters import HeadLayout
-from lightning_modules.models.store import DTYPES, ModelStore
+from lightning_modules.store import DTYPES, ModelStore
 from record.errors import is_int, require
 from record.schema import AgencyReport, Header
 

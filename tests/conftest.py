@@ -119,7 +119,7 @@ def tiny_prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def clean_model_store() -> Iterator[None]:
     """No model, ranking or perplexity cached by one test leaks into the next."""
-    from lightning_modules.models.store import ModelStore
+    from lightning_modules.store import ModelStore
 
     ModelStore.shared().clear()
     yield

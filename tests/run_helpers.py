@@ -105,8 +105,8 @@ def comparable_statistics(value: Any) -> Any:
 
 def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path) -> tuple[Path, Path]:
     """The 6-condition tiny sweep run once in-process with W&B disabled: (sweep file, run folder)."""
-    from lightning_modules.models.store import ModelStore
     from lightning_modules.runs.runner import run_sweep
+    from lightning_modules.store import ModelStore
 
     sweep_file = tiny_sweep(root / "sweep", model_dir, prompt_file)
     ModelStore.shared().clear()

@@ -19,8 +19,8 @@ import pytest
 import cli
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--model.calibration.window=64", "--model.evaluation.window=64", "--model.evaluation.stride=32",
-              "--model.evaluation.max_tokens=256"]
+TINY_FLAGS = ["--model.calibration.window=64", "--model.calibration.max_tokens=512", "--model.evaluation.window=32",
+              "--model.evaluation.stride=16", "--model.evaluation.max_tokens=256", "--timing.repeats=2"]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,15 @@ def base_args(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -> li
 @pytest.fixture
 def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any weight load fails the test: a refusal must come from the checks alone."""
-    from lightning_modules import model_store, sources
+    from lightning_modules import store
+    from lightning_modules.models import sources
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded for an input that should have been refused")
 
-    monkeypatch.setattr(model_store.ModelStore, "base", forbidden)
+    monkeypatch.setattr(store.ModelStore, "base", forbidden)
     monkeypatch.setattr(sources, "load_model", forbidden)
-    monkeypatch.setattr(model_store, "load_model", forbidden)
+    monkeypatch.setattr(store, "load_model", forbidden)
 
 
 def _replace(args: list[str], flag: str) -> list[str]:
@@ -74,49 +75,53 @@ def _replace(args: list[str], flag: str) -> list[str]:
 
 BAD_INPUTS = [
     # (id, flags (with {placeholders} for bad_files), what the one line must contain)
-    ("level-negative", ["--model.pruning.level=-5"], "pruning level -5 is invalid; allowed: a number from 0 to 100"),
-    ("level-too-high", ["--model.pruning.level=120"], "pruning level 120 is invalid; allowed: a number from 0 to 100"),
-    ("level-text", ["--model.pruning.level=abc"],
-     "model.pruning.level 'abc' is invalid; allowed: a number from 0 to 100"),
+    ("level-negative", ["--model.pruning.level=-5"], "model.pruning.level -5 is invalid; allowed: a number from 0 to 100"),
+    ("level-too-high", ["--model.pruning.level=120"], "model.pruning.level 120 is invalid; allowed: a number from 0"),
+    ("level-text", ["--model.pruning.level=abc"], "model.pruning.level 'abc' is invalid; allowed: a number from 0"),
     ("level-empties-a-layer", ["--model.pruning.level=100"],
-     "pruning level 100 would leave a layer with no head (2 layers x 4 heads); allowed: at most 75.0, "
+     "model.pruning.level 100 would leave a layer with no head (2 layers x 4 heads); allowed: at most 75.0, "
      "or set model.pruning.allow_empty_layers=true"),
-    ("method", ["--model.pruning.method=foo"],
-     "pruning method 'foo' is not known; allowed: entropy, magnitude, random, gradient"),
-    ("prune-mode", ["--model.pruning.mode=bar"], "prune mode 'bar' is not known; allowed: mask, remove"),
-    ("model-missing", ["--model.model_name=no/such-model"], "model 'no/such-model' is not a local directory"),
-    ("model-architecture", ["--model.model_name={bert}"], "has architecture 'bert', which is not supported; "
-     "supported architectures: gpt2, llama"),
+    ("method", ["--model.pruning.method=foo"], "model.pruning.method 'foo' is invalid; allowed: entropy, entropy_low"),
+    ("prune-mode", ["--model.pruning.mode=bar"], "model.pruning.mode 'bar' is invalid; allowed: mask, remove"),
+    ("model-missing", ["--model.model_name=no/such-model"], "model.model_name 'no/such-model' is not a local directory"),
+    ("model-architecture", ["--model.model_name={bert}"],
+     "model '{bert}' has architecture 'bert', which is not supported; allowed: gpt2, llama"),
     ("prompts-missing", ["--data.prompt_file={a_file}/prompts.txt"], "prompt file '{a_file}/prompts.txt' does not "
-     "exist or is not a file; allowed: a UTF-8 text file, one prompt per line"),
-    ("prompts-empty", ["--data.prompt_file={empty}"], "prompt file '{empty}' is empty; expected at least one line"),
+     "exist or is not a file; allowed: a UTF-8 text file"),
+    ("prompts-empty", ["--data.prompt_file={empty}"], "prompt file '{empty}' is empty; allowed: a UTF-8 text file"),
     ("prompts-latin1", ["--data.prompt_file={latin1}"], "prompt file '{latin1}' is not UTF-8 text (byte 3)"),
     ("prompts-binary", ["--data.prompt_file={binary}"], "prompt file '{binary}' is binary (contains NUL bytes)"),
-    ("tokens-zero", ["--model.generation.num_tokens=0"], "number of tokens 0 is invalid; allowed: an integer >= 1"),
-    ("tokens-negative", ["--model.generation.num_tokens=-3"], "number of tokens -3 is invalid; allowed: an integer"),
+    ("tokens-zero", ["--model.generation.num_tokens=0"], "model.generation.num_tokens 0 is invalid; allowed: an "
+     "integer >= 1"),
     ("tokens-past-context", ["--model.generation.num_tokens=500"],
-     "number of tokens 500 is past the context of model '{model}' (128); allowed: 1 to 127"),
-    ("temperature", ["--model.generation.temperature=-1"], "temperature -1 is invalid; allowed: a number >= 0"),
-    ("batch-size", ["--data.batch_size=0"], "batch size 0 is invalid; allowed: an integer >= 1"),
-    ("batch-size-text", ["--data.batch_size=x"], "data.batch_size 'x' is invalid; allowed: an integer >= 1"),
-    ("iterations", ["--data.iterations=0"], "iterations 0 is invalid; allowed: an integer >= 1"),
+     "model.generation.num_tokens 500 is past the context of model '{model}' (128); allowed: 1 to 127"),
+    ("temperature", ["--model.generation.temperature=-1"], "model.generation.temperature -1 is invalid; allowed: a "
+     "number >= 0"),
+    ("greedy-with-iterations", ["--model.generation.temperature=0", "--data.iterations=2"],
+     "data.iterations 2 is invalid with model.generation.temperature 0; allowed: 1 at temperature 0"),
+    ("batch-size", ["--data.batch_size=0"], "data.batch_size 0 is invalid; allowed: an integer >= 1"),
+    ("batch-size-text", ["--data.batch_size=x"], "data.batch_size 'x' is invalid; allowed: an integer"),
+    ("evaluation-window", ["--model.evaluation.window=1"], "model.evaluation.window 1 is invalid; allowed: an "
+     "integer >= 2"),
+    ("timing-repeats", ["--timing.repeats=0"], "timing.repeats 0 is invalid; allowed: an integer >= 1"),
     ("float16-on-cpu", ["--model.precision=float16"],
-     "precision 'float16' is not supported on device cpu; allowed there: float32, bfloat16"),
+     "model.precision 'float16' is not supported on device cpu; allowed: float32, bfloat16"),
     ("cuda-missing", ["--trainer.accelerator=cuda"],
-     "device 'cuda' is not available on this machine (no CUDA device); allowed here: auto, cpu"),
+     "device 'cuda' is not available on this machine (no CUDA device); allowed: auto, cpu"),
     ("unknown-key", ["--model.nope=1"], "config key 'model.nope' (given as '--model.nope=1') is not known; "
-     "allowed under 'model': agency, calibration, evaluation, generation, model_name, precision, pruning, seed"),
-    ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed under "
+     "allowed: under 'model': agency, calibration, evaluation, generation, model_name, precision, pruning, seed"),
+    ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed: under "
      "'model.pruning': allow_empty_layers, level, method, mode"),
     ("key-without-its-group", ["--calibration.window=64"], "config key 'calibration.window' (given as "
-     "'--calibration.window=64') is not known (did you mean 'model.calibration.window'?); allowed at the top level"),
+     "'--calibration.window=64') is not known (did you mean 'model.calibration.window'?); allowed: at the top level"),
     ("unknown-key-in-file", ["--config={unknown_yaml}"], "config key 'model.nope' (in a config file) is not known"),
-    ("yaml-malformed", ["--config={bad_yaml}"], "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'"),
+    ("yaml-malformed", ["--config={bad_yaml}"],
+     "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'"),
     ("yaml-not-a-mapping", ["--config={list_yaml}"], "config file '{list_yaml}' holds a list, not a mapping"),
     ("config-missing", ["--config={a_file}.yaml"], "config file '{a_file}.yaml' does not exist"),
     ("output-dir-through-a-file", ["--record.output_dir={a_file}/run"],
      "output directory '{a_file}/run' cannot be written ('{a_file}' is not a writable folder)"),
-    ("wandb-errors", ["--record.wandb_errors=maybe"], "record.wandb_errors 'maybe' is not known; allowed: continue"),
+    ("wandb-errors", ["--record.wandb_errors=maybe"], "record.wandb_errors 'maybe' is invalid; allowed: continue"),
 ]
 
 
@@ -143,22 +148,22 @@ def test_bad_input_is_one_line_before_any_model_loads(flags, expected, base_args
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and "Traceback" not in err
     assert _fill(expected, bad_files, tiny_gpt2_dir) in lines[0]
-    assert "allowed" in lines[0] or "expected" in lines[0] or "supported" in lines[0] or "use a local" in lines[0]
+    assert "; allowed: " in lines[0]
     assert not (tmp_path / "run").exists()  # nothing written, not even the run folder
 
 
 def test_allow_empty_layers_lets_level_100_through_the_checks(base_args) -> None:
     from lightning_modules.lightning_cli import check_args
 
-    namespace = check_args([*base_args, "--model.pruning.level=100", "--model.pruning.allow_empty_layers=true"])
-    assert namespace.model.pruning.level == 100
+    checked = check_args([*base_args, "--model.pruning.level=100", "--model.pruning.allow_empty_layers=true"])
+    assert checked.module.pruning.level == 100 and checked.header.condition_id
 
 
 def test_unknown_command_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["predcit"])
     assert info.value.code == 2
-    assert capsys.readouterr().err == "error: unknown command 'predcit'; allowed: predict, sweep, report, demo\n"
+    assert capsys.readouterr().err == "error: command 'predcit' is not known; allowed: predict, sweep, report, demo\n"
 
 
 def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:
@@ -176,6 +181,7 @@ def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["pruning"]["level"] == 50
     assert printed["model"]["generation"]["num_tokens"] == 50 and printed["record"]["wandb_errors"] == "continue"
+    assert printed["timing"]["repeats"] == 2 and printed["model"]["agency"]["overload_mode"] == "relative"
 
 
 def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tmp_path, monkeypatch) -> None:
@@ -195,14 +201,14 @@ def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tm
                   f"--data.prompt_file={prompts}", "--data.iterations=1", "--model.generation.num_tokens=8",
                   *TINY_FLAGS, f"--record.output_dir={tmp_path / 'run'}"])
     truncations = [str(w.message) for w in caught if "truncated" in str(w.message)]
-    # the untimed warm-up generates 2 tokens (150 - 126 = 24 dropped), the condition 8 (150 - 120 = 30)
-    assert any("24 tokens dropped from its start to fit the context of 128 with 2 new tokens" in t
+    # the timing warm-up generates 4 tokens (150 - 124 = 26 dropped), the condition 8 (150 - 120 = 30)
+    assert any("26 tokens dropped from its start to fit the context of 128 with 4 new tokens" in t
                for t in truncations)
     assert any("30 tokens dropped from its start to fit the context of 128 with 8 new tokens" in t
                for t in truncations)
     (record_file,) = (tmp_path / "run" / "records").glob("*.json")
     samples = json.loads(record_file.read_text())["samples"]
-    assert [s.get("prompt_tokens_dropped") for s in samples] == [30, None]
+    assert [s["prompt_tokens_dropped"] for s in samples] == [30, 0]
     assert all(not s["failures"] for s in samples)
 
 
@@ -253,6 +259,7 @@ def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_
         def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
+    handler_before = signal.getsignal(signal.SIGINT)
     real_run_predict = lightning_cli.run_predict
     monkeypatch.setattr(lightning_cli, "run_predict",
                         lambda argv: real_run_predict(argv, callbacks=[SignalAfterFirstBatch()]))
@@ -260,8 +267,27 @@ def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_
     with pytest.raises(SystemExit) as info:
         cli.main(["predict", *base_args, "--data.batch_size=1", "--data.iterations=1", "--record.quiet=true"])
     assert info.value.code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == handler_before  # nohup: SIG_IGN stays SIG_IGN
     assert "interrupted by SIGINT: the condition did not finish" in capsys.readouterr().err
     (record_file,) = (tmp_path / "run" / "records").glob("*.json")
     record = json.loads(record_file.read_text())
     assert record["status"] == "incomplete" and len(record["samples"]) == 1
+
+
+def test_two_predicts_that_differ_in_an_agency_key_write_two_records(base_args, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    common = [*base_args, "--data.iterations=1", "--model.generation.num_tokens=4", "--record.quiet=true",
+              "--model.pruning.level=25", "--model.agency.enabled=true"]
+    cli.main(["predict", *common, "--model.agency.overload_margin=0.05"])
+    cli.main(["predict", *common, "--model.agency.overload_margin=0.1"])
+    assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 2
+
+
+def test_bundled_configs_work_from_any_directory(tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch) -> None:
+    """An installed command finds configs/default.yaml by name, wherever it runs."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    cli.main(["predict", "--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
+              f"--data.prompt_file={tiny_prompt_file}", "--data.max_prompts=2", *TINY_FLAGS,
+              "--model.generation.num_tokens=4", "--record.quiet=true", "--record.output_dir=here"])
+    assert len(list((tmp_path / "here" / "records").glob("*.json"))) == 1

@@ -72,8 +72,8 @@ class Planned:
 def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned], int]:
     """Check every parameter set with the real CLI (no weights load); return the distinct conditions and how
     many parameter sets were the same condition as an earlier one."""
+    from lightning_modules.inputs.arguments import InputRefused
     from lightning_modules.lightning_cli import check_args
-    from lightning_modules.runs.arguments import InputRefused
 
     parameter_sets = expand(spec, count)
     planned: dict[str, Planned] = {}
@@ -171,7 +171,7 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
     as failed and the sweep goes on; ``SweepFailed`` lists the failures at the end.
     Bad input is a ``ConfigError`` before anything runs.
     """
-    from lightning_modules.runs.wandb_guard import finish_wandb_run
+    from lightning_modules.inputs.wandb_guard import finish_wandb_run
 
     if resume and output_dir and Path(resume) != Path(output_dir):
         raise ConfigError("--resume", str(resume), "either --resume or --output_dir, not both",
@@ -194,9 +194,9 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
 
 def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
          interruption: Interruption) -> SweepOutcome:
+    from lightning_modules.inputs.checks import check_writable
+    from lightning_modules.inputs.wandb_guard import finish_wandb_run
     from lightning_modules.lightning_cli import run_predict
-    from lightning_modules.runs.checks import check_writable
-    from lightning_modules.runs.wandb_guard import finish_wandb_run
 
     spec = load_sweep(sweep_file)
     if resume and not run_dir.is_dir():

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lightning_modules.runs.arguments import bundled_configs_dir, resolve_config_args
+from lightning_modules.inputs.arguments import bundled_configs_dir, resolve_config_args
 from record.errors import NO_VALUE, ConfigError
 
 SUPPORTED_METHODS = ("grid", "random")

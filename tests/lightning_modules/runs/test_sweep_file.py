@@ -21,7 +21,7 @@ from record.storage import read_record
 
 @pytest.fixture
 def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_modules.models import store
+    from lightning_modules import store
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded for a sweep that should have been refused")

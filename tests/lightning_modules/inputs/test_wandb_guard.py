@@ -9,15 +9,16 @@ import time
 
 import pytest
 import wandb
+from run_helpers import REPO
 
-from lightning_modules import lightning_cli
-from lightning_modules.lightning_cli import exit_process, finish_wandb_run
+from lightning_modules.inputs import wandb_guard
+from lightning_modules.inputs.wandb_guard import exit_process, finish_wandb_run
 
 
 @pytest.fixture
 def fake_run(monkeypatch):
     monkeypatch.setattr(wandb, "run", object())
-    monkeypatch.setattr(lightning_cli, "_wandb_abandoned", False)
+    monkeypatch.setattr(wandb_guard, "_wandb_abandoned", False)
 
 
 def test_a_finish_that_never_returns_is_abandoned_with_a_warning(fake_run, monkeypatch, capsys) -> None:
@@ -28,7 +29,7 @@ def test_a_finish_that_never_returns_is_abandoned_with_a_warning(fake_run, monke
     assert time.monotonic() - started < 5
     err = capsys.readouterr().err
     assert "did not finish within 0.3 s" in err and len(err.strip().splitlines()) == 1
-    assert lightning_cli._wandb_abandoned
+    assert wandb_guard._wandb_abandoned
     never.set()
 
 
@@ -39,7 +40,7 @@ def test_a_finish_that_raises_is_reported_not_raised(fake_run, monkeypatch, caps
     monkeypatch.setattr(wandb, "finish", broken)
     assert finish_wandb_run(1, timeout_s=5) is False
     assert "service gone" in capsys.readouterr().err
-    assert not lightning_cli._wandb_abandoned
+    assert not wandb_guard._wandb_abandoned
 
 
 def test_a_normal_finish_passes_the_exit_code(fake_run, monkeypatch) -> None:
@@ -50,7 +51,7 @@ def test_a_normal_finish_passes_the_exit_code(fake_run, monkeypatch) -> None:
 
 
 def test_exit_process_raises_system_exit_unless_a_run_was_abandoned(monkeypatch) -> None:
-    monkeypatch.setattr(lightning_cli, "_wandb_abandoned", False)
+    monkeypatch.setattr(wandb_guard, "_wandb_abandoned", False)
     with pytest.raises(SystemExit) as exited:
         exit_process(130)
     assert exited.value.code == 130
@@ -60,14 +61,14 @@ def test_exit_process_after_an_abandoned_run_exits_at_once_with_the_code() -> No
     """An abandoned finish thread plus an exit hook that would wait forever: the process still ends."""
     script = (
         "import atexit, threading, sys\n"
-        "from lightning_modules import lightning_cli\n"
+        "from lightning_modules.inputs import wandb_guard\n"
         "block = threading.Event()\n"
         "atexit.register(block.wait)\n"  # stands in for W&B's exit hook waiting on a dead service
-        "lightning_cli._wandb_abandoned = True\n"
+        "wandb_guard._wandb_abandoned = True\n"
         "print('flushed', flush=False)\n"
-        "lightning_cli.exit_process(130)\n"
+        "wandb_guard.exit_process(130)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=lightning_cli.Path(lightning_cli.__file__).resolve().parent.parent)
+                            cwd=REPO)
     assert result.returncode == 130
     assert result.stdout.strip() == "flushed"

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning_modules.heads.pruning import check_level
+from lightning_modules.inputs.wandb_guard import warn_once
 from lightning_modules.models.adapters import adapter_for
 from lightning_modules.models.sources import resolve_source
-from lightning_modules.runs.wandb_guard import warn_once
 from record.errors import ConfigError, require
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -32,7 +32,7 @@ from lightning_modules.heads.gates import HeadGates, attach_gates
 from lightning_modules.heads.importance import CRITERIA, HeadScores
 from lightning_modules.heads.pruning import PruningConfig, Selection, gate_values, remove_heads, select_heads
 from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout, adapter_for
-from lightning_modules.models.store import LoadedModel, ModelStore
+from lightning_modules.store import LoadedModel, ModelStore
 from record.schema import ModelShape, PassedOver, Pruning, Ranking
 
 Head = tuple[int, int]
