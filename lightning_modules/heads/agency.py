@@ -53,6 +53,7 @@ STATE_CODES: dict[str, int] = {name: code for code, name in enumerate(STATE_NAME
 OVERLOAD_MODES = ("relative", "absolute")
 DEFAULT_RECOVERY_FRACTION = 0.2  # of a generation's forwards, when recovery_steps is null
 COMPONENTS = ("consent_pruning", "state_gating", "overload", "misalignment")
+ABLATIONS = ("none", *COMPONENTS, "sham")
 
 Head = tuple[int, int]
 _COUNT_EPS = 1e-9  # 0.29 * 100 is 28.999999999999996 in binary floating point
@@ -80,6 +81,8 @@ class AgencyConfig:
         overload: heads can become overloaded.
         misalignment: heads whose ablation lowered the calibration loss start misaligned.
         sham: control: the same factors at the same steps, applied to randomly chosen kept heads of the layer.
+        ablation: a shorthand for one arm of an ablation study: the named component switched off (or ``sham``
+            switched on); it is resolved into the switches above (one sweep key can then list every arm).
         overload_mode: relative (a head's own calibrated level + margin) or absolute (one threshold).
         overload_quantile: relative mode: a head's calibrated level is this quantile of its running
             utilization along the calibration text.
@@ -99,6 +102,7 @@ class AgencyConfig:
     overload: bool = True
     misalignment: bool = True
     sham: bool = False
+    ablation: Literal["none", "consent_pruning", "state_gating", "overload", "misalignment", "sham"] = "none"
     active_factor: float = 1.0
     overloaded_factor: float = 0.5
     misaligned_factor: float = 0.7
@@ -136,6 +140,13 @@ class AgencyConfig:
                 "model.agency.misalignment_candidates", self.misalignment_candidates,
                 "an integer >= 1, or null for every head")
         self.head_overrides = [_as_override(item, i) for i, item in enumerate(self.head_overrides)]
+        require(self.ablation in ABLATIONS, "model.agency.ablation", self.ablation, ", ".join(ABLATIONS),
+                "is not known")
+        if self.ablation == "sham":
+            self.sham = True
+        elif self.ablation != "none":
+            setattr(self, self.ablation, False)
+        self.ablation = "none"  # resolved: the switches say it, and two spellings of one arm are one condition
 
     def recovery_for(self, num_tokens: int) -> int:
         """Forwards an automatic state lasts: the setting, or a fifth of a generation (at least 1)."""

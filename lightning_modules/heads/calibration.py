@@ -209,11 +209,12 @@ class AblationEffect:
 
 def ablation_effects(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
                      heads: Sequence[Head]) -> list[AblationEffect]:
-    """Real ablations: per head, loss with it closed minus loss with every head, per window."""
-    base = window_losses(model, windows)
+    """Real ablations: per head, loss with it closed minus loss with every head open, per window."""
     saved = gates.values.clone()
     effects = []
     try:
+        gates.reset()
+        base = window_losses(model, windows)
         for head in heads:
             gates.reset()
             gates.close_heads([head])

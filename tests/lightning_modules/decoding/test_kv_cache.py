@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning_modules.kv_cache import PreallocatedLayer, preallocated_cache
-from lightning_modules.pruning import remove_heads
 from tiny_lms import BUILDERS, gated_copy, token_batch
 from transformers import DynamicCache
+
+from lightning_modules.decoding.kv_cache import PreallocatedLayer, preallocated_cache
+from lightning_modules.heads.pruning import remove_heads
 
 
 def stepwise_logits(model: torch.nn.Module, cache, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> list:
@@ -71,3 +72,27 @@ def test_batch_selection_keeps_the_right_rows() -> None:
     new = torch.randn(2, 2, 1, 4)
     keys, _ = layer.update(new, new)
     assert torch.equal(keys, torch.cat([first[[2, 0]], new], dim=-2))
+
+
+def test_crop_and_reset_start_new_buffers_that_keep_what_remains() -> None:
+    layer = PreallocatedLayer(capacity=10)
+    first = torch.randn(1, 2, 6, 4)
+    layer.update(first, first + 1)
+    layer.crop(-2)  # drop the last two positions
+    assert layer.get_seq_length() == 4 and layer.length == 4
+    new = torch.randn(1, 2, 1, 4)
+    keys, values = layer.update(new, new + 1)
+    assert torch.equal(keys, torch.cat([first[..., :4, :], new], dim=-2))
+    assert torch.equal(values, torch.cat([first[..., :4, :], new], dim=-2) + 1)
+    layer.reset()
+    assert layer.length == 0 and layer.get_seq_length() == 0
+    keys, _ = layer.update(new, new)
+    assert torch.equal(keys, new)
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_every_full_attention_layer_is_preallocated(arch: str) -> None:
+    config = BUILDERS[arch]().config
+    cache = preallocated_cache(config, 12)
+    assert len(cache.layers) == config.num_hidden_layers
+    assert all(isinstance(layer, PreallocatedLayer) and layer.capacity == 12 for layer in cache.layers)

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
-from lightning_modules.attention import IMPLEMENTATION, head_gated_attention, newest_token_focus
 from tiny_lms import BUILDERS, gated_copy, token_batch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
+
+from lightning_modules.heads.attention import IMPLEMENTATION, head_gated_attention, newest_token_focus
+from lightning_modules.heads.pruning import gate_values, remove_heads
+from lightning_modules.models.adapters import adapter_for
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return adapter_for(model).attention_modules(model)
 
 
 def causal_bool_mask(pad: list[int], length: int) -> torch.Tensor:
@@ -99,8 +116,6 @@ def test_observer_sees_every_layer_and_does_not_change_logits(arch: str) -> None
     with torch.no_grad():
         reference = model(input_ids=ids, attention_mask=mask).logits
     seen: dict[int, torch.Tensor] = {}
-    from lightning_modules.head_gates import attention_modules
-
     for attn in attention_modules(model):
         attn.focus_observer = lambda layer, focus: seen.__setitem__(layer, focus)
     with torch.no_grad():
@@ -114,9 +129,6 @@ def test_observer_sees_every_layer_and_does_not_change_logits(arch: str) -> None
 
 def test_observer_after_removal_reports_the_kept_heads_of_the_masked_model() -> None:
     """Unequal groups (kv_head_index path): focus of each kept head equals that head's focus in mask mode."""
-    from lightning_modules.head_gates import attention_modules
-    from lightning_modules.pruning import gate_values, remove_heads
-
     plain = BUILDERS["llama"]()
     heads = [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5)]
     masked, mask_gates = gated_copy(plain)

@@ -1,115 +1,319 @@
-"""A condition's model state: same heads in both arms, consent-aware pruning, agency wiring."""
+"""A condition's model state: built detached, attached only while it runs, the same heads in both arms unless
+consent-aware pruning changes them, and the agency arm with every head active is the baseline exactly."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from lightning_modules.agency import AgencyConfig, HeadOverride, protected_count
-from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
-from lightning_modules.model_store import ModelStore
+from transformers import AutoModelForCausalLM
 
-CALIBRATION = CalibrationConfig(window=64, max_tokens=128)
+from lightning_modules.condition import ConditionModel, build_condition, sham_index
+from lightning_modules.decoding.generation import SamplingConfig, decode
+from lightning_modules.heads.agency import AgencyConfig, HeadOverride, protected_count
+from lightning_modules.heads.calibration import CalibrationConfig
+from lightning_modules.heads.pruning import PruningConfig, gate_values, parameter_count, select_heads
+from lightning_modules.store import ModelStore
+from record.schema import ModelShape, PassedOver
+
+CALIBRATION = CalibrationConfig(window=32, max_tokens=128)  # 4 windows: enough to screen and test misalignment
+QUIET = dict(enabled=True, calibrate=False, overload_threshold=1.0)  # every head active and consenting, always
+FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
 
 
-def _condition(store, model_dir, level=0.0, agency=None, mode="mask", method="magnitude"):
-    return build_condition(store, str(model_dir), "float32", "cpu", PruningConfig(level=level, method=method,
-                           mode=mode), agency or AgencyConfig(), CALIBRATION, seed=0)
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
-def _logits(condition, ids):
+def build(store: ModelStore, model_dir: Path, level: float = 0.0, agency: AgencyConfig | None = None,
+          mode: str = "mask", method: str = "magnitude", allow_empty_layers: bool = False, seed: int = 0,
+          num_tokens: int = 10) -> ConditionModel:
+    return build_condition(store, str(model_dir), "float32", "cpu",
+                           PruningConfig(level=level, method=method, mode=mode, allow_empty_layers=allow_empty_layers),
+                           agency or AgencyConfig(), CALIBRATION, seed=seed, num_tokens=num_tokens)
+
+
+def token_ids(seed: int = 0, batch: int = 2, length: int = 12) -> torch.Tensor:
+    return torch.randint(3, 40, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def run(condition: ConditionModel, ids: torch.Tensor) -> torch.Tensor:
+    """One forward of an attached condition, as a decoding step runs it."""
     condition.begin_sequence_batch(ids.shape[0])
     condition.on_step()
     with torch.no_grad():
         return condition.model(ids).logits
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def attached_logits(condition: ConditionModel, ids: torch.Tensor) -> torch.Tensor:
+    with condition.attached():
+        return run(condition, ids)
+
+
+def plain_logits(model_dir: Path, ids: torch.Tensor) -> torch.Tensor:
+    """The plain Hugging Face model, loaded on its own."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def observers(condition: ConditionModel) -> list:
+    return [getattr(a, "focus_observer", None) for a in condition.adapter.attention_modules(condition.model)]
+
+
+# ------------------------------------------------------------------ contract 1: identity
+@pytest.mark.parametrize("fixture", FIXTURES)
 def test_agency_with_every_head_active_is_bit_identical_to_baseline(fixture: str, request) -> None:
     model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()
-    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(0))
-    baseline = _condition(store, model_dir, level=25)
-    expected = _logits(baseline, ids)
-    baseline.close()
-    quiet_agency = AgencyConfig(enabled=True, calibrate=False, overload_threshold=1.0)
-    agency = _condition(store, model_dir, level=25, agency=quiet_agency)
-    assert agency.pruned_heads == baseline.pruned_heads
-    assert torch.equal(_logits(agency, ids), expected)
-    agency.close()
+    ids = token_ids()
+    baseline = build(store, model_dir, level=25)
+    expected_pruned = attached_logits(baseline, ids)
+    for config in (AgencyConfig(**QUIET), AgencyConfig(enabled=True, calibrate=False)):
+        agency = build(store, model_dir, level=25, agency=config)
+        assert agency.heads == baseline.heads == baseline.baseline_heads and len(baseline.heads) > 0
+        assert torch.equal(attached_logits(agency, ids), expected_pruned)
+    # unpruned: both arms are the plain Hugging Face model
+    expected = plain_logits(model_dir, ids)
+    assert torch.equal(attached_logits(build(store, model_dir), ids), expected)
+    assert torch.equal(attached_logits(build(store, model_dir, agency=AgencyConfig(**QUIET)), ids), expected)
 
 
-def test_respect_consent_skips_protected_heads_and_counts_forced_ones(tiny_gpt2_dir: Path) -> None:
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_quiet_agency_generates_the_baselines_tokens(fixture: str, temperature: float, request) -> None:
+    """Identity over many cached decoding steps, with observers and factors live at every step."""
+    model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()
-    config = AgencyConfig(enabled=True, protect_top_fraction=0.25)
-    low = _condition(store, tiny_gpt2_dir, level=50, agency=config)
-    protected = {tuple(h) for h in (low.agency.prune_consent == 0).nonzero().tolist()}
-    assert len(protected) == protected_count(low.layout.total_heads, 0.25) > 0
-    assert not protected & set(low.pruned_heads)  # consenting heads remained, so none of these pruned
-    assert low.agency.report(low.pruned_heads)["violations"]["pruned_without_consent"] == 0
-    low.close()
-    full = build_condition(store, str(tiny_gpt2_dir), "float32", "cpu",
-                           PruningConfig(level=100, method="magnitude", allow_empty_layers=True),
-                           config, CALIBRATION, seed=0)
-    assert full.agency.report(full.pruned_heads)["violations"]["pruned_without_consent"] == len(protected)
-    full.close()
+    ids = token_ids(seed=1, batch=3, length=6)
+    mask = torch.ones_like(ids)
+    sampling = SamplingConfig(temperature=temperature)
+    tokens = []
+    for agency in (None, AgencyConfig(**QUIET)):
+        condition = build(store, model_dir, level=25, agency=agency)
+        with condition.attached():
+            condition.begin_sequence_batch(3)
+            tokens.append(decode(condition.model, ids, mask, 10, sampling, [5, 6, 7], on_step=condition.on_step).tokens)
+        if agency is not None:
+            assert condition.agency.report(condition.heads).steps == 10
+    assert torch.equal(tokens[0], tokens[1])
 
 
-def test_ignore_policy_prunes_exactly_the_baseline_heads(tiny_llama_dir: Path) -> None:
+# ------------------------------------------------------------------ attaching
+def test_build_leaves_the_model_untouched_until_attach(tiny_gpt2_dir: Path) -> None:
     store = ModelStore()
-    agency = _condition(store, tiny_llama_dir, level=50,
-                        agency=AgencyConfig(enabled=True, pruning_policy="ignore", protect_top_fraction=0.5))
-    assert agency.pruned_heads == agency.baseline_pruned_heads
-    agency.close()
+    ids = token_ids(seed=2)
+    expected = plain_logits(tiny_gpt2_dir, ids)
+    condition = build(store, tiny_gpt2_dir, level=50, agency=AgencyConfig(enabled=True))
+    loaded = condition.loaded
+    assert condition.model is loaded.model and condition.gates is loaded.gates
+    assert loaded.gates.values.eq(1).all() and loaded.gates.factor_provider is None
+    assert observers(condition) == [None, None]
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids).logits, expected)
+    condition.attach()
+    assert torch.equal(loaded.gates.values, gate_values(condition.heads, condition.layout))
+    assert loaded.gates.factor_provider is not None and all(o is not None for o in observers(condition))
+    condition.attach()  # idempotent
+    pruned = run(condition, ids)
+    assert not torch.equal(pruned, expected)
+    condition.detach()
+    assert loaded.gates.values.eq(1).all() and loaded.gates.factor_provider is None
+    assert observers(condition) == [None, None]
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids).logits, expected)
+    condition.detach()  # a second detach does nothing
+    assert torch.equal(attached_logits(condition, ids), pruned)  # and it can be attached again
 
 
-def test_respect_consent_keeps_nested_masks(tiny_gpt2_dir: Path) -> None:
+def test_attached_detaches_on_an_error(tiny_llama_dir: Path) -> None:
+    condition = build(ModelStore(), tiny_llama_dir, level=25, agency=AgencyConfig(enabled=True, calibrate=False))
+    with pytest.raises(RuntimeError, match="inside"), condition.attached():
+        assert not condition.gates.values.eq(1).all()
+        raise RuntimeError("inside")
+    assert condition.gates.values.eq(1).all() and condition.gates.factor_provider is None
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_conditions_take_turns_on_one_base_model(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    ids = token_ids(seed=3)
+    withdrawn = AgencyConfig(**QUIET, head_overrides=[HeadOverride(layer=1, head=1, state="withdrawn")])
+    alone_a = attached_logits(build(ModelStore(), model_dir, level=50), ids)
+    alone_b = attached_logits(build(ModelStore(), model_dir, level=25, agency=withdrawn), ids)
+    assert not torch.equal(alone_a, alone_b)
     store = ModelStore()
-    config = AgencyConfig(enabled=True, protect_top_fraction=0.25)
-    previous: set = set()
-    for level in (0, 25, 50, 75):
-        condition = _condition(store, tiny_gpt2_dir, level=level, agency=config)
-        assert previous <= set(condition.pruned_heads)
-        previous = set(condition.pruned_heads)
-        condition.close()
+    a = build(store, model_dir, level=50)
+    b = build(store, model_dir, level=25, agency=withdrawn)
+    assert a.model is b.model  # one shared base model
+    for _ in range(2):
+        assert torch.equal(attached_logits(a, ids), alone_a)
+        assert torch.equal(attached_logits(b, ids), alone_b)
+    assert torch.equal(attached_logits(build(store, model_dir), ids), plain_logits(model_dir, ids))
 
 
 def test_withdrawn_override_equals_a_closed_gate(tiny_gpt2_dir: Path) -> None:
     store = ModelStore()
-    ids = torch.randint(3, 40, (1, 10), generator=torch.Generator().manual_seed(1))
-    override = AgencyConfig(enabled=True, calibrate=False, overload_threshold=1.0,
-                            head_overrides=[HeadOverride(layer=1, head=2, state="withdrawn")])
-    agency = _condition(store, tiny_gpt2_dir, agency=override)
-    withdrawn = _logits(agency, ids)
-    report = agency.agency.report(agency.pruned_heads)
-    assert report["state_map"][1][2] == "withdrawn"
-    agency.close()
-    plain = _condition(store, tiny_gpt2_dir)
-    plain.gates.close_heads([(1, 2)])
-    assert torch.equal(withdrawn, _logits(plain, ids))
-    plain.close()
+    ids = token_ids(seed=1, batch=1, length=10)
+    override = AgencyConfig(**QUIET, head_overrides=[HeadOverride(layer=1, head=2, state="withdrawn")])
+    agency = build(store, tiny_gpt2_dir, agency=override)
+    with agency.attached():
+        withdrawn = run(agency, ids)
+        assert agency.agency.report(agency.heads).state_map[1][2] == "withdrawn"
+    plain = build(store, tiny_gpt2_dir)
+    with plain.attached():
+        plain.gates.close_heads([(1, 2)])
+        closed = run(plain, ids)
+    assert torch.equal(withdrawn, closed)
 
 
-def test_close_leaves_the_shared_model_clean(tiny_gpt2_dir: Path) -> None:
+# ------------------------------------------------------------------ contract 3: the same heads in both arms
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_both_arms_prune_the_same_heads_without_consent_pruning(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()
-    ids = torch.randint(3, 40, (1, 10), generator=torch.Generator().manual_seed(2))
-    clean = _condition(store, tiny_gpt2_dir)
-    expected = _logits(clean, ids)
-    clean.close()
-    _condition(store, tiny_gpt2_dir, level=50, agency=AgencyConfig(enabled=True)).close()
-    again = _condition(store, tiny_gpt2_dir)
-    assert torch.equal(_logits(again, ids), expected)
+    baseline = build(store, model_dir, level=50)
+    agency = build(store, model_dir, level=50, agency=AgencyConfig(enabled=True, consent_pruning=False,
+                                                                   protect_top_fraction=0.5))
+    assert len(agency.agency.withholding()) > 0  # consent is withheld, but not acted on
+    assert agency.heads == agency.baseline_heads == baseline.heads
+    record = agency.pruning_record(agency_enabled=True)
+    assert record.heads_by_arm == {"baseline": [list(h) for h in baseline.heads],
+                                   "agency": [list(h) for h in baseline.heads]}
+    assert baseline.pruning_record(agency_enabled=False).heads_by_arm == {
+        "baseline": [list(h) for h in baseline.heads], "agency": None}
 
 
-def test_remove_mode_reference_is_the_unpruned_model(tiny_llama_dir: Path) -> None:
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_consent_aware_pruning_passes_over_withholding_heads(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()
-    ids = torch.randint(3, 40, (1, 10), generator=torch.Generator().manual_seed(3))
-    unpruned = _condition(store, tiny_llama_dir)
-    expected = _logits(unpruned, ids)
-    unpruned.close()
-    removed = _condition(store, tiny_llama_dir, level=50, mode="remove")
-    assert sum(p.numel() for p in removed.model.parameters()) < sum(
-        p.numel() for p in removed.loaded.model.parameters())
+    config = AgencyConfig(enabled=True, protect_top_fraction=0.25)
+    condition = build(store, model_dir, level=50, agency=config)
+    withholding = condition.agency.withholding()
+    assert len(withholding) == protected_count(condition.layout.total_heads, 0.25) > 0
+    assert not withholding & set(condition.heads)  # consenting heads remained, so none of these pruned
+    assert withholding & set(condition.baseline_heads)  # ... which the baseline did prune
+    assert condition.baseline_heads == build(store, model_dir, level=50).heads
+    record = condition.pruning_record(agency_enabled=True)
+    assert record.heads == record.heads_by_arm["agency"] == [list(h) for h in condition.heads]
+    assert record.heads_by_arm["baseline"] == [list(h) for h in condition.baseline_heads]
+    assert record.heads_by_arm["agency"] != record.heads_by_arm["baseline"]
+    passed = {(p.layer, p.head) for p in record.passed_over if p.reason == "withholds consent"}
+    assert withholding & set(condition.baseline_heads) <= passed <= withholding
+    order = condition.scores.order()
+    expected = select_heads(order, 50, condition.layout, withholding=withholding)
+    assert condition.selection == expected
+    assert record.passed_over == [PassedOver(layer, head, reason) for (layer, head), reason in expected.passed_over]
+    assert condition.agency.report(condition.heads).violations["pruned_without_consent"] == 0
+    full = build(store, model_dir, level=100, agency=config, allow_empty_layers=True)
+    assert full.agency.report(full.heads).violations["pruned_without_consent"] == len(withholding)
+
+
+def test_consent_aware_pruning_keeps_nested_masks(tiny_gpt2_dir: Path) -> None:
+    store = ModelStore()
+    config = AgencyConfig(enabled=True, protect_top_fraction=0.25)
+    previous: set = set()
+    for level in (0, 25, 30, 50, 75, 100):
+        condition = build(store, tiny_gpt2_dir, level=level, agency=config, allow_empty_layers=True)
+        assert previous <= set(condition.heads)
+        previous = set(condition.heads)
+    assert len(previous) == condition.layout.total_heads == 8
+
+
+# ------------------------------------------------------------------ remove mode
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_remove_mode_is_a_sliced_copy_and_its_reference_the_unpruned_model(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    ids = token_ids(seed=3, batch=1, length=10)
+    expected = plain_logits(model_dir, ids)
+    masked = build(store, model_dir, level=50)
+    removed = build(store, model_dir, level=50, mode="remove")
+    assert removed.heads == masked.heads and removed.model is not removed.loaded.model
+    assert parameter_count(removed.model) < parameter_count(removed.loaded.model)
+    assert removed.gates.kept_heads != masked.gates.kept_heads
+    torch.testing.assert_close(attached_logits(removed, ids), attached_logits(masked, ids), atol=1e-5, rtol=0)
     with removed.reference() as reference, torch.no_grad():
         assert torch.equal(reference(ids).logits, expected)
+    with torch.no_grad():  # the shared base model kept every head and no hook from the copy
+        assert torch.equal(removed.loaded.model(ids).logits, expected)
+
+
+def test_agency_on_a_removed_model_observes_only_the_kept_heads(tiny_llama_dir: Path) -> None:
+    store = ModelStore()
+    condition = build(store, tiny_llama_dir, level=50, mode="remove",
+                      agency=AgencyConfig(enabled=True, calibrate=False, utilization_alpha=0.0, overload=False))
+    ids = token_ids(seed=4, batch=2, length=8)
+    with condition.attached():
+        run(condition, ids)
+    utilization = condition.agency.utilization  # [batch, layers, heads] over the original heads
+    for layer, head in condition.heads:
+        assert utilization[:, layer, head].eq(0).all()
+    kept = [(layer, head) for layer in range(2) for head in range(6) if (layer, head) not in condition.heads]
+    assert all(utilization[:, layer, head].gt(0).all() for layer, head in kept)
+
+
+# ------------------------------------------------------------------ what a condition says about itself
+def test_pruning_record_and_shape(tiny_llama_dir: Path) -> None:
+    store = ModelStore()
+    magnitude = build(store, tiny_llama_dir, level=25)
+    record = magnitude.pruning_record(agency_enabled=False)
+    assert record.mode == "mask" and record.heads == [list(h) for h in magnitude.heads]
+    assert record.ranking.method == "magnitude" and record.ranking.ascending is True
+    assert record.ranking.scores == magnitude.scores.scores.tolist()
+    assert record.ranking.order == [list(h) for h in magnitude.scores.order()]
+    assert record.ranking.calibration is None  # magnitude reads no text
+    gradient = build(store, tiny_llama_dir, level=25, method="gradient")
+    use = gradient.pruning_record(agency_enabled=False).ranking.calibration
+    assert (use.source, use.windows, use.window_tokens, use.tokens) == ("bundled:calibration_text.txt", 4, 32, 128)
+    calibrated_agency = build(store, tiny_llama_dir, level=25, agency=AgencyConfig(enabled=True))
+    assert calibrated_agency.pruning_record(agency_enabled=True).ranking.calibration == use
+    assert magnitude.model_shape() == ModelShape("llama", 2, 6, 2, 8)
+    assert magnitude.context_length == 128 and magnitude.tokenizer is magnitude.loaded.tokenizer
+
+
+def test_rankings_and_calibration_are_computed_once_per_store(tiny_gpt2_dir: Path, monkeypatch) -> None:
+    from lightning_modules import condition as condition_module
+
+    calls: list[int] = []
+    original = condition_module.gate_gradients
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(condition_module, "gate_gradients", counting)
+    store = ModelStore()
+    first = build(store, tiny_gpt2_dir, level=25, agency=AgencyConfig(enabled=True))
+    again = build(store, tiny_gpt2_dir, level=50, agency=AgencyConfig(enabled=True))
+    assert calls == [1] and first.scores is again.scores
+
+
+def test_sham_moves_factors_by_a_seeded_permutation_of_kept_heads(tiny_gpt2_dir: Path) -> None:
+    store = ModelStore()
+    sham = build(store, tiny_gpt2_dir, level=25, agency=AgencyConfig(enabled=True, sham=True), seed=4)
+    assert torch.equal(sham.agency.sham_index, sham_index(sham.heads, sham.layout, 4))
+    real = build(store, tiny_gpt2_dir, level=25, agency=AgencyConfig(enabled=True), seed=4)
+    assert real.agency.sham_index is None
+    assert sham.state_key != real.state_key
+    baseline = build(store, tiny_gpt2_dir, level=25)
+    assert baseline.state_key != real.state_key and baseline.agency is None
+
+
+def test_state_key_names_what_changes_the_model_state(tiny_gpt2_dir: Path) -> None:
+    store = ModelStore()
+    key = build(store, tiny_gpt2_dir, level=25).state_key
+    assert build(store, tiny_gpt2_dir, level=25, seed=9).state_key == key  # magnitude ignores the seed
+    assert build(store, tiny_gpt2_dir, level=50).state_key != key
+    assert build(store, tiny_gpt2_dir, level=25, mode="remove").state_key != key
+    quiet = AgencyConfig(**QUIET)
+    assert build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=10).state_key != build(
+        store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=20).state_key

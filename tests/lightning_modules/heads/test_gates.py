@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
-from lightning_modules.attention import IMPLEMENTATION
-from lightning_modules.head_gates import (
-    attention_modules,
-    layout_from_config,
-    output_projection,
-)
-from lightning_modules.pruning import gate_values
 from tiny_lms import BUILDERS, gated_copy, token_batch
 
+from lightning_modules.heads.attention import IMPLEMENTATION
+from lightning_modules.heads.gates import HeadGates, attach_gates
+from lightning_modules.heads.pruning import gate_values, remove_heads
+from lightning_modules.models.adapters import adapter_for, layout_of
+
 ARCHS = sorted(BUILDERS)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def projections(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Each layer's attention output projection, found through the model's adapter."""
+    adapter = adapter_for(model)
+    return [adapter.output_projection(attention) for attention in adapter.attention_modules(model)]
 
 
 def logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -25,10 +39,9 @@ def logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None 
 
 def zero_head_inputs(model: torch.nn.Module, heads: list[tuple[int, int]], head_dim: int) -> None:
     """Zero each head's input rows of the output projection, in place (the reference for a closed gate)."""
-    attentions = attention_modules(model)
     with torch.no_grad():
         for layer, head in heads:
-            weight = output_projection(attentions[layer]).weight
+            weight = projections(model)[layer].weight
             rows = slice(head * head_dim, (head + 1) * head_dim)
             if model.config.model_type == "gpt2":  # Conv1D weight is [in, out]
                 weight[rows, :] = 0
@@ -36,15 +49,18 @@ def zero_head_inputs(model: torch.nn.Module, heads: list[tuple[int, int]], head_
                 weight[:, rows] = 0
 
 
-# ------------------------------------------------------------------ layout
-def test_layout_of_tiny_models() -> None:
-    gpt2 = layout_from_config(BUILDERS["gpt2"]().config)
-    assert (gpt2.num_layers, gpt2.num_heads, gpt2.num_kv_heads, gpt2.head_dim, gpt2.group_size) == (3, 4, 4, 8, 1)
-    assert (gpt2.hidden_size, gpt2.intermediate_size, gpt2.mlp_matrices, gpt2.total_heads) == (32, 128, 2, 12)
-    llama = layout_from_config(BUILDERS["llama"]().config)
-    assert (llama.num_layers, llama.num_heads, llama.num_kv_heads, llama.head_dim, llama.group_size) == (3, 6, 2, 8, 3)
-    assert (llama.hidden_size, llama.intermediate_size, llama.mlp_matrices, llama.total_heads) == (48, 64, 3, 18)
-    assert llama.to_dict() == {"model_type": "llama", "layers": 3, "heads": 6, "kv_heads": 2, "head_dim": 8}
+# ------------------------------------------------------------------ attaching
+@pytest.mark.parametrize("arch", ARCHS)
+def test_attach_gates_reads_the_layout_and_starts_open(arch: str) -> None:
+    model = BUILDERS[arch]()
+    gates = attach_gates(model)
+    assert isinstance(gates, HeadGates) and gates.model is model
+    assert model.config._attn_implementation == IMPLEMENTATION
+    assert gates.layout == layout_of(model)
+    lay = gates.layout
+    assert torch.equal(gates.values, torch.ones(lay.num_layers, lay.num_heads))
+    assert gates.kept_heads == [list(range(lay.num_heads))] * lay.num_layers
+    assert gates.factor_provider is None
 
 
 # ------------------------------------------------------------------ contract 1: identity
@@ -110,7 +126,7 @@ def test_fractional_gate_scales_the_head_contribution(arch: str) -> None:
     scaled = copy.deepcopy(plain)
     d = gates.layout.head_dim
     with torch.no_grad():
-        weight = output_projection(attention_modules(scaled)[1]).weight
+        weight = projections(scaled)[1].weight
         if arch == "gpt2":
             weight[2 * d : 3 * d, :] *= 0.5
         else:
@@ -163,8 +179,7 @@ def test_remove_hooks_detaches_gates() -> None:
 
 
 def hooked_layers(model: torch.nn.Module) -> list[int]:
-    return [layer for layer, attn in enumerate(attention_modules(model))
-            if output_projection(attn)._forward_pre_hooks]
+    return [layer for layer, projection in enumerate(projections(model)) if projection._forward_pre_hooks]
 
 
 def test_hooks_only_on_layers_with_something_to_apply() -> None:
@@ -182,3 +197,30 @@ def test_hooks_only_on_layers_with_something_to_apply() -> None:
     assert hooked_layers(gated) == []  # detached until rebind
     gates.rebind(gated)
     assert hooked_layers(gated) == [0]
+
+
+def test_after_removal_gates_address_original_heads_and_skip_emptied_layers() -> None:
+    plain = BUILDERS["gpt2"]()
+    model, gates = gated_copy(plain)
+    remove_heads(model, gates, [(0, 0), (0, 1), (0, 2), (0, 3), (1, 1)])
+    assert gates.kept_heads == [[], [0, 2, 3], [0, 1, 2, 3]]
+    assert gates.kept_index(1).tolist() == [0, 2, 3]
+    adapter = adapter_for(model)
+
+    def hooked() -> list[int]:
+        return [layer for layer, attention in enumerate(adapter.attention_modules(model))
+                if gates.kept_heads[layer] and adapter.output_projection(attention)._forward_pre_hooks]
+
+    assert hooked() == []
+    gates.close_heads([(0, 2), (1, 1)])  # an emptied layer and a removed head: nothing left to gate
+    assert hooked() == []
+    gates.close_heads([(1, 2)])
+    assert hooked() == [1]
+    gates.reset()
+    gates.factor_provider = lambda layer: torch.ones(3, 4)  # over the original heads; kept ones selected
+    assert hooked() == [1, 2]
+    ids, mask = token_batch()
+    with torch.no_grad():
+        with_factors = logits(model, ids, mask)
+        gates.factor_provider = None
+        assert torch.equal(logits(model, ids, mask), with_factors)

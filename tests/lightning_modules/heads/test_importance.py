@@ -1,121 +1,164 @@
-"""Rankings: deterministic, distinct per strategy, and each one ordered the way its docstring says."""
+"""Importance criteria: deterministic, distinct, each ordered the way its docstring says; scores that cannot
+rank are refused."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 
 import pytest
 import torch
-from lightning_modules.attention import IMPLEMENTATION
-from lightning_modules.importance import (
-    STRATEGIES,
-    attention_statistics,
-    calibration_batches,
-    gate_gradients,
-    normalize_per_layer,
-    random_ranking,
-    rank_heads,
+from tiny_lms import BUILDERS, gated_copy
+
+from lightning_modules.heads.agency_calibration import importance
+from lightning_modules.heads.attention import IMPLEMENTATION
+from lightning_modules.heads.calibration import AttentionStatistics, attention_statistics, gate_gradients
+from lightning_modules.heads.importance import (
+    CRITERIA,
+    DEFAULT_ENTROPY,
+    METHODS,
+    HeadScores,
+    RankingError,
+    resolve_method,
+    score_heads,
     weight_magnitudes,
 )
-from tiny_lms import BUILDERS, gated_copy
 
 ARCHS = sorted(BUILDERS)
 
 
-def batches(count: int = 2, length: int = 16) -> list[torch.Tensor]:
-    return [torch.randint(2, 100, (1, length), generator=torch.Generator().manual_seed(s)) for s in range(count)]
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
-def scores_in_order(scores: torch.Tensor, ranking: list[tuple[int, int]]) -> list[float]:
-    return [float(scores[layer, head]) for layer, head in ranking]
+def windows(count: int = 2, length: int = 16) -> torch.Tensor:
+    return torch.randint(2, 100, (count, length), generator=torch.Generator().manual_seed(0))
 
 
-class CharTokenizer:
-    """Just enough tokenizer for ``calibration_batches``: one id per character."""
-
-    def __call__(self, text: str, return_tensors: str = "pt"):
-        class Encoded:
-            input_ids = torch.tensor([[ord(c) % 100 for c in text]])
-
-        return Encoded()
+def scores_in_order(scores: torch.Tensor, order: list[tuple[int, int]]) -> list[float]:
+    return [float(scores[layer, head]) for layer, head in order]
 
 
-# ------------------------------------------------------------------ calibration text
-def test_calibration_batches_are_consecutive_windows_without_a_lone_last_token() -> None:
-    chunks = calibration_batches(CharTokenizer(), "abcdefghij", window=4, max_tokens=100)
-    assert [c.shape for c in chunks] == [torch.Size([1, 4]), torch.Size([1, 4]), torch.Size([1, 2])]
-    assert torch.cat([c[0] for c in chunks]).tolist() == [ord(c) % 100 for c in "abcdefghij"]
-    assert [c.shape[1] for c in calibration_batches(CharTokenizer(), "abcdefghi", 4, 100)] == [4, 4]
-    assert [c.shape[1] for c in calibration_batches(CharTokenizer(), "abcdefghij", 4, 6)] == [4, 2]
+def all_heads(layers: int, heads: int) -> list[tuple[int, int]]:
+    return [(layer, head) for layer in range(layers) for head in range(heads)]
 
 
-# ------------------------------------------------------------------ all strategies
+# ------------------------------------------------------------------ names
+def test_methods_and_the_default_entropy_direction() -> None:
+    assert METHODS == ("entropy", "entropy_low", "entropy_high", "magnitude", "random", "gradient")
+    assert tuple(CRITERIA) == METHODS[1:]
+    assert all(CRITERIA[name].name == name for name in CRITERIA)
+    assert resolve_method("entropy") == DEFAULT_ENTROPY == "entropy_low"
+    assert resolve_method("magnitude") == "magnitude"
+    assert [name for name, c in CRITERIA.items() if not c.ascending] == ["entropy_high"]
+    assert [name for name, c in CRITERIA.items() if not c.needs_calibration] == ["magnitude", "random"]
+
+
+# ------------------------------------------------------------------ scores
+def test_order_ascending_descending_and_ties() -> None:
+    scores = torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, 1.0]])
+    assert HeadScores("x", scores, ascending=True).order() == [(0, 1), (1, 0), (0, 0), (0, 2), (1, 2), (1, 1)]
+    # descending: highest first; ties still keep (layer, head) order
+    assert HeadScores("x", scores, ascending=False).order() == [(1, 1), (0, 0), (0, 2), (1, 2), (0, 1), (1, 0)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_scores_raise_a_ranking_error_naming_the_heads(bad: float) -> None:
+    scores = torch.rand(3, 4)
+    scores[0, 3] = bad
+    scores[2, 1] = bad
+    with pytest.raises(RankingError) as info:
+        HeadScores("magnitude", scores, ascending=True)
+    message = str(info.value)
+    assert message.startswith("magnitude scores are not finite for 2 heads ((0, 3), (2, 1))")
+    assert "no ranking is used" in message and "\n" not in message and "..." not in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_many_non_finite_scores_name_the_first_five() -> None:
+    scores = torch.full((2, 4), float("nan"))
+    with pytest.raises(RankingError, match=r"for 8 heads \(\(0, 0\), \(0, 1\), \(0, 2\), \(0, 3\), \(1, 0\), \.\.\.\)"):
+        HeadScores("gradient", scores, ascending=True)
+
+
+def test_a_model_with_nan_weights_cannot_be_ranked() -> None:
+    model, gates = gated_copy(BUILDERS["gpt2"]())
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_attn.weight[0, 2 * 8] = float("nan")  # a query weight of head (1, 2)
+    with pytest.raises(RankingError, match=r"magnitude scores are not finite for 1 heads \(\(1, 2\)\)"):
+        score_heads("magnitude", model, gates, windows())
+    with pytest.raises(RankingError, match="gradient scores are not finite"):
+        score_heads("gradient", model, gates, windows())
+
+
+# ------------------------------------------------------------------ all criteria
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rankings_are_deterministic_complete_and_distinct(arch: str) -> None:
     model, gates = gated_copy(BUILDERS[arch]())
-    calib = batches()
-    rankings = {}
-    for strategy in STRATEGIES:
-        first = rank_heads(strategy, model, gates, calib, seed=3)
-        again = rank_heads(strategy, model, gates, calib, seed=3)
-        assert first == again, strategy
-        assert sorted(first) == [(layer, head) for layer in range(gates.layout.num_layers)
-                                 for head in range(gates.layout.num_heads)]
-        rankings[strategy] = tuple(first)
-    assert len(set(rankings.values())) == len(STRATEGIES), rankings
+    calib = windows()
+    orders = {}
+    for method in METHODS:
+        first = score_heads(method, model, gates, calib, seed=3)
+        again = score_heads(method, model, gates, calib, seed=3)
+        assert first.method == resolve_method(method)
+        assert torch.equal(first.scores, again.scores) and first.order() == again.order(), method
+        assert first.scores.shape == (gates.layout.num_layers, gates.layout.num_heads)
+        assert first.scores.dtype == torch.float32
+        assert sorted(first.order()) == all_heads(gates.layout.num_layers, gates.layout.num_heads)
+        orders[method] = tuple(first.order())
+    assert orders["entropy"] == orders["entropy_low"]
+    assert len({orders[name] for name in CRITERIA}) == len(CRITERIA), orders
     # ranking leaves the model as it found it: attention implementation, gates, no grad flags changed
     assert model.config._attn_implementation == IMPLEMENTATION
-    assert gates.factor_provider is None
+    assert gates.factor_provider is None and gates.values.eq(1).all()
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_unknown_strategy_names_the_allowed_ones() -> None:
+def test_unknown_method_is_not_a_criterion() -> None:
     model, gates = gated_copy(BUILDERS["gpt2"]())
-    with pytest.raises(ValueError, match="unknown pruning method 'taylor'; allowed: entropy, magnitude, random"):
-        rank_heads("taylor", model, gates, batches())
+    with pytest.raises(KeyError, match="taylor"):
+        score_heads("taylor", model, gates, windows())
 
 
 # ------------------------------------------------------------------ entropy
 @pytest.mark.parametrize("arch", ARCHS)
-def test_entropy_ranking_is_lowest_entropy_first(arch: str) -> None:
+def test_entropy_low_is_lowest_first_and_entropy_high_its_reverse(arch: str) -> None:
     model, gates = gated_copy(BUILDERS[arch]())
-    calib = batches()
-    stats = attention_statistics(model, gates.layout, calib)
-    ranking = rank_heads("entropy", model, gates, calib)
-    ordered = scores_in_order(stats.entropy, ranking)
+    calib = windows()
+    statistics = attention_statistics(model, gates.layout, calib)
+    low = score_heads("entropy_low", model, gates, calib)
+    high = score_heads("entropy_high", model, gates, calib)
+    assert torch.equal(low.scores, statistics.entropy) and torch.equal(high.scores, statistics.entropy)
+    assert (low.ascending, high.ascending) == (True, False)
+    ordered = scores_in_order(statistics.entropy, low.order())
     assert ordered == sorted(ordered)
     assert len(set(ordered)) == len(ordered)  # no ties to hide behind on this model
+    assert high.order() == low.order()[::-1]
 
 
-def test_uniform_head_has_maximal_entropy_and_is_pruned_last() -> None:
-    """A head with zero query weights attends uniformly: entropy mean log(i+1), focus 0, ranked last."""
+def test_entropy_reads_statistics_already_computed() -> None:
+    model, gates = gated_copy(BUILDERS["gpt2"]())
+    fake = torch.arange(12, dtype=torch.float32).flip(0).view(3, 4)
+    statistics = AttentionStatistics(fake, torch.zeros(3, 4), torch.zeros(3, 4, 1))
+    scores = CRITERIA["entropy_low"](model, gates, windows(), 0, statistics)
+    assert torch.equal(scores.scores, fake) and scores.order()[0] == (2, 3)
+    magnitude = CRITERIA["magnitude"](model, gates, windows(), 0, statistics)  # a criterion that ignores them
+    assert torch.equal(magnitude.scores, weight_magnitudes(model, gates.layout))
+
+
+def test_uniform_head_is_pruned_last_by_entropy_low_and_first_by_entropy_high() -> None:
+    """A head with zero query weights attends uniformly: the highest entropy of all."""
     model, gates = gated_copy(BUILDERS["gpt2"]())
     d, layer, head = gates.layout.head_dim, 1, 2
     with torch.no_grad():
-        model.transformer.h[layer].attn.c_attn.weight[:, head * d : (head + 1) * d] = 0
-        model.transformer.h[layer].attn.c_attn.bias[head * d : (head + 1) * d] = 0
-    length = 16
-    stats = attention_statistics(model, gates.layout, batches(2, length))
-    expected = sum(math.log(i) for i in range(1, length + 1)) / length
-    assert stats.entropy[layer, head].item() == pytest.approx(expected, rel=1e-6)
-    assert stats.focus[layer, head].item() == pytest.approx(1 / length, abs=1e-6)  # only the first row counts 1
-    assert (stats.entropy <= expected + 1e-6).all()
-    assert rank_heads("entropy", model, gates, batches(2, length))[-1] == (layer, head)
-
-
-def test_attention_statistics_match_a_direct_eager_computation() -> None:
-    model, gates = gated_copy(BUILDERS["llama"]())
-    calib = batches(1, 12)
-    stats = attention_statistics(model, gates.layout, calib)
-    model.set_attn_implementation("eager")
-    with torch.no_grad():
-        attentions = model(calib[0], output_attentions=True).attentions
-    model.set_attn_implementation(IMPLEMENTATION)
-    for layer, probs in enumerate(attentions):
-        p = probs[0].double()
-        entropy = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1).mean(-1)
-        torch.testing.assert_close(stats.entropy[layer], entropy.float(), atol=1e-5, rtol=0)
-    assert ((stats.focus >= 0) & (stats.focus <= 1)).all()
+        model.transformer.h[layer].attn.c_attn.weight[:, head * d:(head + 1) * d] = 0
+        model.transformer.h[layer].attn.c_attn.bias[head * d:(head + 1) * d] = 0
+    assert score_heads("entropy", model, gates, windows()).order()[-1] == (layer, head)
+    assert score_heads("entropy_high", model, gates, windows()).order()[0] == (layer, head)
 
 
 # ------------------------------------------------------------------ magnitude
@@ -123,7 +166,9 @@ def test_attention_statistics_match_a_direct_eager_computation() -> None:
 def test_magnitude_ranking_is_smallest_norm_first(arch: str) -> None:
     model, gates = gated_copy(BUILDERS[arch]())
     norms = weight_magnitudes(model, gates.layout)
-    ordered = scores_in_order(norms, rank_heads("magnitude", model, gates, []))
+    scores = score_heads("magnitude", model, gates, torch.empty(0, 0, dtype=torch.long))
+    assert torch.equal(scores.scores, norms)
+    ordered = scores_in_order(norms, scores.order())
     assert ordered == sorted(ordered)
 
 
@@ -132,57 +177,48 @@ def test_magnitude_reads_each_heads_slices() -> None:
     d = gates.layout.head_dim
     attn = model.model.layers[2].self_attn
     with torch.no_grad():  # head 4 (kv group 1): zero its own q and o slices
-        attn.q_proj.weight[4 * d : 5 * d] = 0
-        attn.o_proj.weight[:, 4 * d : 5 * d] = 0
+        attn.q_proj.weight[4 * d:5 * d] = 0
+        attn.o_proj.weight[:, 4 * d:5 * d] = 0
     norms = weight_magnitudes(model, gates.layout)
-    kv = torch.cat([attn.k_proj.weight[d : 2 * d], attn.v_proj.weight[d : 2 * d]])
+    kv = torch.cat([attn.k_proj.weight[d:2 * d], attn.v_proj.weight[d:2 * d]])
     assert norms[2, 4].item() == pytest.approx(kv.norm().item(), rel=1e-5)
-    assert rank_heads("magnitude", model, gates, [])[0] == (2, 4)
+    assert score_heads("magnitude", model, gates, windows()).order()[0] == (2, 4)
 
 
 # ------------------------------------------------------------------ random
-def test_random_ranking_depends_on_the_seed_only() -> None:
-    model, gates = gated_copy(BUILDERS["gpt2"]())
-    layout = gates.layout
-    assert random_ranking(layout, 1) == random_ranking(layout, 1)
-    assert random_ranking(layout, 1) != random_ranking(layout, 2)
-    assert rank_heads("random", model, gates, batches(), seed=5) == random_ranking(layout, 5)
-    assert rank_heads("random", model, gates, [], seed=5) == random_ranking(layout, 5)
+def test_random_scores_depend_on_the_seed_only() -> None:
+    gpt2, gpt2_gates = gated_copy(BUILDERS["gpt2"]())
+    other, other_gates = gated_copy(BUILDERS["gpt2"](seed=5))
+    first = score_heads("random", gpt2, gpt2_gates, windows(), seed=1)
+    assert torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=1).scores)
+    assert torch.equal(first.scores, score_heads("random", other, other_gates, torch.empty(0, 0), seed=1).scores)
+    assert not torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=2).scores)
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=1).scores)
+    assert first.order() != score_heads("random", gpt2, gpt2_gates, windows(), seed=2).order()
 
 
 # ------------------------------------------------------------------ gradient
-def test_normalize_per_layer_gives_unit_l2_rows() -> None:
-    scores = torch.tensor([[3.0, 4.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    normalized = normalize_per_layer(scores)
-    torch.testing.assert_close(normalized.norm(dim=1)[:2], torch.ones(2))
-    torch.testing.assert_close(normalized[0], torch.tensor([0.6, 0.8, 0.0]))
-    assert torch.equal(normalized[2], torch.zeros(3))  # an all-zero layer stays zero, no NaN
-
-
 @pytest.mark.parametrize("arch", ARCHS)
-def test_gradient_ranking_sorts_layer_normalized_mean_abs_gradients(arch: str) -> None:
+def test_gradient_scores_are_layer_normalized_mean_abs_gradients(arch: str) -> None:
     model, gates = gated_copy(BUILDERS[arch]())
-    calib = batches()
+    calib = windows(3)
     mean_abs, signed = gate_gradients(model, gates, calib)
-    assert (mean_abs >= signed.abs() - 1e-7).all() and (mean_abs > 0).all()
-    normalized = normalize_per_layer(mean_abs)
-    torch.testing.assert_close(normalized.norm(dim=1), torch.ones(gates.layout.num_layers))
-    ordered = scores_in_order(normalized, rank_heads("gradient", model, gates, calib))
+    torch.testing.assert_close(mean_abs, signed.abs().mean(0))
+    assert (mean_abs > 0).all()
+    scores = score_heads("gradient", model, gates, calib)
+    torch.testing.assert_close(scores.scores.norm(dim=1), torch.ones(gates.layout.num_layers))
+    torch.testing.assert_close(scores.scores, mean_abs / mean_abs.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(scores.scores, importance(signed))  # what prune consent reads
+    ordered = scores_in_order(scores.scores, scores.order())
     assert ordered == sorted(ordered)
 
 
-def test_gate_gradient_matches_finite_difference() -> None:
-    """dLoss/dGate for one head against a central difference of the loss in that gate."""
-    model, gates = gated_copy(BUILDERS["llama"]())
-    calib = batches(1)
-    _, signed = gate_gradients(model, gates, calib)
-    layer, head, eps = 1, 4, 1e-2
-    losses = []
-    for delta in (eps, -eps):
-        values = torch.ones(3, 6)
-        values[layer, head] += delta
-        gates.set(values)
-        with torch.no_grad():
-            losses.append(model(calib[0], labels=calib[0]).loss.item())
-    gates.reset()
-    assert signed[layer, head].item() == pytest.approx((losses[0] - losses[1]) / (2 * eps), rel=1e-2, abs=1e-4)
+def test_gradient_normalisation_keeps_an_all_zero_layer_at_zero() -> None:
+    """A layer whose heads all do nothing has zero gradients: its scores stay 0, never NaN."""
+    model, gates = gated_copy(BUILDERS["gpt2"]())
+    with torch.no_grad():
+        model.transformer.h[2].attn.c_proj.weight.zero_()
+    scores = score_heads("gradient", model, gates, windows())
+    assert torch.equal(scores.scores[2], torch.zeros(4))
+    assert scores.order()[:4] == [(2, 0), (2, 1), (2, 2), (2, 3)]

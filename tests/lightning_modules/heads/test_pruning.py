@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
-from lightning_modules.generation import SamplingConfig, decode
-from lightning_modules.head_gates import attention_modules, layout_from_config
-from lightning_modules.importance import STRATEGIES, rank_heads
-from lightning_modules.pruning import (
+from tiny_lms import BUILDERS, gated_copy, num_params, token_batch
+
+from lightning_modules.decoding.generation import SamplingConfig, decode
+from lightning_modules.heads.gates import attach_gates
+from lightning_modules.heads.importance import CRITERIA, score_heads
+from lightning_modules.heads.pruning import (
     NoHeadAttention,
-    PruningError,
+    PruningConfig,
+    Selection,
     check_level,
     gate_values,
     heads_to_prune_count,
     max_level_keeping_layers,
+    parameter_count,
+    parameters_after_removal,
     remove_heads,
     select_heads,
 )
-from tiny_lms import BUILDERS, gated_copy, num_params, token_batch
+from lightning_modules.models.adapters import adapter_for, layout_of
+from record.errors import ConfigError
 
 ALL_GPT2 = [(layer, head) for layer in range(3) for head in range(4)]
 ALL_LLAMA = [(layer, head) for layer in range(3) for head in range(6)]
@@ -42,6 +49,29 @@ GPT2_SELECTIONS = {
     "all-but-one": [h for h in ALL_GPT2 if h != (2, 3)],
     "every-head": ALL_GPT2,
 }
+STRATEGIES = tuple(CRITERIA)
+LAST_HEAD = "last head of its layer"
+WITHHOLDS = "withholds consent"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return adapter_for(model).attention_modules(model)
+
+
+def chosen(*args, **kwargs) -> list[tuple[int, int]]:
+    """The heads of ``select_heads``'s selection."""
+    return select_heads(*args, **kwargs).heads
+
+
 CASES = [("llama", name, heads) for name, heads in LLAMA_SELECTIONS.items()] + [
     ("gpt2", name, heads) for name, heads in GPT2_SELECTIONS.items()
 ]
@@ -125,7 +155,7 @@ def test_gates_and_factors_still_address_original_heads_after_removal() -> None:
 
 def test_remove_twice_is_refused() -> None:
     _, _, (removed, remove_gates) = masked_and_removed("gpt2", [(0, 0)])
-    with pytest.raises(PruningError, match="fresh copy"):
+    with pytest.raises(ValueError, match="fresh copy"):
         remove_heads(removed, remove_gates, [(1, 1)])
 
 
@@ -139,65 +169,176 @@ def test_remove_nothing_keeps_the_model() -> None:
     assert num_params(removed) == num_params(plain)
 
 
+# ------------------------------------------------------------------ parameters after removal
+PARAMETER_CASES = [
+    ("gpt2", "nothing", []),
+    ("gpt2", "spread", GPT2_SELECTIONS["spread"]),
+    ("gpt2", "emptied-layer", GPT2_SELECTIONS["whole-layer"]),
+    ("gpt2", "every-head", ALL_GPT2),
+    ("llama", "unequal-groups", LLAMA_SELECTIONS["unequal-groups"]),
+    ("llama", "removed-kv-group", LLAMA_SELECTIONS["whole-kv-group"]),
+    ("llama", "kv-group-and-unequal", LLAMA_SELECTIONS["whole-kv-group-and-unequal"]),
+    ("llama", "emptied-layers", LLAMA_SELECTIONS["two-whole-layers"]),
+    ("llama", "every-head", ALL_LLAMA),
+]
+
+
+@pytest.mark.parametrize(("arch", "name", "heads"), PARAMETER_CASES, ids=[f"{a}-{n}" for a, n, _ in PARAMETER_CASES])
+def test_parameters_after_removal_count_a_real_removed_model(arch: str, name: str,
+                                                             heads: list[tuple[int, int]]) -> None:
+    """Counted on a weightless copy from the config alone: the same number as the model with the heads removed."""
+    plain = BUILDERS[arch]()
+    removed, gates = gated_copy(plain)
+    remove_heads(removed, gates, heads)
+    expected = parameter_count(removed)
+    assert expected == num_params(removed)
+    assert parameters_after_removal(plain.config, heads) == expected
+    assert (expected < parameter_count(plain)) == bool(heads)
+
+
+def test_parameters_after_removal_through_selection_with_empty_layers() -> None:
+    """The sweep's path: a level that empties layers (allowed), counted before any weights load."""
+    plain = BUILDERS["llama"]()
+    layout = layout_of(plain.config)
+    selection = select_heads(ALL_LLAMA, 75, layout, allow_empty_layers=True)  # layer-major: layers 0, 1 emptied
+    assert {layer for layer, _ in selection.heads} == {0, 1, 2} and len(selection.heads) == 14
+    removed, gates = gated_copy(plain)
+    remove_heads(removed, gates, selection.heads)
+    assert gates.kept_heads[:2] == [[], []]
+    assert parameters_after_removal(plain.config, selection.heads) == parameter_count(removed)
+
+
+def test_parameter_count_counts_tied_weights_once() -> None:
+    model = BUILDERS["gpt2"]()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert parameter_count(model) == sum(p.numel() for name, p in model.named_parameters(remove_duplicate=True))
+    assert parameter_count(model) < sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+
+
+# ------------------------------------------------------------------ config
+def test_pruning_config_defaults_and_method_resolution() -> None:
+    config = PruningConfig()
+    assert (config.level, config.method, config.mode, config.allow_empty_layers) == (0.0, "entropy_low", "mask", False)
+    assert PruningConfig(method="entropy_high").method == "entropy_high"
+    assert PruningConfig(level=30, method="magnitude", mode="remove").mode == "remove"
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "allowed"),
+    [
+        ({"level": -1}, "model.pruning.level", "a number from 0 to 100"),
+        ({"level": 100.5}, "model.pruning.level", "a number from 0 to 100"),
+        ({"level": float("nan")}, "model.pruning.level", "a number from 0 to 100"),
+        ({"level": True}, "model.pruning.level", "a number from 0 to 100"),
+        ({"method": "taylor"}, "model.pruning.method",
+         "entropy, entropy_low, entropy_high, magnitude, random, gradient"),
+        ({"mode": "cut"}, "model.pruning.mode", "mask, remove"),
+        ({"allow_empty_layers": "yes"}, "model.pruning.allow_empty_layers", "true or false"),
+    ],
+)
+def test_invalid_pruning_settings_are_config_errors(settings: dict, key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PruningConfig(**settings)
+    message = str(info.value)
+    assert info.value.key == key and message.startswith(f"{key} ") and f"allowed: {allowed}" in message
+    assert "\n" not in message
+
+
 # ------------------------------------------------------------------ levels and counts
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
 def test_count_is_rounded_share_of_all_heads(arch: str) -> None:
-    layout = layout_from_config(BUILDERS[arch]().config)
+    layout = layout_of(BUILDERS[arch]().config)
     ranking = ALL_GPT2 if arch == "gpt2" else ALL_LLAMA
     for level in range(0, 101, 5):
         wanted = round(level / 100 * layout.total_heads)
         assert heads_to_prune_count(level, layout) == wanted
-        assert len(select_heads(ranking, level, layout, allow_empty_layers=True)) == wanted
+        assert len(chosen(ranking, level, layout, allow_empty_layers=True)) == wanted
         if level <= max_level_keeping_layers(layout):
-            assert len(select_heads(ranking, level, layout)) == wanted
+            assert len(chosen(ranking, level, layout)) == wanted
 
 
 def test_level_100_without_empty_layers_names_the_level() -> None:
-    layout = layout_from_config(BUILDERS["llama"]().config)
-    with pytest.raises(PruningError, match=r"pruning level 100 would leave a layer with no head") as info:
+    layout = layout_of(BUILDERS["llama"]().config)
+    with pytest.raises(ConfigError, match=r"^model\.pruning\.level 100 would leave a layer with no head") as info:
         select_heads(ALL_LLAMA, 100, layout)
-    assert "\n" not in str(info.value) and "allow_empty_layers" in str(info.value)
+    assert info.value.key == "model.pruning.level"
+    assert "\n" not in str(info.value) and "allow_empty_layers=true" in str(info.value)
+    assert "at most 83.3" in str(info.value) and "(3 layers x 6 heads)" in str(info.value)
     assert max_level_keeping_layers(layout) == pytest.approx(100 * 15 / 18)
     check_level(100 * 15 / 18, layout, allow_empty_layers=False)  # the highest allowed level passes
-    with pytest.raises(PruningError, match="pruning level 90"):
+    with pytest.raises(ConfigError, match="model.pruning.level 90 "):
         check_level(90, layout, allow_empty_layers=False)
-    assert select_heads(ALL_LLAMA, 100, layout, allow_empty_layers=True) == ALL_LLAMA
+    assert select_heads(ALL_LLAMA, 100, layout, allow_empty_layers=True) == Selection(ALL_LLAMA, [])
 
 
 @pytest.mark.parametrize("level", [-10, 100.5, float("nan")])
 def test_level_outside_0_to_100_is_refused(level: float) -> None:
-    layout = layout_from_config(BUILDERS["llama"]().config)
+    layout = layout_of(BUILDERS["llama"]().config)
     for allow in (False, True):
-        with pytest.raises(PruningError, match="pruning level"):
+        with pytest.raises(ConfigError, match="model.pruning.level") as info:
             select_heads(ALL_LLAMA, level, layout, allow_empty_layers=allow)
+        assert "a number from 0 to 100" in str(info.value)
 
 
 def test_keep_one_per_layer_never_empties_a_layer() -> None:
-    layout = layout_from_config(BUILDERS["llama"]().config)
+    layout = layout_of(BUILDERS["llama"]().config)
     layer_major = ALL_LLAMA  # offers every head of layer 0 first
     reversed_order = list(reversed(ALL_LLAMA))
     for ranking in (layer_major, reversed_order):
         for level in range(0, 84, 1):
-            chosen = select_heads(ranking, level, layout)
-            per_layer = [sum(1 for layer, _ in chosen if layer == i) for i in range(layout.num_layers)]
+            heads = chosen(ranking, level, layout)
+            per_layer = [sum(1 for layer, _ in heads if layer == i) for i in range(layout.num_layers)]
             assert max(per_layer) <= layout.num_heads - 1
-        at_max = select_heads(ranking, max_level_keeping_layers(layout), layout)
+        at_max = chosen(ranking, max_level_keeping_layers(layout), layout)
         assert len(at_max) == 15 and all(
             sum(1 for layer, _ in at_max if layer == i) == 5 for i in range(layout.num_layers)
         )
     # the skipped head is the last one of layer 0 in scan order: the rest comes from the next layers
-    assert select_heads(layer_major, 40, layout)[:6] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0)]
+    assert chosen(layer_major, 40, layout)[:6] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0)]
+
+
+# ------------------------------------------------------------------ passed over
+def test_passed_over_lists_the_last_head_of_a_layer() -> None:
+    layout = layout_of(BUILDERS["llama"]().config)
+    selection = select_heads(ALL_LLAMA, 40, layout)  # 7 heads, layer-major order
+    assert selection.heads == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0), (1, 1)]
+    assert selection.passed_over == [((0, 5), LAST_HEAD)]
+    assert select_heads(ALL_LLAMA, 20, layout).passed_over == []  # the scan never reached (0, 5)
+    assert select_heads(ALL_LLAMA, 40, layout, allow_empty_layers=True).passed_over == []
+    at_max = select_heads(ALL_LLAMA, max_level_keeping_layers(layout), layout)
+    assert at_max.passed_over == [((0, 5), LAST_HEAD), ((1, 5), LAST_HEAD)]  # (2, 5) comes after the last taken
+
+
+def test_withholding_heads_go_last_and_are_listed_as_passed_over() -> None:
+    layout = layout_of(BUILDERS["gpt2"]().config)
+    withholding = {(0, 1), (1, 0)}
+    selection = select_heads(ALL_GPT2, 25, layout, withholding=withholding)  # 3 heads
+    assert selection.heads == [(0, 0), (0, 2), (0, 3)]
+    assert selection.passed_over == [((0, 1), WITHHOLDS)]
+    baseline = select_heads(ALL_GPT2, 25, layout)
+    assert baseline.heads == [(0, 0), (0, 1), (0, 2)] and baseline.passed_over == []
+    # a level that needs more heads than consent: withholding heads are taken last, in ranking order
+    full = select_heads(ALL_GPT2, 100, layout, allow_empty_layers=True, withholding=withholding)
+    assert full.heads[-2:] == [(0, 1), (1, 0)] and sorted(full.heads) == ALL_GPT2
+    assert full.passed_over == []  # nothing was left out
+
+
+def test_withholding_and_last_heads_together() -> None:
+    layout = layout_of(BUILDERS["gpt2"]().config)
+    selection = select_heads(ALL_GPT2, 50, layout, withholding={(1, 2)})  # 6 heads
+    assert selection.heads == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 3)]
+    assert selection.passed_over == [((0, 3), LAST_HEAD), ((1, 2), WITHHOLDS)]
 
 
 # ------------------------------------------------------------------ contract 4: nested masks
 @pytest.fixture(scope="module")
 def rankings() -> dict[tuple[str, str], list[tuple[int, int]]]:
-    batches = [torch.randint(2, 100, (1, 16), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    windows = torch.randint(2, 100, (2, 16), generator=torch.Generator().manual_seed(0))
     result = {}
     for arch, build in BUILDERS.items():
         model, gates = gated_copy(build())
         for strategy in STRATEGIES:
-            result[(arch, strategy)] = rank_heads(strategy, model, gates, batches, seed=7)
+            result[(arch, strategy)] = score_heads(strategy, model, gates, windows, seed=7).order()
     return result
 
 
@@ -205,9 +346,9 @@ def rankings() -> dict[tuple[str, str], list[tuple[int, int]]]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("allow_empty_layers", [False, True])
 def test_masks_are_nested_across_levels(rankings, arch: str, strategy: str, allow_empty_layers: bool) -> None:
-    layout = layout_from_config(BUILDERS[arch]().config)
+    layout = layout_of(BUILDERS[arch]().config)
     ranking = rankings[(arch, strategy)]
-    sets = {level: set(select_heads(ranking, level, layout, allow_empty_layers)) for level in (30, 50, 70)}
+    sets = {level: set(chosen(ranking, level, layout, allow_empty_layers)) for level in (30, 50, 70)}
     assert sets[30] <= sets[50] <= sets[70]
     assert [len(sets[level]) for level in (30, 50, 70)] == [
         round(level / 100 * layout.total_heads) for level in (30, 50, 70)
@@ -215,22 +356,39 @@ def test_masks_are_nested_across_levels(rankings, arch: str, strategy: str, allo
     top = 100 if allow_empty_layers else max_level_keeping_layers(layout)
     previous: set = set()
     for level in [x * top / 20 for x in range(21)]:  # and at every step of a fine sweep
-        current = set(select_heads(ranking, level, layout, allow_empty_layers))
+        current = set(chosen(ranking, level, layout, allow_empty_layers))
         assert previous <= current
         previous = current
 
 
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_consent_ordering_keeps_masks_nested(rankings, arch: str, strategy: str) -> None:
+    layout = layout_of(BUILDERS[arch]().config)
+    ranking = rankings[(arch, strategy)]
+    withholding = set(ranking[1:layout.total_heads:4])  # a quarter of the heads, spread over the ranking
+    previous: set = set()
+    for level in [x * 100 / 24 for x in range(25)]:
+        selection = select_heads(ranking, level, layout, allow_empty_layers=True, withholding=withholding)
+        current = set(selection.heads)
+        assert previous <= current and len(current) == heads_to_prune_count(level, layout)
+        taken_withholding = len(current & withholding)
+        # a withholding head is taken only once every consenting head is
+        assert taken_withholding == max(0, len(current) - (layout.total_heads - len(withholding)))
+        previous = current
+    sets = {level: set(chosen(ranking, level, layout, withholding=withholding)) for level in (30, 50)}
+    assert sets[30] <= sets[50]
+
+
 def test_remove_via_select_heads_matches_mask_at_50_percent() -> None:
-    """The path condition.py takes: ranking -> select_heads -> remove, against the mask arm."""
+    """The path condition.py takes: scores -> select_heads -> remove, against the mask arm."""
     plain = BUILDERS["llama"]()
     probe, probe_gates = gated_copy(plain)
-    batches = [torch.arange(2, 26).unsqueeze(0)]
-    heads = select_heads(rank_heads("entropy", probe, probe_gates, batches), 50, probe_gates.layout)
+    windows = torch.arange(2, 26).unsqueeze(0)
+    heads = chosen(score_heads("entropy", probe, probe_gates, windows).order(), 50, probe_gates.layout)
     masked, mask_gates = gated_copy(plain)
     mask_gates.set(gate_values(heads, mask_gates.layout))
     removed = copy.deepcopy(plain)
-    from lightning_modules.head_gates import attach_gates
-
     remove_gates = attach_gates(removed)
     remove_heads(removed, remove_gates, heads)
     remove_gates.set(gate_values(heads, remove_gates.layout))
@@ -256,10 +414,10 @@ def test_emptied_first_layer_keeps_cache_length_and_padding_in_cached_steps(arch
     for model in (masked, removed):
         cache = DynamicCache(config=model.config)
         with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
             assert cache.get_seq_length() == ids.shape[1]
             step_logits.append(model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1,
-                                     past_key_values=cache).logits)
+                                     cache=cache).logits)
     torch.testing.assert_close(step_logits[1], step_logits[0], atol=1e-5, rtol=0)
 
 

