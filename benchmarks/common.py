@@ -237,7 +237,7 @@ class Models:
     """Models loaded at most once per run and shared by the figures."""
 
     def __init__(self, device: torch.device | str = "cpu", precision: str = "float32") -> None:
-        from lightning_modules.model_store import ModelStore
+        from lightning_modules.store import ModelStore
 
         self.device = torch.device(device)
         self.precision = precision
@@ -255,8 +255,8 @@ class Models:
     @cached_property
     def embedded_plain(self) -> torch.nn.Module:
         """A second, untouched copy: stock sdpa attention, no hooks, as ``from_pretrained`` gives it."""
-        from lightning_modules.model_store import DTYPES
-        from lightning_modules.sources import load_model, resolve_source
+        from lightning_modules.models.sources import load_model, resolve_source
+        from lightning_modules.store import DTYPES
 
         model, _ = load_model(resolve_source(EMBEDDED), dtype=DTYPES[self.precision])
         return model.to(self.device)
@@ -264,8 +264,9 @@ class Models:
     @cached_property
     def gpt2_plain(self) -> torch.nn.Module:
         """GPT-2 small's shape (12 layers, 12 heads, 768 wide) with random weights: no hub needed."""
-        from lightning_modules.model_store import DTYPES
         from transformers import GPT2Config, GPT2LMHeadModel
+
+        from lightning_modules.store import DTYPES
 
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).to(self.device, DTYPES[self.precision]).eval()
@@ -275,24 +276,22 @@ class Models:
     @cached_property
     def gpt2(self):
         """A copy of :attr:`gpt2_plain` prepared as ``ModelStore.base`` prepares a model: (model, gates)."""
-        from lightning_modules.head_gates import attach_gates
-        from lightning_modules.vocab_head import slice_vocabulary_head
+        from lightning_modules.heads.gates import attach_gates
+        from lightning_modules.models.vocab_head import slice_vocabulary_head
 
         model = slice_vocabulary_head(copy.deepcopy(self.gpt2_plain))
         return model, attach_gates(model)
 
     def embedded_ranking(self) -> list[tuple[int, int]]:
-        """The entropy ranking exactly as ``build_condition`` computes and caches it."""
-        from lightning_modules.condition import CalibrationConfig, calibration_text
-        from lightning_modules.importance import calibration_batches, rank_heads
+        """The entropy ranking exactly as ``build_condition`` computes and caches it (shared store)."""
+        from lightning_modules.condition import build_condition
+        from lightning_modules.heads.agency import AgencyConfig
+        from lightning_modules.heads.calibration import CalibrationConfig
+        from lightning_modules.heads.pruning import PruningConfig
 
-        loaded = self.embedded
-        cal = CalibrationConfig()
-        key = (EMBEDDED, self.precision, cal.text_file, cal.max_tokens, cal.window)
-        batches = self.store.cached(("batches", *key), lambda: calibration_batches(
-            loaded.tokenizer, calibration_text(cal), cal.window, cal.max_tokens))
-        return self.store.cached(("ranking", "entropy", None, *key),
-                                 lambda: rank_heads("entropy", loaded.model, loaded.gates, batches))
+        condition = build_condition(self.store, EMBEDDED, self.precision, self.device, PruningConfig(level=0),
+                                    AgencyConfig(), CalibrationConfig(), seed=0, num_tokens=1)
+        return condition.scores.order()  # built, never attached: nothing to detach
 
     def embedded_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``batch`` bundled prompts, left-padded as the harness pads them."""

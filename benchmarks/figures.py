@@ -64,7 +64,7 @@ def label(models: Models, threads: int | None = None) -> str:
 
 # ------------------------------------------------------------ decoding sides
 def greedy_decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, tokens: int) -> torch.Tensor:
-    from lightning_modules.generation import SamplingConfig, decode
+    from lightning_modules.decoding.generation import SamplingConfig, decode
 
     return decode(model, ids, mask, tokens, SamplingConfig(temperature=0.0), [0] * ids.shape[0]).tokens
 
@@ -223,32 +223,36 @@ def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads:
 
 # ------------------------------------------------------------ figure 2
 def agency_overhead(models: Models, settings: Settings) -> list[Row]:
-    from lightning_modules.agency import AgencyConfig
-    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
-    from lightning_modules.generation import SamplingConfig, decode, sample_seed
+    from lightning_modules.condition import build_condition
+    from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
+    from lightning_modules.heads.agency import AgencyConfig
+    from lightning_modules.heads.calibration import CalibrationConfig
+    from lightning_modules.heads.pruning import PruningConfig
 
-    b = settings.batch
+    b, n = settings.batch, settings.new_tokens
     ids, mask = models.embedded_batch(b)
     seeds = [sample_seed(0, i, 0) for i in range(b)]
     sampling = SamplingConfig(temperature=0.7)
+    # Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build
+    # runs its calibration: never timed), and attached to the shared base model only while it decodes.
+    conditions = {enabled: build_condition(models.store, EMBEDDED, models.precision, models.device,
+                                           PruningConfig(level=0), AgencyConfig(enabled=enabled),
+                                           CalibrationConfig(), seed=0, num_tokens=n)
+                  for enabled in (False, True)}
 
-    def arm(enabled: bool, n: int) -> Callable[[], float]:
+    def arm(enabled: bool, tokens: int) -> Callable[[], float]:
+        condition = conditions[enabled]
+
         def run() -> float:
-            condition = build_condition(models.store, EMBEDDED, models.precision, models.device,
-                                        PruningConfig(level=0), AgencyConfig(enabled=enabled),
-                                        CalibrationConfig(), seed=0)
-            try:
+            with condition.attached():
                 condition.begin_sequence_batch(b)
-                result = decode(condition.model, ids, mask, n, sampling, seeds, on_step=condition.on_step)
-            finally:
-                condition.close()
+                result = decode(condition.model, ids, mask, tokens, sampling, seeds, on_step=condition.on_step)
             return result.total_time_s
 
         return run
 
-    for enabled in (False, True):  # warm-up; the agency arm's first build runs its calibration
+    for enabled in (False, True):  # warm-up
         arm(enabled, WARMUP_TOKENS)()
-    n = settings.new_tokens
     t = alternate({"baseline": arm(False, n), "agency": arm(True, n)}, settings.rounds)
     ratio = t.ratio("baseline", "agency")
     return [Row("2 agency overhead", "agency arm vs baseline arm, 0% pruned (decode)", EMBEDDED, label(models),
@@ -259,9 +263,9 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
 
 # ------------------------------------------------------------ figure 3
 def removed_copy(model: torch.nn.Module, gates, heads: list[tuple[int, int]]) -> torch.nn.Module:
-    """What ``build_condition`` does for prune_mode=remove: a deep copy with the heads sliced out."""
-    from lightning_modules.head_gates import attach_gates
-    from lightning_modules.pruning import remove_heads
+    """What ``build_condition`` does in pruning mode remove: a deep copy with the heads sliced out."""
+    from lightning_modules.heads.gates import attach_gates
+    from lightning_modules.heads.pruning import remove_heads
 
     gates.remove_hooks()
     try:
@@ -278,7 +282,7 @@ def pruning_speedup(models: Models, settings: Settings) -> list[Row]:
 
 def _pruning_rows(name: str, models: Models, settings: Settings, layout, width: int,
                   sides: dict[str, Callable[[int], float]], heads: dict[int, list]) -> list[Row]:
-    from lightning_modules.flops import flops_per_token
+    from callbacks.costs import flops_per_token
 
     for side in sides.values():
         side(WARMUP_TOKENS)
@@ -305,14 +309,15 @@ def _pruning_rows(name: str, models: Models, settings: Settings, layout, width: 
 
 def pruning_rows_gpt2(models: Models, settings: Settings) -> list[Row]:
     """GPT-2 small's shape: random ranking (random weights have no meaningful importance), same removal code."""
-    from lightning_modules.importance import random_ranking
-    from lightning_modules.pruning import gate_values, select_heads
+    from lightning_modules.heads.importance import score_heads
+    from lightning_modules.heads.pruning import gate_values, select_heads
 
     model, gates = models.gpt2
     layout = gates.layout
-    ranking = random_ranking(layout, 0)
+    no_windows = torch.empty(0, 0, dtype=torch.long)  # the random criterion reads no calibration text
+    ranking = score_heads("random", model, gates, no_windows, seed=0).order()
     ids, mask = models.batch_for(GPT2, settings.batch)  # random tokens, as long as the embedded prompts
-    heads = {level: select_heads(ranking, level, layout) for level in LEVELS}
+    heads = {level: select_heads(ranking, level, layout).heads for level in LEVELS}
     copies = {level: removed_copy(model, gates, heads[level]) for level in LEVELS}
 
     def masked(level: int) -> Callable[[int], float]:
@@ -340,29 +345,27 @@ def pruning_rows_gpt2(models: Models, settings: Settings) -> list[Row]:
 
 
 def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
-    """The harness's own path: ``build_condition`` with prune_mode mask or remove (entropy ranking)."""
-    from lightning_modules.agency import AgencyConfig
-    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
+    """The harness's own path: ``build_condition`` with pruning mode mask or remove (entropy ranking).
+
+    Every condition is built once (remove: its own model copy; mask: the shared base model) and
+    attached only around its timed decode, as the sweep runner does.
+    """
+    from lightning_modules.condition import build_condition
+    from lightning_modules.heads.agency import AgencyConfig
+    from lightning_modules.heads.calibration import CalibrationConfig
+    from lightning_modules.heads.pruning import PruningConfig
 
     ids, mask = models.embedded_batch(settings.batch)
-
-    def build(level: float, mode: str):
-        return build_condition(models.store, EMBEDDED, models.precision, models.device,
-                               PruningConfig(level=level, mode=mode), AgencyConfig(), CalibrationConfig(), seed=0)
-
-    kept: dict = {}
+    built: dict = {}
 
     def side(level: float, mode: str) -> Callable[[int], float]:
-        if mode == "remove":  # its own model copy: build once, keep
-            kept[level] = build(level, mode)
+        condition = built[(level, mode)] = build_condition(
+            models.store, EMBEDDED, models.precision, models.device, PruningConfig(level=level, mode=mode),
+            AgencyConfig(), CalibrationConfig(), seed=0, num_tokens=settings.prune_tokens)
 
         def run(n: int) -> float:
-            condition = kept[level] if mode == "remove" else build(level, mode)
-            try:
+            with condition.attached():
                 return timed(lambda: greedy_decode(condition.model, ids, mask, n), models.device)()
-            finally:
-                if mode != "remove":
-                    condition.close()
 
         return run
 
@@ -370,9 +373,9 @@ def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
     for level in LEVELS:
         sides[f"remove/{level}"] = side(level, "remove")
         sides[f"mask/{level}"] = side(level, "mask")
-    heads = {level: kept[level].pruned_heads for level in LEVELS}
+    heads = {level: built[(level, "remove")].heads for level in LEVELS}
     rows = _pruning_rows(EMBEDDED, models, settings, models.embedded.gates.layout, ids.shape[1], sides, heads)
-    kept.clear()
+    built.clear()
     del sides
     release()
     return rows

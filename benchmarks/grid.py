@@ -1,9 +1,13 @@
 """Figure 5: the quickstart sweep's grid, our way vs the way the user's original script ran it.
 
+The grid is what ``configs/sweeps/quickstart.yaml`` runs: its parameters on top of
+``configs/default.yaml`` and ``configs/quickstart.yaml`` (prompts, iterations,
+batch size, new tokens, seed, agency and calibration settings).
+
 Ours: one process, the model loaded once, rankings and agency calibration
-computed once (the model store), then per condition ``build_condition`` and one
-``decode`` of the whole batch (5 prompts x 2 iterations = 10 rows, the
-quickstart's batch_size), exactly the generation the harness's sweep runs.
+computed once (the model store), then per condition ``build_condition``, its
+state attached, and one ``decode`` per batch of the quickstart's batch size
+(prompts x iterations rows), exactly the generation the harness's sweep runs.
 The records, perplexity and callbacks of ``run_sweep`` are left out on purpose:
 the original loop had none of them either, so both sides do generation only.
 
@@ -14,8 +18,8 @@ script did), and every prompt is generated one at a time (batch 1) with plain
 ``generate``; the agency model runs its agency layer during ``generate``
 (advanced once per forward by a logits processor). Conservatively, the
 original side is *not* charged for the agency calibration (the gradient pass
-behind the agency's initial states, which is this harness's own addition): it
-gets that precomputed.
+and ablations behind the agency's initial states, which are this harness's own
+addition): it gets that precomputed.
 
 Both sides run the same grid: the same conditions, prompts, iterations, seeds
 and number of new tokens.
@@ -26,7 +30,9 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import yaml
@@ -34,6 +40,7 @@ import yaml
 from benchmarks.common import EMBEDDED, REPO, Models, Row, release
 
 SWEEP = REPO / "configs" / "sweeps" / "quickstart.yaml"
+DEFAULTS = REPO / "configs" / "default.yaml"
 BASE = REPO / "configs" / "quickstart.yaml"
 
 
@@ -48,6 +55,11 @@ class Grid:
     iterations: int
     tokens: int
     batch_size: int
+    seed: int = 0
+    top_k: int = 0
+    top_p: float = 1.0
+    agency_settings: dict[str, Any] = field(default_factory=dict)  # model.agency, less ``enabled``
+    calibration_settings: dict[str, Any] = field(default_factory=dict)  # model.calibration
 
     @property
     def conditions(self) -> int:
@@ -59,16 +71,24 @@ class Grid:
                 f"{self.prompts} prompts x {self.iterations} iterations")
 
 
-def quickstart_grid(size: str) -> Grid:
-    """The grid of configs/sweeps/quickstart.yaml on configs/quickstart.yaml, or a part of it.
+def _merged(low: dict, high: dict) -> dict:
+    """``high`` over ``low``, nested mappings merged key by key (as ``--config a --config b`` does)."""
+    out = dict(low)
+    for key, value in high.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
-    ``full``: all of it (16 conditions; ~15 minutes on 2 busy cores, mostly the original loop).
+
+def quickstart_grid(size: str) -> Grid:
+    """The grid of configs/sweeps/quickstart.yaml on configs/default.yaml + configs/quickstart.yaml, or a part.
+
+    ``full``: all of it (16 conditions; most of its time is the original loop).
     ``part`` (the default): the highest level, both temperatures, both arms (4 conditions), which
-    is what fits the 10-minute budget of a whole run.
+    is what fits the budget of a whole run.
     Every condition keeps its prompts, iterations, batch size and new tokens.
     """
     sweep = yaml.safe_load(SWEEP.read_text())["parameters"]
-    base = yaml.safe_load(BASE.read_text())
+    config = _merged(yaml.safe_load(DEFAULTS.read_text()), yaml.safe_load(BASE.read_text()))
 
     def values(key: str, default):
         spec = sweep.get(key)
@@ -76,38 +96,53 @@ def quickstart_grid(size: str) -> Grid:
             return [default]
         return list(spec["values"]) if "values" in spec else [spec["value"]]
 
-    model, data = base["model"], base["data"]
+    model, data = config["model"], config["data"]
+    generation = model.get("generation", {})
+    agency_settings = {k: v for k, v in (model.get("agency") or {}).items() if k != "enabled"}
     grid = Grid(
-        levels=[float(v) for v in values("model.pruning.level", 0)],
+        levels=[float(v) for v in values("model.pruning.level", model["pruning"].get("level", 0))],
         agency=[bool(v) for v in values("model.agency.enabled", False)],
-        temperatures=[float(v) for v in values("model.generation.temperature", 0.7)],
+        temperatures=[float(v) for v in values("model.generation.temperature", generation.get("temperature", 0.7))],
         method=values("model.pruning.method", model["pruning"]["method"])[0],
         precision=model.get("precision", "float32"),
         prompts=int(data["max_prompts"]),
         iterations=int(data["iterations"]),
-        tokens=int(model["generation"]["num_tokens"]),
+        tokens=int(generation["num_tokens"]),
         batch_size=int(data["batch_size"]),
+        seed=int(model.get("seed", 0)),
+        top_k=int(generation.get("top_k", 0)),
+        top_p=float(generation.get("top_p", 1.0)),
+        agency_settings=agency_settings,
+        calibration_settings=dict(model.get("calibration") or {}),
     )
     if size != "full":
         grid.levels = grid.levels[-1:]
     return grid
 
 
-def _configs(level: float, agency: bool, method: str):
-    from lightning_modules.agency import AgencyConfig
-    from lightning_modules.condition import CalibrationConfig, PruningConfig
+def _configs(grid: Grid, level: float, agency: bool):
+    from lightning_modules.heads.agency import AgencyConfig
+    from lightning_modules.heads.calibration import CalibrationConfig
+    from lightning_modules.heads.pruning import PruningConfig
 
-    return PruningConfig(level=level, method=method, mode="mask"), AgencyConfig(enabled=agency), CalibrationConfig()
+    return (PruningConfig(level=level, method=grid.method, mode="mask"),
+            AgencyConfig(**grid.agency_settings, enabled=agency), CalibrationConfig(**grid.calibration_settings))
+
+
+def _build(store, grid: Grid, device: torch.device, level: float, agency: bool):
+    from lightning_modules.condition import build_condition
+
+    pruning, agency_cfg, calibration = _configs(grid, level, agency)
+    return build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg, calibration, grid.seed,
+                           grid.tokens)
 
 
 def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
     """Seconds for the whole grid our way, from an empty model store (load and calibration included),
     and the seconds of it spent outside decoding (load, ranking, agency calibration, condition builds)."""
-    from lightning_modules.condition import build_condition
-    from lightning_modules.generation import SamplingConfig, decode, sample_seed
-    from lightning_modules.model_store import ModelStore
-
     from lightning_modules.data import PromptDataset, read_prompts
+    from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
+    from lightning_modules.store import ModelStore
 
     start = time.perf_counter()
     store = ModelStore()
@@ -116,19 +151,17 @@ def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
     batches = [items[i:i + grid.batch_size] for i in range(0, len(items), grid.batch_size)]
     setup = time.perf_counter() - start
     for level, agency, temperature in itertools.product(grid.levels, grid.agency, grid.temperatures):
-        pruning, agency_cfg, calibration = _configs(level, agency, grid.method)
         build_start = time.perf_counter()
-        condition = build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg, calibration, 0)
+        condition = _build(store, grid, device, level, agency)
         setup += time.perf_counter() - build_start
-        try:
+        sampling = SamplingConfig(temperature=temperature, top_k=grid.top_k, top_p=grid.top_p)
+        with condition.attached():
             for batch in batches:
                 enc = tokenizer([item.prompt for item in batch], return_tensors="pt", padding=True).to(device)
-                seeds = [sample_seed(0, item.prompt_index, item.iteration) for item in batch]
+                seeds = [sample_seed(grid.seed, item.prompt_index, item.iteration) for item in batch]
                 condition.begin_sequence_batch(len(batch))
-                decode(condition.model, enc.input_ids, enc.attention_mask, grid.tokens,
-                       SamplingConfig(temperature=temperature), seeds, on_step=condition.on_step)
-        finally:
-            condition.close()
+                decode(condition.model, enc.input_ids, enc.attention_mask, grid.tokens, sampling, seeds,
+                       on_step=condition.on_step)
     elapsed = time.perf_counter() - start
     store.clear()
     del store
@@ -151,12 +184,11 @@ def _step_hook(condition):
 
 def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: list[float]) -> float:
     """Seconds for the original loop over ``levels`` (both arms, every temperature and iteration)."""
-    from lightning_modules.condition import build_condition
-    from lightning_modules.generation import sample_seed
-    from lightning_modules.model_store import ModelStore
     from transformers import LogitsProcessorList
 
     from lightning_modules.data import read_prompts
+    from lightning_modules.decoding.generation import sample_seed
+    from lightning_modules.store import ModelStore
 
     prompts = read_prompts(None, grid.prompts)
     seeded = {key: value for key, value in precomputed.store._values.items()  # no public accessor
@@ -169,23 +201,22 @@ def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: 
                 store = ModelStore()  # empty: the weights load from disk again
                 for key, value in seeded.items():
                     store.cached(key, lambda v=value: v)
-                pruning, agency_cfg, calibration = _configs(level, agency, grid.method)
-                arms.append(build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg,
-                                            calibration, 0))
-            for prompt_index, prompt in enumerate(prompts):
+                arms.append(_build(store, grid, device, level, agency))
+            with ExitStack() as attached:  # each arm on its own model: both attached at once
                 for condition in arms:
-                    enc = condition.tokenizer([prompt], return_tensors="pt").to(device)
-                    condition.begin_sequence_batch(1)
-                    condition.on_step()
-                    processors = LogitsProcessorList([_step_hook(condition)] if condition.agency else [])
-                    torch.manual_seed(sample_seed(0, prompt_index, iteration))
-                    with torch.no_grad():
-                        condition.model.generate(
-                            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                            max_new_tokens=grid.tokens, min_new_tokens=grid.tokens,
-                            pad_token_id=condition.tokenizer.pad_token_id, logits_processor=processors)
-            for condition in arms:
-                condition.close()
+                    attached.enter_context(condition.attached())
+                for prompt_index, prompt in enumerate(prompts):
+                    for condition in arms:
+                        enc = condition.tokenizer([prompt], return_tensors="pt").to(device)
+                        condition.begin_sequence_batch(1)
+                        condition.on_step()
+                        processors = LogitsProcessorList([_step_hook(condition)] if condition.agency else [])
+                        torch.manual_seed(sample_seed(grid.seed, prompt_index, iteration))
+                        with torch.no_grad():
+                            condition.model.generate(
+                                **enc, do_sample=True, temperature=temperature, top_k=grid.top_k,
+                                top_p=grid.top_p, max_new_tokens=grid.tokens, min_new_tokens=grid.tokens,
+                                pad_token_id=condition.tokenizer.pad_token_id, logits_processor=processors)
             del arms, store
             gc.collect()
     elapsed = time.perf_counter() - start
@@ -193,9 +224,10 @@ def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: 
     return elapsed
 
 
-def grid_speedup(models: Models, size: str) -> list[Row]:
-    grid = quickstart_grid(size)
-    _agency_signals(models)  # what the original side gets precomputed
+def grid_speedup(models: Models, size: str, grid: Grid | None = None) -> list[Row]:
+    """Figure 5 on the quickstart grid (``size``: full or part), or on ``grid`` when given."""
+    grid = grid or quickstart_grid(size)
+    _agency_signals(models, grid)  # what the original side gets precomputed
     # Ours runs between the two halves of the original, so a slow phase of the machine
     # is less likely to hit one side only.
     half = len(grid.levels) // 2 or 1
@@ -207,19 +239,15 @@ def grid_speedup(models: Models, size: str) -> list[Row]:
     loads = len(grid.levels) * len(grid.temperatures) * grid.iterations * len(grid.agency)
     part = "full quickstart grid" if size == "full" else "quickstart grid, part"
     return [Row("5 the grid", f"{part}: original loop time / our time", EMBEDDED,
-                f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr", f"{grid.batch_size} vs 1", grid.tokens,
-                value=original / ours, goal=5.0,
+                f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr", f"{grid.batch_size} vs 1",
+                grid.tokens, value=original / ours, goal=5.0,
                 note=f"{grid.describe()}; {samples} samples; ours {ours:.0f} s (1 load; {setup:.0f} s of it "
                      f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)"
                      + ("" if size == "full" else "; a part weighs our one-time setup more than the grid: "
                                                   "--full-grid for the whole"))]
 
 
-def _agency_signals(models: Models) -> None:
-    """Compute the agency calibration once in the shared store (build_condition caches it)."""
-    from lightning_modules.agency import AgencyConfig
-    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
-
-    condition = build_condition(models.store, EMBEDDED, models.precision, models.device, PruningConfig(level=0),
-                                AgencyConfig(enabled=True), CalibrationConfig(), 0)
-    condition.close()
+def _agency_signals(models: Models, grid: Grid) -> None:
+    """Compute the agency calibration once in the shared store (``build_condition`` caches it, keyed by the
+    agency and calibration settings, which are the grid's)."""
+    _build(models.store, grid, models.device, 0.0, True)  # built only: never attached, nothing to undo

@@ -60,20 +60,28 @@ def batching(models: Models) -> None:
     compare("decode, embedded model, float32", "batch 1", "batch 8", a, b, wa, wb)
 
 
+def _condition(models: Models, enabled: bool):
+    """A level-0 condition of the embedded model, baseline or agency arm, built for ``STEPS`` tokens."""
+    from lightning_modules.condition import build_condition
+    from lightning_modules.heads.agency import AgencyConfig
+    from lightning_modules.heads.calibration import CalibrationConfig
+    from lightning_modules.heads.pruning import PruningConfig
+
+    return build_condition(models.store, EMBEDDED, "float32", "cpu", PruningConfig(level=0),
+                           AgencyConfig(enabled=enabled), CalibrationConfig(), 0, STEPS)
+
+
 def agency(models: Models) -> None:
-    from lightning_modules.agency import AgencyConfig
-    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
-    from lightning_modules.generation import SamplingConfig, decode
+    from lightning_modules.decoding.generation import SamplingConfig, decode
 
     ids, mask = models.embedded_batch(8)
     tables = {}
     for enabled in (False, True, False, True):  # the first pair warms up (and calibrates)
-        condition = build_condition(models.store, EMBEDDED, "float32", "cpu", PruningConfig(level=0),
-                                    AgencyConfig(enabled=enabled), CalibrationConfig(), 0)
-        condition.begin_sequence_batch(8)
-        tables[enabled] = op_table(lambda c=condition: decode(c.model, ids, mask, STEPS, SamplingConfig(0.7),
-                                                              list(range(8)), on_step=c.on_step))
-        condition.close()
+        condition = _condition(models, enabled)
+        with condition.attached():
+            condition.begin_sequence_batch(8)
+            tables[enabled] = op_table(lambda c=condition: decode(c.model, ids, mask, STEPS, SamplingConfig(0.7),
+                                                                  list(range(8)), on_step=c.on_step))
     (a, wa), (b, wb) = tables[False], tables[True]
     compare("decode at batch 8, T=0.7, 0% pruned", "baseline", "agency", a, b, wa, wb, rows=24)
 
@@ -82,10 +90,9 @@ def agency_parts(models: Models) -> None:
     """Agency overhead with its parts replaced by no-ops (timing only: the outputs change)."""
     import statistics
 
-    import lightning_modules.attention as attention
-    from lightning_modules.agency import AgencyConfig, AgencyController
-    from lightning_modules.condition import CalibrationConfig, PruningConfig, build_condition
-    from lightning_modules.generation import SamplingConfig, decode
+    import lightning_modules.heads.attention as attention
+    from lightning_modules.decoding.generation import SamplingConfig, decode
+    from lightning_modules.heads.agency import AgencyController
 
     ids, mask = models.embedded_batch(8)
     focus, observe = attention.newest_token_focus, AgencyController.observe
@@ -100,13 +107,12 @@ def agency_parts(models: Models) -> None:
 
     def run(name: str, steps: int) -> float:
         enabled, attention.newest_token_focus, AgencyController.observe = variants[name]
-        try:
-            condition = build_condition(models.store, EMBEDDED, "float32", "cpu", PruningConfig(level=0),
-                                        AgencyConfig(enabled=enabled), CalibrationConfig(), 0)
-            condition.begin_sequence_batch(8)
-            result = decode(condition.model, ids, mask, steps, SamplingConfig(0.7), list(range(8)),
-                            on_step=condition.on_step)
-            condition.close()
+        try:  # patched before attaching: the observers are the controller's methods looked up then
+            condition = _condition(models, enabled)
+            with condition.attached():
+                condition.begin_sequence_batch(8)
+                result = decode(condition.model, ids, mask, steps, SamplingConfig(0.7), list(range(8)),
+                                on_step=condition.on_step)
             return result.total_time_s
         finally:
             attention.newest_token_focus, AgencyController.observe = focus, observe

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=list(FIGURES), action="append",
                         help="run only this figure (repeatable)")
     parser.add_argument("--full-grid", action="store_true",
-                        help="figure 5 on the whole quickstart grid (16 conditions instead of 2; ~10 more minutes)")
+                        help="figure 5 on the whole quickstart grid (16 conditions instead of 4; ~10 more minutes)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every figure (default: one per core not kept busy by others)")
     args = parser.parse_args(argv)

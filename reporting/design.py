@@ -109,14 +109,25 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+DEPARTURES_KEY = "model.agency.departures"  # the harness lists where an agency arm departs from the defaults
+
+
 def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
-    """Each record's arm: ``baseline``, ``agency`` (the settings most agency records share) or
-    ``agency(key=value, ...)`` listing where it departs from them (every key where no value is the majority)."""
+    """Each record's arm: ``baseline``, ``agency`` (the default agency layer) or ``agency(key=value, ...)``
+    listing the settings in which it departs from the default. Records that do not say what the defaults are
+    are labelled against the settings most agency records share (every key without a majority is listed)."""
     flats = {r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
              for r in records}
     agency_ids = [cid for cid, flat in flats.items() if flat.get(AGENCY_ENABLED_KEY)]
+    if agency_ids and all(DEPARTURES_KEY in flats[cid] for cid in agency_ids):
+        arms = {cid: Arm(BASELINE) for cid in flats if cid not in agency_ids}
+        for cid in agency_ids:
+            names = flats[cid][DEPARTURES_KEY] or []
+            parts = [f"{name}={_text(flats[cid].get(AGENCY_PREFIX + name))}" for name in names]
+            arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(parts)})" if parts else MAIN_AGENCY)
+        return arms
     majority: dict[str, Any] = {}
-    keys = sorted({k for cid in agency_ids for k in flats[cid]})
+    keys = sorted({k for cid in agency_ids for k in flats[cid]} - {DEPARTURES_KEY})
     for key in keys:
         counts = Counter(repr(flats[cid].get(key)) for cid in agency_ids).most_common()
         if len(counts) == 1 or counts[0][1] > counts[1][1]:

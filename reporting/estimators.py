@@ -94,7 +94,7 @@ def mean_t_effect(values: Sequence[float], test: str = "paired t on log ratios")
     if n < 2:
         return Effect(n, float(x.mean()) if n else None, None, None, None, None, test, "fewer than 2 repeats")
     mean, sd = float(x.mean()), float(x.std(ddof=1))
-    if sd == 0:
+    if np.ptp(x) == 0:  # not sd == 0: the sd of equal values can round to 1e-17 and give p = 1e-33
         return Effect(n, mean, mean, mean, None, 0.0, test, "no spread between repeats: no test")
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
     p = _finite(stats.ttest_1samp(x, 0.0).pvalue)
@@ -110,7 +110,7 @@ def welch_effect(a: Sequence[float], b: Sequence[float], test: str = "Welch t on
     diff = float(x.mean() - y.mean())
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(va + vb)
-    if se == 0:
+    if np.ptp(x) == 0 and np.ptp(y) == 0:  # not se == 0, which rounding can miss (see mean_t_effect)
         return Effect(n, diff, diff, diff, None, 0.0, test, "no spread: no test")
     df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, df)) * se
@@ -127,7 +127,8 @@ def regression_effect(x: Sequence[float], y: Sequence[float], test: str = "least
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = stats.linregress(xa, ya)
-    if not math.isfinite(fit.stderr) or fit.stderr == 0:
+    residuals = ya - (fit.intercept + fit.slope * xa)
+    if not math.isfinite(fit.stderr) or np.ptp(residuals) <= 1e-12 * max(1.0, float(np.abs(ya).max())):
         return Effect(n, float(fit.slope), float(fit.slope), float(fit.slope), None, 0.0, test, "exact fit: no test")
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 2)) * float(fit.stderr)
     return Effect(n, float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, _finite(fit.pvalue), 0.0,

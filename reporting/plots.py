@@ -107,15 +107,15 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
     return _save(fig, out / f"metrics_vs_level_{slug(series.label())}.png")
 
 
-def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str) -> None:
-    """Effects with 95% intervals, one row each; ratios on a log axis around 1, differences around 0."""
-    ratios = [c for c in comparisons if c.kind == "ratio" and c.effect.estimate is not None]
-    if not ratios:
+def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str, kind: str = "ratio") -> None:
+    """Effects with 95% intervals, one row each: ratios on a log axis around 1, differences around 0."""
+    rows = [c for c in comparisons if c.kind == kind and c.effect.estimate is not None]
+    if not rows:
         ax.text(0.5, 0.5, "no comparison", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.set_axis_off()
         return
     labels = []
-    for y, c in enumerate(ratios):
+    for y, c in enumerate(rows):
         value = shown(c, c.effect.estimate)
         low, high = shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)
         good = c.significant(alpha) and c.better()
@@ -124,10 +124,13 @@ def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str) ->
         if low is not None:
             ax.plot([low, high], [y, y], color=color, linewidth=2)
         ax.plot([value], [y], "o", color=color, markerfacecolor=color if c.significant(alpha) else "white")
-        where = f" {level(c.level)}" if c.level is not None and c.family in ("Q2",) else ""
+        where = f" {level(c.level)}" if c.level is not None and c.family in ("Q2", "Q3") else ""
         labels.append(f"{c.family} {spec(c.metric).label}{where}")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
+    if kind == "ratio":
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+    else:
+        ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_title(title, fontsize=9)
@@ -277,18 +280,24 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
 
 
 def answers_figure(data: PlotData, out: Path) -> Path:
-    """Every primary comparison of every question, grouped by question: the report's answers at a glance."""
-    questions = [q for q in QUESTIONS if data.stats.family(q)]
-    if not questions:
+    """Every primary comparison of every question, grouped by question: the report's answers at a glance.
+
+    Ratios (perplexity, speed) on a log axis around 1; differences (diversity as distance to the unpruned model,
+    negative: closer) on their own axis around 0.
+    """
+    panels = [(q, kind) for q in QUESTIONS for kind in ("ratio", "difference")
+              if any(c.kind == kind for c in data.stats.family(q))]
+    if not panels:
         raise Skip("answers: no primary comparison")
     plt = _pyplot()
-    heights = [max(1.2, 0.32 * len(data.stats.family(q))) for q in questions]
-    fig, axes = plt.subplots(len(questions), 1, figsize=(9, sum(heights) + 1.5), squeeze=False,
+    heights = [max(1.2, 0.32 * sum(c.kind == kind for c in data.stats.family(q))) for q, kind in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, sum(heights) + 1.5), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
-    for ax, q in zip(axes.flat, questions, strict=True):
-        _forest(ax, data.stats.family(q), data.stats.alpha, f"{q}. {QUESTIONS[q]}")
-    fig.suptitle("Primary answers: effect (agency/baseline) and 95% interval; filled = significant (Holm within the "
-                 "question); green better, red worse", fontsize=9)
+    for ax, (q, kind) in zip(axes.flat, panels, strict=True):
+        suffix = "" if kind == "ratio" else " (differences: distance to the unpruned model)"
+        _forest(ax, data.stats.family(q), data.stats.alpha, f"{q}. {QUESTIONS[q]}{suffix}", kind)
+    fig.suptitle("Primary answers: effect (agency/baseline, or agency - baseline) and 95% interval; filled = "
+                 "significant (Holm within the question); green better, red worse", fontsize=9)
     fig.tight_layout()
     return _save(fig, out / "answers.png")
 

@@ -49,8 +49,9 @@ def _power_line(rows: list[Comparison]) -> str:
                      + (" (below 0.05 is impossible: **inconclusive: too few prompts to detect an effect**)"
                         if floor >= 0.05 else ""))
     if timing_based:
-        parts.append(f"speed: n = {min(c.effect.n for c in timing_based)} timing repeats or more per test "
-                     "(t-tests: no floor on p)")
+        units = sorted({c.units for c in timing_based})
+        parts.append(f"speed: n = {min(c.effect.n for c in timing_based)} or more per test ({'; '.join(units)}; "
+                     "t-tests: no floor on p)")
     return "; ".join(parts) if parts else "no test could be run"
 
 
@@ -121,8 +122,11 @@ def _q2(stats: Statistics) -> list[str]:
             if good:
                 top = max(good, key=lambda c: c.sign * (c.effect.estimate or 0))
                 best.append(f"{spec(metric).label}: {level(top.level)} ({effect_of(top)}, Holm p {pval(top.p_holm)})")
+        losses = [f"{spec(c.metric).label} at {level(c.level)} ({effect_of(c)}, Holm p {pval(c.p_holm)})"
+                  for c in rows if c.significant(s.alpha) and not c.better()]
         if best:
-            return "**Answer:** the level with the largest significant agency gain: " + "; ".join(best) + "."
+            text = "**Answer:** the level with the largest significant agency gain: " + "; ".join(best) + "."
+            return text + (" Significantly worse with agency: " + "; ".join(losses) + "." if losses else "")
         return _generic_answer(rows, s, "agency better", "agency worse", "")
 
     return _question_section(
@@ -179,7 +183,8 @@ def _q5(stats: Statistics) -> list[str]:
     significant = [c for c in ranked if c.significant(stats.alpha) and c.better()]
     if significant:
         answer = "**Answer:** benefit most, in order: " + ", ".join(
-            f"{spec(c.metric).label} ({c.standardized[0]:+.2f})" for c in significant if c.standardized) + "."
+            f"{spec(c.metric).label} ({effect_of(c)}, standardised gain {c.standardized[0]:+.2f}, Holm p "
+            f"{pval(c.p_holm)})" for c in significant if c.standardized) + "."
     else:
         answer = _generic_answer(rows, stats, "agency better", "agency worse", "")
         answer = answer.replace("**Answer:**", "**Answer:** no quality measure shows a significant agency gain;", 1) \

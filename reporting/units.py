@@ -94,3 +94,15 @@ def timing_logs(design: Design, series: Series, level: float, temperatures: Sequ
                 arm: Arm) -> list[float]:
     return [math.log(t.value) for temperature in temperatures
             for t in design.timings(Cell(series, temperature, level, arm), metric) if t.value > 0]
+
+
+def timing_session_logs(design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str,
+                        arm: Arm) -> list[float]:
+    """Per timing session (one timed run of the arm): the mean log of its repeats. Arms timed apart also differ
+    by the drift between their runs, which every repeat of a run shares: the run, not the repeat, is the unit."""
+    sessions: dict[str, list[float]] = defaultdict(list)
+    for temperature in temperatures:
+        for t in design.timings(Cell(series, temperature, level, arm), metric):
+            if t.value > 0:
+                sessions[t.session].append(math.log(t.value))
+    return [sum(v) / len(v) for _, v in sorted(sessions.items())]

@@ -1,162 +1,421 @@
-"""Synthetic result records for the reporting tests, written through the real record schema."""
+"""Realistic synthetic result records for the reporting tests, written the way the harness writes them.
+
+A ``Grid`` describes a design like the quickstart sweep (series, levels, arms, temperatures, seeds, prompts,
+iterations, timing repeats); ``write_run`` draws every value from a seeded noise model, composes one record
+per condition with ``record.schema.compose`` from per-part ``Measurements`` (as the callbacks do), names it
+with ``record.identity`` (so ids, identities and the arms match the harness) and writes it with
+``record.storage.write_record`` into ``<run>/records/<condition id>.json``, optionally with a ``sweep.yaml``.
+
+The noise model, on the log scale for perplexity and speed (the scale the report analyses):
+
+* log reference perplexity of a sample = the cell mean + a prompt x level effect (shared by arms and
+  temperatures) + a prompt x cell effect (shared by the arms) + sample noise (own to each arm, seed and
+  iteration) + log(the arm's true effect at this level). With nothing pruned the agency arm writes what the
+  baseline writes (the same samples), as in the real run.
+* log tokens/s of a timing repeat = log(base) + a session offset + a repeat effect shared by the arms timed
+  side by side in that repeat + noise own to each arm and repeat + log(the arm's true speed effect). Timed
+  ``alone``, every record is its own session, so no repeat pairs across arms.
+* diversity values are drawn per sample from the regime of its text: ordinary text, or degenerate text
+  (reference perplexity above 1000) whose n-grams are almost all distinct.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Iterable
+import copy
+import math
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from callbacks.record import ConditionRecord, write_json_atomic
+import yaml
 
-LAYERS, HEADS = 4, 6
-STATES = ("active", "overloaded", "misaligned", "withdrawn")
-MetricFn = Callable[[np.random.Generator, dict, int, int], dict[str, float]]
+from record.identity import condition_id, identity_hash, resolved_config
+from record.schema import (
+    AgencyReport,
+    ConditionRecord,
+    Header,
+    Measurements,
+    ModelShape,
+    Pruning,
+    Sample,
+    Timing,
+    TimingRepeat,
+    compose,
+)
+from record.storage import record_path, write_record
+
+# -- measured on the real quickstart run -----------------------------------------------------------------
+# Measured once on a real 16-condition run of the quickstart sweep (configs/sweeps/quickstart.yaml: embedded
+# SmolLM2-135M, entropy_low, mask mode, levels 0/30/50/70, arms baseline/agency, temperatures 0.7/1.0,
+# 24 prompts x 1 iteration x 32 new tokens, 5 timing repeats per arm and cell with both arms timed side by
+# side in one session per cell, timing batch 4 x 12 tokens, 2 CPU threads). Hard-coded so no test depends
+# on that run.
+#
+# Mean over prompts of the baseline's log reference perplexity per temperature and level.
+QUICKSTART_LOG_PPL = {
+    0.7: {0.0: 1.536, 30.0: 3.843, 50.0: 5.347, 70.0: 8.527},
+    1.0: {0.0: 2.696, 30.0: 6.718, 50.0: 8.057, 70.0: 9.510},
+}
+# Standard deviation over prompts of (agency - baseline) per-prompt log reference perplexity at a pruned
+# level, pooled over the six pruned cells (0.66 .. 0.90 per cell); the arm differences of one prompt are
+# uncorrelated across temperatures and levels (|r| <= 0.35). At 0% the arms wrote the same text for 23 of
+# 24 prompts.
+ARM_DIFFERENCE_SD = 0.778
+# Standard deviation over prompts of the per-prompt log reference perplexity within a pruned cell (pooled).
+WITHIN_CELL_SD = 0.659
+# Timing: pooled standard deviation of log tokens/s over the 5 repeats of one arm in one cell (median 0.016,
+# one cell 0.054 from one slow repeat), of the paired log ratio agency/baseline over the 5 (session, repeat)
+# pairs of a cell (median 0.020), and of the baseline's mean log tokens/s between cells (= sessions).
+# The per-cell mean log ratios varied by 0.0095, what the repeat noise alone predicts (0.0098): no
+# session x arm component was detectable.
+TPS_WITHIN_CELL_SD = 0.0211
+TPS_PAIRED_RATIO_SD = 0.0219
+TPS_SESSION_SD = 0.0303
+TPS_BASE = 15.0  # tokens/s per row (geometric mean of the baseline cells: 14.2 .. 15.5)
+FIRST_TOKEN_LATENCY_S = 0.15
+# Corpus perplexity of the baseline per level (one value per condition; agency: 31.4, 78.9, 153, 434).
+QUICKSTART_CORPUS_PPL = {0.0: 31.4, 30.0: 103.0, 50.0: 211.4, 70.0: 5599.8}
+# Diversity per sample (mean, sd) in the two regimes of text, from the baseline samples at T=0.7: ordinary
+# text (levels 0-50) and degenerate text (70%, reference perplexity mostly above 1000).
+DIVERSITY_ORDINARY = {"distinct_1": (0.773, 0.12), "distinct_2": (0.945, 0.10), "distinct_3": (0.975, 0.08),
+                      "type_token_ratio": (0.859, 0.10), "repetition_rate": (0.015, 0.06)}
+DIVERSITY_DEGENERATE = {"distinct_1": (0.971, 0.038), "distinct_2": (0.996, 0.011), "distinct_3": (1.0, 0.005),
+                        "type_token_ratio": (0.992, 0.041), "repetition_rate": (0.0, 0.005)}
+DEGENERATE_PPL = 1000.0
+
+# The resolved config of a quickstart record (record.identity.resolved_config), before the factors are set.
+BASE_MODEL: dict[str, Any] = {
+    "model_name": "embedded",
+    "precision": "float32",
+    "seed": 0,
+    "pruning": {"allow_empty_layers": False, "level": 0.0, "method": "entropy_low", "mode": "mask"},
+    "agency": {
+        "active_factor": 1.0, "calibrate": True, "consent_pruning": True, "enabled": True, "head_overrides": [],
+        "misaligned_factor": 0.7, "misalignment": True, "misalignment_candidates": 8, "no_consent_factor": 0.0,
+        "overload": True, "overload_margin": 0.05, "overload_mode": "relative", "overload_quantile": 0.99,
+        "overload_threshold": 0.85, "overloaded_factor": 0.5, "protect_top_fraction": 0.15,
+        "recovery_steps": None, "sham": False, "state_gating": True, "utilization_alpha": 0.9,
+        "withdrawn_factor": 0.0,
+    },
+    "calibration": {"max_tokens": 2048, "window": 256,
+                    "text": {"file": "bundled:calibration_text.txt", "sha256": "720ab132" + "0" * 56}},
+    "evaluation": {"max_tokens": 1024, "stride": 32, "window": 64,
+                   "text": {"file": "bundled:eval_text.txt", "sha256": "54c087be" + "0" * 56}},
+    "generation": {"num_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0},
+}
+BASE_DATA: dict[str, Any] = {"batch_size": 24, "iterations": 1, "prompt_count": 24,
+                             "prompts": {"file": "bundled:prompts.txt", "sha256": "005db0b4" + "0" * 56}}
+BASE_MEASUREMENT: dict[str, Any] = {
+    "diversity": {"repetition_n": 4},
+    "memory": {"enabled": False},
+    "quality": {"corpus_perplexity": True, "reference_perplexity": True},
+    "speed": {"batch_size": 4, "num_tokens": 12, "repeats": 5, "warmup_tokens": 4},
+}
+
+EffectFn = Callable[[float], float]  # pruning level -> multiplicative true effect (1: none)
 
 
-def config_of(
-    level: float,
-    agency: bool,
-    temperature: float = 0.7,
-    seed: int = 0,
-    model: str = "gpt2",
-    method: str = "entropy",
-    prompts: int = 10,
-    iterations: int = 3,
-) -> dict:
-    return {
-        "model": model,
-        "pruning_level": level,
-        "pruning_method": method,
-        "prune_mode": "mask",
-        "agency": agency,
-        "pruning_policy": "consent" if agency else "none",
-        "temperature": temperature,
-        "seed": seed,
-        "num_tokens": 20,
-        "iterations": iterations,
-        "max_prompts": prompts,
-        "batch_size": 4,
-        "precision": "32",
-        "device": "cpu",
+def no_effect(level: float) -> float:
+    return 1.0
+
+
+def at_pruned_levels(factor: float) -> EffectFn:
+    """The same factor at every pruned level, none at 0%."""
+    return lambda level: factor if level > 0 else 1.0
+
+
+def growing(factor: float, top: float = 70.0) -> EffectFn:
+    """None at 0%, ``factor`` at ``top``, linear in the level on the log scale (the scale the report tests)."""
+    return lambda level: math.exp(math.log(factor) * level / top)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Standard deviations of the noise model (log scale), defaults from the real quickstart run."""
+
+    ppl_prompt_level_sd: float = 0.30  # per prompt and level: shared by arms and temperatures
+    ppl_prompt_cell_sd: float = 0.20  # per prompt and cell: shared by the arms
+    ppl_sample_sd: float = ARM_DIFFERENCE_SD / math.sqrt(2)  # per sample (arm, seed, iteration): 0.550
+    tps_session_sd: float = TPS_SESSION_SD
+    tps_arm_sd: float = TPS_PAIRED_RATIO_SD / math.sqrt(2)  # per repeat and arm: 0.0155
+    tps_repeat_sd: float = math.sqrt(TPS_WITHIN_CELL_SD**2 - TPS_PAIRED_RATIO_SD**2 / 2)  # shared: 0.0145
+    tps_session_arm_sd: float = 0.0  # per session and arm (none detectable in the real run)
+    latency_sd: float = 0.04
+    unpruned_identical: bool = True  # at 0% the agency arm writes the baseline's text
+
+
+# sqrt(0.30**2 + 0.20**2 + 0.55**2) = 0.658 = WITHIN_CELL_SD; 0.55 * sqrt(2) = 0.778 = ARM_DIFFERENCE_SD
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """The baseline (``agency=False``) or an agency arm with the agency settings it changes and its effects."""
+
+    agency: bool
+    settings: tuple[tuple[str, Any], ...] = ()  # agency settings, e.g. (("sham", True),)
+    ppl: EffectFn = no_effect  # true multiplicative effect on reference perplexity, per level
+    speed: EffectFn = no_effect  # true multiplicative effect on tokens/s, per level
+
+    @property
+    def name(self) -> str:
+        if not self.agency:
+            return "baseline"
+        return "agency" + (f"({', '.join(f'{k}={v}' for k, v in self.settings)})" if self.settings else "")
+
+
+BASELINE = ArmSpec(False)
+AGENCY = ArmSpec(True)
+
+
+def agency(ppl: EffectFn = no_effect, speed: EffectFn = no_effect, **settings: Any) -> ArmSpec:
+    return ArmSpec(True, tuple(sorted(settings.items())), ppl, speed)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A design like the quickstart's; ``config`` sets further resolved-config values (dotted keys)."""
+
+    levels: tuple[float, ...] = (0.0, 30.0, 50.0, 70.0)
+    temperatures: tuple[float, ...] = (0.7, 1.0)
+    arms: tuple[ArmSpec, ...] = (BASELINE, AGENCY)
+    seeds: tuple[int, ...] = (0,)
+    prompts: int = 24
+    iterations: int = 1
+    repeats: int = 5
+    schedule: str = "interleaved"  # both arms of a cell timed side by side in one session, or "alone"
+    model_name: str = "embedded"
+    method: str = "entropy_low"
+    config: tuple[tuple[str, Any], ...] = ()
+    noise: Noise = field(default_factory=Noise)
+    layers: int = 30
+    heads: int = 9
+
+    def with_effects(self, ppl: EffectFn = no_effect, speed: EffectFn = no_effect) -> Grid:
+        """The same grid with the main agency arm's true effects set."""
+        arms = tuple(replace(a, ppl=ppl, speed=speed) if a.agency and not a.settings else a for a in self.arms)
+        return replace(self, arms=arms)
+
+
+QUICKSTART = Grid()
+
+
+def _set(mapping: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        mapping = mapping.setdefault(key, {})
+    mapping[last] = value
+
+
+def config_of(grid: Grid, level: float, temperature: float, arm: ArmSpec, seed: int) -> dict[str, Any]:
+    """The resolved config of one condition, as ``record.identity.resolved_config`` makes it."""
+    model, data, measurement = (copy.deepcopy(x) for x in (BASE_MODEL, BASE_DATA, BASE_MEASUREMENT))
+    parts = {"model": model, "data": data, "measurement": measurement, "device": "cpu"}
+    model.update(model_name=grid.model_name, seed=seed)
+    model["pruning"].update(level=float(level), method=grid.method)
+    model["generation"]["temperature"] = float(temperature)
+    model["agency"]["enabled"] = arm.agency
+    for key, value in arm.settings:
+        model["agency"][key] = value
+    data.update(prompt_count=grid.prompts, iterations=grid.iterations)
+    measurement["speed"]["repeats"] = grid.repeats
+    for dotted, value in grid.config:
+        if dotted == "device":
+            parts["device"] = value
+        else:
+            _set(parts, dotted, value)
+    return resolved_config(model, data, measurement, parts["device"])
+
+
+def pruned_heads(level: float, layers: int, heads: int) -> list[list[int]]:
+    """A fixed order of heads (a seeded permutation, like a ranking); the first ``level`` percent are pruned."""
+    order = np.random.default_rng(12345).permutation(layers * heads)
+    count = round(level / 100 * layers * heads)
+    return [[int(i) // heads, int(i) % heads] for i in order[:count]]
+
+
+def _agency_report(layers: int, heads: int, pruned: list[list[int]], rng: np.random.Generator) -> AgencyReport:
+    gone = {tuple(h) for h in pruned}
+    state_map = [["withdrawn" if (layer, head) in gone else ("overloaded" if rng.random() < 0.02 else "active")
+                  for head in range(heads)] for layer in range(layers)]
+    counts = {s: float(sum(row.count(s) for row in state_map)) for s in ("active", "misaligned", "overloaded",
+                                                                          "withdrawn")}
+    return AgencyReport(counts, dict(counts), int(0.15 * layers * heads), 0, {}, state_map,
+                        rng.uniform(0, 1, (layers, heads)).round(3).tolist(), 32,
+                        {"overloaded": int(counts["overloaded"])}, [], 8, "relative: calibrated level + margin")
+
+
+def _rng(seed: int, *key: Any) -> np.random.Generator:
+    """An independent stream per (run seed, what it draws): adding an arm or a level never changes the values
+    drawn for the others, so merged designs hold the same records as the designs merged."""
+    return np.random.default_rng([seed, zlib.crc32(repr(key).encode("utf-8"))])
+
+
+def _log_ppl_mean(temperature: float, level: float) -> float:
+    """The quickstart's cell mean, interpolated over levels and temperatures it did not run."""
+    temps = sorted(QUICKSTART_LOG_PPL)
+    by_temp = [float(np.interp(level, sorted(QUICKSTART_LOG_PPL[t]), [QUICKSTART_LOG_PPL[t][lv] for lv in
+                                                                        sorted(QUICKSTART_LOG_PPL[t])]))
+               for t in temps]
+    return float(np.interp(temperature, temps, by_temp))
+
+
+def _diversity(rng: np.random.Generator, ppl: float) -> dict[str, float]:
+    regime = DIVERSITY_DEGENERATE if ppl > DEGENERATE_PPL else DIVERSITY_ORDINARY
+    return {name: float(np.clip(rng.normal(mean, sd), 0.0, 1.0)) for name, (mean, sd) in regime.items()}
+
+
+def _sample_metrics(grid: Grid, seed: int, level: float, temperature: float, arm: ArmSpec, model_seed: int
+                    ) -> dict[tuple[int, int], dict[str, float]]:
+    noise = grid.noise
+    if arm.agency and level == 0 and noise.unpruned_identical:  # nothing pruned: the baseline's text
+        factor = arm.ppl(level)
+        return {k: {**v, "reference_perplexity": v["reference_perplexity"] * factor}
+                for k, v in _sample_metrics(grid, seed, level, temperature, BASELINE, model_seed).items()}
+    shared = (_rng(seed, "prompt x level", level).normal(0, noise.ppl_prompt_level_sd, grid.prompts)
+              + _rng(seed, "prompt x cell", level, temperature).normal(0, noise.ppl_prompt_cell_sd, grid.prompts))
+    rng = _rng(seed, "samples", arm.name, level, temperature, model_seed)
+    mean = _log_ppl_mean(temperature, level) + math.log(arm.ppl(level))
+    values = {}
+    for prompt in range(grid.prompts):
+        for iteration in range(grid.iterations):
+            ppl = math.exp(mean + shared[prompt] + rng.normal(0, noise.ppl_sample_sd))
+            values[(prompt, iteration)] = {"reference_perplexity": ppl, **_diversity(rng, ppl)}
+    return values
+
+
+def _timing(grid: Grid, seed: int, level: float, temperature: float, model_seed: int,
+            members: list[tuple[ArmSpec, str]]) -> dict[str, Timing]:
+    """One session per cell with every arm timed side by side (positions shuffled per repeat), or one session
+    per record when timed alone."""
+    noise = grid.noise
+    num_tokens = BASE_MEASUREMENT["speed"]["num_tokens"]
+    groups = [members] if grid.schedule == "interleaved" else [[m] for m in members]
+    result = {}
+    for group in groups:
+        key = (level, temperature, model_seed) if len(groups) == 1 else (group[0][0].name, level, temperature,
+                                                                         model_seed)
+        cell = _rng(seed, "session", *key)
+        session = f"{int(cell.integers(0, 2**48)):012x}"
+        offset = cell.normal(0, noise.tps_session_sd)
+        shared = cell.normal(0, noise.tps_repeat_sd, grid.repeats)
+        positions = [cell.permutation(len(group)) for _ in range(grid.repeats)]
+        repeats: dict[str, list[TimingRepeat]] = {}
+        for index, (arm, cid) in enumerate(group):
+            rng = _rng(seed, "timing", arm.name, level, temperature, model_seed)
+            arm_offset = rng.normal(0, noise.tps_session_arm_sd)
+            repeats[cid] = []
+            for r in range(grid.repeats):
+                log_tps = (math.log(TPS_BASE) + offset + shared[r] + arm_offset + rng.normal(0, noise.tps_arm_sd)
+                           + math.log(arm.speed(level)))
+                tps = math.exp(log_tps)
+                latency = FIRST_TOKEN_LATENCY_S * math.exp(offset + rng.normal(0, noise.latency_sd)) / arm.speed(level)
+                repeats[cid].append(TimingRepeat(r, int(positions[r][index]), {
+                    "tokens_per_second": tps, "first_token_latency_s": latency,
+                    "generation_time_s": latency + (num_tokens - 1) / tps}))
+        for _, cid in group:
+            result[cid] = Timing(grid.schedule, session, [c for _, c in group], 4, num_tokens, 4, "cpu", False,
+                                 repeats[cid])
+    return result
+
+
+def build_records(grid: Grid = QUICKSTART, seed: int = 0, run_dir: str | Path = "run") -> list[ConditionRecord]:
+    """Every condition of ``grid`` as a composed record, values drawn from the noise model with ``seed``."""
+    records = []
+    shape = ModelShape("llama", grid.layers, grid.heads, max(1, grid.heads // 3), 64)
+    for temperature in grid.temperatures:
+        for level in grid.levels:
+            for model_seed in grid.seeds:
+                configs = [(arm, config_of(grid, level, temperature, arm, model_seed)) for arm in grid.arms]
+                ids = [(arm, condition_id(config)) for arm, config in configs]
+                timings = _timing(grid, seed, level, temperature, model_seed, ids)
+                heads = pruned_heads(level, grid.layers, grid.heads)
+                for (arm, config), (_, cid) in zip(configs, ids, strict=True):
+                    metrics = _sample_metrics(grid, seed, level, temperature, arm, model_seed)
+                    samples = [Sample(p, i, 1_000_003 * model_seed + 1000 * p + i, f"prompt {p}",
+                                      f"continuation {p}.{i}", 20) for p, i in sorted(metrics)]
+                    quality, diversity, speed, memory = (Measurements(n) for n in
+                                                         ("quality", "diversity", "speed", "memory"))
+                    for key, values in metrics.items():
+                        for name, value in values.items():
+                            (quality if name == "reference_perplexity" else diversity).add_sample(key, name, value)
+                    corpus = float(np.interp(level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values())))
+                    quality.add_condition("corpus_perplexity", corpus * arm.ppl(level))
+                    speed.timing = timings[cid]
+                    memory.add_condition("parameters_executed", 134515008)
+                    memory.add_condition("parameters_after_removal", 134515008 - len(heads) * 25000)
+                    parts = [quality, diversity, speed, memory]
+                    if arm.agency:
+                        report = Measurements("agency")
+                        report.agency = _agency_report(grid.layers, grid.heads, heads,
+                                                       _rng(seed, "agency", arm.name, level, temperature, model_seed))
+                        parts.append(report)
+                    pruning = Pruning("mask", heads, {"baseline": heads, "agency": heads})
+                    header = Header(cid, identity_hash(config), config, {"output_dir": str(run_dir)},
+                                    {"python": "3.11", "cpu_threads": 2}, shape, pruning)
+                    records.append(compose(header, samples, parts))
+    return records
+
+
+def sweep_parameters(grid: Grid, extra: Mapping[str, Iterable[Any]] | None = None) -> dict[str, Any]:
+    """The ``parameters`` of a sweep file for ``grid`` (the quickstart's shape), with ``extra`` swept keys."""
+    parameters: dict[str, Any] = {
+        "model.pruning.level": {"values": list(grid.levels)},
+        "model.pruning.method": {"value": grid.method},
+        "model.agency.enabled": {"values": sorted({a.agency for a in grid.arms})},
+        "model.generation.temperature": {"values": list(grid.temperatures)},
     }
+    if len(grid.seeds) > 1:
+        parameters["model.seed"] = {"values": list(grid.seeds)}
+    for key, values in (extra or {}).items():
+        parameters[key] = {"values": list(values)}
+    return parameters
 
 
-def condition_id(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+def write_sweep(run_dir: str | Path, parameters: Mapping[str, Any]) -> Path:
+    path = Path(run_dir) / "sweep.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"program": "cli.py", "method": "grid", "parameters": dict(parameters)}),
+                    encoding="utf-8")
+    return path
 
 
-def pruned_heads(level: float, method: str, seed: int) -> list[list[int]]:
-    heads = [[layer, head] for layer in range(LAYERS) for head in range(HEADS)]
-    if method == "random":
-        order = np.random.default_rng(seed).permutation(len(heads))
-        heads = [heads[i] for i in order]
-    return sorted(heads[: round(level / 100 * len(heads))])
+def write_records(run_dir: str | Path, records: Iterable[ConditionRecord]) -> list[Path]:
+    return [write_record(record_path(run_dir, r.condition_id), r) for r in records]
 
 
-def agency_report(pruned: list[list[int]], rng: np.random.Generator) -> dict:
-    pruned_set = {tuple(h) for h in pruned}
-    state_map = [
-        [
-            "withdrawn" if (layer, head) in pruned_set else str(rng.choice(STATES[:3], p=[0.7, 0.2, 0.1]))
-            for head in range(HEADS)
-        ]
-        for layer in range(LAYERS)
-    ]
-    counts = {s: sum(row.count(s) for row in state_map) for s in STATES}
-    return {
-        "state_counts_end": counts,
-        "state_counts_mean": {s: float(c) for s, c in counts.items()},
-        "withholding_consent": counts["withdrawn"],
-        "violations": {"pruned_without_consent": 0, "gate_on_while_withdrawn": 0},
-        "state_map": state_map,
-        "utilization_map": rng.uniform(0, 1, size=(LAYERS, HEADS)).round(3).tolist(),
-    }
-
-
-def default_metrics(effect: float = 0.0, slope: float = 0.1) -> MetricFn:
-    """Every per-sample metric; ``effect`` makes agency perplexity that fraction lower."""
-
-    def metrics(rng: np.random.Generator, config: dict, prompt: int, iteration: int) -> dict[str, float]:
-        level = config["pruning_level"]
-        prompt_difficulty = 1.0 + 0.05 * prompt
-        ppl = (20.0 + slope * level) * prompt_difficulty * (1 - effect * config["agency"]) + rng.normal(
-            0, 1.0
-        )
-        tps = 50.0 + 0.2 * level + rng.normal(0, 2.0)
-        return {
-            "tokens_per_second": tps,
-            "first_token_latency_s": 0.05 + rng.normal(0, 0.005),
-            "generation_time_s": 20 / tps,
-            "reference_perplexity": ppl,
-            "distinct_1": float(np.clip(0.6 + rng.normal(0, 0.05), 0, 1)),
-            "distinct_2": float(np.clip(0.8 - 0.001 * level + rng.normal(0, 0.05), 0, 1)),
-            "distinct_3": float(np.clip(0.9 + rng.normal(0, 0.03), 0, 1)),
-            "type_token_ratio": float(np.clip(0.55 + rng.normal(0, 0.05), 0, 1)),
-            "repetition_rate": float(np.clip(0.1 + 0.001 * level + rng.normal(0, 0.02), 0, 1)),
-        }
-
-    return metrics
-
-
-def make_record(
-    config: dict, rng: np.random.Generator, metric_fn: MetricFn, status: str = "complete"
-) -> dict:
-    record = ConditionRecord(condition_id(config), config, model_shape={"layers": LAYERS, "heads": HEADS})
-    record.pruned_heads = pruned_heads(config["pruning_level"], config["pruning_method"], config["seed"])
-    for prompt in range(config["max_prompts"]):
-        for iteration in range(config["iterations"]):
-            record.add_sample(
-                prompt,
-                iteration,
-                seed=1000 * prompt + iteration,
-                prompt=f"prompt {prompt}",
-                continuation="some text",
-            )
-            for name, value in metric_fn(rng, config, prompt, iteration).items():
-                record.add_sample_metric((prompt, iteration), name, value)
-    level = config["pruning_level"]
-    record.add_condition_metric("corpus_perplexity", 30 + 0.2 * level + rng.normal(0, 0.5))
-    record.add_condition_metric("parameter_count", 124e6 * (1 - 0.3 * level / 100))
-    record.add_condition_metric("peak_rss_mb", 900 - level + rng.normal(0, 5))
-    if config["agency"]:
-        record.agency = agency_report(record.pruned_heads, rng)
-    return record.to_dict(status=status)
-
-
-def write_grid(
-    run_dir: Path,
-    *,
-    temperatures: Iterable[float] = (0.7, 1.0),
-    levels: Iterable[float] = (0, 30, 50, 70),
-    arms: Iterable[bool] = (False, True),
-    seeds: Iterable[int] = (0,),
-    methods: Iterable[str] = ("entropy",),
-    metric_fn: MetricFn | None = None,
-    rng_seed: int = 0,
-    prompts: int = 10,
-    iterations: int = 3,
-) -> list[Path]:
-    """One record per condition under ``run_dir/records``; returns the written paths."""
-    rng = np.random.default_rng(rng_seed)
-    metric_fn = metric_fn or default_metrics()
-    paths = []
-    for method in methods:
-        for temperature in temperatures:
-            for level in levels:
-                for seed in seeds:
-                    for agency in arms:
-                        config = config_of(
-                            level,
-                            agency,
-                            temperature,
-                            seed,
-                            method=method,
-                            prompts=prompts,
-                            iterations=iterations,
-                        )
-                        record = make_record(config, rng, metric_fn)
-                        path = run_dir / "records" / f"{record['condition_id']}.json"
-                        paths.append(write_json_atomic(path, record))
+def write_run(run_dir: str | Path, grid: Grid = QUICKSTART, seed: int = 0, sweep: bool = True,
+              sweep_extra: Mapping[str, Iterable[Any]] | None = None) -> list[Path]:
+    """Write ``grid``'s records (and its ``sweep.yaml``) into ``run_dir``; returns the record files."""
+    paths = write_records(run_dir, build_records(grid, seed, run_dir))
+    if sweep:
+        write_sweep(run_dir, sweep_parameters(grid, sweep_extra))
     return paths
+
+
+# -- hand-made records for unit tests ----------------------------------------------------------------------
+def timing_of(values: Iterable[float], session: str = "s1", schedule: str = "interleaved",
+              metric: str = "tokens_per_second") -> Timing:
+    """A timing part whose repeat ``r`` holds ``values[r]``."""
+    repeats = [TimingRepeat(r, 0, {metric: float(v)}) for r, v in enumerate(values)]
+    return Timing(schedule, session, [], 4, 12, 4, "cpu", False, repeats)
+
+
+def make_record(level: float = 30.0, temperature: float = 0.7, arm: ArmSpec = BASELINE,
+                samples: Mapping[tuple[int, int], Mapping[str, float]] | None = None, timing: Timing | None = None,
+                seed: int = 0, grid: Grid = QUICKSTART, status: str = "complete") -> ConditionRecord:
+    """One record with exactly the given per-sample metrics ({(prompt, iteration): {name: value}}) and timing."""
+    config = config_of(grid, level, temperature, arm, seed)
+    cid = condition_id(config)
+    quality, diversity, speed = Measurements("quality"), Measurements("diversity"), Measurements("speed")
+    for key, values in (samples or {}).items():
+        for name, value in values.items():
+            (quality if name == "reference_perplexity" else diversity).add_sample(key, name, value)
+    speed.timing = timing
+    header = Header(cid, identity_hash(config), config, {"output_dir": "run"}, {"python": "3.11"},
+                    ModelShape("llama", grid.layers, grid.heads, 1, 64),
+                    Pruning("mask", pruned_heads(level, grid.layers, grid.heads)))
+    records = [Sample(p, i, 1000 * p + i, f"prompt {p}", "text", 20) for p, i in sorted(samples or {})]
+    return compose(header, records, [quality, diversity, speed], status=status)

@@ -1,92 +1,166 @@
-"""Estimators against hand computations: Holm, paired tests, intervals, slopes."""
+"""Estimators: effects with intervals, tests against scipy, the Wilcoxon floor and Holm's adjustment."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 
-from reporting.estimators import describe, fit_slope, holm, kruskal_across, paired_test, slope_difference
+from reporting.estimators import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_interval,
+    describe,
+    holm,
+    holm_floor,
+    mean_t_effect,
+    paired_effect,
+    regression_effect,
+    slope,
+    welch_effect,
+    wilcoxon_floor,
+)
 
 
-def test_holm_matches_hand_computed_example() -> None:
-    # m = 4, sorted p: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06.
+@pytest.mark.parametrize("seed", range(5))
+def test_paired_effect_estimates_the_mean_with_a_bootstrap_interval_around_it(seed: int) -> None:
+    d = np.random.default_rng(seed).normal(0.2, 0.8, 24)
+    effect = paired_effect(d)
+    assert effect.n == 24 and effect.estimate == pytest.approx(d.mean())
+    assert effect.ci_low < effect.estimate < effect.ci_high
+    # a percentile bootstrap of the mean: about mean +- 1.96 sd / sqrt(n)
+    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    assert effect.ci_high - effect.ci_low == pytest.approx(2 * half, rel=0.2)
+    assert effect.p == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert effect.p_floor == pytest.approx(2 / 2**24) and effect.test == "Wilcoxon signed-rank"
+    assert effect.note is None and effect.tested
+
+
+def test_bootstrap_interval_is_seeded_and_uses_the_given_statistic() -> None:
+    values = np.random.default_rng(3).normal(0, 1, 30)
+    assert bootstrap_interval(values) == bootstrap_interval(values)
+    low, high = bootstrap_interval(values, statistic=np.median)
+    assert low < np.median(values) < high
+    assert BOOTSTRAP_RESAMPLES >= 1000
+
+
+@pytest.mark.parametrize("n", range(0, 31))
+def test_wilcoxon_floor_is_two_over_two_to_the_n(n: int) -> None:
+    assert wilcoxon_floor(n) == (1.0 if n == 0 else min(1.0, 2 / 2**n))
+
+
+@pytest.mark.parametrize("n", [4, 5, 8])
+def test_the_floor_is_what_an_exact_wilcoxon_gives_when_every_prompt_agrees(n: int) -> None:
+    d = np.arange(1, n + 1, dtype=float)
+    effect = paired_effect(d)
+    assert effect.p == pytest.approx(2 / 2**n) == pytest.approx(effect.p_floor)
+    if n == 4:
+        assert effect.p_floor == 0.125  # with 4 prompts nothing can be significant
+
+
+def test_identical_differences_give_p_one_with_a_note() -> None:
+    effect = paired_effect([0.0] * 12)
+    assert effect.p == 1.0 and effect.estimate == 0.0
+    assert "identical" in effect.note
+    assert effect.p_floor == pytest.approx(2 / 2**12)  # the design's floor, not a lack of units
+
+
+def test_some_identical_prompts_are_not_ranked_and_the_note_says_how_many() -> None:
+    d = [0.0, 0.0, 0.0, 0.5, -0.2, 0.7, 0.9, 0.3]
+    effect = paired_effect(d)
+    assert effect.p == pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    assert effect.note == "3 of 8 prompts gave identical values (not ranked)"
+
+
+def test_too_few_prompts_are_not_tested_and_never_get_a_number_substituted() -> None:
+    none = paired_effect([])
+    assert (none.n, none.estimate, none.p, none.ci_low) == (0, None, None, None) and none.note
+    one = paired_effect([0.4])
+    assert one.estimate == 0.4 and one.p is None and one.ci_low is None and not one.tested and one.note
+
+
+def test_holm_matches_a_hand_computation() -> None:
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> running max 0.06
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-
-
-def test_holm_caps_at_one_and_skips_untested() -> None:
-    adjusted = holm([0.5, None, 0.2, 0.9])
-    # family of 3: 0.2*3 = 0.6, 0.5*2 = 1.0, 0.9*1 -> max(1.0, 0.9) = 1.0
-    assert adjusted[1] is None
-    assert adjusted[0] == pytest.approx(1.0) and adjusted[2] == pytest.approx(0.6) and adjusted[3] == 1.0
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02]
     assert holm([]) == []
-    assert holm([None]) == [None]
 
 
-def test_holm_single_test_is_unchanged() -> None:
-    assert holm([0.03]) == pytest.approx([0.03])
+def test_holm_leaves_untested_comparisons_out_of_the_family() -> None:
+    assert holm([None, 0.01, None, 0.04]) == [None, pytest.approx(0.02), None, pytest.approx(0.04)]
+    assert holm([None, None]) == [None, None]
 
 
-def test_describe_one_value_has_no_interval() -> None:
-    d = describe([4.2], n_failed=2)
-    assert (d.n, d.n_failed, d.mean, d.std, d.ci_low, d.ci_high) == (1, 2, 4.2, None, None, None)
-    assert describe([]).mean is None
+def test_holm_floor_is_the_floor_times_the_family_size() -> None:
+    floors = [0.125, 0.0, None, 2 / 2**24]
+    assert holm_floor(floors, 0) == pytest.approx(0.375)  # three tests in the family
+    assert holm_floor(floors, 1) == 0.0  # a t-test has no floor
+    assert holm_floor(floors, 2) is None
+    assert holm_floor([0.5, 0.5, 0.5], 0) == 1.0
 
 
-def test_describe_matches_numpy_t_interval() -> None:
-    values = np.array([1.0, 2.0, 4.0, 7.0])
-    d = describe(values)
-    half = 3.182446305284263 * values.std(ddof=1) / 2  # t(0.975, df=3) * s / sqrt(4)
-    assert d.mean == pytest.approx(3.5)
-    assert d.std == pytest.approx(values.std(ddof=1))
-    assert (d.ci_low, d.ci_high) == pytest.approx((3.5 - half, 3.5 + half))
+def test_mean_t_effect_matches_scipy() -> None:
+    x = np.random.default_rng(1).normal(-0.1, 0.02, 10)
+    effect = mean_t_effect(x)
+    reference = stats.ttest_1samp(x, 0.0)
+    low, high = reference.confidence_interval(0.95)
+    assert effect.estimate == pytest.approx(x.mean()) and effect.p == pytest.approx(reference.pvalue)
+    assert (effect.ci_low, effect.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert effect.p_floor == 0.0 and effect.n == 10
 
 
-def test_paired_all_zero_differences_give_p_one_with_a_note() -> None:
-    result = paired_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert result.p_wilcoxon == 1.0 and result.p_ttest == 1.0
-    assert result.mean_difference == 0.0
-    assert "zero" in result.note
+def test_mean_t_effect_without_spread_or_units_is_not_tested() -> None:
+    flat = mean_t_effect([0.1, 0.1, 0.1])  # its sd rounds to 1.7e-17, not 0: still no spread, no test
+    assert flat.p is None and "spread" in flat.note and flat.estimate == pytest.approx(0.1)
+    assert mean_t_effect([0.3]).p is None and mean_t_effect([]).estimate is None
 
 
-def test_paired_single_pair_is_not_tested() -> None:
-    result = paired_test([1.0], [2.0])
-    assert result.p_wilcoxon is None and result.ci_low is None and result.mean_difference == 1.0
+def test_welch_effect_matches_scipy() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(2.7, 0.02, 5), rng.normal(2.6, 0.05, 8)
+    effect = welch_effect(a, b)
+    reference = stats.ttest_ind(a, b, equal_var=False)
+    low, high = reference.confidence_interval(0.95)
+    assert effect.estimate == pytest.approx(a.mean() - b.mean()) and effect.p == pytest.approx(reference.pvalue)
+    assert (effect.ci_low, effect.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert effect.n == 5 and effect.test == "Welch t on log values"
 
 
-def test_paired_clear_shift_is_detected() -> None:
-    rng = np.random.default_rng(1)
-    base = rng.normal(10, 1, 30)
-    result = paired_test(base, base - 2 + rng.normal(0, 0.1, 30))
-    assert result.mean_difference == pytest.approx(-2, abs=0.1)
-    assert result.p_wilcoxon < 1e-6 and result.p_ttest < 1e-6
-    assert result.ci_low < -2 + 0.1 and result.ci_high > -2 - 0.1
+def test_welch_effect_needs_two_values_per_group_and_some_spread() -> None:
+    assert welch_effect([1.0], [1.0, 2.0]).p is None
+    flat = welch_effect([1.0, 1.0], [2.0, 2.0])
+    assert flat.p is None and flat.estimate == -1.0
+    # equal values whose variance rounds to 1e-34 rather than 0 are no spread either (not p = 1e-33)
+    rounded = welch_effect([0.1, 0.1, 0.1], [0.3, 0.3])
+    assert rounded.p is None and "spread" in rounded.note
 
 
-def test_slope_recovered_within_its_interval() -> None:
-    rng = np.random.default_rng(7)
-    levels = np.repeat([0.0, 30.0, 50.0, 70.0], 30)
-    fit = fit_slope(levels, 3.0 + 0.5 * levels + rng.normal(0, 2.0, levels.size))
-    assert fit.ci_low < 0.5 < fit.ci_high
-    assert fit.slope == pytest.approx(0.5, abs=0.05)
-    assert fit.df == levels.size - 2
+def test_regression_effect_matches_scipy() -> None:
+    rng = np.random.default_rng(4)
+    x = np.repeat([0.0, 30.0, 50.0, 70.0], 10)
+    y = -0.0015 * x + rng.normal(0, 0.02, x.size)
+    effect = regression_effect(x, y)
+    fit = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
+    assert effect.estimate == pytest.approx(fit.slope) and effect.p == pytest.approx(fit.pvalue)
+    assert (effect.ci_low, effect.ci_high) == (pytest.approx(fit.slope - half), pytest.approx(fit.slope + half))
 
 
-def test_slope_needs_two_levels() -> None:
-    fit = fit_slope([10.0, 10.0, 10.0], [1.0, 2.0, 3.0])
-    assert fit.slope is None and fit.note
+def test_regression_effect_needs_three_values_over_two_levels_and_a_residual() -> None:
+    assert regression_effect([1.0, 2.0], [1.0, 2.0]).p is None
+    assert regression_effect([5.0, 5.0, 5.0], [1.0, 2.0, 3.0]).p is None
+    exact = regression_effect([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
+    assert exact.p is None and exact.estimate == pytest.approx(2.0) and "exact" in exact.note
 
 
-def test_slope_difference_combines_standard_errors() -> None:
-    rng = np.random.default_rng(3)
-    levels = np.repeat([0.0, 30.0, 50.0, 70.0], 30)
-    base = fit_slope(levels, 20 + 0.3 * levels + rng.normal(0, 1, levels.size))
-    agen = fit_slope(levels, 20 + 0.1 * levels + rng.normal(0, 1, levels.size))
-    diff = slope_difference(base, agen)
-    assert diff.difference == pytest.approx(agen.slope - base.slope)
-    assert diff.stderr == pytest.approx(np.hypot(base.stderr, agen.stderr))
-    assert diff.ci_low < -0.2 < diff.ci_high and diff.p < 1e-6
-
-
-def test_kruskal_identical_values_p_one() -> None:
-    assert kruskal_across([[1.0, 1.0], [1.0, 1.0]])[0] == 1.0
-    assert kruskal_across([[1.0, 2.0]]) == (None, "fewer than 2 groups")
+def test_slope_and_describe() -> None:
+    x, y = [0.0, 30.0, 50.0, 70.0], [0.1, 0.4, 0.2, 0.9]
+    assert slope(x, y) == pytest.approx(np.polyfit(x, y, 1)[0])
+    assert slope([1.0, 1.0], [2.0, 3.0]) is None
+    values = [1.0, 2.0, 4.0]
+    mean, low, high = describe(values)
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
+    assert (mean, low, high) == (pytest.approx(7 / 3), pytest.approx(7 / 3 - half), pytest.approx(7 / 3 + half))
+    assert describe([3.0]) == (3.0, None, None) and describe([]) == (None, None, None)

@@ -1,154 +1,253 @@
-"""write_report end to end on synthetic grids, and logging to a stand-in wandb."""
+"""``report`` end to end: files written, exit codes and messages of the command line, W&B, the figures."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
+import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from reporting_synthetic import write_grid
+from synthetic import QUICKSTART, Grid, write_run
 
-from reporting.report import ReportResult, json_safe, log_report_to_wandb, write_report
+from reporting import plots
+from reporting.cli import report_main
+from reporting.design import build_design
+from reporting.plot_data import PlotData
+from reporting.records import load_records
+from reporting.report import ReportResult, json_safe, write_report
+from reporting.statistics import compute_statistics
 
-FULL_GRID_PLOTS = {
-    "metrics_vs_level_gpt2_entropy_T0.7.png",
-    "metrics_vs_level_gpt2_entropy_T1.png",
-    "radar_gpt2_entropy_T0.7.png",
-    "radar_gpt2_entropy_T1.png",
-    "heatmap_gpt2_entropy.png",
-    "summary_gpt2_entropy.png",
-    "tradeoff_gpt2_entropy.png",
-    "relative_improvement_gpt2_entropy.png",
-    "agency_states_gpt2_entropy.png",
-    "head_pruning_gpt2.png",
-}
-AGENCY_ONLY_PLOTS = {
-    "heatmap_gpt2_entropy.png",
-    "relative_improvement_gpt2_entropy.png",
-    "agency_states_gpt2_entropy.png",
-}
-PLACEHOLDERS = ("TODO", "TBD", "placeholder", "lorem", "XXX", "nan")
+GRID = replace(QUICKSTART, layers=4, heads=6)
+SMALL = Grid(levels=(0.0, 30.0), temperatures=(0.7,), prompts=6, repeats=3, layers=4, heads=6)
+SERIES = "embedded-entropy_low"
+PLOTS = {"answers.png", f"summary_{SERIES}.png", f"metrics_vs_level_{SERIES}.png", f"heatmap_{SERIES}.png",
+         f"tradeoff_{SERIES}.png", f"agency_states_{SERIES}.png", f"head_pruning_{SERIES}.png",
+         f"radar_{SERIES}_T0.7.png", f"radar_{SERIES}_T1.png"}
 
 
-def _strict_json(path: Path) -> dict:
+def _strict_json(path: Path) -> dict[str, Any]:
     def refuse(constant: str) -> None:
         raise AssertionError(f"{path} holds {constant}")
 
-    return json.loads(path.read_text(), parse_constant=refuse)
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def _exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    with pytest.raises(SystemExit) as stop:
+        report_main(argv)
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
-    root = tmp_path_factory.mktemp("full")
-    write_grid(root / "run")
-    return write_report([root / "run"], root / "report")
+    run = tmp_path_factory.mktemp("full") / "run"
+    write_run(run, GRID)
+    return write_report([run], run / "report")
 
 
-def test_full_grid_writes_statistics_summary_and_every_plot(full_report: ReportResult) -> None:
+def test_a_full_report_writes_statistics_summary_and_every_figure_the_data_allow(full_report: ReportResult) -> None:
     out = full_report.out_dir
-    assert full_report.statistics_path == out / "statistics.json"
-    assert full_report.summary_path == out / "summary.md"
-    assert full_report.problems == [] and full_report.notes == [] and full_report.n_records == 16
-    written = {p.name for p in (out / "plots").glob("*.png")}
-    assert written == FULL_GRID_PLOTS == {p.name for p in full_report.plot_paths}
-    for path in full_report.plot_paths:
-        assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {p.name for p in full_report.plot_paths} == PLOTS
+    assert all(p.stat().st_size > 10_000 for p in full_report.plot_paths)
+    assert full_report.notes == ["plot skipped: ablation: no agency component was switched off"]
+    payload = _strict_json(full_report.statistics_path)
+    assert payload["inputs"]["n_records"] == 16 == full_report.n_records and payload["inputs"]["problems"] == []
+    assert len(payload["inputs"]["records"]) == 16 and payload["inputs"]["compared_keys"] == []
+    assert sorted(payload["plots"]) == sorted(f"plots/{name}" for name in PLOTS)
+    assert payload["plots_skipped"] == full_report.notes
+    summary = full_report.summary_path.read_text(encoding="utf-8")
+    assert summary.startswith("# Pruning comparison with agency: summary") and "16 records in 16 cells" in summary
+    assert "## Figures not drawn" in summary and "None: every record file was read and used." in summary
+    assert set(full_report.significant_primary) == {"Q1", "Q2", "Q3", "Q4", "Q5"}
+    assert full_report.table.splitlines()[0].split()[:4] == ["series", "T", "level", "arm"]
+    assert out == full_report.statistics_path.parent
 
 
-def test_statistics_json_is_strict_and_complete(full_report: ReportResult) -> None:
-    stats = _strict_json(full_report.statistics_path)
-    assert stats["inputs"]["n_records"] == 16
-    assert len(stats["cells"]) == 16
-    assert {"paired_wilcoxon", "paired_ttest", "slope_difference", "temperature"} <= set(stats["families"])
-    row = stats["paired"][0]
-    assert {"p_wilcoxon_holm", "p_ttest_holm", "relative_gain", "significant"} <= set(row)
-    assert {"mean_difference", "ci_low", "ci_high", "p_wilcoxon", "p_ttest"} <= set(row["test"])
-    corpus = stats["cells"][0]["condition"]["corpus_perplexity"]
-    assert corpus["n"] == 1 and corpus["ci_low"] is None  # one record: no interval, said as null
-    assert stats["cells"][-1]["agency"]["violations"] == {
-        "gate_on_while_withdrawn": 0,
-        "pruned_without_consent": 0,
-    }
+def test_json_safe_writes_plain_json() -> None:
+    value = {"a": (1, 2.5), "b": float("nan"), "c": [float("inf"), np.float64(0.5), np.int64(3)], "d": Path("x")}
+    assert json_safe(value) == {"a": [1, 2.5], "b": None, "c": [None, 0.5, 3], "d": "x"}
 
 
-def test_summary_answers_the_five_questions_without_placeholders(full_report: ReportResult) -> None:
-    summary = full_report.summary_path.read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## Cell means ± 95% CI"):
-        assert heading in summary
-    assert summary.count("**Answer") == 5
-    for word in PLACEHOLDERS:
-        assert word not in summary
+# -- the command line ---------------------------------------------------------------------------------------
+def test_report_main_writes_into_the_first_run_folder_and_warns_about_problems(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "a", SMALL)
+    write_run(tmp_path / "b", SMALL)  # the same conditions again: duplicates, named, counted once
+    report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--no-wandb"])
+    captured = capsys.readouterr()
+    assert (tmp_path / "a" / "report" / "summary.md").is_file() and not (tmp_path / "b" / "report").exists()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 4 and all(w.startswith("warning: record ") and "duplicates" in w for w in warnings)
+    assert "reference perplexity" in captured.out  # the cell table
+    assert captured.out.strip().endswith("statistics.json")
+    report_main([str(tmp_path / "a"), "--no-plots", "--no-wandb", "--quiet", "--out", str(tmp_path / "elsewhere")])
+    assert (tmp_path / "elsewhere" / "statistics.json").is_file()
+    assert "series" not in capsys.readouterr().out  # --quiet: no table
 
 
-def test_grid_without_agency_still_writes_the_rest(tmp_path: Path) -> None:
-    write_grid(tmp_path / "run", arms=(False,))
-    result = write_report([tmp_path / "run"], tmp_path / "report")
-    written = {p.name for p in (tmp_path / "report" / "plots").glob("*.png")}
-    assert written == FULL_GRID_PLOTS - AGENCY_ONLY_PLOTS
-    assert all(p.stat().st_size > 1000 for p in result.plot_paths)
-    assert len(result.notes) == 3 and all(n.startswith("plot skipped") for n in result.notes)
-    summary = result.summary_path.read_text()
-    assert "No series has both a baseline and an agency arm" in summary and "## Figures not drawn" in summary
-    assert _strict_json(result.statistics_path)["paired"] == []
+def test_exit_1_with_one_line_naming_the_unreadable_files_when_every_record_is_corrupt(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = write_run(tmp_path / "run", SMALL)
+    for path in paths:
+        path.write_text(path.read_text()[:200])
+    code, lines = _exit([str(tmp_path / "run"), "--no-plots", "--no-wandb"], capsys)
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith("error: no usable record among 4 files; unreadable: ")
+    assert all(str(p) in lines[0] for p in paths)
+    assert not (tmp_path / "run" / "report").exists()
 
 
-def test_no_unpruned_level_skips_radar_with_a_note(tmp_path: Path) -> None:
-    write_grid(tmp_path / "run", temperatures=(0.7,), levels=(30, 70))
-    result = write_report([tmp_path / "run"], tmp_path / "report")
-    assert not any(p.name.startswith("radar") for p in result.plot_paths)
-    assert any("radar" in n and "unpruned" in n for n in result.notes)
+def test_exit_1_when_there_is_no_record_file_or_nothing_matches_where(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    code, lines = _exit([str(tmp_path / "empty"), "--no-wandb"], capsys)
+    assert code == 1 and lines == [f"error: no record files in {tmp_path / 'empty' / 'records'}"]
+    write_run(tmp_path / "run", SMALL)
+    code, lines = _exit([str(tmp_path / "run"), "--no-wandb", "--where", "model.pruning.mode=remove"], capsys)
+    assert code == 1 and lines == ["error: no record matches --where model.pruning.mode=remove"]
 
 
-def test_empty_input_reports_problems_and_does_not_crash(tmp_path: Path) -> None:
-    result = write_report([tmp_path / "missing"], tmp_path / "report")
-    assert result.plot_paths == [] and result.n_records == 0
-    assert "no records/ folder" in result.problems[0]
-    assert "No records were loaded, so no temperature can be compared." in result.summary_path.read_text()
+def test_exit_2_for_records_that_may_not_be_pooled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    write_run(run, SMALL)
+    write_run(run, replace(SMALL, config=(("model.generation.top_p", 0.9),)), sweep=False)
+    code, lines = _exit([str(run), "--no-plots", "--no-wandb"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert re.match(r"error: records differ in settings that are not compared \(model\.generation\.top_p: "
+                    r"(1, 0\.9|0\.9, 1)\); they are not pooled\.", lines[0])
+    # either way of resolving it works
+    report_main([str(run), "--no-plots", "--no-wandb", "--quiet", "--where", "model.generation.top_p=0.9"])
+    assert _strict_json(run / "report" / "statistics.json")["inputs"]["n_records"] == 4
+    report_main([str(run), "--no-plots", "--no-wandb", "--quiet", "--split-by", "model.generation.top_p"])
+    payload = _strict_json(run / "report" / "statistics.json")
+    assert payload["inputs"]["compared_keys"] == ["model.generation.top_p"] and payload["inputs"]["n_records"] == 8
 
 
-def test_json_safe_turns_non_finite_into_null() -> None:
-    assert json_safe({"a": float("nan"), "b": (1, float("inf")), 3: Path("x")}) == {
-        "a": None,
-        "b": [1, None],
-        "3": "x",
-    }
+def test_exit_2_for_arguments_that_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = _exit([str(tmp_path / "nowhere"), "--no-wandb"], capsys)
+    assert code == 2 and len(lines) == 1 and "has no records/ folder" in lines[0]
+    write_run(tmp_path / "run", SMALL)
+    code, lines = _exit([str(tmp_path / "run"), "--no-wandb", "--degenerate-ppl", "1"], capsys)
+    assert code == 2 and lines == ["error: --degenerate-ppl 1 is invalid; allowed: a perplexity > 1"]
+    code, lines = _exit([str(tmp_path / "run"), "--no-wandb", "--where", "model.pruning.level"], capsys)
+    assert code == 2 and len(lines) == 1 and "KEY=VALUE" in lines[0]
 
 
-def test_log_report_to_wandb_uses_report_job_type(
-    full_report: ReportResult, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: dict = {}
-
-    class Run:
-        summary: dict = {}
-
-        def log(self, payload: dict) -> None:
-            calls["logged"] = payload
-
-        def finish(self) -> None:
-            calls["finished"] = True
-
-    fake = types.SimpleNamespace(
-        init=lambda **kwargs: calls.setdefault("init", kwargs) and Run(),
-        Table=lambda columns, data: ("table", columns, data),
-        Image=lambda path: ("image", path),
-    )
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    log_report_to_wandb(full_report, group="sweep-1", project="pruning-agency")
-    assert calls["init"]["job_type"] == "report" and calls["init"]["group"] == "sweep-1"
-    assert calls["init"]["project"] == "pruning-agency" and calls["init"]["mode"] == "offline"
-    images = [k for k in calls["logged"] if k.startswith("plots/")]
-    assert len(images) == len(FULL_GRID_PLOTS)
-    kind, columns, rows = calls["logged"]["cell_statistics"]
-    assert kind == "table" and "mean" in columns and len(rows) > 16
-    assert calls["finished"]
+def test_the_degenerate_threshold_reaches_the_statistics(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", SMALL)
+    report_main([str(tmp_path / "run"), "--no-plots", "--no-wandb", "--quiet", "--degenerate-ppl", "50"])
+    payload = _strict_json(tmp_path / "run" / "report" / "statistics.json")
+    assert payload["degenerate_perplexity"] == 50.0
+    assert sum(c["degenerate"][0] for c in payload["cells"]) > 0
 
 
-def test_log_report_without_wandb_is_a_no_op(
-    full_report: ReportResult, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "wandb", None)  # import now raises ImportError
-    assert log_report_to_wandb(full_report, group=None, project="p") is None
+def test_the_wandb_run_is_written_under_the_first_run_folder_not_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        write_run(tmp_path / name, replace(SMALL, config=(("model.generation.top_p", 0.9 if name == "b" else 1.0),)))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--quiet", "--split-by",
+                 "model.generation.top_p"])
+    assert "could not be logged" not in capsys.readouterr().err
+    assert list(cwd.iterdir()) == []
+    assert list((tmp_path / "a" / "wandb").glob("offline-run-*"))
+    assert not (tmp_path / "b" / "wandb").exists()
+
+
+def test_no_wandb_run_without_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_run(tmp_path / "run", SMALL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    report_main([str(tmp_path / "run"), "--no-plots", "--quiet", "--no-wandb"])
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    report_main([str(tmp_path / "run"), "--no-plots", "--quiet"])
+    assert not list(tmp_path.rglob("wandb"))
+
+
+# -- the figures ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def plot_data(tmp_path_factory: pytest.TempPathFactory) -> PlotData:
+    run = tmp_path_factory.mktemp("plots") / "run"
+    write_run(run, GRID)
+    loaded = load_records([run])
+    return PlotData(compute_statistics(build_design(loaded.records, loaded.swept_keys)))
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Figures the plotting functions finish, kept open for inspection instead of saved."""
+    figures: list[Any] = []
+
+    def keep(fig: Any, path: Path) -> Path:
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield figures
+    for fig in figures:
+        plots._pyplot().close(fig)
+
+
+@pytest.mark.parametrize(("metric", "scale"), [("reference_perplexity", "log"), ("corpus_perplexity", "log"),
+                                               ("tokens_per_second", "log"), ("distinct_2", "linear")])
+def test_perplexity_and_speed_are_drawn_on_a_log_axis(plot_data: PlotData, metric: str, scale: str) -> None:
+    plt = plots._pyplot()
+    fig, ax = plt.subplots()
+    series = plot_data.series()[0]
+    assert plots._draw_arms(ax, plot_data, series, metric, plot_data.temperatures(series))
+    assert ax.get_yscale() == scale
+    plt.close(fig)
+
+
+def test_the_summary_figure_has_the_curves_and_the_answers_panel(plot_data: PlotData, drawn: list[Any],
+                                                                 tmp_path: Path) -> None:
+    series = plot_data.series()[0]
+    plots.summary_figure(plot_data, series, tmp_path)
+    (fig,) = drawn
+    ppl, speed, corpus, answers = fig.axes[:4]
+    assert ppl.get_yscale() == speed.get_yscale() == corpus.get_yscale() == "log"
+    assert "reference perplexity" in ppl.get_title()
+    assert answers.get_title().startswith("answers:") and answers.get_xscale() == "log"
+    labels = [t.get_text() for t in answers.get_yticklabels()]
+    # every primary ratio (perplexity, speed); Q5's diversity distances are differences, not on this log axis
+    primary = [c for c in plot_data.stats.comparisons if c.family in ("Q1", "Q2", "Q3", "Q4", "Q5")
+               and c.kind == "ratio"]
+    assert len(labels) == len(primary) == 14
+    assert {"Q1 reference perplexity", "Q1 tokens/s", "Q2 tokens/s 30%", "Q2 reference perplexity 70%",
+            "Q3 reference perplexity 50%", "Q4 tokens/s", "Q5 reference perplexity"} <= set(labels)
+
+
+def test_the_level_figure_uses_log_axes_for_perplexity_only(plot_data: PlotData, drawn: list[Any],
+                                                            tmp_path: Path) -> None:
+    plots.metrics_vs_level(plot_data, plot_data.series()[0], tmp_path)
+    (fig,) = drawn
+    scales = {ax.get_title().split(" (")[0]: ax.get_yscale() for ax in fig.axes if ax.get_title()}
+    assert scales["reference perplexity"] == scales["corpus perplexity"] == scales["tokens/s"] == "log"
+    assert scales["distinct-2"] == scales["repetition rate"] == "linear"
+
+
+def test_the_answers_figure_has_one_panel_per_question(plot_data: PlotData, drawn: list[Any],
+                                                       tmp_path: Path) -> None:
+    plots.answers_figure(plot_data, tmp_path)
+    (fig,) = drawn
+    assert [ax.get_title()[:3] for ax in fig.axes] == ["Q1.", "Q2.", "Q3.", "Q4.", "Q5.", "Q5."]
+    assert [ax.get_xscale() for ax in fig.axes] == ["log"] * 5 + ["linear"]  # Q5's diversity distances
+    assert "distance to the unpruned model" in fig.axes[-1].get_title()
+
+
+def test_a_figure_without_data_is_a_note_not_an_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run, replace(SMALL, levels=(30.0,)))
+    loaded = load_records([run])
+    design = build_design(loaded.records, loaded.swept_keys)
+    outcome = plots.make_plots(design, compute_statistics(design), tmp_path / "plots")
+    assert any("radar" in note and "0%" in note for note in outcome.notes)
+    assert outcome.paths and all(p.is_file() for p in outcome.paths)

@@ -1,0 +1,123 @@
+"""The five questions: each produces its pre-specified primary comparisons, Holm-adjusted within its own family."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from synthetic import AGENCY, BASELINE, QUICKSTART, agency, at_pruned_levels, build_records, growing
+
+from reporting.design import Arm, build_design
+from reporting.estimators import holm
+from reporting.questions import PRIMARY, QUESTIONS, quality_metrics, question_3, shown
+from reporting.statistics import _adjust, compute_statistics
+from reporting.units import Units
+
+GRID = replace(QUICKSTART, layers=4, heads=6)
+SWEPT = {"model.pruning.level", "model.agency.enabled", "model.generation.temperature"}
+PPL, SPEED = "reference_perplexity", "tokens_per_second"
+DIVERSITY = ["distinct_1", "distinct_2", "distinct_3", "type_token_ratio", "repetition_rate"]
+
+
+def _stats(grid=GRID, seed: int = 0):
+    return compute_statistics(build_design(build_records(grid, seed=seed), SWEPT))
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    return _stats()
+
+
+def _rows(stats, family: str) -> list[tuple[str, float | None]]:
+    return [(c.metric, c.level) for c in stats.family(family)]
+
+
+def test_every_question_has_its_pre_specified_primary_comparisons(quickstart) -> None:
+    assert list(PRIMARY) == list(QUESTIONS) == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    assert _rows(quickstart, "Q1") == [(PPL, None), (SPEED, None)]
+    assert _rows(quickstart, "Q2") == [(m, lv) for lv in (30.0, 50.0, 70.0) for m in (PPL, SPEED)]  # not 0%
+    assert _rows(quickstart, "Q3") == [(PPL, 30.0), (PPL, 50.0), (PPL, 70.0)]
+    assert _rows(quickstart, "Q4") == [(PPL, 70.0), (SPEED, 70.0)]  # 70% over 0%
+    assert _rows(quickstart, "Q5") == [(m, None) for m in [PPL, *DIVERSITY]] and quality_metrics() == [PPL,
+                                                                                                     *DIVERSITY]
+    for family in QUESTIONS:
+        assert {(c.arm, c.other) for c in quickstart.family(family)} == {(Arm("agency"), Arm("baseline"))}
+        assert all(c.effect.tested for c in quickstart.family(family))
+
+
+def test_the_units_of_each_primary_comparison(quickstart) -> None:
+    q1 = {c.metric: c for c in quickstart.family("Q1")}
+    assert q1[PPL].units == "prompts" and q1[PPL].effect.n == 24 and q1[PPL].scale == 10.0
+    assert q1[SPEED].units == "(level, timing repeat) pairs timed side by side" and q1[SPEED].effect.n == 40
+    q2 = {(c.metric, c.level): c for c in quickstart.family("Q2")}
+    assert q2[(PPL, 30.0)].effect.test == "Wilcoxon signed-rank" and q2[(PPL, 30.0)].effect.n == 24
+    assert q2[(SPEED, 30.0)].effect.test == "paired t on log ratios" and q2[(SPEED, 30.0)].effect.n == 10
+    q4 = {c.metric: c for c in quickstart.family("Q4")}
+    assert q4[SPEED].effect.test == "Welch t on log ratios of timing repeats"
+    q3 = quickstart.family("Q3")
+    assert all(c.temperature == 1.0 and c.effect.n == 24 for c in q3)
+    assert all(c.standardized is not None for c in quickstart.family("Q5"))
+
+
+def test_question_3_needs_two_temperatures_and_compares_consecutive_ones() -> None:
+    one = _stats(replace(GRID, temperatures=(0.7,)))
+    assert one.family("Q3") == [] and len(one.family("Q2")) == 6
+    three = build_design(build_records(replace(GRID, temperatures=(0.7, 1.0, 1.3))), SWEPT)
+    series, arm = three.series()[0], three.agency_arms()[0]
+    rows = question_3(three, series, arm, Units())
+    assert [(c.temperature, c.level) for c in rows] == [(t, lv) for t in (1.0, 1.3) for lv in (30.0, 50.0, 70.0)]
+    assert "T=1.3 over at T=1" in rows[-1].contrast
+
+
+def test_holm_is_applied_within_each_family_separately(quickstart) -> None:
+    families = Counter(c.family for c in quickstart.comparisons)
+    assert families == {"Q1": 2, "Q2": 6, "Q3": 3, "Q4": 2, "Q5": 6, "aa": 2, "exploratory": 2 * 4 * 9}
+    for family in families:
+        members = quickstart.family(family)
+        assert [c.p_holm for c in members] == holm([c.effect.p for c in members])
+
+
+def test_more_exploratory_rows_never_change_a_primary_p(quickstart) -> None:
+    primary = [c for c in quickstart.comparisons if c.family in QUESTIONS]
+    before = [(c.p_holm, c.p_floor_holm) for c in primary]
+    extra = [replace(c, family="exploratory") for c in quickstart.comparisons if c.family == "exploratory"]
+    _adjust(primary + extra * 5)
+    assert [(c.p_holm, c.p_floor_holm) for c in primary] == before
+
+
+def test_merging_agency_variants_leaves_the_primary_families_unchanged(quickstart) -> None:
+    """Adding variant arms (ablation and sham control) adds exploratory and ablation rows only."""
+    grid = replace(GRID, arms=(BASELINE, AGENCY, agency(sham=True), agency(state_gating=False)))
+    merged = _stats(grid)
+    for family in QUESTIONS:
+        assert [(c.metric, c.level, c.effect.p, c.p_holm) for c in merged.family(family)] == [
+            (c.metric, c.level, c.effect.p, c.p_holm) for c in quickstart.family(family)]
+    ablation = merged.family("ablation")
+    assert [(c.arm.label, c.other.label, c.metric) for c in ablation] == [
+        ("agency", "baseline", PPL),
+        ("agency(sham=true)", "agency", PPL), ("agency(sham=true)", "agency", SPEED),
+        ("agency(state_gating=false)", "agency", PPL), ("agency(state_gating=false)", "agency", SPEED)]
+    assert len(merged.family("exploratory")) == 3 * len(quickstart.family("exploratory"))
+    assert len(merged.family("aa")) == 2  # the A/A check is of the main agency arm
+
+
+def test_a_clear_effect_is_read_in_its_direction() -> None:
+    stats = _stats(GRID.with_effects(ppl=at_pruned_levels(3.0), speed=at_pruned_levels(0.8)))
+    for c in stats.family("Q2"):
+        assert c.significant(0.05) and c.better() is False and c.reading(0.05) == "agency worse"
+        truth, tolerance = (3.0, 0.5) if c.metric == PPL else (0.8, 0.05)
+        assert shown(c, c.effect.estimate) == pytest.approx(truth, rel=tolerance)
+        assert shown(c, c.effect.ci_low) < shown(c, c.effect.estimate) < shown(c, c.effect.ci_high)
+    ppl5 = stats.family("Q5")[0]
+    assert ppl5.metric == PPL and ppl5.reading(0.05) == "agency worse" and ppl5.standardized[0] < 0
+
+
+def test_slopes_are_shown_per_10_points_of_pruning() -> None:
+    stats = _stats(GRID.with_effects(ppl=growing(1.5), speed=growing(0.9)))
+    q1 = {c.metric: c for c in stats.family("Q1")}
+    truth = math.exp(10 * math.log(0.9) / 70)  # x0.985 per 10 points
+    assert shown(q1[SPEED], q1[SPEED].effect.ci_low) < truth < shown(q1[SPEED], q1[SPEED].effect.ci_high)
+    assert q1[SPEED].reading(0.05) == "agency worse" and q1[SPEED].significant(0.05)
+    assert shown(q1[PPL], q1[PPL].effect.estimate) > 1  # perplexity ratio grows with the level

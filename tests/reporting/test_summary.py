@@ -1,0 +1,124 @@
+"""summary.md: what each answer may say, given what its tests could show."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from synthetic import QUICKSTART, at_pruned_levels, build_records
+
+from reporting.design import build_design
+from reporting.statistics import compute_statistics
+from reporting.summary import render_summary
+
+GRID = replace(QUICKSTART, layers=4, heads=6)
+SWEPT = {"model.pruning.level", "model.agency.enabled", "model.generation.temperature"}
+INCONCLUSIVE = "inconclusive: too few prompts to detect an effect"
+EFFECT = r"[×][\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]|[+-][\d.e+-]+ \[[+-][\d.e+-]+, [+-][\d.e+-]+\]"
+
+
+def _summary(grid=GRID, seed: int = 0) -> tuple[str, object]:
+    stats = compute_statistics(build_design(build_records(grid, seed=seed), SWEPT))
+    return render_summary(stats, len(build_records(grid, seed=seed)), []), stats
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^## ", text, flags=re.M)
+    return {f"Q{p[0]}": p for p in parts if p[:1] in "12345"}
+
+
+def _answer(section: str) -> str:
+    (line,) = [x for x in section.splitlines() if x.startswith("**Answer")]
+    return line
+
+
+@pytest.fixture(scope="module")
+def aa():
+    return _summary()
+
+
+@pytest.fixture(scope="module")
+def four_prompts():
+    return _summary(replace(GRID, prompts=4))
+
+
+@pytest.fixture(scope="module")
+def clear_gain():
+    return _summary(GRID.with_effects(ppl=at_pruned_levels(0.5), speed=at_pruned_levels(1.2)))
+
+
+def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
+    text, stats = four_prompts
+    sections = _sections(text)
+    for q, floor in (("Q1", "0.25"), ("Q2", "0.75"), ("Q3", "0.38"), ("Q4", "0.25"), ("Q5", "0.75")):
+        assert (f"n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = {floor} (below 0.05 is "
+                f"impossible: **{INCONCLUSIVE}**)") in sections[q]
+    for q in ("Q3", "Q5"):  # every test of these questions is over prompts
+        assert _answer(sections[q]).startswith(f"**Answer: {INCONCLUSIVE}**")
+    for c in stats.comparisons:
+        if c.family in sections and c.units == "prompts":
+            assert c.reading(stats.alpha) == INCONCLUSIVE
+            assert c.p_floor_holm >= 0.05
+
+
+def test_enough_prompts_without_an_effect_say_no_significant_difference(aa) -> None:
+    text, stats = aa
+    sections = _sections(text)
+    assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 2.4e-07" in sections["Q1"]
+    assert INCONCLUSIVE not in "".join(sections.values())
+    for q in ("Q1", "Q3", "Q4"):
+        assert _answer(sections[q]).startswith("**Answer:** no significant difference in any primary comparison")
+    assert _answer(sections["Q5"]).startswith("**Answer:** no quality measure shows a significant agency gain")
+
+
+def test_every_answer_leads_with_an_effect_and_its_interval(aa, four_prompts, clear_gain) -> None:
+    for text, stats in (aa, four_prompts, clear_gain):
+        for q, section in _sections(text).items():
+            answer = _answer(section)
+            assert re.search(EFFECT, answer), (q, answer)
+            for c in stats.family(q):
+                if c.significant(stats.alpha):
+                    assert "Holm p" in answer
+
+
+def test_every_question_shows_its_units_and_its_table(aa) -> None:
+    text, stats = aa
+    for q, section in _sections(text).items():
+        rows = [line for line in section.splitlines() if line.startswith("| embedded")]
+        assert len(rows) >= len(stats.family(q)) and f"Primary family: {len(stats.family(q))} comparisons" in section
+        assert "n = 24 prompts" in section
+    assert "speed: n = 10 or more per test (timing repeats timed side by side" in _sections(text)["Q2"]
+
+
+def test_significant_gains_name_the_level_and_the_metrics(clear_gain) -> None:
+    text, _ = clear_gain
+    sections = _sections(text)
+    q2 = _answer(sections["Q2"])
+    assert q2.startswith("**Answer:** the level with the largest significant agency gain: ")
+    assert re.search(r"tokens/s: \d+% \(×", q2) and re.search(r"reference perplexity: \d+% \(×", q2)
+    q5 = _answer(sections["Q5"])
+    assert q5.startswith("**Answer:** benefit most, in order: reference perplexity (×")
+    assert "standardised gain +" in q5
+
+
+def test_one_temperature_cannot_answer_question_3() -> None:
+    text, _ = _summary(replace(GRID, temperatures=(0.7,)))
+    assert _answer(_sections(text)["Q3"]) == ("**Answer:** only one temperature was run, so the agency effect "
+                                              "cannot be compared across temperatures (T = 0.7).")
+
+
+def test_arms_timed_alone_get_a_note_and_no_speed_claim_from_repeats() -> None:
+    """Timed alone, the repeats of a run share its drift: the runs are the units, and with one run per arm and
+    temperature no A/A speed difference is called significant; the ratio-based speed tests need pairs."""
+    alone = replace(GRID, schedule="alone")
+    for seed in range(5):
+        text, stats = _summary(alone, seed)
+        assert "> Note: some conditions were timed alone" in text
+        speed = [c for q in ("Q1", "Q2", "Q4") for c in stats.family(q) if c.metric == "tokens_per_second"]
+        assert not any(c.significant(stats.alpha) for c in speed)
+        q2 = [c for c in stats.family("Q2") if c.metric == "tokens_per_second"]
+        assert all(c.units == "timed runs (arms timed apart: unpaired)" and c.effect.n == 2 for c in q2)
+        (q4,) = [c for c in stats.family("Q4") if c.metric == "tokens_per_second"]
+        assert q4.reading(stats.alpha).startswith("not tested")
+        assert not [c for c in stats.family("exploratory") if c.metric == "tokens_per_second"]
