@@ -1,6 +1,9 @@
-"""Command line: ``predict`` (one condition), ``sweep`` (a grid), ``report`` (statistics and plots), ``demo``.
+"""Command line: ``predict`` (one condition), ``fit`` / ``recover`` (recovery after pruning), ``sweep`` (a grid),
+``report`` (statistics and plots), ``demo``.
 
     pruning-agency predict --config configs/default.yaml [--model.pruning.level=50 ...]
+    pruning-agency fit --config configs/default.yaml --config configs/recovery.yaml --model.pruning.level=50
+    pruning-agency recover ...same arguments as fit...    (predict, fit, then predict the recovered model)
     pruning-agency sweep configs/sweeps/quickstart.yaml [--resume RUN_DIR] [--output_dir DIR]
     pruning-agency sweep quickstart                      (a bundled sweep, by name)
     pruning-agency report RUN_DIR [RUN_DIR ...] [--out DIR]
@@ -35,20 +38,54 @@ def fail(message: str, code: int = 2) -> None:
 
 def predict(argv: list[str]) -> None:
     """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
-    from lightning_modules.inputs.wandb_guard import exit_process, finish_wandb_run
     from lightning_modules.lightning_cli import run_predict
+
+    _interruptible(lambda: run_predict(argv), "the condition did not finish; its record, if it had started, has "
+                                              "status 'incomplete'")
+
+
+def fit(argv: list[str]) -> None:
+    """Recover one condition: distil the unpruned model into its pruned arm; an interrupted fit resumes."""
+    from lightning_modules.lightning_cli import run_fit
+
+    _interruptible(lambda: run_fit(argv), "the fit did not finish; run the same command again to resume it "
+                                          "from its last checkpoint")
+
+
+def recover(argv: list[str]) -> None:
+    """Measure a condition, recover it, and measure the recovered model (two records)."""
+    from lightning_modules.lightning_cli import run_predict
+    from lightning_modules.runs.runner import recover_condition
+    from record.storage import default_run_dir
+
+    if not any(a.startswith("--record.output_dir") for a in argv):
+        argv = [*argv, f"--record.output_dir={default_run_dir()}"]
+    output = next(a.split("=", 1)[1] for a in argv if a.startswith("--record.output_dir="))
+
+    def both() -> None:
+        run_predict(argv)
+        from lightning_modules.inputs.wandb_guard import finish_wandb_run
+
+        finish_wandb_run(0)
+        recover_condition(argv, Path(output), quiet=False)
+
+    _interruptible(both, "not everything finished; run the same command again to resume")
+
+
+def _interruptible(run, unfinished: str) -> None:
+    """Ctrl-C or SIGTERM: one line and exit code 128 + signal; what was written stays."""
+    from lightning_modules.inputs.wandb_guard import exit_process, finish_wandb_run
     from lightning_modules.runs.interruption import interrupt_on_signals
 
     with interrupt_on_signals() as interruption:
         try:
-            run_predict(argv)
-        except BaseException:  # a library may wrap the KeyboardInterrupt in its own exception
+            run()
+        except BaseException:
             if interruption.signum is None:
-                raise  # --help, bad input (already reported), a real exit or a real error
+                raise
             with interruption.critical():
                 finish_wandb_run(exit_code=interruption.exit_code)
-            print(f"interrupted by {interruption.name}: the condition did not finish; its record, if it had "
-                  "started, has status 'incomplete'", file=sys.stderr, flush=True)
+            print(f"interrupted by {interruption.name}: {unfinished}", file=sys.stderr, flush=True)
             exit_process(interruption.exit_code)
 
 
@@ -114,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "predict":
         predict(rest)
+    elif command == "fit":
+        fit(rest)
+    elif command == "recover":
+        recover(rest)
     elif command == "sweep":
         sweep(rest)
     elif command == "report":
@@ -123,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "demo":
         demo(rest)
     else:
-        fail(f"command '{command}' is not known; allowed: predict, sweep, report, demo")
+        fail(f"command '{command}' is not known; allowed: predict, fit, recover, sweep, report, demo")
 
 
 if __name__ == "__main__":

@@ -168,10 +168,20 @@ def sham_index(heads: list[Head], layout: HeadLayout, seed: int) -> torch.Tensor
     return index
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Weights that replace the loaded ones for this condition (a recovered model), and what names them."""
+
+    state_dict: dict[str, torch.Tensor]
+    key: str  # the checkpoint's content hash: corpus perplexity is cached per weights too
+
+
 def build_condition(store: ModelStore, model_name: str, precision: str, device: torch.device | str,
                     pruning: PruningConfig, agency: AgencyConfig, calibration: CalibrationConfig, seed: int,
-                    num_tokens: int) -> ConditionModel:
-    """A condition's state on the shared base model (or on its own copy in remove mode); not yet attached."""
+                    num_tokens: int, own_copy: bool = False, weights: Weights | None = None) -> ConditionModel:
+    """A condition's state, not yet attached: on the shared base model, or on a copy of its own (remove mode,
+    ``own_copy`` for training it, or recovered ``weights``). Rankings and calibration always come from the
+    loaded (unrecovered) model, so a recovered model prunes exactly the heads it was trained without."""
     loaded = store.base(model_name, precision, device)
     adapter = adapter_for(loaded.model)
     layout = loaded.gates.layout
@@ -214,11 +224,16 @@ def build_condition(store: ModelStore, model_name: str, precision: str, device: 
     heads = selection.heads
     if pruning.mode == "remove" and heads:
         model, gates = _removed_copy(loaded, heads)
+    elif own_copy or weights is not None:
+        model, gates = _removed_copy(loaded, [])
     else:
         model, gates = loaded.model, loaded.gates
+    if weights is not None:
+        model.load_state_dict(weights.state_dict, strict=True)
     uses_calibration = criterion.needs_calibration or (agency.enabled and agency.calibrate)
     state_key = (model_name, precision, pruning.mode, tuple(sorted(heads)),
-                 repr(agency) if agency.enabled else None, num_tokens if agency.enabled else None)
+                 repr(agency) if agency.enabled else None, num_tokens if agency.enabled else None,
+                 weights.key if weights else None)
     return ConditionModel(loaded, model, gates, layout, adapter, pruning.mode, scores,
                           calib if uses_calibration else None, selection, baseline.heads, controller, state_key)
 
@@ -230,11 +245,14 @@ def _with_open_gates(loaded: LoadedModel, compute: Callable[[], Any]) -> Any:
 
 
 def _removed_copy(loaded: LoadedModel, heads: list[Head]) -> tuple[nn.Module, HeadGates]:
-    loaded.gates.remove_hooks()  # a deep copy must not carry hooks bound to the base model's gates
-    try:
-        model = copy.deepcopy(loaded.model)
-    finally:
-        loaded.gates.rebind(loaded.model)
+    """A copy of the loaded model with its own gates and ``heads`` sliced out (none: a plain copy)."""
+    with loaded.plain():  # no agency observer of another condition may travel with the copy
+        loaded.gates.remove_hooks()  # nor hooks bound to the base model's gates
+        try:
+            model = copy.deepcopy(loaded.model)
+        finally:
+            loaded.gates.rebind(loaded.model)
     gates = attach_gates(model)
-    remove_heads(model, gates, heads)
+    if heads:
+        remove_heads(model, gates, heads)
     return model, gates

@@ -79,7 +79,8 @@ def collate_items(items: list[PromptItem]) -> list[PromptItem]:
 
 
 class PromptDataModule(L.LightningDataModule):
-    """Prompts x iterations, batched; tokenization happens in the module, which owns the tokenizer.
+    """Prompts x iterations, batched; tokenization happens in the module, which owns the tokenizer. For ``fit``
+    (recovery) the module provides the calibration-text windows.
 
     Args:
         prompt_file: one prompt per line, UTF-8; the bundled prompts when null.
@@ -111,6 +112,13 @@ class PromptDataModule(L.LightningDataModule):
         path = self.prompt_file or BUNDLED_PROMPTS
         return {"prompts": file_fingerprint(path, None if self.prompt_file else "bundled:prompts.txt"),
                 "prompt_count": len(self.prompts), "iterations": self.iterations, "batch_size": self.batch_size}
+
+    def train_dataloader(self) -> DataLoader:
+        """``fit`` (recovery) trains on the calibration text, tokenized by the module that owns the tokenizer."""
+        return self.trainer.lightning_module.recovery_train_loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self.trainer.lightning_module.recovery_val_loader()
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(PromptDataset(self.prompts, self.iterations), batch_size=self.batch_size,

@@ -1,9 +1,13 @@
-"""The LightningCLI of one condition: config groups, and every check before any weights load.
+"""The LightningCLI of one condition: ``predict`` measures it, ``fit`` recovers it; every check before any load.
 
 Measuring callbacks are config groups (``timing.repeats``, ``memory.enabled``,
 ``outputs.enabled``, ``record.output_dir``...), so the original script's flags
 are plain keys that a sweep can vary. Their order does not matter: the record
 writer composes the record from every callback's own part.
+
+``fit`` trains the same module (``model.recovery.*``) with Lightning's own
+checkpointing into ``<record.output_dir>/checkpoints/<recovered model id>/``;
+an interrupted fit resumes from its ``last.ckpt`` by itself.
 
 Bad input never costs a model load: parse errors, the settings' own checks
 (raised when the config objects are built) and ``runs/checks.py`` all end as one
@@ -52,6 +56,7 @@ CALLBACK_GROUPS = (
     ("outputs", OutputWriter),
     ("record", RecordWriter),
 )
+FIT_PRECISION = {"float32": "32-true", "bfloat16": "bf16-mixed", "float16": "16-mixed"}  # fp32 master weights
 # W&B by default (offline unless WANDB_MODE says otherwise), so every config has a run to read.
 DEFAULT_LOGGER = {
     "class_path": WANDB_LOGGER,
@@ -92,7 +97,8 @@ class ExperimentCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {"predict": {"model", "dataloaders", "datamodule"}}
+        return {"predict": {"model", "dataloaders", "datamodule"},
+                "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name, callback in CALLBACK_GROUPS:
@@ -123,6 +129,14 @@ class ExperimentCLI(LightningCLI):
             hf_logging.disable_progress_bar()
         if not config.record.output_dir:
             config.record.output_dir = str(default_run_dir())
+        if self.subcommand == "fit":
+            recovery = config.model.recovery
+            config.trainer.max_steps = recovery.steps
+            config.trainer.max_epochs = -1
+            config.trainer.num_sanity_val_steps = 0
+            config.trainer.log_every_n_steps = 1
+            config.trainer.default_root_dir = config.record.output_dir
+            config.trainer.precision = FIT_PRECISION[config.model.precision]
         for logger in _wandb_loggers(config.trainer):
             if logger.init_args.get("save_dir") in (None, "."):
                 logger.init_args.save_dir = str(config.record.output_dir)
@@ -138,6 +152,8 @@ class ExperimentCLI(LightningCLI):
         if self.check_only:
             raise ConditionChecked(describe_condition(self.model, self.datamodule, self.trainer.callbacks, device),
                                    self)
+        if self.subcommand == "fit":
+            self._prepare_fit(config, device)
         if config.record.wandb_errors != "continue":
             return
         from lightning.pytorch.loggers import WandbLogger
@@ -156,6 +172,27 @@ class ExperimentCLI(LightningCLI):
         self.trainer.loggers = kept
 
 
+    def _prepare_fit(self, config: Any, device: str) -> None:
+        """Checkpoints go to the run folder, named by the recovered model; a fit found there resumes."""
+        from pathlib import Path
+
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        folder = Path(config.record.output_dir) / "checkpoints" / self.model.fit_id(device)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.dirpath = str(folder)
+        self.checkpoint_dir = folder
+        last = folder / "last.ckpt"
+        if last.is_file() and not self.config_init["fit"].get("ckpt_path"):
+            print(f"resuming the fit from {last}", file=sys.stderr, flush=True)
+            self.config_init["fit"]["ckpt_path"] = str(last)
+
+    def after_fit(self) -> None:
+        self.recovered_checkpoint = self.checkpoint_dir / "last.ckpt"
+        print(f"recovered model: {self.recovered_checkpoint}", flush=True)
+
+
 class _CheckOnlyCLI(ExperimentCLI):
     check_only = True
 
@@ -166,18 +203,26 @@ def _wandb_loggers(trainer_config: Any) -> list[Any]:
     return [lg for lg in loggers if getattr(lg, "class_path", None) == WANDB_LOGGER]
 
 
-def _build(cli_class: type[ExperimentCLI], argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
+def _build(cli_class: type[ExperimentCLI], argv: list[str], subcommand: str = "predict",
+           **trainer_defaults: Any) -> ExperimentCLI:
     # args are passed explicitly (cli.py dispatches subcommands), which LightningCLI warns about
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    if subcommand == "fit":
+        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+        defaults = {"enable_checkpointing": True, "callbacks": [
+            ModelCheckpoint(save_last=True, save_top_k=0, every_n_epochs=1), LearningRateMonitor("step")]}
+    else:
+        defaults = {"enable_checkpointing": False}
     try:
         return cli_class(
             PruningExperiment,
             PromptDataModule,
-            args=["predict", *resolve_config_args(argv)],
+            args=[subcommand, *resolve_config_args(argv)],
             parser_class=OneLineErrorParser,
             save_config_callback=None,
             seed_everything_default=False,  # sampling and rankings use their own seeds (model.seed)
-            trainer_defaults={"enable_checkpointing": False, "logger": DEFAULT_LOGGER, **trainer_defaults},
+            trainer_defaults={**defaults, "logger": DEFAULT_LOGGER, **trainer_defaults},
         )
     except ConfigError as error:
         raise InputRefused(error) from None
@@ -185,8 +230,17 @@ def _build(cli_class: type[ExperimentCLI], argv: list[str], **trainer_defaults: 
 
 def run_predict(argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
     """Run one condition; bad input ends here as ``error: ...`` on stderr and exit code 2."""
+    return _run("predict", argv, **trainer_defaults)
+
+
+def run_fit(argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
+    """Recover one condition (``cli.recovered_checkpoint`` is the result); bad input as in ``run_predict``."""
+    return _run("fit", argv, **trainer_defaults)
+
+
+def _run(subcommand: str, argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
     try:
-        return _build(ExperimentCLI, argv, **trainer_defaults)
+        return _build(ExperimentCLI, argv, subcommand, **trainer_defaults)
     except InputRefused as refused:
         print(f"error: {refused.error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -1,11 +1,14 @@
-"""The LightningModule of one condition: ``predict_step`` generates; callbacks measure.
+"""The LightningModule of one condition: ``predict_step`` generates (callbacks measure); ``training_step``
+recovers it.
 
 The module owns the condition's model state (pruned heads, agency) and the
-tokenizer. It returns a ``GeneratedBatch`` per batch and offers the measuring
-callbacks what ``callbacks/protocols.py`` lists: reference-model logits, the
-condition's corpus perplexity, a timed decode, the agency report and the cost
-inputs. It also says which of its settings can change a result (the model part
-of the condition's identity).
+tokenizer. In ``predict`` it returns a ``GeneratedBatch`` per batch and offers the
+measuring callbacks what ``callbacks/protocols.py`` lists: reference-model
+logits, the condition's corpus perplexity, a timed decode, the agency report and
+the cost inputs. In ``fit`` it distils the unpruned model into its pruned student
+(``training/recovery.py``); ``model.checkpoint`` then runs every measurement on
+the recovered weights. It also says which of its settings can change a result
+(the model part of the condition's identity).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import lightning as L
 import torch
 
 from callbacks.environment import environment
-from lightning_modules.condition import ConditionModel, build_condition
+from lightning_modules.condition import ConditionModel, Weights, build_condition
 from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
     EvaluationConfig,
@@ -30,13 +33,15 @@ from lightning_modules.decoding.evaluation import (
 )
 from lightning_modules.decoding.generation import DecodeResult, GenerationConfig, decode, sample_seed
 from lightning_modules.describe import describe_condition
-from lightning_modules.heads.agency import AgencyConfig
+from lightning_modules.heads.agency import AgencyConfig, departures
 from lightning_modules.heads.calibration import CalibrationConfig
 from lightning_modules.heads.pruning import PruningConfig, parameter_count, parameters_after_removal
 from lightning_modules.models.adapters import HeadLayout
 from lightning_modules.store import DTYPES, ModelStore
-from record.errors import is_int, require
-from record.schema import AgencyReport, Header
+from lightning_modules.training import recovery as recover
+from record.errors import ConfigError, is_int, require
+from record.identity import condition_id, identity_hash, resolved_config
+from record.schema import AgencyReport, Header, Recovery
 
 PRECISIONS = tuple(DTYPES)
 
@@ -67,6 +72,9 @@ class PruningExperiment(L.LightningModule):
         generation: new tokens and sampling.
         calibration: the text rankings and agency calibration read (never the evaluation text).
         evaluation: the text and window of corpus perplexity.
+        checkpoint: a checkpoint written by ``fit`` for this condition: measure the recovered model.
+        recovery: how ``fit`` recovers the pruned model (ignored by ``predict``, which reads the settings a
+            checkpoint was trained with).
     """
 
     def __init__(
@@ -79,6 +87,8 @@ class PruningExperiment(L.LightningModule):
         generation: GenerationConfig = GenerationConfig(),  # noqa: B008
         calibration: CalibrationConfig = CalibrationConfig(),  # noqa: B008
         evaluation: EvaluationConfig = EvaluationConfig(),  # noqa: B008
+        checkpoint: str | None = None,
+        recovery: recover.RecoveryConfig = recover.RecoveryConfig(),  # noqa: B008
     ) -> None:
         super().__init__()
         require(precision in PRECISIONS, "model.precision", precision, ", ".join(PRECISIONS), "is not known")
@@ -91,16 +101,19 @@ class PruningExperiment(L.LightningModule):
         self.generation = generation
         self.calibration = calibration
         self.evaluation = evaluation
+        self.checkpoint = checkpoint
+        self.recovery = recovery
+        self._recovered: tuple[Weights, dict[str, Any]] | None = None
         self.store = ModelStore.shared()
         self.condition: ConditionModel | None = None
         self.header: Header | None = None
         self.generated: list[GeneratedBatch] = []  # this run's batches, for a record of an interrupted run
 
-    def result_settings(self) -> dict[str, Any]:
-        """Every setting of the model side that can change a result (texts by content)."""
+    def _model_settings(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name, "precision": self.precision_name, "seed": self.seed,
-            "pruning": dataclasses.asdict(self.pruning), "agency": dataclasses.asdict(self.agency_config),
+            "pruning": dataclasses.asdict(self.pruning),
+            "agency": {**dataclasses.asdict(self.agency_config), "departures": departures(self.agency_config)},
             "generation": dataclasses.asdict(self.generation),
             "calibration": {"text": self.calibration.fingerprint(), "max_tokens": self.calibration.max_tokens,
                             "window": self.calibration.window},
@@ -108,9 +121,58 @@ class PruningExperiment(L.LightningModule):
                            "window": self.evaluation.window, "stride": self.evaluation.stride},
         }
 
+    def result_settings(self) -> dict[str, Any]:
+        """Every setting of the model side that can change a result (texts and checkpoints by content)."""
+        recovered = None
+        if self.checkpoint:
+            weights, meta = self.recovered()
+            recovered = {"sha256": weights.key, "settings": meta["settings"], "steps": meta["steps_done"]}
+        return {**self._model_settings(), "recovery": recovered}
+
+    def fit_settings(self) -> dict[str, Any]:
+        """What a recovered model depends on: the condition's model settings (without how it is then generated
+        and evaluated) and the recovery settings."""
+        settings = self._model_settings()
+        for key in ("generation", "evaluation"):
+            settings.pop(key)
+        settings["agency_tokens"] = self.generation.num_tokens if self.agency_config.enabled else None
+        settings["recovery"] = dataclasses.asdict(self.recovery)
+        return settings
+
+    def recovered(self) -> tuple[Weights, dict[str, Any]]:
+        """The weights and description of ``model.checkpoint`` (read once; refused if it does not fit)."""
+        if self._recovered is None:
+            import hashlib
+            from pathlib import Path
+
+            path = Path(self.checkpoint)
+            if not path.is_file():
+                raise ConfigError("model.checkpoint", str(path), "a checkpoint written by 'pruning-agency fit'",
+                                  "does not exist")
+            try:
+                state, meta = recover.load_recovered(str(path))
+            except Exception as error:  # noqa: BLE001 - named in one line
+                raise ConfigError("model.checkpoint", str(path), "a checkpoint written by 'pruning-agency fit'",
+                                  f"cannot be read ({type(error).__name__}: {error})") from None
+            if not meta.get("complete"):
+                raise ConfigError("model.checkpoint", str(path), "the checkpoint of a finished fit",
+                                  f"is from an unfinished fit ({meta.get('steps_done')} of "
+                                  f"{meta['settings']['steps']} steps); resume the fit first")
+            expected = self.fit_settings()
+            expected.pop("recovery")
+            if meta.get("condition") != resolved_config(expected, {}, {}, meta.get("device", "cpu"))["model"]:
+                raise ConfigError("model.checkpoint", str(path), "a checkpoint trained for this condition "
+                                  "(same model, pruning, agency and calibration)", "was trained for another condition")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            self._recovered = (Weights(state, digest), meta)
+        return self._recovered
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         device = self.target_device()
+        if stage == "fit":
+            self._setup_fit(device)
+            return
         if self.header is None:
             trainer = self._trainer
             self.header = describe_condition(self, trainer.datamodule if trainer else None,
@@ -120,12 +182,98 @@ class PruningExperiment(L.LightningModule):
             self.condition = self.build(device)
             self.header.model = self.condition.model_shape()
             self.header.pruning = self.condition.pruning_record(self.agency_config.enabled)
+            if self.checkpoint:
+                weights, meta = self.recovered()
+                self.header.recovery = Recovery(str(self.checkpoint), weights.key, meta["settings"],
+                                                meta["steps_done"], meta.get("val_loss"))
         self.condition.attach()
 
-    def build(self, device: torch.device | str) -> ConditionModel:
+    def build(self, device: torch.device | str, own_copy: bool = False) -> ConditionModel:
         """This condition's model state on ``device``, not attached (the sweep runner times arms with it)."""
+        weights = self.recovered()[0] if self.checkpoint else None
         return build_condition(self.store, self.model_name, self.precision_name, device, self.pruning,
-                               self.agency_config, self.calibration, self.seed, self.generation.num_tokens)
+                               self.agency_config, self.calibration, self.seed, self.generation.num_tokens,
+                               own_copy=own_copy, weights=weights)
+
+    # -- recovery (fit) ------------------------------------------------------------------------------
+    def fit_id(self, device: str) -> str:
+        """The id of the recovered model this fit writes: from the model and recovery settings only."""
+        return condition_id(resolved_config(self.fit_settings(), {}, {}, device))
+
+    def _setup_fit(self, device: torch.device) -> None:
+        if self.condition is not None:
+            return
+        self.condition = self.build(device, own_copy=True)
+        self.student = self.condition.model.float()  # registered: the optimiser and the checkpoints see it
+        self.condition.attach()
+        pruned_layers = {layer for layer, _ in self.condition.heads}
+        self.trainable = recover.trainable_parameters(self.student, self.condition.adapter, self.recovery.train,
+                                                      pruned_layers)
+        from lightning_modules.data import read_text_file
+
+        text = read_text_file(self.calibration.path, "calibration text", "model.calibration.text_file")
+        ids = self.condition.tokenizer(text, return_tensors="pt").input_ids[0]
+        window = min(self.recovery.window, self.condition.context_length)
+        self.train_windows, self.validation_windows = recover.split_windows(ids, window,
+                                                                            self.recovery.validation_fraction)
+        settings = self.fit_settings()
+        settings.pop("recovery")
+        self._fit_meta = {"format": recover.CHECKPOINT_FORMAT, "settings": dataclasses.asdict(self.recovery),
+                          "condition": resolved_config(settings, {}, {}, device.type)["model"],
+                          "device": device.type, "fit_id": self.fit_id(device.type),
+                          "heads": [list(h) for h in self.condition.heads], "mode": self.pruning.mode,
+                          "identity": identity_hash(resolved_config(self.fit_settings(), {}, {}, device.type))}
+
+    def recovery_train_loader(self) -> Any:
+        """Calibration windows for training (the data module hands ``fit`` to the module, which owns the tokenizer)."""
+        return recover.train_loader(self.train_windows, self.recovery, self.seed)
+
+    def recovery_val_loader(self) -> Any:
+        return recover.validation_loader(self.validation_windows, self.recovery)
+
+    def _losses(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distillation loss, language-modelling loss) of the student on one batch of windows."""
+        condition = self.condition
+        with torch.no_grad(), condition.reference() as teacher:
+            teacher_logits = teacher(ids).logits
+        self.student.train(False)  # no dropout: the fit is deterministic and resumes exactly
+        condition.begin_sequence_batch(ids.shape[0])
+        condition.on_step()  # the agency arm trains with its run-time states active
+        logits = self.student(ids).logits
+        distill = recover.distillation_loss(logits, teacher_logits, self.recovery.kd_temperature)
+        return distill, recover.language_model_loss(logits, ids)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        distill, lm = self._losses(batch)
+        loss = distill + self.recovery.lm_weight * lm if self.recovery.lm_weight else distill
+        self.log_dict({"train/loss": loss, "train/distillation": distill, "train/lm": lm}, prog_bar=True,
+                      on_step=True, on_epoch=False, batch_size=batch.shape[0])
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        distill, lm = self._losses(batch)
+        loss = distill + self.recovery.lm_weight * lm if self.recovery.lm_weight else distill
+        self.log_dict({"val/loss": loss, "val/lm": lm}, prog_bar=True, batch_size=batch.shape[0])
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.trainable, lr=self.recovery.learning_rate,
+                                      weight_decay=self.recovery.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recover.warmup_cosine(self.recovery))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        if self.recovery.gradient_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.recovery.gradient_clip,
+                                gradient_clip_algorithm="norm")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The checkpoint says what it is: which condition, which heads, how far the fit got."""
+        steps_done = int(self.trainer.global_step)
+        val_loss = self.trainer.callback_metrics.get("val/loss")
+        checkpoint["recovery"] = {**self._fit_meta, "steps_done": steps_done,
+                                  "complete": steps_done >= self.recovery.steps,
+                                  "val_loss": None if val_loss is None else float(val_loss)}
 
     def target_device(self) -> torch.device:
         trainer = self._trainer

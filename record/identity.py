@@ -82,14 +82,18 @@ def _short(value: Any) -> str:
 
 
 def condition_id(config: Mapping[str, Any]) -> str:
-    """Readable and stable: ``<model>_<method>_L<level>_<arm>_T<temperature>_s<seed>_<hash>``."""
+    """Readable and stable: ``<model>_<method>_L<level>_<arm>_T<temperature>_s<seed>_<hash>``.
+
+    Every setting is in the hash; the readable part only helps a person find a file.
+    """
     flat = flatten(config)
     model = Path(str(flat.get(MODEL_KEY, "model")).rstrip("/")).name or "model"
     arm = "agency" if flat.get(AGENCY_ENABLED_KEY) else "baseline"
     if flat.get("model.agency.sham"):
         arm = "sham"
+    temperature = f"_T{_short(flat[TEMPERATURE_KEY])}" if TEMPERATURE_KEY in flat else ""  # a recovered model has none
     return (f"{model}_{flat.get(METHOD_KEY)}_L{_short(flat.get(LEVEL_KEY))}_{arm}"
-            f"_T{_short(flat.get(TEMPERATURE_KEY))}_s{_short(flat.get(SEED_KEY))}_{identity_hash(config)[:10]}")
+            f"{temperature}_s{_short(flat.get(SEED_KEY))}_{identity_hash(config)[:10]}")
 
 
 def file_fingerprint(path: str | Path, label: str | None = None) -> dict[str, str]:

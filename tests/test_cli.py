@@ -163,7 +163,7 @@ def test_unknown_command_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["predcit"])
     assert info.value.code == 2
-    assert capsys.readouterr().err == "error: command 'predcit' is not known; allowed: predict, sweep, report, demo\n"
+    assert capsys.readouterr().err == "error: command 'predcit' is not known; allowed: predict, fit, recover, sweep, report, demo\n"
 
 
 def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from lightning_modules.heads.gates import HeadGates, attach_gates
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from lightning_modules.heads.gates import HeadGates, attach_gates
 
 VOCAB = 100
 PAD = 0

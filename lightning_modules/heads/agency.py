@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -155,6 +155,13 @@ class AgencyConfig:
         return max(1, round(DEFAULT_RECOVERY_FRACTION * num_tokens))
 
 
+def departures(config: AgencyConfig) -> list[str]:
+    """The settings in which ``config`` departs from the default agency layer: they name its arm in a report."""
+    default = AgencyConfig(enabled=config.enabled)
+    return sorted(f.name for f in fields(AgencyConfig)
+                  if f.name not in ("enabled", "ablation") and getattr(config, f.name) != getattr(default, f.name))
+
+
 def _as_override(item: HeadOverride | Mapping[str, Any], index: int) -> HeadOverride:
     """Accept a dataclass or a plain mapping (as a raw YAML config gives), checked."""
     where = f"model.agency.head_overrides[{index}]"
@@ -258,8 +265,8 @@ class AgencyController:
             order = torch.sort(signals.importance.flatten().to(self.device), descending=True, stable=True).indices
             prune_consent[order[:k]] = False
         self.prune_consent = prune_consent.view(shape)
-        for (layer, head), fields in self._explicit.items():
-            self._write_head(layer, head, **fields)
+        for (layer, head), explicit in self._explicit.items():
+            self._write_head(layer, head, **explicit)
 
     def apply_overrides(self) -> None:
         """Apply the config's ``head_overrides`` (idempotent; later entries win)."""

@@ -20,6 +20,9 @@ What can go wrong mid-sweep costs at most the condition it hits:
   goes on; the exit code is 1 and the failed conditions are listed;
 - a record that is truncated, edited or unfinished is named on ``--resume`` and
   its condition runs again.
+
+A sweep whose command is ``recover`` also recovers every condition after it was
+measured (``fit``, resuming an interrupted fit) and measures the recovered model.
 """
 
 from __future__ import annotations
@@ -195,7 +198,6 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
 def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
          interruption: Interruption) -> SweepOutcome:
     from lightning_modules.inputs.checks import check_writable
-    from lightning_modules.inputs.wandb_guard import finish_wandb_run
     from lightning_modules.lightning_cli import run_predict
 
     spec = load_sweep(sweep_file)
@@ -231,22 +233,53 @@ def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None,
             position += 1
             if not quiet:
                 print(f"[{position}/{len(todo)}] {planned_condition.condition_id}", flush=True)
-            exit_code = 0
-            try:
-                run_predict([*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
-                             f"--trainer.logger.init_args.group={run_dir.name}"])
-            except (Exception, SystemExit) as error:
-                if interruption.signum is not None:
-                    raise
-                exit_code = 1
-                failed.append(planned_condition.condition_id)
-                _record_failure(run_dir, planned_condition, error)
-            finally:
-                if interruption.signum is None:
-                    with interruption.critical():
-                        finish_wandb_run(exit_code)
+            run_args = [*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
+                        f"--trainer.logger.init_args.group={run_dir.name}"]
+            _guarded(lambda args=run_args: run_predict(args), planned_condition, run_dir, failed, interruption)
+    if spec.run == "recover":
+        for planned_condition in planned:
+            run_args = [*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
+                        f"--trainer.logger.init_args.group={run_dir.name}"]
+            _guarded(lambda args=run_args: recover_condition(args, run_dir, quiet), planned_condition, run_dir,
+                     failed, interruption)
     (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
     return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
+
+
+def _guarded(run: Callable[[], Any], planned: Planned, run_dir: Path, failed: list[str],
+             interruption: Interruption) -> None:
+    """Run one step of the sweep; a failure is recorded and the sweep goes on, an interruption is not caught."""
+    from lightning_modules.inputs.wandb_guard import finish_wandb_run
+
+    exit_code = 0
+    try:
+        run()
+    except (Exception, SystemExit) as error:
+        if interruption.signum is not None:
+            raise
+        exit_code = 1
+        failed.append(planned.condition_id)
+        _record_failure(run_dir, planned, error)
+    finally:
+        if interruption.signum is None:
+            with interruption.critical():
+                finish_wandb_run(exit_code)
+
+
+def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
+    """Fit (resuming an interrupted fit), then predict on the recovered model unless that record is complete."""
+    from lightning_modules.inputs.wandb_guard import finish_wandb_run
+    from lightning_modules.lightning_cli import check_args, run_fit, run_predict
+
+    fitted = run_fit(args)
+    finish_wandb_run(0)  # the fit's W&B run; the prediction has its own
+    recovered = [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
+    header = check_args(recovered).header
+    if record_status(record_path(run_dir, header.condition_id)) == "complete":
+        if not quiet:
+            print(f"{header.condition_id}: recovered record already complete", flush=True)
+        return
+    run_predict(recovered)
 
 
 def _record_failure(run_dir: Path, planned: Planned, error: BaseException) -> None:

@@ -26,10 +26,14 @@ SUPPORTED_METHODS = ("grid", "random")
 RANDOM_DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")
 
 
+RUN_COMMANDS = ("predict", "recover")  # recover: predict, fit (recovery), then predict the recovered model
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     path: Path
     method: str
+    run: str  # predict or recover
     base_args: list[str]  # the command's fixed arguments after ``predict`` (e.g. --config base.yaml), resolved
     parameters: dict[str, dict[str, Any]]
     run_cap: int | None
@@ -86,16 +90,17 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     for key, spec in parameters.items():
         _check_parameter(key, spec, method)
     command = raw.get("command") or []
-    if not isinstance(command, list) or "predict" not in command or "${args}" not in command:
-        raise _refuse(path, "has a command without 'predict' and '${args}'",
-                      "a command list with 'predict' and '${args}'")
-    base_args = [str(c) for c in command[command.index("predict") + 1: command.index("${args}")]]
+    run = next((c for c in RUN_COMMANDS if isinstance(command, list) and c in command), None)
+    if run is None or "${args}" not in command:
+        raise _refuse(path, "has a command without 'predict' (or 'recover') and '${args}'",
+                      "a command list with 'predict' or 'recover', and '${args}'")
+    base_args = [str(c) for c in command[command.index(run) + 1: command.index("${args}")]]
     run_cap, seed = raw.get("run_cap"), raw.get("seed", 0)
     if run_cap is not None and not (isinstance(run_cap, int) and not isinstance(run_cap, bool) and run_cap >= 1):
         raise ConfigError("run_cap", run_cap, "an integer >= 1", what="sweep run_cap")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError("seed", seed, "an integer", what="sweep seed")
-    return SweepSpec(path, method, resolve_config_args(base_args, path.parent), parameters, run_cap, seed)
+    return SweepSpec(path, method, run, resolve_config_args(base_args, path.parent), parameters, run_cap, seed)
 
 
 def _check_parameter(key: str, spec: Any, method: str) -> None:
