@@ -211,7 +211,11 @@ def _build(cli_class: type[ExperimentCLI], argv: list[str], subcommand: str = "p
         from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
         defaults = {"enable_checkpointing": True, "callbacks": [
-            ModelCheckpoint(save_last=True, save_top_k=0, every_n_epochs=1), LearningRateMonitor("step")]}
+            # one file per fit (the latest epoch) and last.ckpt linking to it; it holds the optimiser state a resume needs
+            ModelCheckpoint(filename="recovery-{step}", save_top_k=1, save_last="link", every_n_epochs=1,
+                            save_on_train_epoch_end=True),
+            LearningRateMonitor("step"),
+            *trainer_defaults.pop("callbacks", [])]}
     else:
         defaults = {"enable_checkpointing": False}
     try:

@@ -109,17 +109,21 @@ class PruningExperiment(L.LightningModule):
         self.header: Header | None = None
         self.generated: list[GeneratedBatch] = []  # this run's batches, for a record of an interrupted run
 
-    def _model_settings(self) -> dict[str, Any]:
-        return {
+    def _model_settings(self, measured: bool = True) -> dict[str, Any]:
+        """The model side's settings; ``measured`` adds how it is generated with and evaluated (not for ``fit``,
+        which must never touch the evaluation text)."""
+        settings = {
             "model_name": self.model_name, "precision": self.precision_name, "seed": self.seed,
             "pruning": dataclasses.asdict(self.pruning),
             "agency": {**dataclasses.asdict(self.agency_config), "departures": departures(self.agency_config)},
-            "generation": dataclasses.asdict(self.generation),
             "calibration": {"text": self.calibration.fingerprint(), "max_tokens": self.calibration.max_tokens,
                             "window": self.calibration.window},
-            "evaluation": {"text": self.evaluation.fingerprint(), "max_tokens": self.evaluation.max_tokens,
-                           "window": self.evaluation.window, "stride": self.evaluation.stride},
         }
+        if measured:
+            settings["generation"] = dataclasses.asdict(self.generation)
+            settings["evaluation"] = {"text": self.evaluation.fingerprint(), "max_tokens": self.evaluation.max_tokens,
+                                      "window": self.evaluation.window, "stride": self.evaluation.stride}
+        return settings
 
     def result_settings(self) -> dict[str, Any]:
         """Every setting of the model side that can change a result (texts and checkpoints by content)."""
@@ -132,9 +136,7 @@ class PruningExperiment(L.LightningModule):
     def fit_settings(self) -> dict[str, Any]:
         """What a recovered model depends on: the condition's model settings (without how it is then generated
         and evaluated) and the recovery settings."""
-        settings = self._model_settings()
-        for key in ("generation", "evaluation"):
-            settings.pop(key)
+        settings = self._model_settings(measured=False)
         settings["agency_tokens"] = self.generation.num_tokens if self.agency_config.enabled else None
         settings["recovery"] = dataclasses.asdict(self.recovery)
         return settings
@@ -226,7 +228,7 @@ class PruningExperiment(L.LightningModule):
 
     def recovery_train_loader(self) -> Any:
         """Calibration windows for training (the data module hands ``fit`` to the module, which owns the tokenizer)."""
-        return recover.train_loader(self.train_windows, self.recovery, self.seed)
+        return recover.train_loader(self.train_windows, self.recovery, self.seed, lambda: self.trainer.current_epoch)
 
     def recovery_val_loader(self) -> Any:
         return recover.validation_loader(self.validation_windows, self.recovery)

@@ -39,6 +39,10 @@ from record.identity import (
 from record.schema import ConditionRecord
 
 STANDARD_FACTORS = frozenset({MODEL_KEY, METHOD_KEY, LEVEL_KEY, TEMPERATURE_KEY, SEED_KEY})
+# A recovered model's config names its checkpoint by content (one per condition) and the recovery settings:
+# records with and without recovery are compared (series recovered=yes/no), never pooled.
+RECOVERY_PREFIX = "model.recovery"
+RECOVERED = "recovered"
 BASELINE = "baseline"
 MAIN_AGENCY = "agency"
 
@@ -58,6 +62,14 @@ class Series:
     def label(self) -> str:
         model = self.model.rstrip("/").rsplit("/", 1)[-1]
         return " / ".join([model, self.method, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.split)])
+
+    def recovered(self) -> bool | None:
+        """Whether this series holds recovered models (None: the report has no recovered records)."""
+        value = dict(self.split).get(RECOVERED)
+        return None if value is None else value == "yes"
+
+    def before_recovery(self) -> Series:
+        return Series(self.model, self.method, tuple((k, "no" if k == RECOVERED else v) for k, v in self.split))
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,7 @@ class Design:
         self.split_keys = tuple(sorted(set(split_keys) - STANDARD_FACTORS))
         self.records = records
         self.flat = {r.condition_id: flatten(r.config) for r in records}
+        self.has_recovery = any(r.recovery is not None for r in records)
         self.arm_of = arm_labels(records)
         self.cells: dict[Cell, list[ConditionRecord]] = defaultdict(list)
         for record in records:
@@ -170,6 +183,8 @@ class Design:
     def cell_of(self, record: ConditionRecord) -> Cell:
         flat = self.flat[record.condition_id]
         split = tuple((k, _text(flat.get(k))) for k in self.split_keys)
+        if self.has_recovery:
+            split += ((RECOVERED, "yes" if record.recovery is not None else "no"),)
         series = Series(str(flat.get(MODEL_KEY)), str(flat.get(METHOD_KEY)), split)
         return Cell(series, float(flat.get(TEMPERATURE_KEY)), float(flat.get(LEVEL_KEY)),
                     self.arm_of[record.condition_id])
@@ -250,14 +265,16 @@ def build_design(records: list[ConditionRecord], swept: Iterable[str] = (), spli
     for key, value in where:
         records = [r for r in records if canonical(flatten(r.config).get(key)) == canonical(value)]
     compared = STANDARD_FACTORS | set(swept) | set(split_by)
-    configs = [{k: v for k, v in flatten(r.config).items() if k not in compared and not k.startswith(AGENCY_PREFIX)}
-               for r in records]
-    different = differing_keys(configs)
+    configs = [{k: v for k, v in flatten(r.config).items()
+                if k not in compared and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))} for r in records]
+    recovered = [{k: v for k, v in flatten(r.config).items() if k.startswith(RECOVERY_PREFIX + ".settings")}
+                 for r in records if r.recovery is not None]
+    different = {**differing_keys(configs), **differing_keys(recovered)}
     if different:
         shown = "; ".join(f"{k}: {', '.join(_text(v) for v in values[:4])}" for k, values in list(different.items())[:6])
         raise DesignError(f"records differ in settings that are not compared ({shown}); they are not pooled. "
                           "Report the folders separately, keep one setting with --where KEY=VALUE, or compare "
                           "them with --split-by KEY")
     present = set().union(*(flatten(r.config) for r in records)) if records else set()
-    split = {k for k in (set(swept) | set(split_by)) & present if not k.startswith(AGENCY_PREFIX)}
+    split = {k for k in (set(swept) | set(split_by)) & present if not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))}
     return Design(records, split)

@@ -316,6 +316,35 @@ def ablation_figure(data: PlotData, out: Path) -> Path:
     return _save(fig, out / "ablation.png")
 
 
+def recovery_figure(data: PlotData, series: Series, out: Path) -> Path:
+    """Before (dashed) and after (solid) recovery, per arm, along the levels: quality lost and regained."""
+    if not series.recovered():
+        raise Skip(f"recovery for {series.label()}: not a recovered series")
+    before = series.before_recovery()
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    arms = data.arms(before)
+    for ax, name in zip(axes, ("reference_perplexity", "corpus_perplexity"), strict=True):
+        for temperature in data.temperatures(series)[:1]:
+            for arm in arms:
+                for which, style in ((before, "--"), (series, "-")):
+                    line = data.arm_line(which, temperature, arm, name)
+                    if line is None:
+                        continue
+                    ax.errorbar(line.levels, line.means, yerr=[line.lower, line.upper], color=_arm_color(arm, arms),
+                                linestyle=style, marker="o", markersize=4, capsize=3,
+                                label=f"{arm.label}, {'recovered' if which is series else 'before recovery'}")
+        ax.set_yscale("log")
+        ax.set_title(spec(name).axis_label, fontsize=10)
+        ax.set_xlabel("pruning level (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Recovery after pruning — {before.label().replace(' / recovered=no', '')} "
+                 f"(T={data.temperatures(series)[0]:g}; dashed: before, solid: recovered)")
+    fig.tight_layout()
+    return _save(fig, out / f"recovery_{slug(before.label())}.png")
+
+
 def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
     """Draw every figure the data allow into ``out_dir``; figures without data become notes."""
     from reporting.headmaps import agency_state_map, head_pruning_map
@@ -330,6 +359,8 @@ def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
                  lambda s=series: agency_state_map(design, s, out_dir), lambda s=series: head_pruning_map(design, s,
                                                                                                           out_dir)]
         jobs += [lambda s=series, t=t: radar(data, s, t, out_dir) for t in data.temperatures(series)]
+        if series.recovered():
+            jobs.append(lambda s=series: recovery_figure(data, s, out_dir))
     for job in jobs:
         try:
             outcome.paths.append(job())

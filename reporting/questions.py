@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from record.catalogue import CATALOGUE, spec
-from reporting.design import Arm, Design, Series
+from reporting.design import Arm, Cell, Design, Series
 from reporting.estimators import (
     Effect,
     bootstrap_interval,
@@ -84,6 +84,7 @@ class Comparison:
     level: float | None = None
     temperature: float | None = None
     standardized: tuple[float, float, float] | None = None  # Q5: mean / sd of the per-prompt gains, with interval
+    regained: tuple[float, float, float] | None = None  # recovery: share of the pruning loss regained, interval
     p_holm: float | None = None
     p_floor_holm: float | None = None
 
@@ -332,6 +333,49 @@ def _averaged(design: Design, series: Series, levels: Sequence[float], temperatu
     """Per prompt: arm minus other, averaged over ``levels`` and ``temperatures``."""
     per_level = [differences(design, series, lv, temperatures, metric, arm, other, units) for lv in levels]
     return [sum(d[p] for d in per_level) / len(per_level) for p in common(per_level)]
+
+
+def recovery(design: Design, units: Units) -> list[Comparison]:
+    """For each recovered series, arm and pruned level: the recovered model against the same condition before
+    recovery (per prompt, temperatures pooled), and the share of what pruning cost it that recovery regains."""
+    result = []
+    for after_series in (s for s in design.series() if s.recovered()):
+        before_series = after_series.before_recovery()
+        temperatures = design.temperatures(after_series)
+        for arm in design.arms(after_series):
+            unpruned = {t: design.prompt_values(Cell(before_series, t, 0.0, arm), QUALITY) for t in temperatures}
+            for level in (lv for lv in design.levels(after_series) if lv > 0):
+                after = {t: design.prompt_values(Cell(after_series, t, level, arm), QUALITY) for t in temperatures}
+                before = {t: design.prompt_values(Cell(before_series, t, level, arm), QUALITY) for t in temperatures}
+                gained, lost = [], []
+                for prompt in sorted({p for t in temperatures for p in after[t]}):
+                    temps = [t for t in temperatures if prompt in after[t] and prompt in before[t]]
+                    if not temps:
+                        continue
+                    gained.append(sum(before[t][prompt] - after[t][prompt] for t in temps) / len(temps))
+                    with_unpruned = [t for t in temps if prompt in unpruned[t]]
+                    if with_unpruned and len(with_unpruned) == len(temps):
+                        lost.append(sum(before[t][prompt] - unpruned[t][prompt] for t in temps) / len(temps))
+                effect = paired_effect([-g for g in gained])  # after - before: below 0 (x < 1) is better
+                comparison = Comparison("recovery", after_series, arm, arm, QUALITY,
+                                        f"recovered / before recovery at {level:g}%", "prompts", "ratio", effect,
+                                        -1, level=level)
+                comparison.regained = _share(gained, lost)
+                result.append(comparison)
+    return result
+
+
+def _share(gained: list[float], lost: list[float]) -> tuple[float, float, float] | None:
+    """Mean regained / mean lost (log perplexity), with a bootstrap interval over prompts."""
+    if len(gained) != len(lost) or len(lost) < 3 or sum(lost) <= 0:
+        return None
+    pairs = np.column_stack([gained, lost])
+
+    def ratio(x: np.ndarray, axis: int = 0) -> np.ndarray:
+        return x[..., 0].mean(axis=-1) / np.maximum(x[..., 1].mean(axis=-1), 1e-12)
+
+    low, high = bootstrap_interval(pairs, statistic=lambda x, axis: ratio(x))
+    return float(ratio(pairs)), low, high
 
 
 def shown(comparison: Comparison, value: float | None) -> float | None:

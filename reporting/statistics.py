@@ -18,7 +18,16 @@ from typing import Any
 from record.catalogue import CATALOGUE, spec
 from reporting.design import Cell, Design
 from reporting.estimators import describe, holm, holm_floor
-from reporting.questions import PRIMARY, QUESTIONS, Comparison, aa_checks, ablation, exploratory, shown
+from reporting.questions import (
+    PRIMARY,
+    QUESTIONS,
+    Comparison,
+    aa_checks,
+    ablation,
+    exploratory,
+    recovery,
+    shown,
+)
 from reporting.units import Units, degenerate_share
 
 ALPHA = 0.05
@@ -26,6 +35,7 @@ FAMILIES = {
     **{q: f"primary comparisons of question {q[1]}: {text}" for q, text in QUESTIONS.items()},
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
+    "recovery": "each recovered model against the same condition before recovery, at every pruned level",
     "exploratory": "every agency arm vs the baseline at every level and temperature, every tested metric",
 }
 
@@ -160,7 +170,8 @@ def compute_statistics(design: Design, units: Units | None = None, alpha: float 
         for arm in design.agency_arms(series):
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
-    comparisons += aa_checks(design, units) + ablation(design, units) + exploratory(design, units)
+    comparisons += aa_checks(design, units) + ablation(design, units) + recovery(design, units)
+    comparisons += exploratory(design, units)
     _adjust(comparisons)
     notes = []
     if design.timed_alone():

@@ -102,14 +102,28 @@ def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: s
             f"{_verdicts(tested, stats.alpha)}.")
 
 
+def _with_context(answer, stats: Statistics) -> str:
+    """Q1 and Q4 answers say what the ablation and the recovery records add, when they are present."""
+    notes = []
+    ablation = [c for c in stats.family("ablation") if c.arm.label != "agency" and c.metric == "reference_perplexity"]
+    if ablation:
+        parts = [f"{c.arm.label}: {effect_of(c)} ({c.reading(stats.alpha)})" for c in ablation]
+        notes.append("Taken apart (ablation, each variant against the whole agency arm, pruned levels pooled; "
+                     "above 1: the part switched off helps): " + "; ".join(parts) + ".")
+    if stats.family("recovery"):
+        notes.append("Recovered models are answered as their own series (recovered=yes), beside the same "
+                     "conditions before recovery (recovered=no); see 'Recovery after pruning'.")
+    return answer + ("\n\n" + " ".join(notes) if notes else "")
+
+
 def _q1(stats: Statistics) -> list[str]:
     return _question_section(
         "Q1", stats,
         "How the agency/baseline ratio changes per 10 points of pruning (below 1 for perplexity, above 1 for "
         "tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of the log ratio over the "
         "levels, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the level.",
-        lambda rows, s: _generic_answer(rows, s, "agency degrades less", "agency degrades more",
-                                        "no series has both arms at two or more levels."))
+        lambda rows, s: _with_context(_generic_answer(rows, s, "agency degrades less", "agency degrades more",
+                                                      "no series has both arms at two or more levels."), s))
 
 
 def _q2(stats: Statistics) -> list[str]:
@@ -156,8 +170,9 @@ def _q4(stats: Statistics) -> list[str]:
         "Q4", stats,
         "The agency effect at the highest level over the effect at the lowest (a ratio of ratios; below 1 for "
         "perplexity and above 1 for tokens/s: agency helps more when more is pruned).",
-        lambda rows, s: _generic_answer(rows, s, "agency helps more at the highest level",
-                                        "agency helps less at the highest level", "fewer than two levels were run."))
+        lambda rows, s: _with_context(_generic_answer(rows, s, "agency helps more at the highest level",
+                                                      "agency helps less at the highest level",
+                                                      "fewer than two levels were run."), s))
 
 
 def _q5(stats: Statistics) -> list[str]:
@@ -217,12 +232,6 @@ def _aa(stats: Statistics) -> list[str]:
     return lines
 
 
-def _cell(c: Comparison, arm):
-    from reporting.design import Cell
-
-    return Cell(c.series, c.temperature, c.level, arm)
-
-
 def _ablation(stats: Statistics) -> list[str]:
     rows = stats.family("ablation")
     if not rows:
@@ -236,6 +245,44 @@ def _ablation(stats: Statistics) -> list[str]:
     lines.append("")
     lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines
+
+
+def _recovery(stats: Statistics) -> list[str]:
+    rows = stats.family("recovery")
+    if not rows:
+        return []
+    lines = ["## Recovery after pruning", ""]
+    lines.append("Each recovered model (a short distillation of the unpruned model into the pruned arm, on the "
+                 "calibration text) against the same condition before recovery: the ratio of reference perplexity "
+                 "(below 1: recovery helped), and the share of the log perplexity lost to pruning (against the "
+                 "unpruned arm) that recovery regains, with bootstrap intervals over prompts. Holm within this "
+                 "family.")
+    lines.append("")
+    table = []
+    for c in rows:
+        before = stats.cell(_cell(c, c.arm, c.series.before_recovery(), stats))
+        after = stats.cell(_cell(c, c.arm, c.series, stats))
+        corpus = MISSING
+        if before and after and "corpus_perplexity" in before.metrics and "corpus_perplexity" in after.metrics:
+            corpus = f"{num(before.metrics['corpus_perplexity'].mean)} → {num(after.metrics['corpus_perplexity'].mean)}"
+        share = MISSING if c.regained is None else \
+            f"{100 * c.regained[0]:.0f}% [{100 * c.regained[1]:.0f}%, {100 * c.regained[2]:.0f}%]"
+        table.append([c.series.before_recovery().label().replace(" / recovered=no", ""), c.arm.label,
+                      level(c.level), effect_of(c), share, corpus, pval(c.p_holm), c.reading(stats.alpha)])
+    lines += _table(["series", "arm", "level", "reference perplexity, recovered / before [95% CI]",
+                     "pruning loss regained [95% CI]", "corpus perplexity before → after", "Holm p", "reading"],
+                    table)
+    return lines
+
+
+def _cell(c: Comparison, arm, series=None, stats: Statistics | None = None):
+    from reporting.design import Cell
+
+    series = series or c.series
+    if c.temperature is not None:
+        return Cell(series, c.temperature, c.level, arm)
+    temperatures = sorted({x.cell.temperature for x in (stats.cells if stats else []) if x.cell.series == series})
+    return Cell(series, temperatures[0] if temperatures else 0.0, c.level, arm)
 
 
 def _behaviour(stats: Statistics) -> list[str]:
@@ -308,7 +355,7 @@ def render_summary(stats: Statistics, n_records: int, problems: list[str], skipp
     lines += [f"> Note: {note}" for note in stats.notes]
     if stats.notes:
         lines.append("")
-    for section in (_q1, _q2, _q3, _q4, _q5, _aa, _ablation, _behaviour, _cell_table, _exploratory):
+    for section in (_q1, _q2, _q3, _q4, _q5, _aa, _ablation, _recovery, _behaviour, _cell_table, _exploratory):
         lines += section(stats)
     lines += ["## Problems with the inputs", ""]
     lines += [f"- {p}" for p in problems] or ["None: every record file was read and used."]

@@ -18,7 +18,7 @@ evaluation mode, as distillation of a short recovery usually does).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,15 +99,21 @@ def split_windows(ids: torch.Tensor, window: int, validation_fraction: float) ->
 
 
 class EpochSampler(Sampler[int]):
-    """Window indices for one epoch: a seeded function of (seed, epoch), so a resumed fit replays its batches."""
+    """Window indices for one epoch: a seeded function of (seed, epoch), so a resumed fit replays its batches.
 
-    def __init__(self, windows: int, per_epoch: int, seed: int) -> None:
-        self.windows, self.per_epoch, self.seed, self.epoch = windows, per_epoch, seed, 0
+    ``epoch_of`` reads the epoch when iteration starts (the trainer's ``current_epoch``): the epoch Lightning
+    passes to ``set_epoch`` counts one further after a resume from an end-of-epoch checkpoint.
+    """
 
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+    def __init__(self, windows: int, per_epoch: int, seed: int, epoch_of: Callable[[], int] | None = None) -> None:
+        self.windows, self.per_epoch, self.seed, self.epoch, self.epoch_of = windows, per_epoch, seed, 0, epoch_of
+
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         indices: list[int] = []
         while len(indices) < self.per_epoch:
@@ -118,8 +124,9 @@ class EpochSampler(Sampler[int]):
         return self.per_epoch
 
 
-def train_loader(windows: torch.Tensor, config: RecoveryConfig, seed: int) -> DataLoader:
-    sampler = EpochSampler(len(windows), config.checkpoint_every * config.batch_size, seed)
+def train_loader(windows: torch.Tensor, config: RecoveryConfig, seed: int,
+                 epoch_of: Callable[[], int] | None = None) -> DataLoader:
+    sampler = EpochSampler(len(windows), config.checkpoint_every * config.batch_size, seed, epoch_of)
     return DataLoader(windows, batch_size=config.batch_size, sampler=sampler, drop_last=False)
 
 
