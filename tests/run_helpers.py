@@ -103,12 +103,13 @@ def comparable_statistics(value: Any) -> Any:
     return value
 
 
-def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path) -> tuple[Path, Path]:
-    """The 6-condition tiny sweep run once in-process with W&B disabled: (sweep file, run folder)."""
+def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path,
+                        parameters: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """The tiny sweep (default: 6 conditions) run once in-process with W&B disabled: (sweep file, run folder)."""
     from lightning_modules.runs.runner import run_sweep
     from lightning_modules.store import ModelStore
 
-    sweep_file = tiny_sweep(root / "sweep", model_dir, prompt_file)
+    sweep_file = tiny_sweep(root / "sweep", model_dir, prompt_file, parameters)
     ModelStore.shared().clear()
     previous = os.environ.get("WANDB_MODE")
     os.environ["WANDB_MODE"] = "disabled"

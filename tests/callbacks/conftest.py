@@ -80,14 +80,14 @@ def run_condition(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -
     """
 
     def run(callbacks: Sequence[L.Callback], model_dir: Path | None = None, root_dir: Path | None = None,
-            iterations: int = 2, **options) -> Run:
+            iterations: int = 2, accelerator: str = "cpu", **options) -> Run:
         callbacks = list(callbacks)
         writer = next((cb for cb in callbacks if isinstance(cb, RecordWriter)), None)
         if writer is None:
             writer = RecordWriter(str(root_dir or tmp_path), quiet=True)
             callbacks.append(writer)
         module = tiny_module(model_dir or tiny_gpt2_dir, **options)
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=callbacks,
                             default_root_dir=str(root_dir or tmp_path))
         data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=3, iterations=iterations,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from callbacks.memory import MemoryMonitor, mean_decoding_context
 
@@ -25,6 +26,18 @@ def test_peak_memory_when_enabled_says_how_it_was_measured(run_condition) -> Non
     assert 10 < record.condition_metrics["peak_rss_mb"] < 100_000
     assert "resident set size" in record.notes["peak_rss_mb"]
     assert "peak_cuda_mb" not in record.condition_metrics  # CPU run
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peak_is_reset_at_each_condition_start(run_condition) -> None:
+    """A peak left by earlier work (another condition, a calibration) must not be charged to this condition."""
+    earlier = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")  # 512 MB, far above a tiny model's needs
+    del earlier
+    record = run_condition([MemoryMonitor(enabled=True)], accelerator="cuda").record
+    peak = record.condition_metrics["peak_cuda_mb"]
+    assert 0 < peak < 256, peak
+    assert "reset_peak_memory_stats" in record.notes["peak_cuda_mb"]
 
 
 def test_mean_context() -> None:

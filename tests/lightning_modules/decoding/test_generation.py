@@ -241,3 +241,56 @@ def test_all_finite_flags_nan_and_either_infinity_anywhere_in_a_row() -> None:
     logits[2, 123] = -math.inf
     logits[3] = 3e38  # large but finite
     assert all_finite(logits).tolist() == [False, False, False, True, True]
+
+
+# ------------------------------------------------------------------ CUDA: clocks and host syncs (skipped without)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("sampling", [GREEDY, SAMPLE], ids=["greedy", "sampled"])
+def test_cuda_clock_is_read_only_when_the_device_is_idle(sampling: SamplingConfig,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timings synchronise before each clock read: otherwise they measure kernel launches, not the work."""
+    import lightning_modules.decoding.generation as generation
+
+    model = gated_copy(BUILDERS["gpt2"]())[0].cuda()
+    ids, mask = (t.cuda() for t in token_batch(left_pad=(0, 2, 1)))
+    idle_at_reads: list[bool] = []
+    real_clock = generation.time.perf_counter
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            idle_at_reads.append(torch.cuda.current_stream().query())  # True: no queued kernel is unfinished
+            return real_clock()
+
+    monkeypatch.setattr(generation, "time", Clock)
+    decode(model, ids, mask, 6, sampling, seeds=[1, 2, 3])
+    assert len(idle_at_reads) == 3 and all(idle_at_reads)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("sampling", [GREEDY, SAMPLE], ids=["greedy", "sampled"])
+def test_cuda_decode_syncs_with_the_host_a_fixed_number_of_times(sampling: SamplingConfig) -> None:
+    """Host syncs inside the step loop would stall the GPU every token: the count must not grow with the length."""
+    import warnings
+
+    model = gated_copy(BUILDERS["llama"]())[0].cuda()
+    ids, mask = (t.cuda() for t in token_batch(left_pad=(0, 2, 1)))
+    decode(model, ids, mask, 2, sampling, seeds=[1, 2, 3])  # warm-up: lazy initialisation may sync once
+
+    def syncs(tokens: int) -> int:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                decode(model, ids, mask, tokens, sampling, seeds=[1, 2, 3])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(12) == syncs(4)

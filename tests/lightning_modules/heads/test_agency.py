@@ -604,6 +604,7 @@ def test_state_names_and_codes() -> None:
     assert (ACTIVE, OVERLOADED, MISALIGNED, WITHDRAWN) == (0, 1, 2, 3)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host synchronisation")
 def test_hot_path_never_syncs_with_host() -> None:
     ctl = AgencyController(AgencyConfig(recovery_steps=2), 2, 4, device="cuda")
