@@ -216,7 +216,7 @@ def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads:
               f"{models.device.type} bfloat16, {threads} thr", 1, n, value=tps * weights / bandwidth,
               note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB; {median(speed):.2f}x the float32 speed; "
                    f"{100 * same:.0f}% of tokens before the first difference from float32")
-    models.store._models.pop((EMBEDDED, "bfloat16"), None)  # free it: no public eviction in the store
+    models.store.evict(EMBEDDED, "bfloat16")
     release()
     return [row]
 

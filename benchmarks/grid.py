@@ -191,8 +191,7 @@ def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: 
     from lightning_modules.store import ModelStore
 
     prompts = read_prompts(None, grid.prompts)
-    seeded = {key: value for key, value in precomputed.store._values.items()  # no public accessor
-              if key[0] == "agency-signals"}  # only the agency calibration comes precomputed
+    seeded = precomputed.store.cached_items("agency-signals")  # only the agency calibration comes precomputed
     start = time.perf_counter()
     for level, temperature in itertools.product(levels, grid.temperatures):
         for iteration in range(grid.iterations):

@@ -101,3 +101,26 @@ def test_only_adapters_and_source_resolution_read_the_model_type() -> None:
                 hits.append(path.relative_to(REPO).as_posix())
     allowed = ("lightning_modules/models/adapters/", "lightning_modules/models/sources.py")
     assert hits and all(hit.startswith(allowed) for hit in hits), hits
+
+
+def test_every_test_named_in_the_contracts_exists() -> None:
+    """docs/contracts.md names the tests that pin each contract: a renamed or deleted test must not go unnoticed."""
+    import re
+
+    text = (REPO / "docs" / "contracts.md").read_text(encoding="utf-8")
+    named: list[tuple[str, str]] = []
+    path = ""
+    for line in text.splitlines():
+        for token in re.findall(r"`([^`]+)`", line):
+            if "::" not in token:
+                continue
+            file_part, test = token.split("::")
+            path = file_part or path  # "`::test_x`" continues the file named before it
+            named.append((path, test))
+    assert len(named) > 40
+    missing = []
+    for file_part, test in named:
+        source = REPO / "tests" / file_part
+        if not source.is_file() or f"def {test}(" not in source.read_text(encoding="utf-8"):
+            missing.append(f"{file_part}::{test}")
+    assert not missing, missing

@@ -5,8 +5,8 @@ callbacks and data module raise ``ConfigError`` when built); what is left here
 needs more than one setting, the machine, or the model's config (read in
 milliseconds, no weights): the device, the precision on that device, the
 context length, a pruning level against the model's heads, greedy sampling
-with repeated iterations, an agency recovery period that can never end, and
-the output folder.
+with repeated iterations, an agency recovery period that can never end, a
+calibration text that is the evaluation text, and the output folder.
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ def check_condition(module: Any, datamodule: Any, callbacks: Sequence[Any], devi
         raise ConfigError("data.iterations", datamodule.iterations, "1 at temperature 0 (greedy decoding gives every "
                           "iteration of a prompt the same text: duplicates, not samples)",
                           "is invalid with model.generation.temperature 0")
+    calibration, evaluation = module.calibration.fingerprint(), module.evaluation.fingerprint()
+    if calibration["sha256"] == evaluation["sha256"]:
+        raise ConfigError("model.calibration.text_file", module.calibration.text_file or calibration["file"],
+                          "a text other than the evaluation text (rankings and calibration must not read the text "
+                          "quality is measured on)", f"has the same content as the evaluation text "
+                          f"'{module.evaluation.text_file or evaluation['file']}'", what="calibration text")
     agency = module.agency_config
     if agency.enabled and agency.recovery_for(generation.num_tokens) >= generation.num_tokens:
         warn_once(f"model.agency.recovery_steps {agency.recovery_for(generation.num_tokens)} is not shorter than a "

@@ -9,7 +9,7 @@ logit is still the same dot product over the hidden size, and on this kind of
 CPU the slices give bit-identical logits (tests pin it). Where they would not
 (another CPU, another BLAS), the first call for each batch size compares the
 sliced result with the plain one and keeps the plain product if they differ,
-so the identity with the plain model (DESIGN contract 1) never rests on a
+so the identity with the plain model (contract 1, docs/contracts.md) never rests on a
 machine assumption.
 """
 

@@ -70,6 +70,21 @@ def test_same_seed_reproduces_every_token_and_batching_does_not_matter(tiny_llam
     assert len({s.seed for s in other.samples}) == len(other.samples)  # every (prompt, iteration) has its seed
 
 
+def test_every_arm_level_and_temperature_samples_a_prompt_iteration_with_the_same_seed(tiny_gpt2_dir,
+                                                                                       tiny_prompt_file,
+                                                                                       tmp_path) -> None:
+    """Contract 5: differences between conditions are paired by (prompt, iteration), seed included."""
+    def seeds(record: ConditionRecord) -> dict[tuple[int, int], int]:
+        return {sample.key: sample.seed for sample in record.samples}
+
+    baseline = seeds(run(tiny_gpt2_dir, tiny_prompt_file, tmp_path / "a", num_tokens=2)[1])
+    agency = seeds(run(tiny_gpt2_dir, tiny_prompt_file, tmp_path / "b", level=50, temperature=1.2, num_tokens=2,
+                       agency=AgencyConfig(enabled=True, calibrate=False))[1])
+    assert baseline == agency and len(baseline) == 6 and len(set(baseline.values())) == 6
+    other_seed = seeds(run(tiny_gpt2_dir, tiny_prompt_file, tmp_path / "c", seed=1, num_tokens=2)[1])
+    assert set(other_seed.values()).isdisjoint(baseline.values())
+
+
 def test_agency_arm_with_every_head_active_generates_the_same_tokens(tiny_gpt2_dir, tiny_prompt_file,
                                                                       tmp_path) -> None:
     _, baseline = run(tiny_gpt2_dir, tiny_prompt_file, tmp_path / "a", level=25)

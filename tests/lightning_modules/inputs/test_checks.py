@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from callbacks.record_writer import RecordWriter
 from callbacks.speed import SpeedMonitor
-from lightning_modules.data import PromptDataModule
+from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, BUNDLED_EVAL_TEXT, PromptDataModule
 from lightning_modules.decoding.evaluation import EvaluationConfig
 from lightning_modules.decoding.generation import GenerationConfig
 from lightning_modules.heads.agency import AgencyConfig
@@ -81,6 +82,27 @@ def test_settings_that_need_each_other_or_the_model_config(tiny_gpt2_dir, tiny_p
     with pytest.raises(ConfigError) as info:
         check_condition(module, data, [], "cpu")
     assert words in str(info.value) and info.value.key == key
+
+
+def test_calibrating_on_the_evaluation_text_is_refused(tiny_gpt2_dir, tiny_prompt_file, tmp_path) -> None:
+    """Contract 10: the text that ranks and calibrates is never the text quality is measured on."""
+    copy = tmp_path / "hamlet_again.txt"
+    copy.write_bytes(BUNDLED_EVAL_TEXT.read_bytes())
+    module, data = _condition(tiny_gpt2_dir, tiny_prompt_file)
+    module.calibration = CalibrationConfig(text_file=str(copy), window=64, max_tokens=512)
+    with pytest.raises(ConfigError) as info:
+        check_condition(module, data, [], "cpu")
+    assert info.value.key == "model.calibration.text_file" and "same content as the evaluation text" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_the_bundled_calibration_and_evaluation_texts_share_no_passage() -> None:
+    """Contract 10 for the defaults: no run of 8 words of the evaluation text appears in the calibration text."""
+    def runs(path, n=8):
+        words = re.findall(r"[a-z']+", path.read_text(encoding="utf-8").lower())
+        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+    assert runs(BUNDLED_EVAL_TEXT) and not runs(BUNDLED_EVAL_TEXT) & runs(BUNDLED_CALIBRATION_TEXT)
 
 
 def test_good_condition_passes_and_empty_layers_can_be_allowed(tiny_gpt2_dir, tiny_prompt_file) -> None:
