@@ -379,3 +379,59 @@ def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
     del sides
     release()
     return rows
+
+
+# ------------------------------------------------------------ figure 8
+def training_speed(models: Models, settings: Settings) -> list[Row]:
+    """Recovery's student step: the gated, 50%-masked student against the plain model, same step, same batch.
+
+    Each side is one step of ``pruning-agency fit``'s default: distillation loss against
+    precomputed teacher logits, backward, gradient clipping and AdamW on the attention
+    weights. Both sides are copies, so the shared models stay untouched.
+    """
+    from lightning_modules.heads.calibration import CalibrationConfig, calibration_set
+    from lightning_modules.heads.gates import attach_gates
+    from lightning_modules.heads.pruning import gate_values, select_heads
+    from lightning_modules.models.adapters import adapter_for
+    from lightning_modules.training.recovery import distillation_loss, trainable_parameters
+
+    batch, window = (2, 128) if settings.quick else (2, 256)
+    plain_source = models.embedded_plain
+    adapter = adapter_for(plain_source)
+    windows = calibration_set(models.tokenizer, CalibrationConfig(window=window, max_tokens=batch * window),
+                              adapter.context_length(plain_source.config)).windows.to(models.device)
+    with torch.no_grad():
+        teacher = plain_source(windows).logits
+    layout = models.embedded.gates.layout
+    heads = select_heads(models.embedded_ranking(), 50, layout).heads
+    students = {"plain": copy.deepcopy(plain_source)}
+    students["gated"] = copy.deepcopy(plain_source)
+    attach_gates(students["gated"]).set(gate_values(heads, layout))
+
+    def step(name: str) -> Callable[[], float]:
+        model = students[name]
+        parameters = trainable_parameters(model, adapter, "attention", set())
+        optimizer = torch.optim.AdamW(parameters, lr=1e-6)
+
+        def run() -> float:
+            loss = distillation_loss(model(windows).logits, teacher, 2.0)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return float(loss)
+
+        return timed(run, models.device)
+
+    sides = {name: step(name) for name in students}
+    for side in sides.values():  # warm-up: allocator, optimizer state
+        side()
+    t = alternate(sides, max(3, settings.rounds // 2))
+    ratio = t.ratio("plain", "gated")
+    tokens = batch * window
+    students.clear()
+    release()
+    return [Row("8 training speed", "gated 50%-masked student vs plain model (one fit step)", EMBEDDED,
+                label(models), f"{batch}x{window}", "-", value=median(ratio), goal=0.90,
+                note=f"{tokens_per_s(t.times['gated'], tokens):.0f} vs {tokens_per_s(t.times['plain'], tokens):.0f} "
+                     f"training tok/s; attention weights train; rounds {spread(ratio)}")]

@@ -30,7 +30,7 @@ FigureFn = Callable[[Models, figures.Settings], list[Row]]
 
 
 def gpu(_cpu_models: Models, settings: figures.Settings) -> list[Row]:
-    """Figures 1-4 and 6 again on CUDA, float32 and bfloat16, for GPT-2 small's shape and the embedded model."""
+    """Figures 1-4, 6 and 8 again on CUDA, float32 and bfloat16, for GPT-2 small's shape and the embedded model."""
     if not torch.cuda.is_available():
         return [Row("7 gpu", "skipped: no CUDA device", "-", "-", "-", "-", None, skipped=True)]
     rows = []
@@ -42,6 +42,7 @@ def gpu(_cpu_models: Models, settings: figures.Settings) -> list[Row]:
             rows.extend(found)
         rows.extend(figures.agency_overhead(models, settings))
         rows.extend(figures.pruning_speedup(models, settings))
+        rows.extend(figures.training_speed(models, settings))
         del models
         release()
     for row in rows:
@@ -56,6 +57,7 @@ FIGURES: dict[str, FigureFn] = {
     "batching": figures.batching,
     "grid": lambda models, settings: grid_speedup(models, "full" if settings.full_grid else "part"),
     "physical_limit": figures.physical_limit,
+    "training_speed": figures.training_speed,
     "gpu": gpu,
 }
 

@@ -36,6 +36,10 @@ TEMPERATURE_KEY = "model.generation.temperature"
 SEED_KEY = "model.seed"
 AGENCY_PREFIX = "model.agency."
 AGENCY_ENABLED_KEY = "model.agency.enabled"
+# The agency layer's parts that can be switched off one at a time, and its placebo control: a departure in one
+# of these makes a different arm (a variant); a departure in any other agency setting only tunes the layer.
+AGENCY_COMPONENTS = ("consent_pruning", "state_gating", "overload", "misalignment")
+AGENCY_SWITCHES = (*AGENCY_COMPONENTS, "sham")
 
 
 def canonical(value: Any) -> Any:

@@ -27,6 +27,7 @@ from record.catalogue import spec
 from record.identity import (
     AGENCY_ENABLED_KEY,
     AGENCY_PREFIX,
+    AGENCY_SWITCHES,
     LEVEL_KEY,
     METHOD_KEY,
     MODEL_KEY,
@@ -124,18 +125,41 @@ def _text(value: Any) -> str:
 DEPARTURES_KEY = "model.agency.departures"  # the harness lists where an agency arm departs from the defaults
 
 
+def _agency_flats(records: list[ConditionRecord]) -> dict[str, dict[str, Any]]:
+    return {r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
+            for r in records}
+
+
+def _departure_parts(flat: dict[str, Any]) -> list[str]:
+    return [f"{name}={_text(flat.get(AGENCY_PREFIX + name))}" for name in flat.get(DEPARTURES_KEY) or []]
+
+
+def shared_agency_settings(records: list[ConditionRecord]) -> list[str]:
+    """Tuning departures from the defaults (``key=value``) that every agency record shares.
+
+    They do not tell the arms apart, so labels leave them out and the summary states
+    them once; switching a component off or the sham control is never shared away:
+    such an arm is a variant, not the agency layer.
+    """
+    flats = [flat for flat in _agency_flats(records).values() if flat.get(AGENCY_ENABLED_KEY)]
+    if not flats or not all(DEPARTURES_KEY in flat for flat in flats):
+        return []
+    common = set.intersection(*(set(_departure_parts(flat)) for flat in flats))
+    return sorted(part for part in common if part.split("=", 1)[0] not in AGENCY_SWITCHES)
+
+
 def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
     """Each record's arm: ``baseline``, ``agency`` (the default agency layer) or ``agency(key=value, ...)``
-    listing the settings in which it departs from the default. Records that do not say what the defaults are
-    are labelled against the settings most agency records share (every key without a majority is listed)."""
-    flats = {r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
-             for r in records}
+    listing the settings in which it departs from the default (leaving out :func:`shared_agency_settings`).
+    Records that do not say what the defaults are are labelled against the settings most agency records share
+    (every key without a majority is listed)."""
+    flats = _agency_flats(records)
     agency_ids = [cid for cid, flat in flats.items() if flat.get(AGENCY_ENABLED_KEY)]
     if agency_ids and all(DEPARTURES_KEY in flats[cid] for cid in agency_ids):
+        shared = set(shared_agency_settings(records))
         arms = {cid: Arm(BASELINE) for cid in flats if cid not in agency_ids}
         for cid in agency_ids:
-            names = flats[cid][DEPARTURES_KEY] or []
-            parts = [f"{name}={_text(flats[cid].get(AGENCY_PREFIX + name))}" for name in names]
+            parts = [part for part in _departure_parts(flats[cid]) if part not in shared]
             arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(parts)})" if parts else MAIN_AGENCY)
         return arms
     majority: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from record.catalogue import CATALOGUE, spec
-from reporting.design import Cell, Design
+from reporting.design import Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
 from reporting.questions import (
     PRIMARY,
@@ -174,6 +174,10 @@ def compute_statistics(design: Design, units: Units | None = None, alpha: float 
     comparisons += exploratory(design, units)
     _adjust(comparisons)
     notes = []
+    shared = shared_agency_settings(design.records)
+    if shared:
+        notes.append(f"every agency arm departs from the default agency settings in {', '.join(shared)}; "
+                     "the arms are named without it")
     if design.timed_alone():
         notes.append("some conditions were timed alone (each by its own process, e.g. W&B agents): their speed "
                      "differences are unpaired in time, so machine drift between the runs counts as noise or as "

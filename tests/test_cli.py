@@ -109,7 +109,8 @@ BAD_INPUTS = [
     ("cuda-missing", ["--trainer.accelerator=cuda"],
      "device 'cuda' is not available on this machine (no CUDA device); allowed: auto, cpu"),
     ("unknown-key", ["--model.nope=1"], "config key 'model.nope' (given as '--model.nope=1') is not known; "
-     "allowed: under 'model': agency, calibration, evaluation, generation, model_name, precision, pruning, seed"),
+     "allowed: under 'model': agency, calibration, checkpoint, evaluation, generation, model_name, precision, pruning, "
+     "recovery, seed"),
     ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed: under "
      "'model.pruning': allow_empty_layers, level, method, mode"),
     ("key-without-its-group", ["--calibration.window=64"], "config key 'calibration.window' (given as "

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from record.errors import ConfigError, is_int, is_number, require
+from record.identity import AGENCY_COMPONENTS
 from record.schema import AgencyReport, MisalignedHead
 
 ACTIVE, OVERLOADED, MISALIGNED, WITHDRAWN = 0, 1, 2, 3
@@ -52,7 +53,7 @@ STATE_NAMES: tuple[str, ...] = ("active", "overloaded", "misaligned", "withdrawn
 STATE_CODES: dict[str, int] = {name: code for code, name in enumerate(STATE_NAMES)}
 OVERLOAD_MODES = ("relative", "absolute")
 DEFAULT_RECOVERY_FRACTION = 0.2  # of a generation's forwards, when recovery_steps is null
-COMPONENTS = ("consent_pruning", "state_gating", "overload", "misalignment")
+COMPONENTS = AGENCY_COMPONENTS
 ABLATIONS = ("none", *COMPONENTS, "sham")
 
 Head = tuple[int, int]

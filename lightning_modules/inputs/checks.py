@@ -69,6 +69,13 @@ def check_writable(directory: str | Path) -> None:
             f"cannot be written ('{probe}' is not a writable folder)", what="output directory")
 
 
+def same_content(first: Path, second: Path) -> bool:
+    """Byte-equal files; files of different sizes are never opened (a fit must not read the evaluation text)."""
+    if first.stat().st_size != second.stat().st_size:
+        return False
+    return first.read_bytes() == second.read_bytes()
+
+
 def check_condition(module: Any, datamodule: Any, callbacks: Sequence[Any], device: str,
                     output_dir: str | Path | None = None) -> None:
     """Every check that needs more than one setting or the model's config; raises ``ConfigError``."""
@@ -80,12 +87,12 @@ def check_condition(module: Any, datamodule: Any, callbacks: Sequence[Any], devi
         raise ConfigError("data.iterations", datamodule.iterations, "1 at temperature 0 (greedy decoding gives every "
                           "iteration of a prompt the same text: duplicates, not samples)",
                           "is invalid with model.generation.temperature 0")
-    calibration, evaluation = module.calibration.fingerprint(), module.evaluation.fingerprint()
-    if calibration["sha256"] == evaluation["sha256"]:
-        raise ConfigError("model.calibration.text_file", module.calibration.text_file or calibration["file"],
-                          "a text other than the evaluation text (rankings and calibration must not read the text "
-                          "quality is measured on)", f"has the same content as the evaluation text "
-                          f"'{module.evaluation.text_file or evaluation['file']}'", what="calibration text")
+    if same_content(module.calibration.path, module.evaluation.path):
+        raise ConfigError("model.calibration.text_file", str(module.calibration.path),
+                          "a text other than the evaluation text (rankings, calibration and recovery must not read "
+                          "the text quality is measured on)",
+                          f"has the same content as the evaluation text '{module.evaluation.path}'",
+                          what="calibration text")
     agency = module.agency_config
     if agency.enabled and agency.recovery_for(generation.num_tokens) >= generation.num_tokens:
         warn_once(f"model.agency.recovery_steps {agency.recovery_for(generation.num_tokens)} is not shorter than a "

@@ -11,7 +11,16 @@ import pytest
 from synthetic import AGENCY, BASELINE, QUICKSTART, Grid, agency, build_records, make_record, write_run
 
 from record.identity import condition_id, flatten
-from reporting.design import Arm, Cell, DesignError, Series, arm_labels, build_design, parse_where
+from reporting.design import (
+    Arm,
+    Cell,
+    DesignError,
+    Series,
+    arm_labels,
+    build_design,
+    parse_where,
+    shared_agency_settings,
+)
 from reporting.records import load_records
 
 SMALL = Grid(levels=(0.0, 30.0), temperatures=(0.7,), prompts=6, repeats=3, layers=4, heads=6)
@@ -142,3 +151,17 @@ def test_a_single_variant_is_named_against_the_defaults_the_harness_records() ->
     assert labels == [Arm("baseline"), Arm("agency"), Arm("agency(sham=true)")]
     design = build_design(records, {"model.pruning.level"})
     assert design.agency_arms() == [Arm("agency")]  # the sham control stays out of the primary families
+
+
+def test_a_tuning_setting_every_agency_arm_shares_is_stated_once_not_in_every_label() -> None:
+    """The quickstart screens 8 misalignment candidates (default 16) in every agency arm: the main arm is still
+    'agency'; a sham or a component switched off is never shared away, so a lone sham arm is never 'agency'."""
+    tuned = {"misalignment_candidates": 8}
+    records = build_records(replace(SMALL, arms=(BASELINE, agency(departures=["misalignment_candidates"], **tuned),
+                                                 agency(sham=True, departures=["misalignment_candidates", "sham"],
+                                                        **tuned))))
+    assert shared_agency_settings(records) == ["misalignment_candidates=8"]
+    assert sorted(set(arm_labels(records).values())) == [Arm("baseline"), Arm("agency"), Arm("agency(sham=true)")]
+    lone_sham = build_records(replace(SMALL, arms=(BASELINE, agency(sham=True, departures=["sham"]))))
+    assert shared_agency_settings(lone_sham) == []
+    assert sorted(set(arm_labels(lone_sham).values())) == [Arm("baseline"), Arm("agency(sham=true)")]

@@ -73,7 +73,7 @@ def test_cells_carry_their_records_seeds_degenerate_share_and_agency_summary(sta
 
 
 def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
-    assert set(FAMILIES) == {"Q1", "Q2", "Q3", "Q4", "Q5", "aa", "ablation", "exploratory"}
+    assert set(FAMILIES) == {"Q1", "Q2", "Q3", "Q4", "Q5", "aa", "ablation", "recovery", "exploratory"}
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere
     assert payload["alpha"] == ALPHA == 0.05 and payload["degenerate_perplexity"] == 1000.0
