@@ -16,6 +16,7 @@ complete record is never overwritten by an unfinished one.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,7 +187,11 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
 
     flat = flatten(record.config)
     corpus = record.condition_metrics.get("corpus_perplexity")
-    arm = "agency" if flat.get("model.agency.enabled") else "baseline"
+    arm = "baseline"
+    if flat.get("model.agency.enabled"):
+        changed = [f"{name}={json.dumps(flat.get('model.agency.' + name))}"
+                   for name in flat.get("model.agency.departures") or []]
+        arm = f"agency {' '.join(changed)}".strip()
     failed = sum(1 for s in record.samples if s.failures)
     return (f"[{arm}] {flat.get('model.model_name')} {flat.get('model.pruning.method')} "
             f"{flat.get('model.pruning.level'):g}% T={flat.get('model.generation.temperature'):g}: "

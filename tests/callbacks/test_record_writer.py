@@ -16,7 +16,7 @@ from callbacks.diversity import DiversityMonitor
 from callbacks.memory import MemoryMonitor
 from callbacks.outputs import OutputWriter
 from callbacks.quality import QualityMonitor
-from callbacks.record_writer import RecordWriter
+from callbacks.record_writer import RecordWriter, summary_line
 from callbacks.speed import SpeedMonitor
 from lightning_modules.heads.agency import AgencyConfig
 from record.storage import read_record
@@ -155,3 +155,11 @@ def test_wandb_failure_raises_when_asked_and_the_complete_record_stays(tiny_gpt2
     with pytest.raises(AttributeError, match="unreachable"):
         _run_with_broken_wandb(tiny_gpt2_dir, tiny_prompt_file, tmp_path, "raise")
     assert _only_record(tmp_path).status == "complete"
+
+
+def test_the_terminal_line_names_the_arm_and_how_it_departs_from_the_default_agency_layer(run_condition) -> None:
+    baseline = run_condition([], level=25).record
+    variant = run_condition([], level=25, agency=AgencyConfig(enabled=True, calibrate=False, state_gating=False)).record
+    assert summary_line(baseline, Path("b.json")).startswith("[baseline] ")
+    line = summary_line(variant, Path("v.json"))
+    assert line.startswith("[agency calibrate=false state_gating=false] ") and line.endswith("-> v.json")
