@@ -50,6 +50,41 @@ def test_shipped_sweeps_expand_to_the_documented_grid(name, count, levels, metho
     assert {c["model.pruning.method"] for c in conditions} == methods
 
 
+@pytest.mark.parametrize(("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28),
+                                                   ("recovery", 8)])
+def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions, no_model_loads) -> None:
+    """Every parameter set goes through the real CLI's checks (configs parse, values allowed), no weights load."""
+    from lightning_modules.runs.runner import plan_sweep
+
+    planned, duplicates = plan_sweep(load_sweep(name))
+    assert len(planned) == conditions
+    assert all(p.checked.header.config["model"]["model_name"] == "embedded" for p in planned)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("name", ["smoke_cuda", "gpt2_t4"])
+def test_gpu_sweeps_parse_and_are_refused_only_for_the_missing_device_or_hub(name, no_model_loads,
+                                                                           monkeypatch) -> None:
+    """Their configs (CUDA sizes, recovery) parse; here they stop at the device or the offline hub, by name."""
+    from lightning_modules.runs.runner import plan_sweep
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(load_sweep(name))
+    assert info.value.key in ("trainer.accelerator", "model.model_name"), str(info.value)
+
+
+def test_the_gpt2_recovery_config_parses_with_the_cuda_config(no_model_loads, monkeypatch) -> None:
+    from lightning_modules.inputs.arguments import InputRefused
+    from lightning_modules.lightning_cli import check_args
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputRefused) as info:
+        check_args(["--config", "configs/default.yaml", "--config", "configs/gpt2.yaml", "--config",
+                    "configs/gpt2_cuda.yaml", "--config", "configs/gpt2_recovery.yaml"])
+    assert info.value.error.key in ("trainer.accelerator", "model.model_name", "model.precision")
+
+
 def test_a_bundled_sweep_is_found_by_name_from_any_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert find_sweep("quickstart") == find_sweep("quickstart.yaml")
