@@ -124,3 +124,12 @@ def clean_model_store() -> Iterator[None]:
     ModelStore.shared().clear()
     yield
     ModelStore.shared().clear()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

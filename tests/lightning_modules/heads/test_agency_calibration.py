@@ -3,7 +3,6 @@ screened on the even windows and tested by real ablation on the odd ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,30 +28,14 @@ from lightning_modules.models.adapters import adapter_for
 from lightning_modules.store import ModelStore
 from record.schema import MisalignedHead
 
-SENTENCES = [  # what the tiny checkpoints were trained on (tests/conftest.py), so their loss is low on it
-    "the cat sat on the mat and looked at the door",
-    "a dog ran in the park and the sun was warm",
-    "the bird sang a song in the tall green tree",
-    "we read a book about the sea and the ships",
-    "the old man walked to the market in the morning",
-    "she wrote a letter to her friend in the city",
-    "the children played with a red ball near the river",
-    "rain fell on the roof while the fire was burning",
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sentence_windows(tokenizer) -> torch.Tensor:
     """16 windows of 16 tokens of the training sentences."""
-    ids = tokenizer(" ".join(SENTENCES * 5), return_tensors="pt").input_ids[0]
+    from conftest import CORPUS  # what the tiny checkpoints were trained on, so their loss is low on it
+
+    ids = tokenizer(" ".join(CORPUS[:8] * 5), return_tensors="pt").input_ids[0]
     return ids[: 16 * 16].view(16, 16)
 
 

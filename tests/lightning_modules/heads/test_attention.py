@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,14 +14,7 @@ from lightning_modules.heads.attention import IMPLEMENTATION, head_gated_attenti
 from lightning_modules.heads.pruning import gate_values, remove_heads
 from lightning_modules.models.adapters import adapter_for
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -3,7 +3,6 @@ consent-aware pruning changes them, and the agency arm with every head active is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,7 @@ QUIET = dict(enabled=True, calibrate=False, overload_threshold=1.0)  # every hea
 FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(store: ModelStore, model_dir: Path, level: float = 0.0, agency: AgencyConfig | None = None,

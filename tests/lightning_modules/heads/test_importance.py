@@ -3,8 +3,6 @@ rank are refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from tiny_lms import BUILDERS, gated_copy
@@ -26,13 +24,7 @@ from lightning_modules.heads.importance import (
 ARCHS = sorted(BUILDERS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def windows(count: int = 2, length: int = 16) -> torch.Tensor:
