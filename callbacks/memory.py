@@ -22,7 +22,7 @@ import psutil
 import torch
 
 from callbacks.base import MeasuringCallback, error_text
-from callbacks.costs import flops_per_token
+from callbacks.costs import flops_per_token, kv_cache_values_per_token
 from callbacks.protocols import Experiment, Generated
 
 PEAK_RSS_MB = "peak_rss_mb"
@@ -43,8 +43,9 @@ def mean_decoding_context(prompt_lengths: list[int], num_tokens: int) -> float:
 
 
 class MemoryMonitor(MeasuringCallback):
-    """Records ``parameters_executed``, ``parameters_after_removal``, ``flops_per_token_executed`` and
-    ``flops_per_token_after_removal`` always; with ``enabled``, ``peak_rss_mb`` and on CUDA ``peak_cuda_mb``.
+    """Records ``parameters_executed``, ``parameters_after_removal``, ``flops_per_token_executed``,
+    ``flops_per_token_after_removal`` and ``kv_cache_values_per_token_after_removal`` always; with
+    ``enabled``, ``peak_rss_mb`` and on CUDA ``peak_cuda_mb``.
 
     Args:
         enabled: also measure peak memory (the original ``--memory_logging``).
@@ -96,6 +97,7 @@ class MemoryMonitor(MeasuringCallback):
         layout, pruned, computed, executed, after_removal = module.cost_inputs()
         measured.add_condition("parameters_executed", executed)
         measured.add_condition("parameters_after_removal", after_removal)
+        measured.add_condition("kv_cache_values_per_token_after_removal", kv_cache_values_per_token(layout, pruned))
         try:
             context = mean_decoding_context(self._prompt_lengths, self._num_tokens)
             measured.add_condition("flops_per_token_executed",

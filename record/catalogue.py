@@ -110,6 +110,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "forward FLOPs per generated token of what actually runs (mask mode computes every head)"),
     _cost("flops_per_token_after_removal", "FLOPs per token after removal", "FLOPs",
           "forward FLOPs per generated token with the pruned heads absent"),
+    _cost("kv_cache_values_per_token_after_removal", "key/value cache per token after removal", "values",
+          "key and value entries cached per token position and row once the pruned heads are sliced out (a "
+          "key/value head stays while one query head of its group does; x bytes per value of the precision for "
+          "memory; mask mode caches every head)"),
     MetricSpec("peak_rss_mb", "peak resident memory", "MiB", "memory", "memory", "condition", "condition",
                "lower", "linear", False, ("level_plot",),
                "largest resident set size of the process sampled during this condition (CPU)"),

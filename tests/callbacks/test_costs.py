@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_lms import BUILDERS
+from tiny_lms import BUILDERS, gated_copy
 
-from callbacks.costs import flops_per_token
-from lightning_modules.heads.pruning import select_heads
+from callbacks.costs import flops_per_token, kv_cache_values_per_token
+from lightning_modules.heads.pruning import remove_heads, select_heads
 from lightning_modules.models.adapters import HeadLayout, layout_of
 
 
@@ -59,3 +59,31 @@ def test_decreases_as_heads_are_pruned(arch: str) -> None:
     assert flops_per_token(layout, [], 128) > flops_per_token(layout, [], 64)
     all_heads = [(layer, head) for layer in range(layout.num_layers) for head in range(layout.num_heads)]
     assert flops_per_token(layout, all_heads, 128) == flops_per_token(layout, all_heads, 64)
+
+
+def test_kv_cache_matches_a_hand_computation() -> None:
+    assert kv_cache_values_per_token(TINY, []) == 2 * 2 * (2 * 2)  # 2 layers x (k, v) x 2 kv heads x dim 2
+    # layer 0 loses its whole kv group 0; layer 1 loses one query head of group 1, whose kv head stays
+    assert kv_cache_values_per_token(TINY, [(0, 0), (0, 1), (1, 3)]) == 2 * 2 * 1 + 2 * 2 * 2
+
+
+# GPT-2: 3 layers x 4 heads, one kv head per query head; Llama: 3 layers x 6 heads in kv groups {0,1,2}, {3,4,5}
+CACHE_CASES = [
+    ("gpt2", []),
+    ("gpt2", [(0, 0), (1, 2), (1, 3), (2, 1)]),
+    ("llama", []),
+    ("llama", [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5), (2, 5)]),  # groups shrink unequally, every kv head stays
+    ("llama", [(1, 0), (1, 1), (1, 2), (0, 5)]),  # layer 1 loses a whole kv group
+]
+
+
+@pytest.mark.parametrize(("arch", "heads"), CACHE_CASES)
+def test_kv_cache_matches_what_a_removed_model_caches(arch: str, heads: list[tuple[int, int]]) -> None:
+    plain = BUILDERS[arch]()
+    removed, gates = gated_copy(plain)
+    remove_heads(removed, gates, heads)
+    tokens = 5
+    with torch.no_grad():
+        cache = removed(torch.arange(2, 2 + tokens).unsqueeze(0), use_cache=True).past_key_values
+    cached = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers)
+    assert kv_cache_values_per_token(layout_of(plain.config), heads) == cached / tokens

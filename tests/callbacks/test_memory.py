@@ -18,6 +18,8 @@ def test_mask_mode_executes_every_head_and_records_the_cost_after_removal(run_co
     assert mask["flops_per_token_executed"] == pytest.approx(unpruned["flops_per_token_executed"])
     assert mask["flops_per_token_after_removal"] < mask["flops_per_token_executed"]
     assert remove["flops_per_token_executed"] == pytest.approx(mask["flops_per_token_after_removal"])
+    kv = "kv_cache_values_per_token_after_removal"
+    assert remove[kv] == mask[kv] < unpruned[kv]  # GPT-2: each pruned head takes its own key/value head along
     assert "peak_rss_mb" not in mask  # opt-in
 
 
