@@ -154,10 +154,13 @@ class ExperimentCLI(LightningCLI):
                                    self)
         if self.subcommand == "fit":
             self._prepare_fit(config, device)
-        if config.record.wandb_errors != "continue":
-            return
         from lightning.pytorch.loggers import WandbLogger
 
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                _drop_unset_anonymous(logger)
+        if config.record.wandb_errors != "continue":
+            return
         kept = []
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -195,6 +198,14 @@ class ExperimentCLI(LightningCLI):
 
 class _CheckOnlyCLI(ExperimentCLI):
     check_only = True
+
+
+def _drop_unset_anonymous(logger: Any) -> None:
+    """Lightning hands W&B ``anonymous=None``, which wandb 0.31 warns about on every run (the setting is
+    deprecated) even though nobody set it; an explicit value is left for W&B to judge."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
 
 
 def _wandb_loggers(trainer_config: Any) -> list[Any]:

@@ -24,7 +24,7 @@ def _wandb_events(run_dir: Path) -> list[dict]:
 def predicted_run(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("predict")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    subprocess.run(
+    finished = subprocess.run(
         [sys.executable, "cli.py", "predict", "--config", "configs/default.yaml",
          f"--model.model_name={tiny_gpt2_dir}", f"--data.prompt_file={tiny_prompt_file}", "--data.max_prompts=2",
          "--data.iterations=2", "--model.generation.num_tokens=6", "--model.pruning.level=25",
@@ -33,6 +33,7 @@ def predicted_run(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path_factory)
          "--outputs.enabled=true", f"--record.output_dir={out}", "--record.quiet=true"],
         cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300,
     )
+    (out / "stderr.txt").write_text(finished.stderr)
     return out
 
 
@@ -70,3 +71,9 @@ def test_record_is_complete_and_honest(predicted_run: Path) -> None:
         metrics = repeat["metrics"]
         assert metrics["first_token_latency_s"] < metrics["generation_time_s"]
     assert (predicted_run / "outputs" / f"{record['condition_id']}.txt").is_file()
+
+
+def test_no_wandb_warning_about_a_setting_nobody_set(predicted_run: Path) -> None:
+    """Lightning passes ``anonymous=None``; wandb 0.31 would warn about it in every quiet run."""
+    stderr = (predicted_run / "stderr.txt").read_text()
+    assert "anonymous" not in stderr, stderr
