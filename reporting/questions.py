@@ -105,6 +105,8 @@ class Comparison:
                 "inconclusive: too few units to detect an effect"
         if not self.significant(alpha):
             return "no significant difference"
+        if self.family == "recovery":  # the same arm before and after: what is judged is the recovery
+            return "recovery helped" if self.better() else "recovery hurt"
         return f"{self.arm.label} better" if self.better() else f"{self.arm.label} worse"
 
 
@@ -222,7 +224,12 @@ def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[C
     contrast = f"agency effect at {high:g}% over at {low:g}%"
     ratios_high = timing_log_ratios(design, series, high, temperatures, SPEED, arm, BASELINE_ARM)
     ratios_low = timing_log_ratios(design, series, low, temperatures, SPEED, arm, BASELINE_ARM)
-    speed = welch_effect(ratios_high, ratios_low, "Welch t on log ratios of timing repeats")
+    test = "Welch t on log ratios of timing repeats"
+    if ratios_high and ratios_low:
+        speed = welch_effect(ratios_high, ratios_low, test)
+    else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
+        speed = Effect(0, None, None, None, None, None, test,
+                       "the arms were timed apart: no repeats timed side by side at both levels")
     return [Comparison("Q4", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1,
                        level=high),
             Comparison("Q4", series, arm, BASELINE_ARM, SPEED, contrast, "timing repeats (two levels)", "ratio",

@@ -45,7 +45,7 @@ def test_recovery_is_compared_with_the_same_conditions_before_and_says_how_much_
     assert len(rows) == 2 * 3  # two arms x three pruned levels
     for row in rows:
         assert math.exp(row.effect.estimate) == pytest.approx(0.25, rel=1e-9)  # /4 everywhere
-        assert row.significant(stats.alpha) and row.better()
+        assert row.significant(stats.alpha) and row.better() and row.reading(stats.alpha) == "recovery helped"
         share, low, high = row.regained
         assert 0 < low <= share <= high
     text = render_summary(stats, len(records), [])

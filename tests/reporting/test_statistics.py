@@ -86,6 +86,9 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
 def test_a_note_says_when_arms_were_timed_alone() -> None:
     stats = compute_statistics(build_design(build_records(replace(GRID, schedule="alone")), SWEPT))
     assert len(stats.notes) == 1 and "timed alone" in stats.notes[0] and "side by side" in stats.notes[0]
+    (speed,) = [c for c in stats.family("Q4") if c.metric == "tokens_per_second"]
+    assert speed.effect.p is None and speed.reading(stats.alpha) == (
+        "not tested (the arms were timed apart: no repeats timed side by side at both levels)")
 
 
 def test_records_without_timing_or_samples_give_untested_comparisons_not_numbers() -> None:
