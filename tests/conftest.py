@@ -18,19 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_lms import CORPUS
 
-CORPUS = [
-    "the cat sat on the mat and looked at the door",
-    "a dog ran in the park and the sun was warm",
-    "the bird sang a song in the tall green tree",
-    "we read a book about the sea and the ships",
-    "the old man walked to the market in the morning",
-    "she wrote a letter to her friend in the city",
-    "the children played with a red ball near the river",
-    "rain fell on the roof while the fire was burning",
-    "he opened the window and the cold air came in",
-    "the train left the station at noon for the coast",
-]
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "unk": "<unk>"}
 
 

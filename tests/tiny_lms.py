@@ -14,6 +14,20 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from lightning_modules.heads.gates import HeadGates, attach_gates
 
+# What the tiny checkpoints of tests/conftest.py are trained on, so their loss is low on it.
+CORPUS = [
+    "the cat sat on the mat and looked at the door",
+    "a dog ran in the park and the sun was warm",
+    "the bird sang a song in the tall green tree",
+    "we read a book about the sea and the ships",
+    "the old man walked to the market in the morning",
+    "she wrote a letter to her friend in the city",
+    "the children played with a red ball near the river",
+    "rain fell on the roof while the fire was burning",
+    "he opened the window and the cold air came in",
+    "the train left the station at noon for the coast",
+]
+
 VOCAB = 100
 PAD = 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_lms import BUILDERS, gated_copy
+from tiny_lms import BUILDERS, CORPUS, gated_copy
 
 from lightning_modules.heads import agency_calibration
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
@@ -33,8 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def sentence_windows(tokenizer) -> torch.Tensor:
     """16 windows of 16 tokens of the training sentences."""
-    from conftest import CORPUS  # what the tiny checkpoints were trained on, so their loss is low on it
-
     ids = tokenizer(" ".join(CORPUS[:8] * 5), return_tensors="pt").input_ids[0]
     return ids[: 16 * 16].view(16, 16)
 
