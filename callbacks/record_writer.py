@@ -157,13 +157,16 @@ def dashboard_config(record: ConditionRecord) -> dict[str, Any]:
 
 
 def wandb_summary(record: ConditionRecord) -> dict[str, Any]:
-    """Flat: the mean (and std, n) of every per-sample or per-repeat metric, condition metrics, agency counts."""
+    """Flat: per per-sample or per-repeat metric its central value (the geometric mean on the log scale, else
+    the mean) under its own name, with mean, std and n beside it; condition metrics; agency counts."""
     summary: dict[str, Any] = {}
     for name, stats in record.aggregates.items():
+        if stats.central is not None:
+            summary[name] = stats.central
         for key in ("mean", "std", "n", "n_failed"):
             value = getattr(stats, key)
             if value is not None:
-                summary[name if key == "mean" else f"{name}/{key}"] = value
+                summary[f"{name}/{key}"] = value
     summary.update(record.condition_metrics)
     summary["pruned_heads_count"] = len(record.pruning.heads) if record.pruning else 0
     if record.agency is not None:
@@ -183,7 +186,7 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
 
     def mean(name: str) -> str:
         stats = record.aggregates.get(name)
-        return "failed" if stats is None or stats.mean is None else f"{stats.mean:.4g}"
+        return "failed" if stats is None or stats.central is None else f"{stats.central:.4g}"
 
     flat = flatten(record.config)
     corpus = record.condition_metrics.get("corpus_perplexity")

@@ -228,12 +228,22 @@ class Measurements:
 
 @dataclass
 class Summary:
-    """Mean, sample standard deviation and counts of one metric at its unit of measurement (for reading)."""
+    """Mean, sample standard deviation and counts of one metric at its unit of measurement (for reading).
+
+    ``geometric_mean`` is set for log-scale metrics (perplexity, speed): it is the central value the report
+    and the console table show, while one wrecked sample can pull the arithmetic ``mean`` far away.
+    """
 
     mean: float | None
     std: float | None
     n: int
     n_failed: int
+    geometric_mean: float | None = None
+
+    @property
+    def central(self) -> float | None:
+        """The value to show: the geometric mean where the metric lives on the log scale, else the mean."""
+        return self.geometric_mean if self.geometric_mean is not None else self.mean
 
 
 @dataclass
@@ -323,11 +333,13 @@ def compose(header: Header, samples: list[Sample], parts: list[Measurements], st
     return record
 
 
-def _summary(values: list[float], n_failed: int) -> Summary:
+def _summary(values: list[float], n_failed: int, log_scale: bool) -> Summary:
     n = len(values)
     mean = sum(values) / n if n else None
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return Summary(mean, std, n, n_failed)
+    geometric = (math.exp(sum(math.log(v) for v in values) / n)
+                 if log_scale and n and all(v > 0 and math.isfinite(v) for v in values) else None)
+    return Summary(mean, std, n, n_failed, geometric)
 
 
 def aggregates(record: ConditionRecord) -> dict[str, Summary]:
@@ -342,7 +354,8 @@ def aggregates(record: ConditionRecord) -> dict[str, Summary]:
     names = sorted({n for metrics, failures in rows for n in (*metrics, *failures)})
     for name in names:
         values = [m[name] for m, _ in rows if name in m]
-        result[name] = _summary(values, sum(name in f for _, f in rows))
+        log_scale = name in METRICS and METRICS[name].scale == "log"
+        result[name] = _summary(values, sum(name in f for _, f in rows), log_scale)
     return result
 
 

@@ -238,7 +238,8 @@ def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on
     assert all("non-finite logits" in reason for reason in poisoned["failures"].values())
     assert not by_prompt["the cat sat on"]["failures"] and not by_prompt["she wrote a letter"]["failures"]
     aggregates = record["aggregates"]
-    assert aggregates.pop("generation") == {"mean": None, "std": None, "n": 0, "n_failed": 1}
+    assert aggregates.pop("generation") == {"mean": None, "std": None, "n": 0, "n_failed": 1,
+                                           "geometric_mean": None}
     for name, stats in aggregates.items():  # every per-sample aggregate says how many samples it covers
         if name in VOLATILE_METRICS:
             continue  # timing repeats: their own unit

@@ -52,8 +52,11 @@ def test_offline_wandb_run_holds_the_records_aggregates(predicted_run: Path) -> 
         if event["type"] == "config":
             config.update(event["config"].get("update", {}))
     for name, stats in record["aggregates"].items():
-        if stats["mean"] is not None:
-            assert summary[name] == pytest.approx(stats["mean"], rel=1e-9), name
+        if stats["mean"] is not None:  # the dashboard's value is the geometric mean on the log scale
+            central = stats["mean"] if stats["geometric_mean"] is None else stats["geometric_mean"]
+            assert summary[name] == pytest.approx(central, rel=1e-9), name
+            assert summary[f"{name}/mean"] == pytest.approx(stats["mean"], rel=1e-9), name
+    assert record["aggregates"]["reference_perplexity"]["geometric_mean"] is not None
     assert summary["corpus_perplexity"] == pytest.approx(record["condition_metrics"]["corpus_perplexity"])
     for key in ("pruning_level", "pruning_method", "agency", "temperature", "seed", "model"):
         assert key in config, key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 
@@ -60,6 +61,10 @@ def test_compose_gives_the_same_record_in_every_order_of_parts() -> None:
     assert record.condition_metrics == {"corpus_perplexity": 20.0, "parameters_executed": 100.0}
     assert record.aggregates["tokens_per_second"].mean == 11.0  # per-repeat values summarised for reading
     assert record.aggregates["reference_perplexity"].n == 2
+    # log-scale metrics are shown by their geometric mean, as in the report; linear ones by the mean
+    assert record.aggregates["reference_perplexity"].central == pytest.approx(math.sqrt(5.0 * 7.0))
+    assert record.aggregates["tokens_per_second"].geometric_mean == pytest.approx(math.sqrt(120.0))
+    assert record.aggregates["distinct_1"].geometric_mean is None and record.aggregates["distinct_1"].central == 1.0
 
 
 def test_compose_refuses_uncatalogued_names_and_two_producers() -> None:
