@@ -94,7 +94,8 @@ def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: s
         if worse:
             parts.append(f"{bad}: " + "; ".join(f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p "
                                                 f"{pval(c.p_holm)})" for c in worse))
-        return "**Answer:** " + ". ".join(parts) + "."
+        later = [part[0].upper() + part[1:] for part in parts[1:]]  # each starts a sentence
+        return "**Answer:** " + ". ".join([parts[0], *later]) + "."
     if len(inconclusive) == len(tested):
         return ("**Answer: inconclusive: too few prompts to detect an effect** (no test could reach p < "
                 f"{stats.alpha:g} with these units). Effects: {_verdicts(tested, stats.alpha)}.")

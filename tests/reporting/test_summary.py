@@ -122,3 +122,11 @@ def test_arms_timed_alone_get_a_note_and_no_speed_claim_from_repeats() -> None:
         (q4,) = [c for c in stats.family("Q4") if c.metric == "tokens_per_second"]
         assert q4.reading(stats.alpha).startswith("not tested")
         assert not [c for c in stats.family("exploratory") if c.metric == "tokens_per_second"]
+
+
+def test_an_answer_with_gains_and_losses_starts_each_sentence_with_a_capital() -> None:
+    text, _ = _summary(GRID.with_effects(ppl=at_pruned_levels(0.5), speed=at_pruned_levels(0.8)))
+    q1 = _answer(_sections(text)["Q1"])
+    assert "agency better" not in q1 and re.search(r"\)\. [A-Z]", q1), q1  # two verdicts, two sentences
+    for answer in (_answer(section) for section in _sections(text).values()):
+        assert not re.search(r"\)\. [a-z]", answer), answer
