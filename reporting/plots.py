@@ -56,9 +56,24 @@ def _arm_color(arm: Arm, arms: list[Arm]) -> str:
     return ARM_COLORS[arms.index(arm) % len(ARM_COLORS)] if arm in arms else "grey"
 
 
+def _log_scale(ax: Any, axis: str = "y") -> None:
+    """A log axis whose labels are plain numbers (16, 18, 20; 0.3, 1, 3), not 1.6x10^1: speed and ratio axes
+    often span less than a decade, where the default labels every tick in scientific notation."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(PlainLogFormatter())
+    target.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
 def _log_axis(ax: Any, name: str) -> None:
     if spec(name).scale == "log":
-        ax.set_yscale("log")
+        _log_scale(ax)
 
 
 def _draw_arms(ax: Any, data: PlotData, series: Series, name: str, temperatures: list[float]) -> bool:
@@ -99,7 +114,7 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False, handlelength=3.5,
                bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(f"Metrics vs pruning level — {series.label()}\npoints: geometric means for perplexity and speed; "
                  "bars: 95% intervals over prompts (samples), timing repeats (speed) or records", fontsize=10)
@@ -128,7 +143,7 @@ def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str, ki
         labels.append(f"{c.family} {spec(c.metric).label}{where}")
     if kind == "ratio":
         ax.axvline(1.0, color="black", linewidth=0.8)
-        ax.set_xscale("log")
+        _log_scale(ax, "x")
     else:
         ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -148,7 +163,7 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
         ax.set_title(spec(name).axis_label, fontsize=10)
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=3.5)  # long enough to show the dashes
     primary = [c for c in data.stats.comparisons if c.series == series and c.family in QUESTIONS]
     _forest(axes.flat[3], primary, data.stats.alpha,
             "answers: agency/baseline ratios with 95% intervals (filled: significant, Holm within the question;\n"
@@ -266,7 +281,7 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
                 ax.scatter(x.mean, y.mean, marker=markers[k % len(markers)], color=plt.cm.viridis(norm(lv)), s=60,
                            edgecolors="black", linewidths=0.5, zorder=2)
                 ax.annotate(level(lv), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        ax.set_yscale("log")
+        _log_scale(ax)
         ax.set_title(f"T={t:g}")
         ax.set_xlabel(spec("tokens_per_second").axis_label)
         ax.set_ylabel(spec("reference_perplexity").axis_label)
@@ -334,11 +349,11 @@ def recovery_figure(data: PlotData, series: Series, out: Path) -> Path:
                     ax.errorbar(line.levels, line.means, yerr=[line.lower, line.upper], color=_arm_color(arm, arms),
                                 linestyle=style, marker="o", markersize=4, capsize=3,
                                 label=f"{arm.label}, {'recovered' if which is series else 'before recovery'}")
-        ax.set_yscale("log")
+        _log_scale(ax)
         ax.set_title(spec(name).axis_label, fontsize=10)
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=3.5)
     fig.suptitle(f"Recovery after pruning — {before.label().replace(' / recovered=no', '')} "
                  f"(T={data.temperatures(series)[0]:g}; dashed: before, solid: recovered)")
     fig.tight_layout()
