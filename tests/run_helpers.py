@@ -44,14 +44,17 @@ def tiny_base_config(path: Path, model_dir: Path, prompt_file: Path, output_dir:
 
 
 def tiny_sweep(directory: Path, model_dir: Path, prompt_file: Path, parameters: dict[str, Any] | None = None,
-               method: str = "grid", **extra: Any) -> Path:
-    """A sweep file in W&B's format over the tiny model; default grid: 3 levels x 2 arms = 6 conditions."""
+               method: str = "grid", command: str = "predict", model: dict[str, Any] | None = None,
+               **extra: Any) -> Path:
+    """A sweep file in W&B's format over the tiny model; default grid: 3 levels x 2 arms = 6 conditions.
+
+    ``command``: ``predict`` or ``recover``; ``model``: more ``model.*`` settings for the base config."""
     directory.mkdir(parents=True, exist_ok=True)
-    base = tiny_base_config(directory / "tiny.yaml", model_dir, prompt_file)
+    base = tiny_base_config(directory / "tiny.yaml", model_dir, prompt_file, **(model or {}))
     sweep = {
         "program": "cli.py",
         "method": method,
-        "command": ["${env}", "${interpreter}", "${program}", "predict", "--config", "configs/default.yaml",
+        "command": ["${env}", "${interpreter}", "${program}", command, "--config", "configs/default.yaml",
                     "--config", str(base), "${args}"],
         "parameters": parameters or {"model.pruning.level": {"values": [0, 25, 50]},
                                      "model.agency.enabled": {"values": [False, True]}},

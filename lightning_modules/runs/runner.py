@@ -21,8 +21,9 @@ What can go wrong mid-sweep costs at most the condition it hits:
 - a record that is truncated, edited or unfinished is named on ``--resume`` and
   its condition runs again.
 
-A sweep whose command is ``recover`` also recovers every condition after it was
-measured (``fit``, resuming an interrupted fit) and measures the recovered model.
+A sweep whose command is ``recover`` then recovers every condition (``fit``,
+resuming an interrupted fit) and measures the recovered models, the arms of each
+cell again timed side by side.
 """
 
 from __future__ import annotations
@@ -96,11 +97,16 @@ def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned]
     return list(planned.values()), len(parameter_sets) - len(planned)
 
 
+# What may differ between the arms of one cell: the agency settings, and for recovered models the weights each
+# arm's own fit produced (the recovery settings themselves must match).
+ARM_KEYS = (AGENCY_PREFIX, "model.checkpoint", "model.recovery.sha256")
+
+
 def cells_of(planned: list[Planned]) -> list[list[Planned]]:
-    """Conditions grouped into cells: the same config apart from the agency settings, in sweep order."""
+    """Conditions grouped into cells: the same config apart from the arm's settings, in sweep order."""
     cells: dict[str, list[Planned]] = {}
     for p in planned:
-        flat = {k: v for k, v in flatten(p.checked.header.config).items() if not k.startswith(AGENCY_PREFIX)}
+        flat = {k: v for k, v in flatten(p.checked.header.config).items() if not k.startswith(ARM_KEYS)}
         cells.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(p)
     return list(cells.values())
 
@@ -198,7 +204,6 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
 def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
          interruption: Interruption) -> SweepOutcome:
     from lightning_modules.inputs.checks import check_writable
-    from lightning_modules.lightning_cli import run_predict
 
     spec = load_sweep(sweep_file)
     if resume and not run_dir.is_dir():
@@ -220,8 +225,36 @@ def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None,
     print(f"sweep {spec.path.name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
           f"{len(todo)} to run -> {run_dir}", flush=True)
     failed: list[str] = []
+    run_options = [f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
+                   f"--trainer.logger.init_args.group={run_dir.name}"]
+
+    cells_used = _measure(todo, run_options, run_dir, quiet, failed, interruption)
+    if spec.run == "recover":
+        from lightning_modules.lightning_cli import check_args
+
+        recovered: list[Planned] = []
+
+        def fit(planned_condition: Planned) -> None:
+            checkpoint = fit_condition([*planned_condition.args, *run_options])
+            args = [*planned_condition.args, f"--model.checkpoint={checkpoint}"]
+            recovered.append(Planned(planned_condition.parameters, args, check_args(args)))
+
+        for planned_condition in planned:
+            _guarded(lambda p=planned_condition: fit(p), planned_condition, run_dir, failed, interruption)
+        unmeasured = [p for p in recovered if record_status(record_path(run_dir, p.condition_id)) != "complete"]
+        _measure(unmeasured, run_options, run_dir, quiet, failed, interruption, first_cell=cells_used)
+    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
+    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
+
+
+def _measure(conditions: list[Planned], run_options: list[str], run_dir: Path, quiet: bool, failed: list[str],
+             interruption: Interruption, first_cell: int = 0) -> int:
+    """Measure ``conditions``, the arms of each cell timed side by side first; return how many cells there were."""
+    from lightning_modules.lightning_cli import run_predict
+
+    cells = cells_of(conditions)
     position = 0
-    for cell_index, cell in enumerate(cells_of(todo)):
+    for cell_index, cell in enumerate(cells, start=first_cell):
         try:
             time_cell(cell, cell_index)
         except Exception as error:  # its conditions time themselves, or fail and say why
@@ -232,18 +265,10 @@ def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None,
         for planned_condition in cell:
             position += 1
             if not quiet:
-                print(f"[{position}/{len(todo)}] {planned_condition.condition_id}", flush=True)
-            run_args = [*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
-                        f"--trainer.logger.init_args.group={run_dir.name}"]
-            _guarded(lambda args=run_args: run_predict(args), planned_condition, run_dir, failed, interruption)
-    if spec.run == "recover":
-        for planned_condition in planned:
-            run_args = [*planned_condition.args, f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
-                        f"--trainer.logger.init_args.group={run_dir.name}"]
-            _guarded(lambda args=run_args: recover_condition(args, run_dir, quiet), planned_condition, run_dir,
-                     failed, interruption)
-    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
-    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
+                print(f"[{position}/{len(conditions)}] {planned_condition.condition_id}", flush=True)
+            _guarded(lambda args=[*planned_condition.args, *run_options]: run_predict(args), planned_condition,
+                     run_dir, failed, interruption)
+    return len(cells)
 
 
 def _guarded(run: Callable[[], Any], planned: Planned, run_dir: Path, failed: list[str],
@@ -266,18 +291,25 @@ def _guarded(run: Callable[[], Any], planned: Planned, run_dir: Path, failed: li
                 finish_wandb_run(exit_code)
 
 
-def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
-    """Fit (resuming an interrupted fit), then predict on the recovered model unless that record is complete."""
+def fit_condition(args: list[str]) -> str:
+    """Fit one condition (resuming an interrupted fit); return its recovered checkpoint."""
     from lightning_modules.inputs.wandb_guard import finish_wandb_run
-    from lightning_modules.lightning_cli import check_args, run_fit, run_predict
+    from lightning_modules.lightning_cli import run_fit
 
     fitted = run_fit(args)
-    finish_wandb_run(0)  # the fit's W&B run; the prediction has its own
-    recovered = [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
-    header = check_args(recovered).header
-    if record_status(record_path(run_dir, header.condition_id)) == "complete":
+    finish_wandb_run(0)  # the fit's W&B run; the measurement has its own
+    return str(fitted.recovered_checkpoint)
+
+
+def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
+    """Fit one condition, then measure the recovered model unless that record is complete (``cli.py recover``)."""
+    from lightning_modules.lightning_cli import check_args, run_predict
+
+    recovered = [*args, f"--model.checkpoint={fit_condition(args)}"]
+    condition_id = check_args(recovered).header.condition_id
+    if record_status(record_path(run_dir, condition_id)) == "complete":
         if not quiet:
-            print(f"{header.condition_id}: recovered record already complete", flush=True)
+            print(f"{condition_id}: recovered record already complete", flush=True)
         return
     run_predict(recovered)
 

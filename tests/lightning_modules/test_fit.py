@@ -163,3 +163,18 @@ def test_predict_measures_the_recovered_model_and_refuses_another_conditions_che
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was trained for another condition" in err
+
+
+def test_recover_condition_fits_then_measures_once(tmp_path, tiny_gpt2_dir, tiny_prompt_file, capsys) -> None:
+    """``pruning-agency recover``'s second half: fit, measure the recovered model; run again, nothing is redone."""
+    from lightning_modules.runs.runner import recover_condition
+
+    args = _args(tmp_path, tiny_gpt2_dir, tiny_prompt_file, "--model.pruning.level=50")
+    recover_condition(args, tmp_path / "run", quiet=False)
+    (record_file,) = (tmp_path / "run" / "records").glob("*.json")
+    assert read_record(record_file).recovery.steps == 6
+    written = record_file.stat().st_mtime_ns
+    capsys.readouterr()
+    recover_condition(args, tmp_path / "run", quiet=False)
+    assert "recovered record already complete" in capsys.readouterr().out
+    assert record_file.stat().st_mtime_ns == written

@@ -66,6 +66,24 @@ def test_sweeping_an_agency_key_writes_one_record_per_setting_and_one_baseline(t
     assert len({r.timing.session for r in found}) == 1  # the three arms of the cell were timed together
 
 
+def test_a_recover_sweep_times_the_recovered_arms_of_a_cell_side_by_side(tiny_gpt2_dir, tiny_prompt_file,
+                                                                         tmp_path, quiet_wandb) -> None:
+    """Every condition is measured, fitted, and measured again; the recovered arms are paired in time too."""
+    recovery = {"steps": 2, "checkpoint_every": 2, "window": 32, "warmup_steps": 1, "batch_size": 2}
+    parameters = {"model.pruning.level": {"value": 50}, "model.agency.enabled": {"values": [False, True]}}
+    sweep_file = tiny_sweep(tmp_path / "s", tiny_gpt2_dir, tiny_prompt_file, parameters, command="recover",
+                            model={"recovery": recovery})
+    run_dir = run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
+    found = [read_record(p) for p in (run_dir / "records").glob("*.json")]
+    assert len(found) == 4 and all(r.status == "complete" for r in found)
+    for recovered in (True, False):
+        arms = [r for r in found if (r.recovery is not None) == recovered]
+        assert len(arms) == 2 and len({r.timing.session for r in arms}) == 1, recovered
+        assert all(r.timing.schedule == "interleaved" for r in arms)
+    before = {r.timing.session for r in found if r.recovery is None}
+    assert before != {r.timing.session for r in found if r.recovery is not None}
+
+
 def test_output_dir_that_cannot_be_written_is_refused(tiny_gpt2_dir, tiny_prompt_file, tmp_path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
