@@ -41,7 +41,7 @@ from lightning_modules.inputs.arguments import (
     resolve_config_args,
 )
 from lightning_modules.inputs.checks import ALLOWED, check_condition, resolve_device
-from lightning_modules.inputs.wandb_guard import WANDB_LOGGER, check_wandb, warn_once
+from lightning_modules.inputs.wandb_guard import WANDB_LOGGER, check_wandb, start_wandb_run, warn_once
 from lightning_modules.module import PruningExperiment
 from record.errors import ConfigError
 from record.schema import Header
@@ -165,7 +165,7 @@ class ExperimentCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 try:
-                    _ = logger.experiment
+                    start_wandb_run(logger)
                 except Exception as error:
                     first_line = (str(error).splitlines() or [""])[0]
                     warn_once(f"W&B could not start a run ({type(error).__name__}: {first_line}); "

@@ -13,6 +13,8 @@ import functools
 import os
 import sys
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from record.errors import ConfigError
@@ -74,6 +76,25 @@ def check_wandb(config: Any) -> None:
     warn_once(f"W&B is online (WANDB_MODE={mode}) but no API key is configured (WANDB_API_KEY, ~/.netrc or "
               "'wandb login'); logging to W&B offline instead (upload later with 'wandb sync'); "
               "local records are written as usual")
+
+
+# While a signal handler is active (lightning_modules/runs/interruption.py), it registers here how to hold a
+# signal back for a moment; starting a W&B run uses it, so Ctrl-C never lands half-way through wandb.init.
+_signal_deferrals: list[Callable[[], AbstractContextManager[None]]] = []
+
+
+def defer_signals_with(deferral: Callable[[], AbstractContextManager[None]]) -> Callable[[], None]:
+    """Register how the active signal handler defers a signal; returns the call that unregisters it."""
+    _signal_deferrals.append(deferral)
+    return lambda: _signal_deferrals.remove(deferral)
+
+
+def start_wandb_run(logger: Any) -> Any:
+    """Start the logger's W&B run with Ctrl-C/SIGTERM held back until it has started: an interrupted
+    ``wandb.init`` left an offline run that was never finished (no exit record); a started run is closed with
+    the interruption's exit code like any other."""
+    with _signal_deferrals[-1]() if _signal_deferrals else nullcontext():
+        return logger.experiment
 
 
 WANDB_FINISH_TIMEOUT_S = 300.0

@@ -67,11 +67,15 @@ def interrupt_on_signals() -> Iterator[Interruption]:
             return
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    from lightning_modules.inputs.wandb_guard import defer_signals_with
+
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, handler)
+    unregister = defer_signals_with(state.critical)
     try:
         yield state
     finally:
+        unregister()
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)

@@ -72,3 +72,37 @@ def test_exit_process_after_an_abandoned_run_exits_at_once_with_the_code() -> No
                             cwd=REPO)
     assert result.returncode == 130
     assert result.stdout.strip() == "flushed"
+
+
+class _StartingRun:
+    """A logger whose run start is hit by Ctrl-C half-way through (as ``wandb.init`` can be)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    @property
+    def experiment(self) -> str:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        self.started = True
+        return "run"
+
+
+def test_ctrl_c_while_a_wandb_run_starts_takes_effect_once_it_has_started() -> None:
+    import signal
+
+    from lightning_modules.inputs.wandb_guard import start_wandb_run
+    from lightning_modules.runs.interruption import interrupt_on_signals
+
+    logger = _StartingRun()
+    with interrupt_on_signals() as interruption, pytest.raises(KeyboardInterrupt):
+        start_wandb_run(logger)
+    assert logger.started and interruption.signum == signal.SIGINT  # finished starting, then interrupted
+    quiet = _StartingRun()
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        assert start_wandb_run(quiet) == "run"  # no handler of ours active: nothing deferred, nothing raised
+    finally:
+        signal.signal(signal.SIGINT, previous)
