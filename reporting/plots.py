@@ -114,8 +114,8 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False, handlelength=3.5,
-               bbox_to_anchor=(0.5, -0.02))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
+               handlelength=3.5, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(f"Metrics vs pruning level — {series.label()}\npoints: geometric means for perplexity and speed; "
                  "bars: 95% intervals over prompts (samples), timing repeats (speed) or records", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))

@@ -32,7 +32,7 @@ import json
 import shutil
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,19 +230,7 @@ def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None,
 
     cells_used = _measure(todo, run_options, run_dir, quiet, failed, interruption)
     if spec.run == "recover":
-        from lightning_modules.lightning_cli import check_args
-
-        recovered: list[Planned] = []
-
-        def fit(planned_condition: Planned) -> None:
-            checkpoint = fit_condition([*planned_condition.args, *run_options])
-            args = [*planned_condition.args, f"--model.checkpoint={checkpoint}"]
-            recovered.append(Planned(planned_condition.parameters, args, check_args(args)))
-
-        for planned_condition in planned:
-            _guarded(lambda p=planned_condition: fit(p), planned_condition, run_dir, failed, interruption)
-        unmeasured = [p for p in recovered if record_status(record_path(run_dir, p.condition_id)) != "complete"]
-        _measure(unmeasured, run_options, run_dir, quiet, failed, interruption, first_cell=cells_used)
+        _recover(planned, run_options, run_dir, quiet, failed, interruption, first_cell=cells_used)
     (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
     return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
 
@@ -291,21 +279,44 @@ def _guarded(run: Callable[[], Any], planned: Planned, run_dir: Path, failed: li
                 finish_wandb_run(exit_code)
 
 
-def fit_condition(args: list[str]) -> str:
-    """Fit one condition (resuming an interrupted fit); return its recovered checkpoint."""
+def fit_condition(args: list[str], options: Sequence[str] = ()) -> list[str]:
+    """Fit one condition (resuming an interrupted fit); return ``args`` naming its recovered checkpoint."""
     from lightning_modules.inputs.wandb_guard import finish_wandb_run
     from lightning_modules.lightning_cli import run_fit
 
-    fitted = run_fit(args)
+    fitted = run_fit([*args, *options])
     finish_wandb_run(0)  # the fit's W&B run; the measurement has its own
-    return str(fitted.recovered_checkpoint)
+    return [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
+
+
+def _recover(planned: list[Planned], run_options: list[str], run_dir: Path, quiet: bool, failed: list[str],
+             interruption: Interruption, first_cell: int) -> None:
+    """Fit every condition, then measure the recovered models cell by cell, arms timed side by side.
+
+    A recovered condition is checked (which reads its checkpoint into memory) only when its cell is
+    measured, so no more than one cell's recovered weights are held at a time.
+    """
+    from lightning_modules.lightning_cli import check_args
+
+    recovered_args: dict[str, list[str]] = {}
+    for p in planned:
+        _guarded(lambda p=p: recovered_args.__setitem__(p.condition_id, fit_condition(p.args, run_options)), p,
+                 run_dir, failed, interruption)
+    for cell in cells_of(planned):
+        recovered: list[Planned] = []
+        for p in (p for p in cell if p.condition_id in recovered_args):
+            args = recovered_args[p.condition_id]
+            _guarded(lambda p=p, args=args, into=recovered: into.append(Planned(p.parameters, args, check_args(args))),
+                     p, run_dir, failed, interruption)
+        unmeasured = [r for r in recovered if record_status(record_path(run_dir, r.condition_id)) != "complete"]
+        first_cell += _measure(unmeasured, run_options, run_dir, quiet, failed, interruption, first_cell)
 
 
 def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
     """Fit one condition, then measure the recovered model unless that record is complete (``cli.py recover``)."""
     from lightning_modules.lightning_cli import check_args, run_predict
 
-    recovered = [*args, f"--model.checkpoint={fit_condition(args)}"]
+    recovered = fit_condition(args)
     condition_id = check_args(recovered).header.condition_id
     if record_status(record_path(run_dir, condition_id)) == "complete":
         if not quiet:
