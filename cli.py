@@ -40,16 +40,20 @@ def predict(argv: list[str]) -> None:
     """One condition. Ctrl-C or SIGTERM ends it with its record marked incomplete and exit code 128 + signal."""
     from lightning_modules.lightning_cli import run_predict
 
-    _interruptible(lambda: run_predict(argv), "the condition did not finish; its record, if it had started, has "
-                                              "status 'incomplete'")
+    _interruptible(
+        lambda: run_predict(argv),
+        "the condition did not finish; its record, if it had started, has status 'incomplete'",
+    )
 
 
 def fit(argv: list[str]) -> None:
     """Recover one condition: distil the unpruned model into its pruned arm; an interrupted fit resumes."""
     from lightning_modules.lightning_cli import run_fit
 
-    _interruptible(lambda: run_fit(argv), "the fit did not finish; run the same command again to resume it "
-                                          "from its last checkpoint")
+    _interruptible(
+        lambda: run_fit(argv),
+        "the fit did not finish; run the same command again to resume it from its last checkpoint",
+    )
 
 
 def recover(argv: list[str]) -> None:
@@ -91,7 +95,9 @@ def _interruptible(run, unfinished: str) -> None:
 
 def _sweep_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run a W&B sweep file locally, in one process.")
-    parser.add_argument("sweep_file", help="a sweep file, or the name of a bundled one (quickstart, gpt2, ...)")
+    parser.add_argument(
+        "sweep_file", help="a sweep file, or the name of a bundled one (quickstart, gpt2, ...)"
+    )
     parser.add_argument("--output_dir", default=None, help="run folder (default: a new timestamped one)")
     parser.add_argument("--resume", default=None, help="run folder of an interrupted sweep to continue")
     parser.add_argument("--count", type=int, default=None, help="runs of a random sweep (else run_cap)")
@@ -99,8 +105,13 @@ def _sweep_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_sweep_command(sweep_file: str, output_dir: str | None = None, resume: str | None = None,
-                      count: int | None = None, quiet: bool = False) -> Path | None:
+def run_sweep_command(
+    sweep_file: str,
+    output_dir: str | None = None,
+    resume: str | None = None,
+    count: int | None = None,
+    quiet: bool = False,
+) -> Path | None:
     """Run a sweep and turn its outcome into an exit status; returns the run folder when every condition ran."""
     from lightning_modules.inputs.wandb_guard import exit_process
     from lightning_modules.runs.runner import SweepFailed, SweepInterrupted, run_sweep
@@ -136,7 +147,9 @@ def demo(argv: list[str]) -> None:
     try:
         run_sweep_command("quickstart", output_dir=str(run_dir), quiet=True)
     except SystemExit as exit_:
-        if exit_.code == 1 and (run_dir / "records").is_dir():  # report what did run, then say not everything did
+        if (
+            exit_.code == 1 and (run_dir / "records").is_dir()
+        ):  # report what did run, then say not everything did
             report_main([str(run_dir)])
         raise
     report_main([str(run_dir)])

@@ -164,8 +164,10 @@ class ThreadPolicy:
 
     def own_load(self, now: float) -> float:
         """This process's share of the 1-minute load average (an exponential average, 60 s)."""
-        return sum(threads * (math.exp(-(now - end) / 60) - math.exp(-(now - start) / 60))
-                   for start, end, threads in self.history)
+        return sum(
+            threads * (math.exp(-(now - end) / 60) - math.exp(-(now - start) / 60))
+            for start, end, threads in self.history
+        )
 
     def choose(self) -> tuple[int, str]:
         if self.fixed:
@@ -177,8 +179,10 @@ class ThreadPolicy:
         quiet = busy < 0.25 and others < 0.5
         threads = cores if quiet else max(1, cores - max(1, int(busy + 0.5)))
         torch.set_num_threads(threads)
-        return threads, (f"others busy {busy:.1f} cores now, load {max(others, 0.0):.1f} "
-                         f"in the last minute: {'quiet' if quiet else 'busy'}")
+        return threads, (
+            f"others busy {busy:.1f} cores now, load {max(others, 0.0):.1f} "
+            f"in the last minute: {'quiet' if quiet else 'busy'}"
+        )
 
     def record(self, start: float, end: float, threads: int) -> None:
         self.history.append((start, end, threads))
@@ -289,8 +293,17 @@ class Models:
         from lightning_modules.heads.calibration import CalibrationConfig
         from lightning_modules.heads.pruning import PruningConfig
 
-        condition = build_condition(self.store, EMBEDDED, self.precision, self.device, PruningConfig(level=0),
-                                    AgencyConfig(), CalibrationConfig(), seed=0, num_tokens=1)
+        condition = build_condition(
+            self.store,
+            EMBEDDED,
+            self.precision,
+            self.device,
+            PruningConfig(level=0),
+            AgencyConfig(),
+            CalibrationConfig(),
+            seed=0,
+            num_tokens=1,
+        )
         return condition.scores.order()  # built, never attached: nothing to detach
 
     def embedded_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

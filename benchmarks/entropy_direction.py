@@ -46,8 +46,12 @@ def pruned_losses(loaded, ranking: list, levels: list[float], score) -> dict[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="model name (default: the embedded default)")
-    parser.add_argument("--levels", type=float, nargs="+", default=[30.0, 50.0, 70.0], help="pruning levels (%%)")
-    parser.add_argument("--calibration-tokens", type=int, default=8192, help="tokens of the calibration text read")
+    parser.add_argument(
+        "--levels", type=float, nargs="+", default=[30.0, 50.0, 70.0], help="pruning levels (%%)"
+    )
+    parser.add_argument(
+        "--calibration-tokens", type=int, default=8192, help="tokens of the calibration text read"
+    )
     parser.add_argument("--window", type=int, default=256, help="tokens per calibration window")
     args = parser.parse_args(argv)
 
@@ -65,15 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     loaded = ModelStore.shared().base(args.model, "float32")
     context = adapter_for(loaded.model).context_length(loaded.model.config)
-    windows = calibration_set(loaded.tokenizer, CalibrationConfig(max_tokens=args.calibration_tokens,
-                                                                  window=args.window), context).windows
+    windows = calibration_set(
+        loaded.tokenizer, CalibrationConfig(max_tokens=args.calibration_tokens, window=args.window), context
+    ).windows
     half = len(windows) // 2
     if half < 1:
-        raise SystemExit(f"--calibration-tokens {args.calibration_tokens} gives {len(windows)} window(s); "
-                         "at least 2 are needed (one to rank, one to score)")
+        raise SystemExit(
+            f"--calibration-tokens {args.calibration_tokens} gives {len(windows)} window(s); "
+            "at least 2 are needed (one to rank, one to score)"
+        )
     ranking_windows, held_out = windows[:half], windows[half:]
-    print(f"{args.model}: {loaded.gates.layout.num_layers} layers x {loaded.gates.layout.num_heads} heads; "
-          f"calibration text: {half} windows of {windows.shape[1]} tokens rank, {len(held_out)} held out score")
+    print(
+        f"{args.model}: {loaded.gates.layout.num_layers} layers x {loaded.gates.layout.num_heads} heads; "
+        f"calibration text: {half} windows of {windows.shape[1]} tokens rank, {len(held_out)} held out score"
+    )
 
     def held_out_loss() -> float:
         return float(window_losses(loaded.model, held_out).mean())
@@ -92,18 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     means = {d: statistics.fmean(calibration[d].values()) for d in DIRECTIONS}
     chosen = min(DIRECTIONS, key=means.__getitem__)
 
-    print("\nheld-out calibration loss (nats/token; lower is better); unpruned "
-          f"{unpruned:.3f}")
+    print(f"\nheld-out calibration loss (nats/token; lower is better); unpruned {unpruned:.3f}")
     print("direction    | " + " | ".join(f"{level:g}%".rjust(7) for level in args.levels) + " |    mean")
     for d in DIRECTIONS:
-        print(f"{d:12} | " + " | ".join(f"{calibration[d][level]:7.3f}" for level in args.levels)
-              + f" | {means[d]:7.3f}")
-    print(f"choice on the calibration text: {chosen} (the harness default is {DEFAULT_ENTROPY}"
-          f"{'' if chosen == DEFAULT_ENTROPY else '; this model would choose differently'})")
+        print(
+            f"{d:12} | "
+            + " | ".join(f"{calibration[d][level]:7.3f}" for level in args.levels)
+            + f" | {means[d]:7.3f}"
+        )
+    print(
+        f"choice on the calibration text: {chosen} (the harness default is {DEFAULT_ENTROPY}"
+        f"{'' if chosen == DEFAULT_ENTROPY else '; this model would choose differently'})"
+    )
 
-    evaluation_losses = {d: pruned_losses(loaded, rankings[d], args.levels, evaluation_loss) for d in DIRECTIONS}
-    print(f"\nfor information, not used for the choice: evaluation text ({evaluation.path.name}, "
-          f"{len(eval_ids)} tokens) loss, unpruned {evaluation_loss():.3f}")
+    evaluation_losses = {
+        d: pruned_losses(loaded, rankings[d], args.levels, evaluation_loss) for d in DIRECTIONS
+    }
+    print(
+        f"\nfor information, not used for the choice: evaluation text ({evaluation.path.name}, "
+        f"{len(eval_ids)} tokens) loss, unpruned {evaluation_loss():.3f}"
+    )
     for d in DIRECTIONS:
         print(f"{d:12} | " + " | ".join(f"{evaluation_losses[d][level]:7.3f}" for level in args.levels))
     print(f"\n({time.perf_counter() - start:.0f} s)")

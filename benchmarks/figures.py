@@ -51,7 +51,9 @@ class Settings:
     @classmethod
     def for_run(cls, quick: bool, full_grid: bool = False) -> Settings:
         if quick:
-            return cls(quick=True, rounds=3, new_tokens=32, prune_rounds=2, prune_tokens=16, full_grid=full_grid)
+            return cls(
+                quick=True, rounds=3, new_tokens=32, prune_rounds=2, prune_tokens=16, full_grid=full_grid
+            )
         return cls(full_grid=full_grid)
 
 
@@ -69,12 +71,19 @@ def greedy_decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
     return decode(model, ids, mask, tokens, SamplingConfig(temperature=0.0), [0] * ids.shape[0]).tokens
 
 
-def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, tokens: int,
-                    pad_token_id: int) -> torch.Tensor:
+def greedy_generate(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, tokens: int, pad_token_id: int
+) -> torch.Tensor:
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
-                             do_sample=False, pad_token_id=pad_token_id)
-    return out[:, ids.shape[1]:].cpu()
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=pad_token_id,
+        )
+    return out[:, ids.shape[1] :].cpu()
 
 
 def identical_rows(a: torch.Tensor, b: torch.Tensor) -> str:
@@ -120,12 +129,18 @@ def decode_set(models: Models, settings: Settings, which: str = EMBEDDED) -> Dec
         greedy_generate(plain, ids, mask, WARMUP_TOKENS, pad)  # warm-up: allocator, kernels
         greedy_decode(plain, ids, mask, WARMUP_TOKENS)
         greedy_decode(gated, ids, mask, WARMUP_TOKENS)
-        sides[f"generate/{batch}"] = timed(lambda i=ids, m=mask: greedy_generate(plain, i, m, n, pad), models.device)
-        sides[f"plain-decode/{batch}"] = timed(lambda i=ids, m=mask: greedy_decode(plain, i, m, n), models.device)
+        sides[f"generate/{batch}"] = timed(
+            lambda i=ids, m=mask: greedy_generate(plain, i, m, n, pad), models.device
+        )
+        sides[f"plain-decode/{batch}"] = timed(
+            lambda i=ids, m=mask: greedy_decode(plain, i, m, n), models.device
+        )
         sides[f"decode/{batch}"] = timed(lambda i=ids, m=mask: greedy_decode(gated, i, m, n), models.device)
     times = alternate(sides, settings.rounds)
-    identical = {b: identical_rows(sides[f"decode/{b}"].output, sides[f"generate/{b}"].output)
-                 for b in (1, settings.batch)}
+    identical = {
+        b: identical_rows(sides[f"decode/{b}"].output, sides[f"generate/{b}"].output)
+        for b in (1, settings.batch)
+    }
     result = DecodeSet(which, times, n, settings.batch, identical, torch.get_num_threads())
     _DECODE_SETS[key] = result
     return result
@@ -145,16 +160,37 @@ def gate_overhead(models: Models, settings: Settings, which: str = EMBEDDED) -> 
         dec = tokens_per_s(t.times[f"decode/{batch}"], batch * ds.tokens)
         gen = tokens_per_s(t.times[f"generate/{batch}"], batch * ds.tokens)
         common = dict(model=which, setup=label(models, ds.threads), batch=batch, tokens=ds.tokens)
-        rows.append(Row("1 gate overhead", "gated model + our decode vs plain generate", **common,
-                        value=median(main), goal=0.97,
-                        note=f"{dec:.1f} vs {gen:.1f} tok/s; rounds {spread(main)}; "
-                             f"same tokens {ds.identical[batch]} rows"))
+        rows.append(
+            Row(
+                "1 gate overhead",
+                "gated model + our decode vs plain generate",
+                **common,
+                value=median(main),
+                goal=0.97,
+                note=f"{dec:.1f} vs {gen:.1f} tok/s; rounds {spread(main)}; "
+                f"same tokens {ds.identical[batch]} rows",
+            )
+        )
         loop = t.ratio(f"generate/{batch}", f"plain-decode/{batch}")
         gates = t.ratio(f"plain-decode/{batch}", f"decode/{batch}")
-        rows.append(Row("1 gate overhead", "  of which: our decode vs generate (plain model)", **common,
-                        value=median(loop), note=f"rounds {spread(loop)}"))
-        rows.append(Row("1 gate overhead", "  of which: gated vs plain model (both our decode)", **common,
-                        value=median(gates), note=f"rounds {spread(gates)}"))
+        rows.append(
+            Row(
+                "1 gate overhead",
+                "  of which: our decode vs generate (plain model)",
+                **common,
+                value=median(loop),
+                note=f"rounds {spread(loop)}",
+            )
+        )
+        rows.append(
+            Row(
+                "1 gate overhead",
+                "  of which: gated vs plain model (both our decode)",
+                **common,
+                value=median(gates),
+                note=f"rounds {spread(gates)}",
+            )
+        )
     return rows
 
 
@@ -163,14 +199,27 @@ def batching(models: Models, settings: Settings, which: str = EMBEDDED) -> list[
     ds = decode_set(models, settings, which)
     b, t = ds.batch, ds.times
     ours = [b * one / many for one, many in zip(t.times["decode/1"], t.times[f"decode/{b}"], strict=True)]
-    stock = [b * one / many for one, many in zip(t.times["generate/1"], t.times[f"generate/{b}"], strict=True)]
+    stock = [
+        b * one / many for one, many in zip(t.times["generate/1"], t.times[f"generate/{b}"], strict=True)
+    ]
     common = dict(model=which, setup=label(models, ds.threads), batch=f"{b} vs 1", tokens=ds.tokens)
     return [
-        Row("4 batching", f"tokens/s at batch {b} / batch 1 (our decode)", **common, value=median(ours), goal=4.0,
+        Row(
+            "4 batching",
+            f"tokens/s at batch {b} / batch 1 (our decode)",
+            **common,
+            value=median(ours),
+            goal=4.0,
             note=f"{tokens_per_s(t.times[f'decode/{b}'], b * ds.tokens):.1f} vs "
-                 f"{tokens_per_s(t.times['decode/1'], ds.tokens):.1f} tok/s; rounds {spread(ours)}"),
-        Row("4 batching", "  same for plain generate", **common, value=median(stock),
-            note=f"rounds {spread(stock)}"),
+            f"{tokens_per_s(t.times['decode/1'], ds.tokens):.1f} tok/s; rounds {spread(ours)}",
+        ),
+        Row(
+            "4 batching",
+            "  same for plain generate",
+            **common,
+            value=median(stock),
+            note=f"rounds {spread(stock)}",
+        ),
     ]
 
 
@@ -184,12 +233,22 @@ def physical_limit(models: Models, settings: Settings, which: str = EMBEDDED) ->
     weights = parameter_bytes(models.decoding_pair(which)[1])
     common = dict(model=which, setup=label(models, ds.threads), batch=1, tokens=ds.tokens)
     rows = []
-    for side, text, goal in (("decode/1", "tok/s x weight bytes / read bandwidth (our decode)", 0.40),
-                             ("generate/1", "  same for plain generate", None)):
+    for side, text, goal in (
+        ("decode/1", "tok/s x weight bytes / read bandwidth (our decode)", 0.40),
+        ("generate/1", "  same for plain generate", None),
+    ):
         tps = tokens_per_s(ds.times.times[side], ds.tokens)
-        rows.append(Row("6 physical limit", text, **common, value=tps * weights / bandwidth, goal=goal,
-                        note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB / {bandwidth / 1e9:.1f} GB/s "
-                             f"(sum over {gib:g} GiB, best of 10)"))
+        rows.append(
+            Row(
+                "6 physical limit",
+                text,
+                **common,
+                value=tps * weights / bandwidth,
+                goal=goal,
+                note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB / {bandwidth / 1e9:.1f} GB/s "
+                f"(sum over {gib:g} GiB, best of 10)",
+            )
+        )
     if which == EMBEDDED:
         rows.extend(bfloat16_line(models, settings, bandwidth, ds.threads))
     torch.set_num_threads(threads)
@@ -205,17 +264,26 @@ def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads:
     n = settings.new_tokens
     ids, mask = models.embedded_batch(1)
     greedy_decode(half.model, ids, mask, WARMUP_TOKENS)
-    sides = {"f32": timed(lambda: greedy_decode(loaded.model, ids, mask, n), models.device),
-             "bf16": timed(lambda: greedy_decode(half.model, ids, mask, n), models.device)}
+    sides = {
+        "f32": timed(lambda: greedy_decode(loaded.model, ids, mask, n), models.device),
+        "bf16": timed(lambda: greedy_decode(half.model, ids, mask, n), models.device),
+    }
     t = alternate(sides, 2)
     same = identical_prefix(sides["bf16"].output, sides["f32"].output)
     tps = tokens_per_s(t.times["bf16"], n)
     weights = parameter_bytes(half.model)
     speed = t.ratio("f32", "bf16")
-    row = Row("6 physical limit", "  bfloat16 weights (our decode; not a goal)", EMBEDDED,
-              f"{models.device.type} bfloat16, {threads} thr", 1, n, value=tps * weights / bandwidth,
-              note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB; {median(speed):.2f}x the float32 speed; "
-                   f"{100 * same:.0f}% of tokens before the first difference from float32")
+    row = Row(
+        "6 physical limit",
+        "  bfloat16 weights (our decode; not a goal)",
+        EMBEDDED,
+        f"{models.device.type} bfloat16, {threads} thr",
+        1,
+        n,
+        value=tps * weights / bandwidth,
+        note=f"{tps:.1f} tok/s x {weights / 1e6:.0f} MB; {median(speed):.2f}x the float32 speed; "
+        f"{100 * same:.0f}% of tokens before the first difference from float32",
+    )
     models.store.evict(EMBEDDED, "bfloat16")
     release()
     return [row]
@@ -235,10 +303,20 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
     sampling = SamplingConfig(temperature=0.7)
     # Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build
     # runs its calibration: never timed), and attached to the shared base model only while it decodes.
-    conditions = {enabled: build_condition(models.store, EMBEDDED, models.precision, models.device,
-                                           PruningConfig(level=0), AgencyConfig(enabled=enabled),
-                                           CalibrationConfig(), seed=0, num_tokens=n)
-                  for enabled in (False, True)}
+    conditions = {
+        enabled: build_condition(
+            models.store,
+            EMBEDDED,
+            models.precision,
+            models.device,
+            PruningConfig(level=0),
+            AgencyConfig(enabled=enabled),
+            CalibrationConfig(),
+            seed=0,
+            num_tokens=n,
+        )
+        for enabled in (False, True)
+    }
 
     def arm(enabled: bool, tokens: int) -> Callable[[], float]:
         condition = conditions[enabled]
@@ -246,7 +324,9 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
         def run() -> float:
             with condition.attached():
                 condition.begin_sequence_batch(b)
-                result = decode(condition.model, ids, mask, tokens, sampling, seeds, on_step=condition.on_step)
+                result = decode(
+                    condition.model, ids, mask, tokens, sampling, seeds, on_step=condition.on_step
+                )
             return result.total_time_s
 
         return run
@@ -255,10 +335,20 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
         arm(enabled, WARMUP_TOKENS)()
     t = alternate({"baseline": arm(False, n), "agency": arm(True, n)}, settings.rounds)
     ratio = t.ratio("baseline", "agency")
-    return [Row("2 agency overhead", "agency arm vs baseline arm, 0% pruned (decode)", EMBEDDED, label(models),
-                b, n, value=median(ratio), goal=0.90,
-                note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
-                     f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}")]
+    return [
+        Row(
+            "2 agency overhead",
+            "agency arm vs baseline arm, 0% pruned (decode)",
+            EMBEDDED,
+            label(models),
+            b,
+            n,
+            value=median(ratio),
+            goal=0.90,
+            note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
+            f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}",
+        )
+    ]
 
 
 # ------------------------------------------------------------ figure 3
@@ -280,8 +370,15 @@ def pruning_speedup(models: Models, settings: Settings) -> list[Row]:
     return pruning_rows_gpt2(models, settings) + pruning_rows_embedded(models, settings)
 
 
-def _pruning_rows(name: str, models: Models, settings: Settings, layout, width: int,
-                  sides: dict[str, Callable[[int], float]], heads: dict[int, list]) -> list[Row]:
+def _pruning_rows(
+    name: str,
+    models: Models,
+    settings: Settings,
+    layout,
+    width: int,
+    sides: dict[str, Callable[[int], float]],
+    heads: dict[int, list],
+) -> list[Row]:
     from callbacks.costs import flops_per_token
 
     for side in sides.values():
@@ -296,14 +393,27 @@ def _pruning_rows(name: str, models: Models, settings: Settings, layout, width: 
         removed = t.ratio("unpruned", f"remove/{level}")
         masked = t.ratio("unpruned", f"mask/{level}")
         common = dict(model=name, setup=label(models), batch=settings.batch, tokens=n)
-        rows.append(Row("3 pruning speed-up", f"remove {level}%: measured / ideal speed-up", **common,
-                        value=median(removed) / ideal, goal=0.85,
-                        note=f"measured {median(removed):.3f}x (rounds {spread(removed)}), ideal {ideal:.3f}x "
-                             f"(FLOPs/token at context {context:g})"))
-        rows.append(Row("3 pruning speed-up", f"  mask {level}%: measured speed-up (not a goal)", **common,
-                        value=median(masked),
-                        note=f"no speed-up expected (~1.0): masking zeroes gates, compute unchanged; "
-                             f"rounds {spread(masked)}"))
+        rows.append(
+            Row(
+                "3 pruning speed-up",
+                f"remove {level}%: measured / ideal speed-up",
+                **common,
+                value=median(removed) / ideal,
+                goal=0.85,
+                note=f"measured {median(removed):.3f}x (rounds {spread(removed)}), ideal {ideal:.3f}x "
+                f"(FLOPs/token at context {context:g})",
+            )
+        )
+        rows.append(
+            Row(
+                "3 pruning speed-up",
+                f"  mask {level}%: measured speed-up (not a goal)",
+                **common,
+                value=median(masked),
+                note=f"no speed-up expected (~1.0): masking zeroes gates, compute unchanged; "
+                f"rounds {spread(masked)}",
+            )
+        )
     return rows
 
 
@@ -360,8 +470,16 @@ def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
 
     def side(level: float, mode: str) -> Callable[[int], float]:
         condition = built[(level, mode)] = build_condition(
-            models.store, EMBEDDED, models.precision, models.device, PruningConfig(level=level, mode=mode),
-            AgencyConfig(), CalibrationConfig(), seed=0, num_tokens=settings.prune_tokens)
+            models.store,
+            EMBEDDED,
+            models.precision,
+            models.device,
+            PruningConfig(level=level, mode=mode),
+            AgencyConfig(),
+            CalibrationConfig(),
+            seed=0,
+            num_tokens=settings.prune_tokens,
+        )
 
         def run(n: int) -> float:
             with condition.attached():
@@ -398,8 +516,11 @@ def training_speed(models: Models, settings: Settings) -> list[Row]:
     batch, window = (2, 128) if settings.quick else (2, 256)
     plain_source = models.embedded_plain
     adapter = adapter_for(plain_source)
-    windows = calibration_set(models.tokenizer, CalibrationConfig(window=window, max_tokens=batch * window),
-                              adapter.context_length(plain_source.config)).windows.to(models.device)
+    windows = calibration_set(
+        models.tokenizer,
+        CalibrationConfig(window=window, max_tokens=batch * window),
+        adapter.context_length(plain_source.config),
+    ).windows.to(models.device)
     with torch.no_grad():
         teacher = plain_source(windows).logits
     layout = models.embedded.gates.layout
@@ -431,7 +552,17 @@ def training_speed(models: Models, settings: Settings) -> list[Row]:
     tokens = batch * window
     students.clear()
     release()
-    return [Row("8 training speed", "gated 50%-masked student vs plain model (one fit step)", EMBEDDED,
-                label(models), f"{batch}x{window}", "-", value=median(ratio), goal=0.90,
-                note=f"{tokens_per_s(t.times['gated'], tokens):.0f} vs {tokens_per_s(t.times['plain'], tokens):.0f} "
-                     f"training tok/s; attention weights train; rounds {spread(ratio)}")]
+    return [
+        Row(
+            "8 training speed",
+            "gated 50%-masked student vs plain model (one fit step)",
+            EMBEDDED,
+            label(models),
+            f"{batch}x{window}",
+            "-",
+            value=median(ratio),
+            goal=0.90,
+            note=f"{tokens_per_s(t.times['gated'], tokens):.0f} vs {tokens_per_s(t.times['plain'], tokens):.0f} "
+            f"training tok/s; attention weights train; rounds {spread(ratio)}",
+        )
+    ]

@@ -66,16 +66,20 @@ class Grid:
         return len(self.levels) * len(self.agency) * len(self.temperatures)
 
     def describe(self) -> str:
-        return (f"levels {'/'.join(f'{v:g}' for v in self.levels)}, {self.method}, agency off/on, "
-                f"T {'/'.join(f'{t:g}' for t in self.temperatures)}: {self.conditions} conditions x "
-                f"{self.prompts} prompts x {self.iterations} iterations")
+        return (
+            f"levels {'/'.join(f'{v:g}' for v in self.levels)}, {self.method}, agency off/on, "
+            f"T {'/'.join(f'{t:g}' for t in self.temperatures)}: {self.conditions} conditions x "
+            f"{self.prompts} prompts x {self.iterations} iterations"
+        )
 
 
 def _merged(low: dict, high: dict) -> dict:
     """``high`` over ``low``, nested mappings merged key by key (as ``--config a --config b`` does)."""
     out = dict(low)
     for key, value in high.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -102,7 +106,9 @@ def quickstart_grid(size: str) -> Grid:
     grid = Grid(
         levels=[float(v) for v in values("model.pruning.level", model["pruning"].get("level", 0))],
         agency=[bool(v) for v in values("model.agency.enabled", False)],
-        temperatures=[float(v) for v in values("model.generation.temperature", generation.get("temperature", 0.7))],
+        temperatures=[
+            float(v) for v in values("model.generation.temperature", generation.get("temperature", 0.7))
+        ],
         method=values("model.pruning.method", model["pruning"]["method"])[0],
         precision=model.get("precision", "float32"),
         prompts=int(data["max_prompts"]),
@@ -125,16 +131,20 @@ def _configs(grid: Grid, level: float, agency: bool):
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
 
-    return (PruningConfig(level=level, method=grid.method, mode="mask"),
-            AgencyConfig(**grid.agency_settings, enabled=agency), CalibrationConfig(**grid.calibration_settings))
+    return (
+        PruningConfig(level=level, method=grid.method, mode="mask"),
+        AgencyConfig(**grid.agency_settings, enabled=agency),
+        CalibrationConfig(**grid.calibration_settings),
+    )
 
 
 def _build(store, grid: Grid, device: torch.device, level: float, agency: bool):
     from lightning_modules.condition import build_condition
 
     pruning, agency_cfg, calibration = _configs(grid, level, agency)
-    return build_condition(store, EMBEDDED, grid.precision, device, pruning, agency_cfg, calibration, grid.seed,
-                           grid.tokens)
+    return build_condition(
+        store, EMBEDDED, grid.precision, device, pruning, agency_cfg, calibration, grid.seed, grid.tokens
+    )
 
 
 def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
@@ -148,7 +158,7 @@ def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
     store = ModelStore()
     tokenizer = store.base(EMBEDDED, grid.precision, device).tokenizer
     items = PromptDataset(read_prompts(None, grid.prompts), grid.iterations).items
-    batches = [items[i:i + grid.batch_size] for i in range(0, len(items), grid.batch_size)]
+    batches = [items[i : i + grid.batch_size] for i in range(0, len(items), grid.batch_size)]
     setup = time.perf_counter() - start
     for level, agency, temperature in itertools.product(grid.levels, grid.agency, grid.temperatures):
         build_start = time.perf_counter()
@@ -160,8 +170,15 @@ def run_ours(grid: Grid, device: torch.device) -> tuple[float, float]:
                 enc = tokenizer([item.prompt for item in batch], return_tensors="pt", padding=True).to(device)
                 seeds = [sample_seed(grid.seed, item.prompt_index, item.iteration) for item in batch]
                 condition.begin_sequence_batch(len(batch))
-                decode(condition.model, enc.input_ids, enc.attention_mask, grid.tokens, sampling, seeds,
-                       on_step=condition.on_step)
+                decode(
+                    condition.model,
+                    enc.input_ids,
+                    enc.attention_mask,
+                    grid.tokens,
+                    sampling,
+                    seeds,
+                    on_step=condition.on_step,
+                )
     elapsed = time.perf_counter() - start
     store.clear()
     del store
@@ -213,9 +230,16 @@ def run_original(grid: Grid, device: torch.device, precomputed: Models, levels: 
                         torch.manual_seed(sample_seed(grid.seed, prompt_index, iteration))
                         with torch.no_grad():
                             condition.model.generate(
-                                **enc, do_sample=True, temperature=temperature, top_k=grid.top_k,
-                                top_p=grid.top_p, max_new_tokens=grid.tokens, min_new_tokens=grid.tokens,
-                                pad_token_id=condition.tokenizer.pad_token_id, logits_processor=processors)
+                                **enc,
+                                do_sample=True,
+                                temperature=temperature,
+                                top_k=grid.top_k,
+                                top_p=grid.top_p,
+                                max_new_tokens=grid.tokens,
+                                min_new_tokens=grid.tokens,
+                                pad_token_id=condition.tokenizer.pad_token_id,
+                                logits_processor=processors,
+                            )
             del arms, store
             gc.collect()
     elapsed = time.perf_counter() - start
@@ -237,13 +261,25 @@ def grid_speedup(models: Models, size: str, grid: Grid | None = None) -> list[Ro
     samples = grid.conditions * grid.prompts * grid.iterations
     loads = len(grid.levels) * len(grid.temperatures) * grid.iterations * len(grid.agency)
     part = "full quickstart grid" if size == "full" else "quickstart grid, part"
-    return [Row("5 the grid", f"{part}: original loop time / our time", EMBEDDED,
-                f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr", f"{grid.batch_size} vs 1",
-                grid.tokens, value=original / ours, goal=5.0,
-                note=f"{grid.describe()}; {samples} samples; ours {ours:.0f} s (1 load; {setup:.0f} s of it "
-                     f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)"
-                     + ("" if size == "full" else "; a part weighs our one-time setup more than the grid: "
-                                                  "--full-grid for the whole"))]
+    return [
+        Row(
+            "5 the grid",
+            f"{part}: original loop time / our time",
+            EMBEDDED,
+            f"{models.device.type} {grid.precision}, {torch.get_num_threads()} thr",
+            f"{grid.batch_size} vs 1",
+            grid.tokens,
+            value=original / ours,
+            goal=5.0,
+            note=f"{grid.describe()}; {samples} samples; ours {ours:.0f} s (1 load; {setup:.0f} s of it "
+            f"load, ranking, calibration, builds), original {original:.0f} s ({loads} loads)"
+            + (
+                ""
+                if size == "full"
+                else "; a part weighs our one-time setup more than the grid: --full-grid for the whole"
+            ),
+        )
+    ]
 
 
 def _agency_signals(models: Models, grid: Grid) -> None:

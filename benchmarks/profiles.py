@@ -39,8 +39,16 @@ def op_table(run) -> tuple[dict[str, float], float]:
     return {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}, wall
 
 
-def compare(title: str, left: str, right: str, a: dict[str, float], b: dict[str, float],
-            wall_a: float, wall_b: float, rows: int = 14) -> None:
+def compare(
+    title: str,
+    left: str,
+    right: str,
+    a: dict[str, float],
+    b: dict[str, float],
+    wall_a: float,
+    wall_b: float,
+    rows: int = 14,
+) -> None:
     print(f"\n{title}: ms per decoding step (self CPU, profiled)")
     print(f"{'op':48s} {left:>12s} {right:>12s}")
     for key in sorted(set(a) | set(b), key=lambda k: -max(a.get(k, 0.0), b.get(k, 0.0)))[:rows]:
@@ -67,8 +75,17 @@ def _condition(models: Models, enabled: bool):
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
 
-    return build_condition(models.store, EMBEDDED, "float32", "cpu", PruningConfig(level=0),
-                           AgencyConfig(enabled=enabled), CalibrationConfig(), 0, STEPS)
+    return build_condition(
+        models.store,
+        EMBEDDED,
+        "float32",
+        "cpu",
+        PruningConfig(level=0),
+        AgencyConfig(enabled=enabled),
+        CalibrationConfig(),
+        0,
+        STEPS,
+    )
 
 
 def agency(models: Models) -> None:
@@ -80,8 +97,11 @@ def agency(models: Models) -> None:
         condition = _condition(models, enabled)
         with condition.attached():
             condition.begin_sequence_batch(8)
-            tables[enabled] = op_table(lambda c=condition: decode(c.model, ids, mask, STEPS, SamplingConfig(0.7),
-                                                                  list(range(8)), on_step=c.on_step))
+            tables[enabled] = op_table(
+                lambda c=condition: decode(
+                    c.model, ids, mask, STEPS, SamplingConfig(0.7), list(range(8)), on_step=c.on_step
+                )
+            )
     (a, wa), (b, wb) = tables[False], tables[True]
     compare("decode at batch 8, T=0.7, 0% pruned", "baseline", "agency", a, b, wa, wb, rows=24)
 
@@ -100,10 +120,13 @@ def agency_parts(models: Models) -> None:
     def no_focus(query, *_args):
         return torch.zeros(query.shape[0], query.shape[1], device=query.device)
 
-    variants = {"baseline": (False, focus, observe), "agency": (True, focus, observe),
-                "agency, focus not computed": (True, no_focus, observe),
-                "agency, observe a no-op": (True, focus, lambda *_: None),
-                "agency, neither (gating + step only)": (True, no_focus, lambda *_: None)}
+    variants = {
+        "baseline": (False, focus, observe),
+        "agency": (True, focus, observe),
+        "agency, focus not computed": (True, no_focus, observe),
+        "agency, observe a no-op": (True, focus, lambda *_: None),
+        "agency, neither (gating + step only)": (True, no_focus, lambda *_: None),
+    }
 
     def run(name: str, steps: int) -> float:
         enabled, attention.newest_token_focus, AgencyController.observe = variants[name]
@@ -111,8 +134,15 @@ def agency_parts(models: Models) -> None:
             condition = _condition(models, enabled)
             with condition.attached():
                 condition.begin_sequence_batch(8)
-                result = decode(condition.model, ids, mask, steps, SamplingConfig(0.7), list(range(8)),
-                                on_step=condition.on_step)
+                result = decode(
+                    condition.model,
+                    ids,
+                    mask,
+                    steps,
+                    SamplingConfig(0.7),
+                    list(range(8)),
+                    on_step=condition.on_step,
+                )
             return result.total_time_s
         finally:
             attention.newest_token_focus, AgencyController.observe = focus, observe
@@ -131,8 +161,13 @@ def agency_parts(models: Models) -> None:
 
 
 def gemm(_models: Models) -> None:
-    shapes = [("q/o proj", 576, 576), ("k/v proj", 576, 192), ("mlp up/gate", 576, 1536),
-              ("mlp down", 1536, 576), ("lm head", 576, 49152)]
+    shapes = [
+        ("q/o proj", 576, 576),
+        ("k/v proj", 576, 192),
+        ("mlp up/gate", 576, 1536),
+        ("mlp down", 1536, 576),
+        ("lm head", 576, 49152),
+    ]
     print("\nF.linear alone (weights re-read from memory each call: a fresh copy per call)")
     print(f"{'shape':12s} {'K x N':>12s} {'M=1 us':>10s} {'M=8 us':>10s} {'M=8 / M=1':>10s}")
     for name, k, n in shapes:
@@ -148,7 +183,9 @@ def gemm(_models: Models) -> None:
                 for w in weights:
                     torch.nn.functional.linear(x, w)
             result[m] = (time.perf_counter() - start) / (3 * len(weights)) * 1e6
-        print(f"{name:12s} {f'{k}x{n}':>12s} {result[1]:10.1f} {result[8]:10.1f} {result[8] / result[1]:10.2f}")
+        print(
+            f"{name:12s} {f'{k}x{n}':>12s} {result[1]:10.1f} {result[8]:10.1f} {result[8] / result[1]:10.2f}"
+        )
 
 
 def cold_ops(_models: Models) -> None:
@@ -164,12 +201,14 @@ def cold_ops(_models: Models) -> None:
     scores = torch.randn(batch * kv_heads, heads // kv_heads, length)
     small = torch.rand(batch, heads)
     layer_weights = torch.randn(17_000_000 // 4)
-    ops = {"baddbmm (scores)": lambda: torch.baddbmm(mask, last, keys, alpha=0.125),
-           "softmax": lambda: scores.softmax(-1),
-           "special.entr": lambda: torch.special.entr(scores),
-           "sum(-1)": lambda: scores.sum(-1),
-           "lerp_ on [8, 9]": lambda: small.lerp_(small, 0.1),
-           "masked_fill_ on [8, 9]": lambda: small.masked_fill_(small > 2, 0.0)}
+    ops = {
+        "baddbmm (scores)": lambda: torch.baddbmm(mask, last, keys, alpha=0.125),
+        "softmax": lambda: scores.softmax(-1),
+        "special.entr": lambda: torch.special.entr(scores),
+        "sum(-1)": lambda: scores.sum(-1),
+        "lerp_ on [8, 9]": lambda: small.lerp_(small, 0.1),
+        "masked_fill_ on [8, 9]": lambda: small.masked_fill_(small > 2, 0.0),
+    }
 
     def cost(op, flush: bool, repeats: int = 200) -> float:
         total = 0.0
@@ -200,8 +239,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}")
-    {"batching": batching, "agency": agency, "agency-parts": agency_parts, "gemm": gemm,
-     "cold-ops": cold_ops}[args.what](Models())
+    {
+        "batching": batching,
+        "agency": agency,
+        "agency-parts": agency_parts,
+        "gemm": gemm,
+        "cold-ops": cold_ops,
+    }[args.what](Models())
 
 
 if __name__ == "__main__":

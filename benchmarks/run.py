@@ -37,8 +37,11 @@ def gpu(_cpu_models: Models, settings: figures.Settings) -> list[Row]:
     for precision in ("float32", "bfloat16"):
         models = Models("cuda", precision)
         for which in (figures.GPT2, figures.EMBEDDED):
-            found = (figures.gate_overhead(models, settings, which) + figures.batching(models, settings, which)
-                     + figures.physical_limit(models, settings, which))
+            found = (
+                figures.gate_overhead(models, settings, which)
+                + figures.batching(models, settings, which)
+                + figures.physical_limit(models, settings, which)
+            )
             rows.extend(found)
         rows.extend(figures.agency_overhead(models, settings))
         rows.extend(figures.pruning_speedup(models, settings))
@@ -63,14 +66,25 @@ FIGURES: dict[str, FigureFn] = {
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("figure", "line", "model", "device/precision", "batch", "new tokens", "value", "goal", "result",
-              "details")
+    header = (
+        "figure",
+        "line",
+        "model",
+        "device/precision",
+        "batch",
+        "new tokens",
+        "value",
+        "goal",
+        "result",
+        "details",
+    )
     cells = [header]
     for r in rows:
         value = "-" if r.value is None else f"{r.value:.3f}"
         goal = "-" if r.goal is None else f">= {r.goal:g}"
-        cells.append((r.figure, r.line, r.model, r.setup, str(r.batch), str(r.tokens), value, goal, r.status,
-                      r.note))
+        cells.append(
+            (r.figure, r.line, r.model, r.setup, str(r.batch), str(r.tokens), value, goal, r.status, r.note)
+        )
     widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
     lines = []
     for i, row in enumerate(cells):
@@ -83,12 +97,20 @@ def format_table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens (~6 minutes)")
-    parser.add_argument("--only", choices=list(FIGURES), action="append",
-                        help="run only this figure (repeatable)")
-    parser.add_argument("--full-grid", action="store_true",
-                        help="figure 5 on the whole quickstart grid (16 conditions instead of 4; ~10 more minutes)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every figure (default: one per core not kept busy by others)")
+    parser.add_argument(
+        "--only", choices=list(FIGURES), action="append", help="run only this figure (repeatable)"
+    )
+    parser.add_argument(
+        "--full-grid",
+        action="store_true",
+        help="figure 5 on the whole quickstart grid (16 conditions instead of 4; ~10 more minutes)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every figure (default: one per core not kept busy by others)",
+    )
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -116,21 +138,30 @@ def main(argv: list[str] | None = None) -> int:
         policy.record(wall_start, time.time(), threads)
         rows.extend(found)
         for row in found:
-            print(f"  {row.line.strip()}: {'-' if row.value is None else f'{row.value:.3f}'} [{row.status}] "
-                  f"{row.note}", flush=True)
+            print(
+                f"  {row.line.strip()}: {'-' if row.value is None else f'{row.value:.3f}'} [{row.status}] "
+                f"{row.note}",
+                flush=True,
+            )
         print(f"  ({time.perf_counter() - figure_start:.0f} s)", flush=True)
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print()
-    print(f"{'quick' if args.quick else 'full'} run, {time.perf_counter() - start:.0f} s; "
-          f"load average at end (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print("value: a ratio measured side by side in this process (median over alternating rounds); "
-          "goal: value >= goal")
+    print(
+        f"{'quick' if args.quick else 'full'} run, {time.perf_counter() - start:.0f} s; "
+        f"load average at end (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        "value: a ratio measured side by side in this process (median over alternating rounds); "
+        "goal: value >= goal"
+    )
     print(format_table(rows))
     missed = [r for r in rows if r.missed]
     if missed:
-        print(f"\n{len(missed)} goal(s) missed: " + "; ".join(f"{r.figure} / {r.line.strip()} ({r.model}, "
-                                                           f"batch {r.batch})" for r in missed))
+        print(
+            f"\n{len(missed)} goal(s) missed: "
+            + "; ".join(f"{r.figure} / {r.line.strip()} ({r.model}, batch {r.batch})" for r in missed)
+        )
         return 1
     print("\nall goals met")
     return 0

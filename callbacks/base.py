@@ -77,8 +77,9 @@ class MeasuringCallback(L.Callback):
         return self._measured
 
     @staticmethod
-    def log_values(trainer: L.Trainer, values: dict[str, float], step: int | None = None,
-                   prefix: str | None = None) -> None:
+    def log_values(
+        trainer: L.Trainer, values: dict[str, float], step: int | None = None, prefix: str | None = None
+    ) -> None:
         """Log through every logger of the Trainer; a logger that fails never costs the measurement."""
         if not values:
             return

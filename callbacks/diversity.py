@@ -159,11 +159,20 @@ class DiversityMonitor(MeasuringCallback):
     def metric_names(self) -> tuple[str, ...]:
         return (*self.token_metrics, *self.text_metrics)
 
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
-                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Generated,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         for row, key in measurable_rows(self._measured, outputs, self.metric_names):
-            for metrics, value in ((self.token_metrics, outputs.continuation_ids[row:row + 1]),
-                                   (self.text_metrics, [outputs.continuations[row]])):
+            for metrics, value in (
+                (self.token_metrics, outputs.continuation_ids[row : row + 1]),
+                (self.text_metrics, [outputs.continuations[row]]),
+            ):
                 for name, metric in metrics.items():
                     try:
                         metric.reset()

@@ -85,8 +85,15 @@ class MemoryMonitor(MeasuringCallback):
             except Exception as error:
                 self._measured.fail(PEAK_CUDA_MB, error_text(error))
 
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
-                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Generated,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._prompt_lengths.extend(len(ids) for ids in outputs.prompt_ids)
         self._num_tokens = int(outputs.continuation_ids.shape[1])
         if self.enabled:
@@ -97,11 +104,14 @@ class MemoryMonitor(MeasuringCallback):
         layout, pruned, computed, executed, after_removal = module.cost_inputs()
         measured.add_condition("parameters_executed", executed)
         measured.add_condition("parameters_after_removal", after_removal)
-        measured.add_condition("kv_cache_values_per_token_after_removal", kv_cache_values_per_token(layout, pruned))
+        measured.add_condition(
+            "kv_cache_values_per_token_after_removal", kv_cache_values_per_token(layout, pruned)
+        )
         try:
             context = mean_decoding_context(self._prompt_lengths, self._num_tokens)
-            measured.add_condition("flops_per_token_executed",
-                                   flops_per_token(layout, [] if computed else pruned, context))
+            measured.add_condition(
+                "flops_per_token_executed", flops_per_token(layout, [] if computed else pruned, context)
+            )
             measured.add_condition("flops_per_token_after_removal", flops_per_token(layout, pruned, context))
         except Exception as error:
             measured.fail("flops_per_token_executed", error_text(error))
@@ -111,13 +121,17 @@ class MemoryMonitor(MeasuringCallback):
         self._sample_rss()
         if not any(f.metric == PEAK_RSS_MB for f in measured.failures):
             measured.add_condition(PEAK_RSS_MB, self._peak_rss / MB)
-            measured.notes[PEAK_RSS_MB] = ("largest resident set size of the process sampled at this condition's "
-                                           "start, after each batch and at its end (includes the model weights)")
+            measured.notes[PEAK_RSS_MB] = (
+                "largest resident set size of the process sampled at this condition's "
+                "start, after each batch and at its end (includes the model weights)"
+            )
         if self._cuda_device is not None:
             try:
                 torch.cuda.synchronize(self._cuda_device)
                 measured.add_condition(PEAK_CUDA_MB, torch.cuda.max_memory_allocated(self._cuda_device) / MB)
-                measured.notes[PEAK_CUDA_MB] = ("torch.cuda.max_memory_allocated after "
-                                                "torch.cuda.reset_peak_memory_stats at this condition's start")
+                measured.notes[PEAK_CUDA_MB] = (
+                    "torch.cuda.max_memory_allocated after "
+                    "torch.cuda.reset_peak_memory_stats at this condition's start"
+                )
             except Exception as error:
                 measured.fail(PEAK_CUDA_MB, error_text(error))

@@ -34,11 +34,18 @@ def format_outputs(record: ConditionRecord) -> str:
         lines += [
             "",
             f"=== prompt_index={sample.prompt_index} iteration={sample.iteration} seed={sample.seed}",
-            "--- prompt", sample.prompt, "--- continuation", sample.continuation, "--- metrics",
+            "--- prompt",
+            sample.prompt,
+            "--- continuation",
+            sample.continuation,
+            "--- metrics",
             *(f"{name} = {value:.6g}" for name, value in sorted(sample.metrics.items())),
         ]
         if sample.failures:
-            lines += ["--- failures", *(f"{name}: {error}" for name, error in sorted(sample.failures.items()))]
+            lines += [
+                "--- failures",
+                *(f"{name}: {error}" for name, error in sorted(sample.failures.items())),
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -58,8 +65,9 @@ def table_rows(record: ConditionRecord, columns: list[str]) -> list[list[Any]]:
     rows = []
     for sample in record.samples:
         failures = "; ".join(f"{name}: {error}" for name, error in sorted(sample.failures.items()))
-        rows.append([getattr(sample, c) for c in BASE_COLUMNS] + [sample.metrics.get(c) for c in columns]
-                    + [failures])
+        rows.append(
+            [getattr(sample, c) for c in BASE_COLUMNS] + [sample.metrics.get(c) for c in columns] + [failures]
+        )
     return rows
 
 
@@ -80,7 +88,9 @@ class OutputWriter(L.Callback):
         """Write the texts of a composed record; return the file written (None when disabled)."""
         if not self.enabled:
             return None
-        self.last_path = write_text_atomic(run_dir / "outputs" / f"{record.condition_id}.txt", format_outputs(record))
+        self.last_path = write_text_atomic(
+            run_dir / "outputs" / f"{record.condition_id}.txt", format_outputs(record)
+        )
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if loggers:
             metrics = metric_columns(record)

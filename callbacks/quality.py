@@ -43,10 +43,20 @@ class QualityMonitor(MeasuringCallback):
         self.corpus_perplexity = bool(corpus_perplexity)
 
     def result_settings(self) -> dict[str, Any]:
-        return {"reference_perplexity": self.reference_perplexity, "corpus_perplexity": self.corpus_perplexity}
+        return {
+            "reference_perplexity": self.reference_perplexity,
+            "corpus_perplexity": self.corpus_perplexity,
+        }
 
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Generated,
-                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Generated,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not self.reference_perplexity:
             return
         rows = list(measurable_rows(self._measured, outputs, (REFERENCE_PERPLEXITY,)))
@@ -61,14 +71,17 @@ class QualityMonitor(MeasuringCallback):
         values = []
         for row, key in rows:
             try:
-                value = float(perplexity(logits[row:row + 1], targets[row:row + 1], ignore_index=IGNORE_INDEX))
+                value = float(
+                    perplexity(logits[row : row + 1], targets[row : row + 1], ignore_index=IGNORE_INDEX)
+                )
                 self._measured.add_sample(key, REFERENCE_PERPLEXITY, value)
                 values.append(value)
             except Exception as error:
                 self._measured.fail_sample(key, REFERENCE_PERPLEXITY, error_text(error))
         if values:
-            self.log_values(trainer, {REFERENCE_PERPLEXITY: sum(values) / len(values)}, step=batch_idx,
-                            prefix=self.part)
+            self.log_values(
+                trainer, {REFERENCE_PERPLEXITY: sum(values) / len(values)}, step=batch_idx, prefix=self.part
+            )
 
     def finish(self, trainer: L.Trainer, module: Experiment) -> None:
         """Runs while the condition's state is still attached to the model."""

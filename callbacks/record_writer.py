@@ -47,11 +47,20 @@ class RecordWriter(BasePredictionWriter):
         wandb_errors: ``continue`` (warn, keep the local record) or ``raise``.
     """
 
-    def __init__(self, output_dir: str | None = None, quiet: bool = False,
-                 wandb_errors: Literal["continue", "raise"] = "continue") -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        quiet: bool = False,
+        wandb_errors: Literal["continue", "raise"] = "continue",
+    ) -> None:
         super().__init__(write_interval="batch")
-        require(wandb_errors in WANDB_ERRORS, "record.wandb_errors", wandb_errors, ", ".join(WANDB_ERRORS),
-                "is not known")
+        require(
+            wandb_errors in WANDB_ERRORS,
+            "record.wandb_errors",
+            wandb_errors,
+            ", ".join(WANDB_ERRORS),
+            "is not known",
+        )
         self.output_dir = Path(output_dir) if output_dir else default_run_dir()
         self.quiet = quiet
         self.wandb_errors = wandb_errors
@@ -63,9 +72,16 @@ class RecordWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._samples, self.record = [], None
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Generated,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
-                           dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Generated,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         self._samples += samples_of(prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -90,22 +106,31 @@ class RecordWriter(BasePredictionWriter):
         return header
 
     # -- unfinished conditions ------------------------------------------------------------------------
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         """Leave a record that says the condition did not finish, and why; never raise from here."""
         try:
             self._write_unfinished(trainer, pl_module, exception)
         except Exception as error:  # the original exception is what the user must see
-            print(f"warning: the unfinished condition could not be recorded ({error_text(error)})", file=sys.stderr)
+            print(
+                f"warning: the unfinished condition could not be recorded ({error_text(error)})",
+                file=sys.stderr,
+            )
 
-    def _write_unfinished(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def _write_unfinished(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         header = getattr(pl_module, "header", None)
         if header is None or header.condition_id in self._complete:
             return  # failed before the condition was known, or after its complete record was written
         path = record_path(self.output_dir, header.condition_id)
         status = "incomplete" if isinstance(exception, KeyboardInterrupt) else "failed"
         if record_status(path) == "complete":
-            print(f"warning: {path} stays as it is (complete, from an earlier run); this run was {status}",
-                  file=sys.stderr)
+            print(
+                f"warning: {path} stays as it is (complete, from an earlier run); this run was {status}",
+                file=sys.stderr,
+            )
             return
         seen = {s.key for s in self._samples}
         for batch in getattr(pl_module, "generated", []):  # a batch another callback's failure kept from us
@@ -124,14 +149,23 @@ class RecordWriter(BasePredictionWriter):
             try:
                 run = logger.experiment
                 run.name = record.condition_id
-                run.config.update({**flatten(record.config), **dashboard_config(record),
-                                   "condition_id": record.condition_id}, allow_val_change=True)
+                run.config.update(
+                    {
+                        **flatten(record.config),
+                        **dashboard_config(record),
+                        "condition_id": record.condition_id,
+                    },
+                    allow_val_change=True,
+                )
                 run.summary.update(wandb_summary(record))
             except Exception as error:  # W&B must never cost the local record
                 if self.wandb_errors == "raise":
                     raise
-                print(f"warning: W&B logging failed ({error_text(error)}); the local record {self.written} is "
-                      "complete", file=sys.stderr)
+                print(
+                    f"warning: W&B logging failed ({error_text(error)}); the local record {self.written} is "
+                    "complete",
+                    file=sys.stderr,
+                )
 
 
 def samples_of(generated: Generated) -> list[Sample]:
@@ -139,9 +173,15 @@ def samples_of(generated: Generated) -> list[Sample]:
     samples = []
     for row, item in enumerate(generated.items):
         failed = row in generated.failed_rows
-        sample = Sample(int(item.prompt_index), int(item.iteration), int(generated.seeds[row]), item.prompt,
-                        "" if failed else generated.continuations[row], len(generated.prompt_ids[row]),
-                        int(generated.truncated_tokens.get(row, 0)))
+        sample = Sample(
+            int(item.prompt_index),
+            int(item.iteration),
+            int(generated.seeds[row]),
+            item.prompt,
+            "" if failed else generated.continuations[row],
+            len(generated.prompt_ids[row]),
+            int(generated.truncated_tokens.get(row, 0)),
+        )
         if failed:
             sample.failures["generation"] = generation_failure(generated.failed_rows[row])
         samples.append(sample)
@@ -151,9 +191,14 @@ def samples_of(generated: Generated) -> list[Sample]:
 def dashboard_config(record: ConditionRecord) -> dict[str, Any]:
     """Short keys to group W&B runs by in a dashboard."""
     flat = flatten(record.config)
-    return {"model": flat.get("model.model_name"), "pruning_level": flat.get("model.pruning.level"),
-            "pruning_method": flat.get("model.pruning.method"), "agency": bool(flat.get("model.agency.enabled")),
-            "temperature": flat.get("model.generation.temperature"), "seed": flat.get("model.seed")}
+    return {
+        "model": flat.get("model.model_name"),
+        "pruning_level": flat.get("model.pruning.level"),
+        "pruning_method": flat.get("model.pruning.method"),
+        "agency": bool(flat.get("model.agency.enabled")),
+        "temperature": flat.get("model.generation.temperature"),
+        "seed": flat.get("model.seed"),
+    }
 
 
 def wandb_summary(record: ConditionRecord) -> dict[str, Any]:
@@ -192,13 +237,17 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
     corpus = record.condition_metrics.get("corpus_perplexity")
     arm = "baseline"
     if flat.get("model.agency.enabled"):
-        changed = [f"{name}={json.dumps(flat.get('model.agency.' + name))}"
-                   for name in flat.get("model.agency.departures") or []]
+        changed = [
+            f"{name}={json.dumps(flat.get('model.agency.' + name))}"
+            for name in flat.get("model.agency.departures") or []
+        ]
         arm = f"agency {' '.join(changed)}".strip()
     failed = sum(1 for s in record.samples if s.failures)
-    return (f"[{arm}] {flat.get('model.model_name')} {flat.get('model.pruning.method')} "
-            f"{flat.get('model.pruning.level'):g}% T={flat.get('model.generation.temperature'):g}: "
-            f"{mean('tokens_per_second')} tok/s, first token {mean('first_token_latency_s')} s, "
-            f"ref ppl {mean('reference_perplexity')}, corpus ppl "
-            f"{'failed' if corpus is None else f'{corpus:.4g}'}, distinct-2 {mean('distinct_2')}, "
-            f"samples {len(record.samples)} ({failed} with failures) -> {path}")
+    return (
+        f"[{arm}] {flat.get('model.model_name')} {flat.get('model.pruning.method')} "
+        f"{flat.get('model.pruning.level'):g}% T={flat.get('model.generation.temperature'):g}: "
+        f"{mean('tokens_per_second')} tok/s, first token {mean('first_token_latency_s')} s, "
+        f"ref ppl {mean('reference_perplexity')}, corpus ppl "
+        f"{'failed' if corpus is None else f'{corpus:.4g}'}, distinct-2 {mean('distinct_2')}, "
+        f"samples {len(record.samples)} ({failed} with failures) -> {path}"
+    )

@@ -17,8 +17,9 @@ def generation_failure(reason: str) -> str:
     return f"generation failed: {reason}"
 
 
-def measurable_rows(measured: Measurements, generated: Generated, names: Iterable[str]) -> Iterator[
-        tuple[int, SampleKey]]:
+def measurable_rows(
+    measured: Measurements, generated: Generated, names: Iterable[str]
+) -> Iterator[tuple[int, SampleKey]]:
     """Yield (row, key) of the rows whose generation succeeded.
 
     A row in ``generated.failed_rows`` is not yielded: each of ``names`` is

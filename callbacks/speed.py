@@ -79,17 +79,34 @@ class Arm:
     decode: Callable[[TimedBatch, int], Decoded]  # (batch, num_tokens) -> timed decode
 
 
-def time_interleaved(arms: Sequence[Arm], batch: TimedBatch, repeats: int, seed: int,
-                     device: str, synchronized: bool, session: str | None = None) -> dict[str, Timing]:
+def time_interleaved(
+    arms: Sequence[Arm],
+    batch: TimedBatch,
+    repeats: int,
+    seed: int,
+    device: str,
+    synchronized: bool,
+    session: str | None = None,
+) -> dict[str, Timing]:
     """Every arm warmed up, then ``repeats`` rounds, each timing every arm once in a seeded random order.
 
     ``session`` names this timing run (repeats of arms in one session are paired); a fresh id by default.
     """
     session = session or uuid.uuid4().hex[:12]
     ids = [arm.condition_id for arm in arms]
-    timings = {arm.condition_id: Timing("interleaved" if len(arms) > 1 else "alone", session, ids,
-                                        len(batch.prompts), batch.num_tokens, batch.warmup_tokens, device,
-                                        synchronized) for arm in arms}
+    timings = {
+        arm.condition_id: Timing(
+            "interleaved" if len(arms) > 1 else "alone",
+            session,
+            ids,
+            len(batch.prompts),
+            batch.num_tokens,
+            batch.warmup_tokens,
+            device,
+            synchronized,
+        )
+        for arm in arms
+    }
     for arm in arms:
         arm.decode(batch, batch.warmup_tokens)
     rng = random.Random(seed)
@@ -99,7 +116,9 @@ def time_interleaved(arms: Sequence[Arm], batch: TimedBatch, repeats: int, seed:
         for position, arm in enumerate(order):
             try:
                 decoded = arm.decode(batch, batch.num_tokens)
-                timings[arm.condition_id].repeats.append(repeat_values(decoded, batch.num_tokens, repeat, position))
+                timings[arm.condition_id].repeats.append(
+                    repeat_values(decoded, batch.num_tokens, repeat, position)
+                )
             except Exception as error:
                 failed = TimingRepeat(repeat, position)
                 for name in (TOKENS_PER_SECOND, FIRST_TOKEN_LATENCY, GENERATION_TIME):
@@ -124,32 +143,62 @@ class SpeedMonitor(MeasuringCallback):
 
     part = "speed"
 
-    def __init__(self, repeats: int = 5, batch_size: int | None = None, num_tokens: int | None = None,
-                 warmup_tokens: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        repeats: int = 5,
+        batch_size: int | None = None,
+        num_tokens: int | None = None,
+        warmup_tokens: int = 4,
+        seed: int = 0,
+    ) -> None:
         require(is_int(repeats) and repeats >= 1, "timing.repeats", repeats, "an integer >= 1")
-        require(batch_size is None or (is_int(batch_size) and batch_size >= 1), "timing.batch_size", batch_size,
-                "an integer >= 1, or null for data.batch_size")
-        require(num_tokens is None or (is_int(num_tokens) and num_tokens >= 2), "timing.num_tokens", num_tokens,
-                "an integer >= 2, or null for model.generation.num_tokens")
-        require(is_int(warmup_tokens) and warmup_tokens >= 1, "timing.warmup_tokens", warmup_tokens,
-                "an integer >= 1")
+        require(
+            batch_size is None or (is_int(batch_size) and batch_size >= 1),
+            "timing.batch_size",
+            batch_size,
+            "an integer >= 1, or null for data.batch_size",
+        )
+        require(
+            num_tokens is None or (is_int(num_tokens) and num_tokens >= 2),
+            "timing.num_tokens",
+            num_tokens,
+            "an integer >= 2, or null for model.generation.num_tokens",
+        )
+        require(
+            is_int(warmup_tokens) and warmup_tokens >= 1,
+            "timing.warmup_tokens",
+            warmup_tokens,
+            "an integer >= 1",
+        )
         require(is_int(seed), "timing.seed", seed, "an integer")
         super().__init__()
         self.repeats, self.batch_size, self.num_tokens = repeats, batch_size, num_tokens
         self.warmup_tokens, self.seed = warmup_tokens, seed
 
     def result_settings(self) -> dict[str, Any]:
-        return {"repeats": self.repeats, "batch_size": self.batch_size, "num_tokens": self.num_tokens,
-                "warmup_tokens": self.warmup_tokens}
+        return {
+            "repeats": self.repeats,
+            "batch_size": self.batch_size,
+            "num_tokens": self.num_tokens,
+            "warmup_tokens": self.warmup_tokens,
+        }
 
-    def timed_batch(self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int,
-                    generation_tokens: int) -> TimedBatch:
+    def timed_batch(
+        self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int, generation_tokens: int
+    ) -> TimedBatch:
         rows = min(self.batch_size or data_batch_size, len(prompts))
-        return TimedBatch(list(prompts[:rows]), list(seeds[:rows]), self.num_tokens or generation_tokens,
-                          self.warmup_tokens)
+        return TimedBatch(
+            list(prompts[:rows]), list(seeds[:rows]), self.num_tokens or generation_tokens, self.warmup_tokens
+        )
 
-    def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                               batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_start(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Timed right before the first batch: after the module's warm-up and after every callback's start
         (peak memory is reset there), before the generation whose agency statistics the record reports."""
         if self._measured.timing is None:
@@ -163,11 +212,19 @@ class SpeedMonitor(MeasuringCallback):
         provided = take_timing(module.header.condition_id)
         if provided is None:
             batch = self.timed_batch(*module.timing_inputs())
-            arm = Arm(module.header.condition_id,
-                      lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens))
+            arm = Arm(
+                module.header.condition_id, lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens)
+            )
             device = str(trainer.strategy.root_device.type)
-            provided = time_interleaved([arm], batch, self.repeats, self.seed, device, device == "cuda",
-                                        session=f"alone:{module.header.condition_id}")[module.header.condition_id]
+            provided = time_interleaved(
+                [arm],
+                batch,
+                self.repeats,
+                self.seed,
+                device,
+                device == "cuda",
+                session=f"alone:{module.header.condition_id}",
+            )[module.header.condition_id]
         self._measured.timing = provided
         for repeat in provided.repeats:
             self.log_values(trainer, repeat.metrics, step=repeat.repeat, prefix=self.part)

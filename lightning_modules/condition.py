@@ -113,20 +113,30 @@ class ConditionModel:
         return ModelShape(lay.family, lay.num_layers, lay.num_heads, lay.num_kv_heads, lay.head_dim)
 
     def pruning_record(self, agency_enabled: bool) -> Pruning:
-        ranking = Ranking(self.scores.method, self.scores.scores.tolist(), self.scores.ascending,
-                          [list(h) for h in self.scores.order()], self.calibration.use if self.calibration else None)
+        ranking = Ranking(
+            self.scores.method,
+            self.scores.scores.tolist(),
+            self.scores.ascending,
+            [list(h) for h in self.scores.order()],
+            self.calibration.use if self.calibration else None,
+        )
         return Pruning(
             mode=self.mode,
             heads=[list(h) for h in self.heads],
-            heads_by_arm={"baseline": [list(h) for h in self.baseline_heads],
-                          "agency": [list(h) for h in self.heads] if agency_enabled else None},
-            passed_over=[PassedOver(layer, head, reason) for (layer, head), reason in self.selection.passed_over],
+            heads_by_arm={
+                "baseline": [list(h) for h in self.baseline_heads],
+                "agency": [list(h) for h in self.heads] if agency_enabled else None,
+            },
+            passed_over=[
+                PassedOver(layer, head, reason) for (layer, head), reason in self.selection.passed_over
+            ],
             ranking=ranking,
         )
 
 
-def _attach_agency(model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter,
-                   controller: AgencyController) -> Callable[[], None]:
+def _attach_agency(
+    model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter, controller: AgencyController
+) -> Callable[[], None]:
     """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo."""
     gates.factor_provider = controller.gate_factors
     num_heads = gates.layout.num_heads
@@ -162,7 +172,9 @@ def sham_index(heads: list[Head], layout: HeadLayout, seed: int) -> torch.Tensor
     pruned = set(heads)
     for layer in range(layout.num_layers):
         kept = [h for h in range(layout.num_heads) if (layer, h) not in pruned]
-        shuffled = torch.tensor(kept)[torch.randperm(len(kept), generator=generator)] if kept else torch.tensor([])
+        shuffled = (
+            torch.tensor(kept)[torch.randperm(len(kept), generator=generator)] if kept else torch.tensor([])
+        )
         for h, source in zip(kept, shuffled.tolist(), strict=True):
             index[layer, h] = source
     return index
@@ -176,9 +188,19 @@ class Weights:
     key: str  # the checkpoint's content hash: corpus perplexity is cached per weights too
 
 
-def build_condition(store: ModelStore, model_name: str, precision: str, device: torch.device | str,
-                    pruning: PruningConfig, agency: AgencyConfig, calibration: CalibrationConfig, seed: int,
-                    num_tokens: int, own_copy: bool = False, weights: Weights | None = None) -> ConditionModel:
+def build_condition(
+    store: ModelStore,
+    model_name: str,
+    precision: str,
+    device: torch.device | str,
+    pruning: PruningConfig,
+    agency: AgencyConfig,
+    calibration: CalibrationConfig,
+    seed: int,
+    num_tokens: int,
+    own_copy: bool = False,
+    weights: Weights | None = None,
+) -> ConditionModel:
     """A condition's state, not yet attached: on the shared base model, or on a copy of its own (remove mode,
     ``own_copy`` for training it, or recovered ``weights``). Rankings and calibration always come from the
     loaded (unrecovered) model, so a recovered model prunes exactly the heads it was trained without."""
@@ -186,39 +208,80 @@ def build_condition(store: ModelStore, model_name: str, precision: str, device: 
     adapter = adapter_for(loaded.model)
     layout = loaded.gates.layout
     context = adapter.context_length(loaded.model.config)
-    calib_key = (model_name, precision, calibration.fingerprint()["sha256"], calibration.max_tokens,
-                 calibration.window)
+    calib_key = (
+        model_name,
+        precision,
+        calibration.fingerprint()["sha256"],
+        calibration.max_tokens,
+        calibration.window,
+    )
     criterion = CRITERIA[pruning.method]
-    calib = store.cached(("calibration", *calib_key),
-                         lambda: calibration_set(loaded.tokenizer, calibration, context))
+    calib = store.cached(
+        ("calibration", *calib_key), lambda: calibration_set(loaded.tokenizer, calibration, context)
+    )
 
     def gradients() -> torch.Tensor:
-        return store.cached(("gate-gradients", *calib_key),
-                            lambda: _with_open_gates(loaded, lambda: gate_gradients(
-                                loaded.model, loaded.gates, calib.windows)[1]))
+        return store.cached(
+            ("gate-gradients", *calib_key),
+            lambda: _with_open_gates(
+                loaded, lambda: gate_gradients(loaded.model, loaded.gates, calib.windows)[1]
+            ),
+        )
 
     def statistics(alpha: float) -> AttentionStatistics:
-        return store.cached(("attention-statistics", alpha, *calib_key), lambda: _with_open_gates(
-            loaded, lambda: attention_statistics(loaded.model, layout, calib.windows, alpha)))
+        return store.cached(
+            ("attention-statistics", alpha, *calib_key),
+            lambda: _with_open_gates(
+                loaded, lambda: attention_statistics(loaded.model, layout, calib.windows, alpha)
+            ),
+        )
 
-    scores = store.cached(("scores", pruning.method, seed if pruning.method == "random" else None, *calib_key),
-                          lambda: _with_open_gates(loaded, lambda: criterion(
-                              loaded.model, loaded.gates, calib.windows, seed,
-                              statistics(AgencyConfig.utilization_alpha) if criterion.uses_statistics else None)))
+    scores = store.cached(
+        ("scores", pruning.method, seed if pruning.method == "random" else None, *calib_key),
+        lambda: _with_open_gates(
+            loaded,
+            lambda: criterion(
+                loaded.model,
+                loaded.gates,
+                calib.windows,
+                seed,
+                statistics(AgencyConfig.utilization_alpha) if criterion.uses_statistics else None,
+            ),
+        ),
+    )
     order = scores.order()
     baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)
     selection, controller = baseline, None
     if agency.enabled:
         controller = AgencyController(agency, layout.num_layers, layout.num_heads, num_tokens, device=device)
         if agency.calibrate:
-            key = ("agency-signals", agency.utilization_alpha, agency.overload_quantile, agency.misalignment,
-                   agency.misalignment_candidates, *calib_key)
-            signals = store.cached(key, lambda: _with_open_gates(loaded, lambda: agency_signals(
-                loaded.model, loaded.gates, calib.windows, agency, gradients(), statistics(agency.utilization_alpha))))
+            key = (
+                "agency-signals",
+                agency.utilization_alpha,
+                agency.overload_quantile,
+                agency.misalignment,
+                agency.misalignment_candidates,
+                *calib_key,
+            )
+            signals = store.cached(
+                key,
+                lambda: _with_open_gates(
+                    loaded,
+                    lambda: agency_signals(
+                        loaded.model,
+                        loaded.gates,
+                        calib.windows,
+                        agency,
+                        gradients(),
+                        statistics(agency.utilization_alpha),
+                    ),
+                ),
+            )
             controller.apply_calibration(signals)
         if agency.consent_pruning:
-            selection = select_heads(order, pruning.level, layout, pruning.allow_empty_layers,
-                                     controller.withholding())
+            selection = select_heads(
+                order, pruning.level, layout, pruning.allow_empty_layers, controller.withholding()
+            )
         if agency.sham:
             controller.sham_index = sham_index(selection.heads, layout, seed).to(controller.device)
     heads = selection.heads
@@ -231,11 +294,29 @@ def build_condition(store: ModelStore, model_name: str, precision: str, device: 
     if weights is not None:
         model.load_state_dict(weights.state_dict, strict=True)
     uses_calibration = criterion.needs_calibration or (agency.enabled and agency.calibrate)
-    state_key = (model_name, precision, pruning.mode, tuple(sorted(heads)),
-                 repr(agency) if agency.enabled else None, num_tokens if agency.enabled else None,
-                 weights.key if weights else None)
-    return ConditionModel(loaded, model, gates, layout, adapter, pruning.mode, scores,
-                          calib if uses_calibration else None, selection, baseline.heads, controller, state_key)
+    state_key = (
+        model_name,
+        precision,
+        pruning.mode,
+        tuple(sorted(heads)),
+        repr(agency) if agency.enabled else None,
+        num_tokens if agency.enabled else None,
+        weights.key if weights else None,
+    )
+    return ConditionModel(
+        loaded,
+        model,
+        gates,
+        layout,
+        adapter,
+        pruning.mode,
+        scores,
+        calib if uses_calibration else None,
+        selection,
+        baseline.heads,
+        controller,
+        state_key,
+    )
 
 
 def _with_open_gates(loaded: LoadedModel, compute: Callable[[], Any]) -> Any:

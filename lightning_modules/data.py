@@ -99,8 +99,12 @@ class PromptDataModule(L.LightningDataModule):
         super().__init__()
         require(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         require(is_int(iterations) and iterations >= 1, "data.iterations", iterations, "an integer >= 1")
-        require(max_prompts is None or (is_int(max_prompts) and max_prompts >= 1), "data.max_prompts",
-                max_prompts, "an integer >= 1, or null for all")
+        require(
+            max_prompts is None or (is_int(max_prompts) and max_prompts >= 1),
+            "data.max_prompts",
+            max_prompts,
+            "an integer >= 1, or null for all",
+        )
         self.prompt_file = prompt_file
         self.max_prompts = max_prompts
         self.iterations = iterations
@@ -110,8 +114,12 @@ class PromptDataModule(L.LightningDataModule):
     def result_settings(self) -> dict[str, Any]:
         """What of the data can change a result: the prompts (by content), how many, repeats, batching."""
         path = self.prompt_file or BUNDLED_PROMPTS
-        return {"prompts": file_fingerprint(path, None if self.prompt_file else "bundled:prompts.txt"),
-                "prompt_count": len(self.prompts), "iterations": self.iterations, "batch_size": self.batch_size}
+        return {
+            "prompts": file_fingerprint(path, None if self.prompt_file else "bundled:prompts.txt"),
+            "prompt_count": len(self.prompts),
+            "iterations": self.iterations,
+            "batch_size": self.batch_size,
+        }
 
     def train_dataloader(self) -> DataLoader:
         """``fit`` (recovery) trains on the calibration text, tokenized by the module that owns the tokenizer."""
@@ -121,5 +129,9 @@ class PromptDataModule(L.LightningDataModule):
         return self.trainer.lightning_module.recovery_val_loader()
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(PromptDataset(self.prompts, self.iterations), batch_size=self.batch_size,
-                          shuffle=False, collate_fn=collate_items)
+        return DataLoader(
+            PromptDataset(self.prompts, self.iterations),
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=collate_items,
+        )

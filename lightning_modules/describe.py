@@ -19,6 +19,10 @@ from record.schema import Header
 
 def describe_condition(module: Any, datamodule: Any, callbacks: Sequence[Any], device: str) -> Header:
     """The header of a condition's record, before any weights load (``environment`` and ``run`` left empty)."""
-    config = resolved_config(module.result_settings(), datamodule.result_settings() if datamodule else {},
-                             measurement_settings(list(callbacks)), device)
+    config = resolved_config(
+        module.result_settings(),
+        datamodule.result_settings() if datamodule else {},
+        measurement_settings(list(callbacks)),
+        device,
+    )
     return Header(condition_id(config), identity_hash(config), config, run={}, environment={})

@@ -97,8 +97,10 @@ class ExperimentCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {"predict": {"model", "dataloaders", "datamodule"},
-                "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+        return {
+            "predict": {"model", "dataloaders", "datamodule"},
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+        }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name, callback in CALLBACK_GROUPS:
@@ -150,8 +152,9 @@ class ExperimentCLI(LightningCLI):
         if not config.record.quiet:
             _restore_lightning(self._lightning_levels)
         if self.check_only:
-            raise ConditionChecked(describe_condition(self.model, self.datamodule, self.trainer.callbacks, device),
-                                   self)
+            raise ConditionChecked(
+                describe_condition(self.model, self.datamodule, self.trainer.callbacks, device), self
+            )
         if self.subcommand == "fit":
             self._prepare_fit(config, device)
         from lightning.pytorch.loggers import WandbLogger
@@ -168,12 +171,13 @@ class ExperimentCLI(LightningCLI):
                     start_wandb_run(logger)
                 except Exception as error:
                     first_line = (str(error).splitlines() or [""])[0]
-                    warn_once(f"W&B could not start a run ({type(error).__name__}: {first_line}); "
-                              "this condition runs without W&B and its local record is written as usual")
+                    warn_once(
+                        f"W&B could not start a run ({type(error).__name__}: {first_line}); "
+                        "this condition runs without W&B and its local record is written as usual"
+                    )
                     continue
             kept.append(logger)
         self.trainer.loggers = kept
-
 
     def _prepare_fit(self, config: Any, device: str) -> None:
         """Checkpoints go to the run folder, named by the recovered model; a fit found there resumes."""
@@ -214,19 +218,29 @@ def _wandb_loggers(trainer_config: Any) -> list[Any]:
     return [lg for lg in loggers if getattr(lg, "class_path", None) == WANDB_LOGGER]
 
 
-def _build(cli_class: type[ExperimentCLI], argv: list[str], subcommand: str = "predict",
-           **trainer_defaults: Any) -> ExperimentCLI:
+def _build(
+    cli_class: type[ExperimentCLI], argv: list[str], subcommand: str = "predict", **trainer_defaults: Any
+) -> ExperimentCLI:
     # args are passed explicitly (cli.py dispatches subcommands), which LightningCLI warns about
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     if subcommand == "fit":
         from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-        defaults = {"enable_checkpointing": True, "callbacks": [
-            # one file per fit (the latest epoch) and last.ckpt linking to it; it holds the optimiser state a resume needs
-            ModelCheckpoint(filename="recovery-{step}", save_top_k=1, save_last="link", every_n_epochs=1,
-                            save_on_train_epoch_end=True),
-            LearningRateMonitor("step"),
-            *trainer_defaults.pop("callbacks", [])]}
+        defaults = {
+            "enable_checkpointing": True,
+            "callbacks": [
+                # one file per fit (the latest epoch) and last.ckpt linking to it; it holds the optimiser state a resume needs
+                ModelCheckpoint(
+                    filename="recovery-{step}",
+                    save_top_k=1,
+                    save_last="link",
+                    every_n_epochs=1,
+                    save_on_train_epoch_end=True,
+                ),
+                LearningRateMonitor("step"),
+                *trainer_defaults.pop("callbacks", []),
+            ],
+        }
     else:
         defaults = {"enable_checkpointing": False}
     try:

@@ -113,16 +113,28 @@ class PruningExperiment(L.LightningModule):
         """The model side's settings; ``measured`` adds how it is generated with and evaluated (not for ``fit``,
         which must never touch the evaluation text)."""
         settings = {
-            "model_name": self.model_name, "precision": self.precision_name, "seed": self.seed,
+            "model_name": self.model_name,
+            "precision": self.precision_name,
+            "seed": self.seed,
             "pruning": dataclasses.asdict(self.pruning),
-            "agency": {**dataclasses.asdict(self.agency_config), "departures": departures(self.agency_config)},
-            "calibration": {"text": self.calibration.fingerprint(), "max_tokens": self.calibration.max_tokens,
-                            "window": self.calibration.window},
+            "agency": {
+                **dataclasses.asdict(self.agency_config),
+                "departures": departures(self.agency_config),
+            },
+            "calibration": {
+                "text": self.calibration.fingerprint(),
+                "max_tokens": self.calibration.max_tokens,
+                "window": self.calibration.window,
+            },
         }
         if measured:
             settings["generation"] = dataclasses.asdict(self.generation)
-            settings["evaluation"] = {"text": self.evaluation.fingerprint(), "max_tokens": self.evaluation.max_tokens,
-                                      "window": self.evaluation.window, "stride": self.evaluation.stride}
+            settings["evaluation"] = {
+                "text": self.evaluation.fingerprint(),
+                "max_tokens": self.evaluation.max_tokens,
+                "window": self.evaluation.window,
+                "stride": self.evaluation.stride,
+            }
         return settings
 
     def result_settings(self) -> dict[str, Any]:
@@ -149,22 +161,38 @@ class PruningExperiment(L.LightningModule):
 
             path = Path(self.checkpoint)
             if not path.is_file():
-                raise ConfigError("model.checkpoint", str(path), "a checkpoint written by 'pruning-agency fit'",
-                                  "does not exist")
+                raise ConfigError(
+                    "model.checkpoint",
+                    str(path),
+                    "a checkpoint written by 'pruning-agency fit'",
+                    "does not exist",
+                )
             try:
                 state, meta = recover.load_recovered(str(path))
             except Exception as error:  # noqa: BLE001 - named in one line
-                raise ConfigError("model.checkpoint", str(path), "a checkpoint written by 'pruning-agency fit'",
-                                  f"cannot be read ({type(error).__name__}: {error})") from None
+                raise ConfigError(
+                    "model.checkpoint",
+                    str(path),
+                    "a checkpoint written by 'pruning-agency fit'",
+                    f"cannot be read ({type(error).__name__}: {error})",
+                ) from None
             if not meta.get("complete"):
-                raise ConfigError("model.checkpoint", str(path), "the checkpoint of a finished fit",
-                                  f"is from an unfinished fit ({meta.get('steps_done')} of "
-                                  f"{meta['settings']['steps']} steps); resume the fit first")
+                raise ConfigError(
+                    "model.checkpoint",
+                    str(path),
+                    "the checkpoint of a finished fit",
+                    f"is from an unfinished fit ({meta.get('steps_done')} of "
+                    f"{meta['settings']['steps']} steps); resume the fit first",
+                )
             expected = self.fit_settings()
             expected.pop("recovery")
             if meta.get("condition") != resolved_config(expected, {}, {}, meta.get("device", "cpu"))["model"]:
-                raise ConfigError("model.checkpoint", str(path), "a checkpoint trained for this condition "
-                                  "(same model, pruning, agency and calibration)", "was trained for another condition")
+                raise ConfigError(
+                    "model.checkpoint",
+                    str(path),
+                    "a checkpoint trained for this condition (same model, pruning, agency and calibration)",
+                    "was trained for another condition",
+                )
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             self._recovered = (Weights(state, digest), meta)
         return self._recovered
@@ -177,8 +205,12 @@ class PruningExperiment(L.LightningModule):
             return
         if self.header is None:
             trainer = self._trainer
-            self.header = describe_condition(self, trainer.datamodule if trainer else None,
-                                             trainer.callbacks if trainer else [], device.type)
+            self.header = describe_condition(
+                self,
+                trainer.datamodule if trainer else None,
+                trainer.callbacks if trainer else [],
+                device.type,
+            )
             self.header.environment = environment()
         if self.condition is None:
             self.condition = self.build(device)
@@ -186,16 +218,31 @@ class PruningExperiment(L.LightningModule):
             self.header.pruning = self.condition.pruning_record(self.agency_config.enabled)
             if self.checkpoint:
                 weights, meta = self.recovered()
-                self.header.recovery = Recovery(str(self.checkpoint), weights.key, meta["settings"],
-                                                meta["steps_done"], meta.get("val_loss"))
+                self.header.recovery = Recovery(
+                    str(self.checkpoint),
+                    weights.key,
+                    meta["settings"],
+                    meta["steps_done"],
+                    meta.get("val_loss"),
+                )
         self.condition.attach()
 
     def build(self, device: torch.device | str, own_copy: bool = False) -> ConditionModel:
         """This condition's model state on ``device``, not attached (the sweep runner times arms with it)."""
         weights = self.recovered()[0] if self.checkpoint else None
-        return build_condition(self.store, self.model_name, self.precision_name, device, self.pruning,
-                               self.agency_config, self.calibration, self.seed, self.generation.num_tokens,
-                               own_copy=own_copy, weights=weights)
+        return build_condition(
+            self.store,
+            self.model_name,
+            self.precision_name,
+            device,
+            self.pruning,
+            self.agency_config,
+            self.calibration,
+            self.seed,
+            self.generation.num_tokens,
+            own_copy=own_copy,
+            weights=weights,
+        )
 
     # -- recovery (fit) ------------------------------------------------------------------------------
     def fit_id(self, device: str) -> str:
@@ -209,26 +256,35 @@ class PruningExperiment(L.LightningModule):
         self.student = self.condition.model.float()  # registered: the optimiser and the checkpoints see it
         self.condition.attach()
         pruned_layers = {layer for layer, _ in self.condition.heads}
-        self.trainable = recover.trainable_parameters(self.student, self.condition.adapter, self.recovery.train,
-                                                      pruned_layers)
+        self.trainable = recover.trainable_parameters(
+            self.student, self.condition.adapter, self.recovery.train, pruned_layers
+        )
         from lightning_modules.data import read_text_file
 
         text = read_text_file(self.calibration.path, "calibration text", "model.calibration.text_file")
         ids = self.condition.tokenizer(text, return_tensors="pt").input_ids[0]
         window = min(self.recovery.window, self.condition.context_length)
-        self.train_windows, self.validation_windows = recover.split_windows(ids, window,
-                                                                            self.recovery.validation_fraction)
+        self.train_windows, self.validation_windows = recover.split_windows(
+            ids, window, self.recovery.validation_fraction
+        )
         settings = self.fit_settings()
         settings.pop("recovery")
-        self._fit_meta = {"format": recover.CHECKPOINT_FORMAT, "settings": dataclasses.asdict(self.recovery),
-                          "condition": resolved_config(settings, {}, {}, device.type)["model"],
-                          "device": device.type, "fit_id": self.fit_id(device.type),
-                          "heads": [list(h) for h in self.condition.heads], "mode": self.pruning.mode,
-                          "identity": identity_hash(resolved_config(self.fit_settings(), {}, {}, device.type))}
+        self._fit_meta = {
+            "format": recover.CHECKPOINT_FORMAT,
+            "settings": dataclasses.asdict(self.recovery),
+            "condition": resolved_config(settings, {}, {}, device.type)["model"],
+            "device": device.type,
+            "fit_id": self.fit_id(device.type),
+            "heads": [list(h) for h in self.condition.heads],
+            "mode": self.pruning.mode,
+            "identity": identity_hash(resolved_config(self.fit_settings(), {}, {}, device.type)),
+        }
 
     def recovery_train_loader(self) -> Any:
         """Calibration windows for training (the data module hands ``fit`` to the module, which owns the tokenizer)."""
-        return recover.train_loader(self.train_windows, self.recovery, self.seed, lambda: self.trainer.current_epoch)
+        return recover.train_loader(
+            self.train_windows, self.recovery, self.seed, lambda: self.trainer.current_epoch
+        )
 
     def recovery_val_loader(self) -> Any:
         return recover.validation_loader(self.validation_windows, self.recovery)
@@ -248,8 +304,13 @@ class PruningExperiment(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         distill, lm = self._losses(batch)
         loss = distill + self.recovery.lm_weight * lm if self.recovery.lm_weight else distill
-        self.log_dict({"train/loss": loss, "train/distillation": distill, "train/lm": lm}, prog_bar=True,
-                      on_step=True, on_epoch=False, batch_size=batch.shape[0])
+        self.log_dict(
+            {"train/loss": loss, "train/distillation": distill, "train/lm": lm},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch.shape[0],
+        )
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -258,24 +319,30 @@ class PruningExperiment(L.LightningModule):
         self.log_dict({"val/loss": loss, "val/lm": lm}, prog_bar=True, batch_size=batch.shape[0])
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.trainable, lr=self.recovery.learning_rate,
-                                      weight_decay=self.recovery.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.trainable, lr=self.recovery.learning_rate, weight_decay=self.recovery.weight_decay
+        )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recover.warmup_cosine(self.recovery))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
-                                    gradient_clip_algorithm: Any = None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
         if self.recovery.gradient_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.recovery.gradient_clip,
-                                gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.recovery.gradient_clip, gradient_clip_algorithm="norm"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint says what it is: which condition, which heads, how far the fit got."""
         steps_done = int(self.trainer.global_step)
         val_loss = self.trainer.callback_metrics.get("val/loss")
-        checkpoint["recovery"] = {**self._fit_meta, "steps_done": steps_done,
-                                  "complete": steps_done >= self.recovery.steps,
-                                  "val_loss": None if val_loss is None else float(val_loss)}
+        checkpoint["recovery"] = {
+            **self._fit_meta,
+            "steps_done": steps_done,
+            "complete": steps_done >= self.recovery.steps,
+            "val_loss": None if val_loss is None else float(val_loss),
+        }
 
     def target_device(self) -> torch.device:
         trainer = self._trainer
@@ -295,18 +362,25 @@ class PruningExperiment(L.LightningModule):
         self.generated.append(generated)
         return generated
 
-    def generate(self, condition: ConditionModel, items: Sequence[PromptItem], num_tokens: int) -> GeneratedBatch:
+    def generate(
+        self, condition: ConditionModel, items: Sequence[PromptItem], num_tokens: int
+    ) -> GeneratedBatch:
         prompt_ids, truncated = encode_prompts(condition, [item.prompt for item in items], num_tokens)
         seeds = [sample_seed(self.seed, item.prompt_index, item.iteration) for item in items]
         result = self._decode(condition, prompt_ids, seeds, num_tokens)
         texts = condition.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        return GeneratedBatch(list(items), seeds, prompt_ids, result.tokens, texts, result.failed_rows, truncated)
+        return GeneratedBatch(
+            list(items), seeds, prompt_ids, result.tokens, texts, result.failed_rows, truncated
+        )
 
-    def _decode(self, condition: ConditionModel, prompt_ids: list[list[int]], seeds: Sequence[int],
-                num_tokens: int) -> DecodeResult:
+    def _decode(
+        self, condition: ConditionModel, prompt_ids: list[list[int]], seeds: Sequence[int], num_tokens: int
+    ) -> DecodeResult:
         ids, mask = left_pad(condition, prompt_ids, self.target_device())
         condition.begin_sequence_batch(len(prompt_ids))
-        return decode(condition.model, ids, mask, num_tokens, self.generation, seeds, on_step=condition.on_step)
+        return decode(
+            condition.model, ids, mask, num_tokens, self.generation, seeds, on_step=condition.on_step
+        )
 
     # -- services for the measuring callbacks (callbacks/protocols.py) -------------------------------
     def timing_inputs(self) -> tuple[list[str], list[int], int, int]:
@@ -317,8 +391,13 @@ class PruningExperiment(L.LightningModule):
         seeds = [sample_seed(self.seed, index, 0) for index in range(len(datamodule.prompts))]
         return list(datamodule.prompts), seeds, datamodule.batch_size, self.generation.num_tokens
 
-    def timed_decode(self, prompts: Sequence[str], seeds: Sequence[int], num_tokens: int,
-                     condition: ConditionModel | None = None) -> DecodeResult:
+    def timed_decode(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        num_tokens: int,
+        condition: ConditionModel | None = None,
+    ) -> DecodeResult:
         condition = condition or self.condition
         prompt_ids, _ = encode_prompts(condition, list(prompts), num_tokens)
         return self._decode(condition, prompt_ids, seeds, num_tokens)
@@ -327,11 +406,15 @@ class PruningExperiment(L.LightningModule):
     def reference_logits(self, generated: GeneratedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of the unpruned reference over prompt + continuation, and targets that score only the
         continuation (prompt and padding are -100)."""
-        sequences = [p + c for p, c in zip(generated.prompt_ids, generated.continuation_ids.tolist(), strict=True)]
+        sequences = [
+            p + c for p, c in zip(generated.prompt_ids, generated.continuation_ids.tolist(), strict=True)
+        ]
         ids, mask = left_pad(self.condition, sequences, self.target_device())
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with self.condition.reference() as reference:
-            logits = reference(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+            logits = (
+                reference(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float()
+            )
         targets = ids[:, 1:].clone()
         num_tokens = generated.continuation_ids.shape[1]
         targets[:, : targets.shape[1] - num_tokens] = -100
@@ -344,7 +427,14 @@ class PruningExperiment(L.LightningModule):
         head states evolve as they do while it generates (``decoding/evaluation.py``).
         """
         cfg, condition = self.evaluation, self.condition
-        key = ("corpus", condition.state_key, cfg.fingerprint()["sha256"], cfg.max_tokens, cfg.window, cfg.stride)
+        key = (
+            "corpus",
+            condition.state_key,
+            cfg.fingerprint()["sha256"],
+            cfg.max_tokens,
+            cfg.window,
+            cfg.stride,
+        )
 
         def compute() -> float:
             ids = evaluation_ids(condition.tokenizer, cfg)
@@ -352,8 +442,9 @@ class PruningExperiment(L.LightningModule):
             stride = min(cfg.stride, window)
             if condition.agency is None:
                 return parallel_score(condition.model, ids, window, stride).perplexity
-            return stepwise_score(condition.model, ids, window, stride, condition.begin_sequence_batch,
-                                  condition.on_step).perplexity
+            return stepwise_score(
+                condition.model, ids, window, stride, condition.begin_sequence_batch, condition.on_step
+            ).perplexity
 
         return self.store.cached(key, compute)
 
@@ -367,13 +458,16 @@ class PruningExperiment(L.LightningModule):
         executed = parameter_count(condition.model)
         if condition.mode == "remove":
             return condition.layout, heads, False, executed, executed
-        after = self.store.cached(("parameters-after-removal", self.model_name, tuple(sorted(heads))),
-                                  lambda: parameters_after_removal(condition.model.config, heads))
+        after = self.store.cached(
+            ("parameters-after-removal", self.model_name, tuple(sorted(heads))),
+            lambda: parameters_after_removal(condition.model.config, heads),
+        )
         return condition.layout, heads, True, executed, after
 
 
-def encode_prompts(condition: ConditionModel, prompts: list[str], num_tokens: int) -> tuple[
-        list[list[int]], dict[int, int]]:
+def encode_prompts(
+    condition: ConditionModel, prompts: list[str], num_tokens: int
+) -> tuple[list[list[int]], dict[int, int]]:
     """Token ids per prompt, truncated from the left so prompt + new tokens fit the context."""
     room = condition.context_length - num_tokens
     encoded, truncated = [], {}
@@ -381,22 +475,25 @@ def encode_prompts(condition: ConditionModel, prompts: list[str], num_tokens: in
         ids = condition.tokenizer(prompt).input_ids
         if len(ids) > room:
             truncated[row] = len(ids) - room
-            warnings.warn(f"prompt '{prompt[:40]}...' truncated: {len(ids) - room} tokens dropped from its start "
-                          f"to fit the context of {condition.context_length} with {num_tokens} new tokens",
-                          stacklevel=2)
+            warnings.warn(
+                f"prompt '{prompt[:40]}...' truncated: {len(ids) - room} tokens dropped from its start "
+                f"to fit the context of {condition.context_length} with {num_tokens} new tokens",
+                stacklevel=2,
+            )
             ids = ids[-room:]
         encoded.append(ids)
     return encoded, truncated
 
 
-def left_pad(condition: ConditionModel, sequences: list[list[int]], device: torch.device) -> tuple[
-        torch.Tensor, torch.Tensor]:
+def left_pad(
+    condition: ConditionModel, sequences: list[list[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     pad = condition.tokenizer.pad_token_id or 0
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         if seq:
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
     return ids.to(device), mask.to(device)

@@ -60,66 +60,188 @@ class MetricSpec:
 
     @property
     def axis_label(self) -> str:
-        reading = {"higher": "higher is better", "lower": "lower is better",
-                   "reference": "closer to unpruned is better"}[self.direction]
+        reading = {
+            "higher": "higher is better",
+            "lower": "lower is better",
+            "reference": "closer to unpruned is better",
+        }[self.direction]
         unit = f", {self.unit}" if self.unit else ""
         return f"{self.label} ({reading}{unit})"
 
 
 def _speed(name: str, label: str, unit: str, direction: str, description: str) -> MetricSpec:
-    return MetricSpec(name, label, unit, "speed", "speed", "timing", "timing", direction, "log", True,
-                      ("console", "table", "level_plot", "gain_plot"), description)
+    return MetricSpec(
+        name,
+        label,
+        unit,
+        "speed",
+        "speed",
+        "timing",
+        "timing",
+        direction,
+        "log",
+        True,
+        ("console", "table", "level_plot", "gain_plot"),
+        description,
+    )
 
 
 def _diversity(name: str, label: str, description: str, views: tuple[str, ...] = ()) -> MetricSpec:
-    return MetricSpec(name, label, "", "diversity", "diversity", "sample", "prompt", "reference", "linear", True,
-                      views, description)
+    return MetricSpec(
+        name,
+        label,
+        "",
+        "diversity",
+        "diversity",
+        "sample",
+        "prompt",
+        "reference",
+        "linear",
+        True,
+        views,
+        description,
+    )
 
 
 def _cost(name: str, label: str, unit: str, description: str, views: tuple[str, ...] = ()) -> MetricSpec:
-    return MetricSpec(name, label, unit, "memory", "cost", "condition", "condition", "lower", "linear", False,
-                      views, description)
+    return MetricSpec(
+        name,
+        label,
+        unit,
+        "memory",
+        "cost",
+        "condition",
+        "condition",
+        "lower",
+        "linear",
+        False,
+        views,
+        description,
+    )
 
 
 CATALOGUE: tuple[MetricSpec, ...] = (
-    _speed("tokens_per_second", "tokens/s", "tokens/s per row", "higher",
-           "(new tokens - 1) / decode time of one timed batch, the first token excluded (its time is prefill)"),
-    _speed("first_token_latency_s", "first-token latency", "s", "lower",
-           "start of a timed decode to its first new token: prefill plus one sampling step"),
+    _speed(
+        "tokens_per_second",
+        "tokens/s",
+        "tokens/s per row",
+        "higher",
+        "(new tokens - 1) / decode time of one timed batch, the first token excluded (its time is prefill)",
+    ),
+    _speed(
+        "first_token_latency_s",
+        "first-token latency",
+        "s",
+        "lower",
+        "start of a timed decode to its first new token: prefill plus one sampling step",
+    ),
     _speed("generation_time_s", "generation time", "s", "lower", "wall-clock time of one timed decode"),
-    MetricSpec("reference_perplexity", "reference perplexity", "", "quality", "quality", "sample", "prompt",
-               "lower", "log", True, ("console", "table", "level_plot", "gain_plot"),
-               "perplexity of the continuation under the unpruned model, given the prompt"),
-    MetricSpec("corpus_perplexity", "corpus perplexity", "", "quality", "quality", "condition", "condition",
-               "lower", "log", False, ("console", "table", "level_plot", "gain_plot"),
-               "perplexity of the condition's own model on the held-out evaluation text"),
+    MetricSpec(
+        "reference_perplexity",
+        "reference perplexity",
+        "",
+        "quality",
+        "quality",
+        "sample",
+        "prompt",
+        "lower",
+        "log",
+        True,
+        ("console", "table", "level_plot", "gain_plot"),
+        "perplexity of the continuation under the unpruned model, given the prompt",
+    ),
+    MetricSpec(
+        "corpus_perplexity",
+        "corpus perplexity",
+        "",
+        "quality",
+        "quality",
+        "condition",
+        "condition",
+        "lower",
+        "log",
+        False,
+        ("console", "table", "level_plot", "gain_plot"),
+        "perplexity of the condition's own model on the held-out evaluation text",
+    ),
     _diversity("distinct_1", "distinct-1", "distinct token unigrams / unigrams of the continuation"),
-    _diversity("distinct_2", "distinct-2", "distinct token bigrams / bigrams of the continuation",
-               ("console", "table", "level_plot", "gain_plot")),
+    _diversity(
+        "distinct_2",
+        "distinct-2",
+        "distinct token bigrams / bigrams of the continuation",
+        ("console", "table", "level_plot", "gain_plot"),
+    ),
     _diversity("distinct_3", "distinct-3", "distinct token trigrams / trigrams of the continuation"),
-    _diversity("type_token_ratio", "type-token ratio", "distinct words / words of the continuation",
-               ("gain_plot",)),
-    _diversity("repetition_rate", "repetition rate", "share of 4-grams that already occurred earlier",
-               ("table", "level_plot", "gain_plot")),
-    _cost("parameters_executed", "parameters executed", "count",
-          "parameters the forward pass multiplies through (mask mode: every head, pruned ones gated to 0)",
-          ("console",)),
-    _cost("parameters_after_removal", "parameters after removal", "count",
-          "parameters once the pruned heads are sliced out (what remove mode runs)"),
-    _cost("flops_per_token_executed", "FLOPs per token executed", "FLOPs",
-          "forward FLOPs per generated token of what actually runs (mask mode computes every head)"),
-    _cost("flops_per_token_after_removal", "FLOPs per token after removal", "FLOPs",
-          "forward FLOPs per generated token with the pruned heads absent"),
-    _cost("kv_cache_values_per_token_after_removal", "key/value cache per token after removal", "values",
-          "key and value entries cached per token position and row once the pruned heads are sliced out (a "
-          "key/value head stays while one query head of its group does; x bytes per value of the precision for "
-          "memory; mask mode caches every head)"),
-    MetricSpec("peak_rss_mb", "peak resident memory", "MiB", "memory", "memory", "condition", "condition",
-               "lower", "linear", False, ("level_plot",),
-               "largest resident set size of the process sampled during this condition (CPU)"),
-    MetricSpec("peak_cuda_mb", "peak CUDA memory", "MiB", "memory", "memory", "condition", "condition",
-               "lower", "linear", False, ("level_plot",),
-               "torch.cuda.max_memory_allocated, reset when this condition starts"),
+    _diversity(
+        "type_token_ratio", "type-token ratio", "distinct words / words of the continuation", ("gain_plot",)
+    ),
+    _diversity(
+        "repetition_rate",
+        "repetition rate",
+        "share of 4-grams that already occurred earlier",
+        ("table", "level_plot", "gain_plot"),
+    ),
+    _cost(
+        "parameters_executed",
+        "parameters executed",
+        "count",
+        "parameters the forward pass multiplies through (mask mode: every head, pruned ones gated to 0)",
+        ("console",),
+    ),
+    _cost(
+        "parameters_after_removal",
+        "parameters after removal",
+        "count",
+        "parameters once the pruned heads are sliced out (what remove mode runs)",
+    ),
+    _cost(
+        "flops_per_token_executed",
+        "FLOPs per token executed",
+        "FLOPs",
+        "forward FLOPs per generated token of what actually runs (mask mode computes every head)",
+    ),
+    _cost(
+        "flops_per_token_after_removal",
+        "FLOPs per token after removal",
+        "FLOPs",
+        "forward FLOPs per generated token with the pruned heads absent",
+    ),
+    _cost(
+        "kv_cache_values_per_token_after_removal",
+        "key/value cache per token after removal",
+        "values",
+        "key and value entries cached per token position and row once the pruned heads are sliced out (a "
+        "key/value head stays while one query head of its group does; x bytes per value of the precision for "
+        "memory; mask mode caches every head)",
+    ),
+    MetricSpec(
+        "peak_rss_mb",
+        "peak resident memory",
+        "MiB",
+        "memory",
+        "memory",
+        "condition",
+        "condition",
+        "lower",
+        "linear",
+        False,
+        ("level_plot",),
+        "largest resident set size of the process sampled during this condition (CPU)",
+    ),
+    MetricSpec(
+        "peak_cuda_mb",
+        "peak CUDA memory",
+        "MiB",
+        "memory",
+        "memory",
+        "condition",
+        "condition",
+        "lower",
+        "linear",
+        False,
+        ("level_plot",),
+        "torch.cuda.max_memory_allocated, reset when this condition starts",
+    ),
 )
 
 METRICS: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}
@@ -134,12 +256,18 @@ def spec(name: str) -> MetricSpec:
         raise KeyError(f"metric '{name}' is not in the catalogue (record/catalogue.py)") from None
 
 
-def names(part: str | None = None, measured_per: str | None = None, view: str | None = None,
-          kind: str | None = None) -> tuple[str, ...]:
+def names(
+    part: str | None = None, measured_per: str | None = None, view: str | None = None, kind: str | None = None
+) -> tuple[str, ...]:
     """Catalogue names matching every given attribute, in catalogue order."""
-    return tuple(m.name for m in CATALOGUE
-                 if (part is None or m.part == part) and (measured_per is None or m.measured_per == measured_per)
-                 and (view is None or view in m.views) and (kind is None or m.kind == kind))
+    return tuple(
+        m.name
+        for m in CATALOGUE
+        if (part is None or m.part == part)
+        and (measured_per is None or m.measured_per == measured_per)
+        and (view is None or view in m.views)
+        and (kind is None or m.kind == kind)
+    )
 
 
 def _check_catalogue() -> None:

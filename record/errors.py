@@ -34,8 +34,9 @@ class ConfigError(ValueError):
     to name the sweep parameter); ``what`` defaults to it.
     """
 
-    def __init__(self, key: str | None, value: Any, allowed: str, problem: str = "is invalid",
-                 what: str | None = None) -> None:
+    def __init__(
+        self, key: str | None, value: Any, allowed: str, problem: str = "is invalid", what: str | None = None
+    ) -> None:
         self.key = key
         self.value = value
         self.allowed = allowed
@@ -53,8 +54,9 @@ _NO_VALUE = object()
 NO_VALUE: Any = _NO_VALUE  # for errors about a thing as a whole ("config file 'x.yaml' is not valid YAML")
 
 
-def require(ok: bool, key: str | None, value: Any, allowed: str, problem: str = "is invalid",
-            what: str | None = None) -> None:
+def require(
+    ok: bool, key: str | None, value: Any, allowed: str, problem: str = "is invalid", what: str | None = None
+) -> None:
     """Raise ``ConfigError`` unless ``ok``."""
     if not ok:
         raise ConfigError(key, value, allowed, problem, what)

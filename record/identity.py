@@ -55,8 +55,9 @@ def canonical(value: Any) -> Any:
     return str(value)
 
 
-def resolved_config(model: Mapping[str, Any], data: Mapping[str, Any], measurement: Mapping[str, Any],
-                    device: str) -> dict[str, Any]:
+def resolved_config(
+    model: Mapping[str, Any], data: Mapping[str, Any], measurement: Mapping[str, Any], device: str
+) -> dict[str, Any]:
     """The config that identifies a condition, from each component's result-changing settings."""
     model = dict(model)
     agency = dict(model.get("agency") or {})
@@ -95,9 +96,13 @@ def condition_id(config: Mapping[str, Any]) -> str:
     arm = "agency" if flat.get(AGENCY_ENABLED_KEY) else "baseline"
     if flat.get("model.agency.sham"):
         arm = "sham"
-    temperature = f"_T{_short(flat[TEMPERATURE_KEY])}" if TEMPERATURE_KEY in flat else ""  # a recovered model has none
-    return (f"{model}_{flat.get(METHOD_KEY)}_L{_short(flat.get(LEVEL_KEY))}_{arm}"
-            f"{temperature}_s{_short(flat.get(SEED_KEY))}_{identity_hash(config)[:10]}")
+    temperature = (
+        f"_T{_short(flat[TEMPERATURE_KEY])}" if TEMPERATURE_KEY in flat else ""
+    )  # a recovered model has none
+    return (
+        f"{model}_{flat.get(METHOD_KEY)}_L{_short(flat.get(LEVEL_KEY))}_{arm}"
+        f"{temperature}_s{_short(flat.get(SEED_KEY))}_{identity_hash(config)[:10]}"
+    )
 
 
 def file_fingerprint(path: str | Path, label: str | None = None) -> dict[str, str]:

@@ -287,8 +287,13 @@ class Header:
 
 
 # -- composing ------------------------------------------------------------------------------------------
-def compose(header: Header, samples: list[Sample], parts: list[Measurements], status: str = "complete",
-            extra_failures: list[Failure] | None = None) -> ConditionRecord:
+def compose(
+    header: Header,
+    samples: list[Sample],
+    parts: list[Measurements],
+    status: str = "complete",
+    extra_failures: list[Failure] | None = None,
+) -> ConditionRecord:
     """One record from the module's header, the generated samples and every callback's part.
 
     A metric must be produced by exactly one part and be in the catalogue; the
@@ -300,13 +305,26 @@ def compose(header: Header, samples: list[Sample], parts: list[Measurements], st
     for part in parts:
         for name in part.names():
             if name not in METRICS and name not in FAILURE_SCOPES:
-                raise ValueError(f"part '{part.part}' recorded '{name}', which is not in the metric catalogue")
+                raise ValueError(
+                    f"part '{part.part}' recorded '{name}', which is not in the metric catalogue"
+                )
             if name in METRICS and name in owners and owners[name] != part.part:
                 raise ValueError(f"metric '{name}' is recorded by both '{owners[name]}' and '{part.part}'")
             owners[name] = part.part
-    by_key = {s.key: dataclasses.replace(s, metrics=dict(s.metrics), failures=dict(s.failures)) for s in samples}
-    record = ConditionRecord(header.condition_id, status, header.identity, header.config, header.run,
-                             header.environment, header.model, header.pruning, recovery=header.recovery)
+    by_key = {
+        s.key: dataclasses.replace(s, metrics=dict(s.metrics), failures=dict(s.failures)) for s in samples
+    }
+    record = ConditionRecord(
+        header.condition_id,
+        status,
+        header.identity,
+        header.config,
+        header.run,
+        header.environment,
+        header.model,
+        header.pruning,
+        recovery=header.recovery,
+    )
     failures = list(extra_failures or [])
     for part in sorted(parts, key=lambda p: p.part):
         for key, values in part.sample_metrics.items():
@@ -337,8 +355,11 @@ def _summary(values: list[float], n_failed: int, log_scale: bool) -> Summary:
     n = len(values)
     mean = sum(values) / n if n else None
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    geometric = (math.exp(sum(math.log(v) for v in values) / n)
-                 if log_scale and n and all(v > 0 and math.isfinite(v) for v in values) else None)
+    geometric = (
+        math.exp(sum(math.log(v) for v in values) / n)
+        if log_scale and n and all(v > 0 and math.isfinite(v) for v in values)
+        else None
+    )
     return Summary(mean, std, n, n_failed, geometric)
 
 
@@ -449,6 +470,9 @@ def validate(record: ConditionRecord, where: str = "record") -> None:
     unknown = sorted(used - allowed)
     if unknown:
         raise RecordError(f"{where} holds metrics that are not in the catalogue: {unknown}")
-    for value in (*record.condition_metrics.values(), *(v for s in record.samples for v in s.metrics.values())):
+    for value in (
+        *record.condition_metrics.values(),
+        *(v for s in record.samples for v in s.metrics.values()),
+    ):
         if not math.isfinite(value):
             raise RecordError(f"{where} holds a non-finite value")

@@ -83,7 +83,9 @@ def read_record(path: str | os.PathLike) -> ConditionRecord:
     if not isinstance(payload, dict) or "checksum" not in payload:
         raise RecordError(f"record {path} has no checksum; it was not written by this harness")
     if payload["checksum"] != checksum(payload):
-        raise RecordError(f"record {path} does not match its checksum (edited or damaged after it was written)")
+        raise RecordError(
+            f"record {path} does not match its checksum (edited or damaged after it was written)"
+        )
     return from_json(payload, f"record {path}")
 
 

@@ -13,16 +13,33 @@ from reporting.units import DEFAULT_DEGENERATE_PERPLEXITY
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pruning-agency report",
-        description="Merge result records and write statistics.json, summary.md and plots.")
-    parser.add_argument("run_dirs", nargs="+", help="run folders (each with records/), e.g. from several machines")
+        description="Merge result records and write statistics.json, summary.md and plots.",
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", help="run folders (each with records/), e.g. from several machines"
+    )
     parser.add_argument("--out", default=None, help="where to write (default: <first run folder>/report)")
-    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep only records with this config value (repeatable), e.g. model.pruning.mode=remove")
-    parser.add_argument("--split-by", action="append", default=[], metavar="KEY",
-                        help="compare records that differ in this config key instead of refusing to pool them")
-    parser.add_argument("--degenerate-ppl", type=float, default=DEFAULT_DEGENERATE_PERPLEXITY,
-                        help="a sample whose reference perplexity exceeds this is degenerate text "
-                             f"(default {DEFAULT_DEGENERATE_PERPLEXITY:g})")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only records with this config value (repeatable), e.g. model.pruning.mode=remove",
+    )
+    parser.add_argument(
+        "--split-by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="compare records that differ in this config key instead of refusing to pool them",
+    )
+    parser.add_argument(
+        "--degenerate-ppl",
+        type=float,
+        default=DEFAULT_DEGENERATE_PERPLEXITY,
+        help="a sample whose reference perplexity exceeds this is degenerate text "
+        f"(default {DEFAULT_DEGENERATE_PERPLEXITY:g})",
+    )
     parser.add_argument("--no-plots", action="store_true", help="statistics and summary only")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     parser.add_argument("--project", default="pruning-agency", help="W&B project of the report run")
@@ -39,17 +56,23 @@ def report_main(argv: list[str]) -> None:
     run_dirs = [Path(d) for d in args.run_dirs]
     for run_dir in run_dirs:
         if not (run_dir / "records").is_dir():
-            print(f"error: run folder '{run_dir}' has no records/ folder; allowed: a folder written by predict, "
-                  "sweep or demo", file=sys.stderr)
+            print(
+                f"error: run folder '{run_dir}' has no records/ folder; allowed: a folder written by predict, "
+                "sweep or demo",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
     if not args.degenerate_ppl > 1:
-        print(f"error: --degenerate-ppl {args.degenerate_ppl:g} is invalid; allowed: a perplexity > 1",
-              file=sys.stderr)
+        print(
+            f"error: --degenerate-ppl {args.degenerate_ppl:g} is invalid; allowed: a perplexity > 1",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     out_dir = Path(args.out) if args.out else run_dirs[0] / "report"
     try:
-        options = ReportOptions(tuple(args.split_by), tuple(parse_where(args.where)), args.degenerate_ppl,
-                                not args.no_plots)
+        options = ReportOptions(
+            tuple(args.split_by), tuple(parse_where(args.where)), args.degenerate_ppl, not args.no_plots
+        )
         result = write_report(run_dirs, out_dir, options)
     except DesignError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -61,8 +84,10 @@ def report_main(argv: list[str]) -> None:
         print(f"warning: {problem}", file=sys.stderr)
     if result.table and not args.quiet:
         print(result.table)
-    print(f"report: {result.summary_path}, {result.statistics_path}"
-          + (f", plots in {out_dir / 'plots'}" if result.plot_paths else ""))
+    print(
+        f"report: {result.summary_path}, {result.statistics_path}"
+        + (f", plots in {out_dir / 'plots'}" if result.plot_paths else "")
+    )
     if not args.no_wandb and os.environ.get("WANDB_MODE", "offline") != "disabled":
         try:
             log_report_to_wandb(result, run_dirs[0], group=run_dirs[0].name, project=args.project)

@@ -16,6 +16,10 @@ def console_table(stats: Statistics) -> str:
     for cell_stats in stats.cells:
         cell = cell_stats.cell
         values = [num(d.mean if (d := cell_stats.metrics.get(m.name)) else None) for m in COLUMNS]
-        rows.append([cell.series.label(), f"{cell.temperature:g}", level(cell.level), cell.arm.label, *values])
+        rows.append(
+            [cell.series.label(), f"{cell.temperature:g}", level(cell.level), cell.arm.label, *values]
+        )
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-    return "\n".join("  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)) for line in [header, *rows])
+    return "\n".join(
+        "  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)) for line in [header, *rows]
+    )

@@ -70,7 +70,9 @@ class Series:
         return None if value is None else value == "yes"
 
     def before_recovery(self) -> Series:
-        return Series(self.model, self.method, tuple((k, "no" if k == RECOVERED else v) for k, v in self.split))
+        return Series(
+            self.model, self.method, tuple((k, "no" if k == RECOVERED else v) for k, v in self.split)
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,10 @@ DEPARTURES_KEY = "model.agency.departures"  # the harness lists where an agency 
 
 
 def _agency_flats(records: list[ConditionRecord]) -> dict[str, dict[str, Any]]:
-    return {r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
-            for r in records}
+    return {
+        r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
+        for r in records
+    }
 
 
 def _departure_parts(flat: dict[str, Any]) -> list[str]:
@@ -173,8 +177,11 @@ def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
         if not flat.get(AGENCY_ENABLED_KEY):
             arms[cid] = Arm(BASELINE)
             continue
-        departs = [f"{k[len(AGENCY_PREFIX):]}={_text(flat.get(k))}" for k in keys
-                   if k not in majority or repr(flat.get(k)) != majority[k]]
+        departs = [
+            f"{k[len(AGENCY_PREFIX) :]}={_text(flat.get(k))}"
+            for k in keys
+            if k not in majority or repr(flat.get(k)) != majority[k]
+        ]
         arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(departs)})" if departs else MAIN_AGENCY)
     return arms
 
@@ -184,7 +191,9 @@ def parse_where(clauses: Iterable[str]) -> list[tuple[str, Any]]:
     parsed = []
     for clause in clauses:
         if "=" not in clause:
-            raise DesignError(f"--where {clause!r} is invalid; allowed: KEY=VALUE, e.g. model.pruning.mode=remove")
+            raise DesignError(
+                f"--where {clause!r} is invalid; allowed: KEY=VALUE, e.g. model.pruning.mode=remove"
+            )
         key, value = clause.split("=", 1)
         parsed.append((key.strip(), yaml.safe_load(value)))
     return parsed
@@ -210,8 +219,12 @@ class Design:
         if self.has_recovery:
             split += ((RECOVERED, "yes" if record.recovery is not None else "no"),)
         series = Series(str(flat.get(MODEL_KEY)), str(flat.get(METHOD_KEY)), split)
-        return Cell(series, float(flat.get(TEMPERATURE_KEY)), float(flat.get(LEVEL_KEY)),
-                    self.arm_of[record.condition_id])
+        return Cell(
+            series,
+            float(flat.get(TEMPERATURE_KEY)),
+            float(flat.get(LEVEL_KEY)),
+            self.arm_of[record.condition_id],
+        )
 
     # -- the factors ---------------------------------------------------------------------------------
     def series(self) -> list[Series]:
@@ -253,7 +266,8 @@ class Design:
             for sample in record.samples:
                 if metric in sample.metrics:
                     values[sample.prompt_index].append(
-                        (sample.metrics[metric], sample.metrics.get("reference_perplexity")))
+                        (sample.metrics[metric], sample.metrics.get("reference_perplexity"))
+                    )
         return dict(sorted(values.items()))
 
     def timings(self, cell: Cell, metric: str) -> list[TimedValue]:
@@ -267,7 +281,9 @@ class Design:
         return found
 
     def condition_values(self, cell: Cell, metric: str) -> list[float]:
-        return [r.condition_metrics[metric] for r in self.cells.get(cell, []) if metric in r.condition_metrics]
+        return [
+            r.condition_metrics[metric] for r in self.cells.get(cell, []) if metric in r.condition_metrics
+        ]
 
     def failures(self, cell: Cell, metric: str) -> int:
         count = 0
@@ -283,22 +299,43 @@ class Design:
         return any(r.timing is not None and r.timing.schedule == "alone" for r in self.records)
 
 
-def build_design(records: list[ConditionRecord], swept: Iterable[str] = (), split_by: Iterable[str] = (),
-                 where: Iterable[tuple[str, Any]] = ()) -> Design:
+def build_design(
+    records: list[ConditionRecord],
+    swept: Iterable[str] = (),
+    split_by: Iterable[str] = (),
+    where: Iterable[tuple[str, Any]] = (),
+) -> Design:
     """Filter, then refuse to pool records that differ in anything but the compared factors."""
     for key, value in where:
         records = [r for r in records if canonical(flatten(r.config).get(key)) == canonical(value)]
     compared = STANDARD_FACTORS | set(swept) | set(split_by)
-    configs = [{k: v for k, v in flatten(r.config).items()
-                if k not in compared and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))} for r in records]
-    recovered = [{k: v for k, v in flatten(r.config).items() if k.startswith(RECOVERY_PREFIX + ".settings")}
-                 for r in records if r.recovery is not None]
+    configs = [
+        {
+            k: v
+            for k, v in flatten(r.config).items()
+            if k not in compared and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
+        }
+        for r in records
+    ]
+    recovered = [
+        {k: v for k, v in flatten(r.config).items() if k.startswith(RECOVERY_PREFIX + ".settings")}
+        for r in records
+        if r.recovery is not None
+    ]
     different = {**differing_keys(configs), **differing_keys(recovered)}
     if different:
-        shown = "; ".join(f"{k}: {', '.join(_text(v) for v in values[:4])}" for k, values in list(different.items())[:6])
-        raise DesignError(f"records differ in settings that are not compared ({shown}); they are not pooled. "
-                          "Report the folders separately, keep one setting with --where KEY=VALUE, or compare "
-                          "them with --split-by KEY")
+        shown = "; ".join(
+            f"{k}: {', '.join(_text(v) for v in values[:4])}" for k, values in list(different.items())[:6]
+        )
+        raise DesignError(
+            f"records differ in settings that are not compared ({shown}); they are not pooled. "
+            "Report the folders separately, keep one setting with --where KEY=VALUE, or compare "
+            "them with --split-by KEY"
+        )
     present = set().union(*(flatten(r.config) for r in records)) if records else set()
-    split = {k for k in (set(swept) | set(split_by)) & present if not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))}
+    split = {
+        k
+        for k in (set(swept) | set(split_by)) & present
+        if not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
+    }
     return Design(records, split)

@@ -55,7 +55,9 @@ def wilcoxon_floor(n: int) -> float:
     return 1.0 if n <= 0 else min(1.0, 2.0 * 0.5**n)
 
 
-def bootstrap_interval(values: np.ndarray, statistic=np.mean, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, statistic=np.mean, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of ``statistic`` over the units in ``values``."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
@@ -72,12 +74,22 @@ def paired_effect(differences: Sequence[float]) -> Effect:
         return Effect(0, None, None, None, None, None, "Wilcoxon signed-rank", "no paired prompts")
     mean = float(d.mean())
     if n < 2:
-        return Effect(n, mean, None, None, None, 1.0, "Wilcoxon signed-rank", "one prompt: no interval, no test")
+        return Effect(
+            n, mean, None, None, None, 1.0, "Wilcoxon signed-rank", "one prompt: no interval, no test"
+        )
     low, high = bootstrap_interval(d)
     nonzero = int(np.count_nonzero(d))
     if nonzero == 0:
-        return Effect(n, mean, low, high, 1.0, wilcoxon_floor(n), "Wilcoxon signed-rank",
-                      "every prompt gave identical values: no difference")
+        return Effect(
+            n,
+            mean,
+            low,
+            high,
+            1.0,
+            wilcoxon_floor(n),
+            "Wilcoxon signed-rank",
+            "every prompt gave identical values: no difference",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = _finite(stats.wilcoxon(d, zero_method="wilcox").pvalue)
@@ -129,10 +141,13 @@ def regression_effect(x: Sequence[float], y: Sequence[float], test: str = "least
         fit = stats.linregress(xa, ya)
     residuals = ya - (fit.intercept + fit.slope * xa)
     if not math.isfinite(fit.stderr) or np.ptp(residuals) <= 1e-12 * max(1.0, float(np.abs(ya).max())):
-        return Effect(n, float(fit.slope), float(fit.slope), float(fit.slope), None, 0.0, test, "exact fit: no test")
+        return Effect(
+            n, float(fit.slope), float(fit.slope), float(fit.slope), None, 0.0, test, "exact fit: no test"
+        )
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 2)) * float(fit.stderr)
-    return Effect(n, float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, _finite(fit.pvalue), 0.0,
-                  test)
+    return Effect(
+        n, float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, _finite(fit.pvalue), 0.0, test
+    )
 
 
 def slope(levels: Sequence[float], values: Sequence[float]) -> float | None:

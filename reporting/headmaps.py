@@ -57,8 +57,14 @@ def _label_edges(axes: Any, layers: int, heads: int) -> None:
 
 def head_pruning_map(design: Design, series: Series, out: Path) -> Path:
     """Fraction of baseline records (all temperatures and seeds) that prune each head, per level."""
-    cells = {cell: members for cell, members in design.cells.items() if cell.series == series and not cell.arm.agency}
-    records = [r for members in cells.values() for r in members if r.model is not None and r.pruning is not None]
+    cells = {
+        cell: members
+        for cell, members in design.cells.items()
+        if cell.series == series and not cell.arm.agency
+    }
+    records = [
+        r for members in cells.values() for r in members if r.model is not None and r.pruning is not None
+    ]
     if not records:
         raise Skip(f"head pruning map for {series.label()}: no baseline record with its pruned heads")
     layers, heads = records[0].model.layers, records[0].model.heads
@@ -75,7 +81,9 @@ def head_pruning_map(design: Design, series: Series, out: Path) -> Path:
         axes[0, j].set_title(f"{level(lvl)}, n={len(chosen)}", fontsize=8)
     _label_edges(axes, layers, heads)
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), label="fraction of records pruning the head", shrink=0.8)
+        fig.colorbar(
+            image, ax=axes.ravel().tolist(), label="fraction of records pruning the head", shrink=0.8
+        )
     fig.suptitle(f"Pruned heads (baseline arm) — {series.label()} (layers x heads)")
     fig.savefig(path := out / f"head_pruning_{slug(series.label())}.png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
@@ -84,8 +92,11 @@ def head_pruning_map(design: Design, series: Series, out: Path) -> Path:
 
 def agency_state_map(design: Design, series: Series, out: Path) -> Path:
     """The most common end-of-generation state of each head over a main agency cell's records."""
-    cells = {cell: [r for r in members if r.agency is not None and r.agency.state_map]
-             for cell, members in design.cells.items() if cell.series == series and cell.arm.agency and cell.arm.main}
+    cells = {
+        cell: [r for r in members if r.agency is not None and r.agency.state_map]
+        for cell, members in design.cells.items()
+        if cell.series == series and cell.arm.agency and cell.arm.main
+    }
     cells = {cell: members for cell, members in cells.items() if members}
     if not cells:
         raise Skip(f"agency state map for {series.label()}: no agency record has a state map")
@@ -95,8 +106,10 @@ def agency_state_map(design: Design, series: Series, out: Path) -> Path:
     records = [r for members in cells.values() for r in members]
     layers = max(len(r.agency.state_map) for r in records)
     heads = max(len(row) for r in records for row in r.agency.state_map)
-    states = sorted({s for r in records for row in r.agency.state_map for s in row} | (
-        {"pruned"} if any(r.pruning and r.pruning.heads for r in records) else set()))
+    states = sorted(
+        {s for r in records for row in r.agency.state_map for s in row}
+        | ({"pruned"} if any(r.pruning and r.pruning.heads for r in records) else set())
+    )
     spare = iter(_pyplot().cm.tab10.colors)
     colors = [KNOWN_STATE_COLORS.get(s) or next(spare) for s in states]
     code = {s: k for k, s in enumerate(states)}
@@ -107,21 +120,32 @@ def agency_state_map(design: Design, series: Series, out: Path) -> Path:
     fig, axes = _grid(len(temps), len(levels), layers, heads)
     for i, t in enumerate(temps):
         for j, lvl in enumerate(levels):
-            here = [r for cell, members in cells.items() if (cell.temperature, cell.level) == (t, lvl) for r in members]
+            here = [
+                r
+                for cell, members in cells.items()
+                if (cell.temperature, cell.level) == (t, lvl)
+                for r in members
+            ]
             if not here:
                 axes[i, j].set_axis_off()
                 continue
             grid = _mode_states(here, layers, heads)
-            for layer, head in (here[0].pruning.heads if here[0].pruning else []):
+            for layer, head in here[0].pruning.heads if here[0].pruning else []:
                 grid[layer][head] = "pruned"
             codes = [[float("nan") if s is None else code[s] for s in row] for row in grid]
             axes[i, j].imshow(codes, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
             axes[i, j].set_title(f"T={t:g}, {level(lvl)}\nn={len(here)}", fontsize=8)
     _label_edges(axes, layers, heads)
-    fig.legend(handles=[Patch(color=c, label=s) for s, c in zip(states, colors, strict=True)],
-               loc="outside right center", title="head state", fontsize=8)
-    fig.suptitle(f"Agency head states at the end of generation — {series.label()}\n"
-                 "(most common state over the cell's records and rows)")
+    fig.legend(
+        handles=[Patch(color=c, label=s) for s, c in zip(states, colors, strict=True)],
+        loc="outside right center",
+        title="head state",
+        fontsize=8,
+    )
+    fig.suptitle(
+        f"Agency head states at the end of generation — {series.label()}\n"
+        "(most common state over the cell's records and rows)"
+    )
     fig.savefig(path := out / f"agency_states_{slug(series.label())}.png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
@@ -131,7 +155,10 @@ def _mode_states(records: list[ConditionRecord], layers: int, heads: int) -> lis
     grid: list[list[str | None]] = [[None] * heads for _ in range(layers)]
     for layer in range(layers):
         for head in range(heads):
-            seen = Counter(r.agency.state_map[layer][head] for r in records
-                           if layer < len(r.agency.state_map) and head < len(r.agency.state_map[layer]))
+            seen = Counter(
+                r.agency.state_map[layer][head]
+                for r in records
+                if layer < len(r.agency.state_map) and head < len(r.agency.state_map[layer])
+            )
             grid[layer][head] = seen.most_common(1)[0][0] if seen else None
     return grid

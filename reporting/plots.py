@@ -88,9 +88,17 @@ def _draw_arms(ax: Any, data: PlotData, series: Series, name: str, temperatures:
             if line is None:
                 continue
             xs = [x + nudge * (a_index - (len(arms) - 1) / 2) for x in line.levels]
-            ax.errorbar(xs, line.means, yerr=[line.lower, line.upper], color=_arm_color(arm, arms),
-                        linestyle=LINE_STYLES[t_index % len(LINE_STYLES)], marker="o", markersize=4, capsize=3,
-                        label=f"{arm.label}, T={temperature:g}")
+            ax.errorbar(
+                xs,
+                line.means,
+                yerr=[line.lower, line.upper],
+                color=_arm_color(arm, arms),
+                linestyle=LINE_STYLES[t_index % len(LINE_STYLES)],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=f"{arm.label}, T={temperature:g}",
+            )
             drew = True
     if drew:
         _log_axis(ax, name)
@@ -106,7 +114,7 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 3.9 * rows), squeeze=False)
     temperatures = data.temperatures(series)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names, strict=False):
         _draw_arms(ax, data, series, name, temperatures)
@@ -114,10 +122,21 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False,
-               handlelength=3.5, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Metrics vs pruning level — {series.label()}\npoints: geometric means for perplexity and speed; "
-                 "bars: 95% intervals over prompts (samples), timing repeats (speed) or records", fontsize=10)
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(4, len(labels)),
+        fontsize=8,
+        frameon=False,
+        handlelength=3.5,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    fig.suptitle(
+        f"Metrics vs pruning level — {series.label()}\npoints: geometric means for perplexity and speed; "
+        "bars: 95% intervals over prompts (samples), timing repeats (speed) or records",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, out / f"metrics_vs_level_{slug(series.label())}.png")
 
@@ -157,7 +176,9 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
     temperatures = data.temperatures(series)
-    for ax, name in zip(axes.flat, ("reference_perplexity", "tokens_per_second", "corpus_perplexity"), strict=False):
+    for ax, name in zip(
+        axes.flat, ("reference_perplexity", "tokens_per_second", "corpus_perplexity"), strict=False
+    ):
         if not _draw_arms(ax, data, series, name, temperatures):
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.set_title(spec(name).axis_label, fontsize=10)
@@ -165,9 +186,13 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, handlelength=3.5)  # long enough to show the dashes
     primary = [c for c in data.stats.comparisons if c.series == series and c.family in QUESTIONS]
-    _forest(axes.flat[3], primary, data.stats.alpha,
-            "answers: agency/baseline ratios with 95% intervals (filled: significant, Holm within the question;\n"
-            "green: agency better, red: worse; perplexity: < 1 better, tokens/s: > 1 better; Q1 per 10 points)")
+    _forest(
+        axes.flat[3],
+        primary,
+        data.stats.alpha,
+        "answers: agency/baseline ratios with 95% intervals (filled: significant, Holm within the question;\n"
+        "green: agency better, red: worse; perplexity: < 1 better, tokens/s: > 1 better; Q1 per 10 points)",
+    )
     fig.suptitle(f"Summary — {series.label()}")
     fig.tight_layout()
     return _save(fig, out / f"summary_{slug(series.label())}.png")
@@ -175,8 +200,14 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
 
 def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
     agency = next((a for a in data.arms(series) if a.agency), None)
-    rows = [c for c in data.stats.family("exploratory") if c.series == series and c.arm == agency
-            and c.metric in GAIN_METRICS and c.effect.estimate is not None]
+    rows = [
+        c
+        for c in data.stats.family("exploratory")
+        if c.series == series
+        and c.arm == agency
+        and c.metric in GAIN_METRICS
+        and c.effect.estimate is not None
+    ]
     if not rows:
         raise Skip(f"heatmap for {series.label()}: no baseline/agency pairs")
     plt = _pyplot()
@@ -184,9 +215,10 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
     names = [n for n in GAIN_METRICS if any(c.metric == n for c in rows)]
     cols = min(3, len(names))
     nrows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.8 * cols, 1.4 + 1.2 * len(temps) * nrows + 1.2 * nrows),
-                             squeeze=False)
-    for ax in axes.flat[len(names):]:
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(4.8 * cols, 1.4 + 1.2 * len(temps) * nrows + 1.2 * nrows), squeeze=False
+    )
+    for ax in axes.flat[len(names) :]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names, strict=False):
         grid = [[float("nan")] * len(levels) for _ in temps]
@@ -209,10 +241,17 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
         ax.set_xticks(range(len(levels)), [level(lv) for lv in levels])
         ax.set_yticks(range(len(temps)), [f"T={t:g}" for t in temps])
         ax.set_title(spec(name).axis_label, fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.9,
-                     label="agency/baseline − 1 (%)" if spec(name).scale == "log" else "distance agency − baseline")
-    fig.suptitle(f"{agency.label} vs baseline — {series.label()}\nblue: agency better, red: worse; diversity as distance to "
-                 "the unpruned model; * significant (Holm within the exploratory family)", fontsize=10)
+        fig.colorbar(
+            image,
+            ax=ax,
+            shrink=0.9,
+            label="agency/baseline − 1 (%)" if spec(name).scale == "log" else "distance agency − baseline",
+        )
+    fig.suptitle(
+        f"{agency.label} vs baseline — {series.label()}\nblue: agency better, red: worse; diversity as distance to "
+        "the unpruned model; * significant (Holm within the exploratory family)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, out / f"heatmap_{slug(series.label())}.png")
 
@@ -220,7 +259,9 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
 def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path:
     levels = data.levels(series)
     if 0.0 not in levels or len(levels) < 2:
-        raise Skip(f"radar for {series.label()} T={temperature:g}: needs an unpruned (0%) level and a higher one")
+        raise Skip(
+            f"radar for {series.label()} T={temperature:g}: needs an unpruned (0%) level and a higher one"
+        )
     high = levels[-1]
     baseline = Arm("baseline")
     arms = data.arms(series)
@@ -241,7 +282,9 @@ def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path
         for arm in arms:
             rings[arm].append(values.get(arm, float("nan")))
     if len(axes_names) < 3:
-        raise Skip(f"radar for {series.label()} T={temperature:g}: fewer than 3 metrics at 0% and {level(high)}")
+        raise Skip(
+            f"radar for {series.label()} T={temperature:g}: fewer than 3 metrics at 0% and {level(high)}"
+        )
     plt = _pyplot()
     angles = [2 * math.pi * i / len(axes_names) for i in range(len(axes_names))]
     closed = [*angles, angles[0]]
@@ -252,14 +295,26 @@ def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path
         ring = rings[arm]
         if all(math.isnan(v) for v in ring):
             continue
-        ax.plot(closed, [*ring, ring[0]], color=_arm_color(arm, arms), marker="o", label=f"{arm.label} at {level(high)}")
+        ax.plot(
+            closed,
+            [*ring, ring[0]],
+            color=_arm_color(arm, arms),
+            marker="o",
+            label=f"{arm.label} at {level(high)}",
+        )
         ax.fill(closed, [*ring, ring[0]], color=_arm_color(arm, arms), alpha=0.12)
     ax.set_xticks(angles, [spec(n).label for n in axes_names], fontsize=9)
     ax.set_rscale("log")
     ax.set_title(f"{series.label()}, T={temperature:g}: {level(high)} pruning vs unpruned", pad=28)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=9, frameon=False)
-    fig.text(0.5, -0.03, "Each axis: cell mean / unpruned baseline mean (log radius); lower-is-better metrics "
-             "inverted, so outward is better.", ha="center", fontsize=9)
+    fig.text(
+        0.5,
+        -0.03,
+        "Each axis: cell mean / unpruned baseline mean (log radius); lower-is-better metrics "
+        "inverted, so outward is better.",
+        ha="center",
+        fontsize=9,
+    )
     return _save(fig, out / f"radar_{slug(series.label())}_T{temperature:g}.png")
 
 
@@ -275,21 +330,38 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
         for k, arm in enumerate(arms):
             for lv in levels:
                 cell = Cell(series, t, lv, arm)
-                x, y = data.description(cell, "tokens_per_second"), data.description(cell, "reference_perplexity")
+                x, y = (
+                    data.description(cell, "tokens_per_second"),
+                    data.description(cell, "reference_perplexity"),
+                )
                 if x is None or y is None:
                     continue
-                ax.scatter(x.mean, y.mean, marker=markers[k % len(markers)], color=plt.cm.viridis(norm(lv)), s=60,
-                           edgecolors="black", linewidths=0.5, zorder=2)
-                ax.annotate(level(lv), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                ax.scatter(
+                    x.mean,
+                    y.mean,
+                    marker=markers[k % len(markers)],
+                    color=plt.cm.viridis(norm(lv)),
+                    s=60,
+                    edgecolors="black",
+                    linewidths=0.5,
+                    zorder=2,
+                )
+                ax.annotate(
+                    level(lv), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4), fontsize=7
+                )
         _log_scale(ax)
         ax.set_title(f"T={t:g}")
         ax.set_xlabel(spec("tokens_per_second").axis_label)
         ax.set_ylabel(spec("reference_perplexity").axis_label)
         ax.grid(alpha=0.3, which="both")
-    handles = [plt.Line2D([], [], marker=markers[k % len(markers)], linestyle="", color="grey", label=arm.label)
-               for k, arm in enumerate(arms)]
+    handles = [
+        plt.Line2D([], [], marker=markers[k % len(markers)], linestyle="", color="grey", label=arm.label)
+        for k, arm in enumerate(arms)
+    ]
     axes.flat[0].legend(handles=handles, fontsize=8, loc="best")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label="pruning level (%)")
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label="pruning level (%)"
+    )
     fig.suptitle(f"Quality vs speed — {series.label()} (better: lower right)")
     return _save(fig, out / f"tradeoff_{slug(series.label())}.png")
 
@@ -300,19 +372,27 @@ def answers_figure(data: PlotData, out: Path) -> Path:
     Ratios (perplexity, speed) on a log axis around 1; differences (diversity as distance to the unpruned model,
     negative: closer) on their own axis around 0.
     """
-    panels = [(q, kind) for q in QUESTIONS for kind in ("ratio", "difference")
-              if any(c.kind == kind for c in data.stats.family(q))]
+    panels = [
+        (q, kind)
+        for q in QUESTIONS
+        for kind in ("ratio", "difference")
+        if any(c.kind == kind for c in data.stats.family(q))
+    ]
     if not panels:
         raise Skip("answers: no primary comparison")
     plt = _pyplot()
     heights = [max(1.2, 0.32 * sum(c.kind == kind for c in data.stats.family(q))) for q, kind in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, sum(heights) + 1.5), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9, sum(heights) + 1.5), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax, (q, kind) in zip(axes.flat, panels, strict=True):
         suffix = "" if kind == "ratio" else " (differences: distance to the unpruned model)"
         _forest(ax, data.stats.family(q), data.stats.alpha, f"{q}. {QUESTIONS[q]}{suffix}", kind)
-    fig.suptitle("Primary answers: effect (agency/baseline, or agency - baseline) and 95% interval; filled = "
-                 "significant (Holm within the question); green better, red worse", fontsize=9)
+    fig.suptitle(
+        "Primary answers: effect (agency/baseline, or agency - baseline) and 95% interval; filled = "
+        "significant (Holm within the question); green better, red worse",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, out / "answers.png")
 
@@ -323,10 +403,17 @@ def ablation_figure(data: PlotData, out: Path) -> Path:
         raise Skip("ablation: no agency component was switched off")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
-    _forest(ax, rows, data.stats.alpha, "agency components: each row's arm vs the whole agency arm "
-                                        "(first row: agency vs baseline)")
-    ax.set_yticks(range(len(rows)), [f"{c.arm.label} vs {c.other.label}: {spec(c.metric).label}" for c in rows],
-                  fontsize=7)
+    _forest(
+        ax,
+        rows,
+        data.stats.alpha,
+        "agency components: each row's arm vs the whole agency arm (first row: agency vs baseline)",
+    )
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{c.arm.label} vs {c.other.label}: {spec(c.metric).label}" for c in rows],
+        fontsize=7,
+    )
     fig.tight_layout()
     return _save(fig, out / "ablation.png")
 
@@ -346,16 +433,26 @@ def recovery_figure(data: PlotData, series: Series, out: Path) -> Path:
                     line = data.arm_line(which, temperature, arm, name)
                     if line is None:
                         continue
-                    ax.errorbar(line.levels, line.means, yerr=[line.lower, line.upper], color=_arm_color(arm, arms),
-                                linestyle=style, marker="o", markersize=4, capsize=3,
-                                label=f"{arm.label}, {'recovered' if which is series else 'before recovery'}")
+                    ax.errorbar(
+                        line.levels,
+                        line.means,
+                        yerr=[line.lower, line.upper],
+                        color=_arm_color(arm, arms),
+                        linestyle=style,
+                        marker="o",
+                        markersize=4,
+                        capsize=3,
+                        label=f"{arm.label}, {'recovered' if which is series else 'before recovery'}",
+                    )
         _log_scale(ax)
         ax.set_title(spec(name).axis_label, fontsize=10)
         ax.set_xlabel("pruning level (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, handlelength=3.5)
-    fig.suptitle(f"Recovery after pruning — {before.label().replace(' / recovered=no', '')} "
-                 f"(T={data.temperatures(series)[0]:g}; dashed: before, solid: recovered)")
+    fig.suptitle(
+        f"Recovery after pruning — {before.label().replace(' / recovered=no', '')} "
+        f"(T={data.temperatures(series)[0]:g}; dashed: before, solid: recovered)"
+    )
     fig.tight_layout()
     return _save(fig, out / f"recovery_{slug(before.label())}.png")
 
@@ -367,12 +464,19 @@ def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = PlotData(stats)
     outcome = PlotOutcome()
-    jobs: list[Callable[[], Path]] = [lambda: answers_figure(data, out_dir), lambda: ablation_figure(data, out_dir)]
+    jobs: list[Callable[[], Path]] = [
+        lambda: answers_figure(data, out_dir),
+        lambda: ablation_figure(data, out_dir),
+    ]
     for series in data.series():
-        jobs += [lambda s=series: summary_figure(data, s, out_dir), lambda s=series: metrics_vs_level(data, s, out_dir),
-                 lambda s=series: gain_heatmap(data, s, out_dir), lambda s=series: tradeoff(data, s, out_dir),
-                 lambda s=series: agency_state_map(design, s, out_dir), lambda s=series: head_pruning_map(design, s,
-                                                                                                          out_dir)]
+        jobs += [
+            lambda s=series: summary_figure(data, s, out_dir),
+            lambda s=series: metrics_vs_level(data, s, out_dir),
+            lambda s=series: gain_heatmap(data, s, out_dir),
+            lambda s=series: tradeoff(data, s, out_dir),
+            lambda s=series: agency_state_map(design, s, out_dir),
+            lambda s=series: head_pruning_map(design, s, out_dir),
+        ]
         jobs += [lambda s=series, t=t: radar(data, s, t, out_dir) for t in data.temperatures(series)]
         if series.recovered():
             jobs.append(lambda s=series: recovery_figure(data, s, out_dir))

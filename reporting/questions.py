@@ -83,8 +83,12 @@ class Comparison:
     scale: float = 1.0  # the estimate is multiplied by this before it is shown (slopes: per 10 points)
     level: float | None = None
     temperature: float | None = None
-    standardized: tuple[float, float, float] | None = None  # Q5: mean / sd of the per-prompt gains, with interval
-    regained: tuple[float, float, float] | None = None  # recovery: share of the pruning loss regained, interval
+    standardized: tuple[float, float, float] | None = (
+        None  # Q5: mean / sd of the per-prompt gains, with interval
+    )
+    regained: tuple[float, float, float] | None = (
+        None  # recovery: share of the pruning loss regained, interval
+    )
     p_holm: float | None = None
     p_floor_holm: float | None = None
 
@@ -101,8 +105,11 @@ class Comparison:
         if self.effect.p is None:
             return f"not tested ({self.effect.note or 'too few units'})"
         if self.p_floor_holm is not None and self.p_floor_holm >= alpha:
-            return "inconclusive: too few prompts to detect an effect" if "prompt" in self.units else \
-                "inconclusive: too few units to detect an effect"
+            return (
+                "inconclusive: too few prompts to detect an effect"
+                if "prompt" in self.units
+                else "inconclusive: too few units to detect an effect"
+            )
         if not self.significant(alpha):
             return "no significant difference"
         if self.family == "recovery":  # the same arm before and after: what is judged is the recovery
@@ -131,11 +138,15 @@ def _standardized(values: np.ndarray) -> tuple[float, float, float] | None:
     return float(d(values)), low, high
 
 
-def prompt_slope_differences(design: Design, series: Series, arm: Arm, metric: str, units: Units) -> list[float]:
+def prompt_slope_differences(
+    design: Design, series: Series, arm: Arm, metric: str, units: Units
+) -> list[float]:
     """Per prompt: slope over the levels of (arm - baseline), temperatures pooled."""
     levels = design.levels(series)
     temperatures = design.temperatures(series)
-    per_level = [differences(design, series, lv, temperatures, metric, arm, BASELINE_ARM, units) for lv in levels]
+    per_level = [
+        differences(design, series, lv, temperatures, metric, arm, BASELINE_ARM, units) for lv in levels
+    ]
     result = []
     for prompt in common(per_level):
         value = slope(levels, [d[prompt] for d in per_level])
@@ -152,7 +163,9 @@ def speed_slope(design: Design, series: Series, arm: Arm) -> tuple[Effect, str]:
         ratios = timing_log_ratios(design, series, level, temperatures, SPEED, arm, BASELINE_ARM)
         if not ratios:
             paired = False
-            mine, theirs = (timing_logs(design, series, level, temperatures, SPEED, a) for a in (arm, BASELINE_ARM))
+            mine, theirs = (
+                timing_logs(design, series, level, temperatures, SPEED, a) for a in (arm, BASELINE_ARM)
+            )
             if mine and theirs:
                 ratios = [sum(mine) / len(mine) - sum(theirs) / len(theirs)]
         xs += [level] * len(ratios)
@@ -170,17 +183,24 @@ def speed_at(design: Design, series: Series, level: float, arm: Arm, other: Arm)
     # repeats in the quickstart), so repeats are not independent units: each run's mean is one.
     mine = timing_session_logs(design, series, level, temperatures, SPEED, arm)
     theirs = timing_session_logs(design, series, level, temperatures, SPEED, other)
-    return (welch_effect(mine, theirs, "Welch t on the mean log value of each timed run"),
-            "timed runs (arms timed apart: unpaired)")
+    return (
+        welch_effect(mine, theirs, "Welch t on the mean log value of each timed run"),
+        "timed runs (arms timed apart: unpaired)",
+    )
 
 
 def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
     quality = paired_effect(prompt_slope_differences(design, series, arm, QUALITY, units))
     speed, speed_units = speed_slope(design, series, arm)
     contrast = "change of the agency/baseline ratio per 10 points of pruning"
-    return [Comparison("Q1", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1,
-                       PER_POINTS),
-            Comparison("Q1", series, arm, BASELINE_ARM, SPEED, contrast, speed_units, "ratio", speed, 1, PER_POINTS)]
+    return [
+        Comparison(
+            "Q1", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, PER_POINTS
+        ),
+        Comparison(
+            "Q1", series, arm, BASELINE_ARM, SPEED, contrast, speed_units, "ratio", speed, 1, PER_POINTS
+        ),
+    ]
 
 
 def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
@@ -188,11 +208,37 @@ def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[C
     result = []
     for level in (lv for lv in design.levels(series) if lv > 0):
         diffs = differences(design, series, level, temperatures, QUALITY, arm, BASELINE_ARM, units)
-        result.append(Comparison("Q2", series, arm, BASELINE_ARM, QUALITY, f"agency/baseline at {level:g}%",
-                                 "prompts", "ratio", paired_effect(list(diffs.values())), -1, level=level))
+        result.append(
+            Comparison(
+                "Q2",
+                series,
+                arm,
+                BASELINE_ARM,
+                QUALITY,
+                f"agency/baseline at {level:g}%",
+                "prompts",
+                "ratio",
+                paired_effect(list(diffs.values())),
+                -1,
+                level=level,
+            )
+        )
         speed, speed_units = speed_at(design, series, level, arm, BASELINE_ARM)
-        result.append(Comparison("Q2", series, arm, BASELINE_ARM, SPEED, f"agency/baseline at {level:g}%",
-                                 speed_units, "ratio", speed, 1, level=level))
+        result.append(
+            Comparison(
+                "Q2",
+                series,
+                arm,
+                BASELINE_ARM,
+                SPEED,
+                f"agency/baseline at {level:g}%",
+                speed_units,
+                "ratio",
+                speed,
+                1,
+                level=level,
+            )
+        )
     return result
 
 
@@ -205,9 +251,22 @@ def question_3(design: Design, series: Series, arm: Arm, units: Units) -> list[C
             at_low = differences(design, series, level, [low], QUALITY, arm, BASELINE_ARM, units)
             prompts = common([at_high, at_low])
             effect = paired_effect([at_high[p] - at_low[p] for p in prompts])
-            result.append(Comparison("Q3", series, arm, BASELINE_ARM, QUALITY,
-                                     f"agency effect at T={high:g} over at T={low:g}, {level:g}%", "prompts",
-                                     "ratio", effect, -1, level=level, temperature=high))
+            result.append(
+                Comparison(
+                    "Q3",
+                    series,
+                    arm,
+                    BASELINE_ARM,
+                    QUALITY,
+                    f"agency effect at T={high:g} over at T={low:g}, {level:g}%",
+                    "prompts",
+                    "ratio",
+                    effect,
+                    -1,
+                    level=level,
+                    temperature=high,
+                )
+            )
     return result
 
 
@@ -228,17 +287,43 @@ def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[C
     if ratios_high and ratios_low:
         speed = welch_effect(ratios_high, ratios_low, test)
     else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
-        speed = Effect(0, None, None, None, None, None, test,
-                       "the arms were timed apart: no repeats timed side by side at both levels")
-    return [Comparison("Q4", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1,
-                       level=high),
-            Comparison("Q4", series, arm, BASELINE_ARM, SPEED, contrast, "timing repeats (two levels)", "ratio",
-                       speed, 1, level=high)]
+        speed = Effect(
+            0,
+            None,
+            None,
+            None,
+            None,
+            None,
+            test,
+            "the arms were timed apart: no repeats timed side by side at both levels",
+        )
+    return [
+        Comparison(
+            "Q4", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, level=high
+        ),
+        Comparison(
+            "Q4",
+            series,
+            arm,
+            BASELINE_ARM,
+            SPEED,
+            contrast,
+            "timing repeats (two levels)",
+            "ratio",
+            speed,
+            1,
+            level=high,
+        ),
+    ]
 
 
 def quality_metrics() -> list[str]:
     """Reference perplexity and the diversity metrics: the per-sample quality measures."""
-    return [m.name for m in CATALOGUE if m.kind in ("quality", "diversity") and m.measured_per == "sample" and m.tested]
+    return [
+        m.name
+        for m in CATALOGUE
+        if m.kind in ("quality", "diversity") and m.measured_per == "sample" and m.tested
+    ]
 
 
 def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
@@ -248,17 +333,34 @@ def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[C
     for metric in quality_metrics():
         diffs = _averaged(design, series, pruned, temperatures, arm, BASELINE_ARM, units, metric)
         reference = spec(metric).direction == "reference"
-        contrast = ("distance to the unpruned model's value, agency minus baseline, averaged over the pruned levels"
-                    if reference else "agency/baseline averaged over the pruned levels")
-        comparison = Comparison("Q5", series, arm, BASELINE_ARM, metric, contrast, "prompts", _ratio_kind(metric),
-                                paired_effect(diffs), _gain_sign(metric))
+        contrast = (
+            "distance to the unpruned model's value, agency minus baseline, averaged over the pruned levels"
+            if reference
+            else "agency/baseline averaged over the pruned levels"
+        )
+        comparison = Comparison(
+            "Q5",
+            series,
+            arm,
+            BASELINE_ARM,
+            metric,
+            contrast,
+            "prompts",
+            _ratio_kind(metric),
+            paired_effect(diffs),
+            _gain_sign(metric),
+        )
         comparison.standardized = _standardized(_gain_sign(metric) * np.asarray(diffs, dtype=float))
         result.append(comparison)
     return result
 
 
 PRIMARY: dict[str, Callable[[Design, Series, Arm, Units], list[Comparison]]] = {
-    "Q1": question_1, "Q2": question_2, "Q3": question_3, "Q4": question_4, "Q5": question_5,
+    "Q1": question_1,
+    "Q2": question_2,
+    "Q3": question_3,
+    "Q4": question_4,
+    "Q5": question_5,
 }
 
 
@@ -272,19 +374,47 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
             for temperature in design.temperatures(series):
                 for level in design.levels(series):
                     for metric in sample_metrics:
-                        diffs = differences(design, series, level, [temperature], metric, arm, BASELINE_ARM, units)
+                        diffs = differences(
+                            design, series, level, [temperature], metric, arm, BASELINE_ARM, units
+                        )
                         if diffs:
-                            result.append(Comparison(
-                                "exploratory", series, arm, BASELINE_ARM, metric, f"{arm.label} vs baseline",
-                                "prompts", _ratio_kind(metric), paired_effect(list(diffs.values())),
-                                _gain_sign(metric), level=level, temperature=temperature))
+                            result.append(
+                                Comparison(
+                                    "exploratory",
+                                    series,
+                                    arm,
+                                    BASELINE_ARM,
+                                    metric,
+                                    f"{arm.label} vs baseline",
+                                    "prompts",
+                                    _ratio_kind(metric),
+                                    paired_effect(list(diffs.values())),
+                                    _gain_sign(metric),
+                                    level=level,
+                                    temperature=temperature,
+                                )
+                            )
                     for metric in timing_metrics:
-                        ratios = timing_log_ratios(design, series, level, [temperature], metric, arm, BASELINE_ARM)
+                        ratios = timing_log_ratios(
+                            design, series, level, [temperature], metric, arm, BASELINE_ARM
+                        )
                         if ratios:
-                            result.append(Comparison(
-                                "exploratory", series, arm, BASELINE_ARM, metric, f"{arm.label} vs baseline",
-                                "timing repeats timed side by side", "ratio", mean_t_effect(ratios),
-                                spec(metric).sign, level=level, temperature=temperature))
+                            result.append(
+                                Comparison(
+                                    "exploratory",
+                                    series,
+                                    arm,
+                                    BASELINE_ARM,
+                                    metric,
+                                    f"{arm.label} vs baseline",
+                                    "timing repeats timed side by side",
+                                    "ratio",
+                                    mean_t_effect(ratios),
+                                    spec(metric).sign,
+                                    level=level,
+                                    temperature=temperature,
+                                )
+                            )
     return result
 
 
@@ -299,10 +429,22 @@ def aa_checks(design: Design, units: Units) -> list[Comparison]:
             for temperature in design.temperatures(series):
                 diffs = differences(design, series, level, [temperature], QUALITY, arm, BASELINE_ARM, units)
                 if diffs:
-                    result.append(Comparison("aa", series, arm, BASELINE_ARM, QUALITY,
-                                             "agency vs baseline with nothing pruned", "prompts", "ratio",
-                                             paired_effect(list(diffs.values())), -1, level=level,
-                                             temperature=temperature))
+                    result.append(
+                        Comparison(
+                            "aa",
+                            series,
+                            arm,
+                            BASELINE_ARM,
+                            QUALITY,
+                            "agency vs baseline with nothing pruned",
+                            "prompts",
+                            "ratio",
+                            paired_effect(list(diffs.values())),
+                            -1,
+                            level=level,
+                            temperature=temperature,
+                        )
+                    )
     return result
 
 
@@ -319,24 +461,69 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
         temperatures = design.temperatures(series)
         pruned = [lv for lv in design.levels(series) if lv > 0] or design.levels(series)
         total = _averaged(design, series, pruned, temperatures, main, BASELINE_ARM, units)
-        result.append(Comparison("ablation", series, main, BASELINE_ARM, QUALITY,
-                                 "whole agency effect (agency vs baseline)", "prompts", "ratio",
-                                 paired_effect(total), -1))
+        result.append(
+            Comparison(
+                "ablation",
+                series,
+                main,
+                BASELINE_ARM,
+                QUALITY,
+                "whole agency effect (agency vs baseline)",
+                "prompts",
+                "ratio",
+                paired_effect(total),
+                -1,
+            )
+        )
         for variant in variants:
             diffs = _averaged(design, series, pruned, temperatures, variant, main, units)
-            result.append(Comparison("ablation", series, variant, main, QUALITY,
-                                     f"{variant.label} vs agency (positive log ratio: the switched-off part helps)",
-                                     "prompts", "ratio", paired_effect(diffs), -1))
-            ratios = [r for lv in pruned for r in timing_log_ratios(design, series, lv, temperatures, SPEED,
-                                                                       variant, main)]
+            result.append(
+                Comparison(
+                    "ablation",
+                    series,
+                    variant,
+                    main,
+                    QUALITY,
+                    f"{variant.label} vs agency (positive log ratio: the switched-off part helps)",
+                    "prompts",
+                    "ratio",
+                    paired_effect(diffs),
+                    -1,
+                )
+            )
+            ratios = [
+                r
+                for lv in pruned
+                for r in timing_log_ratios(design, series, lv, temperatures, SPEED, variant, main)
+            ]
             if ratios:
-                result.append(Comparison("ablation", series, variant, main, SPEED, f"{variant.label} vs agency",
-                                         "timing repeats timed side by side", "ratio", mean_t_effect(ratios), 1))
+                result.append(
+                    Comparison(
+                        "ablation",
+                        series,
+                        variant,
+                        main,
+                        SPEED,
+                        f"{variant.label} vs agency",
+                        "timing repeats timed side by side",
+                        "ratio",
+                        mean_t_effect(ratios),
+                        1,
+                    )
+                )
     return result
 
 
-def _averaged(design: Design, series: Series, levels: Sequence[float], temperatures: Sequence[float], arm: Arm,
-              other: Arm, units: Units, metric: str = QUALITY) -> list[float]:
+def _averaged(
+    design: Design,
+    series: Series,
+    levels: Sequence[float],
+    temperatures: Sequence[float],
+    arm: Arm,
+    other: Arm,
+    units: Units,
+    metric: str = QUALITY,
+) -> list[float]:
     """Per prompt: arm minus other, averaged over ``levels`` and ``temperatures``."""
     per_level = [differences(design, series, lv, temperatures, metric, arm, other, units) for lv in levels]
     return [sum(d[p] for d in per_level) / len(per_level) for p in common(per_level)]
@@ -350,10 +537,16 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
         before_series = after_series.before_recovery()
         temperatures = design.temperatures(after_series)
         for arm in design.arms(after_series):
-            unpruned = {t: design.prompt_values(Cell(before_series, t, 0.0, arm), QUALITY) for t in temperatures}
+            unpruned = {
+                t: design.prompt_values(Cell(before_series, t, 0.0, arm), QUALITY) for t in temperatures
+            }
             for level in (lv for lv in design.levels(after_series) if lv > 0):
-                after = {t: design.prompt_values(Cell(after_series, t, level, arm), QUALITY) for t in temperatures}
-                before = {t: design.prompt_values(Cell(before_series, t, level, arm), QUALITY) for t in temperatures}
+                after = {
+                    t: design.prompt_values(Cell(after_series, t, level, arm), QUALITY) for t in temperatures
+                }
+                before = {
+                    t: design.prompt_values(Cell(before_series, t, level, arm), QUALITY) for t in temperatures
+                }
                 gained, lost = [], []
                 for prompt in sorted({p for t in temperatures for p in after[t]}):
                     temps = [t for t in temperatures if prompt in after[t] and prompt in before[t]]
@@ -364,9 +557,19 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
                     if with_unpruned and len(with_unpruned) == len(temps):
                         lost.append(sum(before[t][prompt] - unpruned[t][prompt] for t in temps) / len(temps))
                 effect = paired_effect([-g for g in gained])  # after - before: below 0 (x < 1) is better
-                comparison = Comparison("recovery", after_series, arm, arm, QUALITY,
-                                        f"recovered / before recovery at {level:g}%", "prompts", "ratio", effect,
-                                        -1, level=level)
+                comparison = Comparison(
+                    "recovery",
+                    after_series,
+                    arm,
+                    arm,
+                    QUALITY,
+                    f"recovered / before recovery at {level:g}%",
+                    "prompts",
+                    "ratio",
+                    effect,
+                    -1,
+                    level=level,
+                )
                 comparison.regained = _share(gained, lost)
                 result.append(comparison)
     return result

@@ -71,8 +71,10 @@ def load_records(run_dirs: Iterable[str | Path]) -> LoadedRecords:
                 loaded.problems.append(f"record {path} has status '{record.status}'; excluded")
                 continue
             if record.condition_id in loaded.sources:
-                loaded.problems.append(f"record {path} duplicates condition {record.condition_id} already loaded "
-                                       f"from {loaded.sources[record.condition_id]}; kept the first")
+                loaded.problems.append(
+                    f"record {path} duplicates condition {record.condition_id} already loaded "
+                    f"from {loaded.sources[record.condition_id]}; kept the first"
+                )
                 continue
             loaded.sources[record.condition_id] = path
             loaded.records.append(record)

@@ -72,11 +72,15 @@ def _nothing_usable(loaded: LoadedRecords, run_dirs: Sequence[Path]) -> NoUsable
     if not loaded.files:
         return NoUsableRecords(f"no record files in {', '.join(str(d / 'records') for d in run_dirs)}")
     names = ", ".join(str(p) for p in loaded.unreadable) or "none"
-    return NoUsableRecords(f"no usable record among {loaded.files} files; unreadable: {names}; "
-                           f"others: {len(loaded.problems) - len(loaded.unreadable)} incomplete, failed or duplicate")
+    return NoUsableRecords(
+        f"no usable record among {loaded.files} files; unreadable: {names}; "
+        f"others: {len(loaded.problems) - len(loaded.unreadable)} incomplete, failed or duplicate"
+    )
 
 
-def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions | None = None) -> ReportResult:
+def write_report(
+    run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions | None = None
+) -> ReportResult:
     """Load every record of ``run_dirs``, compute the statistics, write the summary and the plots."""
     from reporting.console import console_table
     from reporting.design import build_design
@@ -102,18 +106,33 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions
         outcome = make_plots(design, stats, out_dir / "plots")
         plot_paths, skipped = outcome.paths, outcome.notes
     payload = {
-        "inputs": {"run_dirs": [str(d) for d in run_dirs], "n_records": len(design.records),
-                   "records": {cid: str(path) for cid, path in loaded.sources.items()}, "problems": problems,
-                   "compared_keys": sorted(design.split_keys)},
+        "inputs": {
+            "run_dirs": [str(d) for d in run_dirs],
+            "n_records": len(design.records),
+            "records": {cid: str(path) for cid, path in loaded.sources.items()},
+            "problems": problems,
+            "compared_keys": sorted(design.split_keys),
+        },
         **stats.to_dict(),
         "plots": [str(p.relative_to(out_dir)) for p in plot_paths],
         "plots_skipped": skipped,
     }
     statistics_path = write_json_atomic(out_dir / "statistics.json", json_safe(payload))
     summary_path = write_summary(stats, len(design.records), problems, out_dir / "summary.md", skipped)
-    significant = {q: sum(c.significant(stats.alpha) for c in stats.family(q)) for q in ("Q1", "Q2", "Q3", "Q4", "Q5")}
-    return ReportResult(out_dir, statistics_path, summary_path, plot_paths, problems, skipped, len(design.records),
-                        console_table(stats), significant)
+    significant = {
+        q: sum(c.significant(stats.alpha) for c in stats.family(q)) for q in ("Q1", "Q2", "Q3", "Q4", "Q5")
+    }
+    return ReportResult(
+        out_dir,
+        statistics_path,
+        summary_path,
+        plot_paths,
+        problems,
+        skipped,
+        len(design.records),
+        console_table(stats),
+        significant,
+    )
 
 
 def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, project: str) -> Any:
@@ -122,15 +141,46 @@ def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, 
 
     import wandb
 
-    run = wandb.init(project=project, group=group, job_type="report", dir=str(run_dir),
-                     mode=os.environ.get("WANDB_MODE", "offline"), name=f"report-{Path(run_dir).name}")
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="report",
+        dir=str(run_dir),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        name=f"report-{Path(run_dir).name}",
+    )
     try:
         stats = json.loads(result.statistics_path.read_text(encoding="utf-8"))
-        columns = ["family", "series", "arm", "metric", "contrast", "level", "temperature", "shown", "ci_low",
-                   "ci_high", "p_holm", "reading"]
-        rows = [[c["family"], " / ".join(str(v) for v in c["series"].values() if v), c["arm"]["label"], c["metric"],
-                 c["contrast"], c["level"], c["temperature"], *c["shown"], c["p_holm"], c["reading"]]
-                for c in stats["comparisons"] if c["family"] != "exploratory"]
+        columns = [
+            "family",
+            "series",
+            "arm",
+            "metric",
+            "contrast",
+            "level",
+            "temperature",
+            "shown",
+            "ci_low",
+            "ci_high",
+            "p_holm",
+            "reading",
+        ]
+        rows = [
+            [
+                c["family"],
+                " / ".join(str(v) for v in c["series"].values() if v),
+                c["arm"]["label"],
+                c["metric"],
+                c["contrast"],
+                c["level"],
+                c["temperature"],
+                *c["shown"],
+                c["p_holm"],
+                c["reading"],
+            ]
+            for c in stats["comparisons"]
+            if c["family"] != "exploratory"
+        ]
         payload: dict[str, Any] = {"comparisons": wandb.Table(columns=columns, data=rows)}
         for path in result.plot_paths:
             payload[f"plots/{path.stem}"] = wandb.Image(str(path))

@@ -94,11 +94,20 @@ class Statistics:
             "families": FAMILIES,
             "degenerate_perplexity": self.units.degenerate_perplexity,
             "reading": "estimates are on the analysis scale (log ratios for log-scale metrics); 'shown' converts "
-                       "them (x exp; slopes per 10 points of pruning); p_holm is adjusted within the family",
+            "them (x exp; slopes per 10 points of pruning); p_holm is adjusted within the family",
             "cells": [dataclasses.asdict(c) for c in self.cells],
-            "comparisons": [{**dataclasses.asdict(c), "shown": [shown(c, c.effect.estimate),
-                                                                 shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)],
-                             "reading": c.reading(self.alpha)} for c in self.comparisons],
+            "comparisons": [
+                {
+                    **dataclasses.asdict(c),
+                    "shown": [
+                        shown(c, c.effect.estimate),
+                        shown(c, c.effect.ci_low),
+                        shown(c, c.effect.ci_high),
+                    ],
+                    "reading": c.reading(self.alpha),
+                }
+                for c in self.comparisons
+            ],
             "problems": self.problems,
             "notes": self.notes,
         }
@@ -112,7 +121,9 @@ def describe_metric(design: Design, cell: Cell, metric: str) -> Description | No
         values = [math.log(t.value) for t in design.timings(cell, metric) if t.value > 0]
         unit = "timing repeats"
     else:
-        values = [math.log(v) if m.scale == "log" and v > 0 else v for v in design.condition_values(cell, metric)]
+        values = [
+            math.log(v) if m.scale == "log" and v > 0 else v for v in design.condition_values(cell, metric)
+        ]
         unit = "records"
     failed = design.failures(cell, metric)
     if not values and not failed:
@@ -134,18 +145,31 @@ def _agency_summary(design: Design, cell: Cell) -> AgencySummary | None:
             counts[state] += count / len(reports)
         for kind, count in report.violations.items():
             violations[kind] += count
-    return AgencySummary(len(reports), dict(counts),
-                         sum(r.transitions.get("overloaded", 0) for r in reports) / len(reports),
-                         max(len(r.misaligned) for r in reports),
-                         sum(r.withholding_consent for r in reports) / len(reports), dict(violations))
+    return AgencySummary(
+        len(reports),
+        dict(counts),
+        sum(r.transitions.get("overloaded", 0) for r in reports) / len(reports),
+        max(len(r.misaligned) for r in reports),
+        sum(r.withholding_consent for r in reports) / len(reports),
+        dict(violations),
+    )
 
 
 def describe_cells(design: Design, units: Units) -> list[CellStats]:
     result = []
     for cell, members in design.cells.items():
         metrics = {m.name: d for m in CATALOGUE if (d := describe_metric(design, cell, m.name)) is not None}
-        result.append(CellStats(cell, len(members), design.seeds(cell), [r.condition_id for r in members], metrics,
-                                _agency_summary(design, cell), degenerate_share(design, cell, units)))
+        result.append(
+            CellStats(
+                cell,
+                len(members),
+                design.seeds(cell),
+                [r.condition_id for r in members],
+                metrics,
+                _agency_summary(design, cell),
+                degenerate_share(design, cell, units),
+            )
+        )
     return result
 
 
@@ -176,10 +200,14 @@ def compute_statistics(design: Design, units: Units | None = None, alpha: float 
     notes = []
     shared = shared_agency_settings(design.records)
     if shared:
-        notes.append(f"every agency arm departs from the default agency settings in {', '.join(shared)}; "
-                     "the arms are named without it")
+        notes.append(
+            f"every agency arm departs from the default agency settings in {', '.join(shared)}; "
+            "the arms are named without it"
+        )
     if design.timed_alone():
-        notes.append("some conditions were timed alone (each by its own process, e.g. W&B agents): their speed "
-                     "differences are unpaired in time, so machine drift between the runs counts as noise or as "
-                     "an effect; time the arms side by side (a local sweep) to compare speed")
+        notes.append(
+            "some conditions were timed alone (each by its own process, e.g. W&B agents): their speed "
+            "differences are unpaired in time, so machine drift between the runs counts as noise or as "
+            "an effect; time the arms side by side (a local sweep) to compare speed"
+        )
     return Statistics(alpha, units, describe_cells(design, units), comparisons, notes=notes)

@@ -26,13 +26,22 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def effect_of(c: Comparison) -> str:
-    return effect_text(c.kind, shown(c, c.effect.estimate), shown(c, c.effect.ci_low), shown(c, c.effect.ci_high))
+    return effect_text(
+        c.kind, shown(c, c.effect.estimate), shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)
+    )
 
 
 def _row(c: Comparison, alpha: float) -> list[str]:
     where = c.series.label() + ("" if c.arm.label == "agency" else f" / {c.arm.label}")
-    return [where, spec(c.metric).label, c.contrast, effect_of(c), f"{c.effect.test}, n = {c.effect.n} {c.units}",
-            pval(c.p_holm), c.reading(alpha)]
+    return [
+        where,
+        spec(c.metric).label,
+        c.contrast,
+        effect_of(c),
+        f"{c.effect.test}, n = {c.effect.n} {c.units}",
+        pval(c.p_holm),
+        c.reading(alpha),
+    ]
 
 
 HEADER = ["series", "metric", "contrast", "effect [95% CI]", "test, n", "Holm p", "reading"]
@@ -45,13 +54,20 @@ def _power_line(rows: list[Comparison]) -> str:
     if prompt_based:
         n = min(c.effect.n for c in prompt_based)
         floor = min(c.p_floor_holm for c in prompt_based if c.p_floor_holm is not None)
-        parts.append(f"n = {n} prompts; smallest attainable Holm-adjusted p of a prompt test = {floor_text(floor)}"
-                     + (" (below 0.05 is impossible: **inconclusive: too few prompts to detect an effect**)"
-                        if floor >= 0.05 else ""))
+        parts.append(
+            f"n = {n} prompts; smallest attainable Holm-adjusted p of a prompt test = {floor_text(floor)}"
+            + (
+                " (below 0.05 is impossible: **inconclusive: too few prompts to detect an effect**)"
+                if floor >= 0.05
+                else ""
+            )
+        )
     if timing_based:
         units = sorted({c.units for c in timing_based})
-        parts.append(f"speed: n = {min(c.effect.n for c in timing_based)} or more per test ({'; '.join(units)}; "
-                     "t-tests: no floor on p)")
+        parts.append(
+            f"speed: n = {min(c.effect.n for c in timing_based)} or more per test ({'; '.join(units)}; "
+            "t-tests: no floor on p)"
+        )
     return "; ".join(parts) if parts else "no test could be run"
 
 
@@ -80,8 +96,11 @@ def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: s
         return f"**Answer:** {nothing}"
     tested = [c for c in rows if c.effect.p is not None]
     if not tested:
-        return "**Answer:** not answerable: no comparison could be tested (" + "; ".join(
-            sorted({c.effect.note or "too few units" for c in rows})) + ")."
+        return (
+            "**Answer:** not answerable: no comparison could be tested ("
+            + "; ".join(sorted({c.effect.note or "too few units" for c in rows}))
+            + ")."
+        )
     significant = [c for c in tested if c.significant(stats.alpha)]
     inconclusive = [c for c in tested if c.reading(stats.alpha).startswith("inconclusive")]
     if significant:
@@ -89,42 +108,72 @@ def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: s
         worse = [c for c in significant if not c.better()]
         parts = []
         if better:
-            parts.append(f"{good}: " + "; ".join(f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p "
-                                                 f"{pval(c.p_holm)})" for c in better))
+            parts.append(
+                f"{good}: "
+                + "; ".join(
+                    f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p {pval(c.p_holm)})"
+                    for c in better
+                )
+            )
         if worse:
-            parts.append(f"{bad}: " + "; ".join(f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p "
-                                                f"{pval(c.p_holm)})" for c in worse))
+            parts.append(
+                f"{bad}: "
+                + "; ".join(
+                    f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p {pval(c.p_holm)})"
+                    for c in worse
+                )
+            )
         later = [part[0].upper() + part[1:] for part in parts[1:]]  # each starts a sentence
         return "**Answer:** " + ". ".join([parts[0], *later]) + "."
     if len(inconclusive) == len(tested):
-        return ("**Answer: inconclusive: too few prompts to detect an effect** (no test could reach p < "
-                f"{stats.alpha:g} with these units). Effects: {_verdicts(tested, stats.alpha)}.")
-    return (f"**Answer:** {NO_DIFF} in any primary comparison; the intervals bound the effects: "
-            f"{_verdicts(tested, stats.alpha)}.")
+        return (
+            "**Answer: inconclusive: too few prompts to detect an effect** (no test could reach p < "
+            f"{stats.alpha:g} with these units). Effects: {_verdicts(tested, stats.alpha)}."
+        )
+    return (
+        f"**Answer:** {NO_DIFF} in any primary comparison; the intervals bound the effects: "
+        f"{_verdicts(tested, stats.alpha)}."
+    )
 
 
 def _with_context(answer, stats: Statistics) -> str:
     """Q1 and Q4 answers say what the ablation and the recovery records add, when they are present."""
     notes = []
-    ablation = [c for c in stats.family("ablation") if c.arm.label != "agency" and c.metric == "reference_perplexity"]
+    ablation = [
+        c for c in stats.family("ablation") if c.arm.label != "agency" and c.metric == "reference_perplexity"
+    ]
     if ablation:
         parts = [f"{c.arm.label}: {effect_of(c)} ({c.reading(stats.alpha)})" for c in ablation]
-        notes.append("Taken apart (ablation, each variant against the whole agency arm, pruned levels pooled; "
-                     "above 1: the part switched off helps): " + "; ".join(parts) + ".")
+        notes.append(
+            "Taken apart (ablation, each variant against the whole agency arm, pruned levels pooled; "
+            "above 1: the part switched off helps): " + "; ".join(parts) + "."
+        )
     if stats.family("recovery"):
-        notes.append("Recovered models are answered as their own series (recovered=yes), beside the same "
-                     "conditions before recovery (recovered=no); see 'Recovery after pruning'.")
+        notes.append(
+            "Recovered models are answered as their own series (recovered=yes), beside the same "
+            "conditions before recovery (recovered=no); see 'Recovery after pruning'."
+        )
     return answer + ("\n\n" + " ".join(notes) if notes else "")
 
 
 def _q1(stats: Statistics) -> list[str]:
     return _question_section(
-        "Q1", stats,
+        "Q1",
+        stats,
         "How the agency/baseline ratio changes per 10 points of pruning (below 1 for perplexity, above 1 for "
         "tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of the log ratio over the "
         "levels, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the level.",
-        lambda rows, s: _with_context(_generic_answer(rows, s, "agency degrades less", "agency degrades more",
-                                                      "no series has both arms at two or more levels."), s))
+        lambda rows, s: _with_context(
+            _generic_answer(
+                rows,
+                s,
+                "agency degrades less",
+                "agency degrades more",
+                "no series has both arms at two or more levels.",
+            ),
+            s,
+        ),
+    )
 
 
 def _q2(stats: Statistics) -> list[str]:
@@ -136,75 +185,122 @@ def _q2(stats: Statistics) -> list[str]:
             good = [c for c in rows if c.metric == metric and c.significant(s.alpha) and c.better()]
             if good:
                 top = max(good, key=lambda c: c.sign * (c.effect.estimate or 0))
-                best.append(f"{spec(metric).label}: {level(top.level)} ({effect_of(top)}, Holm p {pval(top.p_holm)})")
-        losses = [f"{spec(c.metric).label} at {level(c.level)} ({effect_of(c)}, Holm p {pval(c.p_holm)})"
-                  for c in rows if c.significant(s.alpha) and not c.better()]
+                best.append(
+                    f"{spec(metric).label}: {level(top.level)} ({effect_of(top)}, Holm p {pval(top.p_holm)})"
+                )
+        losses = [
+            f"{spec(c.metric).label} at {level(c.level)} ({effect_of(c)}, Holm p {pval(c.p_holm)})"
+            for c in rows
+            if c.significant(s.alpha) and not c.better()
+        ]
         if best:
             text = "**Answer:** the level with the largest significant agency gain: " + "; ".join(best) + "."
             return text + (" Significantly worse with agency: " + "; ".join(losses) + "." if losses else "")
         return _generic_answer(rows, s, "agency better", "agency worse", "")
 
     return _question_section(
-        "Q2", stats,
+        "Q2",
+        stats,
         "At each pruned level, agency/baseline as a ratio (geometric mean over prompts for reference perplexity, "
         "over timing repeats for tokens/s), temperatures pooled. The optimal level is where the agency gain is "
-        "largest among the significant ones.", answer)
+        "largest among the significant ones.",
+        answer,
+    )
 
 
 def _q3(stats: Statistics) -> list[str]:
     def answer(rows: list[Comparison], s: Statistics) -> str:
         if not rows:
             temps = sorted({c.cell.temperature for c in s.cells})
-            return ("**Answer:** only one temperature was run, so the agency effect cannot be compared across "
-                    f"temperatures (T = {', '.join(f'{t:g}' for t in temps) or MISSING}).")
-        return _generic_answer(rows, s, "the agency effect on perplexity is more favourable at the higher temperature",
-                               "the agency effect on perplexity is less favourable at the higher temperature", "")
+            return (
+                "**Answer:** only one temperature was run, so the agency effect cannot be compared across "
+                f"temperatures (T = {', '.join(f'{t:g}' for t in temps) or MISSING})."
+            )
+        return _generic_answer(
+            rows,
+            s,
+            "the agency effect on perplexity is more favourable at the higher temperature",
+            "the agency effect on perplexity is less favourable at the higher temperature",
+            "",
+        )
 
     return _question_section(
-        "Q3", stats,
+        "Q3",
+        stats,
         "Per prompt, the agency/baseline perplexity ratio at one temperature divided by that at the next "
-        "(a difference of differences on the log scale, paired over prompts, Wilcoxon signed-rank).", answer)
+        "(a difference of differences on the log scale, paired over prompts, Wilcoxon signed-rank).",
+        answer,
+    )
 
 
 def _q4(stats: Statistics) -> list[str]:
     return _question_section(
-        "Q4", stats,
+        "Q4",
+        stats,
         "The agency effect at the highest level over the effect at the lowest (a ratio of ratios; below 1 for "
         "perplexity and above 1 for tokens/s: agency helps more when more is pruned).",
-        lambda rows, s: _with_context(_generic_answer(rows, s, "agency helps more at the highest level",
-                                                      "agency helps less at the highest level",
-                                                      "fewer than two levels were run."), s))
+        lambda rows, s: _with_context(
+            _generic_answer(
+                rows,
+                s,
+                "agency helps more at the highest level",
+                "agency helps less at the highest level",
+                "fewer than two levels were run.",
+            ),
+            s,
+        ),
+    )
 
 
 def _q5(stats: Statistics) -> list[str]:
     lines = _question_section(
-        "Q5", stats,
+        "Q5",
+        stats,
         "For each quality measure, the agency effect averaged over the pruned levels. Diversity measures are "
         "judged by their distance to the unpruned model's value on the same prompt (negative: agency stays "
         "closer); samples whose reference perplexity exceeds "
         f"{stats.units.degenerate_perplexity:g} count as degenerate and get the largest distance, so degenerate "
         "text is never a diversity gain. Ranked by the standardised gain (mean / sd over prompts, + = agency better).",
-        lambda rows, s: ""
+        lambda rows, s: "",
     )
     rows = stats.family("Q5")
     if not rows:
         return lines
     ranked = sorted(rows, key=lambda c: -(c.standardized[0] if c.standardized else float("-inf")))
-    table = [[c.series.label(), spec(c.metric).label,
-              MISSING if not c.standardized else f"{c.standardized[0]:+.2f} [{c.standardized[1]:+.2f}, "
-                                                 f"{c.standardized[2]:+.2f}]", c.reading(stats.alpha)]
-             for c in ranked]
+    table = [
+        [
+            c.series.label(),
+            spec(c.metric).label,
+            MISSING
+            if not c.standardized
+            else f"{c.standardized[0]:+.2f} [{c.standardized[1]:+.2f}, {c.standardized[2]:+.2f}]",
+            c.reading(stats.alpha),
+        ]
+        for c in ranked
+    ]
     lines += ["Ranking by standardised gain:", ""]
     lines += _table(["series", "metric", "standardised gain [95% CI]", "reading"], table)
     significant = [c for c in ranked if c.significant(stats.alpha) and c.better()]
     if significant:
-        answer = "**Answer:** benefit most, in order: " + ", ".join(
-            f"{spec(c.metric).label} ({effect_of(c)}, standardised gain {c.standardized[0]:+.2f}, Holm p "
-            f"{pval(c.p_holm)})" for c in significant if c.standardized) + "."
+        answer = (
+            "**Answer:** benefit most, in order: "
+            + ", ".join(
+                f"{spec(c.metric).label} ({effect_of(c)}, standardised gain {c.standardized[0]:+.2f}, Holm p "
+                f"{pval(c.p_holm)})"
+                for c in significant
+                if c.standardized
+            )
+            + "."
+        )
     else:
         answer = _generic_answer(rows, stats, "agency better", "agency worse", "")
-        answer = answer.replace("**Answer:**", "**Answer:** no quality measure shows a significant agency gain;", 1) \
-            if not answer.startswith("**Answer: inconclusive") else answer
+        answer = (
+            answer.replace(
+                "**Answer:**", "**Answer:** no quality measure shows a significant agency gain;", 1
+            )
+            if not answer.startswith("**Answer: inconclusive")
+            else answer
+        )
     return lines + [answer, ""]
 
 
@@ -212,10 +308,15 @@ def _aa(stats: Statistics) -> list[str]:
     rows = stats.family("aa")
     lines = ["## A/A check: the agency arm with nothing pruned", ""]
     if not rows:
-        return lines + ["No 0% level with both arms was run, so the agency arm was not checked against the "
-                        "baseline with nothing pruned.", ""]
-    lines.append("With nothing pruned and no head stressed, the agency arm should write what the baseline writes: "
-                 f"{FAMILIES['aa']}.")
+        return lines + [
+            "No 0% level with both arms was run, so the agency arm was not checked against the "
+            "baseline with nothing pruned.",
+            "",
+        ]
+    lines.append(
+        "With nothing pruned and no head stressed, the agency arm should write what the baseline writes: "
+        f"{FAMILIES['aa']}."
+    )
     lines.append("")
     table = []
     for c in rows:
@@ -226,10 +327,29 @@ def _aa(stats: Statistics) -> list[str]:
             b, a = base.metrics["corpus_perplexity"].mean, agency.metrics["corpus_perplexity"].mean
             if a is not None and b is not None:
                 corpus = f"×{a / b:.4f} ({'within' if abs(a / b - 1) <= 0.01 else 'outside'} 1%)"
-        table.append([c.series.label(), f"{c.temperature:g}", c.arm.label, effect_of(c), corpus,
-                      pval(c.p_holm), c.reading(stats.alpha)])
-    lines += _table(["series", "T", "arm", "reference perplexity ratio [95% CI]", "corpus perplexity ratio",
-                     "Holm p", "reading"], table)
+        table.append(
+            [
+                c.series.label(),
+                f"{c.temperature:g}",
+                c.arm.label,
+                effect_of(c),
+                corpus,
+                pval(c.p_holm),
+                c.reading(stats.alpha),
+            ]
+        )
+    lines += _table(
+        [
+            "series",
+            "T",
+            "arm",
+            "reference perplexity ratio [95% CI]",
+            "corpus perplexity ratio",
+            "Holm p",
+            "reading",
+        ],
+        table,
+    )
     return lines
 
 
@@ -238,11 +358,13 @@ def _ablation(stats: Statistics) -> list[str]:
     if not rows:
         return []
     lines = ["## The agency effect taken apart (components and sham control)", ""]
-    lines.append("Averaged over the pruned levels and temperatures, per prompt. The first row is the whole agency "
-                 "effect; each other row compares an agency arm with one part switched off (or the sham control, "
-                 "which damps the same number of random heads by the same factors at the same steps) with the "
-                 "whole agency arm: a perplexity ratio above 1 means that part helps; a sham equal to the whole "
-                 "arm means the effect does not depend on which heads the states pick.")
+    lines.append(
+        "Averaged over the pruned levels and temperatures, per prompt. The first row is the whole agency "
+        "effect; each other row compares an agency arm with one part switched off (or the sham control, "
+        "which damps the same number of random heads by the same factors at the same steps) with the "
+        "whole agency arm: a perplexity ratio above 1 means that part helps; a sham equal to the whole "
+        "arm means the effect does not depend on which heads the states pick."
+    )
     lines.append("")
     lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines
@@ -253,26 +375,56 @@ def _recovery(stats: Statistics) -> list[str]:
     if not rows:
         return []
     lines = ["## Recovery after pruning", ""]
-    lines.append("Each recovered model (a short distillation of the unpruned model into the pruned arm, on the "
-                 "calibration text) against the same condition before recovery: the ratio of reference perplexity "
-                 "(below 1: recovery helped), and the share of the log perplexity lost to pruning (against the "
-                 "unpruned arm) that recovery regains, with bootstrap intervals over prompts. Holm within this "
-                 "family.")
+    lines.append(
+        "Each recovered model (a short distillation of the unpruned model into the pruned arm, on the "
+        "calibration text) against the same condition before recovery: the ratio of reference perplexity "
+        "(below 1: recovery helped), and the share of the log perplexity lost to pruning (against the "
+        "unpruned arm) that recovery regains, with bootstrap intervals over prompts. Holm within this "
+        "family."
+    )
     lines.append("")
     table = []
     for c in rows:
         before = stats.cell(_cell(c, c.arm, c.series.before_recovery(), stats))
         after = stats.cell(_cell(c, c.arm, c.series, stats))
         corpus = MISSING
-        if before and after and "corpus_perplexity" in before.metrics and "corpus_perplexity" in after.metrics:
+        if (
+            before
+            and after
+            and "corpus_perplexity" in before.metrics
+            and "corpus_perplexity" in after.metrics
+        ):
             corpus = f"{num(before.metrics['corpus_perplexity'].mean)} → {num(after.metrics['corpus_perplexity'].mean)}"
-        share = MISSING if c.regained is None else \
-            f"{100 * c.regained[0]:.0f}% [{100 * c.regained[1]:.0f}%, {100 * c.regained[2]:.0f}%]"
-        table.append([c.series.before_recovery().label().replace(" / recovered=no", ""), c.arm.label,
-                      level(c.level), effect_of(c), share, corpus, pval(c.p_holm), c.reading(stats.alpha)])
-    lines += _table(["series", "arm", "level", "reference perplexity, recovered / before [95% CI]",
-                     "pruning loss regained [95% CI]", "corpus perplexity before → after", "Holm p", "reading"],
-                    table)
+        share = (
+            MISSING
+            if c.regained is None
+            else f"{100 * c.regained[0]:.0f}% [{100 * c.regained[1]:.0f}%, {100 * c.regained[2]:.0f}%]"
+        )
+        table.append(
+            [
+                c.series.before_recovery().label().replace(" / recovered=no", ""),
+                c.arm.label,
+                level(c.level),
+                effect_of(c),
+                share,
+                corpus,
+                pval(c.p_holm),
+                c.reading(stats.alpha),
+            ]
+        )
+    lines += _table(
+        [
+            "series",
+            "arm",
+            "level",
+            "reference perplexity, recovered / before [95% CI]",
+            "pruning loss regained [95% CI]",
+            "corpus perplexity before → after",
+            "Holm p",
+            "reading",
+        ],
+        table,
+    )
     return lines
 
 
@@ -282,7 +434,9 @@ def _cell(c: Comparison, arm, series=None, stats: Statistics | None = None):
     series = series or c.series
     if c.temperature is not None:
         return Cell(series, c.temperature, c.level, arm)
-    temperatures = sorted({x.cell.temperature for x in (stats.cells if stats else []) if x.cell.series == series})
+    temperatures = sorted(
+        {x.cell.temperature for x in (stats.cells if stats else []) if x.cell.series == series}
+    )
     return Cell(series, temperatures[0] if temperatures else 0.0, c.level, arm)
 
 
@@ -295,21 +449,47 @@ def _behaviour(stats: Statistics) -> list[str]:
     for c in cells:
         a = c.agency
         states = ", ".join(f"{k} {v:.1f}" for k, v in a.state_counts_mean.items() if v)
-        table.append([c.cell.series.label(), f"{c.cell.temperature:g}", level(c.cell.level), c.cell.arm.label,
-                      states or MISSING, f"{a.overloaded_entries:.1f}", str(a.misaligned), f"{a.withholding_consent:g}",
-                      ", ".join(f"{k}: {v}" for k, v in a.violations.items() if v) or "none"])
-    lines += _table(["series", "T", "level", "arm", "heads per state (mean over steps)", "overload entries per record",
-                     "misaligned heads", "withholding prune consent", "violations"], table)
+        table.append(
+            [
+                c.cell.series.label(),
+                f"{c.cell.temperature:g}",
+                level(c.cell.level),
+                c.cell.arm.label,
+                states or MISSING,
+                f"{a.overloaded_entries:.1f}",
+                str(a.misaligned),
+                f"{a.withholding_consent:g}",
+                ", ".join(f"{k}: {v}" for k, v in a.violations.items() if v) or "none",
+            ]
+        )
+    lines += _table(
+        [
+            "series",
+            "T",
+            "level",
+            "arm",
+            "heads per state (mean over steps)",
+            "overload entries per record",
+            "misaligned heads",
+            "withholding prune consent",
+            "violations",
+        ],
+        table,
+    )
     return lines
 
 
 def _cell_table(stats: Statistics) -> list[str]:
     names = [m.name for m in CATALOGUE if "table" in m.views]
     present = [n for n in names if any(n in c.metrics for c in stats.cells)]
-    lines = ["## Cell means with 95% intervals", "",
-             "Natural units: geometric means for perplexity and speed; intervals over prompts (samples), timing "
-             "repeats (speed) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
-             f"with reference perplexity above {stats.units.degenerate_perplexity:g}.", ""]
+    lines = [
+        "## Cell means with 95% intervals",
+        "",
+        "Natural units: geometric means for perplexity and speed; intervals over prompts (samples), timing "
+        "repeats (speed) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
+        f"with reference perplexity above {stats.units.degenerate_perplexity:g}.",
+        "",
+    ]
     rows = []
     for c in stats.cells:
         row = [c.cell.series.label(), f"{c.cell.temperature:g}", level(c.cell.level), c.cell.arm.label]
@@ -324,25 +504,44 @@ def _cell_table(stats: Statistics) -> list[str]:
         flagged, total = c.degenerate
         row.append(f"{flagged}/{total}")
         rows.append(row)
-    return lines + _table(["series", "T", "level", "arm", *(spec(n).label for n in present), "degenerate"], rows)
+    return lines + _table(
+        ["series", "T", "level", "arm", *(spec(n).label for n in present), "degenerate"], rows
+    )
 
 
 def _exploratory(stats: Statistics) -> list[str]:
     rows = stats.family("exploratory")
     lines = ["## Exploratory comparisons", ""]
     significant = [c for c in rows if c.significant(stats.alpha)]
-    lines.append(f"{len(rows)} comparisons (every agency arm vs the baseline at every level and temperature, every "
-                 f"tested metric), Holm-adjusted within this exploratory family, separately from the questions. "
-                 f"{len(significant)} significant" + (":" if significant else "."))
+    lines.append(
+        f"{len(rows)} comparisons (every agency arm vs the baseline at every level and temperature, every "
+        f"tested metric), Holm-adjusted within this exploratory family, separately from the questions. "
+        f"{len(significant)} significant" + (":" if significant else ".")
+    )
     lines.append("")
     if significant:
-        lines += _table(["series", "T", "level", "metric", "contrast", "effect [95% CI]", "Holm p", "reading"],
-                        [[c.series.label(), f"{c.temperature:g}", level(c.level), spec(c.metric).label, c.contrast,
-                          effect_of(c), pval(c.p_holm), c.reading(stats.alpha)] for c in significant])
+        lines += _table(
+            ["series", "T", "level", "metric", "contrast", "effect [95% CI]", "Holm p", "reading"],
+            [
+                [
+                    c.series.label(),
+                    f"{c.temperature:g}",
+                    level(c.level),
+                    spec(c.metric).label,
+                    c.contrast,
+                    effect_of(c),
+                    pval(c.p_holm),
+                    c.reading(stats.alpha),
+                ]
+                for c in significant
+            ],
+        )
     return lines
 
 
-def render_summary(stats: Statistics, n_records: int, problems: list[str], skipped: list[str] | None = None) -> str:
+def render_summary(
+    stats: Statistics, n_records: int, problems: list[str], skipped: list[str] | None = None
+) -> str:
     """The whole ``summary.md`` as one string."""
     series = sorted({c.cell.series.label() for c in stats.cells})
     lines = ["# Pruning comparison with agency: summary", ""]
@@ -351,12 +550,25 @@ def render_summary(stats: Statistics, n_records: int, problems: list[str], skipp
         "effect first: a ratio agency/baseline (geometric mean over prompts or timing repeats) with its 95% "
         "interval (bootstrap over prompts; t over timing repeats), then the test (Wilcoxon signed-rank over "
         "prompts, whose iterations and seeds are averaged first; t-tests over timing repeats), with Holm's "
-        f"correction within the question's pre-specified family; alpha = {stats.alpha:g}.")
+        f"correction within the question's pre-specified family; alpha = {stats.alpha:g}."
+    )
     lines.append("")
     lines += [f"> Note: {note}" for note in stats.notes]
     if stats.notes:
         lines.append("")
-    for section in (_q1, _q2, _q3, _q4, _q5, _aa, _ablation, _recovery, _behaviour, _cell_table, _exploratory):
+    for section in (
+        _q1,
+        _q2,
+        _q3,
+        _q4,
+        _q5,
+        _aa,
+        _ablation,
+        _recovery,
+        _behaviour,
+        _cell_table,
+        _exploratory,
+    ):
         lines += section(stats)
     lines += ["## Problems with the inputs", ""]
     lines += [f"- {p}" for p in problems] or ["None: every record file was read and used."]
@@ -365,7 +577,8 @@ def render_summary(stats: Statistics, n_records: int, problems: list[str], skipp
     return "\n".join(lines) + "\n"
 
 
-def write_summary(stats: Statistics, n_records: int, problems: list[str], path: Path,
-                  skipped: list[str] | None = None) -> Path:
+def write_summary(
+    stats: Statistics, n_records: int, problems: list[str], path: Path, skipped: list[str] | None = None
+) -> Path:
     path.write_text(render_summary(stats, n_records, problems, skipped), encoding="utf-8")
     return path

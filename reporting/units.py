@@ -40,8 +40,12 @@ def prompt_values(design: Design, cell: Cell, metric: str, units: Units) -> dict
     for prompt, samples in design.sample_values(cell, metric).items():
         if prompt not in reference:
             continue
-        values = [MAX_DISTANCE if (ppl is not None and ppl > units.degenerate_perplexity) else abs(v - reference[prompt])
-                  for v, ppl in samples]
+        values = [
+            MAX_DISTANCE
+            if (ppl is not None and ppl > units.degenerate_perplexity)
+            else abs(v - reference[prompt])
+            for v, ppl in samples
+        ]
         distances[prompt] = sum(values) / len(values)
     return distances
 
@@ -56,8 +60,16 @@ def degenerate_share(design: Design, cell: Cell, units: Units) -> tuple[int, int
     return flagged, total
 
 
-def differences(design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str,
-                arm: Arm, other: Arm, units: Units) -> dict[int, float]:
+def differences(
+    design: Design,
+    series: Series,
+    level: float,
+    temperatures: Sequence[float],
+    metric: str,
+    arm: Arm,
+    other: Arm,
+    units: Units,
+) -> dict[int, float]:
     """Per prompt: arm minus other at ``level``, averaged over ``temperatures`` (where the prompt is in both)."""
     per_prompt: dict[int, list[float]] = defaultdict(list)
     for temperature in temperatures:
@@ -76,28 +88,46 @@ def common(maps: Sequence[dict[int, float]]) -> list[int]:
     return sorted(keys)
 
 
-def timing_log_ratios(design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str,
-                      arm: Arm, other: Arm) -> list[float]:
+def timing_log_ratios(
+    design: Design,
+    series: Series,
+    level: float,
+    temperatures: Sequence[float],
+    metric: str,
+    arm: Arm,
+    other: Arm,
+) -> list[float]:
     """log(arm / other) per pair of timing repeats measured in the same session (side by side); empty when the
     arms were timed apart (then the repeats are compared as independent groups)."""
     ratios = []
     for temperature in temperatures:
         mine = design.timings(Cell(series, temperature, level, arm), metric)
-        theirs = {(t.session, t.repeat): t.value for t in design.timings(Cell(series, temperature, level, other),
-                                                                          metric)}
-        ratios += [math.log(t.value / theirs[(t.session, t.repeat)]) for t in mine
-                   if (t.session, t.repeat) in theirs and t.value > 0 and theirs[(t.session, t.repeat)] > 0]
+        theirs = {
+            (t.session, t.repeat): t.value
+            for t in design.timings(Cell(series, temperature, level, other), metric)
+        }
+        ratios += [
+            math.log(t.value / theirs[(t.session, t.repeat)])
+            for t in mine
+            if (t.session, t.repeat) in theirs and t.value > 0 and theirs[(t.session, t.repeat)] > 0
+        ]
     return ratios
 
 
-def timing_logs(design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str,
-                arm: Arm) -> list[float]:
-    return [math.log(t.value) for temperature in temperatures
-            for t in design.timings(Cell(series, temperature, level, arm), metric) if t.value > 0]
+def timing_logs(
+    design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str, arm: Arm
+) -> list[float]:
+    return [
+        math.log(t.value)
+        for temperature in temperatures
+        for t in design.timings(Cell(series, temperature, level, arm), metric)
+        if t.value > 0
+    ]
 
 
-def timing_session_logs(design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str,
-                        arm: Arm) -> list[float]:
+def timing_session_logs(
+    design: Design, series: Series, level: float, temperatures: Sequence[float], metric: str, arm: Arm
+) -> list[float]:
     """Per timing session (one timed run of the arm): the mean log of its repeats. Arms timed apart also differ
     by the drift between their runs, which every repeat of a run shares: the run, not the repeat, is the unit."""
     sessions: dict[str, list[float]] = defaultdict(list)

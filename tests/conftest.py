@@ -72,8 +72,15 @@ def build_tiny_checkpoint(directory: Path, architecture: str, train_steps: int =
     if architecture == "gpt2":
         config = GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=128, **ids)
     elif architecture == "llama":
-        config = LlamaConfig(num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, hidden_size=48,
-                             intermediate_size=64, max_position_embeddings=128, **ids)
+        config = LlamaConfig(
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            hidden_size=48,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            **ids,
+        )
     else:
         raise ValueError(f"unknown architecture {architecture!r}")
     with torch.random.fork_rng():

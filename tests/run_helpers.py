@@ -23,8 +23,9 @@ VOLATILE_METRICS = frozenset(m.name for m in CATALOGUE if m.kind in ("speed", "m
 RUN_FIELDS = ("environment", "run", "checksum", "timing")
 
 
-def tiny_base_config(path: Path, model_dir: Path, prompt_file: Path, output_dir: Path | None = None,
-                     **model: Any) -> Path:
+def tiny_base_config(
+    path: Path, model_dir: Path, prompt_file: Path, output_dir: Path | None = None, **model: Any
+) -> Path:
     """A base config for the tiny model: 2 prompts x 1 iteration x 4 tokens, small windows, 2 timing repeats."""
     config: dict[str, Any] = {
         "model": {
@@ -43,9 +44,16 @@ def tiny_base_config(path: Path, model_dir: Path, prompt_file: Path, output_dir:
     return path
 
 
-def tiny_sweep(directory: Path, model_dir: Path, prompt_file: Path, parameters: dict[str, Any] | None = None,
-               method: str = "grid", command: str = "predict", model: dict[str, Any] | None = None,
-               **extra: Any) -> Path:
+def tiny_sweep(
+    directory: Path,
+    model_dir: Path,
+    prompt_file: Path,
+    parameters: dict[str, Any] | None = None,
+    method: str = "grid",
+    command: str = "predict",
+    model: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
     """A sweep file in W&B's format over the tiny model; default grid: 3 levels x 2 arms = 6 conditions.
 
     ``command``: ``predict`` or ``recover``; ``model``: more ``model.*`` settings for the base config."""
@@ -54,10 +62,22 @@ def tiny_sweep(directory: Path, model_dir: Path, prompt_file: Path, parameters: 
     sweep = {
         "program": "cli.py",
         "method": method,
-        "command": ["${env}", "${interpreter}", "${program}", command, "--config", "configs/default.yaml",
-                    "--config", str(base), "${args}"],
-        "parameters": parameters or {"model.pruning.level": {"values": [0, 25, 50]},
-                                     "model.agency.enabled": {"values": [False, True]}},
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "${program}",
+            command,
+            "--config",
+            "configs/default.yaml",
+            "--config",
+            str(base),
+            "${args}",
+        ],
+        "parameters": parameters
+        or {
+            "model.pruning.level": {"values": [0, 25, 50]},
+            "model.agency.enabled": {"values": [False, True]},
+        },
         **extra,
     }
     path = directory / "sweep.yaml"
@@ -83,7 +103,9 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
 
 def records(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every record file of a run folder by file name, parsed as JSON (raises on an unreadable one)."""
-    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "records").glob("*"))}
+    return {
+        p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "records").glob("*"))
+    }
 
 
 def comparable_statistics(value: Any) -> Any:
@@ -96,8 +118,12 @@ def comparable_statistics(value: Any) -> Any:
             return None
         kept = {}
         for key, item in value.items():
-            if key in VOLATILE_METRICS or key in ("inputs", "plots", "plots_skipped", "problems", "notes") \
-                    or "holm" in key or key == "reading":
+            if (
+                key in VOLATILE_METRICS
+                or key in ("inputs", "plots", "plots_skipped", "problems", "notes")
+                or "holm" in key
+                or key == "reading"
+            ):
                 continue
             kept[key] = comparable_statistics(item)
         return kept
@@ -106,8 +132,9 @@ def comparable_statistics(value: Any) -> Any:
     return value
 
 
-def uninterrupted_sweep(root: Path, model_dir: Path, prompt_file: Path,
-                        parameters: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def uninterrupted_sweep(
+    root: Path, model_dir: Path, prompt_file: Path, parameters: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
     """The tiny sweep (default: 6 conditions) run once in-process with W&B disabled: (sweep file, run folder)."""
     from lightning_modules.runs.runner import run_sweep
     from lightning_modules.store import ModelStore

@@ -48,7 +48,9 @@ def _graph(level: int) -> dict[str, set[str]]:
                 parts = name.split(".")
                 if parts[0] not in PACKAGES:
                     continue
-                target = ".".join(parts[:level]) if parts[0] == "lightning_modules" or level == 1 else parts[0]
+                target = (
+                    ".".join(parts[:level]) if parts[0] == "lightning_modules" or level == 1 else parts[0]
+                )
                 if target != source:
                     edges[source].add(target)
     return edges
@@ -86,10 +88,14 @@ def test_lightning_modules_sub_packages_have_no_cycle() -> None:
 
 
 def test_record_and_report_load_without_torch() -> None:
-    code = ("import sys; import record.schema, record.storage, record.identity, record.catalogue, record.errors; "
-            "import reporting.cli, reporting.report, reporting.statistics, reporting.summary; "
-            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'torch or lightning loaded'")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; import record.schema, record.storage, record.identity, record.catalogue, record.errors; "
+        "import reporting.cli, reporting.report, reporting.statistics, reporting.summary; "
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'torch or lightning loaded'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 

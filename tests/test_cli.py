@@ -19,8 +19,14 @@ import pytest
 import cli
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--model.calibration.window=64", "--model.calibration.max_tokens=512", "--model.evaluation.window=32",
-              "--model.evaluation.stride=16", "--model.evaluation.max_tokens=256", "--timing.repeats=2"]
+TINY_FLAGS = [
+    "--model.calibration.window=64",
+    "--model.calibration.max_tokens=512",
+    "--model.evaluation.window=32",
+    "--model.evaluation.stride=16",
+    "--model.evaluation.max_tokens=256",
+    "--timing.repeats=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,14 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def base_args(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -> list[str]:
-    return ["--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
-            f"--data.prompt_file={tiny_prompt_file}", *TINY_FLAGS, f"--record.output_dir={tmp_path / 'run'}"]
+    return [
+        "--config",
+        "configs/default.yaml",
+        f"--model.model_name={tiny_gpt2_dir}",
+        f"--data.prompt_file={tiny_prompt_file}",
+        *TINY_FLAGS,
+        f"--record.output_dir={tmp_path / 'run'}",
+    ]
 
 
 @pytest.fixture
@@ -75,54 +87,142 @@ def _replace(args: list[str], flag: str) -> list[str]:
 
 BAD_INPUTS = [
     # (id, flags (with {placeholders} for bad_files), what the one line must contain)
-    ("level-negative", ["--model.pruning.level=-5"], "model.pruning.level -5 is invalid; allowed: a number from 0 to 100"),
-    ("level-too-high", ["--model.pruning.level=120"], "model.pruning.level 120 is invalid; allowed: a number from 0"),
-    ("level-text", ["--model.pruning.level=abc"], "model.pruning.level 'abc' is invalid; allowed: a number from 0"),
-    ("level-empties-a-layer", ["--model.pruning.level=100"],
-     "model.pruning.level 100 would leave a layer with no head (2 layers x 4 heads); allowed: at most 75.0, "
-     "or set model.pruning.allow_empty_layers=true"),
-    ("method", ["--model.pruning.method=foo"], "model.pruning.method 'foo' is invalid; allowed: entropy, entropy_low"),
-    ("prune-mode", ["--model.pruning.mode=bar"], "model.pruning.mode 'bar' is invalid; allowed: mask, remove"),
-    ("model-missing", ["--model.model_name=no/such-model"], "model.model_name 'no/such-model' is not a local directory"),
-    ("model-architecture", ["--model.model_name={bert}"],
-     "model '{bert}' has architecture 'bert', which is not supported; allowed: gpt2, llama"),
-    ("prompts-missing", ["--data.prompt_file={a_file}/prompts.txt"], "prompt file '{a_file}/prompts.txt' does not "
-     "exist or is not a file; allowed: a UTF-8 text file"),
-    ("prompts-empty", ["--data.prompt_file={empty}"], "prompt file '{empty}' is empty; allowed: a UTF-8 text file"),
+    (
+        "level-negative",
+        ["--model.pruning.level=-5"],
+        "model.pruning.level -5 is invalid; allowed: a number from 0 to 100",
+    ),
+    (
+        "level-too-high",
+        ["--model.pruning.level=120"],
+        "model.pruning.level 120 is invalid; allowed: a number from 0",
+    ),
+    (
+        "level-text",
+        ["--model.pruning.level=abc"],
+        "model.pruning.level 'abc' is invalid; allowed: a number from 0",
+    ),
+    (
+        "level-empties-a-layer",
+        ["--model.pruning.level=100"],
+        "model.pruning.level 100 would leave a layer with no head (2 layers x 4 heads); allowed: at most 75.0, "
+        "or set model.pruning.allow_empty_layers=true",
+    ),
+    (
+        "method",
+        ["--model.pruning.method=foo"],
+        "model.pruning.method 'foo' is invalid; allowed: entropy, entropy_low",
+    ),
+    (
+        "prune-mode",
+        ["--model.pruning.mode=bar"],
+        "model.pruning.mode 'bar' is invalid; allowed: mask, remove",
+    ),
+    (
+        "model-missing",
+        ["--model.model_name=no/such-model"],
+        "model.model_name 'no/such-model' is not a local directory",
+    ),
+    (
+        "model-architecture",
+        ["--model.model_name={bert}"],
+        "model '{bert}' has architecture 'bert', which is not supported; allowed: gpt2, llama",
+    ),
+    (
+        "prompts-missing",
+        ["--data.prompt_file={a_file}/prompts.txt"],
+        "prompt file '{a_file}/prompts.txt' does not exist or is not a file; allowed: a UTF-8 text file",
+    ),
+    (
+        "prompts-empty",
+        ["--data.prompt_file={empty}"],
+        "prompt file '{empty}' is empty; allowed: a UTF-8 text file",
+    ),
     ("prompts-latin1", ["--data.prompt_file={latin1}"], "prompt file '{latin1}' is not UTF-8 text (byte 3)"),
-    ("prompts-binary", ["--data.prompt_file={binary}"], "prompt file '{binary}' is binary (contains NUL bytes)"),
-    ("tokens-zero", ["--model.generation.num_tokens=0"], "model.generation.num_tokens 0 is invalid; allowed: an "
-     "integer >= 1"),
-    ("tokens-past-context", ["--model.generation.num_tokens=500"],
-     "model.generation.num_tokens 500 is past the context of model '{model}' (128); allowed: 1 to 127"),
-    ("temperature", ["--model.generation.temperature=-1"], "model.generation.temperature -1 is invalid; allowed: a "
-     "number >= 0"),
-    ("greedy-with-iterations", ["--model.generation.temperature=0", "--data.iterations=2"],
-     "data.iterations 2 is invalid with model.generation.temperature 0; allowed: 1 at temperature 0"),
+    (
+        "prompts-binary",
+        ["--data.prompt_file={binary}"],
+        "prompt file '{binary}' is binary (contains NUL bytes)",
+    ),
+    (
+        "tokens-zero",
+        ["--model.generation.num_tokens=0"],
+        "model.generation.num_tokens 0 is invalid; allowed: an integer >= 1",
+    ),
+    (
+        "tokens-past-context",
+        ["--model.generation.num_tokens=500"],
+        "model.generation.num_tokens 500 is past the context of model '{model}' (128); allowed: 1 to 127",
+    ),
+    (
+        "temperature",
+        ["--model.generation.temperature=-1"],
+        "model.generation.temperature -1 is invalid; allowed: a number >= 0",
+    ),
+    (
+        "greedy-with-iterations",
+        ["--model.generation.temperature=0", "--data.iterations=2"],
+        "data.iterations 2 is invalid with model.generation.temperature 0; allowed: 1 at temperature 0",
+    ),
     ("batch-size", ["--data.batch_size=0"], "data.batch_size 0 is invalid; allowed: an integer >= 1"),
     ("batch-size-text", ["--data.batch_size=x"], "data.batch_size 'x' is invalid; allowed: an integer"),
-    ("evaluation-window", ["--model.evaluation.window=1"], "model.evaluation.window 1 is invalid; allowed: an "
-     "integer >= 2"),
+    (
+        "evaluation-window",
+        ["--model.evaluation.window=1"],
+        "model.evaluation.window 1 is invalid; allowed: an integer >= 2",
+    ),
     ("timing-repeats", ["--timing.repeats=0"], "timing.repeats 0 is invalid; allowed: an integer >= 1"),
-    ("float16-on-cpu", ["--model.precision=float16"],
-     "model.precision 'float16' is not supported on device cpu; allowed: float32, bfloat16"),
-    ("cuda-missing", ["--trainer.accelerator=cuda"],
-     "device 'cuda' is not available on this machine (no CUDA device); allowed: auto, cpu"),
-    ("unknown-key", ["--model.nope=1"], "config key 'model.nope' (given as '--model.nope=1') is not known; "
-     "allowed: under 'model': agency, calibration, checkpoint, evaluation, generation, model_name, precision, pruning, "
-     "recovery, seed"),
-    ("misspelt-key", ["--model.pruning.levle=5"], "(did you mean 'model.pruning.level'?); allowed: under "
-     "'model.pruning': allow_empty_layers, level, method, mode"),
-    ("key-without-its-group", ["--calibration.window=64"], "config key 'calibration.window' (given as "
-     "'--calibration.window=64') is not known (did you mean 'model.calibration.window'?); allowed: at the top level"),
-    ("unknown-key-in-file", ["--config={unknown_yaml}"], "config key 'model.nope' (in a config file) is not known"),
-    ("yaml-malformed", ["--config={bad_yaml}"],
-     "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'"),
+    (
+        "float16-on-cpu",
+        ["--model.precision=float16"],
+        "model.precision 'float16' is not supported on device cpu; allowed: float32, bfloat16",
+    ),
+    (
+        "cuda-missing",
+        ["--trainer.accelerator=cuda"],
+        "device 'cuda' is not available on this machine (no CUDA device); allowed: auto, cpu",
+    ),
+    (
+        "unknown-key",
+        ["--model.nope=1"],
+        "config key 'model.nope' (given as '--model.nope=1') is not known; "
+        "allowed: under 'model': agency, calibration, checkpoint, evaluation, generation, model_name, precision, pruning, "
+        "recovery, seed",
+    ),
+    (
+        "misspelt-key",
+        ["--model.pruning.levle=5"],
+        "(did you mean 'model.pruning.level'?); allowed: under "
+        "'model.pruning': allow_empty_layers, level, method, mode",
+    ),
+    (
+        "key-without-its-group",
+        ["--calibration.window=64"],
+        "config key 'calibration.window' (given as "
+        "'--calibration.window=64') is not known (did you mean 'model.calibration.window'?); allowed: at the top level",
+    ),
+    (
+        "unknown-key-in-file",
+        ["--config={unknown_yaml}"],
+        "config key 'model.nope' (in a config file) is not known",
+    ),
+    (
+        "yaml-malformed",
+        ["--config={bad_yaml}"],
+        "config file '{bad_yaml}' is not valid YAML (line 3, column 1: expected ',' or ']'",
+    ),
     ("yaml-not-a-mapping", ["--config={list_yaml}"], "config file '{list_yaml}' holds a list, not a mapping"),
     ("config-missing", ["--config={a_file}.yaml"], "config file '{a_file}.yaml' does not exist"),
-    ("output-dir-through-a-file", ["--record.output_dir={a_file}/run"],
-     "output directory '{a_file}/run' cannot be written ('{a_file}' is not a writable folder)"),
-    ("wandb-errors", ["--record.wandb_errors=maybe"], "record.wandb_errors 'maybe' is invalid; allowed: continue"),
+    (
+        "output-dir-through-a-file",
+        ["--record.output_dir={a_file}/run"],
+        "output directory '{a_file}/run' cannot be written ('{a_file}' is not a writable folder)",
+    ),
+    (
+        "wandb-errors",
+        ["--record.wandb_errors=maybe"],
+        "record.wandb_errors 'maybe' is invalid; allowed: continue",
+    ),
 ]
 
 
@@ -130,9 +230,12 @@ def _fill(text: str, bad_files: dict[str, Path], model: Path) -> str:
     return text.format(model=model, **bad_files)
 
 
-@pytest.mark.parametrize(("flags", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_is_one_line_before_any_model_loads(flags, expected, base_args, bad_files, tiny_gpt2_dir,
-                                                      tmp_path, capsys, monkeypatch, no_model_loads) -> None:
+@pytest.mark.parametrize(
+    ("flags", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_is_one_line_before_any_model_loads(
+    flags, expected, base_args, bad_files, tiny_gpt2_dir, tmp_path, capsys, monkeypatch, no_model_loads
+) -> None:
     import torch
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -164,7 +267,10 @@ def test_unknown_command_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["predcit"])
     assert info.value.code == 2
-    assert capsys.readouterr().err == "error: command 'predcit' is not known; allowed: predict, fit, recover, sweep, report, demo\n"
+    assert (
+        capsys.readouterr().err
+        == "error: command 'predcit' is not known; allowed: predict, fit, recover, sweep, report, demo\n"
+    )
 
 
 def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:
@@ -181,7 +287,9 @@ def test_help_and_print_config(base_args, capsys, monkeypatch) -> None:
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["pruning"]["level"] == 50
-    assert printed["model"]["generation"]["num_tokens"] == 50 and printed["record"]["wandb_errors"] == "continue"
+    assert (
+        printed["model"]["generation"]["num_tokens"] == 50 and printed["record"]["wandb_errors"] == "continue"
+    )
     assert printed["timing"]["repeats"] == 2 and printed["model"]["agency"]["overload_mode"] == "relative"
 
 
@@ -192,21 +300,37 @@ def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tm
     from transformers import AutoTokenizer
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    words = sorted(w for w in AutoTokenizer.from_pretrained(tiny_gpt2_dir).get_vocab() if not w.startswith("<"))
+    words = sorted(
+        w for w in AutoTokenizer.from_pretrained(tiny_gpt2_dir).get_vocab() if not w.startswith("<")
+    )
     long_prompt = " ".join((words * 10)[:150])  # word-level tokenizer: one token per word
     prompts = tmp_path / "long.txt"
     prompts.write_text(f"{long_prompt}\nthe cat sat on\n", encoding="utf-8")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cli.main(["predict", "--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
-                  f"--data.prompt_file={prompts}", "--data.iterations=1", "--model.generation.num_tokens=8",
-                  *TINY_FLAGS, f"--record.output_dir={tmp_path / 'run'}"])
+        cli.main(
+            [
+                "predict",
+                "--config",
+                "configs/default.yaml",
+                f"--model.model_name={tiny_gpt2_dir}",
+                f"--data.prompt_file={prompts}",
+                "--data.iterations=1",
+                "--model.generation.num_tokens=8",
+                *TINY_FLAGS,
+                f"--record.output_dir={tmp_path / 'run'}",
+            ]
+        )
     truncations = [str(w.message) for w in caught if "truncated" in str(w.message)]
     # the timing warm-up generates 4 tokens (150 - 124 = 26 dropped), the condition 8 (150 - 120 = 30)
-    assert any("26 tokens dropped from its start to fit the context of 128 with 4 new tokens" in t
-               for t in truncations)
-    assert any("30 tokens dropped from its start to fit the context of 128 with 8 new tokens" in t
-               for t in truncations)
+    assert any(
+        "26 tokens dropped from its start to fit the context of 128 with 4 new tokens" in t
+        for t in truncations
+    )
+    assert any(
+        "30 tokens dropped from its start to fit the context of 128 with 8 new tokens" in t
+        for t in truncations
+    )
     (record_file,) = (tmp_path / "run" / "records").glob("*.json")
     samples = json.loads(record_file.read_text())["samples"]
     assert [s["prompt_tokens_dropped"] for s in samples] == [30, 0]
@@ -217,22 +341,41 @@ def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tm
 SUBPROCESS_CASES = ["level-text", "model-missing", "yaml-malformed", "output-dir-through-a-file"]
 
 
-def test_real_cli_refuses_bad_input_with_one_line_and_help_works(tiny_gpt2_dir, tiny_prompt_file, bad_files,
-                                                                 tmp_path) -> None:
+def test_real_cli_refuses_bad_input_with_one_line_and_help_works(
+    tiny_gpt2_dir, tiny_prompt_file, bad_files, tmp_path
+) -> None:
     """Each case in its own process (all at once, with ``--help`` beside them): exit code 2, stderr exactly
     one ``error:`` line, no run folder, no weights loaded; ``--help`` exits 0 with the config keys."""
     cases = {c[0]: c for c in BAD_INPUTS if c[0] in SUBPROCESS_CASES}
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
 
     def start(args: list[str]) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "cli.py", "predict", *args], cwd=REPO, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "cli.py", "predict", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     running = {}
     for name, flags, _ in cases.values():
-        args = ["--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
-                f"--data.prompt_file={tiny_prompt_file}", *TINY_FLAGS, f"--record.output_dir={tmp_path / name}"]
+        args = [
+            "--config",
+            "configs/default.yaml",
+            f"--model.model_name={tiny_gpt2_dir}",
+            f"--data.prompt_file={tiny_prompt_file}",
+            *TINY_FLAGS,
+            f"--record.output_dir={tmp_path / name}",
+        ]
         for flag in flags:
             args = _replace(args, _fill(flag, bad_files, tiny_gpt2_dir))
         running[name] = start(args)
@@ -247,7 +390,9 @@ def test_real_cli_refuses_bad_input_with_one_line_and_help_works(tiny_gpt2_dir, 
     assert helping.returncode == 0 and "--model.pruning.level" in out and err == "", err
 
 
-def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_path, capsys, monkeypatch) -> None:
+def test_interrupted_predict_exits_130_with_an_incomplete_record(
+    base_args, tmp_path, capsys, monkeypatch
+) -> None:
     """Ctrl-C in the middle of one condition: a one-line notice, exit code 130, the record says incomplete."""
     import json
     import signal
@@ -257,13 +402,16 @@ def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_
     from lightning_modules import lightning_cli
 
     class SignalAfterFirstBatch(L.Callback):
-        def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        def on_predict_batch_end(
+            self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+        ) -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
     handler_before = signal.getsignal(signal.SIGINT)
     real_run_predict = lightning_cli.run_predict
-    monkeypatch.setattr(lightning_cli, "run_predict",
-                        lambda argv: real_run_predict(argv, callbacks=[SignalAfterFirstBatch()]))
+    monkeypatch.setattr(
+        lightning_cli, "run_predict", lambda argv: real_run_predict(argv, callbacks=[SignalAfterFirstBatch()])
+    )
     monkeypatch.setenv("WANDB_MODE", "disabled")
     with pytest.raises(SystemExit) as info:
         cli.main(["predict", *base_args, "--data.batch_size=1", "--data.iterations=1", "--record.quiet=true"])
@@ -275,20 +423,41 @@ def test_interrupted_predict_exits_130_with_an_incomplete_record(base_args, tmp_
     assert record["status"] == "incomplete" and len(record["samples"]) == 1
 
 
-def test_two_predicts_that_differ_in_an_agency_key_write_two_records(base_args, tmp_path, monkeypatch) -> None:
+def test_two_predicts_that_differ_in_an_agency_key_write_two_records(
+    base_args, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    common = [*base_args, "--data.iterations=1", "--model.generation.num_tokens=4", "--record.quiet=true",
-              "--model.pruning.level=25", "--model.agency.enabled=true"]
+    common = [
+        *base_args,
+        "--data.iterations=1",
+        "--model.generation.num_tokens=4",
+        "--record.quiet=true",
+        "--model.pruning.level=25",
+        "--model.agency.enabled=true",
+    ]
     cli.main(["predict", *common, "--model.agency.overload_margin=0.05"])
     cli.main(["predict", *common, "--model.agency.overload_margin=0.1"])
     assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 2
 
 
-def test_bundled_configs_work_from_any_directory(tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch) -> None:
+def test_bundled_configs_work_from_any_directory(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch
+) -> None:
     """An installed command finds configs/default.yaml by name, wherever it runs."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.chdir(tmp_path)
-    cli.main(["predict", "--config", "configs/default.yaml", f"--model.model_name={tiny_gpt2_dir}",
-              f"--data.prompt_file={tiny_prompt_file}", "--data.max_prompts=2", *TINY_FLAGS,
-              "--model.generation.num_tokens=4", "--record.quiet=true", "--record.output_dir=here"])
+    cli.main(
+        [
+            "predict",
+            "--config",
+            "configs/default.yaml",
+            f"--model.model_name={tiny_gpt2_dir}",
+            f"--data.prompt_file={tiny_prompt_file}",
+            "--data.max_prompts=2",
+            *TINY_FLAGS,
+            "--model.generation.num_tokens=4",
+            "--record.quiet=true",
+            "--record.output_dir=here",
+        ]
+    )
     assert len(list((tmp_path / "here" / "records").glob("*.json"))) == 1

@@ -20,14 +20,28 @@ def test_every_cell_runs_and_the_report_is_shown(tmp_path: Path, monkeypatch: py
     parameters.source += f'\nINSTALL = False\nRUN_DIR = "{tmp_path / "run"}"\n'
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the no-GPU path, also on a machine with a GPU
     monkeypatch.setenv("WANDB_SILENT", "true")
-    client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    client = NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    )
     client.execute()
-    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                     for output in cell.get("outputs", []) if output.get("output_type") == "stream")
+    text = "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    )
     assert "No GPU is attached" in text and "sweep finished with exit code 0" in text
-    shown = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
-             if output.get("output_type") == "display_data"]
-    assert any("text/markdown" in o["data"] and "## 1. Does agency improve" in o["data"]["text/markdown"]
-               for o in shown)
+    shown = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "display_data"
+    ]
+    assert any(
+        "text/markdown" in o["data"] and "## 1. Does agency improve" in o["data"]["text/markdown"]
+        for o in shown
+    )
     assert any("image/png" in o["data"] for o in shown)
     assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 4

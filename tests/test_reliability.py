@@ -36,7 +36,12 @@ from lightning_modules.runs.runner import SweepFailed, run_sweep
 from lightning_modules.store import ModelStore
 from record.storage import read_record
 
-SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
+SUBPROCESS_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,17 +57,27 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def reference(tiny_gpt2_dir, tiny_prompt_file, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """The sweep file and the records of one uninterrupted run of it (in-process)."""
-    sweep_file, run_dir = uninterrupted_sweep(tmp_path_factory.mktemp("reference"), tiny_gpt2_dir, tiny_prompt_file)
+    sweep_file, run_dir = uninterrupted_sweep(
+        tmp_path_factory.mktemp("reference"), tiny_gpt2_dir, tiny_prompt_file
+    )
     return sweep_file, records(run_dir)
 
 
-def _sweep_and_signal(sweep_file: Path, run_dir: Path, sig: signal.Signals, delay_s: float,
-                      whole_group: bool) -> subprocess.CompletedProcess:
+def _sweep_and_signal(
+    sweep_file: Path, run_dir: Path, sig: signal.Signals, delay_s: float, whole_group: bool
+) -> subprocess.CompletedProcess:
     """Start ``cli.py sweep`` (or ``--resume``), wait until it runs conditions, wait ``delay_s``, signal it."""
     where = ["--resume", str(run_dir)] if run_dir.exists() else ["--output_dir", str(run_dir)]
-    process = subprocess.Popen([sys.executable, "cli.py", "sweep", str(sweep_file), "--quiet", *where], cwd=REPO,
-                               env={**os.environ, **SUBPROCESS_ENV}, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "cli.py", "sweep", str(sweep_file), "--quiet", *where],
+        cwd=REPO,
+        env={**os.environ, **SUBPROCESS_ENV},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     header = ""
     for line in process.stdout:  # "sweep x.yaml: 6 conditions, ... to run": the checks are done
         if line.startswith("sweep "):
@@ -79,9 +94,15 @@ def _sweep_and_signal(sweep_file: Path, run_dir: Path, sig: signal.Signals, dela
 
 
 def _resume(sweep_file: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", "sweep", str(sweep_file), "--quiet", "--resume", str(run_dir)],
-                          cwd=REPO, env={**os.environ, **SUBPROCESS_ENV}, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "cli.py", "sweep", str(sweep_file), "--quiet", "--resume", str(run_dir)],
+        cwd=REPO,
+        env={**os.environ, **SUBPROCESS_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _why(result: subprocess.CompletedProcess) -> str:
@@ -118,8 +139,12 @@ def _wandb_exit_codes(run_dir: Path) -> list[int | None]:
     wandb_cli = Path(sys.executable).with_name("wandb")
     codes = []
     for run in sorted((run_dir / "wandb").glob("offline-run-*")):
-        out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run)], capture_output=True,
-                             text=True, timeout=120).stdout
+        out = subprocess.run(
+            [str(wandb_cli), "leet", "inspect", "--json", str(run)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
         exits = [json.loads(line) for line in out.splitlines() if '"type":"exit"' in line.replace(" ", "")]
         codes.append(exits[-1]["exit"].get("exit_code", 0) if exits else None)
     return codes
@@ -157,8 +182,12 @@ def test_sweep_killed_three_times_in_a_row_still_ends_complete(reference, tmp_pa
     assert resumed.returncode == 0, _why(resumed)
     _check_end_state(run_dir, expected)
     # each resume skipped what was already recorded: the number to run never grows
-    to_run = [int(line.split(", ")[-1].split()[0]) for line in [*counts, resumed.stdout]
-              for line in line.splitlines() if line.startswith("sweep ")]
+    to_run = [
+        int(line.split(", ")[-1].split()[0])
+        for line in [*counts, resumed.stdout]
+        for line in line.splitlines()
+        if line.startswith("sweep ")
+    ]
     assert to_run == sorted(to_run, reverse=True) and to_run[0] == 6
 
 
@@ -175,9 +204,24 @@ def test_wandb_online_without_a_key_costs_no_data(tiny_gpt2_dir, tiny_prompt_fil
 
     def start(mode: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "cli.py", "predict", "--config", "configs/default.yaml", "--config", str(base),
-             f"--record.output_dir={tmp_path / mode}", f"--record.wandb_errors={mode}"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "cli.py",
+                "predict",
+                "--config",
+                "configs/default.yaml",
+                "--config",
+                str(base),
+                f"--record.output_dir={tmp_path / mode}",
+                f"--record.wandb_errors={mode}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     started = time.monotonic()
     running = {mode: start(mode) for mode in ("continue", "raise")}
@@ -194,8 +238,10 @@ def test_wandb_online_without_a_key_costs_no_data(tiny_gpt2_dir, tiny_prompt_fil
 
     _, err = results["raise"]
     assert running["raise"].returncode == 2
-    assert err.count("\n") == 1 and err.startswith("error: record.wandb_errors 'raise' cannot hold: W&B is online "
-                                                    "(WANDB_MODE=online) but no API key is configured; allowed:")
+    assert err.count("\n") == 1 and err.startswith(
+        "error: record.wandb_errors 'raise' cannot hold: W&B is online "
+        "(WANDB_MODE=online) but no API key is configured; allowed:"
+    )
     assert not (tmp_path / "raise").exists()
 
 
@@ -212,8 +258,9 @@ def _corrupted_copy(source: Path, target: Path, corrupt) -> Path:
     return target
 
 
-def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on(tiny_llama_dir, tmp_path,
-                                                                                  monkeypatch) -> None:
+def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on(
+    tiny_llama_dir, tmp_path, monkeypatch
+) -> None:
     """One token's embedding is NaN: the prompt holding it fails at decoding step 0, the others do not."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
@@ -222,11 +269,28 @@ def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on
 
     model_dir = _corrupted_copy(tiny_llama_dir, tmp_path / "nan-llama", poison_ships)
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("the cat sat on\nwe read a book about the ships\nshe wrote a letter\n", encoding="utf-8")
-    base = tiny_base_config(tmp_path / "tiny.yaml", model_dir, prompts, output_dir=tmp_path / "run",
-                            generation={"num_tokens": 6, "temperature": 0.0})
-    cli.main(["predict", "--config", "configs/default.yaml", "--config", str(base), "--data.max_prompts=3",
-              "--data.batch_size=3", "--record.quiet=true"])
+    prompts.write_text(
+        "the cat sat on\nwe read a book about the ships\nshe wrote a letter\n", encoding="utf-8"
+    )
+    base = tiny_base_config(
+        tmp_path / "tiny.yaml",
+        model_dir,
+        prompts,
+        output_dir=tmp_path / "run",
+        generation={"num_tokens": 6, "temperature": 0.0},
+    )
+    cli.main(
+        [
+            "predict",
+            "--config",
+            "configs/default.yaml",
+            "--config",
+            str(base),
+            "--data.max_prompts=3",
+            "--data.batch_size=3",
+            "--record.quiet=true",
+        ]
+    )
     (record_file,) = (tmp_path / "run" / "records").glob("*.json")
     read_record(record_file)  # intact
     record = json.loads(record_file.read_text())
@@ -238,8 +302,13 @@ def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on
     assert all("non-finite logits" in reason for reason in poisoned["failures"].values())
     assert not by_prompt["the cat sat on"]["failures"] and not by_prompt["she wrote a letter"]["failures"]
     aggregates = record["aggregates"]
-    assert aggregates.pop("generation") == {"mean": None, "std": None, "n": 0, "n_failed": 1,
-                                           "geometric_mean": None}
+    assert aggregates.pop("generation") == {
+        "mean": None,
+        "std": None,
+        "n": 0,
+        "n_failed": 1,
+        "geometric_mean": None,
+    }
     for name, stats in aggregates.items():  # every per-sample aggregate says how many samples it covers
         if name in VOLATILE_METRICS:
             continue  # timing repeats: their own unit
@@ -247,8 +316,9 @@ def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on
     assert record["condition_metrics"]["corpus_perplexity"] > 0  # the evaluation text never meets the token
 
 
-def test_model_with_nan_weights_is_recorded_failed_and_the_sweep_goes_on(tiny_gpt2_dir, tiny_prompt_file, tmp_path,
-                                                                        monkeypatch, capsys) -> None:
+def test_model_with_nan_weights_is_recorded_failed_and_the_sweep_goes_on(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch, capsys
+) -> None:
     """A NaN in the last MLP weight makes every logit NaN (the attention before it, and so the entropy ranking,
     stays finite): the baseline arms record every sample failed and the corpus perplexity as a condition
     failure; the agency arm cannot calibrate (NaN gradients) and is recorded 'failed'; every condition still
@@ -260,9 +330,12 @@ def test_model_with_nan_weights_is_recorded_failed_and_the_sweep_goes_on(tiny_gp
         model.transformer.h[1].mlp.c_proj.weight[0, 0] = float("nan")
 
     model_dir = _corrupted_copy(tiny_gpt2_dir, tmp_path / "nan-gpt2", poison_mlp)
-    sweep_file = tiny_sweep(tmp_path / "sweep", model_dir, tiny_prompt_file,
-                            {"model.agency.enabled": {"values": [True, False]},
-                             "model.pruning.level": {"values": [0, 25]}})
+    sweep_file = tiny_sweep(
+        tmp_path / "sweep",
+        model_dir,
+        tiny_prompt_file,
+        {"model.agency.enabled": {"values": [True, False]}, "model.pruning.level": {"values": [0, 25]}},
+    )
     with pytest.raises(SweepFailed, match="2 of 4 conditions failed"):
         run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
     err = capsys.readouterr().err
@@ -275,25 +348,45 @@ def test_model_with_nan_weights_is_recorded_failed_and_the_sweep_goes_on(tiny_gp
             assert f"error: condition {record['condition_id']} failed" in err
         else:
             assert record["status"] == "complete"
-            assert all(s["failures"]["generation"].endswith("non-finite logits from decoding step 0")
-                       for s in record["samples"])
+            assert all(
+                s["failures"]["generation"].endswith("non-finite logits from decoding step 0")
+                for s in record["samples"]
+            )
             assert all(s["metrics"] == {} for s in record["samples"])
             assert {"metric": "corpus_perplexity", "error": "non-finite value nan"} in record["failures"]
 
 
 # -- determinism ------------------------------------------------------------------------------------------------
-def test_same_config_and_seed_give_the_same_record(tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch) -> None:
+def test_same_config_and_seed_give_the_same_record(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch
+) -> None:
     """Sampling (T=0.9), a seeded random ranking and the agency arm: everything but timings, memory and the
     environment repeats exactly, even with every cache emptied in between."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    base = tiny_base_config(tmp_path / "tiny.yaml", tiny_gpt2_dir, tiny_prompt_file,
-                            generation={"num_tokens": 6, "temperature": 0.9},
-                            pruning={"level": 25, "method": "random"}, agency={"enabled": True})
+    base = tiny_base_config(
+        tmp_path / "tiny.yaml",
+        tiny_gpt2_dir,
+        tiny_prompt_file,
+        generation={"num_tokens": 6, "temperature": 0.9},
+        pruning={"level": 25, "method": "random"},
+        agency={"enabled": True},
+    )
     found = []
     for run in ("first", "second"):
         ModelStore.shared().clear()
-        cli.main(["predict", "--config", "configs/default.yaml", "--config", str(base), "--memory.enabled=true",
-                  "--data.iterations=2", f"--record.output_dir={tmp_path / run}", "--record.quiet=true"])
+        cli.main(
+            [
+                "predict",
+                "--config",
+                "configs/default.yaml",
+                "--config",
+                str(base),
+                "--memory.enabled=true",
+                "--data.iterations=2",
+                f"--record.output_dir={tmp_path / run}",
+                "--record.quiet=true",
+            ]
+        )
         (record_file,) = (tmp_path / run / "records").glob("*.json")
         read_record(record_file)  # intact
         found.append(json.loads(record_file.read_text()))
@@ -305,8 +398,9 @@ def test_same_config_and_seed_give_the_same_record(tiny_gpt2_dir, tiny_prompt_fi
 
 # -- soak ----------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fifty_conditions_in_one_process_do_not_grow_memory(tiny_gpt2_dir, tiny_prompt_file, tmp_path,
-                                                            monkeypatch, capsys) -> None:
+def test_fifty_conditions_in_one_process_do_not_grow_memory(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch, capsys
+) -> None:
     """60 conditions back to back through the real CLI in one process (shared model store): after 5 warm-up
     conditions, resident memory grows by less than 50 MB over the remaining 55 (measured on 2 cores: 0.1 MB
     in the full test run, 17 MB at most when this file ran alone)."""
@@ -314,22 +408,39 @@ def test_fifty_conditions_in_one_process_do_not_grow_memory(tiny_gpt2_dir, tiny_
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     base = tiny_base_config(tmp_path / "tiny.yaml", tiny_gpt2_dir, tiny_prompt_file)
-    grid = [(level, method, agency, temperature) for level in (0, 25, 50, 75)
-            for method in ("entropy", "magnitude", "random", "gradient") for agency in ("false", "true")
-            for temperature in (0.7, 1.0)][:60]
+    grid = [
+        (level, method, agency, temperature)
+        for level in (0, 25, 50, 75)
+        for method in ("entropy", "magnitude", "random", "gradient")
+        for agency in ("false", "true")
+        for temperature in (0.7, 1.0)
+    ][:60]
     process = psutil.Process()
     rss_mb = []
     for level, method, agency, temperature in grid:
-        cli.main(["predict", "--config", "configs/default.yaml", "--config", str(base),
-                  f"--model.pruning.level={level}", f"--model.pruning.method={method}",
-                  f"--model.agency.enabled={agency}", f"--model.generation.temperature={temperature}",
-                  f"--record.output_dir={tmp_path / 'run'}", "--record.quiet=true"])
+        cli.main(
+            [
+                "predict",
+                "--config",
+                "configs/default.yaml",
+                "--config",
+                str(base),
+                f"--model.pruning.level={level}",
+                f"--model.pruning.method={method}",
+                f"--model.agency.enabled={agency}",
+                f"--model.generation.temperature={temperature}",
+                f"--record.output_dir={tmp_path / 'run'}",
+                "--record.quiet=true",
+            ]
+        )
         gc.collect()
         rss_mb.append(process.memory_info().rss / 2**20)
         capsys.readouterr()  # one summary line per condition; do not keep them
     assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 60
     growth = max(rss_mb[5:]) - rss_mb[4]
     with capsys.disabled():
-        print(f"\nsoak: RSS after warm-up {rss_mb[4]:.1f} MB, max later {max(rss_mb[5:]):.1f} MB, "
-              f"growth {growth:.1f} MB over {len(rss_mb) - 5} conditions")
+        print(
+            f"\nsoak: RSS after warm-up {rss_mb[4]:.1f} MB, max later {max(rss_mb[5:]):.1f} MB, "
+            f"growth {growth:.1f} MB over {len(rss_mb) - 5} conditions"
+        )
     assert growth < 50, rss_mb

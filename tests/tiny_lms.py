@@ -35,19 +35,38 @@ PAD = 0
 def tiny_gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
     """3 layers x 4 heads, hidden 32, head_dim 8."""
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=3, n_head=4, n_embd=32, vocab_size=vocab, n_positions=128,
-                        bos_token_id=1, eos_token_id=None, pad_token_id=PAD, initializer_range=0.2,
-                        attn_implementation="sdpa")
+    config = GPT2Config(
+        n_layer=3,
+        n_head=4,
+        n_embd=32,
+        vocab_size=vocab,
+        n_positions=128,
+        bos_token_id=1,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        initializer_range=0.2,
+        attn_implementation="sdpa",
+    )
     return GPT2LMHeadModel(config).eval()
 
 
 def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
     """3 layers x 6 query heads in 2 key/value groups of 3, hidden 48, head_dim 8."""
     torch.manual_seed(seed)
-    config = LlamaConfig(num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, hidden_size=48,
-                         intermediate_size=64, vocab_size=vocab, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=None, pad_token_id=PAD, initializer_range=0.2,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        hidden_size=48,
+        intermediate_size=64,
+        vocab_size=vocab,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        initializer_range=0.2,
+        attn_implementation="sdpa",
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -60,9 +79,9 @@ def gated_copy(model: torch.nn.Module) -> tuple[torch.nn.Module, HeadGates]:
     return copied, attach_gates(copied)
 
 
-def token_batch(batch: int = 3, length: int = 10, seed: int = 1, left_pad: tuple[int, ...] = ()) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
+def token_batch(
+    batch: int = 3, length: int = 10, seed: int = 1, left_pad: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ids (never PAD) and an attention mask with ``left_pad[i]`` leading zeros in row i."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, VOCAB, (batch, length), generator=generator)

@@ -45,12 +45,24 @@ class EvaluationConfig:
     stride: int = 128
 
     def __post_init__(self) -> None:
-        require(is_int(self.window) and self.window >= 2, "model.evaluation.window", self.window,
-                "an integer >= 2 (a window of fewer tokens has nothing to score)")
-        require(is_int(self.stride) and 1 <= self.stride <= self.window, "model.evaluation.stride", self.stride,
-                f"an integer from 1 to model.evaluation.window ({self.window})")
-        require(is_int(self.max_tokens) and self.max_tokens >= 2, "model.evaluation.max_tokens", self.max_tokens,
-                "an integer >= 2")
+        require(
+            is_int(self.window) and self.window >= 2,
+            "model.evaluation.window",
+            self.window,
+            "an integer >= 2 (a window of fewer tokens has nothing to score)",
+        )
+        require(
+            is_int(self.stride) and 1 <= self.stride <= self.window,
+            "model.evaluation.stride",
+            self.stride,
+            f"an integer from 1 to model.evaluation.window ({self.window})",
+        )
+        require(
+            is_int(self.max_tokens) and self.max_tokens >= 2,
+            "model.evaluation.max_tokens",
+            self.max_tokens,
+            "an integer >= 2",
+        )
         if self.text_file is not None:
             read_text_file(self.text_file, "evaluation text", "model.evaluation.text_file")
 
@@ -106,16 +118,22 @@ def parallel_score(model: nn.Module, token_ids: torch.Tensor, window: int, strid
     ids = token_ids.to(device)
     nll_sum, tokens = 0.0, 0
     for w in windows_of(len(ids), window, stride):
-        chunk = ids[w.start:w.end].unsqueeze(0)
-        logits = model(chunk).logits[0, w.first_scored - 1:-1].float()
-        nll_sum += float(nn.functional.cross_entropy(logits, chunk[0, w.first_scored:], reduction="sum"))
+        chunk = ids[w.start : w.end].unsqueeze(0)
+        logits = model(chunk).logits[0, w.first_scored - 1 : -1].float()
+        nll_sum += float(nn.functional.cross_entropy(logits, chunk[0, w.first_scored :], reduction="sum"))
         tokens += w.end - w.start - w.first_scored
     return CorpusScore(nll_sum, tokens)
 
 
 @torch.no_grad()
-def stepwise_score(model: nn.Module, token_ids: torch.Tensor, window: int, stride: int,
-                   begin_batch: Callable[[int], None], on_step: Callable[[], None]) -> CorpusScore:
+def stepwise_score(
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    window: int,
+    stride: int,
+    begin_batch: Callable[[int], None],
+    on_step: Callable[[], None],
+) -> CorpusScore:
     """Teacher-forced decoding, one token per forward, every window a row; ``begin_batch``/``on_step`` as in generation.
 
     Rows shorter than the longest window are padded on the right: a causal model
@@ -130,8 +148,8 @@ def stepwise_score(model: nn.Module, token_ids: torch.Tensor, window: int, strid
     rows = torch.zeros(len(spans), width, dtype=torch.long)
     scored = torch.zeros(len(spans), width, dtype=torch.bool)  # scored[r, j]: the target at position j counts
     for r, w in enumerate(spans):
-        rows[r, : w.end - w.start] = token_ids[w.start:w.end]
-        scored[r, w.first_scored: w.end - w.start] = True
+        rows[r, : w.end - w.start] = token_ids[w.start : w.end]
+        scored[r, w.first_scored : w.end - w.start] = True
     rows, scored = rows.to(device), scored.to(device)
     cache = preallocated_cache(model.config, width)
     begin_batch(len(spans))
@@ -141,8 +159,17 @@ def stepwise_score(model: nn.Module, token_ids: torch.Tensor, window: int, strid
         on_step()
         mask = torch.cat([mask, mask.new_ones(len(spans), 1)], dim=-1)
         positions = torch.full((len(spans), 1), t, dtype=torch.long, device=device)
-        logits = model(input_ids=rows[:, t:t + 1], attention_mask=mask, position_ids=positions, cache=cache,
-                       use_cache=True).logits[:, -1].float()
+        logits = (
+            model(
+                input_ids=rows[:, t : t + 1],
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            )
+            .logits[:, -1]
+            .float()
+        )
         step_nll = nn.functional.cross_entropy(logits, rows[:, t + 1], reduction="none")
         nll += torch.where(scored[:, t + 1], step_nll, 0.0).double()
     return CorpusScore(float(nll.sum()), int(scored.sum()))

@@ -36,12 +36,24 @@ class SamplingConfig:
     top_p: float = 1.0  # 1.0 keeps every token
 
     def __post_init__(self) -> None:
-        require(is_number(self.temperature) and self.temperature >= 0, "model.generation.temperature",
-                self.temperature, "a number >= 0 (0 means greedy)")
-        require(is_int(self.top_k) and self.top_k >= 0, "model.generation.top_k", self.top_k,
-                "an integer >= 0 (0 keeps all tokens)")
-        require(is_number(self.top_p) and 0 < self.top_p <= 1, "model.generation.top_p", self.top_p,
-                "a number in (0, 1]")
+        require(
+            is_number(self.temperature) and self.temperature >= 0,
+            "model.generation.temperature",
+            self.temperature,
+            "a number >= 0 (0 means greedy)",
+        )
+        require(
+            is_int(self.top_k) and self.top_k >= 0,
+            "model.generation.top_k",
+            self.top_k,
+            "an integer >= 0 (0 keeps all tokens)",
+        )
+        require(
+            is_number(self.top_p) and 0 < self.top_p <= 1,
+            "model.generation.top_p",
+            self.top_p,
+            "a number in (0, 1]",
+        )
 
 
 @dataclass
@@ -52,8 +64,12 @@ class GenerationConfig(SamplingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(is_int(self.num_tokens) and self.num_tokens >= 1, "model.generation.num_tokens", self.num_tokens,
-                "an integer >= 1")
+        require(
+            is_int(self.num_tokens) and self.num_tokens >= 1,
+            "model.generation.num_tokens",
+            self.num_tokens,
+            "an integer >= 1",
+        )
 
 
 @dataclass
@@ -95,7 +111,9 @@ def sample_rows(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> t
     a 49k vocabulary on one CPU core); this draws one number per row and does the
     rest batched. ``right=True`` never lands on a zero-probability token.
     """
-    uniforms = torch.cat([torch.rand(1, dtype=torch.float64, generator=g, device=g.device) for g in generators])
+    uniforms = torch.cat(
+        [torch.rand(1, dtype=torch.float64, generator=g, device=g.device) for g in generators]
+    )
     cumulative = probs.cumsum(-1, dtype=torch.float64)
     targets = (uniforms * cumulative[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cumulative, targets, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
@@ -143,8 +161,18 @@ def decode(
     for step in range(num_tokens):
         if on_step is not None:
             on_step()
-        logits = model(input_ids=step_input, attention_mask=mask, position_ids=step_positions,
-                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        logits = (
+            model(
+                input_ids=step_input,
+                attention_mask=mask,
+                position_ids=step_positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )
         first_bad_step = torch.where(~all_finite(logits) & (first_bad_step < 0), step, first_bad_step)
         failed_rows = first_bad_step >= 0
         if device.type != "cpu" or bool(failed_rows.any()):  # a free check on the CPU, a sync on a GPU

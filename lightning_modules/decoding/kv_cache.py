@@ -34,8 +34,8 @@ class PreallocatedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if self._key_buffer is None or end > self._key_buffer.shape[-2]:
             self._grow(key_states, value_states, max(end, self.capacity))
-        self._key_buffer[..., self.length:end, :].copy_(key_states)
-        self._value_buffer[..., self.length:end, :].copy_(value_states)
+        self._key_buffer[..., self.length : end, :].copy_(key_states)
+        self._value_buffer[..., self.length : end, :].copy_(value_states)
         self.length = end
         self.keys = self._key_buffer[..., :end, :]
         self.values = self._value_buffer[..., :end, :]
@@ -86,6 +86,8 @@ def preallocated_cache(config, capacity: int) -> DynamicCache:
     cache.layers = [
         PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers
     ]
-    if cache.layer_class_to_replicate is DynamicLayer:  # layers made on first use (config without layer types)
+    if (
+        cache.layer_class_to_replicate is DynamicLayer
+    ):  # layers made on first use (config without layer types)
         cache.layer_class_to_replicate = lambda: PreallocatedLayer(capacity)
     return cache

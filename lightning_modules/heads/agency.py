@@ -122,32 +122,66 @@ class AgencyConfig:
 
     def __post_init__(self) -> None:
         for name in ("enabled", "calibrate", "sham", *COMPONENTS):
-            require(isinstance(getattr(self, name), bool), f"model.agency.{name}", getattr(self, name),
-                    "true or false")
-        for name in ("active_factor", "overloaded_factor", "misaligned_factor", "withdrawn_factor",
-                     "no_consent_factor", "overload_threshold", "protect_top_fraction", "overload_margin"):
+            require(
+                isinstance(getattr(self, name), bool),
+                f"model.agency.{name}",
+                getattr(self, name),
+                "true or false",
+            )
+        for name in (
+            "active_factor",
+            "overloaded_factor",
+            "misaligned_factor",
+            "withdrawn_factor",
+            "no_consent_factor",
+            "overload_threshold",
+            "protect_top_fraction",
+            "overload_margin",
+        ):
             value = getattr(self, name)
-            require(is_number(value) and 0.0 <= value <= 1.0, f"model.agency.{name}", value, "a number in [0, 1]")
+            require(
+                is_number(value) and 0.0 <= value <= 1.0, f"model.agency.{name}", value, "a number in [0, 1]"
+            )
         for name in ("utilization_alpha", "overload_quantile"):
             value = getattr(self, name)
-            require(is_number(value) and 0.0 <= value < 1.0, f"model.agency.{name}", value, "a number in [0, 1)")
-        require(self.overload_mode in OVERLOAD_MODES, "model.agency.overload_mode", self.overload_mode,
-                ", ".join(OVERLOAD_MODES), "is not known")
-        require(self.recovery_steps is None or (is_int(self.recovery_steps) and self.recovery_steps >= 1),
-                "model.agency.recovery_steps", self.recovery_steps, "an integer >= 1, or null for a fifth of "
-                "model.generation.num_tokens")
-        require(self.misalignment_candidates is None
-                or (is_int(self.misalignment_candidates) and self.misalignment_candidates >= 1),
-                "model.agency.misalignment_candidates", self.misalignment_candidates,
-                "an integer >= 1, or null for every head")
+            require(
+                is_number(value) and 0.0 <= value < 1.0, f"model.agency.{name}", value, "a number in [0, 1)"
+            )
+        require(
+            self.overload_mode in OVERLOAD_MODES,
+            "model.agency.overload_mode",
+            self.overload_mode,
+            ", ".join(OVERLOAD_MODES),
+            "is not known",
+        )
+        require(
+            self.recovery_steps is None or (is_int(self.recovery_steps) and self.recovery_steps >= 1),
+            "model.agency.recovery_steps",
+            self.recovery_steps,
+            "an integer >= 1, or null for a fifth of model.generation.num_tokens",
+        )
+        require(
+            self.misalignment_candidates is None
+            or (is_int(self.misalignment_candidates) and self.misalignment_candidates >= 1),
+            "model.agency.misalignment_candidates",
+            self.misalignment_candidates,
+            "an integer >= 1, or null for every head",
+        )
         self.head_overrides = [_as_override(item, i) for i, item in enumerate(self.head_overrides)]
-        require(self.ablation in ABLATIONS, "model.agency.ablation", self.ablation, ", ".join(ABLATIONS),
-                "is not known")
+        require(
+            self.ablation in ABLATIONS,
+            "model.agency.ablation",
+            self.ablation,
+            ", ".join(ABLATIONS),
+            "is not known",
+        )
         if self.ablation == "sham":
             self.sham = True
         elif self.ablation != "none":
             setattr(self, self.ablation, False)
-        self.ablation = "none"  # resolved: the switches say it, and two spellings of one arm are one condition
+        self.ablation = (
+            "none"  # resolved: the switches say it, and two spellings of one arm are one condition
+        )
 
     def recovery_for(self, num_tokens: int) -> int:
         """Forwards an automatic state lasts: the setting, or a fifth of a generation (at least 1)."""
@@ -159,8 +193,11 @@ class AgencyConfig:
 def departures(config: AgencyConfig) -> list[str]:
     """The settings in which ``config`` departs from the default agency layer: they name its arm in a report."""
     default = AgencyConfig(enabled=config.enabled)
-    return sorted(f.name for f in fields(AgencyConfig)
-                  if f.name not in ("enabled", "ablation") and getattr(config, f.name) != getattr(default, f.name))
+    return sorted(
+        f.name
+        for f in fields(AgencyConfig)
+        if f.name not in ("enabled", "ablation") and getattr(config, f.name) != getattr(default, f.name)
+    )
 
 
 def _as_override(item: HeadOverride | Mapping[str, Any], index: int) -> HeadOverride:
@@ -205,8 +242,14 @@ class AgencyController:
     ``gate_factors``) is vectorised and never synchronises with the host.
     """
 
-    def __init__(self, config: AgencyConfig, num_layers: int, num_heads: int, num_tokens: int = 50,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: AgencyConfig,
+        num_layers: int,
+        num_heads: int,
+        num_tokens: int = 50,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if num_layers < 1 or num_heads < 1:
             raise ValueError(f"num_layers={num_layers}, num_heads={num_heads} are invalid; both must be >= 1")
         self.config = config
@@ -219,15 +262,26 @@ class AgencyController:
         self.consent = torch.ones(shape, dtype=torch.bool, device=self.device)
         self.prune_consent = torch.ones(shape, dtype=torch.bool, device=self.device)
         self.initial_utilization = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        self.overload_level = torch.full(shape, config.overload_threshold, dtype=torch.float32, device=self.device)
+        self.overload_level = torch.full(
+            shape, config.overload_threshold, dtype=torch.float32, device=self.device
+        )
         self.misaligned: list[MisalignedHead] = []
         self.misalignment_tested = 0
         self.relative_levels = False
-        self.sham_index: Tensor | None = None  # [layers, heads]: head h receives the factor of head sham_index[h]
+        self.sham_index: Tensor | None = (
+            None  # [layers, heads]: head h receives the factor of head sham_index[h]
+        )
         self._explicit: dict[Head, dict[str, Any]] = {}
         self._factor_table = torch.tensor(
-            [config.active_factor, config.overloaded_factor, config.misaligned_factor, config.withdrawn_factor],
-            dtype=torch.float32, device=self.device)
+            [
+                config.active_factor,
+                config.overloaded_factor,
+                config.misaligned_factor,
+                config.withdrawn_factor,
+            ],
+            dtype=torch.float32,
+            device=self.device,
+        )
         self._codes = torch.arange(len(STATE_NAMES), device=self.device)
         self._consent_factor = torch.ones(shape, dtype=torch.float32, device=self.device)
         self.batch_size = 0
@@ -249,7 +303,9 @@ class AgencyController:
             if not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"calibration {name} has non-finite values; expected finite numbers")
         config = self.config
-        self.initial_utilization = signals.utilization.detach().to(self.device, torch.float32).clamp(0, 1).clone()
+        self.initial_utilization = (
+            signals.utilization.detach().to(self.device, torch.float32).clamp(0, 1).clone()
+        )
         if config.overload_mode == "relative":
             level = signals.level.detach().to(self.device, torch.float32) + config.overload_margin
             self.overload_level = level.clamp(max=1.0)
@@ -263,7 +319,9 @@ class AgencyController:
         prune_consent = torch.ones(shape[0] * shape[1], dtype=torch.bool, device=self.device)
         k = protected_count(prune_consent.numel(), config.protect_top_fraction)
         if k > 0:
-            order = torch.sort(signals.importance.flatten().to(self.device), descending=True, stable=True).indices
+            order = torch.sort(
+                signals.importance.flatten().to(self.device), descending=True, stable=True
+            ).indices
             prune_consent[order[:k]] = False
         self.prune_consent = prune_consent.view(shape)
         for (layer, head), explicit in self._explicit.items():
@@ -274,22 +332,40 @@ class AgencyController:
         for override in self.config.head_overrides:
             self.set_head(override.layer, override.head, state=override.state, consent=override.consent)
 
-    def set_head(self, layer: int, head: int, state: str | None = None, consent: bool | None = None,
-                 prune_consent: bool | None = None) -> None:
+    def set_head(
+        self,
+        layer: int,
+        head: int,
+        state: str | None = None,
+        consent: bool | None = None,
+        prune_consent: bool | None = None,
+    ) -> None:
         """Explicitly set one head's initial signals (persistent; survives a later calibration)."""
         if not (0 <= layer < self.num_layers and 0 <= head < self.num_heads):
-            raise ConfigError("model.agency.head_overrides", [layer, head],
-                              f"a head inside the model's {self.num_layers} x {self.num_heads} heads",
-                              what="head override")
+            raise ConfigError(
+                "model.agency.head_overrides",
+                [layer, head],
+                f"a head inside the model's {self.num_layers} x {self.num_heads} heads",
+                what="head override",
+            )
         if state is not None and state not in STATE_CODES:
             raise ValueError(f"state={state!r} is invalid; allowed: {', '.join(STATE_NAMES)}")
-        fields = {k: v for k, v in (("state", state), ("consent", consent), ("prune_consent", prune_consent))
-                  if v is not None}
+        fields = {
+            k: v
+            for k, v in (("state", state), ("consent", consent), ("prune_consent", prune_consent))
+            if v is not None
+        }
         self._explicit.setdefault((layer, head), {}).update(fields)
         self._write_head(layer, head, **fields)
 
-    def _write_head(self, layer: int, head: int, state: str | None = None, consent: bool | None = None,
-                    prune_consent: bool | None = None) -> None:
+    def _write_head(
+        self,
+        layer: int,
+        head: int,
+        state: str | None = None,
+        consent: bool | None = None,
+        prune_consent: bool | None = None,
+    ) -> None:
         if state is not None:
             self.initial_state[layer, head] = STATE_CODES[state]
             self.initial_automatic[layer, head] = False
@@ -320,8 +396,16 @@ class AgencyController:
         self._all_consent = bool(self.consent.all())
         # Per-layer views, made once per batch: the hot path runs once per layer and forward, where every
         # small op runs cold (benchmarks/profiles.py cold-ops).
-        self._layer_views = [(self.utilization[:, layer], self.state[:, layer], self.steps_in_state[:, layer],
-                              self.automatic[:, layer], self.overload_level[layer]) for layer in range(self.num_layers)]
+        self._layer_views = [
+            (
+                self.utilization[:, layer],
+                self.state[:, layer],
+                self.steps_in_state[:, layer],
+                self.automatic[:, layer],
+                self.overload_level[layer],
+            )
+            for layer in range(self.num_layers)
+        ]
         self._focus_shape = (batch_size, self.num_heads)
 
     def reset_statistics(self) -> None:
@@ -434,13 +518,18 @@ class AgencyController:
         per_head = (state.unsqueeze(-1) == self._codes).sum(dim=0)
         withdrawn = (self.initial_state == WITHDRAWN) | (state == WITHDRAWN).any(dim=0)
         effective = self.config.withdrawn_factor * torch.where(
-            self.consent, torch.ones((), device=self.device),
-            torch.full((), self.config.no_consent_factor, device=self.device))
+            self.consent,
+            torch.ones((), device=self.device),
+            torch.full((), self.config.no_consent_factor, device=self.device),
+        )
         prune_consent = self.prune_consent.tolist()
         end_list, mean_list, entries = end_counts.tolist(), mean_counts.tolist(), self._entries.tolist()
-        mode = (f"relative: calibrated level (quantile {self.config.overload_quantile:g}) + "
-                f"{self.config.overload_margin:g}" if self.relative_levels
-                else f"absolute: utilization > {self.config.overload_threshold:g}")
+        mode = (
+            f"relative: calibrated level (quantile {self.config.overload_quantile:g}) + "
+            f"{self.config.overload_margin:g}"
+            if self.relative_levels
+            else f"absolute: utilization > {self.config.overload_threshold:g}"
+        )
         return AgencyReport(
             state_counts_end={name: float(end_list[i]) for i, name in enumerate(STATE_NAMES)},
             state_counts_mean={name: float(mean_list[i]) for i, name in enumerate(STATE_NAMES)},

@@ -37,12 +37,19 @@ def importance(signed_gradients: torch.Tensor) -> torch.Tensor:
     return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
 
-def misalignment_evidence(model: nn.Module, gates: HeadGates, windows: torch.Tensor, signed_gradients: torch.Tensor,
-                          candidates: int | None) -> tuple[list[MisalignedHead], int]:
+def misalignment_evidence(
+    model: nn.Module,
+    gates: HeadGates,
+    windows: torch.Tensor,
+    signed_gradients: torch.Tensor,
+    candidates: int | None,
+) -> tuple[list[MisalignedHead], int]:
     """Heads whose ablation lowers the loss on the odd windows (95% interval < 0), and how many were tested."""
     if len(windows) < 4:  # two windows to screen on and two to test on, at least
         return [], 0
-    estimate = signed_gradients[0::2].mean(0)  # dLoss/dGate: removal (gate 1 -> 0) changes the loss by about -g
+    estimate = signed_gradients[0::2].mean(
+        0
+    )  # dLoss/dGate: removal (gate 1 -> 0) changes the loss by about -g
     flat = estimate.flatten()
     order = torch.argsort(flat, descending=True, stable=True).tolist()
     heads_per_layer = estimate.shape[1]
@@ -51,17 +58,26 @@ def misalignment_evidence(model: nn.Module, gates: HeadGates, windows: torch.Ten
         screened = screened[:candidates]
     tested: list[Head] = [(i // heads_per_layer, i % heads_per_layer) for i in screened]
     effects = ablation_effects(model, gates, windows[1::2], tested)
-    found = [MisalignedHead(e.head[0], e.head[1], e.mean, e.ci_low, e.ci_high) for e in effects if e.ci_high < 0]
+    found = [
+        MisalignedHead(e.head[0], e.head[1], e.mean, e.ci_low, e.ci_high) for e in effects if e.ci_high < 0
+    ]
     return found, len(tested)
 
 
-def agency_signals(model: nn.Module, gates: HeadGates, windows: torch.Tensor, config: AgencyConfig,
-                   signed_gradients: torch.Tensor, statistics: AttentionStatistics) -> AgencySignals:
+def agency_signals(
+    model: nn.Module,
+    gates: HeadGates,
+    windows: torch.Tensor,
+    config: AgencyConfig,
+    signed_gradients: torch.Tensor,
+    statistics: AttentionStatistics,
+) -> AgencySignals:
     """Everything the controller's calibration needs, with every gate at 1 (``statistics`` computed with the
     config's ``utilization_alpha``)."""
     focus, level = utilization_levels(statistics, config.overload_quantile)
     misaligned, tested = ([], 0)
     if config.misalignment:
-        misaligned, tested = misalignment_evidence(model, gates, windows, signed_gradients,
-                                                   config.misalignment_candidates)
+        misaligned, tested = misalignment_evidence(
+            model, gates, windows, signed_gradients, config.misalignment_candidates
+        )
     return AgencySignals(focus, level, importance(signed_gradients), misaligned, tested)

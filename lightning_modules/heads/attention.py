@@ -45,8 +45,12 @@ def newest_token_focus(
     if key.dtype != torch.float32:
         key = key.float()
     mask_row, neg_inverse_max, one = _newest_row_terms(attention_mask, batch, kv_heads, length, query.device)
-    scores = torch.baddbmm(mask_row, last.reshape(batch * kv_heads, heads // kv_heads, dim),
-                           key.reshape(batch * kv_heads, length, dim).transpose(1, 2), alpha=scaling)
+    scores = torch.baddbmm(
+        mask_row,
+        last.reshape(batch * kv_heads, heads // kv_heads, dim),
+        key.reshape(batch * kv_heads, length, dim).transpose(1, 2),
+        alpha=scaling,
+    )
     entropy = torch.special.entr(scores.softmax(-1)).sum(-1).view(batch, heads)
     return torch.addcmul(one, entropy, neg_inverse_max).clamp_(0.0, 1.0)
 
@@ -70,15 +74,22 @@ def _newest_row_terms(
     identity = None if attention_mask is None else (id(attention_mask), _version(attention_mask))
     key = (identity, batch, length, device)
     if _ROW_TERMS.get("key") != key or (
-        attention_mask is not None and (_ROW_TERMS["mask"] is None or _ROW_TERMS["mask"]() is not attention_mask)
+        attention_mask is not None
+        and (_ROW_TERMS["mask"] is None or _ROW_TERMS["mask"]() is not attention_mask)
     ):
         _ROW_TERMS.clear()
-        _ROW_TERMS.update(key=key, mask=None if attention_mask is None else weakref.ref(attention_mask),
-                          by_groups={}, **_mask_row_terms(attention_mask, batch, length, device))
+        _ROW_TERMS.update(
+            key=key,
+            mask=None if attention_mask is None else weakref.ref(attention_mask),
+            by_groups={},
+            **_mask_row_terms(attention_mask, batch, length, device),
+        )
     by_groups = _ROW_TERMS["by_groups"]
     if kv_heads not in by_groups:
         row = _ROW_TERMS["row"]  # [batch, 1, length]
-        by_groups[kv_heads] = row.unsqueeze(1).expand(batch, kv_heads, 1, length).reshape(batch * kv_heads, 1, length)
+        by_groups[kv_heads] = (
+            row.unsqueeze(1).expand(batch, kv_heads, 1, length).reshape(batch * kv_heads, 1, length)
+        )
     return by_groups[kv_heads], _ROW_TERMS["neg_inverse_max"], _ROW_TERMS["one"]
 
 

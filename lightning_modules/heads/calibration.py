@@ -44,10 +44,18 @@ class CalibrationConfig:
     window: int = 256
 
     def __post_init__(self) -> None:
-        require(is_int(self.window) and self.window >= 2, "model.calibration.window", self.window,
-                "an integer >= 2 (tokens per window)")
-        require(is_int(self.max_tokens) and self.max_tokens >= self.window, "model.calibration.max_tokens",
-                self.max_tokens, f"an integer >= model.calibration.window ({self.window})")
+        require(
+            is_int(self.window) and self.window >= 2,
+            "model.calibration.window",
+            self.window,
+            "an integer >= 2 (tokens per window)",
+        )
+        require(
+            is_int(self.max_tokens) and self.max_tokens >= self.window,
+            "model.calibration.max_tokens",
+            self.max_tokens,
+            f"an integer >= model.calibration.window ({self.window})",
+        )
         if self.text_file is not None:
             read_text_file(self.text_file, "calibration text", "model.calibration.text_file")
 
@@ -74,8 +82,13 @@ def calibration_set(tokenizer, config: CalibrationConfig, context: int) -> Calib
     ids = tokenizer(text, return_tensors="pt").input_ids[0][: config.max_tokens]
     count = len(ids) // window
     if count < 1:
-        raise ConfigError("model.calibration.text_file", str(config.path), f"a text of at least {window} tokens",
-                          f"holds only {len(ids)} tokens", what="calibration text")
+        raise ConfigError(
+            "model.calibration.text_file",
+            str(config.path),
+            f"a text of at least {window} tokens",
+            f"holds only {len(ids)} tokens",
+            what="calibration text",
+        )
     windows = ids[: count * window].view(count, window)
     fingerprint = config.fingerprint()
     use = CalibrationUse(fingerprint["file"], fingerprint["sha256"], count, window, count * window)
@@ -84,7 +97,7 @@ def calibration_set(tokenizer, config: CalibrationConfig, context: int) -> Calib
 
 def _batches(windows: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
     for start in range(0, len(windows), size):
-        yield windows[start:start + size]
+        yield windows[start : start + size]
 
 
 @contextmanager
@@ -114,8 +127,9 @@ class AttentionStatistics:
 
 
 @torch.no_grad()
-def attention_statistics(model: nn.Module, layout: HeadLayout, windows: torch.Tensor, alpha: float = 0.9,
-                         batch_size: int = 2) -> AttentionStatistics:
+def attention_statistics(
+    model: nn.Module, layout: HeadLayout, windows: torch.Tensor, alpha: float = 0.9, batch_size: int = 2
+) -> AttentionStatistics:
     device = next(model.parameters()).device
     entropy_sum = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64)
     focus_sum = torch.zeros_like(entropy_sum)
@@ -139,7 +153,9 @@ def attention_statistics(model: nn.Module, layout: HeadLayout, windows: torch.Te
             focus_all = torch.stack(focus_layers, dim=1)  # [batch, layers, heads, query]
             trajectories.append(_running_average(focus_all, alpha)[..., BURN_IN:].cpu())
             rows += batch.shape[0] * length
-    utilization = torch.cat(trajectories, dim=0).permute(1, 2, 0, 3).reshape(layout.num_layers, layout.num_heads, -1)
+    utilization = (
+        torch.cat(trajectories, dim=0).permute(1, 2, 0, 3).reshape(layout.num_layers, layout.num_heads, -1)
+    )
     return AttentionStatistics((entropy_sum / rows).float(), (focus_sum / rows).float(), utilization.float())
 
 
@@ -165,8 +181,9 @@ def window_losses(model: nn.Module, windows: torch.Tensor, batch_size: int = 4) 
     return torch.cat(losses).double()
 
 
-def gate_gradients(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
-                   batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def gate_gradients(
+    model: nn.Module, gates: HeadGates, windows: torch.Tensor, batch_size: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per window, dLoss/dGate of every head with all gates at 1: ([windows, layers, heads] as mean |g|, signed g).
 
     Each row of a batch gets its own gate tensor, so one backward gives every
@@ -183,10 +200,14 @@ def gate_gradients(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
             p.requires_grad_(False)
         for batch in _batches(windows, batch_size):
             batch = batch.to(device)
-            gate = torch.ones(batch.shape[0], layout.num_layers, layout.num_heads, device=device, requires_grad=True)
+            gate = torch.ones(
+                batch.shape[0], layout.num_layers, layout.num_heads, device=device, requires_grad=True
+            )
             gates.factor_provider = lambda layer, g=gate: g[:, layer]
             logits = model(batch).logits[:, :-1].float()
-            loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").mean(-1)
+            loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").mean(
+                -1
+            )
             (grad,) = torch.autograd.grad(loss.sum(), gate)
             per_window.append(grad.detach().float().cpu())
     finally:
@@ -207,8 +228,9 @@ class AblationEffect:
     ci_high: float
 
 
-def ablation_effects(model: nn.Module, gates: HeadGates, windows: torch.Tensor,
-                     heads: Sequence[Head]) -> list[AblationEffect]:
+def ablation_effects(
+    model: nn.Module, gates: HeadGates, windows: torch.Tensor, heads: Sequence[Head]
+) -> list[AblationEffect]:
     """Real ablations: per head, loss with it closed minus loss with every head open, per window."""
     saved = gates.values.clone()
     effects = []

@@ -65,8 +65,10 @@ class HeadGates:
     def set(self, values: torch.Tensor) -> None:
         """Replace all gates; layers whose kept gates are all 1 are skipped entirely."""
         if tuple(values.shape) != (self.layout.num_layers, self.layout.num_heads):
-            raise ValueError(f"gates must have shape {(self.layout.num_layers, self.layout.num_heads)}, "
-                             f"got {tuple(values.shape)}")
+            raise ValueError(
+                f"gates must have shape {(self.layout.num_layers, self.layout.num_heads)}, "
+                f"got {tuple(values.shape)}"
+            )
         self.values = values.detach().to(self.values.device, torch.float32).clone()
         self._refresh()
 
@@ -94,8 +96,11 @@ class HeadGates:
             else:
                 kept = self.values[layer, kept_heads]
                 self._layer_gates[layer] = None if bool((kept == 1).all()) else kept
-            needed = self._bound and bool(kept_heads) and (
-                self._layer_gates[layer] is not None or self._factor_provider is not None)
+            needed = (
+                self._bound
+                and bool(kept_heads)
+                and (self._layer_gates[layer] is not None or self._factor_provider is not None)
+            )
             if needed and layer not in self._handles:
                 projection = adapter.output_projection(attentions[layer])
                 self._handles[layer] = projection.register_forward_pre_hook(self._make_hook(layer))

@@ -52,9 +52,11 @@ class HeadScores:
         bad = (~torch.isfinite(self.scores)).nonzero().tolist()
         if bad:
             heads = ", ".join(f"({layer}, {head})" for layer, head in bad[:5])
-            raise RankingError(f"{self.method} scores are not finite for {len(bad)} heads ({heads}"
-                               f"{', ...' if len(bad) > 5 else ''}): the weights or activations hold NaN or "
-                               "infinity, so no ranking is used")
+            raise RankingError(
+                f"{self.method} scores are not finite for {len(bad)} heads ({heads}"
+                f"{', ...' if len(bad) > 5 else ''}): the weights or activations hold NaN or "
+                "infinity, so no ranking is used"
+            )
 
     def order(self) -> list[Head]:
         """All heads, the first to prune first; ties keep (layer, head) order so the order is deterministic."""
@@ -76,11 +78,19 @@ class Criterion:
     def scores(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int,
-                 statistics: AttentionStatistics | None = None) -> HeadScores:
+    def __call__(
+        self,
+        model: nn.Module,
+        gates: HeadGates,
+        windows: torch.Tensor,
+        seed: int,
+        statistics: AttentionStatistics | None = None,
+    ) -> HeadScores:
         """``statistics``: attention statistics of these windows when already computed (entropy reads them)."""
         kwargs = {"statistics": statistics} if statistics is not None and self.uses_statistics else {}
-        return HeadScores(self.name, self.scores(model, gates, windows, seed, **kwargs).float(), self.ascending)
+        return HeadScores(
+            self.name, self.scores(model, gates, windows, seed, **kwargs).float(), self.ascending
+        )
 
 
 class EntropyLow(Criterion):
@@ -121,7 +131,9 @@ class Gradient(Criterion):
         return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
 
-CRITERIA: dict[str, Criterion] = {c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())}
+CRITERIA: dict[str, Criterion] = {
+    c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())
+}
 METHODS: tuple[str, ...] = ("entropy", *CRITERIA)  # ``entropy`` resolves to DEFAULT_ENTROPY
 
 
@@ -141,6 +153,8 @@ def weight_magnitudes(model: nn.Module, layout: HeadLayout) -> torch.Tensor:
     return norms
 
 
-def score_heads(method: str, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int = 0) -> HeadScores:
+def score_heads(
+    method: str, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int = 0
+) -> HeadScores:
     """Score every head by the named criterion (``entropy`` is the default entropy direction)."""
     return CRITERIA[resolve_method(method)](model, gates, windows, seed)

@@ -46,12 +46,21 @@ class PruningConfig:
     allow_empty_layers: bool = False
 
     def __post_init__(self) -> None:
-        require(is_number(self.level) and 0 <= self.level <= 100, "model.pruning.level", self.level, LEVEL_ALLOWED)
-        require(self.method in METHODS, "model.pruning.method", self.method, ", ".join(METHODS),
-                "is not known")
-        require(self.mode in PRUNE_MODES, "model.pruning.mode", self.mode, ", ".join(PRUNE_MODES), "is not known")
-        require(isinstance(self.allow_empty_layers, bool), "model.pruning.allow_empty_layers",
-                self.allow_empty_layers, "true or false")
+        require(
+            is_number(self.level) and 0 <= self.level <= 100, "model.pruning.level", self.level, LEVEL_ALLOWED
+        )
+        require(
+            self.method in METHODS, "model.pruning.method", self.method, ", ".join(METHODS), "is not known"
+        )
+        require(
+            self.mode in PRUNE_MODES, "model.pruning.mode", self.mode, ", ".join(PRUNE_MODES), "is not known"
+        )
+        require(
+            isinstance(self.allow_empty_layers, bool),
+            "model.pruning.allow_empty_layers",
+            self.allow_empty_layers,
+            "true or false",
+        )
         self.method = resolve_method(self.method)
 
 
@@ -67,11 +76,16 @@ def max_level_keeping_layers(layout: HeadLayout) -> float:
 def check_level(level: float, layout: HeadLayout, allow_empty_layers: bool) -> None:
     """Refuse a level that would empty a layer, before any weights load."""
     require(0 <= level <= 100, "model.pruning.level", level, LEVEL_ALLOWED)
-    if not allow_empty_layers and heads_to_prune_count(level, layout) > layout.total_heads - layout.num_layers:
+    if (
+        not allow_empty_layers
+        and heads_to_prune_count(level, layout) > layout.total_heads - layout.num_layers
+    ):
         raise ConfigError(
-            "model.pruning.level", level,
+            "model.pruning.level",
+            level,
             f"at most {max_level_keeping_layers(layout):.1f}, or set model.pruning.allow_empty_layers=true",
-            f"would leave a layer with no head ({layout.num_layers} layers x {layout.num_heads} heads)")
+            f"would leave a layer with no head ({layout.num_layers} layers x {layout.num_heads} heads)",
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +96,13 @@ class Selection:
     passed_over: list[tuple[Head, str]] = field(default_factory=list)
 
 
-def select_heads(ranking: Sequence[Head], level: float, layout: HeadLayout, allow_empty_layers: bool = False,
-                 withholding: Collection[Head] = ()) -> Selection:
+def select_heads(
+    ranking: Sequence[Head],
+    level: float,
+    layout: HeadLayout,
+    allow_empty_layers: bool = False,
+    withholding: Collection[Head] = (),
+) -> Selection:
     """The heads pruned at ``level``: first in ranking order, never emptying a layer unless allowed.
 
     ``withholding``: heads that withhold consent; they go to the back of the
@@ -106,8 +125,11 @@ def select_heads(ranking: Sequence[Head], level: float, layout: HeadLayout, allo
         chosen.append((layer, head))
     taken = set(chosen)
     last = max((ranking.index(h) for h in chosen), default=-1)
-    passed = [(h, "withholds consent" if h in withheld else "last head of its layer")
-              for h in ranking[:last] if h not in taken and (h in withheld or h in emptying)]
+    passed = [
+        (h, "withholds consent" if h in withheld else "last head of its layer")
+        for h in ranking[:last]
+        if h not in taken and (h in withheld or h in emptying)
+    ]
     return Selection(chosen, passed)
 
 
@@ -172,7 +194,9 @@ def slice_heads(model: nn.Module, layout: HeadLayout, heads: Sequence[Head]) -> 
         block = adapter.layers(model)[layer]
         attention = adapter.attention_of(block)
         if not keep:
-            adapter.set_attention(block, NoHeadAttention(layer, layout.head_dim, adapter.output_bias(attention)))
+            adapter.set_attention(
+                block, NoHeadAttention(layer, layout.head_dim, adapter.output_bias(attention))
+            )
         else:
             adapter.keep_heads(attention, keep, layout)
         kept_heads[layer] = keep

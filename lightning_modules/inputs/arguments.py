@@ -19,8 +19,15 @@ from typing import Any
 
 from record.errors import NO_VALUE, ConfigError
 
-TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text",
-              "NoneType": "null", "dict": "a mapping", "list": "a list"}
+TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "NoneType": "null",
+    "dict": "a mapping",
+    "list": "a list",
+}
 
 
 class InputRefused(SystemExit):
@@ -51,7 +58,7 @@ def find_config(path: str, relative_to: Path | None = None) -> Path | None:
     given = Path(path).expanduser()
     if given.is_file() or given.is_absolute():
         return given if given.is_file() else None
-    for base in ([relative_to, *relative_to.parents] if relative_to else []):
+    for base in [relative_to, *relative_to.parents] if relative_to else []:
         if (base / given).is_file():
             return base / given
     bundled = bundled_configs_dir()
@@ -99,21 +106,30 @@ def check_config_file(path: str) -> None:
     try:
         content = yaml.safe_load(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise ConfigError("config", NO_VALUE, allowed, f"is not UTF-8 text (byte {error.start})", what) from None
+        raise ConfigError(
+            "config", NO_VALUE, allowed, f"is not UTF-8 text (byte {error.start})", what
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError("config", NO_VALUE, allowed, f"is not valid YAML ({where}{problem})", what) from None
+        raise ConfigError(
+            "config", NO_VALUE, allowed, f"is not valid YAML ({where}{problem})", what
+        ) from None
     if content is not None and not isinstance(content, dict):
-        raise ConfigError("config", NO_VALUE, allowed, f"holds a {type(content).__name__}, not a mapping", what)
+        raise ConfigError(
+            "config", NO_VALUE, allowed, f"holds a {type(content).__name__}, not a mapping", what
+        )
 
 
 # -- parse errors as one line ------------------------------------------------------------------------
 def known_keys(parser: Any) -> set[str]:
     skip = {"help", "config", "print_config"}
-    return {a.dest for a in parser._actions
-            if a.dest not in skip and not a.dest.endswith(".help") and a.dest != "==SUPPRESS=="}
+    return {
+        a.dest
+        for a in parser._actions
+        if a.dest not in skip and not a.dest.endswith(".help") and a.dest != "==SUPPRESS=="
+    }
 
 
 def unknown_key_error(key: str, parser: Any, where: str = "") -> ConfigError:
@@ -126,17 +142,29 @@ def unknown_key_error(key: str, parser: Any, where: str = "") -> ConfigError:
         if any(k.startswith(candidate + ".") for k in keys):
             prefix = candidate
             break
-    children = sorted({k[len(prefix) + 1:].split(".")[0] if prefix else k.split(".")[0]
-                       for k in keys if not prefix or k.startswith(prefix + ".")})
+    children = sorted(
+        {
+            k[len(prefix) + 1 :].split(".")[0] if prefix else k.split(".")[0]
+            for k in keys
+            if not prefix or k.startswith(prefix + ".")
+        }
+    )
     close = difflib.get_close_matches(parts[-1], children, n=1, cutoff=0.75)
-    longer = sorted(k for k in keys if k.endswith("." + key))  # --calibration.window for model.calibration.window
+    longer = sorted(
+        k for k in keys if k.endswith("." + key)
+    )  # --calibration.window for model.calibration.window
     if close:
         hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)"
     else:
         hint = f" (did you mean '{longer[0]}'?)" if longer else ""
     scope = f"under '{prefix}'" if prefix else "at the top level"
-    return ConfigError(key, NO_VALUE, f"{scope}: {', '.join(children)}", f"is not known{hint}",
-                       what=f"config key '{key}'{where}")
+    return ConfigError(
+        key,
+        NO_VALUE,
+        f"{scope}: {', '.join(children)}",
+        f"is not known{hint}",
+        what=f"config key '{key}'{where}",
+    )
 
 
 def parse_error(message: str, parser: Any, allowed_words: dict[str, str]) -> ConfigError:
@@ -152,19 +180,38 @@ def parse_error(message: str, parser: Any, allowed_words: dict[str, str]) -> Con
         return unknown_key_error(match.group(1), parser, " (in a config file)")
     match = re.search(r"File does not exist: '?([^']+)'?", flat)
     if match:
-        return ConfigError("config", NO_VALUE, "a path to a YAML config file, or the name of a bundled one",
-                           "does not exist", what=f"config file '{match.group(1)}'")
+        return ConfigError(
+            "config",
+            NO_VALUE,
+            "a path to a YAML config file, or the name of a bundled one",
+            "does not exist",
+            what=f"config file '{match.group(1)}'",
+        )
     match = re.match(r'Parser key "([^"]+)":', flat)
     if match:
         key = match.group(1)
-        value = next((m.group(1) for line in lines
-                      if (m := re.search(r"Got value: (.*)$", line) or re.match(r"Given value: (.*)$", line)
-                          or re.match(r"Unable to load config '(.*)'$", line))), None)
+        value = next(
+            (
+                m.group(1)
+                for line in lines
+                if (
+                    m := re.search(r"Got value: (.*)$", line)
+                    or re.match(r"Given value: (.*)$", line)
+                    or re.match(r"Unable to load config '(.*)'$", line)
+                )
+            ),
+            None,
+        )
         types = list(dict.fromkeys(re.findall(r"Expected a <class '(\w+)'>", flat)))
         literals = re.findall(r"Expected a typing.Literal\[(.*?)\]", flat)
-        children = sorted({k[len(key) + 1:].split(".")[0] for k in known_keys(parser) if k.startswith(key + ".")})
-        allowed = (allowed_words.get(key) or (literals[0].replace("'", "") if literals else "")
-                   or " or ".join(TYPE_WORDS.get(t, t) for t in types)
-                   or (f"a mapping with keys {', '.join(children)}" if children else "see --help"))
+        children = sorted(
+            {k[len(key) + 1 :].split(".")[0] for k in known_keys(parser) if k.startswith(key + ".")}
+        )
+        allowed = (
+            allowed_words.get(key)
+            or (literals[0].replace("'", "") if literals else "")
+            or " or ".join(TYPE_WORDS.get(t, t) for t in types)
+            or (f"a mapping with keys {', '.join(children)}" if children else "see --help")
+        )
         return ConfigError(key, NO_VALUE if value is None else value, allowed)
     return ConfigError(None, NO_VALUE, "see --help", flat or "is invalid", what="the arguments")

@@ -39,12 +39,20 @@ def resolve_device(device: str) -> str:
     """'auto' -> cuda when available, else cpu; refuse a device this machine lacks."""
     import torch
 
-    require(device in DEVICES, "trainer.accelerator", device, ", ".join(DEVICES), "is not known", what="device")
+    require(
+        device in DEVICES, "trainer.accelerator", device, ", ".join(DEVICES), "is not known", what="device"
+    )
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
-        require(torch.cuda.is_available(), "trainer.accelerator", "cuda", "auto, cpu",
-                "is not available on this machine (no CUDA device)", what="device")
+        require(
+            torch.cuda.is_available(),
+            "trainer.accelerator",
+            "cuda",
+            "auto, cpu",
+            "is not available on this machine (no CUDA device)",
+            what="device",
+        )
     return device
 
 
@@ -52,11 +60,21 @@ def check_precision(precision: str, device: str) -> None:
     import torch
 
     if device == "cpu":
-        require(precision != "float16", "model.precision", precision, "float32, bfloat16",
-                "is not supported on device cpu")
+        require(
+            precision != "float16",
+            "model.precision",
+            precision,
+            "float32, bfloat16",
+            "is not supported on device cpu",
+        )
     elif precision == "bfloat16":
-        require(torch.cuda.is_bf16_supported(), "model.precision", precision, "float32, float16",
-                "is not supported by this CUDA device")
+        require(
+            torch.cuda.is_bf16_supported(),
+            "model.precision",
+            precision,
+            "float32, float16",
+            "is not supported by this CUDA device",
+        )
 
 
 def check_writable(directory: str | Path) -> None:
@@ -64,9 +82,14 @@ def check_writable(directory: str | Path) -> None:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    require(probe.is_dir() and os.access(probe, os.W_OK), "record.output_dir", str(directory),
-            "a folder that exists or can be created, and can be written",
-            f"cannot be written ('{probe}' is not a writable folder)", what="output directory")
+    require(
+        probe.is_dir() and os.access(probe, os.W_OK),
+        "record.output_dir",
+        str(directory),
+        "a folder that exists or can be created, and can be written",
+        f"cannot be written ('{probe}' is not a writable folder)",
+        what="output directory",
+    )
 
 
 def same_content(first: Path, second: Path) -> bool:
@@ -76,36 +99,56 @@ def same_content(first: Path, second: Path) -> bool:
     return first.read_bytes() == second.read_bytes()
 
 
-def check_condition(module: Any, datamodule: Any, callbacks: Sequence[Any], device: str,
-                    output_dir: str | Path | None = None) -> None:
+def check_condition(
+    module: Any, datamodule: Any, callbacks: Sequence[Any], device: str, output_dir: str | Path | None = None
+) -> None:
     """Every check that needs more than one setting or the model's config; raises ``ConfigError``."""
     check_precision(module.precision_name, device)
     if output_dir is not None:
         check_writable(output_dir)
     generation = module.generation
     if generation.temperature == 0 and datamodule is not None and datamodule.iterations > 1:
-        raise ConfigError("data.iterations", datamodule.iterations, "1 at temperature 0 (greedy decoding gives every "
-                          "iteration of a prompt the same text: duplicates, not samples)",
-                          "is invalid with model.generation.temperature 0")
+        raise ConfigError(
+            "data.iterations",
+            datamodule.iterations,
+            "1 at temperature 0 (greedy decoding gives every "
+            "iteration of a prompt the same text: duplicates, not samples)",
+            "is invalid with model.generation.temperature 0",
+        )
     if same_content(module.calibration.path, module.evaluation.path):
-        raise ConfigError("model.calibration.text_file", str(module.calibration.path),
-                          "a text other than the evaluation text (rankings, calibration and recovery must not read "
-                          "the text quality is measured on)",
-                          f"has the same content as the evaluation text '{module.evaluation.path}'",
-                          what="calibration text")
+        raise ConfigError(
+            "model.calibration.text_file",
+            str(module.calibration.path),
+            "a text other than the evaluation text (rankings, calibration and recovery must not read "
+            "the text quality is measured on)",
+            f"has the same content as the evaluation text '{module.evaluation.path}'",
+            what="calibration text",
+        )
     agency = module.agency_config
     if agency.enabled and agency.recovery_for(generation.num_tokens) >= generation.num_tokens:
-        warn_once(f"model.agency.recovery_steps {agency.recovery_for(generation.num_tokens)} is not shorter than a "
-                  f"generation ({generation.num_tokens} forwards): an automatic state can never recover while a "
-                  "prompt is generated; lower it or leave it null (a fifth of the new tokens)")
+        warn_once(
+            f"model.agency.recovery_steps {agency.recovery_for(generation.num_tokens)} is not shorter than a "
+            f"generation ({generation.num_tokens} forwards): an automatic state can never recover while a "
+            "prompt is generated; lower it or leave it null (a fifth of the new tokens)"
+        )
     source = resolve_source(module.model_name)
     adapter = adapter_for(source.config, module.model_name)
     context = adapter.context_length(source.config)
-    require(generation.num_tokens < context, "model.generation.num_tokens", generation.num_tokens,
-            f"1 to {context - 1}", f"is past the context of model '{module.model_name}' ({context})")
+    require(
+        generation.num_tokens < context,
+        "model.generation.num_tokens",
+        generation.num_tokens,
+        f"1 to {context - 1}",
+        f"is past the context of model '{module.model_name}' ({context})",
+    )
     check_level(module.pruning.level, adapter.layout(source.config), module.pruning.allow_empty_layers)
     for callback in callbacks:
         tokens = getattr(callback, "num_tokens", None)
         if getattr(callback, "part", None) == "speed" and tokens is not None:
-            require(tokens < context, "timing.num_tokens", tokens, f"2 to {context - 1}",
-                    f"is past the context of model '{module.model_name}' ({context})")
+            require(
+                tokens < context,
+                "timing.num_tokens",
+                tokens,
+                f"2 to {context - 1}",
+                f"is past the context of model '{module.model_name}' ({context})",
+            )

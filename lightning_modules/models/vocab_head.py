@@ -41,19 +41,32 @@ class VocabSlicedLinear(nn.Linear):
             plain = super().forward(hidden)
             exact = self._slicing_exact[rows] = torch.equal(plain, self._sliced(hidden))
             if not exact:
-                log.info("LM head: sliced logits differ from one product at %d rows here; using one product", rows)
+                log.info(
+                    "LM head: sliced logits differ from one product at %d rows here; using one product", rows
+                )
             return plain
         return self._sliced(hidden) if exact else super().forward(hidden)
 
     def _worth_slicing(self, hidden: torch.Tensor, rows: int) -> bool:
-        return (hidden.device.type == "cpu" and hidden.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and rows in SLICED_BATCH_ROWS and self.out_features >= 2 * SLICE_ROWS and not torch.is_grad_enabled())
+        return (
+            hidden.device.type == "cpu"
+            and hidden.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and rows in SLICED_BATCH_ROWS
+            and self.out_features >= 2 * SLICE_ROWS
+            and not torch.is_grad_enabled()
+        )
 
     def _sliced(self, hidden: torch.Tensor) -> torch.Tensor:
         bias = self.bias
-        blocks = [F.linear(hidden, self.weight[start:start + SLICE_ROWS],
-                           None if bias is None else bias[start:start + SLICE_ROWS])
-                  for start in range(0, self.out_features, SLICE_ROWS)]
+        blocks = [
+            F.linear(
+                hidden,
+                self.weight[start : start + SLICE_ROWS],
+                None if bias is None else bias[start : start + SLICE_ROWS],
+            )
+            for start in range(0, self.out_features, SLICE_ROWS)
+        ]
         return torch.cat(blocks, dim=-1)
 
 

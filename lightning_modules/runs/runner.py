@@ -56,8 +56,10 @@ class SweepInterrupted(Exception):
 
     def __init__(self, interruption: Interruption, sweep_file: str | Path, run_dir: Path) -> None:
         self.exit_code = interruption.exit_code
-        super().__init__(f"interrupted by {interruption.name}: finished conditions are recorded in {run_dir}, the "
-                         f"running one is not; continue with: python cli.py sweep {sweep_file} --resume {run_dir}")
+        super().__init__(
+            f"interrupted by {interruption.name}: finished conditions are recorded in {run_dir}, the "
+            f"running one is not; continue with: python cli.py sweep {sweep_file} --resume {run_dir}"
+        )
 
 
 @dataclass
@@ -88,11 +90,17 @@ def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned]
         except InputRefused as refused:
             error = refused.error
             if error.key in parameters:
-                raise ConfigError(error.key, parameters[error.key], error.allowed, error.problem,
-                                  what=f"sweep parameter '{error.key}'") from None
+                raise ConfigError(
+                    error.key,
+                    parameters[error.key],
+                    error.allowed,
+                    error.problem,
+                    what=f"sweep parameter '{error.key}'",
+                ) from None
             where = f"sweep '{spec.path}' condition {index + 1} of {len(parameter_sets)} ({' '.join(as_flags(parameters))})"
-            raise ConfigError(error.key, error.value, error.allowed, error.problem,
-                              what=f"{where}: {error.what}") from None
+            raise ConfigError(
+                error.key, error.value, error.allowed, error.problem, what=f"{where}: {error.what}"
+            ) from None
         planned.setdefault(checked.header.condition_id, Planned(parameters, args, checked))
     return list(planned.values()), len(parameter_sets) - len(planned)
 
@@ -119,10 +127,13 @@ def time_cell(arms: list[Planned], cell_index: int) -> None:
     batch = monitor.timed_batch(*module.timing_inputs_for(datamodule))
     conditions = [(p, p.checked.module.build(p.checked.device)) for p in arms]
     try:
-        timed = [Arm(p.condition_id, _decode_with(p.checked.module, condition)) for p, condition in conditions]
+        timed = [
+            Arm(p.condition_id, _decode_with(p.checked.module, condition)) for p, condition in conditions
+        ]
         device = str(first.device)
-        timings = time_interleaved(timed, batch, monitor.repeats, monitor.seed * 1_000_003 + cell_index,
-                                   device, device == "cuda")
+        timings = time_interleaved(
+            timed, batch, monitor.repeats, monitor.seed * 1_000_003 + cell_index, device, device == "cuda"
+        )
     finally:
         for _, condition in conditions:
             condition.detach()
@@ -152,8 +163,10 @@ def existing_records(run_dir: Path, expected: set[str] | None = None) -> tuple[s
             problems.append(f"{error}; {outcome(path.stem)}")
             continue
         if record.condition_id != path.stem:
-            problems.append(f"record {path} holds condition {record.condition_id}, not the one its name says; "
-                            f"{outcome(path.stem)}")
+            problems.append(
+                f"record {path} holds condition {record.condition_id}, not the one its name says; "
+                f"{outcome(path.stem)}"
+            )
         elif record.status == "complete":
             complete.add(record.condition_id)
         else:
@@ -170,8 +183,13 @@ class SweepOutcome:
     failed: list[str]
 
 
-def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resume: str | Path | None = None,
-              count: int | None = None, quiet: bool = False) -> Path:
+def run_sweep(
+    sweep_file: str | Path,
+    output_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    count: int | None = None,
+    quiet: bool = False,
+) -> Path:
     """Run every condition of a sweep file; return the run folder.
 
     Interrupted (Ctrl-C, SIGTERM): finished records stay, the running condition is
@@ -183,8 +201,12 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
     from lightning_modules.inputs.wandb_guard import finish_wandb_run
 
     if resume and output_dir and Path(resume) != Path(output_dir):
-        raise ConfigError("--resume", str(resume), "either --resume or --output_dir, not both",
-                          f"differs from --output_dir {output_dir}")
+        raise ConfigError(
+            "--resume",
+            str(resume),
+            "either --resume or --output_dir, not both",
+            f"differs from --output_dir {output_dir}",
+        )
     run_dir = Path(resume or output_dir or default_run_dir())
     with interrupt_on_signals() as interruption:
         try:
@@ -196,19 +218,28 @@ def run_sweep(sweep_file: str | Path, output_dir: str | Path | None = None, resu
                 finish_wandb_run(exit_code=interruption.exit_code)
             raise SweepInterrupted(interruption, sweep_file, run_dir) from None
     if outcome.failed:
-        raise SweepFailed(f"{len(outcome.failed)} of {outcome.total} conditions failed (recorded with status "
-                          f"'failed' in {outcome.run_dir / 'records'}): {', '.join(outcome.failed)}")
+        raise SweepFailed(
+            f"{len(outcome.failed)} of {outcome.total} conditions failed (recorded with status "
+            f"'failed' in {outcome.run_dir / 'records'}): {', '.join(outcome.failed)}"
+        )
     return outcome.run_dir
 
 
-def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None, quiet: bool,
-         interruption: Interruption) -> SweepOutcome:
+def _run(
+    sweep_file: str | Path,
+    run_dir: Path,
+    resume: bool,
+    count: int | None,
+    quiet: bool,
+    interruption: Interruption,
+) -> SweepOutcome:
     from lightning_modules.inputs.checks import check_writable
 
     spec = load_sweep(sweep_file)
     if resume and not run_dir.is_dir():
-        raise ConfigError("--resume", str(run_dir), "a folder of an earlier sweep", "does not exist",
-                          what="run folder")
+        raise ConfigError(
+            "--resume", str(run_dir), "a folder of an earlier sweep", "does not exist", what="run folder"
+        )
     check_writable(run_dir)
     planned, duplicates = plan_sweep(spec, count)  # every condition checked before any load
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,21 +253,36 @@ def _run(sweep_file: str | Path, run_dir: Path, resume: bool, count: int | None,
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     todo = [p for p in planned if p.condition_id not in done]
     same = f" ({duplicates} parameter sets named a condition already listed)" if duplicates else ""
-    print(f"sweep {spec.path.name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
-          f"{len(todo)} to run -> {run_dir}", flush=True)
+    print(
+        f"sweep {spec.path.name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
+        f"{len(todo)} to run -> {run_dir}",
+        flush=True,
+    )
     failed: list[str] = []
-    run_options = [f"--record.output_dir={run_dir}", f"--record.quiet={quiet}",
-                   f"--trainer.logger.init_args.group={run_dir.name}"]
+    run_options = [
+        f"--record.output_dir={run_dir}",
+        f"--record.quiet={quiet}",
+        f"--trainer.logger.init_args.group={run_dir.name}",
+    ]
 
     cells_used = _measure(todo, run_options, run_dir, quiet, failed, interruption)
     if spec.run == "recover":
         _recover(planned, run_options, run_dir, quiet, failed, interruption, first_cell=cells_used)
-    (run_dir / "sweep_state.json").write_text(json.dumps({"conditions": ids, "complete": not failed}, indent=1))
+    (run_dir / "sweep_state.json").write_text(
+        json.dumps({"conditions": ids, "complete": not failed}, indent=1)
+    )
     return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
 
 
-def _measure(conditions: list[Planned], run_options: list[str], run_dir: Path, quiet: bool, failed: list[str],
-             interruption: Interruption, first_cell: int = 0) -> int:
+def _measure(
+    conditions: list[Planned],
+    run_options: list[str],
+    run_dir: Path,
+    quiet: bool,
+    failed: list[str],
+    interruption: Interruption,
+    first_cell: int = 0,
+) -> int:
     """Measure ``conditions``, the arms of each cell timed side by side first; return how many cells there were."""
     from lightning_modules.lightning_cli import run_predict
 
@@ -248,19 +294,29 @@ def _measure(conditions: list[Planned], run_options: list[str], run_dir: Path, q
         except Exception as error:  # its conditions time themselves, or fail and say why
             if interruption.signum is not None:
                 raise
-            print(f"warning: the arms of {cell[0].condition_id} could not be timed side by side "
-                  f"({error_text(error)}); each is timed alone", file=sys.stderr, flush=True)
+            print(
+                f"warning: the arms of {cell[0].condition_id} could not be timed side by side "
+                f"({error_text(error)}); each is timed alone",
+                file=sys.stderr,
+                flush=True,
+            )
         for planned_condition in cell:
             position += 1
             if not quiet:
                 print(f"[{position}/{len(conditions)}] {planned_condition.condition_id}", flush=True)
-            _guarded(lambda args=[*planned_condition.args, *run_options]: run_predict(args), planned_condition,
-                     run_dir, failed, interruption)
+            _guarded(
+                lambda args=[*planned_condition.args, *run_options]: run_predict(args),
+                planned_condition,
+                run_dir,
+                failed,
+                interruption,
+            )
     return len(cells)
 
 
-def _guarded(run: Callable[[], Any], planned: Planned, run_dir: Path, failed: list[str],
-             interruption: Interruption) -> None:
+def _guarded(
+    run: Callable[[], Any], planned: Planned, run_dir: Path, failed: list[str], interruption: Interruption
+) -> None:
     """Run one step of the sweep; a failure is recorded and the sweep goes on, an interruption is not caught."""
     from lightning_modules.inputs.wandb_guard import finish_wandb_run
 
@@ -289,8 +345,15 @@ def fit_condition(args: list[str], options: Sequence[str] = ()) -> list[str]:
     return [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
 
 
-def _recover(planned: list[Planned], run_options: list[str], run_dir: Path, quiet: bool, failed: list[str],
-             interruption: Interruption, first_cell: int) -> None:
+def _recover(
+    planned: list[Planned],
+    run_options: list[str],
+    run_dir: Path,
+    quiet: bool,
+    failed: list[str],
+    interruption: Interruption,
+    first_cell: int,
+) -> None:
     """Fit every condition, then measure the recovered models cell by cell, arms timed side by side.
 
     A recovered condition is checked (which reads its checkpoint into memory) only when its cell is
@@ -300,15 +363,29 @@ def _recover(planned: list[Planned], run_options: list[str], run_dir: Path, quie
 
     recovered_args: dict[str, list[str]] = {}
     for p in planned:
-        _guarded(lambda p=p: recovered_args.__setitem__(p.condition_id, fit_condition(p.args, run_options)), p,
-                 run_dir, failed, interruption)
+        _guarded(
+            lambda p=p: recovered_args.__setitem__(p.condition_id, fit_condition(p.args, run_options)),
+            p,
+            run_dir,
+            failed,
+            interruption,
+        )
     for cell in cells_of(planned):
         recovered: list[Planned] = []
         for p in (p for p in cell if p.condition_id in recovered_args):
             args = recovered_args[p.condition_id]
-            _guarded(lambda p=p, args=args, into=recovered: into.append(Planned(p.parameters, args, check_args(args))),
-                     p, run_dir, failed, interruption)
-        unmeasured = [r for r in recovered if record_status(record_path(run_dir, r.condition_id)) != "complete"]
+            _guarded(
+                lambda p=p, args=args, into=recovered: into.append(
+                    Planned(p.parameters, args, check_args(args))
+                ),
+                p,
+                run_dir,
+                failed,
+                interruption,
+            )
+        unmeasured = [
+            r for r in recovered if record_status(record_path(run_dir, r.condition_id)) != "complete"
+        ]
         first_cell += _measure(unmeasured, run_options, run_dir, quiet, failed, interruption, first_cell)
 
 
@@ -330,8 +407,11 @@ def _record_failure(run_dir: Path, planned: Planned, error: BaseException) -> No
     if not isinstance(error, SystemExit):
         traceback.print_exception(error, file=sys.stderr)
     reason = error_text(error)
-    print(f"error: condition {planned.condition_id} failed ({reason}); the sweep goes on", file=sys.stderr,
-          flush=True)
+    print(
+        f"error: condition {planned.condition_id} failed ({reason}); the sweep goes on",
+        file=sys.stderr,
+        flush=True,
+    )
     path = record_path(run_dir, planned.condition_id)
     if record_status(path) in ("complete", "failed"):
         return  # the record writer got there first

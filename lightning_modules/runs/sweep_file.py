@@ -34,7 +34,9 @@ class SweepSpec:
     path: Path
     method: str
     run: str  # predict or recover
-    base_args: list[str]  # the command's fixed arguments after ``predict`` (e.g. --config base.yaml), resolved
+    base_args: list[
+        str
+    ]  # the command's fixed arguments after ``predict`` (e.g. --config base.yaml), resolved
     parameters: dict[str, dict[str, Any]]
     run_cap: int | None
     seed: int
@@ -50,8 +52,13 @@ def find_sweep(name_or_path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     names = sorted(p.stem for p in bundled.glob("*.yaml"))
-    raise ConfigError(None, NO_VALUE, f"a sweep file path, or a bundled sweep: {', '.join(names)}",
-                      "does not exist", what=f"sweep file '{name_or_path}'")
+    raise ConfigError(
+        None,
+        NO_VALUE,
+        f"a sweep file path, or a bundled sweep: {', '.join(names)}",
+        "does not exist",
+        what=f"sweep file '{name_or_path}'",
+    )
 
 
 def _refuse(path: Path, problem: str, allowed: str) -> ConfigError:
@@ -70,37 +77,54 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise _refuse(path, f"is not valid YAML ({where}{problem})",
-                      "YAML; write '${...}' entries of 'command' as a block list ('- ${env}'), not inside [...]"
-                      ) from None
+        raise _refuse(
+            path,
+            f"is not valid YAML ({where}{problem})",
+            "YAML; write '${...}' entries of 'command' as a block list ('- ${env}'), not inside [...]",
+        ) from None
     if not isinstance(raw, dict):
         raise _refuse(path, "is not a mapping", shape)
     method = raw.get("method")
     if method == "bayes":
-        raise ConfigError("method", "bayes", ", ".join(SUPPORTED_METHODS),
-                          f"needs a W&B server to choose runs (run it with 'wandb sweep {path}' and 'wandb agent')",
-                          what="sweep method")
+        raise ConfigError(
+            "method",
+            "bayes",
+            ", ".join(SUPPORTED_METHODS),
+            f"needs a W&B server to choose runs (run it with 'wandb sweep {path}' and 'wandb agent')",
+            what="sweep method",
+        )
     if method not in SUPPORTED_METHODS:
-        raise ConfigError("method", method, ", ".join(SUPPORTED_METHODS), "is not supported locally",
-                          what="sweep method")
+        raise ConfigError(
+            "method", method, ", ".join(SUPPORTED_METHODS), "is not supported locally", what="sweep method"
+        )
     parameters = raw.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
-        raise _refuse(path, "has no parameters", "a 'parameters:' mapping of at least one config key to 'value' or "
-                                                 "'values'")
+        raise _refuse(
+            path,
+            "has no parameters",
+            "a 'parameters:' mapping of at least one config key to 'value' or 'values'",
+        )
     for key, spec in parameters.items():
         _check_parameter(key, spec, method)
     command = raw.get("command") or []
     run = next((c for c in RUN_COMMANDS if isinstance(command, list) and c in command), None)
     if run is None or "${args}" not in command:
-        raise _refuse(path, "has a command without 'predict' (or 'recover') and '${args}'",
-                      "a command list with 'predict' or 'recover', and '${args}'")
-    base_args = [str(c) for c in command[command.index(run) + 1: command.index("${args}")]]
+        raise _refuse(
+            path,
+            "has a command without 'predict' (or 'recover') and '${args}'",
+            "a command list with 'predict' or 'recover', and '${args}'",
+        )
+    base_args = [str(c) for c in command[command.index(run) + 1 : command.index("${args}")]]
     run_cap, seed = raw.get("run_cap"), raw.get("seed", 0)
-    if run_cap is not None and not (isinstance(run_cap, int) and not isinstance(run_cap, bool) and run_cap >= 1):
+    if run_cap is not None and not (
+        isinstance(run_cap, int) and not isinstance(run_cap, bool) and run_cap >= 1
+    ):
         raise ConfigError("run_cap", run_cap, "an integer >= 1", what="sweep run_cap")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError("seed", seed, "an integer", what="sweep seed")
-    return SweepSpec(path, method, run, resolve_config_args(base_args, path.parent), parameters, run_cap, seed)
+    return SweepSpec(
+        path, method, run, resolve_config_args(base_args, path.parent), parameters, run_cap, seed
+    )
 
 
 def _check_parameter(key: str, spec: Any, method: str) -> None:
@@ -109,12 +133,17 @@ def _check_parameter(key: str, spec: Any, method: str) -> None:
         raise ConfigError(key, NO_VALUE, "a mapping with 'value' or 'values'", "is not a mapping", what=what)
     if "values" in spec:
         if not isinstance(spec["values"], list) or not spec["values"]:
-            raise ConfigError(key, NO_VALUE, "a list of at least one value", "has an empty value list", what=what)
+            raise ConfigError(
+                key, NO_VALUE, "a list of at least one value", "has an empty value list", what=what
+            )
     elif "value" not in spec:
         ranged = spec.get("distribution") in RANDOM_DISTRIBUTIONS and "min" in spec and "max" in spec
         if method == "grid" or not ranged:
             allowed = "'value' or a non-empty 'values' list" + (
-                "" if method == "grid" else f", or a distribution ({', '.join(RANDOM_DISTRIBUTIONS)}) with min and max")
+                ""
+                if method == "grid"
+                else f", or a distribution ({', '.join(RANDOM_DISTRIBUTIONS)}) with min and max"
+            )
             raise ConfigError(key, NO_VALUE, allowed, "has no values", what=what)
 
 
@@ -122,13 +151,20 @@ def expand(spec: SweepSpec, count: int | None = None) -> list[dict[str, Any]]:
     """The parameter sets of a sweep: the full grid, or ``count`` random draws (seeded)."""
     keys = list(spec.parameters)
     if spec.method == "grid":
-        choices = [spec.parameters[k]["values"] if "values" in spec.parameters[k] else [spec.parameters[k]["value"]]
-                   for k in keys]
+        choices = [
+            spec.parameters[k]["values"] if "values" in spec.parameters[k] else [spec.parameters[k]["value"]]
+            for k in keys
+        ]
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
     draws = count or spec.run_cap
     if not draws:
-        raise ConfigError("run_cap", None, "run_cap in the file or --count", "needs a number of runs",
-                          what=f"random sweep '{spec.path}'")
+        raise ConfigError(
+            "run_cap",
+            None,
+            "run_cap in the file or --count",
+            "needs a number of runs",
+            what=f"random sweep '{spec.path}'",
+        )
     rng = random.Random(spec.seed)
     return [{k: _draw(spec.parameters[k], rng) for k in keys} for _ in range(draws)]
 

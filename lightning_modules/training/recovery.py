@@ -70,32 +70,46 @@ class RecoveryConfig:
         for name in ("steps", "batch_size", "checkpoint_every"):
             value = getattr(self, name)
             require(is_int(value) and value >= 1, f"model.recovery.{name}", value, "an integer >= 1")
-        require(is_int(self.window) and self.window >= 2, "model.recovery.window", self.window, "an integer >= 2")
-        require(is_int(self.warmup_steps) and 0 <= self.warmup_steps < self.steps, "model.recovery.warmup_steps",
-                self.warmup_steps, f"an integer from 0 to model.recovery.steps - 1 ({self.steps - 1})")
+        require(
+            is_int(self.window) and self.window >= 2, "model.recovery.window", self.window, "an integer >= 2"
+        )
+        require(
+            is_int(self.warmup_steps) and 0 <= self.warmup_steps < self.steps,
+            "model.recovery.warmup_steps",
+            self.warmup_steps,
+            f"an integer from 0 to model.recovery.steps - 1 ({self.steps - 1})",
+        )
         for name in ("learning_rate", "kd_temperature"):
             value = getattr(self, name)
             require(is_number(value) and value > 0, f"model.recovery.{name}", value, "a number > 0")
         for name in ("weight_decay", "gradient_clip", "lm_weight"):
             value = getattr(self, name)
             require(is_number(value) and value >= 0, f"model.recovery.{name}", value, "a number >= 0")
-        require(is_number(self.validation_fraction) and 0 < self.validation_fraction < 1,
-                "model.recovery.validation_fraction", self.validation_fraction, "a number in (0, 1)")
-        require(self.train in TRAINABLE, "model.recovery.train", self.train, ", ".join(TRAINABLE), "is not known")
+        require(
+            is_number(self.validation_fraction) and 0 < self.validation_fraction < 1,
+            "model.recovery.validation_fraction",
+            self.validation_fraction,
+            "a number in (0, 1)",
+        )
+        require(
+            self.train in TRAINABLE, "model.recovery.train", self.train, ", ".join(TRAINABLE), "is not known"
+        )
 
     @property
     def epochs(self) -> int:
         return math.ceil(self.steps / self.checkpoint_every)
 
 
-def split_windows(ids: torch.Tensor, window: int, validation_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def split_windows(
+    ids: torch.Tensor, window: int, validation_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Full, disjoint windows of the calibration text: (training windows, the held-out last ones)."""
     count = len(ids) // window
     if count < 2:
         raise ValueError(f"the calibration text holds {len(ids)} tokens: fewer than two windows of {window}")
     windows = ids[: count * window].view(count, window)
     held_out = max(1, round(validation_fraction * count))
-    return windows[: count - held_out], windows[count - held_out:]
+    return windows[: count - held_out], windows[count - held_out :]
 
 
 class EpochSampler(Sampler[int]):
@@ -105,8 +119,16 @@ class EpochSampler(Sampler[int]):
     passes to ``set_epoch`` counts one further after a resume from an end-of-epoch checkpoint.
     """
 
-    def __init__(self, windows: int, per_epoch: int, seed: int, epoch_of: Callable[[], int] | None = None) -> None:
-        self.windows, self.per_epoch, self.seed, self.epoch, self.epoch_of = windows, per_epoch, seed, 0, epoch_of
+    def __init__(
+        self, windows: int, per_epoch: int, seed: int, epoch_of: Callable[[], int] | None = None
+    ) -> None:
+        self.windows, self.per_epoch, self.seed, self.epoch, self.epoch_of = (
+            windows,
+            per_epoch,
+            seed,
+            0,
+            epoch_of,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,8 +146,9 @@ class EpochSampler(Sampler[int]):
         return self.per_epoch
 
 
-def train_loader(windows: torch.Tensor, config: RecoveryConfig, seed: int,
-                 epoch_of: Callable[[], int] | None = None) -> DataLoader:
+def train_loader(
+    windows: torch.Tensor, config: RecoveryConfig, seed: int, epoch_of: Callable[[], int] | None = None
+) -> DataLoader:
     sampler = EpochSampler(len(windows), config.checkpoint_every * config.batch_size, seed, epoch_of)
     return DataLoader(windows, batch_size=config.batch_size, sampler=sampler, drop_last=False)
 
@@ -134,7 +157,9 @@ def validation_loader(windows: torch.Tensor, config: RecoveryConfig) -> DataLoad
     return DataLoader(windows, batch_size=config.batch_size, shuffle=False)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T² x KL(teacher || student) of the next-token distributions, averaged over positions."""
     vocab = student_logits.shape[-1]
     student = torch.log_softmax(student_logits.float().reshape(-1, vocab) / temperature, dim=-1)
@@ -144,11 +169,14 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def language_model_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    return nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+    )
 
 
-def trainable_parameters(model: nn.Module, adapter: ArchitectureAdapter, choice: str,
-                         layers_with_pruned_heads: set[int]) -> list[nn.Parameter]:
+def trainable_parameters(
+    model: nn.Module, adapter: ArchitectureAdapter, choice: str, layers_with_pruned_heads: set[int]
+) -> list[nn.Parameter]:
     """Freeze everything, then unfreeze the chosen part; embeddings and the LM head always stay frozen."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -160,7 +188,9 @@ def trainable_parameters(model: nn.Module, adapter: ArchitectureAdapter, choice:
     elif choice == "mlp":
         chosen = list(adapter.mlp_parameters(model))
     else:
-        chosen = [p for i, block in enumerate(blocks) if i in layers_with_pruned_heads for p in block.parameters()]
+        chosen = [
+            p for i, block in enumerate(blocks) if i in layers_with_pruned_heads for p in block.parameters()
+        ]
     unique = list({id(p): p for p in chosen}.values())
     for parameter in unique:
         parameter.requires_grad_(True)
@@ -186,5 +216,5 @@ def load_recovered(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"'{path}' is not a checkpoint written by pruning-agency fit")
     prefix = "student."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     return weights, meta

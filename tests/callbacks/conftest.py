@@ -60,8 +60,15 @@ def keep_sigint_handler() -> Iterator[None]:
     signal.signal(signal.SIGINT, handler)
 
 
-def tiny_module(model_dir: Path, temperature: float = 0.7, num_tokens: int = 8, level: float = 0.0,
-                mode: str = "mask", agency: AgencyConfig | None = None, method: str = "magnitude") -> PruningExperiment:
+def tiny_module(
+    model_dir: Path,
+    temperature: float = 0.7,
+    num_tokens: int = 8,
+    level: float = 0.0,
+    mode: str = "mask",
+    agency: AgencyConfig | None = None,
+    method: str = "magnitude",
+) -> PruningExperiment:
     return PruningExperiment(
         model_name=str(model_dir),
         pruning=PruningConfig(level=level, method=method, mode=mode),
@@ -79,19 +86,33 @@ def run_condition(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path) -
     A RecordWriter is added (last) unless one is among ``callbacks``.
     """
 
-    def run(callbacks: Sequence[L.Callback], model_dir: Path | None = None, root_dir: Path | None = None,
-            iterations: int = 2, accelerator: str = "cpu", **options) -> Run:
+    def run(
+        callbacks: Sequence[L.Callback],
+        model_dir: Path | None = None,
+        root_dir: Path | None = None,
+        iterations: int = 2,
+        accelerator: str = "cpu",
+        **options,
+    ) -> Run:
         callbacks = list(callbacks)
         writer = next((cb for cb in callbacks if isinstance(cb, RecordWriter)), None)
         if writer is None:
             writer = RecordWriter(str(root_dir or tmp_path), quiet=True)
             callbacks.append(writer)
         module = tiny_module(model_dir or tiny_gpt2_dir, **options)
-        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=callbacks,
-                            default_root_dir=str(root_dir or tmp_path))
-        data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=3, iterations=iterations,
-                                batch_size=2)
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+            default_root_dir=str(root_dir or tmp_path),
+        )
+        data = PromptDataModule(
+            prompt_file=str(tiny_prompt_file), max_prompts=3, iterations=iterations, batch_size=2
+        )
         trainer.predict(module, data, return_predictions=False)
         return Run(module, writer.record, writer)
 
@@ -114,8 +135,13 @@ def make_generated() -> Callable[..., object]:
     def make(token_rows, texts=None, failed_rows=None):
         items = [PromptItem(i, 0, f"prompt {i}") for i in range(len(token_rows))]
         texts = texts or [" ".join(map(str, row)) for row in token_rows]
-        return GeneratedBatch(items=items, seeds=list(range(len(items))), prompt_ids=[[3, 4] for _ in items],
-                              continuation_ids=torch.tensor(token_rows, dtype=torch.long), continuations=list(texts),
-                              failed_rows=dict(failed_rows or {}))
+        return GeneratedBatch(
+            items=items,
+            seeds=list(range(len(items))),
+            prompt_ids=[[3, 4] for _ in items],
+            continuation_ids=torch.tensor(token_rows, dtype=torch.long),
+            continuations=list(texts),
+            failed_rows=dict(failed_rows or {}),
+        )
 
     return make

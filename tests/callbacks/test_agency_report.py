@@ -14,8 +14,9 @@ def test_baseline_has_no_agency_part(run_condition) -> None:
 
 def test_steps_count_the_measured_generation_only(run_condition) -> None:
     agency = AgencyConfig(enabled=True, overload_mode="absolute", overload_threshold=0.5)
-    record = run_condition([SpeedMonitor(repeats=3, batch_size=2, num_tokens=4), AgencyReporter()],
-                           agency=agency, num_tokens=6).record
+    record = run_condition(
+        [SpeedMonitor(repeats=3, batch_size=2, num_tokens=4), AgencyReporter()], agency=agency, num_tokens=6
+    ).record
     assert record.agency.steps == 3 * 6  # 3 batches x 6 forwards; the timing's 4 decodes do not count
     assert sum(record.agency.state_counts_end.values()) == 2 * 4  # heads per row (2 layers x 4 heads)
 

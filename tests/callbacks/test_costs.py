@@ -17,8 +17,17 @@ def random_ranking(layout: HeadLayout, seed: int) -> list[tuple[int, int]]:
 
 
 # 2 layers x 4 query heads in 2 kv groups of 2, head_dim 2, hidden 8, MLP 16 (gated: 3 matrices), vocab 10
-TINY = HeadLayout("llama", num_layers=2, num_heads=4, num_kv_heads=2, head_dim=2, hidden_size=8,
-                  intermediate_size=16, vocab_size=10, mlp_matrices=3)
+TINY = HeadLayout(
+    "llama",
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=2,
+    hidden_size=8,
+    intermediate_size=16,
+    vocab_size=10,
+    mlp_matrices=3,
+)
 
 
 def test_matches_a_hand_computation_without_pruning() -> None:
@@ -53,7 +62,10 @@ def test_gpt2_layout_counts_full_attention() -> None:
 def test_decreases_as_heads_are_pruned(arch: str) -> None:
     layout = layout_of(BUILDERS[arch]().config)
     ranking = random_ranking(layout, seed=0)
-    values = [flops_per_token(layout, select_heads(ranking, level, layout, True).heads, 64) for level in range(0, 101, 10)]
+    values = [
+        flops_per_token(layout, select_heads(ranking, level, layout, True).heads, 64)
+        for level in range(0, 101, 10)
+    ]
     assert all(later < earlier for earlier, later in zip(values, values[1:], strict=False))
     # and longer contexts cost more while any head remains
     assert flops_per_token(layout, [], 128) > flops_per_token(layout, [], 64)
@@ -72,7 +84,10 @@ CACHE_CASES = [
     ("gpt2", []),
     ("gpt2", [(0, 0), (1, 2), (1, 3), (2, 1)]),
     ("llama", []),
-    ("llama", [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5), (2, 5)]),  # groups shrink unequally, every kv head stays
+    (
+        "llama",
+        [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5), (2, 5)],
+    ),  # groups shrink unequally, every kv head stays
     ("llama", [(1, 0), (1, 1), (1, 2), (0, 5)]),  # layer 1 loses a whole kv group
 ]
 

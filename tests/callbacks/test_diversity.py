@@ -54,7 +54,6 @@ def test_too_short_or_empty_raises_instead_of_a_number() -> None:
         DistinctN(0)
 
 
-
 def test_every_sample_gets_every_metric(run_condition) -> None:
     record = run_condition([DiversityMonitor()], temperature=1.0, num_tokens=10).record
     for sample in record.samples:
@@ -65,13 +64,23 @@ def test_every_sample_gets_every_metric(run_condition) -> None:
 def test_monitor_values_failures_and_failed_rows(make_generated) -> None:
     from types import SimpleNamespace
 
-    generated = make_generated([[1, 2, 1, 2, 1], [4, 5, 6, 7, 8], [1, 1, 1, 1, 1]], texts=["Go go GO stop", "", "x"],
-                               failed_rows={2: "non-finite logits from decoding step 3"})
+    generated = make_generated(
+        [[1, 2, 1, 2, 1], [4, 5, 6, 7, 8], [1, 1, 1, 1, 1]],
+        texts=["Go go GO stop", "", "x"],
+        failed_rows={2: "non-finite logits from decoding step 3"},
+    )
     monitor = DiversityMonitor()
     monitor.on_predict_batch_end(SimpleNamespace(loggers=[]), None, generated, generated.items, 0)
     metrics, failures = monitor.measured.sample_metrics, monitor.measured.sample_failures
-    assert metrics[(0, 0)] == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 4, "distinct_3": 2 / 3,
-                                             "repetition_rate": 0.0, "type_token_ratio": 2 / 4})
+    assert metrics[(0, 0)] == pytest.approx(
+        {
+            "distinct_1": 2 / 5,
+            "distinct_2": 2 / 4,
+            "distinct_3": 2 / 3,
+            "repetition_rate": 0.0,
+            "type_token_ratio": 2 / 4,
+        }
+    )
     assert metrics[(1, 0)]["distinct_1"] == 1.0
     assert "type_token_ratio" not in metrics[(1, 0)]
     assert failures[(1, 0)]["type_token_ratio"].startswith("ValueError: no words")

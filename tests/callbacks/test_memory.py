@@ -14,7 +14,11 @@ def test_mask_mode_executes_every_head_and_records_the_cost_after_removal(run_co
     unpruned = run_condition([MemoryMonitor()], level=0).record.condition_metrics
     assert mask["parameters_executed"] == unpruned["parameters_executed"]
     assert mask["parameters_after_removal"] < mask["parameters_executed"]
-    assert remove["parameters_executed"] == remove["parameters_after_removal"] == mask["parameters_after_removal"]
+    assert (
+        remove["parameters_executed"]
+        == remove["parameters_after_removal"]
+        == mask["parameters_after_removal"]
+    )
     assert mask["flops_per_token_executed"] == pytest.approx(unpruned["flops_per_token_executed"])
     assert mask["flops_per_token_after_removal"] < mask["flops_per_token_executed"]
     assert remove["flops_per_token_executed"] == pytest.approx(mask["flops_per_token_after_removal"])
@@ -34,7 +38,9 @@ def test_peak_memory_when_enabled_says_how_it_was_measured(run_condition) -> Non
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_peak_is_reset_at_each_condition_start(run_condition) -> None:
     """A peak left by earlier work (another condition, a calibration) must not be charged to this condition."""
-    earlier = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")  # 512 MB, far above a tiny model's needs
+    earlier = torch.empty(
+        512 * 2**20, dtype=torch.uint8, device="cuda"
+    )  # 512 MB, far above a tiny model's needs
     del earlier
     record = run_condition([MemoryMonitor(enabled=True)], accelerator="cuda").record
     peak = record.condition_metrics["peak_cuda_mb"]

@@ -18,15 +18,21 @@ def test_disabled_writes_nothing(run_condition, tmp_path) -> None:
 
 
 def test_text_file_has_every_sample_and_metric_whatever_the_callback_order(run_condition, tmp_path) -> None:
-    callbacks = [OutputWriter(enabled=True), QualityMonitor(corpus_perplexity=False), DiversityMonitor(),
-                 RecordWriter(str(tmp_path), quiet=True)]
+    callbacks = [
+        OutputWriter(enabled=True),
+        QualityMonitor(corpus_perplexity=False),
+        DiversityMonitor(),
+        RecordWriter(str(tmp_path), quiet=True),
+    ]
     random.Random(1).shuffle(callbacks)  # the writer before the measurements: they still show
     record = run_condition(callbacks).record
     path = tmp_path / "outputs" / f"{record.condition_id}.txt"
     assert record.run["outputs_file"] == str(path)
     text = path.read_text()
     for sample in record.samples:
-        assert f"=== prompt_index={sample.prompt_index} iteration={sample.iteration} seed={sample.seed}" in text
+        assert (
+            f"=== prompt_index={sample.prompt_index} iteration={sample.iteration} seed={sample.seed}" in text
+        )
         assert sample.continuation in text
     assert text.count("reference_perplexity = ") == len(record.samples)
     assert text.count("distinct_2 = ") == len(record.samples)

@@ -45,14 +45,18 @@ def test_reference_perplexity_matches_hand_computation_with_padding(run_conditio
 def test_greedy_text_is_far_more_plausible_than_random_tokens(run_condition, keep_outputs) -> None:
     """The tiny model is trained on the prompts' sentences, so its greedy continuations are likely under it,
     while uniformly random tokens are not (a uniform model would score the vocabulary size)."""
-    run = run_condition([QualityMonitor(corpus_perplexity=False), keep_outputs], temperature=0.0, iterations=1)
+    run = run_condition(
+        [QualityMonitor(corpus_perplexity=False), keep_outputs], temperature=0.0, iterations=1
+    )
     vocab = run.module.condition.layout.vocab_size
     greedy = [s.metrics["reference_perplexity"] for s in run.record.samples]
     generator = torch.Generator().manual_seed(0)
     random_scores = []
     for batch in keep_outputs.batches:
         tokens = torch.randint(0, vocab, batch.continuation_ids.shape, generator=generator)
-        random_batch = GeneratedBatch(batch.items, batch.seeds, batch.prompt_ids, tokens, [""] * len(batch.items))
+        random_batch = GeneratedBatch(
+            batch.items, batch.seeds, batch.prompt_ids, tokens, [""] * len(batch.items)
+        )
         random_scores += [_nll_by_hand(run.module, random_batch, row) for row in range(len(batch.items))]
     assert max(greedy) < 0.1 * vocab
     assert min(random_scores) > 0.5 * vocab
@@ -74,7 +78,8 @@ def test_a_raising_measurement_is_recorded_as_failure(run_condition, monkeypatch
         assert sample.failures["reference_perplexity"] == "RuntimeError: reference model unavailable"
     assert "corpus_perplexity" not in record.condition_metrics
     assert [(f.metric, f.error) for f in record.failures] == [
-        ("corpus_perplexity", "ValueError: evaluation text missing")]
+        ("corpus_perplexity", "ValueError: evaluation text missing")
+    ]
     summary = record.aggregates["reference_perplexity"]
     assert (summary.mean, summary.n, summary.n_failed) == (None, 0, 6)
 

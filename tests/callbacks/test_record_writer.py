@@ -69,11 +69,22 @@ def test_shuffled_callback_orders_give_byte_identical_records(run_condition, tmp
     texts = set()
     for seed in range(4):
         out = tmp_path / f"run{seed}"
-        callbacks = [SpeedMonitor(repeats=2, batch_size=2, num_tokens=4), MemoryMonitor(), QualityMonitor(),
-                     DiversityMonitor(), AgencyReporter(), OutputWriter(enabled=True), RecordWriter(str(out), True)]
+        callbacks = [
+            SpeedMonitor(repeats=2, batch_size=2, num_tokens=4),
+            MemoryMonitor(),
+            QualityMonitor(),
+            DiversityMonitor(),
+            AgencyReporter(),
+            OutputWriter(enabled=True),
+            RecordWriter(str(out), True),
+        ]
         random.Random(seed).shuffle(callbacks)
-        run_condition(callbacks, root_dir=out, level=25, agency=AgencyConfig(enabled=True, calibrate=False,
-                                                                             overload_mode="absolute"))
+        run_condition(
+            callbacks,
+            root_dir=out,
+            level=25,
+            agency=AgencyConfig(enabled=True, calibrate=False, overload_mode="absolute"),
+        )
         texts.add(_without_run_details(next((out / "records").glob("*.json"))))
     assert len(texts) == 1
 
@@ -89,17 +100,24 @@ def test_finished_condition_is_complete_with_its_header(run_condition, tmp_path:
     assert record.config["data"]["prompts"]["sha256"] and record.environment["torch"]
 
 
-def test_interrupted_condition_is_recorded_incomplete_with_its_samples_so_far(run_condition, tmp_path: Path) -> None:
+def test_interrupted_condition_is_recorded_incomplete_with_its_samples_so_far(
+    run_condition, tmp_path: Path
+) -> None:
     with pytest.raises(SystemExit):  # Lightning: KeyboardInterrupt -> on_exception -> exit(1)
-        run_condition([RaiseAt("on_predict_batch_end", KeyboardInterrupt("SIGINT")), RecordWriter(str(tmp_path))])
+        run_condition(
+            [RaiseAt("on_predict_batch_end", KeyboardInterrupt("SIGINT")), RecordWriter(str(tmp_path))]
+        )
     record = _only_record(tmp_path)
     assert record.status == "incomplete"
-    assert [(f.metric, f.error) for f in record.failures] == [("condition", "interrupted: KeyboardInterrupt: SIGINT")]
+    assert [(f.metric, f.error) for f in record.failures] == [
+        ("condition", "interrupted: KeyboardInterrupt: SIGINT")
+    ]
     assert len(record.samples) == 2  # the first batch of 2; the rest never ran
 
 
-def test_condition_failing_while_it_builds_still_leaves_a_failed_record(run_condition, tmp_path: Path,
-                                                                         monkeypatch) -> None:
+def test_condition_failing_while_it_builds_still_leaves_a_failed_record(
+    run_condition, tmp_path: Path, monkeypatch
+) -> None:
     from lightning_modules.module import PruningExperiment
 
     def explode(self, device):
@@ -111,10 +129,15 @@ def test_condition_failing_while_it_builds_still_leaves_a_failed_record(run_cond
     record = _only_record(tmp_path)
     assert record.status == "failed" and record.samples == []
     assert record.failures[0].error == "raised: ValueError: calibration exploded"
-    assert record.config["model"]["pruning"]["method"] == "magnitude" and record.config["data"]["batch_size"] == 2
+    assert (
+        record.config["model"]["pruning"]["method"] == "magnitude"
+        and record.config["data"]["batch_size"] == 2
+    )
 
 
-def test_complete_record_is_never_replaced_by_an_unfinished_one(run_condition, tmp_path: Path, capsys) -> None:
+def test_complete_record_is_never_replaced_by_an_unfinished_one(
+    run_condition, tmp_path: Path, capsys
+) -> None:
     run_condition([RecordWriter(str(tmp_path))])
     before = _only_record(tmp_path)
     with pytest.raises(RuntimeError):
@@ -136,30 +159,42 @@ def _run_with_broken_wandb(tiny_gpt2_dir: Path, tiny_prompt_file: Path, out: Pat
 
     from lightning_modules.data import PromptDataModule
 
-    trainer = L.Trainer(accelerator="cpu", logger=BrokenWandb(offline=True, save_dir=str(out)),
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[RecordWriter(str(out), wandb_errors=mode)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=BrokenWandb(offline=True, save_dir=str(out)),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RecordWriter(str(out), wandb_errors=mode)],
+    )
     data = PromptDataModule(prompt_file=str(tiny_prompt_file), max_prompts=2, iterations=1, batch_size=2)
     trainer.predict(tiny_module(tiny_gpt2_dir, num_tokens=4), data, return_predictions=False)
 
 
-def test_wandb_failure_costs_only_the_wandb_run(tiny_gpt2_dir, tiny_prompt_file, tmp_path: Path, capsys) -> None:
+def test_wandb_failure_costs_only_the_wandb_run(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path: Path, capsys
+) -> None:
     _run_with_broken_wandb(tiny_gpt2_dir, tiny_prompt_file, tmp_path, "continue")
     assert _only_record(tmp_path).status == "complete"
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "W&B logging failed" in warnings[0] and "is complete" in warnings[0]
 
 
-def test_wandb_failure_raises_when_asked_and_the_complete_record_stays(tiny_gpt2_dir, tiny_prompt_file,
-                                                                       tmp_path: Path) -> None:
+def test_wandb_failure_raises_when_asked_and_the_complete_record_stays(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path: Path
+) -> None:
     with pytest.raises(AttributeError, match="unreachable"):
         _run_with_broken_wandb(tiny_gpt2_dir, tiny_prompt_file, tmp_path, "raise")
     assert _only_record(tmp_path).status == "complete"
 
 
-def test_the_terminal_line_names_the_arm_and_how_it_departs_from_the_default_agency_layer(run_condition) -> None:
+def test_the_terminal_line_names_the_arm_and_how_it_departs_from_the_default_agency_layer(
+    run_condition,
+) -> None:
     baseline = run_condition([], level=25).record
-    variant = run_condition([], level=25, agency=AgencyConfig(enabled=True, calibrate=False, state_gating=False)).record
+    variant = run_condition(
+        [], level=25, agency=AgencyConfig(enabled=True, calibrate=False, state_gating=False)
+    ).record
     assert summary_line(baseline, Path("b.json")).startswith("[baseline] ")
     line = summary_line(variant, Path("v.json"))
     assert line.startswith("[agency calibrate=false state_gating=false] ") and line.endswith("-> v.json")

@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _wandb_events(run_dir: Path) -> list[dict]:
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -25,13 +30,33 @@ def predicted_run(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path_factory)
     out = tmp_path_factory.mktemp("predict")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     finished = subprocess.run(
-        [sys.executable, "cli.py", "predict", "--config", "configs/default.yaml",
-         f"--model.model_name={tiny_gpt2_dir}", f"--data.prompt_file={tiny_prompt_file}", "--data.max_prompts=2",
-         "--data.iterations=2", "--model.generation.num_tokens=6", "--model.pruning.level=25",
-         "--model.agency.enabled=true", "--model.calibration.window=64",
-         "--model.evaluation.window=64", "--model.evaluation.stride=32", "--model.evaluation.max_tokens=256",
-         "--outputs.enabled=true", f"--record.output_dir={out}", "--record.quiet=true"],
-        cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "cli.py",
+            "predict",
+            "--config",
+            "configs/default.yaml",
+            f"--model.model_name={tiny_gpt2_dir}",
+            f"--data.prompt_file={tiny_prompt_file}",
+            "--data.max_prompts=2",
+            "--data.iterations=2",
+            "--model.generation.num_tokens=6",
+            "--model.pruning.level=25",
+            "--model.agency.enabled=true",
+            "--model.calibration.window=64",
+            "--model.evaluation.window=64",
+            "--model.evaluation.stride=32",
+            "--model.evaluation.max_tokens=256",
+            "--outputs.enabled=true",
+            f"--record.output_dir={out}",
+            "--record.quiet=true",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     (out / "stderr.txt").write_text(finished.stderr)
     return out

@@ -47,7 +47,10 @@ def test_repeat_values_exclude_the_first_token_and_fail_honestly() -> None:
     assert values.metrics["tokens_per_second"] == pytest.approx(4 / 2.0)
     assert (values.repeat, values.position) == (3, 1)
     one_token = repeat_values(Decoded(0.5, 0.5, {}), num_tokens=1, repeat=0, position=0)
-    assert "tokens_per_second" not in one_token.metrics and "2 new tokens" in one_token.failures["tokens_per_second"]
+    assert (
+        "tokens_per_second" not in one_token.metrics
+        and "2 new tokens" in one_token.failures["tokens_per_second"]
+    )
 
 
 def test_interleaved_rounds_time_every_arm_once_in_a_seeded_order() -> None:
@@ -61,10 +64,11 @@ def test_interleaved_rounds_time_every_arm_once_in_a_seeded_order() -> None:
         return Arm(name, decode)
 
     batch = TimedBatch(["a", "b"], [1, 2], num_tokens=6, warmup_tokens=2)
-    timings = time_interleaved([arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu",
-                               synchronized=False)
+    timings = time_interleaved(
+        [arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu", synchronized=False
+    )
     assert calls[:3] == [("x", 2), ("y", 2), ("z", 2)]  # every arm warmed up at the timed batch size first
-    rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(6)]
+    rounds = [calls[3 + 3 * r : 6 + 3 * r] for r in range(6)]
     assert all(sorted(name for name, _ in r) == ["x", "y", "z"] and all(t == 6 for _, t in r) for r in rounds)
     assert len({tuple(name for name, _ in r) for r in rounds}) > 1  # the order changes from round to round
     session = {t.session for t in timings.values()}
@@ -73,8 +77,9 @@ def test_interleaved_rounds_time_every_arm_once_in_a_seeded_order() -> None:
         positions = [r.position for r in timing.repeats]
         assert positions == [[n for n, _ in rnd].index(name) for rnd in rounds]
     calls.clear()
-    again = time_interleaved([arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu",
-                             synchronized=False)
+    again = time_interleaved(
+        [arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu", synchronized=False
+    )
     assert [r.position for r in again["y"].repeats] == [r.position for r in timings["y"].repeats]  # seeded
 
 
@@ -85,8 +90,10 @@ def test_a_failing_decode_is_recorded_as_failed_repeat() -> None:
         return Decoded(0.1, 0.2, {})
 
     timings = time_interleaved([Arm("x", broken)], TimedBatch(["a"], [1], 6, 2), 2, 0, "cpu", False)
-    assert all(r.metrics == {} and r.failures["tokens_per_second"] == "RuntimeError: out of memory"
-               for r in timings["x"].repeats)
+    assert all(
+        r.metrics == {} and r.failures["tokens_per_second"] == "RuntimeError: out of memory"
+        for r in timings["x"].repeats
+    )
 
 
 def test_a_provided_timing_is_used_once(run_condition) -> None:
@@ -102,12 +109,20 @@ def test_a_provided_timing_is_used_once(run_condition) -> None:
 def test_repeats_are_logged_through_the_trainer_loggers() -> None:
     logged = []
     logger = SimpleNamespace(log_metrics=lambda metrics, step=None: logged.append((step, metrics)))
-    SpeedMonitor.log_values(SimpleNamespace(loggers=[logger]), {"tokens_per_second": 3.0}, step=2, prefix="speed")
+    SpeedMonitor.log_values(
+        SimpleNamespace(loggers=[logger]), {"tokens_per_second": 3.0}, step=2, prefix="speed"
+    )
     assert logged == [(2, {"speed/tokens_per_second": 3.0})]
 
 
-@pytest.mark.parametrize("kwargs, key", [({"repeats": 0}, "timing.repeats"), ({"num_tokens": 1}, "timing.num_tokens"),
-                                         ({"batch_size": 0}, "timing.batch_size")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"repeats": 0}, "timing.repeats"),
+        ({"num_tokens": 1}, "timing.num_tokens"),
+        ({"batch_size": 0}, "timing.batch_size"),
+    ],
+)
 def test_bad_settings_are_refused_with_the_key(kwargs, key) -> None:
     with pytest.raises(ConfigError) as info:
         SpeedMonitor(**kwargs)

@@ -35,7 +35,9 @@ def embedded():
         loaded = ModelStore().base("embedded", "float32")
         converted = resolve_source("embedded")  # after the first load this is the converted float32 copy
         assert converted.gguf_file is None
-        plain = AutoModelForCausalLM.from_pretrained(converted.path, dtype=torch.float32, attn_implementation="sdpa")
+        plain = AutoModelForCausalLM.from_pretrained(
+            converted.path, dtype=torch.float32, attn_implementation="sdpa"
+        )
         plain.eval()
         yield loaded, plain
     finally:
@@ -59,8 +61,10 @@ def test_all_gates_one_is_bit_identical_to_plain_sdpa(embedded) -> None:
     loaded.gates.reset()
     ids, mask = batch(loaded.tokenizer)
     with torch.no_grad():
-        assert torch.equal(loaded.model(input_ids=ids, attention_mask=mask).logits,
-                           plain(input_ids=ids, attention_mask=mask).logits)
+        assert torch.equal(
+            loaded.model(input_ids=ids, attention_mask=mask).logits,
+            plain(input_ids=ids, attention_mask=mask).logits,
+        )
         assert torch.equal(loaded.model(input_ids=ids[:1]).logits, plain(input_ids=ids[:1]).logits)
 
 
@@ -71,7 +75,9 @@ def test_remove_matches_mask_at_50_percent_entropy(embedded) -> None:
     loaded, plain = embedded
     windows = calibration_set(loaded.tokenizer, CalibrationConfig(window=64, max_tokens=64), 8192).windows
     layout = loaded.gates.layout
-    heads = select_heads(score_heads("entropy", loaded.model, loaded.gates, windows).order(), 50, layout).heads
+    heads = select_heads(
+        score_heads("entropy", loaded.model, loaded.gates, windows).order(), 50, layout
+    ).heads
     assert len(heads) == 135
     removed = copy.deepcopy(plain)
     remove_gates = attach_gates(removed)
@@ -89,11 +95,15 @@ def test_remove_matches_mask_at_50_percent_entropy(embedded) -> None:
         print(f"embedded 50% entropy, fp32: max |remove - mask| logit difference {difference:.3g}")
         torch.testing.assert_close(removed_logits, masked_logits, atol=1e-3, rtol=0)
         greedy = SamplingConfig(temperature=0.0)
-        assert torch.equal(decode(removed, ids, mask, 6, greedy, [0, 1]).tokens,
-                           decode(loaded.model, ids, mask, 6, greedy, [0, 1]).tokens)
+        assert torch.equal(
+            decode(removed, ids, mask, 6, greedy, [0, 1]).tokens,
+            decode(loaded.model, ids, mask, 6, greedy, [0, 1]).tokens,
+        )
     finally:
         loaded.gates.reset()
-    masked64 = plain.double()  # in place (a copy costs seconds); fp32 -> fp64 -> fp32 is exact, restored below
+    masked64 = (
+        plain.double()
+    )  # in place (a copy costs seconds); fp32 -> fp64 -> fp32 is exact, restored below
     gates64 = attach_gates(masked64)
     try:
         gates64.set(gate_values(heads, layout))
@@ -104,7 +114,9 @@ def test_remove_matches_mask_at_50_percent_entropy(embedded) -> None:
     finally:
         gates64.remove_hooks()
         plain.float().set_attn_implementation("sdpa")
-    print(f"embedded 50% entropy, fp64: max difference {(masked_logits - removed_logits).abs().max().item():.3g}")
+    print(
+        f"embedded 50% entropy, fp64: max difference {(masked_logits - removed_logits).abs().max().item():.3g}"
+    )
     torch.testing.assert_close(removed_logits, masked_logits, atol=1e-9, rtol=0)
 
 
@@ -125,22 +137,34 @@ def test_agency_with_defaults_and_nothing_pruned_is_the_baseline_aa(tmp_path) ->
 
     records = {}
     for enabled in (False, True):
-        module = PruningExperiment(pruning=PruningConfig(level=0), agency=AgencyConfig(enabled=enabled),
-                                   generation=GenerationConfig(num_tokens=16, temperature=0.7),
-                                   calibration=CalibrationConfig(max_tokens=1024),
-                                   evaluation=EvaluationConfig(max_tokens=256, window=64, stride=32))
+        module = PruningExperiment(
+            pruning=PruningConfig(level=0),
+            agency=AgencyConfig(enabled=enabled),
+            generation=GenerationConfig(num_tokens=16, temperature=0.7),
+            calibration=CalibrationConfig(max_tokens=1024),
+            evaluation=EvaluationConfig(max_tokens=256, window=64, stride=32),
+        )
         writer = RecordWriter(str(tmp_path), quiet=True)
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False, callbacks=[QualityMonitor(), writer])
-        trainer.predict(module, PromptDataModule(max_prompts=12, iterations=1, batch_size=12),
-                        return_predictions=False)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[QualityMonitor(), writer],
+        )
+        trainer.predict(
+            module, PromptDataModule(max_prompts=12, iterations=1, batch_size=12), return_predictions=False
+        )
         records[enabled] = writer.record
     base, agency = records[False], records[True]
     ratio = agency.condition_metrics["corpus_perplexity"] / base.condition_metrics["corpus_perplexity"]
     assert abs(ratio - 1) < 0.01, ratio
     import math
 
-    diffs = [math.log(a.metrics["reference_perplexity"]) - math.log(b.metrics["reference_perplexity"])
-             for a, b in zip(agency.samples, base.samples, strict=True)]
+    diffs = [
+        math.log(a.metrics["reference_perplexity"]) - math.log(b.metrics["reference_perplexity"])
+        for a, b in zip(agency.samples, base.samples, strict=True)
+    ]
     effect = paired_effect(diffs)
     assert effect.p is None or effect.p >= 0.05, effect

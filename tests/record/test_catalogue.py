@@ -16,7 +16,9 @@ def test_entries_are_consistent() -> None:
         if m.direction == "reference":
             assert m.sign == 0
     assert spec("reference_perplexity").scale == "log" and spec("tokens_per_second").scale == "log"
-    assert spec("distinct_2").direction == "reference"  # more distinct n-grams than the original is not better
+    assert (
+        spec("distinct_2").direction == "reference"
+    )  # more distinct n-grams than the original is not better
     assert not spec("flops_per_token_executed").tested  # costs follow from the pruned heads, never tested
 
 

@@ -6,8 +6,13 @@ from record.identity import canonical, condition_id, differing_keys, flatten, id
 
 
 def _model(**agency) -> dict:
-    return {"model_name": "embedded", "seed": 0, "pruning": {"level": 30, "method": "entropy_low"},
-            "generation": {"temperature": 0.7}, "agency": {"enabled": False, **agency}}
+    return {
+        "model_name": "embedded",
+        "seed": 0,
+        "pruning": {"level": 30, "method": "entropy_low"},
+        "generation": {"temperature": 0.7},
+        "agency": {"enabled": False, **agency},
+    }
 
 
 def _config(**agency) -> dict:
@@ -34,8 +39,13 @@ def test_agency_settings_vanish_when_the_arm_is_off_and_count_when_it_is_on() ->
 
 def test_every_part_of_the_config_changes_the_identity() -> None:
     base = _config()
-    for path, value in (("data.batch_size", 4), ("measurement.speed.repeats", 3), ("device", "cuda"),
-                        ("model.seed", 1), ("model.generation.temperature", 1.0)):
+    for path, value in (
+        ("data.batch_size", 4),
+        ("measurement.speed.repeats", 3),
+        ("device", "cuda"),
+        ("model.seed", 1),
+        ("model.generation.temperature", 1.0),
+    ):
         changed = _config()
         target = changed
         *parents, leaf = path.split(".")

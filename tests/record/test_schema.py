@@ -25,8 +25,17 @@ from record.schema import (
 
 def _parts() -> list[Measurements]:
     speed = Measurements("speed")
-    speed.timing = Timing("alone", "s1", ["c"], 2, 4, 1, "cpu", False,
-                          [TimingRepeat(0, 0, {"tokens_per_second": 10.0}), TimingRepeat(1, 0, {"tokens_per_second": 12.0})])
+    speed.timing = Timing(
+        "alone",
+        "s1",
+        ["c"],
+        2,
+        4,
+        1,
+        "cpu",
+        False,
+        [TimingRepeat(0, 0, {"tokens_per_second": 10.0}), TimingRepeat(1, 0, {"tokens_per_second": 12.0})],
+    )
     quality = Measurements("quality")
     quality.add_sample((0, 0), "reference_perplexity", 5.0)
     quality.add_sample((1, 0), "reference_perplexity", 7.0)
@@ -64,7 +73,10 @@ def test_compose_gives_the_same_record_in_every_order_of_parts() -> None:
     # log-scale metrics are shown by their geometric mean, as in the report; linear ones by the mean
     assert record.aggregates["reference_perplexity"].central == pytest.approx(math.sqrt(5.0 * 7.0))
     assert record.aggregates["tokens_per_second"].geometric_mean == pytest.approx(math.sqrt(120.0))
-    assert record.aggregates["distinct_1"].geometric_mean is None and record.aggregates["distinct_1"].central == 1.0
+    assert (
+        record.aggregates["distinct_1"].geometric_mean is None
+        and record.aggregates["distinct_1"].central == 1.0
+    )
 
 
 def test_compose_refuses_uncatalogued_names_and_two_producers() -> None:

@@ -20,8 +20,12 @@ def _record(level: float = 30.0, status: str = "complete"):
     quality.add_sample((0, 0), "reference_perplexity", float("nan"))
     diversity = Measurements("diversity")
     diversity.add_sample((0, 0), "distinct_1", 0.75)
-    return compose(Header(f"tiny_L{level:g}", "0" * 64, config, {}, {}), [Sample(0, 0, 123, "the cat", "sat", 2)],
-                   [quality, diversity], status)
+    return compose(
+        Header(f"tiny_L{level:g}", "0" * 64, config, {}, {}),
+        [Sample(0, 0, 123, "the cat", "sat", 2)],
+        [quality, diversity],
+        status,
+    )
 
 
 def test_written_record_reads_back_equal_with_a_matching_checksum(tmp_path: Path) -> None:

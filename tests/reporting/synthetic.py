@@ -80,10 +80,20 @@ FIRST_TOKEN_LATENCY_S = 0.15
 QUICKSTART_CORPUS_PPL = {0.0: 31.4, 30.0: 103.0, 50.0: 211.4, 70.0: 5599.8}
 # Diversity per sample (mean, sd) in the two regimes of text, from the baseline samples at T=0.7: ordinary
 # text (levels 0-50) and degenerate text (70%, reference perplexity mostly above 1000).
-DIVERSITY_ORDINARY = {"distinct_1": (0.773, 0.12), "distinct_2": (0.945, 0.10), "distinct_3": (0.975, 0.08),
-                      "type_token_ratio": (0.859, 0.10), "repetition_rate": (0.015, 0.06)}
-DIVERSITY_DEGENERATE = {"distinct_1": (0.971, 0.038), "distinct_2": (0.996, 0.011), "distinct_3": (1.0, 0.005),
-                        "type_token_ratio": (0.992, 0.041), "repetition_rate": (0.0, 0.005)}
+DIVERSITY_ORDINARY = {
+    "distinct_1": (0.773, 0.12),
+    "distinct_2": (0.945, 0.10),
+    "distinct_3": (0.975, 0.08),
+    "type_token_ratio": (0.859, 0.10),
+    "repetition_rate": (0.015, 0.06),
+}
+DIVERSITY_DEGENERATE = {
+    "distinct_1": (0.971, 0.038),
+    "distinct_2": (0.996, 0.011),
+    "distinct_3": (1.0, 0.005),
+    "type_token_ratio": (0.992, 0.041),
+    "repetition_rate": (0.0, 0.005),
+}
 DEGENERATE_PPL = 1000.0
 
 # The resolved config of a quickstart record (record.identity.resolved_config), before the factors are set.
@@ -93,21 +103,47 @@ BASE_MODEL: dict[str, Any] = {
     "seed": 0,
     "pruning": {"allow_empty_layers": False, "level": 0.0, "method": "entropy_low", "mode": "mask"},
     "agency": {
-        "active_factor": 1.0, "calibrate": True, "consent_pruning": True, "enabled": True, "head_overrides": [],
-        "misaligned_factor": 0.7, "misalignment": True, "misalignment_candidates": 8, "no_consent_factor": 0.0,
-        "overload": True, "overload_margin": 0.05, "overload_mode": "relative", "overload_quantile": 0.99,
-        "overload_threshold": 0.85, "overloaded_factor": 0.5, "protect_top_fraction": 0.15,
-        "recovery_steps": None, "sham": False, "state_gating": True, "utilization_alpha": 0.9,
+        "active_factor": 1.0,
+        "calibrate": True,
+        "consent_pruning": True,
+        "enabled": True,
+        "head_overrides": [],
+        "misaligned_factor": 0.7,
+        "misalignment": True,
+        "misalignment_candidates": 8,
+        "no_consent_factor": 0.0,
+        "overload": True,
+        "overload_margin": 0.05,
+        "overload_mode": "relative",
+        "overload_quantile": 0.99,
+        "overload_threshold": 0.85,
+        "overloaded_factor": 0.5,
+        "protect_top_fraction": 0.15,
+        "recovery_steps": None,
+        "sham": False,
+        "state_gating": True,
+        "utilization_alpha": 0.9,
         "withdrawn_factor": 0.0,
     },
-    "calibration": {"max_tokens": 2048, "window": 256,
-                    "text": {"file": "bundled:calibration_text.txt", "sha256": "720ab132" + "0" * 56}},
-    "evaluation": {"max_tokens": 1024, "stride": 32, "window": 64,
-                   "text": {"file": "bundled:eval_text.txt", "sha256": "54c087be" + "0" * 56}},
+    "calibration": {
+        "max_tokens": 2048,
+        "window": 256,
+        "text": {"file": "bundled:calibration_text.txt", "sha256": "720ab132" + "0" * 56},
+    },
+    "evaluation": {
+        "max_tokens": 1024,
+        "stride": 32,
+        "window": 64,
+        "text": {"file": "bundled:eval_text.txt", "sha256": "54c087be" + "0" * 56},
+    },
     "generation": {"num_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0},
 }
-BASE_DATA: dict[str, Any] = {"batch_size": 24, "iterations": 1, "prompt_count": 24,
-                             "prompts": {"file": "bundled:prompts.txt", "sha256": "005db0b4" + "0" * 56}}
+BASE_DATA: dict[str, Any] = {
+    "batch_size": 24,
+    "iterations": 1,
+    "prompt_count": 24,
+    "prompts": {"file": "bundled:prompts.txt", "sha256": "005db0b4" + "0" * 56},
+}
 BASE_MEASUREMENT: dict[str, Any] = {
     "diversity": {"repetition_n": 4},
     "memory": {"enabled": False},
@@ -195,7 +231,9 @@ class Grid:
 
     def with_effects(self, ppl: EffectFn = no_effect, speed: EffectFn = no_effect) -> Grid:
         """The same grid with the main agency arm's true effects set."""
-        arms = tuple(replace(a, ppl=ppl, speed=speed) if a.agency and not a.settings else a for a in self.arms)
+        arms = tuple(
+            replace(a, ppl=ppl, speed=speed) if a.agency and not a.settings else a for a in self.arms
+        )
         return replace(self, arms=arms)
 
 
@@ -236,15 +274,35 @@ def pruned_heads(level: float, layers: int, heads: int) -> list[list[int]]:
     return [[int(i) // heads, int(i) % heads] for i in order[:count]]
 
 
-def _agency_report(layers: int, heads: int, pruned: list[list[int]], rng: np.random.Generator) -> AgencyReport:
+def _agency_report(
+    layers: int, heads: int, pruned: list[list[int]], rng: np.random.Generator
+) -> AgencyReport:
     gone = {tuple(h) for h in pruned}
-    state_map = [["withdrawn" if (layer, head) in gone else ("overloaded" if rng.random() < 0.02 else "active")
-                  for head in range(heads)] for layer in range(layers)]
-    counts = {s: float(sum(row.count(s) for row in state_map)) for s in ("active", "misaligned", "overloaded",
-                                                                          "withdrawn")}
-    return AgencyReport(counts, dict(counts), int(0.15 * layers * heads), 0, {}, state_map,
-                        rng.uniform(0, 1, (layers, heads)).round(3).tolist(), 32,
-                        {"overloaded": int(counts["overloaded"])}, [], 8, "relative: calibrated level + margin")
+    state_map = [
+        [
+            "withdrawn" if (layer, head) in gone else ("overloaded" if rng.random() < 0.02 else "active")
+            for head in range(heads)
+        ]
+        for layer in range(layers)
+    ]
+    counts = {
+        s: float(sum(row.count(s) for row in state_map))
+        for s in ("active", "misaligned", "overloaded", "withdrawn")
+    }
+    return AgencyReport(
+        counts,
+        dict(counts),
+        int(0.15 * layers * heads),
+        0,
+        {},
+        state_map,
+        rng.uniform(0, 1, (layers, heads)).round(3).tolist(),
+        32,
+        {"overloaded": int(counts["overloaded"])},
+        [],
+        8,
+        "relative: calibrated level + margin",
+    )
 
 
 def _rng(seed: int, *key: Any) -> np.random.Generator:
@@ -256,9 +314,16 @@ def _rng(seed: int, *key: Any) -> np.random.Generator:
 def _log_ppl_mean(temperature: float, level: float) -> float:
     """The quickstart's cell mean, interpolated over levels and temperatures it did not run."""
     temps = sorted(QUICKSTART_LOG_PPL)
-    by_temp = [float(np.interp(level, sorted(QUICKSTART_LOG_PPL[t]), [QUICKSTART_LOG_PPL[t][lv] for lv in
-                                                                        sorted(QUICKSTART_LOG_PPL[t])]))
-               for t in temps]
+    by_temp = [
+        float(
+            np.interp(
+                level,
+                sorted(QUICKSTART_LOG_PPL[t]),
+                [QUICKSTART_LOG_PPL[t][lv] for lv in sorted(QUICKSTART_LOG_PPL[t])],
+            )
+        )
+        for t in temps
+    ]
     return float(np.interp(temperature, temps, by_temp))
 
 
@@ -267,15 +332,19 @@ def _diversity(rng: np.random.Generator, ppl: float) -> dict[str, float]:
     return {name: float(np.clip(rng.normal(mean, sd), 0.0, 1.0)) for name, (mean, sd) in regime.items()}
 
 
-def _sample_metrics(grid: Grid, seed: int, level: float, temperature: float, arm: ArmSpec, model_seed: int
-                    ) -> dict[tuple[int, int], dict[str, float]]:
+def _sample_metrics(
+    grid: Grid, seed: int, level: float, temperature: float, arm: ArmSpec, model_seed: int
+) -> dict[tuple[int, int], dict[str, float]]:
     noise = grid.noise
     if arm.agency and level == 0 and noise.unpruned_identical:  # nothing pruned: the baseline's text
         factor = arm.ppl(level)
-        return {k: {**v, "reference_perplexity": v["reference_perplexity"] * factor}
-                for k, v in _sample_metrics(grid, seed, level, temperature, BASELINE, model_seed).items()}
-    shared = (_rng(seed, "prompt x level", level).normal(0, noise.ppl_prompt_level_sd, grid.prompts)
-              + _rng(seed, "prompt x cell", level, temperature).normal(0, noise.ppl_prompt_cell_sd, grid.prompts))
+        return {
+            k: {**v, "reference_perplexity": v["reference_perplexity"] * factor}
+            for k, v in _sample_metrics(grid, seed, level, temperature, BASELINE, model_seed).items()
+        }
+    shared = _rng(seed, "prompt x level", level).normal(0, noise.ppl_prompt_level_sd, grid.prompts) + _rng(
+        seed, "prompt x cell", level, temperature
+    ).normal(0, noise.ppl_prompt_cell_sd, grid.prompts)
     rng = _rng(seed, "samples", arm.name, level, temperature, model_seed)
     mean = _log_ppl_mean(temperature, level) + math.log(arm.ppl(level))
     values = {}
@@ -286,8 +355,14 @@ def _sample_metrics(grid: Grid, seed: int, level: float, temperature: float, arm
     return values
 
 
-def _timing(grid: Grid, seed: int, level: float, temperature: float, model_seed: int,
-            members: list[tuple[ArmSpec, str]]) -> dict[str, Timing]:
+def _timing(
+    grid: Grid,
+    seed: int,
+    level: float,
+    temperature: float,
+    model_seed: int,
+    members: list[tuple[ArmSpec, str]],
+) -> dict[str, Timing]:
     """One session per cell with every arm timed side by side (positions shuffled per repeat), or one session
     per record when timed alone."""
     noise = grid.noise
@@ -295,8 +370,11 @@ def _timing(grid: Grid, seed: int, level: float, temperature: float, model_seed:
     groups = [members] if grid.schedule == "interleaved" else [[m] for m in members]
     result = {}
     for group in groups:
-        key = (level, temperature, model_seed) if len(groups) == 1 else (group[0][0].name, level, temperature,
-                                                                         model_seed)
+        key = (
+            (level, temperature, model_seed)
+            if len(groups) == 1
+            else (group[0][0].name, level, temperature, model_seed)
+        )
         cell = _rng(seed, "session", *key)
         session = f"{int(cell.integers(0, 2**48)):012x}"
         offset = cell.normal(0, noise.tps_session_sd)
@@ -308,20 +386,41 @@ def _timing(grid: Grid, seed: int, level: float, temperature: float, model_seed:
             arm_offset = rng.normal(0, noise.tps_session_arm_sd)
             repeats[cid] = []
             for r in range(grid.repeats):
-                log_tps = (math.log(TPS_BASE) + offset + shared[r] + arm_offset + rng.normal(0, noise.tps_arm_sd)
-                           + math.log(arm.speed(level)))
+                log_tps = (
+                    math.log(TPS_BASE)
+                    + offset
+                    + shared[r]
+                    + arm_offset
+                    + rng.normal(0, noise.tps_arm_sd)
+                    + math.log(arm.speed(level))
+                )
                 tps = math.exp(log_tps)
-                latency = FIRST_TOKEN_LATENCY_S * math.exp(offset + rng.normal(0, noise.latency_sd)) / arm.speed(level)
-                repeats[cid].append(TimingRepeat(r, int(positions[r][index]), {
-                    "tokens_per_second": tps, "first_token_latency_s": latency,
-                    "generation_time_s": latency + (num_tokens - 1) / tps}))
+                latency = (
+                    FIRST_TOKEN_LATENCY_S
+                    * math.exp(offset + rng.normal(0, noise.latency_sd))
+                    / arm.speed(level)
+                )
+                repeats[cid].append(
+                    TimingRepeat(
+                        r,
+                        int(positions[r][index]),
+                        {
+                            "tokens_per_second": tps,
+                            "first_token_latency_s": latency,
+                            "generation_time_s": latency + (num_tokens - 1) / tps,
+                        },
+                    )
+                )
         for _, cid in group:
-            result[cid] = Timing(grid.schedule, session, [c for _, c in group], 4, num_tokens, 4, "cpu", False,
-                                 repeats[cid])
+            result[cid] = Timing(
+                grid.schedule, session, [c for _, c in group], 4, num_tokens, 4, "cpu", False, repeats[cid]
+            )
     return result
 
 
-def build_records(grid: Grid = QUICKSTART, seed: int = 0, run_dir: str | Path = "run") -> list[ConditionRecord]:
+def build_records(
+    grid: Grid = QUICKSTART, seed: int = 0, run_dir: str | Path = "run"
+) -> list[ConditionRecord]:
     """Every condition of ``grid`` as a composed record, values drawn from the noise model with ``seed``."""
     records = []
     shape = ModelShape("llama", grid.layers, grid.heads, max(1, grid.heads // 3), 64)
@@ -334,14 +433,28 @@ def build_records(grid: Grid = QUICKSTART, seed: int = 0, run_dir: str | Path = 
                 heads = pruned_heads(level, grid.layers, grid.heads)
                 for (arm, config), (_, cid) in zip(configs, ids, strict=True):
                     metrics = _sample_metrics(grid, seed, level, temperature, arm, model_seed)
-                    samples = [Sample(p, i, 1_000_003 * model_seed + 1000 * p + i, f"prompt {p}",
-                                      f"continuation {p}.{i}", 20) for p, i in sorted(metrics)]
-                    quality, diversity, speed, memory = (Measurements(n) for n in
-                                                         ("quality", "diversity", "speed", "memory"))
+                    samples = [
+                        Sample(
+                            p,
+                            i,
+                            1_000_003 * model_seed + 1000 * p + i,
+                            f"prompt {p}",
+                            f"continuation {p}.{i}",
+                            20,
+                        )
+                        for p, i in sorted(metrics)
+                    ]
+                    quality, diversity, speed, memory = (
+                        Measurements(n) for n in ("quality", "diversity", "speed", "memory")
+                    )
                     for key, values in metrics.items():
                         for name, value in values.items():
-                            (quality if name == "reference_perplexity" else diversity).add_sample(key, name, value)
-                    corpus = float(np.interp(level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values())))
+                            (quality if name == "reference_perplexity" else diversity).add_sample(
+                                key, name, value
+                            )
+                    corpus = float(
+                        np.interp(level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values()))
+                    )
                     quality.add_condition("corpus_perplexity", corpus * arm.ppl(level))
                     speed.timing = timings[cid]
                     memory.add_condition("parameters_executed", 134515008)
@@ -349,12 +462,23 @@ def build_records(grid: Grid = QUICKSTART, seed: int = 0, run_dir: str | Path = 
                     parts = [quality, diversity, speed, memory]
                     if arm.agency:
                         report = Measurements("agency")
-                        report.agency = _agency_report(grid.layers, grid.heads, heads,
-                                                       _rng(seed, "agency", arm.name, level, temperature, model_seed))
+                        report.agency = _agency_report(
+                            grid.layers,
+                            grid.heads,
+                            heads,
+                            _rng(seed, "agency", arm.name, level, temperature, model_seed),
+                        )
                         parts.append(report)
                     pruning = Pruning("mask", heads, {"baseline": heads, "agency": heads})
-                    header = Header(cid, identity_hash(config), config, {"output_dir": str(run_dir)},
-                                    {"python": "3.11", "cpu_threads": 2}, shape, pruning)
+                    header = Header(
+                        cid,
+                        identity_hash(config),
+                        config,
+                        {"output_dir": str(run_dir)},
+                        {"python": "3.11", "cpu_threads": 2},
+                        shape,
+                        pruning,
+                    )
                     records.append(compose(header, samples, parts))
     return records
 
@@ -377,8 +501,10 @@ def sweep_parameters(grid: Grid, extra: Mapping[str, Iterable[Any]] | None = Non
 def write_sweep(run_dir: str | Path, parameters: Mapping[str, Any]) -> Path:
     path = Path(run_dir) / "sweep.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"program": "cli.py", "method": "grid", "parameters": dict(parameters)}),
-                    encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"program": "cli.py", "method": "grid", "parameters": dict(parameters)}),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -386,8 +512,13 @@ def write_records(run_dir: str | Path, records: Iterable[ConditionRecord]) -> li
     return [write_record(record_path(run_dir, r.condition_id), r) for r in records]
 
 
-def write_run(run_dir: str | Path, grid: Grid = QUICKSTART, seed: int = 0, sweep: bool = True,
-              sweep_extra: Mapping[str, Iterable[Any]] | None = None) -> list[Path]:
+def write_run(
+    run_dir: str | Path,
+    grid: Grid = QUICKSTART,
+    seed: int = 0,
+    sweep: bool = True,
+    sweep_extra: Mapping[str, Iterable[Any]] | None = None,
+) -> list[Path]:
     """Write ``grid``'s records (and its ``sweep.yaml``) into ``run_dir``; returns the record files."""
     paths = write_records(run_dir, build_records(grid, seed, run_dir))
     if sweep:
@@ -396,16 +527,27 @@ def write_run(run_dir: str | Path, grid: Grid = QUICKSTART, seed: int = 0, sweep
 
 
 # -- hand-made records for unit tests ----------------------------------------------------------------------
-def timing_of(values: Iterable[float], session: str = "s1", schedule: str = "interleaved",
-              metric: str = "tokens_per_second") -> Timing:
+def timing_of(
+    values: Iterable[float],
+    session: str = "s1",
+    schedule: str = "interleaved",
+    metric: str = "tokens_per_second",
+) -> Timing:
     """A timing part whose repeat ``r`` holds ``values[r]``."""
     repeats = [TimingRepeat(r, 0, {metric: float(v)}) for r, v in enumerate(values)]
     return Timing(schedule, session, [], 4, 12, 4, "cpu", False, repeats)
 
 
-def make_record(level: float = 30.0, temperature: float = 0.7, arm: ArmSpec = BASELINE,
-                samples: Mapping[tuple[int, int], Mapping[str, float]] | None = None, timing: Timing | None = None,
-                seed: int = 0, grid: Grid = QUICKSTART, status: str = "complete") -> ConditionRecord:
+def make_record(
+    level: float = 30.0,
+    temperature: float = 0.7,
+    arm: ArmSpec = BASELINE,
+    samples: Mapping[tuple[int, int], Mapping[str, float]] | None = None,
+    timing: Timing | None = None,
+    seed: int = 0,
+    grid: Grid = QUICKSTART,
+    status: str = "complete",
+) -> ConditionRecord:
     """One record with exactly the given per-sample metrics ({(prompt, iteration): {name: value}}) and timing."""
     config = config_of(grid, level, temperature, arm, seed)
     cid = condition_id(config)
@@ -414,8 +556,14 @@ def make_record(level: float = 30.0, temperature: float = 0.7, arm: ArmSpec = BA
         for name, value in values.items():
             (quality if name == "reference_perplexity" else diversity).add_sample(key, name, value)
     speed.timing = timing
-    header = Header(cid, identity_hash(config), config, {"output_dir": "run"}, {"python": "3.11"},
-                    ModelShape("llama", grid.layers, grid.heads, 1, 64),
-                    Pruning("mask", pruned_heads(level, grid.layers, grid.heads)))
+    header = Header(
+        cid,
+        identity_hash(config),
+        config,
+        {"output_dir": "run"},
+        {"python": "3.11"},
+        ModelShape("llama", grid.layers, grid.heads, 1, 64),
+        Pruning("mask", pruned_heads(level, grid.layers, grid.heads)),
+    )
     records = [Sample(p, i, 1000 * p + i, f"prompt {p}", "text", 20) for p, i in sorted(samples or {})]
     return compose(header, records, [quality, diversity, speed], status=status)

@@ -54,8 +54,12 @@ def test_arms_are_the_baseline_the_main_agency_arm_and_variants_named_by_their_d
             assert arm.label == "agency(state_gating=false)"
         else:
             assert arm == Arm("agency") and arm.main and arm.agency
-    assert sorted({*labels.values()}) == [Arm("baseline"), Arm("agency"), Arm("agency(sham=true)"),
-                                          Arm("agency(state_gating=false)")]
+    assert sorted({*labels.values()}) == [
+        Arm("baseline"),
+        Arm("agency"),
+        Arm("agency(sham=true)"),
+        Arm("agency(state_gating=false)"),
+    ]
     design = build_design(records, {"model.pruning.level"})  # agency settings never refuse pooling
     assert design.agency_arms() == [Arm("agency")]
     assert sum("_sham_" in r.condition_id for r in records) == 2  # the harness's ids name the sham control
@@ -63,10 +67,14 @@ def test_arms_are_the_baseline_the_main_agency_arm_and_variants_named_by_their_d
 
 
 def test_agency_arms_are_all_primary_when_none_is_the_main_one() -> None:
-    records = build_records(replace(SMALL, arms=(BASELINE, agency(overload_margin=0.1),
-                                                 agency(overload_margin=0.2))))
+    records = build_records(
+        replace(SMALL, arms=(BASELINE, agency(overload_margin=0.1), agency(overload_margin=0.2)))
+    )
     design = build_design(records, {"model.pruning.level"})
-    assert [a.label for a in design.agency_arms()] == ["agency(overload_margin=0.1)", "agency(overload_margin=0.2)"]
+    assert [a.label for a in design.agency_arms()] == [
+        "agency(overload_margin=0.1)",
+        "agency(overload_margin=0.2)",
+    ]
 
 
 def test_records_that_differ_in_a_setting_that_is_not_compared_are_not_pooled() -> None:
@@ -88,8 +96,9 @@ def test_where_keeps_the_records_with_that_value() -> None:
 
 
 def test_where_values_are_read_as_yaml_and_need_an_equals_sign() -> None:
-    assert parse_where(["model.pruning.mode=remove", "model.pruning.level=30", " model.agency.sham = true"]) == [
-        ("model.pruning.mode", "remove"), ("model.pruning.level", 30), ("model.agency.sham", True)]
+    assert parse_where(
+        ["model.pruning.mode=remove", "model.pruning.level=30", " model.agency.sham = true"]
+    ) == [("model.pruning.mode", "remove"), ("model.pruning.level", 30), ("model.agency.sham", True)]
     with pytest.raises(DesignError, match="KEY=VALUE"):
         parse_where(["model.pruning.level"])
 
@@ -98,20 +107,28 @@ def test_split_by_makes_a_setting_a_series_key() -> None:
     records = build_records(SMALL) + build_records(replace(SMALL, config=(("model.generation.top_p", 0.9),)))
     design = build_design(records, {"model.pruning.level"}, split_by=["model.generation.top_p"])
     assert design.split_keys == ("model.generation.top_p",)
-    assert [s.label() for s in design.series()] == ["embedded / entropy_low / top_p=0.9",
-                                                    "embedded / entropy_low / top_p=1"]
+    assert [s.label() for s in design.series()] == [
+        "embedded / entropy_low / top_p=0.9",
+        "embedded / entropy_low / top_p=1",
+    ]
     assert all(len(members) == 1 for members in design.cells.values()) and len(design.cells) == 8
 
 
 def test_keys_a_sweep_file_varied_are_series_keys(tmp_path: Path) -> None:
     write_run(tmp_path / "run", SMALL, sweep_extra={"model.pruning.mode": ["mask", "remove"]})
-    write_run(tmp_path / "run", replace(SMALL, config=(("model.pruning.mode", "remove"),)), seed=1, sweep=False)
+    write_run(
+        tmp_path / "run", replace(SMALL, config=(("model.pruning.mode", "remove"),)), seed=1, sweep=False
+    )
     loaded = load_records([tmp_path / "run"])
     assert "model.pruning.mode" in loaded.swept_keys
     design = build_design(loaded.records, loaded.swept_keys)
-    assert design.split_keys == ("model.pruning.mode",)  # standard factors and agency keys are not series keys
-    assert [s.split for s in design.series()] == [(("model.pruning.mode", "mask"),),
-                                                  (("model.pruning.mode", "remove"),)]
+    assert design.split_keys == (
+        "model.pruning.mode",
+    )  # standard factors and agency keys are not series keys
+    assert [s.split for s in design.series()] == [
+        (("model.pruning.mode", "mask"),),
+        (("model.pruning.mode", "remove"),),
+    ]
 
 
 def test_seeds_are_replicates_pooled_per_prompt() -> None:
@@ -122,13 +139,16 @@ def test_seeds_are_replicates_pooled_per_prompt() -> None:
     assert len(members) == 2 and design.seeds(cell) == [0, 1]
     values = design.prompt_values(cell, "reference_perplexity")
     assert sorted(values) == list(range(6))  # one unit per prompt, not per seed or iteration
-    logs = [math.log(s.metrics["reference_perplexity"]) for r in members for s in r.samples if s.prompt_index == 2]
+    logs = [
+        math.log(s.metrics["reference_perplexity"]) for r in members for s in r.samples if s.prompt_index == 2
+    ]
     assert len(logs) == 4 and values[2] == pytest.approx(np.mean(logs))  # geometric mean of the 4 samples
 
 
 def test_linear_metrics_are_averaged_as_they_are() -> None:
-    record = make_record(samples={(0, 0): {"distinct_2": 0.5}, (0, 1): {"distinct_2": 0.9},
-                                  (1, 0): {"distinct_2": 0.7}})
+    record = make_record(
+        samples={(0, 0): {"distinct_2": 0.5}, (0, 1): {"distinct_2": 0.9}, (1, 0): {"distinct_2": 0.7}}
+    )
     design = build_design([record])
     cell = next(iter(design.cells))
     assert design.prompt_values(cell, "distinct_2") == {0: pytest.approx(0.7), 1: pytest.approx(0.7)}
@@ -145,8 +165,9 @@ def test_arms_timed_alone_are_flagged() -> None:
 def test_a_single_variant_is_named_against_the_defaults_the_harness_records() -> None:
     """With one variant a majority cannot say which arm is the default agency layer: the harness records the
     settings each arm departs from the defaults in (model.agency.departures), and the labels use them."""
-    records = build_records(replace(SMALL, arms=(BASELINE, agency(departures=[]),
-                                                 agency(sham=True, departures=["sham"]))))
+    records = build_records(
+        replace(SMALL, arms=(BASELINE, agency(departures=[]), agency(sham=True, departures=["sham"])))
+    )
     labels = sorted(set(arm_labels(records).values()))
     assert labels == [Arm("baseline"), Arm("agency"), Arm("agency(sham=true)")]
     design = build_design(records, {"model.pruning.level"})
@@ -157,11 +178,22 @@ def test_a_tuning_setting_every_agency_arm_shares_is_stated_once_not_in_every_la
     """The quickstart screens 8 misalignment candidates (default 16) in every agency arm: the main arm is still
     'agency'; a sham or a component switched off is never shared away, so a lone sham arm is never 'agency'."""
     tuned = {"misalignment_candidates": 8}
-    records = build_records(replace(SMALL, arms=(BASELINE, agency(departures=["misalignment_candidates"], **tuned),
-                                                 agency(sham=True, departures=["misalignment_candidates", "sham"],
-                                                        **tuned))))
+    records = build_records(
+        replace(
+            SMALL,
+            arms=(
+                BASELINE,
+                agency(departures=["misalignment_candidates"], **tuned),
+                agency(sham=True, departures=["misalignment_candidates", "sham"], **tuned),
+            ),
+        )
+    )
     assert shared_agency_settings(records) == ["misalignment_candidates=8"]
-    assert sorted(set(arm_labels(records).values())) == [Arm("baseline"), Arm("agency"), Arm("agency(sham=true)")]
+    assert sorted(set(arm_labels(records).values())) == [
+        Arm("baseline"),
+        Arm("agency"),
+        Arm("agency(sham=true)"),
+    ]
     lone_sham = build_records(replace(SMALL, arms=(BASELINE, agency(sham=True, departures=["sham"]))))
     assert shared_agency_settings(lone_sham) == []
     assert sorted(set(arm_labels(lone_sham).values())) == [Arm("baseline"), Arm("agency(sham=true)")]

@@ -123,7 +123,9 @@ def test_welch_effect_matches_scipy() -> None:
     effect = welch_effect(a, b)
     reference = stats.ttest_ind(a, b, equal_var=False)
     low, high = reference.confidence_interval(0.95)
-    assert effect.estimate == pytest.approx(a.mean() - b.mean()) and effect.p == pytest.approx(reference.pvalue)
+    assert effect.estimate == pytest.approx(a.mean() - b.mean()) and effect.p == pytest.approx(
+        reference.pvalue
+    )
     assert (effect.ci_low, effect.ci_high) == (pytest.approx(low), pytest.approx(high))
     assert effect.n == 5 and effect.test == "Welch t on log values"
 
@@ -145,7 +147,10 @@ def test_regression_effect_matches_scipy() -> None:
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
     assert effect.estimate == pytest.approx(fit.slope) and effect.p == pytest.approx(fit.pvalue)
-    assert (effect.ci_low, effect.ci_high) == (pytest.approx(fit.slope - half), pytest.approx(fit.slope + half))
+    assert (effect.ci_low, effect.ci_high) == (
+        pytest.approx(fit.slope - half),
+        pytest.approx(fit.slope + half),
+    )
 
 
 def test_regression_effect_needs_three_values_over_two_levels_and_a_residual() -> None:
@@ -162,5 +167,9 @@ def test_slope_and_describe() -> None:
     values = [1.0, 2.0, 4.0]
     mean, low, high = describe(values)
     half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
-    assert (mean, low, high) == (pytest.approx(7 / 3), pytest.approx(7 / 3 - half), pytest.approx(7 / 3 + half))
+    assert (mean, low, high) == (
+        pytest.approx(7 / 3),
+        pytest.approx(7 / 3 - half),
+        pytest.approx(7 / 3 + half),
+    )
     assert describe([3.0]) == (3.0, None, None) and describe([]) == (None, None, None)

@@ -40,8 +40,10 @@ def test_every_question_has_its_pre_specified_primary_comparisons(quickstart) ->
     assert _rows(quickstart, "Q2") == [(m, lv) for lv in (30.0, 50.0, 70.0) for m in (PPL, SPEED)]  # not 0%
     assert _rows(quickstart, "Q3") == [(PPL, 30.0), (PPL, 50.0), (PPL, 70.0)]
     assert _rows(quickstart, "Q4") == [(PPL, 70.0), (SPEED, 70.0)]  # 70% over 0%
-    assert _rows(quickstart, "Q5") == [(m, None) for m in [PPL, *DIVERSITY]] and quality_metrics() == [PPL,
-                                                                                                     *DIVERSITY]
+    assert _rows(quickstart, "Q5") == [(m, None) for m in [PPL, *DIVERSITY]] and quality_metrics() == [
+        PPL,
+        *DIVERSITY,
+    ]
     for family in QUESTIONS:
         assert {(c.arm, c.other) for c in quickstart.family(family)} == {(Arm("agency"), Arm("baseline"))}
         assert all(c.effect.tested for c in quickstart.family(family))
@@ -67,7 +69,9 @@ def test_question_3_needs_two_temperatures_and_compares_consecutive_ones() -> No
     three = build_design(build_records(replace(GRID, temperatures=(0.7, 1.0, 1.3))), SWEPT)
     series, arm = three.series()[0], three.agency_arms()[0]
     rows = question_3(three, series, arm, Units())
-    assert [(c.temperature, c.level) for c in rows] == [(t, lv) for t in (1.0, 1.3) for lv in (30.0, 50.0, 70.0)]
+    assert [(c.temperature, c.level) for c in rows] == [
+        (t, lv) for t in (1.0, 1.3) for lv in (30.0, 50.0, 70.0)
+    ]
     assert "T=1.3 over at T=1" in rows[-1].contrast
 
 
@@ -93,12 +97,16 @@ def test_merging_agency_variants_leaves_the_primary_families_unchanged(quickstar
     merged = _stats(grid)
     for family in QUESTIONS:
         assert [(c.metric, c.level, c.effect.p, c.p_holm) for c in merged.family(family)] == [
-            (c.metric, c.level, c.effect.p, c.p_holm) for c in quickstart.family(family)]
+            (c.metric, c.level, c.effect.p, c.p_holm) for c in quickstart.family(family)
+        ]
     ablation = merged.family("ablation")
     assert [(c.arm.label, c.other.label, c.metric) for c in ablation] == [
         ("agency", "baseline", PPL),
-        ("agency(sham=true)", "agency", PPL), ("agency(sham=true)", "agency", SPEED),
-        ("agency(state_gating=false)", "agency", PPL), ("agency(state_gating=false)", "agency", SPEED)]
+        ("agency(sham=true)", "agency", PPL),
+        ("agency(sham=true)", "agency", SPEED),
+        ("agency(state_gating=false)", "agency", PPL),
+        ("agency(state_gating=false)", "agency", SPEED),
+    ]
     assert len(merged.family("exploratory")) == 3 * len(quickstart.family("exploratory"))
     assert len(merged.family("aa")) == 2  # the A/A check is of the main agency arm
 

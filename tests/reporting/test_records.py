@@ -25,7 +25,9 @@ def test_a_clean_run_loads_every_record_with_its_source(run: Path) -> None:
     loaded = load_records([run])
     assert len(loaded.records) == 4 == loaded.files and loaded.problems == [] and loaded.unreadable == []
     assert {r.condition_id for r in loaded.records} == set(loaded.sources)
-    assert all(loaded.sources[r.condition_id] == run / "records" / f"{r.condition_id}.json" for r in loaded.records)
+    assert all(
+        loaded.sources[r.condition_id] == run / "records" / f"{r.condition_id}.json" for r in loaded.records
+    )
     assert loaded.swept_keys == {"model.pruning.level", "model.agency.enabled"}  # one temperature: not swept
 
 
@@ -43,7 +45,9 @@ def test_truncated_edited_and_foreign_files_are_named_and_excluded(run: Path) ->
     assert len(loaded.records) == 1 and loaded.files == 4
     assert loaded.unreadable == [truncated, edited, foreign]
     assert len(loaded.problems) == 3
-    by_file = {path: next(p for p in loaded.problems if str(path) in p) for path in (truncated, edited, foreign)}
+    by_file = {
+        path: next(p for p in loaded.problems if str(path) in p) for path in (truncated, edited, foreign)
+    }
     assert "cannot be read" in by_file[truncated]
     assert "checksum" in by_file[edited] and "edited" in by_file[edited]
     assert "no checksum" in by_file[foreign]
@@ -82,12 +86,15 @@ def test_a_folder_without_records_is_a_problem_not_a_crash(tmp_path: Path, run: 
 
 
 def test_swept_keys_are_those_with_several_values_or_a_distribution(tmp_path: Path) -> None:
-    write_sweep(tmp_path, {
-        "model.pruning.level": {"values": [0, 30]},
-        "model.pruning.method": {"value": "entropy"},
-        "model.pruning.mode": {"values": ["mask"]},
-        "model.agency.overload_margin": {"distribution": "uniform", "min": 0.0, "max": 0.1},
-    })
+    write_sweep(
+        tmp_path,
+        {
+            "model.pruning.level": {"values": [0, 30]},
+            "model.pruning.method": {"value": "entropy"},
+            "model.pruning.mode": {"values": ["mask"]},
+            "model.agency.overload_margin": {"distribution": "uniform", "min": 0.0, "max": 0.1},
+        },
+    )
     assert swept_keys(tmp_path) == {"model.pruning.level", "model.agency.overload_margin"}
     assert swept_keys(tmp_path / "nowhere") == set()
     (tmp_path / "sweep.yaml").write_text("parameters: [unclosed")

@@ -21,8 +21,11 @@ SETTINGS = {"steps": 60, "train": "attention", "learning_rate": 1e-4}
 def _recovered(record, factor: float):
     """The same condition after a recovery that divides its pruned levels' reference perplexity by ``factor``."""
     after = copy.deepcopy(record)
-    after.config["model"]["recovery"] = {"sha256": f"{hash(record.condition_id) & 0xFFFF:064x}",
-                                         "settings": dict(SETTINGS), "steps": 60}
+    after.config["model"]["recovery"] = {
+        "sha256": f"{hash(record.condition_id) & 0xFFFF:064x}",
+        "settings": dict(SETTINGS),
+        "steps": 60,
+    }
     after.condition_id = condition_id(after.config)
     after.identity = identity_hash(after.config)
     after.recovery = Recovery("run/checkpoints/x/last.ckpt", "0" * 64, dict(SETTINGS), 60, 1.0)
@@ -38,8 +41,10 @@ def test_recovery_is_compared_with_the_same_conditions_before_and_says_how_much_
     before = build_records(grid, seed=3)
     records = before + [_recovered(r, factor=4.0) for r in before]
     design = build_design(records, {"model.pruning.level", "model.agency.enabled"})
-    assert [s.label() for s in design.series()] == ["embedded / entropy_low / recovered=no",
-                                                    "embedded / entropy_low / recovered=yes"]
+    assert [s.label() for s in design.series()] == [
+        "embedded / entropy_low / recovered=no",
+        "embedded / entropy_low / recovered=yes",
+    ]
     stats = compute_statistics(design)
     rows = stats.family("recovery")
     assert len(rows) == 2 * 3  # two arms x three pruned levels

@@ -23,9 +23,17 @@ from reporting.statistics import compute_statistics
 GRID = replace(QUICKSTART, layers=4, heads=6)
 SMALL = Grid(levels=(0.0, 30.0), temperatures=(0.7,), prompts=6, repeats=3, layers=4, heads=6)
 SERIES = "embedded-entropy_low"
-PLOTS = {"answers.png", f"summary_{SERIES}.png", f"metrics_vs_level_{SERIES}.png", f"heatmap_{SERIES}.png",
-         f"tradeoff_{SERIES}.png", f"agency_states_{SERIES}.png", f"head_pruning_{SERIES}.png",
-         f"radar_{SERIES}_T0.7.png", f"radar_{SERIES}_T1.png"}
+PLOTS = {
+    "answers.png",
+    f"summary_{SERIES}.png",
+    f"metrics_vs_level_{SERIES}.png",
+    f"heatmap_{SERIES}.png",
+    f"tradeoff_{SERIES}.png",
+    f"agency_states_{SERIES}.png",
+    f"head_pruning_{SERIES}.png",
+    f"radar_{SERIES}_T0.7.png",
+    f"radar_{SERIES}_T1.png",
+}
 
 
 def _strict_json(path: Path) -> dict[str, Any]:
@@ -48,18 +56,25 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
     return write_report([run], run / "report")
 
 
-def test_a_full_report_writes_statistics_summary_and_every_figure_the_data_allow(full_report: ReportResult) -> None:
+def test_a_full_report_writes_statistics_summary_and_every_figure_the_data_allow(
+    full_report: ReportResult,
+) -> None:
     out = full_report.out_dir
     assert {p.name for p in full_report.plot_paths} == PLOTS
     assert all(p.stat().st_size > 10_000 for p in full_report.plot_paths)
     assert full_report.notes == ["plot skipped: ablation: no agency component was switched off"]
     payload = _strict_json(full_report.statistics_path)
-    assert payload["inputs"]["n_records"] == 16 == full_report.n_records and payload["inputs"]["problems"] == []
+    assert (
+        payload["inputs"]["n_records"] == 16 == full_report.n_records and payload["inputs"]["problems"] == []
+    )
     assert len(payload["inputs"]["records"]) == 16 and payload["inputs"]["compared_keys"] == []
     assert sorted(payload["plots"]) == sorted(f"plots/{name}" for name in PLOTS)
     assert payload["plots_skipped"] == full_report.notes
     summary = full_report.summary_path.read_text(encoding="utf-8")
-    assert summary.startswith("# Pruning comparison with agency: summary") and "16 records in 16 cells" in summary
+    assert (
+        summary.startswith("# Pruning comparison with agency: summary")
+        and "16 records in 16 cells" in summary
+    )
     assert "## Figures not drawn" in summary and "None: every record file was read and used." in summary
     assert set(full_report.significant_primary) == {"Q1", "Q2", "Q3", "Q4", "Q5"}
     assert full_report.table.splitlines()[0].split()[:4] == ["series", "T", "level", "arm"]
@@ -67,29 +82,40 @@ def test_a_full_report_writes_statistics_summary_and_every_figure_the_data_allow
 
 
 def test_json_safe_writes_plain_json() -> None:
-    value = {"a": (1, 2.5), "b": float("nan"), "c": [float("inf"), np.float64(0.5), np.int64(3)], "d": Path("x")}
+    value = {
+        "a": (1, 2.5),
+        "b": float("nan"),
+        "c": [float("inf"), np.float64(0.5), np.int64(3)],
+        "d": Path("x"),
+    }
     assert json_safe(value) == {"a": [1, 2.5], "b": None, "c": [None, 0.5, 3], "d": "x"}
 
 
 # -- the command line ---------------------------------------------------------------------------------------
 def test_report_main_writes_into_the_first_run_folder_and_warns_about_problems(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_run(tmp_path / "a", SMALL)
     write_run(tmp_path / "b", SMALL)  # the same conditions again: duplicates, named, counted once
     report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--no-wandb"])
     captured = capsys.readouterr()
     assert (tmp_path / "a" / "report" / "summary.md").is_file() and not (tmp_path / "b" / "report").exists()
     warnings = captured.err.strip().splitlines()
-    assert len(warnings) == 4 and all(w.startswith("warning: record ") and "duplicates" in w for w in warnings)
+    assert len(warnings) == 4 and all(
+        w.startswith("warning: record ") and "duplicates" in w for w in warnings
+    )
     assert "reference perplexity" in captured.out  # the cell table
     assert captured.out.strip().endswith("statistics.json")
-    report_main([str(tmp_path / "a"), "--no-plots", "--no-wandb", "--quiet", "--out", str(tmp_path / "elsewhere")])
+    report_main(
+        [str(tmp_path / "a"), "--no-plots", "--no-wandb", "--quiet", "--out", str(tmp_path / "elsewhere")]
+    )
     assert (tmp_path / "elsewhere" / "statistics.json").is_file()
     assert "series" not in capsys.readouterr().out  # --quiet: no table
 
 
 def test_exit_1_with_one_line_naming_the_unreadable_files_when_every_record_is_corrupt(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = write_run(tmp_path / "run", SMALL)
     for path in paths:
         path.write_text(path.read_text()[:200])
@@ -101,7 +127,8 @@ def test_exit_1_with_one_line_naming_the_unreadable_files_when_every_record_is_c
 
 
 def test_exit_1_when_there_is_no_record_file_or_nothing_matches_where(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "empty" / "records").mkdir(parents=True)
     code, lines = _exit([str(tmp_path / "empty"), "--no-wandb"], capsys)
     assert code == 1 and lines == [f"error: no record files in {tmp_path / 'empty' / 'records'}"]
@@ -110,20 +137,28 @@ def test_exit_1_when_there_is_no_record_file_or_nothing_matches_where(
     assert code == 1 and lines == ["error: no record matches --where model.pruning.mode=remove"]
 
 
-def test_exit_2_for_records_that_may_not_be_pooled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_2_for_records_that_may_not_be_pooled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     write_run(run, SMALL)
     write_run(run, replace(SMALL, config=(("model.generation.top_p", 0.9),)), sweep=False)
     code, lines = _exit([str(run), "--no-plots", "--no-wandb"], capsys)
     assert code == 2 and len(lines) == 1
-    assert re.match(r"error: records differ in settings that are not compared \(model\.generation\.top_p: "
-                    r"(1, 0\.9|0\.9, 1)\); they are not pooled\.", lines[0])
+    assert re.match(
+        r"error: records differ in settings that are not compared \(model\.generation\.top_p: "
+        r"(1, 0\.9|0\.9, 1)\); they are not pooled\.",
+        lines[0],
+    )
     # either way of resolving it works
     report_main([str(run), "--no-plots", "--no-wandb", "--quiet", "--where", "model.generation.top_p=0.9"])
     assert _strict_json(run / "report" / "statistics.json")["inputs"]["n_records"] == 4
     report_main([str(run), "--no-plots", "--no-wandb", "--quiet", "--split-by", "model.generation.top_p"])
     payload = _strict_json(run / "report" / "statistics.json")
-    assert payload["inputs"]["compared_keys"] == ["model.generation.top_p"] and payload["inputs"]["n_records"] == 8
+    assert (
+        payload["inputs"]["compared_keys"] == ["model.generation.top_p"]
+        and payload["inputs"]["n_records"] == 8
+    )
 
 
 def test_exit_2_for_arguments_that_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,17 +180,28 @@ def test_the_degenerate_threshold_reaches_the_statistics(tmp_path: Path) -> None
 
 
 def test_the_wandb_run_is_written_under_the_first_run_folder_not_the_current_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in ("a", "b"):
-        write_run(tmp_path / name, replace(SMALL, config=(("model.generation.top_p", 0.9 if name == "b" else 1.0),)))
+        write_run(
+            tmp_path / name, replace(SMALL, config=(("model.generation.top_p", 0.9 if name == "b" else 1.0),))
+        )
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots", "--quiet", "--split-by",
-                 "model.generation.top_p"])
+    report_main(
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--no-plots",
+            "--quiet",
+            "--split-by",
+            "model.generation.top_p",
+        ]
+    )
     assert "could not be logged" not in capsys.readouterr().err
     assert list(cwd.iterdir()) == []
     assert list((tmp_path / "a" / "wandb").glob("offline-run-*"))
@@ -196,8 +242,15 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         plots._pyplot().close(fig)
 
 
-@pytest.mark.parametrize(("metric", "scale"), [("reference_perplexity", "log"), ("corpus_perplexity", "log"),
-                                               ("tokens_per_second", "log"), ("distinct_2", "linear")])
+@pytest.mark.parametrize(
+    ("metric", "scale"),
+    [
+        ("reference_perplexity", "log"),
+        ("corpus_perplexity", "log"),
+        ("tokens_per_second", "log"),
+        ("distinct_2", "linear"),
+    ],
+)
 def test_perplexity_and_speed_are_drawn_on_a_log_axis(plot_data: PlotData, metric: str, scale: str) -> None:
     plt = plots._pyplot()
     fig, ax = plt.subplots()
@@ -207,8 +260,9 @@ def test_perplexity_and_speed_are_drawn_on_a_log_axis(plot_data: PlotData, metri
     plt.close(fig)
 
 
-def test_the_summary_figure_has_the_curves_and_the_answers_panel(plot_data: PlotData, drawn: list[Any],
-                                                                 tmp_path: Path) -> None:
+def test_the_summary_figure_has_the_curves_and_the_answers_panel(
+    plot_data: PlotData, drawn: list[Any], tmp_path: Path
+) -> None:
     series = plot_data.series()[0]
     plots.summary_figure(plot_data, series, tmp_path)
     (fig,) = drawn
@@ -218,15 +272,26 @@ def test_the_summary_figure_has_the_curves_and_the_answers_panel(plot_data: Plot
     assert answers.get_title().startswith("answers:") and answers.get_xscale() == "log"
     labels = [t.get_text() for t in answers.get_yticklabels()]
     # every primary ratio (perplexity, speed); Q5's diversity distances are differences, not on this log axis
-    primary = [c for c in plot_data.stats.comparisons if c.family in ("Q1", "Q2", "Q3", "Q4", "Q5")
-               and c.kind == "ratio"]
+    primary = [
+        c
+        for c in plot_data.stats.comparisons
+        if c.family in ("Q1", "Q2", "Q3", "Q4", "Q5") and c.kind == "ratio"
+    ]
     assert len(labels) == len(primary) == 14
-    assert {"Q1 reference perplexity", "Q1 tokens/s", "Q2 tokens/s 30%", "Q2 reference perplexity 70%",
-            "Q3 reference perplexity 50%", "Q4 tokens/s", "Q5 reference perplexity"} <= set(labels)
+    assert {
+        "Q1 reference perplexity",
+        "Q1 tokens/s",
+        "Q2 tokens/s 30%",
+        "Q2 reference perplexity 70%",
+        "Q3 reference perplexity 50%",
+        "Q4 tokens/s",
+        "Q5 reference perplexity",
+    } <= set(labels)
 
 
-def test_the_level_figure_uses_log_axes_for_perplexity_only(plot_data: PlotData, drawn: list[Any],
-                                                            tmp_path: Path) -> None:
+def test_the_level_figure_uses_log_axes_for_perplexity_only(
+    plot_data: PlotData, drawn: list[Any], tmp_path: Path
+) -> None:
     plots.metrics_vs_level(plot_data, plot_data.series()[0], tmp_path)
     (fig,) = drawn
     scales = {ax.get_title().split(" (")[0]: ax.get_yscale() for ax in fig.axes if ax.get_title()}
@@ -234,8 +299,9 @@ def test_the_level_figure_uses_log_axes_for_perplexity_only(plot_data: PlotData,
     assert scales["distinct-2"] == scales["repetition rate"] == "linear"
 
 
-def test_the_answers_figure_has_one_panel_per_question(plot_data: PlotData, drawn: list[Any],
-                                                       tmp_path: Path) -> None:
+def test_the_answers_figure_has_one_panel_per_question(
+    plot_data: PlotData, drawn: list[Any], tmp_path: Path
+) -> None:
     plots.answers_figure(plot_data, tmp_path)
     (fig,) = drawn
     assert [ax.get_title()[:3] for ax in fig.axes] == ["Q1.", "Q2.", "Q3.", "Q4.", "Q5.", "Q5."]

@@ -56,6 +56,7 @@ def log_perplexity_effect(share: float, growing_to: float | None = None):
     """A multiplicative perplexity effect that raises log perplexity by ``share`` of the cell's own value (the mean
     over the temperatures), at every pruned level, or growing linearly from none at 0% to ``share`` at
     ``growing_to``."""
+
     def factor(level: float) -> float:
         if level <= 0:
             return 1.0
@@ -70,9 +71,19 @@ CONSTANT = GRID.with_effects(ppl=log_perplexity_effect(0.2), speed=at_pruned_lev
 GROWING = GRID.with_effects(ppl=log_perplexity_effect(0.2, growing_to=70.0), speed=growing(0.9, top=70.0))
 RATIO = GRID.with_effects(ppl=at_pruned_levels(1.2), speed=at_pruned_levels(0.9))
 
+
 def _primary(statistics: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"family": c["family"], "metric": c["metric"], "level": c["level"], "p_holm": c["p_holm"],
-             "estimate": c["effect"]["estimate"]} for c in statistics["comparisons"] if c["family"] in QUESTIONS]
+    return [
+        {
+            "family": c["family"],
+            "metric": c["metric"],
+            "level": c["level"],
+            "p_holm": c["p_holm"],
+            "estimate": c["effect"]["estimate"],
+        }
+        for c in statistics["comparisons"]
+        if c["family"] in QUESTIONS
+    ]
 
 
 def _simulate(root: Path, grid, runs: int = RUNS) -> list[list[dict[str, Any]]]:
@@ -82,7 +93,9 @@ def _simulate(root: Path, grid, runs: int = RUNS) -> list[list[dict[str, Any]]]:
         run_dir = root / f"run{seed:02d}"
         write_run(run_dir, grid, seed=seed)
         report_main([str(run_dir), "--no-plots", "--no-wandb", "--quiet"])
-        result.append(_primary(json.loads((run_dir / "report" / "statistics.json").read_text(encoding="utf-8"))))
+        result.append(
+            _primary(json.loads((run_dir / "report" / "statistics.json").read_text(encoding="utf-8")))
+        )
     return result
 
 
@@ -105,12 +118,15 @@ def _significant(c: dict[str, Any]) -> bool:
     return c["p_holm"] is not None and c["p_holm"] < 0.05
 
 
-def _detections(runs: list[list[dict[str, Any]]], family: str, metric: str, level: float | None,
-                sign: int) -> int:
+def _detections(
+    runs: list[list[dict[str, Any]]], family: str, metric: str, level: float | None, sign: int
+) -> int:
     """Runs in which that comparison is significant in the true effect's direction (sign of the log ratio)."""
     count = 0
     for comparisons in runs:
-        (row,) = [c for c in comparisons if c["family"] == family and c["metric"] == metric and c["level"] == level]
+        (row,) = [
+            c for c in comparisons if c["family"] == family and c["metric"] == metric and c["level"] == level
+        ]
         count += _significant(row) and sign * row["estimate"] > 0
     return count
 
@@ -125,8 +141,14 @@ def test_the_generator_reproduces_the_measured_noise() -> None:
     arm_diffs, within, ratios = [], [], []
     for seed in range(6):
         records = build_records(GRID, seed=1000 + seed)
-        by_cell = {(r.config["model"]["generation"]["temperature"], r.config["model"]["pruning"]["level"],
-                    r.config["model"]["agency"]["enabled"]): r for r in records}
+        by_cell = {
+            (
+                r.config["model"]["generation"]["temperature"],
+                r.config["model"]["pruning"]["level"],
+                r.config["model"]["agency"]["enabled"],
+            ): r
+            for r in records
+        }
         for (temperature, level, enabled), record in by_cell.items():
             if level == 0 or enabled:
                 continue
@@ -136,62 +158,85 @@ def test_the_generator_reproduces_the_measured_noise() -> None:
             arm_diffs.append(np.var(agency - base, ddof=1))
             within.append(np.var(base, ddof=1))
             b = {r.repeat: r.metrics[SPEED] for r in record.timing.repeats}
-            ratios.append(np.var([math.log(r.metrics[SPEED] / b[r.repeat]) for r in other.timing.repeats], ddof=1))
+            ratios.append(
+                np.var([math.log(r.metrics[SPEED] / b[r.repeat]) for r in other.timing.repeats], ddof=1)
+            )
     assert math.sqrt(np.mean(arm_diffs)) == pytest.approx(ARM_DIFFERENCE_SD, rel=0.1)
     assert math.sqrt(np.mean(within)) == pytest.approx(WITHIN_CELL_SD, rel=0.1)
     assert math.sqrt(np.mean(ratios)) == pytest.approx(TPS_PAIRED_RATIO_SD, rel=0.2)
 
 
 def test_without_a_true_difference_at_most_5_percent_of_runs_report_a_primary_effect(
-        aa_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    aa_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Holm keeps each question's family at or below 5% (over 1500 further seeds: Q1 4.9%, Q2 4.5%, Q3 5.0%,
     Q4 5.1%, Q5 3.2%). At exactly 5%, 3 or more of 40 runs happen by chance with probability 0.32 per question:
     this bound is stricter than the rate it checks, so which seeds are run matters (these: 0..39)."""
-    rates = {q: sum(any(_significant(c) for c in run if c["family"] == q) for run in aa_runs) for q in QUESTIONS}
-    _show(capsys, "A/A: runs with a significant primary comparison, per question: "
-          + ", ".join(f"{q} {n}/{len(aa_runs)}" for q, n in rates.items()))
+    rates = {
+        q: sum(any(_significant(c) for c in run if c["family"] == q) for run in aa_runs) for q in QUESTIONS
+    }
+    _show(
+        capsys,
+        "A/A: runs with a significant primary comparison, per question: "
+        + ", ".join(f"{q} {n}/{len(aa_runs)}" for q, n in rates.items()),
+    )
     assert all(any(c["family"] == q for c in aa_runs[0]) for q in QUESTIONS)  # every question was asked
     assert {q: n for q, n in rates.items() if n > ALLOWED_FALSE_POSITIVES} == {}
 
 
 def test_a_constant_10_percent_speed_effect_is_detected_at_every_pruned_level(
-        constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     found = {level: _detections(constant_runs, "Q2", SPEED, level, -1) for level in PRUNED}
     _show(capsys, f"power, tokens/s x0.9 at every pruned level, Q2: {found} of {len(constant_runs)}")
     assert min(found.values()) >= REQUIRED_DETECTIONS
 
 
 def test_a_constant_20_percent_log_perplexity_effect_is_detected_at_every_pruned_level(
-        constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     found = {level: _detections(constant_runs, "Q2", PPL, level, 1) for level in PRUNED}
-    _show(capsys, f"power, log reference perplexity +20% at every pruned level, Q2: {found} of {len(constant_runs)}")
+    _show(
+        capsys,
+        f"power, log reference perplexity +20% at every pruned level, Q2: {found} of {len(constant_runs)}",
+    )
     assert min(found.values()) >= REQUIRED_DETECTIONS
 
 
 def test_a_constant_20_percent_log_perplexity_effect_is_detected_by_question_5(
-        constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     found = _detections(constant_runs, "Q5", PPL, None, 1)
-    _show(capsys, f"power, log reference perplexity +20% at every pruned level, Q5: {found} of {len(constant_runs)}")
+    _show(
+        capsys,
+        f"power, log reference perplexity +20% at every pruned level, Q5: {found} of {len(constant_runs)}",
+    )
     assert found >= REQUIRED_DETECTIONS
 
 
 def test_a_speed_effect_growing_with_the_level_is_detected_as_a_slope(
-        growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     found = _detections(growing_runs, "Q1", SPEED, None, -1)
     _show(capsys, f"power, tokens/s from x1 at 0% to x0.9 at 70%, Q1 slope: {found} of {len(growing_runs)}")
     assert found >= REQUIRED_DETECTIONS
 
 
 def test_a_perplexity_effect_growing_with_the_level_is_detected_as_a_slope(
-        growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
+    growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     found = _detections(growing_runs, "Q1", PPL, None, 1)
-    _show(capsys, f"power, log reference perplexity from +0% at 0% to +20% at 70%, Q1 slope: {found} of "
-          f"{len(growing_runs)}")
+    _show(
+        capsys,
+        f"power, log reference perplexity from +0% at 0% to +20% at 70%, Q1 slope: {found} of "
+        f"{len(growing_runs)}",
+    )
     assert found >= REQUIRED_DETECTIONS
 
 
-def test_power_for_a_20_percent_perplexity_ratio_is_printed(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_power_for_a_20_percent_perplexity_ratio_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The weaker reading, x1.2 on perplexity: measured and printed, not required (about 20-25% per level with 24
     prompts; the README says what n it would need). It must still point the right way when it is found."""
     runs = _simulate(tmp_path, RATIO, runs=10)

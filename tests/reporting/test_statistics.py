@@ -36,8 +36,10 @@ def test_perplexity_is_described_by_its_geometric_mean_over_prompts(design) -> N
     half = scipy_stats.t.ppf(0.975, 23) * logs.std(ddof=1) / math.sqrt(24)
     assert (d.n, d.unit, d.n_failed) == (24, "prompts", 0)
     assert d.mean == pytest.approx(math.exp(logs.mean()))
-    assert (d.ci_low, d.ci_high) == (pytest.approx(math.exp(logs.mean() - half)),
-                                     pytest.approx(math.exp(logs.mean() + half)))
+    assert (d.ci_low, d.ci_high) == (
+        pytest.approx(math.exp(logs.mean() - half)),
+        pytest.approx(math.exp(logs.mean() + half)),
+    )
 
 
 def test_speed_is_described_over_timing_repeats_and_corpus_perplexity_per_record(design) -> None:
@@ -88,7 +90,8 @@ def test_a_note_says_when_arms_were_timed_alone() -> None:
     assert len(stats.notes) == 1 and "timed alone" in stats.notes[0] and "side by side" in stats.notes[0]
     (speed,) = [c for c in stats.family("Q4") if c.metric == "tokens_per_second"]
     assert speed.effect.p is None and speed.reading(stats.alpha) == (
-        "not tested (the arms were timed apart: no repeats timed side by side at both levels)")
+        "not tested (the arms were timed apart: no repeats timed side by side at both levels)"
+    )
 
 
 def test_records_without_timing_or_samples_give_untested_comparisons_not_numbers() -> None:

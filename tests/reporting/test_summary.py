@@ -52,8 +52,10 @@ def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
     text, stats = four_prompts
     sections = _sections(text)
     for q, floor in (("Q1", "0.25"), ("Q2", "0.75"), ("Q3", "0.38"), ("Q4", "0.25"), ("Q5", "0.75")):
-        assert (f"n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = {floor} (below 0.05 is "
-                f"impossible: **{INCONCLUSIVE}**)") in sections[q]
+        assert (
+            f"n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = {floor} (below 0.05 is "
+            f"impossible: **{INCONCLUSIVE}**)"
+        ) in sections[q]
     for q in ("Q3", "Q5"):  # every test of these questions is over prompts
         assert _answer(sections[q]).startswith(f"**Answer: {INCONCLUSIVE}**")
     for c in stats.comparisons:
@@ -68,8 +70,12 @@ def test_enough_prompts_without_an_effect_say_no_significant_difference(aa) -> N
     assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 2.4e-07" in sections["Q1"]
     assert INCONCLUSIVE not in "".join(sections.values())
     for q in ("Q1", "Q3", "Q4"):
-        assert _answer(sections[q]).startswith("**Answer:** no significant difference in any primary comparison")
-    assert _answer(sections["Q5"]).startswith("**Answer:** no quality measure shows a significant agency gain")
+        assert _answer(sections[q]).startswith(
+            "**Answer:** no significant difference in any primary comparison"
+        )
+    assert _answer(sections["Q5"]).startswith(
+        "**Answer:** no quality measure shows a significant agency gain"
+    )
 
 
 def test_every_answer_leads_with_an_effect_and_its_interval(aa, four_prompts, clear_gain) -> None:
@@ -86,7 +92,10 @@ def test_every_question_shows_its_units_and_its_table(aa) -> None:
     text, stats = aa
     for q, section in _sections(text).items():
         rows = [line for line in section.splitlines() if line.startswith("| embedded")]
-        assert len(rows) >= len(stats.family(q)) and f"Primary family: {len(stats.family(q))} comparisons" in section
+        assert (
+            len(rows) >= len(stats.family(q))
+            and f"Primary family: {len(stats.family(q))} comparisons" in section
+        )
         assert "n = 24 prompts" in section
     assert "speed: n = 10 or more per test (timing repeats timed side by side" in _sections(text)["Q2"]
 
@@ -104,8 +113,10 @@ def test_significant_gains_name_the_level_and_the_metrics(clear_gain) -> None:
 
 def test_one_temperature_cannot_answer_question_3() -> None:
     text, _ = _summary(replace(GRID, temperatures=(0.7,)))
-    assert _answer(_sections(text)["Q3"]) == ("**Answer:** only one temperature was run, so the agency effect "
-                                              "cannot be compared across temperatures (T = 0.7).")
+    assert _answer(_sections(text)["Q3"]) == (
+        "**Answer:** only one temperature was run, so the agency effect "
+        "cannot be compared across temperatures (T = 0.7)."
+    )
 
 
 def test_arms_timed_alone_get_a_note_and_no_speed_claim_from_repeats() -> None:

@@ -37,8 +37,12 @@ def _design(*records):
 def test_diversity_is_the_distance_to_the_unpruned_baseline_on_the_same_prompt() -> None:
     design, series = _design(
         make_record(0.0, samples={(0, 0): _s(5, 0.9), (1, 0): _s(5, 0.6)}),  # the reference
-        make_record(30.0, arm=AGENCY, samples={(0, 0): _s(20, 0.8), (0, 1): _s(20, 1.0), (1, 0): _s(20, 0.6),
-                                               (2, 0): _s(20, 0.5)}))
+        make_record(
+            30.0,
+            arm=AGENCY,
+            samples={(0, 0): _s(20, 0.8), (0, 1): _s(20, 1.0), (1, 0): _s(20, 0.6), (2, 0): _s(20, 0.5)},
+        ),
+    )
     distances = prompt_values(design, Cell(series, 0.7, 30.0, AG), "distinct_2", Units())
     # prompt 0: mean(|0.8 - 0.9|, |1.0 - 0.9|); prompt 1: on the reference; prompt 2: no reference, no unit
     assert distances == {0: pytest.approx(0.1), 1: pytest.approx(0.0)}
@@ -50,8 +54,11 @@ def test_the_reference_is_the_baseline_at_the_lowest_level_of_the_same_temperatu
     design, series = _design(
         make_record(0.0, 0.7, samples={(0, 0): _s(5, 0.9)}),
         make_record(0.0, 1.0, samples={(0, 0): _s(9, 0.5)}),
-        make_record(30.0, 1.0, arm=AGENCY, samples={(0, 0): _s(20, 0.6)}))
-    assert prompt_values(design, Cell(series, 1.0, 30.0, AG), "distinct_2", Units()) == {0: pytest.approx(0.1)}
+        make_record(30.0, 1.0, arm=AGENCY, samples={(0, 0): _s(20, 0.6)}),
+    )
+    assert prompt_values(design, Cell(series, 1.0, 30.0, AG), "distinct_2", Units()) == {
+        0: pytest.approx(0.1)
+    }
 
 
 def test_degenerate_text_gets_the_largest_distance_so_it_is_never_a_diversity_gain() -> None:
@@ -60,23 +67,29 @@ def test_degenerate_text_gets_the_largest_distance_so_it_is_never_a_diversity_ga
         # the baseline at 30% writes text that is 0.4 from the reference
         make_record(30.0, samples={(0, 0): _s(50, 0.5)}),
         # the agency arm's text is degenerate: its distinct-2 matches the reference, yet it is at distance 1
-        make_record(30.0, arm=AGENCY, samples={(0, 0): _s(5000, 0.9)}))
+        make_record(30.0, arm=AGENCY, samples={(0, 0): _s(5000, 0.9)}),
+    )
     cell = Cell(series, 0.7, 30.0, AG)
     assert prompt_values(design, cell, "distinct_2", Units()) == {0: MAX_DISTANCE}
     assert degenerate_share(design, cell, Units()) == (1, 1)
     diff = differences(design, series, 30.0, [0.7], "distinct_2", AG, BASE, Units())
     assert diff == {0: pytest.approx(1.0 - 0.4)}  # agency further from the unpruned model: worse
     # with a higher threshold the same sample is ordinary text, at distance 0
-    assert prompt_values(design, cell, "distinct_2", Units(degenerate_perplexity=1e4)) == {0: pytest.approx(0.0)}
+    assert prompt_values(design, cell, "distinct_2", Units(degenerate_perplexity=1e4)) == {
+        0: pytest.approx(0.0)
+    }
     assert degenerate_share(design, cell, Units(degenerate_perplexity=1e4)) == (0, 1)
 
 
 def test_differences_are_per_prompt_averaged_over_temperatures_on_the_log_scale() -> None:
     design, series = _design(
         make_record(30.0, 0.7, samples={(0, 0): _s(10, 0.5), (1, 0): _s(10, 0.5)}),
-        make_record(30.0, 0.7, arm=AGENCY, samples={(0, 0): _s(20, 0.5), (1, 0): _s(5, 0.5), (2, 0): _s(5, 0.5)}),
+        make_record(
+            30.0, 0.7, arm=AGENCY, samples={(0, 0): _s(20, 0.5), (1, 0): _s(5, 0.5), (2, 0): _s(5, 0.5)}
+        ),
         make_record(30.0, 1.0, samples={(0, 0): _s(10, 0.5)}),
-        make_record(30.0, 1.0, arm=AGENCY, samples={(0, 0): _s(40, 0.5)}))
+        make_record(30.0, 1.0, arm=AGENCY, samples={(0, 0): _s(40, 0.5)}),
+    )
     diff = differences(design, series, 30.0, [0.7, 1.0], "reference_perplexity", AG, BASE, Units())
     # prompt 0: mean(log 2, log 4); prompt 1 only at T=0.7; prompt 2 has no baseline: dropped
     assert diff == {0: pytest.approx((math.log(2) + math.log(4)) / 2), 1: pytest.approx(math.log(0.5))}
@@ -85,7 +98,8 @@ def test_differences_are_per_prompt_averaged_over_temperatures_on_the_log_scale(
 def test_timing_repeats_pair_only_within_the_session_they_were_timed_in() -> None:
     design, series = _design(
         make_record(30.0, timing=timing_of([10.0, 11.0, 12.0], session="s1")),
-        make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.9, 10.8, 7.0], session="s1")))
+        make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.9, 10.8, 7.0], session="s1")),
+    )
     ratios = timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE)
     assert ratios == pytest.approx([math.log(0.9)] * 3)  # repeat 3 has no partner
     effect, units = speed_at(design, series, 30.0, AG, BASE)
@@ -94,25 +108,32 @@ def test_timing_repeats_pair_only_within_the_session_they_were_timed_in() -> Non
 
     design, series = _design(
         make_record(30.0, timing=timing_of([10.0, 11.0, 12.0], session="s1")),
-        make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.9, 10.8], session="s2")))
+        make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.9, 10.8], session="s2")),
+    )
     assert timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE) == []
 
 
 def test_paired_speed_is_a_t_test_on_the_log_ratios() -> None:
     base = [10.0, 11.0, 12.0, 10.5, 11.5]
     mine = [9.1, 9.8, 11.0, 9.3, 10.6]
-    design, series = _design(make_record(30.0, timing=timing_of(base, session="s1")),
-                             make_record(30.0, arm=AGENCY, timing=timing_of(mine, session="s1")))
+    design, series = _design(
+        make_record(30.0, timing=timing_of(base, session="s1")),
+        make_record(30.0, arm=AGENCY, timing=timing_of(mine, session="s1")),
+    )
     effect, _ = speed_at(design, series, 30.0, AG, BASE)
     expected = mean_t_effect(np.log(np.array(mine) / np.array(base)))
     assert effect == expected and effect.p < 0.05
 
 
 def test_arms_timed_apart_fall_back_to_welch_over_the_timed_runs() -> None:
-    records = [make_record(30.0, t, timing=timing_of(v, session=f"b{t}", schedule="alone"))
-               for t, v in ((0.7, [10.0, 10.4, 9.8]), (1.0, [11.0, 11.2, 10.9]))]
-    records += [make_record(30.0, t, arm=AGENCY, timing=timing_of(v, session=f"a{t}", schedule="alone"))
-                for t, v in ((0.7, [9.0, 9.3, 9.1]), (1.0, [10.2, 9.9, 10.0]))]
+    records = [
+        make_record(30.0, t, timing=timing_of(v, session=f"b{t}", schedule="alone"))
+        for t, v in ((0.7, [10.0, 10.4, 9.8]), (1.0, [11.0, 11.2, 10.9]))
+    ]
+    records += [
+        make_record(30.0, t, arm=AGENCY, timing=timing_of(v, session=f"a{t}", schedule="alone"))
+        for t, v in ((0.7, [9.0, 9.3, 9.1]), (1.0, [10.2, 9.9, 10.0]))
+    ]
     design, series = _design(*records)
     assert timing_log_ratios(design, series, 30.0, [0.7, 1.0], "tokens_per_second", AG, BASE) == []
     runs = timing_session_logs(design, series, 30.0, [0.7, 1.0], "tokens_per_second", AG)
@@ -120,16 +141,21 @@ def test_arms_timed_apart_fall_back_to_welch_over_the_timed_runs() -> None:
     effect, units = speed_at(design, series, 30.0, AG, BASE)
     assert "unpaired" in units and effect.test.startswith("Welch t")
     # each timed run is one unit: its repeats share the run's drift, so they are not counted as independent
-    expected = welch_effect(runs, timing_session_logs(design, series, 30.0, [0.7, 1.0], "tokens_per_second",
-                                                      BASE))
+    expected = welch_effect(
+        runs, timing_session_logs(design, series, 30.0, [0.7, 1.0], "tokens_per_second", BASE)
+    )
     assert effect.n == 2 and effect.estimate == pytest.approx(expected.estimate) and effect.p == expected.p
-    repeats_as_units = welch_effect(np.log([9.0, 9.3, 9.1, 10.2, 9.9, 10.0]), np.log([10.0, 10.4, 9.8, 11.0,
-                                                                                        11.2, 10.9]))
+    repeats_as_units = welch_effect(
+        np.log([9.0, 9.3, 9.1, 10.2, 9.9, 10.0]), np.log([10.0, 10.4, 9.8, 11.0, 11.2, 10.9])
+    )
     assert repeats_as_units.p < 0.05 < effect.p  # the drift between runs is not mistaken for an effect
 
 
 def test_non_positive_timings_are_left_out_of_log_ratios() -> None:
-    design, series = _design(make_record(30.0, timing=timing_of([10.0, 0.0], session="s")),
-                             make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.0], session="s")))
+    design, series = _design(
+        make_record(30.0, timing=timing_of([10.0, 0.0], session="s")),
+        make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.0], session="s")),
+    )
     assert timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE) == pytest.approx(
-        [math.log(0.9)])
+        [math.log(0.9)]
+    )

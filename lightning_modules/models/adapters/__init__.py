@@ -20,9 +20,13 @@ def adapter_for(config_or_model: Any, name: str | None = None) -> ArchitectureAd
     model_type = getattr(config, "model_type", None)
     adapter = _BY_MODEL_TYPE.get(model_type)
     if adapter is None:
-        raise ConfigError("model.model_name", NO_VALUE, ", ".join(SUPPORTED_MODEL_TYPES),
-                          f"has architecture '{model_type}', which is not supported",
-                          what=f"model '{name}'" if name else "the model")
+        raise ConfigError(
+            "model.model_name",
+            NO_VALUE,
+            ", ".join(SUPPORTED_MODEL_TYPES),
+            f"has architecture '{model_type}', which is not supported",
+            what=f"model '{name}'" if name else "the model",
+        )
     return adapter
 
 
@@ -31,4 +35,11 @@ def layout_of(config_or_model: Any) -> HeadLayout:
     return adapter_for(config).layout(config)
 
 
-__all__ = ["ADAPTERS", "SUPPORTED_MODEL_TYPES", "ArchitectureAdapter", "HeadLayout", "adapter_for", "layout_of"]
+__all__ = [
+    "ADAPTERS",
+    "SUPPORTED_MODEL_TYPES",
+    "ArchitectureAdapter",
+    "HeadLayout",
+    "adapter_for",
+    "layout_of",
+]

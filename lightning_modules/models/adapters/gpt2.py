@@ -17,8 +17,17 @@ class GPT2Adapter(ArchitectureAdapter):
 
     def layout(self, config: Any) -> HeadLayout:
         hidden = config.n_embd
-        return HeadLayout("gpt2", config.n_layer, config.n_head, config.n_head, hidden // config.n_head, hidden,
-                          config.n_inner or 4 * hidden, config.vocab_size, 2)
+        return HeadLayout(
+            "gpt2",
+            config.n_layer,
+            config.n_head,
+            config.n_head,
+            hidden // config.n_head,
+            hidden,
+            config.n_inner or 4 * hidden,
+            config.vocab_size,
+            2,
+        )
 
     def context_length(self, config: Any) -> int:
         return int(config.n_positions)
@@ -42,8 +51,12 @@ class GPT2Adapter(ArchitectureAdapter):
         d, e = layout.head_dim, layout.hidden_size
         w = attention.c_attn.weight  # Conv1D: [in, out]
         columns = slice(head * d, (head + 1) * d)
-        return [w[:, columns], w[:, e + head * d: e + (head + 1) * d],
-                w[:, 2 * e + head * d: 2 * e + (head + 1) * d], attention.c_proj.weight[columns, :]]
+        return [
+            w[:, columns],
+            w[:, e + head * d : e + (head + 1) * d],
+            w[:, 2 * e + head * d : 2 * e + (head + 1) * d],
+            attention.c_proj.weight[columns, :],
+        ]
 
     def keep_heads(self, attention: nn.Module, keep: list[int], layout: HeadLayout) -> None:
         from transformers.pytorch_utils import Conv1D

@@ -19,7 +19,9 @@ def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     if bias is not None and dim == 0:
         bias = bias.index_select(0, index)
     out_features, in_features = weight.shape
-    new = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    new = nn.Linear(
+        in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
     new.weight = nn.Parameter(weight.detach().clone(), requires_grad=linear.weight.requires_grad)
     if bias is not None:
         new.bias = nn.Parameter(bias.detach().clone(), requires_grad=linear.bias.requires_grad)
@@ -33,9 +35,17 @@ class LlamaAdapter(ArchitectureAdapter):
     def layout(self, config: Any) -> HeadLayout:
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        return HeadLayout("llama", config.num_hidden_layers, heads,
-                          getattr(config, "num_key_value_heads", None) or heads, head_dim, config.hidden_size,
-                          config.intermediate_size, config.vocab_size, 3)
+        return HeadLayout(
+            "llama",
+            config.num_hidden_layers,
+            heads,
+            getattr(config, "num_key_value_heads", None) or heads,
+            head_dim,
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+            3,
+        )
 
     def context_length(self, config: Any) -> int:
         return int(config.max_position_embeddings)
@@ -60,8 +70,12 @@ class LlamaAdapter(ArchitectureAdapter):
         rows = slice(head * d, (head + 1) * d)
         kv = head // layout.group_size
         kv_rows = slice(kv * d, (kv + 1) * d)  # shared by the query heads of one group
-        return [attention.q_proj.weight[rows], attention.k_proj.weight[kv_rows], attention.v_proj.weight[kv_rows],
-                attention.o_proj.weight[:, rows]]
+        return [
+            attention.q_proj.weight[rows],
+            attention.k_proj.weight[kv_rows],
+            attention.v_proj.weight[kv_rows],
+            attention.o_proj.weight[:, rows],
+        ]
 
     def keep_heads(self, attention: nn.Module, keep: list[int], layout: HeadLayout) -> None:
         device, d = attention.q_proj.weight.device, layout.head_dim

@@ -65,8 +65,16 @@ def test_config_defaults_read_the_bundled_text() -> None:
         ({"window": 1, "stride": 1}, "model.evaluation.window", "an integer >= 2"),
         ({"window": 0, "stride": 1}, "model.evaluation.window", "an integer >= 2"),
         ({"window": 8.0, "stride": 4}, "model.evaluation.window", "an integer >= 2"),
-        ({"window": 8, "stride": 9}, "model.evaluation.stride", "an integer from 1 to model.evaluation.window (8)"),
-        ({"window": 8, "stride": 0}, "model.evaluation.stride", "an integer from 1 to model.evaluation.window (8)"),
+        (
+            {"window": 8, "stride": 9},
+            "model.evaluation.stride",
+            "an integer from 1 to model.evaluation.window (8)",
+        ),
+        (
+            {"window": 8, "stride": 0},
+            "model.evaluation.stride",
+            "an integer from 1 to model.evaluation.window (8)",
+        ),
         ({"max_tokens": 1}, "model.evaluation.max_tokens", "an integer >= 2"),
     ],
 )
@@ -107,7 +115,9 @@ def test_evaluation_ids_are_the_first_max_tokens_of_the_text(tmp_path: Path) -> 
 
 # ------------------------------------------------------------------ windows
 @pytest.mark.parametrize(("length", "window", "stride"), [*CASES, (5, 8, 3), (9, 3, 3), (10, 4, 1)])
-def test_windows_score_every_token_after_the_first_exactly_once(length: int, window: int, stride: int) -> None:
+def test_windows_score_every_token_after_the_first_exactly_once(
+    length: int, window: int, stride: int
+) -> None:
     spans = windows_of(length, window, stride)
     scored = [w.start + j for w in spans for j in range(w.first_scored, w.end - w.start)]
     if stride < window:
@@ -144,7 +154,9 @@ def test_short_text_is_one_direct_forward(model: torch.nn.Module) -> None:
     # the model's own loss over the same text agrees
     with torch.no_grad():
         loss = model(ids.unsqueeze(0), labels=ids.unsqueeze(0)).loss.item()
-    assert parallel_score(model, ids, window=12, stride=12).perplexity == pytest.approx(math.exp(loss), rel=1e-6)
+    assert parallel_score(model, ids, window=12, stride=12).perplexity == pytest.approx(
+        math.exp(loss), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize(("length", "window", "stride"), CASES[:4])
@@ -183,13 +195,17 @@ def test_a_single_token_cannot_be_scored(model: torch.nn.Module) -> None:
 
 # ------------------------------------------------------------------ stepwise scoring
 @pytest.mark.parametrize(("length", "window", "stride"), CASES)
-def test_stepwise_equals_parallel_for_a_plain_model(model: torch.nn.Module, length: int, window: int,
-                                                    stride: int) -> None:
+def test_stepwise_equals_parallel_for_a_plain_model(
+    model: torch.nn.Module, length: int, window: int, stride: int
+) -> None:
     ids = text(length, seed=length + 1)
     parallel = parallel_score(model, ids, window, stride)
     stepwise = stepwise_score(model, ids, window, stride, nothing, nothing)
-    assert stepwise.tokens == parallel.tokens == sum(w.end - w.start - w.first_scored
-                                                     for w in windows_of(length, window, stride))
+    assert (
+        stepwise.tokens
+        == parallel.tokens
+        == sum(w.end - w.start - w.first_scored for w in windows_of(length, window, stride))
+    )
     assert stepwise.tokens == (length - 1 if stride < window else length - len(range(0, length, window)))
     assert stepwise.nll_sum == pytest.approx(parallel.nll_sum, rel=1e-5)
 
@@ -201,8 +217,9 @@ def test_stepwise_is_one_token_per_forward_with_every_window_a_row(model: torch.
     batches: list[int] = []
     steps: list[int] = []
     inputs: list[tuple[int, ...]] = []
-    handle = model.register_forward_pre_hook(lambda _m, _a, kwargs: inputs.append(tuple(kwargs["input_ids"].shape)),
-                                             with_kwargs=True)
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: inputs.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     try:
         stepwise_score(model, ids, 16, 5, batches.append, lambda: steps.append(len(inputs)))
     finally:

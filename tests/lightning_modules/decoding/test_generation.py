@@ -71,11 +71,17 @@ def test_greedy_matches_generate_on_a_left_padded_batch(gated: torch.nn.Module) 
     ids, mask = token_batch(batch=3, length=10, left_pad=(0, 3, 6))
     n = 12
     with torch.no_grad():
-        reference = gated.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                                   min_new_tokens=n, pad_token_id=0)
+        reference = gated.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            pad_token_id=0,
+        )
     result = decode(gated, ids, mask, n, GREEDY, seeds=[0, 1, 2])
     assert result.tokens.shape == (3, n) and result.tokens.dtype == torch.long
-    assert torch.equal(result.tokens, reference[:, ids.shape[1]:])
+    assert torch.equal(result.tokens, reference[:, ids.shape[1] :])
     assert len(set(result.tokens.flatten().tolist())) > 3  # not a degenerate repeat of one token
     assert result.failed_rows == {}
 
@@ -164,7 +170,9 @@ def test_failed_row_under_sampling_does_not_disturb_other_rows() -> None:
     model, _ = gated_copy(BUILDERS["gpt2"]())
     ids, mask = token_batch(batch=2, left_pad=(0, 3))
     clean = decode(model, ids, mask, 5, SAMPLE, seeds=[3, 4])
-    handle = model.lm_head.register_forward_hook(lambda _m, _a, out: out.index_fill(0, torch.tensor([0]), math.inf))
+    handle = model.lm_head.register_forward_hook(
+        lambda _m, _a, out: out.index_fill(0, torch.tensor([0]), math.inf)
+    )
     try:
         result = decode(model, ids, mask, 5, SAMPLE, seeds=[3, 4])
     finally:
@@ -196,7 +204,8 @@ def test_filter_logits_top_p_keeps_the_token_that_crosses() -> None:
     # per row, and combined with top-k (k first)
     two_rows = torch.cat([logits, logits.flip(-1)])
     assert torch.isfinite(filter_logits(two_rows, 0, 0.6)).tolist() == [
-        [False, True, True, False], [False, True, True, False][::-1]
+        [False, True, True, False],
+        [False, True, True, False][::-1],
     ]
     assert torch.isfinite(filter_logits(logits, 2, 0.9)).tolist() == [[False, True, True, False]]
 
@@ -243,8 +252,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("sampling", [GREEDY, SAMPLE], ids=["greedy", "sampled"])
-def test_cuda_clock_is_read_only_when_the_device_is_idle(sampling: SamplingConfig,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_clock_is_read_only_when_the_device_is_idle(
+    sampling: SamplingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Timings synchronise before each clock read: otherwise they measure kernel launches, not the work."""
     import lightning_modules.decoding.generation as generation
 

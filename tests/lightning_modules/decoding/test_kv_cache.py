@@ -17,8 +17,13 @@ def stepwise_logits(model: torch.nn.Module, cache, ids: torch.Tensor, mask: torc
     out, step_ids, step_positions = [], ids, positions
     with torch.no_grad():
         for _ in range(steps + 1):
-            logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
-                           cache=cache, use_cache=True).logits[:, -1]
+            logits = model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_positions,
+                cache=cache,
+                use_cache=True,
+            ).logits[:, -1]
             out.append(logits)
             step_ids = logits.argmax(-1, keepdim=True)
             step_positions = step_positions[:, -1:] + 1
@@ -58,7 +63,7 @@ def test_filled_part_is_a_view_of_one_buffer_when_capacity_suffices() -> None:
         new = torch.randn(2, 3, 1, 4)
         keys, values = layer.update(new, new + 1)
         assert keys.data_ptr() == buffer_start  # written in place, not reallocated
-        assert torch.equal(keys[..., 5 + step:6 + step, :], new)
+        assert torch.equal(keys[..., 5 + step : 6 + step, :], new)
     assert keys.shape == (2, 3, 8, 4) and layer.get_seq_length() == 8
     keys, _ = layer.update(torch.zeros(2, 3, 1, 4), torch.zeros(2, 3, 1, 4))  # past capacity: grows, keeps
     assert keys.shape == (2, 3, 9, 4) and torch.equal(keys[..., :5, :], first)

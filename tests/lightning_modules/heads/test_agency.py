@@ -40,8 +40,9 @@ def signals(utilization, level=None, importance=None, misaligned=(), tested: int
     """Calibration signals from nested lists; level and importance default to zeros of the same shape."""
     utilization = torch.tensor(utilization, dtype=torch.float32)
     level = torch.zeros_like(utilization) if level is None else torch.tensor(level, dtype=torch.float32)
-    importance = torch.zeros_like(utilization) if importance is None else torch.tensor(importance,
-                                                                                         dtype=torch.float32)
+    importance = (
+        torch.zeros_like(utilization) if importance is None else torch.tensor(importance, dtype=torch.float32)
+    )
     return AgencySignals(utilization, level, importance, list(misaligned), tested)
 
 
@@ -52,12 +53,25 @@ def misaligned_head(layer: int, head: int) -> MisalignedHead:
 # ------------------------------------------------------------------ config
 def test_defaults_are_valid_and_documented_values() -> None:
     cfg = AgencyConfig()
-    assert (cfg.enabled, cfg.active_factor, cfg.overloaded_factor, cfg.misaligned_factor) == (False, 1.0, 0.5, 0.7)
+    assert (cfg.enabled, cfg.active_factor, cfg.overloaded_factor, cfg.misaligned_factor) == (
+        False,
+        1.0,
+        0.5,
+        0.7,
+    )
     assert (cfg.withdrawn_factor, cfg.no_consent_factor, cfg.utilization_alpha) == (0.0, 0.0, 0.9)
     assert (cfg.overload_mode, cfg.overload_quantile, cfg.overload_margin, cfg.overload_threshold) == (
-        "relative", 0.99, 0.05, 0.85)
+        "relative",
+        0.99,
+        0.05,
+        0.85,
+    )
     assert (cfg.recovery_steps, cfg.calibrate, cfg.protect_top_fraction, cfg.misalignment_candidates) == (
-        None, True, 0.15, 16)
+        None,
+        True,
+        0.15,
+        16,
+    )
     assert COMPONENTS == ("consent_pruning", "state_gating", "overload", "misalignment")
     assert all(getattr(cfg, name) is True for name in COMPONENTS) and cfg.sham is False
     assert cfg.head_overrides == []
@@ -103,8 +117,11 @@ def test_validation_names_the_key_the_bad_value_and_what_is_allowed(field: str, 
         (HeadOverride(0, 0, state="sleeping"), "model.agency.head_overrides[1].state", "active, overloaded"),
         (HeadOverride(-1, 0), "model.agency.head_overrides[1].layer", "an integer >= 0"),
         (HeadOverride(0, 0, consent="no"), "model.agency.head_overrides[1].consent", "true or false"),
-        ({"layer": 0, "head": 0, "colour": "red"}, "model.agency.head_overrides[1]",
-         "keys layer, head, state, consent"),
+        (
+            {"layer": 0, "head": 0, "colour": "red"},
+            "model.agency.head_overrides[1]",
+            "keys layer, head, state, consent",
+        ),
         ("withdrawn", "model.agency.head_overrides[1]", "a mapping with layer, head, state, consent"),
     ],
 )
@@ -122,7 +139,9 @@ def test_overrides_given_as_mappings_become_head_overrides() -> None:
 def test_controller_refuses_an_override_outside_the_model() -> None:
     with pytest.raises(ConfigError) as info:
         make(head_overrides=[HeadOverride(2, 0, "withdrawn")])
-    assert str(info.value) == "head override [2, 0] is invalid; allowed: a head inside the model's 2 x 3 heads"
+    assert (
+        str(info.value) == "head override [2, 0] is invalid; allowed: a head inside the model's 2 x 3 heads"
+    )
     assert info.value.key == "model.agency.head_overrides"
     with pytest.raises(ValueError, match="num_layers=0"):
         AgencyController(AgencyConfig(), 0, 3)
@@ -191,7 +210,9 @@ def test_relative_overload_is_measured_against_each_heads_calibrated_level() -> 
     ctl = make(1, 3, utilization_alpha=0.0, overload_margin=0.05, overload_threshold=0.6)
     ctl.apply_calibration(signals([[0.0] * 3], level=[[0.2, 0.8, 0.99]]))
     assert ctl.relative_levels
-    torch.testing.assert_close(ctl.overload_level, torch.tensor([[0.25, 0.85, 1.0]]))  # level + margin, at most 1
+    torch.testing.assert_close(
+        ctl.overload_level, torch.tensor([[0.25, 0.85, 1.0]])
+    )  # level + margin, at most 1
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[0.5, 0.5, 1.0]]))
@@ -215,7 +236,9 @@ def test_absolute_overload_ignores_calibrated_levels() -> None:
 
 
 def test_relative_mode_without_calibration_uses_the_threshold() -> None:
-    ctl = make(1, 2, utilization_alpha=0.0, overload_threshold=0.7)  # calibrate=false never calls apply_calibration
+    ctl = make(
+        1, 2, utilization_alpha=0.0, overload_threshold=0.7
+    )  # calibrate=false never calls apply_calibration
     assert not ctl.relative_levels and ctl.report([]).thresholds == "absolute: utilization > 0.7"
     ctl.reset(1)
     ctl.begin_step()
@@ -293,7 +316,9 @@ def test_misalignment_off_ignores_the_evidence() -> None:
 
 
 def test_reset_restores_initial_states_and_nothing_leaks() -> None:
-    ctl = make(1, 2, utilization_alpha=0.0, overload_mode="absolute", overload_threshold=0.5, recovery_steps=2)
+    ctl = make(
+        1, 2, utilization_alpha=0.0, overload_mode="absolute", overload_threshold=0.5, recovery_steps=2
+    )
     ctl.apply_calibration(signals([[0.2, 0.3]], misaligned=[misaligned_head(0, 1)]))
     ctl.reset(2)
     for _ in range(5):
@@ -400,8 +425,13 @@ def test_no_consent_factor_multiplies_the_state_factor() -> None:
 
 def test_identity_when_all_active_and_consenting() -> None:
     ctl = make(3, 4)
-    ctl.apply_calibration(signals(torch.full((3, 4), 0.3).tolist(), level=torch.full((3, 4), 0.5).tolist(),
-                                  importance=(torch.rand(3, 4) + 0.1).tolist()))
+    ctl.apply_calibration(
+        signals(
+            torch.full((3, 4), 0.3).tolist(),
+            level=torch.full((3, 4), 0.5).tolist(),
+            importance=(torch.rand(3, 4) + 0.1).tolist(),
+        )
+    )
     assert int((~ctl.prune_consent).sum()) == 1  # prune consent never gates at run time
     ctl.reset(2)
     for _ in range(3):
@@ -440,9 +470,16 @@ def test_sham_moves_the_factors_to_other_kept_heads() -> None:
         assert all(index[layer, h] == h for h in range(6) if (layer, h) in pruned)
 
     def factors(with_sham: bool) -> list[torch.Tensor]:
-        ctl = make(2, 6, overloaded_factor=0.5, misaligned_factor=0.7, withdrawn_factor=0.2, no_consent_factor=0.1)
-        for layer, head, state in [(0, 0, "overloaded"), (0, 3, "misaligned"), (1, 0, "withdrawn"),
-                                   (1, 2, "misaligned"), (1, 4, "overloaded")]:
+        ctl = make(
+            2, 6, overloaded_factor=0.5, misaligned_factor=0.7, withdrawn_factor=0.2, no_consent_factor=0.1
+        )
+        for layer, head, state in [
+            (0, 0, "overloaded"),
+            (0, 3, "misaligned"),
+            (1, 0, "withdrawn"),
+            (1, 2, "misaligned"),
+            (1, 4, "overloaded"),
+        ]:
             ctl.set_head(layer, head, state=state)
         ctl.set_head(0, 5, consent=False)
         ctl.sham_index = index if with_sham else None
@@ -464,10 +501,14 @@ def test_sham_moves_the_factors_to_other_kept_heads() -> None:
 # ---------------------------------------------------------------- calibration
 def test_calibration_rules() -> None:
     ctl = make(4, 5, protect_top_fraction=0.15)
-    importance = torch.arange(20, dtype=torch.float32).view(4, 5).flip(0)  # heads 0-4 of layer 3 least important
+    importance = (
+        torch.arange(20, dtype=torch.float32).view(4, 5).flip(0)
+    )  # heads 0-4 of layer 3 least important
     util = torch.linspace(0, 1, 20).view(4, 5)
     level = torch.linspace(0.5, 0.99, 20).view(4, 5)
-    ctl.apply_calibration(AgencySignals(util, level, importance, [misaligned_head(1, 2), misaligned_head(3, 0)], 6))
+    ctl.apply_calibration(
+        AgencySignals(util, level, importance, [misaligned_head(1, 2), misaligned_head(3, 0)], 6)
+    )
     misaligned = (ctl.initial_state == MISALIGNED).nonzero().tolist()
     assert misaligned == [[1, 2], [3, 0]] and int((ctl.initial_state != ACTIVE).sum()) == 2
     assert ctl.initial_automatic.all()
@@ -511,10 +552,18 @@ def test_calibration_ties_protect_lower_index_and_input_checks() -> None:
 
 # -------------------------------------------------------------------- report
 def test_report_counts_and_violations() -> None:
-    ctl = make(1, 2, utilization_alpha=0.0, overload_mode="absolute", overload_threshold=0.5, recovery_steps=2,
-               protect_top_fraction=0.5)
-    ctl.apply_calibration(signals([[0.0, 0.25]], importance=[[1.0, -1.0]], misaligned=[misaligned_head(0, 1)],
-                                  tested=2))
+    ctl = make(
+        1,
+        2,
+        utilization_alpha=0.0,
+        overload_mode="absolute",
+        overload_threshold=0.5,
+        recovery_steps=2,
+        protect_top_fraction=0.5,
+    )
+    ctl.apply_calibration(
+        signals([[0.0, 0.25]], importance=[[1.0, -1.0]], misaligned=[misaligned_head(0, 1)], tested=2)
+    )
     ctl.reset(2)
     ctl.begin_step()  # forward 1: active, misaligned in both rows
     ctl.begin_step()  # forward 2: same
@@ -595,8 +644,12 @@ def test_reset_statistics_zeroes_steps_and_transitions() -> None:
     assert after.state_counts_end == before.state_counts_end  # the end state is not a statistic
     ctl.begin_step()
     assert ctl.report([]).steps == 1
-    assert ctl.report([]).state_counts_mean == {"active": 1.0, "overloaded": 1.0, "misaligned": 0.0,
-                                                "withdrawn": 0.0}
+    assert ctl.report([]).state_counts_mean == {
+        "active": 1.0,
+        "overloaded": 1.0,
+        "misaligned": 0.0,
+        "withdrawn": 0.0,
+    }
 
 
 def test_state_names_and_codes() -> None:

@@ -83,13 +83,15 @@ def test_screens_on_even_windows_and_tests_on_odd_windows(monkeypatch: pytest.Mo
     monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
     windows = torch.arange(6).unsqueeze(1).repeat(1, 4)  # row i holds the value i
     found, tested = misalignment_evidence(None, None, windows, screening_gradients(), candidates=None)
-    (used, heads), = fake.calls
+    ((used, heads),) = fake.calls
     assert used[:, 0].tolist() == [1, 3, 5]  # the odd windows only
     assert heads == [(0, 2), (0, 0), (1, 2), (1, 1)]  # positive first-order estimates, largest first
     assert tested == 4
     # flagged only when the whole interval lies below zero (an upper bound of exactly 0 does not count)
-    assert found == [MisalignedHead(0, 2, pytest.approx(-0.15), pytest.approx(-0.25), -0.05),
-                     MisalignedHead(1, 1, pytest.approx(-0.11), pytest.approx(-0.21), -0.01)]
+    assert found == [
+        MisalignedHead(0, 2, pytest.approx(-0.15), pytest.approx(-0.25), -0.05),
+        MisalignedHead(1, 1, pytest.approx(-0.11), pytest.approx(-0.21), -0.01),
+    ]
 
 
 def test_candidates_limit_the_heads_tested(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +113,10 @@ def test_no_positive_estimate_means_nothing_to_test(monkeypatch: pytest.MonkeyPa
 def test_fewer_than_four_windows_test_nothing(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     fake = FakeAblation({})
     monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
-    assert misalignment_evidence(None, None, torch.zeros(count, 4), screening_gradients()[:count], 16) == ([], 0)
+    assert misalignment_evidence(None, None, torch.zeros(count, 4), screening_gradients()[:count], 16) == (
+        [],
+        0,
+    )
     assert fake.calls == []
 
 
@@ -123,7 +128,9 @@ def test_a_harmful_head_is_flagged_by_real_ablation(fixture: str, request) -> No
     adapter, layout = adapter_for(model), gates.layout
     with torch.no_grad():
         adapter.head_weights(adapter.attention_modules(model)[1], 2, layout)[3].mul_(40.0)
-        adapter.head_weights(adapter.attention_modules(model)[0], 1, layout)[3].zero_()  # a head doing nothing
+        adapter.head_weights(adapter.attention_modules(model)[0], 1, layout)[
+            3
+        ].zero_()  # a head doing nothing
     windows = sentence_windows(loaded.tokenizer)
     _, signed = gate_gradients(model, gates, windows)
     found, tested = misalignment_evidence(model, gates, windows, signed, candidates=3)
@@ -140,8 +147,13 @@ def test_a_harmful_head_is_flagged_by_real_ablation(fixture: str, request) -> No
 def test_agency_signals_bring_the_parts_together(monkeypatch: pytest.MonkeyPatch, misalignment: bool) -> None:
     model, gates = gated_copy(BUILDERS["llama"]())
     windows = torch.randint(2, 100, (4, 16), generator=torch.Generator().manual_seed(0))
-    config = AgencyConfig(enabled=True, misalignment=misalignment, overload_quantile=0.9,
-                          misalignment_candidates=5, utilization_alpha=0.8)
+    config = AgencyConfig(
+        enabled=True,
+        misalignment=misalignment,
+        overload_quantile=0.9,
+        misalignment_candidates=5,
+        utilization_alpha=0.8,
+    )
     _, signed = gate_gradients(model, gates, windows)
     stats = attention_statistics(model, gates.layout, windows, alpha=config.utilization_alpha)
     asked: list[int | None] = []

@@ -69,7 +69,9 @@ def test_grouped_query_keys_are_shared_within_a_group() -> None:
     expanded = key.repeat_interleave(3, dim=1)  # query heads 0-2 use key head 0, 3-5 key head 1
     grouped = newest_token_focus(query, key, None, scaling=0.3)
     assert grouped.shape == (2, 6)
-    torch.testing.assert_close(grouped, newest_token_focus(query, expanded, None, scaling=0.3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        grouped, newest_token_focus(query, expanded, None, scaling=0.3), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("kind", ["bool", "float"])
@@ -87,8 +89,9 @@ def test_padding_is_excluded_from_the_visible_count(kind: str) -> None:
     key = torch.eye(8)[:length].reshape(1, 1, length, 8).repeat(2, 2, 1, 1)
     query = torch.zeros(2, 6, 1, 8)
     query[:, :, 0, 4] = 1e4
-    torch.testing.assert_close(newest_token_focus(query, key, mask[:, :, -1:], 1.0), torch.ones(2, 6), atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        newest_token_focus(query, key, mask[:, :, -1:], 1.0), torch.ones(2, 6), atol=1e-6, rtol=0
+    )
     query = torch.zeros(2, 6, 1, 8)
     query[:, :, 0, 0] = 1e4  # position 0 is padding in row 1: row 1 falls back to uniform over 4 keys
     focus = newest_token_focus(query, key, mask[:, :, -1:], 1.0)

@@ -58,7 +58,9 @@ def silence_head(model: torch.nn.Module, layer: int, head: int) -> None:
     """Zero the head's slice of the output projection: it then contributes nothing."""
     adapter = adapter_for(model)
     with torch.no_grad():
-        adapter.head_weights(adapter.attention_modules(model)[layer], head, adapter.layout(model.config))[3].zero_()
+        adapter.head_weights(adapter.attention_modules(model)[layer], head, adapter.layout(model.config))[
+            3
+        ].zero_()
 
 
 # ------------------------------------------------------------------ config
@@ -66,8 +68,10 @@ def test_config_defaults_read_the_bundled_text() -> None:
     config = CalibrationConfig()
     assert (config.text_file, config.max_tokens, config.window) == (None, 2048, 256)
     assert config.path == BUNDLED_CALIBRATION_TEXT
-    assert config.fingerprint() == {"file": "bundled:calibration_text.txt",
-                                    "sha256": hashlib.sha256(BUNDLED_CALIBRATION_TEXT.read_bytes()).hexdigest()}
+    assert config.fingerprint() == {
+        "file": "bundled:calibration_text.txt",
+        "sha256": hashlib.sha256(BUNDLED_CALIBRATION_TEXT.read_bytes()).hexdigest(),
+    }
 
 
 @pytest.mark.parametrize(
@@ -84,7 +88,9 @@ def test_invalid_settings_are_config_errors(settings: dict, key: str, allowed: s
     with pytest.raises(ConfigError) as info:
         CalibrationConfig(**settings)
     message = str(info.value)
-    assert info.value.key == key and message.startswith(f"{key} ") and allowed in message and "\n" not in message
+    assert (
+        info.value.key == key and message.startswith(f"{key} ") and allowed in message and "\n" not in message
+    )
 
 
 @pytest.mark.parametrize("content", [None, b"", b"\x00\x01"], ids=["missing", "empty", "binary"])
@@ -103,25 +109,38 @@ def test_windows_are_full_disjoint_and_consecutive(tmp_path: Path) -> None:
     config = CalibrationConfig(text_file=str(path), window=16, max_tokens=70)
     calibration = calibration_set(WordTokenizer(), config, context=128)
     assert calibration.windows.shape == (70 // 16, 16)
-    assert torch.equal(calibration.windows, torch.arange(64).view(4, 16))  # the lone last 6 tokens are dropped
-    assert calibration.use == CalibrationUse(source="numbered.txt",
-                                             sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                                             windows=4, window_tokens=16, tokens=64)
+    assert torch.equal(
+        calibration.windows, torch.arange(64).view(4, 16)
+    )  # the lone last 6 tokens are dropped
+    assert calibration.use == CalibrationUse(
+        source="numbered.txt",
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        windows=4,
+        window_tokens=16,
+        tokens=64,
+    )
 
 
-@pytest.mark.parametrize(("window", "max_tokens", "context", "expected"),
-                         [(10, 100, 128, (10, 10)), (10, 99, 128, (9, 10)), (64, 128, 16, (8, 16)),
-                          (8, 1000, 128, (25, 8))])
-def test_window_count_and_size(tmp_path: Path, window: int, max_tokens: int, context: int,
-                               expected: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("window", "max_tokens", "context", "expected"),
+    [(10, 100, 128, (10, 10)), (10, 99, 128, (9, 10)), (64, 128, 16, (8, 16)), (8, 1000, 128, (25, 8))],
+)
+def test_window_count_and_size(
+    tmp_path: Path, window: int, max_tokens: int, context: int, expected: tuple[int, int]
+) -> None:
     """count = max_tokens // window (or what the text holds); a window never exceeds the context."""
-    config = CalibrationConfig(text_file=str(numbered_text(tmp_path, 200)), window=window, max_tokens=max_tokens)
+    config = CalibrationConfig(
+        text_file=str(numbered_text(tmp_path, 200)), window=window, max_tokens=max_tokens
+    )
     calibration = calibration_set(WordTokenizer(), config, context=context)
     count, size = expected
     assert calibration.windows.shape == (count, size)
     assert torch.equal(calibration.windows.flatten(), torch.arange(count * size))
     assert (calibration.use.windows, calibration.use.window_tokens, calibration.use.tokens) == (
-        count, size, count * size)
+        count,
+        size,
+        count * size,
+    )
 
 
 def test_a_text_shorter_than_one_window_is_refused(tmp_path: Path) -> None:
@@ -170,7 +189,9 @@ def test_attention_statistics_match_a_direct_eager_computation(arch: str) -> Non
         torch.testing.assert_close(result.entropy[layer], entropy.mean(dim=(0, 2)).float(), atol=1e-5, rtol=0)
         focus = direct_focus(probs)
         torch.testing.assert_close(result.focus[layer], focus.mean(dim=(0, 2)).float(), atol=1e-5, rtol=0)
-        running = focus.clone()  # u_t = alpha u_(t-1) + (1 - alpha) f_t from u_0 = f_0, kept after the burn-in
+        running = (
+            focus.clone()
+        )  # u_t = alpha u_(t-1) + (1 - alpha) f_t from u_0 = f_0, kept after the burn-in
         for t in range(1, running.shape[-1]):
             running[..., t] = alpha * running[..., t - 1] + (1 - alpha) * focus[..., t]
         expected = running[..., BURN_IN:].permute(1, 0, 2).reshape(lay.num_heads, -1)  # windows in order
@@ -194,8 +215,8 @@ def test_a_uniform_head_has_maximal_entropy_and_decaying_utilization(alpha: floa
     model, gates = gated_copy(BUILDERS["gpt2"]())
     d, layer, head, length = gates.layout.head_dim, 1, 2, 16
     with torch.no_grad():
-        model.transformer.h[layer].attn.c_attn.weight[:, head * d:(head + 1) * d] = 0
-        model.transformer.h[layer].attn.c_attn.bias[head * d:(head + 1) * d] = 0
+        model.transformer.h[layer].attn.c_attn.weight[:, head * d : (head + 1) * d] = 0
+        model.transformer.h[layer].attn.c_attn.bias[head * d : (head + 1) * d] = 0
     result = attention_statistics(model, gates.layout, random_windows(2, length), alpha=alpha)
     expected = sum(math.log(i) for i in range(1, length + 1)) / length
     assert result.entropy[layer, head].item() == pytest.approx(expected, rel=1e-6)
@@ -211,7 +232,9 @@ def test_window_losses_are_each_windows_mean_loss_under_the_current_gates(arch: 
     model, gates = gated_copy(BUILDERS[arch]())
     windows = random_windows(5, 12)
     with torch.no_grad():
-        expected = torch.tensor([model(w[None], labels=w[None]).loss.item() for w in windows], dtype=torch.float64)
+        expected = torch.tensor(
+            [model(w[None], labels=w[None]).loss.item() for w in windows], dtype=torch.float64
+        )
     got = window_losses(model, windows, batch_size=2)
     assert got.dtype == torch.float64 and got.shape == (5,)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -226,8 +249,11 @@ def test_batched_gate_gradients_equal_one_window_at_a_time(arch: str) -> None:
     windows = random_windows(6, 12)
     mean_abs, signed = gate_gradients(model, gates, windows, batch_size=4)
     lay = gates.layout
-    assert signed.shape == (6, lay.num_layers, lay.num_heads) and mean_abs.shape == (lay.num_layers, lay.num_heads)
-    alone = torch.cat([gate_gradients(model, gates, windows[i:i + 1])[1] for i in range(6)])
+    assert signed.shape == (6, lay.num_layers, lay.num_heads) and mean_abs.shape == (
+        lay.num_layers,
+        lay.num_heads,
+    )
+    alone = torch.cat([gate_gradients(model, gates, windows[i : i + 1])[1] for i in range(6)])
     torch.testing.assert_close(signed, alone, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(mean_abs, signed.abs().mean(0))
     assert not torch.allclose(signed[0], signed[1])  # windows differ: not one gradient broadcast to all
@@ -246,7 +272,9 @@ def test_gate_gradient_matches_finite_difference() -> None:
         gates.set(values)
         losses.append(window_losses(model, windows).item())
     gates.reset()
-    assert signed[0, layer, head].item() == pytest.approx((losses[0] - losses[1]) / (2 * eps), rel=1e-2, abs=1e-4)
+    assert signed[0, layer, head].item() == pytest.approx(
+        (losses[0] - losses[1]) / (2 * eps), rel=1e-2, abs=1e-4
+    )
 
 
 def test_gate_gradients_leave_the_model_as_they_found_it() -> None:
@@ -261,7 +289,9 @@ def test_gate_gradients_leave_the_model_as_they_found_it() -> None:
     gate_gradients(model, gates, random_windows(2, 8))
     assert gates.factor_provider is provider
     assert not frozen.requires_grad
-    assert all(p.requires_grad for name, p in model.named_parameters() if name != "transformer.h.0.mlp.c_fc.weight")
+    assert all(
+        p.requires_grad for name, p in model.named_parameters() if name != "transformer.h.0.mlp.c_fc.weight"
+    )
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -287,7 +317,9 @@ def test_ablation_effects_are_real_ablations_with_a_t_interval() -> None:
         half = scipy_stats.t.ppf(0.975, 4) * diff.std(ddof=1) / math.sqrt(5)
         assert effect.head == head
         assert effect.mean == pytest.approx(diff.mean(), abs=1e-9) and effect.mean != 0
-        assert (effect.ci_low, effect.ci_high) == pytest.approx((diff.mean() - half, diff.mean() + half), abs=1e-9)
+        assert (effect.ci_low, effect.ci_high) == pytest.approx(
+            (diff.mean() - half, diff.mean() + half), abs=1e-9
+        )
 
 
 def test_ablation_restores_the_gates_it_found() -> None:

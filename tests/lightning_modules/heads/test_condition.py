@@ -17,20 +17,40 @@ from lightning_modules.heads.pruning import PruningConfig, gate_values, paramete
 from lightning_modules.store import ModelStore
 from record.schema import ModelShape, PassedOver
 
-CALIBRATION = CalibrationConfig(window=32, max_tokens=128)  # 4 windows: enough to screen and test misalignment
-QUIET = dict(enabled=True, calibrate=False, overload_threshold=1.0)  # every head active and consenting, always
+CALIBRATION = CalibrationConfig(
+    window=32, max_tokens=128
+)  # 4 windows: enough to screen and test misalignment
+QUIET = dict(
+    enabled=True, calibrate=False, overload_threshold=1.0
+)  # every head active and consenting, always
 FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def build(store: ModelStore, model_dir: Path, level: float = 0.0, agency: AgencyConfig | None = None,
-          mode: str = "mask", method: str = "magnitude", allow_empty_layers: bool = False, seed: int = 0,
-          num_tokens: int = 10) -> ConditionModel:
-    return build_condition(store, str(model_dir), "float32", "cpu",
-                           PruningConfig(level=level, method=method, mode=mode, allow_empty_layers=allow_empty_layers),
-                           agency or AgencyConfig(), CALIBRATION, seed=seed, num_tokens=num_tokens)
+def build(
+    store: ModelStore,
+    model_dir: Path,
+    level: float = 0.0,
+    agency: AgencyConfig | None = None,
+    mode: str = "mask",
+    method: str = "magnitude",
+    allow_empty_layers: bool = False,
+    seed: int = 0,
+    num_tokens: int = 10,
+) -> ConditionModel:
+    return build_condition(
+        store,
+        str(model_dir),
+        "float32",
+        "cpu",
+        PruningConfig(level=level, method=method, mode=mode, allow_empty_layers=allow_empty_layers),
+        agency or AgencyConfig(),
+        CALIBRATION,
+        seed=seed,
+        num_tokens=num_tokens,
+    )
 
 
 def token_ids(seed: int = 0, batch: int = 2, length: int = 12) -> torch.Tensor:
@@ -93,7 +113,9 @@ def test_quiet_agency_generates_the_baselines_tokens(fixture: str, temperature: 
         condition = build(store, model_dir, level=25, agency=agency)
         with condition.attached():
             condition.begin_sequence_batch(3)
-            tokens.append(decode(condition.model, ids, mask, 10, sampling, [5, 6, 7], on_step=condition.on_step).tokens)
+            tokens.append(
+                decode(condition.model, ids, mask, 10, sampling, [5, 6, 7], on_step=condition.on_step).tokens
+            )
         if agency is not None:
             assert condition.agency.report(condition.heads).steps == 10
     assert torch.equal(tokens[0], tokens[1])
@@ -127,7 +149,9 @@ def test_build_leaves_the_model_untouched_until_attach(tiny_gpt2_dir: Path) -> N
 
 
 def test_attached_detaches_on_an_error(tiny_llama_dir: Path) -> None:
-    condition = build(ModelStore(), tiny_llama_dir, level=25, agency=AgencyConfig(enabled=True, calibrate=False))
+    condition = build(
+        ModelStore(), tiny_llama_dir, level=25, agency=AgencyConfig(enabled=True, calibrate=False)
+    )
     with pytest.raises(RuntimeError, match="inside"), condition.attached():
         assert not condition.gates.values.eq(1).all()
         raise RuntimeError("inside")
@@ -173,15 +197,23 @@ def test_both_arms_prune_the_same_heads_without_consent_pruning(fixture: str, re
     model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()
     baseline = build(store, model_dir, level=50)
-    agency = build(store, model_dir, level=50, agency=AgencyConfig(enabled=True, consent_pruning=False,
-                                                                   protect_top_fraction=0.5))
+    agency = build(
+        store,
+        model_dir,
+        level=50,
+        agency=AgencyConfig(enabled=True, consent_pruning=False, protect_top_fraction=0.5),
+    )
     assert len(agency.agency.withholding()) > 0  # consent is withheld, but not acted on
     assert agency.heads == agency.baseline_heads == baseline.heads
     record = agency.pruning_record(agency_enabled=True)
-    assert record.heads_by_arm == {"baseline": [list(h) for h in baseline.heads],
-                                   "agency": [list(h) for h in baseline.heads]}
+    assert record.heads_by_arm == {
+        "baseline": [list(h) for h in baseline.heads],
+        "agency": [list(h) for h in baseline.heads],
+    }
     assert baseline.pruning_record(agency_enabled=False).heads_by_arm == {
-        "baseline": [list(h) for h in baseline.heads], "agency": None}
+        "baseline": [list(h) for h in baseline.heads],
+        "agency": None,
+    }
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -204,7 +236,9 @@ def test_consent_aware_pruning_passes_over_withholding_heads(fixture: str, reque
     order = condition.scores.order()
     expected = select_heads(order, 50, condition.layout, withholding=withholding)
     assert condition.selection == expected
-    assert record.passed_over == [PassedOver(layer, head, reason) for (layer, head), reason in expected.passed_over]
+    assert record.passed_over == [
+        PassedOver(layer, head, reason) for (layer, head), reason in expected.passed_over
+    ]
     assert condition.agency.report(condition.heads).violations["pruned_without_consent"] == 0
     full = build(store, model_dir, level=100, agency=config, allow_empty_layers=True)
     assert full.agency.report(full.heads).violations["pruned_without_consent"] == len(withholding)
@@ -242,8 +276,13 @@ def test_remove_mode_is_a_sliced_copy_and_its_reference_the_unpruned_model(fixtu
 
 def test_agency_on_a_removed_model_observes_only_the_kept_heads(tiny_llama_dir: Path) -> None:
     store = ModelStore()
-    condition = build(store, tiny_llama_dir, level=50, mode="remove",
-                      agency=AgencyConfig(enabled=True, calibrate=False, utilization_alpha=0.0, overload=False))
+    condition = build(
+        store,
+        tiny_llama_dir,
+        level=50,
+        mode="remove",
+        agency=AgencyConfig(enabled=True, calibrate=False, utilization_alpha=0.0, overload=False),
+    )
     ids = token_ids(seed=4, batch=2, length=8)
     with condition.attached():
         run(condition, ids)
@@ -266,7 +305,12 @@ def test_pruning_record_and_shape(tiny_llama_dir: Path) -> None:
     assert record.ranking.calibration is None  # magnitude reads no text
     gradient = build(store, tiny_llama_dir, level=25, method="gradient")
     use = gradient.pruning_record(agency_enabled=False).ranking.calibration
-    assert (use.source, use.windows, use.window_tokens, use.tokens) == ("bundled:calibration_text.txt", 4, 32, 128)
+    assert (use.source, use.windows, use.window_tokens, use.tokens) == (
+        "bundled:calibration_text.txt",
+        4,
+        32,
+        128,
+    )
     calibrated_agency = build(store, tiny_llama_dir, level=25, agency=AgencyConfig(enabled=True))
     assert calibrated_agency.pruning_record(agency_enabled=True).ranking.calibration == use
     assert magnitude.model_shape() == ModelShape("llama", 2, 6, 2, 8)
@@ -308,5 +352,7 @@ def test_state_key_names_what_changes_the_model_state(tiny_gpt2_dir: Path) -> No
     assert build(store, tiny_gpt2_dir, level=50).state_key != key
     assert build(store, tiny_gpt2_dir, level=25, mode="remove").state_key != key
     quiet = AgencyConfig(**QUIET)
-    assert build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=10).state_key != build(
-        store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=20).state_key
+    assert (
+        build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=10).state_key
+        != build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=20).state_key
+    )

@@ -201,8 +201,11 @@ def test_after_removal_gates_address_original_heads_and_skip_emptied_layers() ->
     adapter = adapter_for(model)
 
     def hooked() -> list[int]:
-        return [layer for layer, attention in enumerate(adapter.attention_modules(model))
-                if gates.kept_heads[layer] and adapter.output_projection(attention)._forward_pre_hooks]
+        return [
+            layer
+            for layer, attention in enumerate(adapter.attention_modules(model))
+            if gates.kept_heads[layer] and adapter.output_projection(attention)._forward_pre_hooks
+        ]
 
     assert hooked() == []
     gates.close_heads([(0, 2), (1, 1)])  # an emptied layer and a removed head: nothing left to gate

@@ -55,7 +55,14 @@ def test_order_ascending_descending_and_ties() -> None:
     scores = torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, 1.0]])
     assert HeadScores("x", scores, ascending=True).order() == [(0, 1), (1, 0), (0, 0), (0, 2), (1, 2), (1, 1)]
     # descending: highest first; ties still keep (layer, head) order
-    assert HeadScores("x", scores, ascending=False).order() == [(1, 1), (0, 0), (0, 2), (1, 2), (0, 1), (1, 0)]
+    assert HeadScores("x", scores, ascending=False).order() == [
+        (1, 1),
+        (0, 0),
+        (0, 2),
+        (1, 2),
+        (0, 1),
+        (1, 0),
+    ]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -73,7 +80,9 @@ def test_non_finite_scores_raise_a_ranking_error_naming_the_heads(bad: float) ->
 
 def test_many_non_finite_scores_name_the_first_five() -> None:
     scores = torch.full((2, 4), float("nan"))
-    with pytest.raises(RankingError, match=r"for 8 heads \(\(0, 0\), \(0, 1\), \(0, 2\), \(0, 3\), \(1, 0\), \.\.\.\)"):
+    with pytest.raises(
+        RankingError, match=r"for 8 heads \(\(0, 0\), \(0, 1\), \(0, 2\), \(0, 3\), \(1, 0\), \.\.\.\)"
+    ):
         HeadScores("gradient", scores, ascending=True)
 
 
@@ -147,8 +156,8 @@ def test_uniform_head_is_pruned_last_by_entropy_low_and_first_by_entropy_high() 
     model, gates = gated_copy(BUILDERS["gpt2"]())
     d, layer, head = gates.layout.head_dim, 1, 2
     with torch.no_grad():
-        model.transformer.h[layer].attn.c_attn.weight[:, head * d:(head + 1) * d] = 0
-        model.transformer.h[layer].attn.c_attn.bias[head * d:(head + 1) * d] = 0
+        model.transformer.h[layer].attn.c_attn.weight[:, head * d : (head + 1) * d] = 0
+        model.transformer.h[layer].attn.c_attn.bias[head * d : (head + 1) * d] = 0
     assert score_heads("entropy", model, gates, windows()).order()[-1] == (layer, head)
     assert score_heads("entropy_high", model, gates, windows()).order()[0] == (layer, head)
 
@@ -169,10 +178,10 @@ def test_magnitude_reads_each_heads_slices() -> None:
     d = gates.layout.head_dim
     attn = model.model.layers[2].self_attn
     with torch.no_grad():  # head 4 (kv group 1): zero its own q and o slices
-        attn.q_proj.weight[4 * d:5 * d] = 0
-        attn.o_proj.weight[:, 4 * d:5 * d] = 0
+        attn.q_proj.weight[4 * d : 5 * d] = 0
+        attn.o_proj.weight[:, 4 * d : 5 * d] = 0
     norms = weight_magnitudes(model, gates.layout)
-    kv = torch.cat([attn.k_proj.weight[d:2 * d], attn.v_proj.weight[d:2 * d]])
+    kv = torch.cat([attn.k_proj.weight[d : 2 * d], attn.v_proj.weight[d : 2 * d]])
     assert norms[2, 4].item() == pytest.approx(kv.norm().item(), rel=1e-5)
     assert score_heads("magnitude", model, gates, windows()).order()[0] == (2, 4)
 
@@ -183,7 +192,9 @@ def test_random_scores_depend_on_the_seed_only() -> None:
     other, other_gates = gated_copy(BUILDERS["gpt2"](seed=5))
     first = score_heads("random", gpt2, gpt2_gates, windows(), seed=1)
     assert torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=1).scores)
-    assert torch.equal(first.scores, score_heads("random", other, other_gates, torch.empty(0, 0), seed=1).scores)
+    assert torch.equal(
+        first.scores, score_heads("random", other, other_gates, torch.empty(0, 0), seed=1).scores
+    )
     assert not torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=2).scores)
     torch.manual_seed(123)  # the global generator plays no part
     assert torch.equal(first.scores, score_heads("random", gpt2, gpt2_gates, windows(), seed=1).scores)

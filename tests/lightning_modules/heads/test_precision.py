@@ -12,8 +12,16 @@ from tiny_lms import BUILDERS, token_batch
 from lightning_modules.heads.gates import attach_gates
 from lightning_modules.heads.pruning import gate_values, remove_heads
 
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
 # Half-precision rounding on the tiny models' logits (magnitudes up to ~10): bfloat16 keeps 8 bits of mantissa.
 TOLERANCE = {torch.bfloat16: 0.1, torch.float16: 0.02, torch.float32: 1e-5}
 HEADS = {"gpt2": [(0, 1), (1, 0), (1, 3), (2, 2)], "llama": [(0, 0), (0, 4), (1, 1), (2, 5)]}
@@ -46,6 +54,8 @@ def test_identity_masking_and_removal_in_each_precision(arch: str, dtype: torch.
         remove_gates = attach_gates(removed)
         remove_heads(removed, remove_gates, HEADS[arch])
         real = mask.bool()
-        difference = (removed(ids, attention_mask=mask).logits[real].float() - masked[real].float()).abs().max()
+        difference = (
+            (removed(ids, attention_mask=mask).logits[real].float() - masked[real].float()).abs().max()
+        )
     assert difference <= TOLERANCE[dtype], (arch, dtype, float(difference))
     assert sum(p.numel() for p in removed.parameters()) < sum(p.numel() for p in plain.parameters())

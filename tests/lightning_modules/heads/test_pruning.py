@@ -82,7 +82,9 @@ def masked_and_removed(arch: str, heads: list[tuple[int, int]]):
 
 # ------------------------------------------------------------------ contract 2: remove == mask
 @pytest.mark.parametrize(("arch", "name", "heads"), CASES, ids=[f"{a}-{n}" for a, n, _ in CASES])
-def test_remove_matches_mask_with_fewer_parameters(arch: str, name: str, heads: list[tuple[int, int]]) -> None:
+def test_remove_matches_mask_with_fewer_parameters(
+    arch: str, name: str, heads: list[tuple[int, int]]
+) -> None:
     plain, (masked, _), (removed, remove_gates) = masked_and_removed(arch, heads)
     ids, mask = token_batch(left_pad=(0, 3, 6))
     with torch.no_grad():
@@ -109,7 +111,9 @@ def test_removed_parameter_count_is_exact_for_llama() -> None:
 
 
 @pytest.mark.parametrize(("arch", "name", "heads"), CASES, ids=[f"{a}-{n}" for a, n, _ in CASES])
-def test_remove_matches_mask_in_cached_greedy_generation(arch: str, name: str, heads: list[tuple[int, int]]) -> None:
+def test_remove_matches_mask_in_cached_greedy_generation(
+    arch: str, name: str, heads: list[tuple[int, int]]
+) -> None:
     _, (masked, _), (removed, _) = masked_and_removed(arch, heads)
     ids, mask = token_batch(left_pad=(0, 2, 5))
     greedy = SamplingConfig(temperature=0.0)
@@ -128,8 +132,12 @@ def test_gates_and_factors_still_address_original_heads_after_removal() -> None:
     mask_gates.close_heads(extra)
     remove_gates.close_heads(extra)
     with torch.no_grad():
-        torch.testing.assert_close(removed(input_ids=ids, attention_mask=mask).logits,
-                                   masked(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            removed(input_ids=ids, attention_mask=mask).logits,
+            masked(input_ids=ids, attention_mask=mask).logits,
+            atol=1e-5,
+            rtol=0,
+        )
     mask_gates.set(gate_values(heads, mask_gates.layout))
     remove_gates.set(gate_values(heads, remove_gates.layout))
 
@@ -142,8 +150,12 @@ def test_gates_and_factors_still_address_original_heads_after_removal() -> None:
     mask_gates.factor_provider = provider
     remove_gates.factor_provider = provider
     with torch.no_grad():
-        torch.testing.assert_close(removed(input_ids=ids, attention_mask=mask).logits,
-                                   masked(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            removed(input_ids=ids, attention_mask=mask).logits,
+            masked(input_ids=ids, attention_mask=mask).logits,
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_remove_twice_is_refused() -> None:
@@ -176,9 +188,12 @@ PARAMETER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("arch", "name", "heads"), PARAMETER_CASES, ids=[f"{a}-{n}" for a, n, _ in PARAMETER_CASES])
-def test_parameters_after_removal_count_a_real_removed_model(arch: str, name: str,
-                                                             heads: list[tuple[int, int]]) -> None:
+@pytest.mark.parametrize(
+    ("arch", "name", "heads"), PARAMETER_CASES, ids=[f"{a}-{n}" for a, n, _ in PARAMETER_CASES]
+)
+def test_parameters_after_removal_count_a_real_removed_model(
+    arch: str, name: str, heads: list[tuple[int, int]]
+) -> None:
     """Counted on a weightless copy from the config alone: the same number as the model with the heads removed."""
     plain = BUILDERS[arch]()
     removed, gates = gated_copy(plain)
@@ -193,7 +208,9 @@ def test_parameters_after_removal_through_selection_with_empty_layers() -> None:
     """The sweep's path: a level that empties layers (allowed), counted before any weights load."""
     plain = BUILDERS["llama"]()
     layout = layout_of(plain.config)
-    selection = select_heads(ALL_LLAMA, 75, layout, allow_empty_layers=True)  # layer-major: layers 0, 1 emptied
+    selection = select_heads(
+        ALL_LLAMA, 75, layout, allow_empty_layers=True
+    )  # layer-major: layers 0, 1 emptied
     assert {layer for layer, _ in selection.heads} == {0, 1, 2} and len(selection.heads) == 14
     removed, gates = gated_copy(plain)
     remove_heads(removed, gates, selection.heads)
@@ -204,14 +221,21 @@ def test_parameters_after_removal_through_selection_with_empty_layers() -> None:
 def test_parameter_count_counts_tied_weights_once() -> None:
     model = BUILDERS["gpt2"]()
     assert model.lm_head.weight is model.transformer.wte.weight
-    assert parameter_count(model) == sum(p.numel() for name, p in model.named_parameters(remove_duplicate=True))
+    assert parameter_count(model) == sum(
+        p.numel() for name, p in model.named_parameters(remove_duplicate=True)
+    )
     assert parameter_count(model) < sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
 
 
 # ------------------------------------------------------------------ config
 def test_pruning_config_defaults_and_method_resolution() -> None:
     config = PruningConfig()
-    assert (config.level, config.method, config.mode, config.allow_empty_layers) == (0.0, "entropy_low", "mask", False)
+    assert (config.level, config.method, config.mode, config.allow_empty_layers) == (
+        0.0,
+        "entropy_low",
+        "mask",
+        False,
+    )
     assert PruningConfig(method="entropy_high").method == "entropy_high"
     assert PruningConfig(level=30, method="magnitude", mode="remove").mode == "remove"
 
@@ -223,8 +247,11 @@ def test_pruning_config_defaults_and_method_resolution() -> None:
         ({"level": 100.5}, "model.pruning.level", "a number from 0 to 100"),
         ({"level": float("nan")}, "model.pruning.level", "a number from 0 to 100"),
         ({"level": True}, "model.pruning.level", "a number from 0 to 100"),
-        ({"method": "taylor"}, "model.pruning.method",
-         "entropy, entropy_low, entropy_high, magnitude, random, gradient"),
+        (
+            {"method": "taylor"},
+            "model.pruning.method",
+            "entropy, entropy_low, entropy_high, magnitude, random, gradient",
+        ),
         ({"mode": "cut"}, "model.pruning.mode", "mask, remove"),
         ({"allow_empty_layers": "yes"}, "model.pruning.allow_empty_layers", "true or false"),
     ],
@@ -252,7 +279,9 @@ def test_count_is_rounded_share_of_all_heads(arch: str) -> None:
 
 def test_level_100_without_empty_layers_names_the_level() -> None:
     layout = layout_of(BUILDERS["llama"]().config)
-    with pytest.raises(ConfigError, match=r"^model\.pruning\.level 100 would leave a layer with no head") as info:
+    with pytest.raises(
+        ConfigError, match=r"^model\.pruning\.level 100 would leave a layer with no head"
+    ) as info:
         select_heads(ALL_LLAMA, 100, layout)
     assert info.value.key == "model.pruning.level"
     assert "\n" not in str(info.value) and "allow_empty_layers=true" in str(info.value)
@@ -299,7 +328,10 @@ def test_passed_over_lists_the_last_head_of_a_layer() -> None:
     assert select_heads(ALL_LLAMA, 20, layout).passed_over == []  # the scan never reached (0, 5)
     assert select_heads(ALL_LLAMA, 40, layout, allow_empty_layers=True).passed_over == []
     at_max = select_heads(ALL_LLAMA, max_level_keeping_layers(layout), layout)
-    assert at_max.passed_over == [((0, 5), LAST_HEAD), ((1, 5), LAST_HEAD)]  # (2, 5) comes after the last taken
+    assert at_max.passed_over == [
+        ((0, 5), LAST_HEAD),
+        ((1, 5), LAST_HEAD),
+    ]  # (2, 5) comes after the last taken
 
 
 def test_withholding_heads_go_last_and_are_listed_as_passed_over() -> None:
@@ -359,7 +391,7 @@ def test_masks_are_nested_across_levels(rankings, arch: str, strategy: str, allo
 def test_consent_ordering_keeps_masks_nested(rankings, arch: str, strategy: str) -> None:
     layout = layout_of(BUILDERS[arch]().config)
     ranking = rankings[(arch, strategy)]
-    withholding = set(ranking[1:layout.total_heads:4])  # a quarter of the heads, spread over the ranking
+    withholding = set(ranking[1 : layout.total_heads : 4])  # a quarter of the heads, spread over the ranking
     previous: set = set()
     for level in [x * 100 / 24 for x in range(25)]:
         selection = select_heads(ranking, level, layout, allow_empty_layers=True, withholding=withholding)
@@ -387,8 +419,12 @@ def test_remove_via_select_heads_matches_mask_at_50_percent() -> None:
     remove_gates.set(gate_values(heads, remove_gates.layout))
     ids, mask = token_batch(left_pad=(0, 1, 4))
     with torch.no_grad():
-        torch.testing.assert_close(removed(input_ids=ids, attention_mask=mask).logits,
-                                   masked(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            removed(input_ids=ids, attention_mask=mask).logits,
+            masked(input_ids=ids, attention_mask=mask).logits,
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
@@ -409,8 +445,14 @@ def test_emptied_first_layer_keeps_cache_length_and_padding_in_cached_steps(arch
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
             assert cache.get_seq_length() == ids.shape[1]
-            step_logits.append(model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1,
-                                     cache=cache).logits)
+            step_logits.append(
+                model(
+                    input_ids=step_ids,
+                    attention_mask=step_mask,
+                    position_ids=positions[:, -1:] + 1,
+                    cache=cache,
+                ).logits
+            )
     torch.testing.assert_close(step_logits[1], step_logits[0], atol=1e-5, rtol=0)
 
 
@@ -419,13 +461,26 @@ def test_llama_with_attention_bias_removes_like_mask() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, hidden_size=48,
-                         intermediate_size=64, vocab_size=100, attention_bias=True, initializer_range=0.2,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        hidden_size=48,
+        intermediate_size=64,
+        vocab_size=100,
+        attention_bias=True,
+        initializer_range=0.2,
+        attn_implementation="sdpa",
+    )
     plain = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # biases are initialised to zero: make them matter
         for layer in plain.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj):
+            for proj in (
+                layer.self_attn.q_proj,
+                layer.self_attn.k_proj,
+                layer.self_attn.v_proj,
+                layer.self_attn.o_proj,
+            ):
                 proj.bias.normal_(0, 0.5)
     heads = [(0, h) for h in range(6)] + [(1, 0), (1, 4), (1, 5), (2, 3), (2, 4), (2, 5)]
     masked, mask_gates = gated_copy(plain)
@@ -436,11 +491,17 @@ def test_llama_with_attention_bias_removes_like_mask() -> None:
     assert isinstance(attention_modules(removed)[0], NoHeadAttention)
     ids, mask = token_batch(left_pad=(0, 3, 6))
     with torch.no_grad():
-        torch.testing.assert_close(removed(input_ids=ids, attention_mask=mask).logits,
-                                   masked(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            removed(input_ids=ids, attention_mask=mask).logits,
+            masked(input_ids=ids, attention_mask=mask).logits,
+            atol=1e-5,
+            rtol=0,
+        )
     greedy = SamplingConfig(temperature=0.0)
-    assert torch.equal(decode(removed, ids, mask, 6, greedy, [0, 1, 2]).tokens,
-                       decode(masked, ids, mask, 6, greedy, [0, 1, 2]).tokens)
+    assert torch.equal(
+        decode(removed, ids, mask, 6, greedy, [0, 1, 2]).tokens,
+        decode(masked, ids, mask, 6, greedy, [0, 1, 2]).tokens,
+    )
 
 
 def test_llama_removal_picks_the_stock_gqa_path_only_for_whole_equal_groups() -> None:

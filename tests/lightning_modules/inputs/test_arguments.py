@@ -22,8 +22,9 @@ def test_bundled_configs_are_found_from_another_directory(tmp_path, monkeypatch)
     assert find_config("configs/default.yaml") == bundled / "default.yaml"
     assert find_config("quickstart.yaml") == bundled / "quickstart.yaml"
     assert find_config("configs/nope.yaml") is None
-    assert resolve_config_args(["--config", "configs/gpt2.yaml", "--config=configs/default.yaml", "--x=1"]) == [
-        "--config", str(bundled / "gpt2.yaml"), f"--config={bundled / 'default.yaml'}", "--x=1"]
+    assert resolve_config_args(
+        ["--config", "configs/gpt2.yaml", "--config=configs/default.yaml", "--x=1"]
+    ) == ["--config", str(bundled / "gpt2.yaml"), f"--config={bundled / 'default.yaml'}", "--x=1"]
 
 
 def test_a_local_file_wins_and_a_sweep_finds_its_config_next_to_itself(tmp_path, monkeypatch) -> None:
@@ -37,7 +38,10 @@ def test_a_local_file_wins_and_a_sweep_finds_its_config_next_to_itself(tmp_path,
     own = sweep_dir.parent / "base.yaml"
     own.write_text("model: {}\n")
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert find_config("configs/base.yaml", relative_to=sweep_dir) == sweep_dir.parent.parent / "configs/base.yaml"
+    assert (
+        find_config("configs/base.yaml", relative_to=sweep_dir)
+        == sweep_dir.parent.parent / "configs/base.yaml"
+    )
 
 
 def test_a_config_file_that_is_not_a_mapping_is_one_line(tmp_path) -> None:

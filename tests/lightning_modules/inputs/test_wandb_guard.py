@@ -68,8 +68,9 @@ def test_exit_process_after_an_abandoned_run_exits_at_once_with_the_code() -> No
         "print('flushed', flush=False)\n"
         "wandb_guard.exit_process(130)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert result.returncode == 130
     assert result.stdout.strip() == "flushed"
 

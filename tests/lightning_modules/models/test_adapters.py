@@ -71,25 +71,51 @@ def test_unsupported_config_is_a_config_error_naming_the_type_and_the_supported_
 # ------------------------------------------------------------------ layouts
 def test_gpt2_layout_of_the_tiny_model() -> None:
     layout = layout_of(BUILDERS["gpt2"]().config)
-    assert layout == HeadLayout(family="gpt2", num_layers=3, num_heads=4, num_kv_heads=4, head_dim=8,
-                                hidden_size=32, intermediate_size=128, vocab_size=100, mlp_matrices=2)
+    assert layout == HeadLayout(
+        family="gpt2",
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=4,
+        head_dim=8,
+        hidden_size=32,
+        intermediate_size=128,
+        vocab_size=100,
+        mlp_matrices=2,
+    )
     assert (layout.total_heads, layout.group_size) == (12, 1)
 
 
 def test_llama_layout_of_the_tiny_model() -> None:
     layout = layout_of(BUILDERS["llama"]().config)
-    assert layout == HeadLayout(family="llama", num_layers=3, num_heads=6, num_kv_heads=2, head_dim=8,
-                                hidden_size=48, intermediate_size=64, vocab_size=100, mlp_matrices=3)
+    assert layout == HeadLayout(
+        family="llama",
+        num_layers=3,
+        num_heads=6,
+        num_kv_heads=2,
+        head_dim=8,
+        hidden_size=48,
+        intermediate_size=64,
+        vocab_size=100,
+        mlp_matrices=3,
+    )
     assert (layout.total_heads, layout.group_size) == (18, 3)
 
 
 def test_layout_reads_explicit_sizes() -> None:
     gpt2 = layout_of(GPT2Config(n_layer=2, n_head=2, n_embd=16, n_inner=50, vocab_size=30))
     assert (gpt2.num_layers, gpt2.num_heads, gpt2.head_dim, gpt2.intermediate_size, gpt2.vocab_size) == (
-        2, 2, 8, 50, 30)
+        2,
+        2,
+        8,
+        50,
+        30,
+    )
     # an explicit head_dim wins over hidden / heads; no key/value heads given means one per query head
-    llama = layout_of(LlamaConfig(num_hidden_layers=1, num_attention_heads=4, hidden_size=32, head_dim=16,
-                                  intermediate_size=40))
+    llama = layout_of(
+        LlamaConfig(
+            num_hidden_layers=1, num_attention_heads=4, hidden_size=32, head_dim=16, intermediate_size=40
+        )
+    )
     assert (llama.num_heads, llama.num_kv_heads, llama.head_dim, llama.group_size) == (4, 4, 16, 1)
 
 
@@ -149,11 +175,19 @@ def test_head_weights_are_the_heads_own_slices(arch: str) -> None:
     q, k, v, o = adapter.head_weights(attention, head, lay)
     if arch == "gpt2":  # Conv1D weights are [in, out]: q|k|v column blocks, c_proj rows
         w = attention.c_attn.weight
-        expected = [w[:, head * d:(head + 1) * d], w[:, e + head * d:e + (head + 1) * d],
-                    w[:, 2 * e + head * d:2 * e + (head + 1) * d], attention.c_proj.weight[head * d:(head + 1) * d]]
+        expected = [
+            w[:, head * d : (head + 1) * d],
+            w[:, e + head * d : e + (head + 1) * d],
+            w[:, 2 * e + head * d : 2 * e + (head + 1) * d],
+            attention.c_proj.weight[head * d : (head + 1) * d],
+        ]
     else:  # query head 4 belongs to key/value group 1
-        expected = [attention.q_proj.weight[4 * d:5 * d], attention.k_proj.weight[d:2 * d],
-                    attention.v_proj.weight[d:2 * d], attention.o_proj.weight[:, 4 * d:5 * d]]
+        expected = [
+            attention.q_proj.weight[4 * d : 5 * d],
+            attention.k_proj.weight[d : 2 * d],
+            attention.v_proj.weight[d : 2 * d],
+            attention.o_proj.weight[:, 4 * d : 5 * d],
+        ]
     for got, want in zip((q, k, v, o), expected, strict=True):
         assert torch.equal(got, want)
     assert o.data_ptr() == expected[3].data_ptr()  # a view: writing it writes the projection
@@ -207,7 +241,9 @@ def test_keep_heads_equals_remove_and_matches_mask_with_fewer_parameters(arch: s
     remove_heads(removed, remove_gates, heads)
     masked, mask_gates = gated_copy(plain)
     mask_gates.set(gate_values(heads, mask_gates.layout))
-    assert [(n, p.shape) for n, p in sliced.named_parameters()] == [(n, p.shape) for n, p in removed.named_parameters()]
+    assert [(n, p.shape) for n, p in sliced.named_parameters()] == [
+        (n, p.shape) for n, p in removed.named_parameters()
+    ]
     assert num_params(sliced) == num_params(removed) < num_params(plain)
     ids, mask = token_batch(left_pad=(0, 3, 6))
     assert torch.equal(logits(sliced, ids, mask), logits(removed, ids, mask))

@@ -36,7 +36,9 @@ def save_tokenizer(directory: Path) -> None:
     vocab = {f"w{i}": i for i in range(VOCAB)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0", eos_token="w1").save_pretrained(directory)
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0", eos_token="w1").save_pretrained(
+        directory
+    )
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -119,9 +121,12 @@ def test_embedded_without_a_converted_copy_resolves_to_the_packaged_gguf() -> No
     source = resolve_source("embedded")
     assert source.gguf_file == sources.EMBEDDED_GGUF and Path(source.path, source.gguf_file).is_file()
     config = source.config
-    assert (config.model_type, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
-        "llama", 30, 9, 3
-    )
+    assert (
+        config.model_type,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+    ) == ("llama", 30, 9, 3)
 
 
 # ------------------------------------------------------------------ the store

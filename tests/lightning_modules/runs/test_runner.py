@@ -51,28 +51,42 @@ def test_arms_of_a_cell_are_timed_side_by_side_and_paired_by_repeat(uninterrupte
             assert repeat_a.repeat == repeat_b.repeat and {repeat_a.position, repeat_b.position} == {0, 1}
 
 
-def test_sweeping_an_agency_key_writes_one_record_per_setting_and_one_baseline(tiny_gpt2_dir, tiny_prompt_file,
-                                                                               tmp_path, quiet_wandb, capsys) -> None:
-    parameters = {"model.pruning.level": {"value": 25}, "model.agency.enabled": {"values": [False, True]},
-                  "model.agency.overload_threshold": {"values": [0.85, 0.95]},
-                  "model.agency.overload_mode": {"value": "absolute"}}
+def test_sweeping_an_agency_key_writes_one_record_per_setting_and_one_baseline(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb, capsys
+) -> None:
+    parameters = {
+        "model.pruning.level": {"value": 25},
+        "model.agency.enabled": {"values": [False, True]},
+        "model.agency.overload_threshold": {"values": [0.85, 0.95]},
+        "model.agency.overload_mode": {"value": "absolute"},
+    }
     sweep_file = tiny_sweep(tmp_path / "s", tiny_gpt2_dir, tiny_prompt_file, parameters)
     run_dir = run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
     assert "3 conditions (1 parameter sets named a condition already listed)" in capsys.readouterr().out
     found = [read_record(p) for p in (run_dir / "records").glob("*.json")]
-    agency = sorted(r.config["model"]["agency"]["overload_threshold"] for r in found
-                    if r.config["model"]["agency"]["enabled"])
+    agency = sorted(
+        r.config["model"]["agency"]["overload_threshold"]
+        for r in found
+        if r.config["model"]["agency"]["enabled"]
+    )
     assert agency == [0.85, 0.95] and len(found) == 3
     assert len({r.timing.session for r in found}) == 1  # the three arms of the cell were timed together
 
 
-def test_a_recover_sweep_times_the_recovered_arms_of_a_cell_side_by_side(tiny_gpt2_dir, tiny_prompt_file,
-                                                                         tmp_path, quiet_wandb) -> None:
+def test_a_recover_sweep_times_the_recovered_arms_of_a_cell_side_by_side(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb
+) -> None:
     """Every condition is measured, fitted, and measured again; the recovered arms are paired in time too."""
     recovery = {"steps": 2, "checkpoint_every": 2, "window": 32, "warmup_steps": 1, "batch_size": 2}
     parameters = {"model.pruning.level": {"value": 50}, "model.agency.enabled": {"values": [False, True]}}
-    sweep_file = tiny_sweep(tmp_path / "s", tiny_gpt2_dir, tiny_prompt_file, parameters, command="recover",
-                            model={"recovery": recovery})
+    sweep_file = tiny_sweep(
+        tmp_path / "s",
+        tiny_gpt2_dir,
+        tiny_prompt_file,
+        parameters,
+        command="recover",
+        model={"recovery": recovery},
+    )
     run_dir = run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
     found = [read_record(p) for p in (run_dir / "records").glob("*.json")]
     assert len(found) == 4 and all(r.status == "complete" for r in found)
@@ -99,8 +113,9 @@ class SignalDuringPredict(L.Callback):
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(uninterrupted, tmp_path, capsys,
-                                                                              monkeypatch, quiet_wandb) -> None:
+def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
+    uninterrupted, tmp_path, capsys, monkeypatch, quiet_wandb
+) -> None:
     from lightning_modules import lightning_cli
     from reporting.report import ReportOptions, write_report
 
@@ -120,7 +135,9 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(u
     with pytest.raises(SweepInterrupted, match="interrupted by SIGINT") as info:
         run_sweep(sweep_file, output_dir=run_dir, quiet=True)
     assert info.value.exit_code == 130 and f"--resume {run_dir}" in str(info.value)
-    assert signal.getsignal(signal.SIGINT) == handler_before  # whatever was installed is back (nohup: SIG_IGN)
+    assert (
+        signal.getsignal(signal.SIGINT) == handler_before
+    )  # whatever was installed is back (nohup: SIG_IGN)
     statuses = sorted(r["status"] for r in records(run_dir).values())
     assert statuses == ["complete", "complete", "incomplete"]
 
@@ -139,12 +156,14 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(u
     ours = write_report([run_dir], tmp_path / "report-resumed", options)
     theirs = write_report([reference], tmp_path / "report-reference", options)
     assert ours.n_records == theirs.n_records == 6
-    assert comparable_statistics(json.loads(ours.statistics_path.read_text())) == \
-        comparable_statistics(json.loads(theirs.statistics_path.read_text()))
+    assert comparable_statistics(json.loads(ours.statistics_path.read_text())) == comparable_statistics(
+        json.loads(theirs.statistics_path.read_text())
+    )
 
 
-def test_resume_reruns_a_truncated_or_edited_record_and_says_so(uninterrupted, tmp_path, capsys,
-                                                                 quiet_wandb) -> None:
+def test_resume_reruns_a_truncated_or_edited_record_and_says_so(
+    uninterrupted, tmp_path, capsys, quiet_wandb
+) -> None:
     sweep_file, reference = uninterrupted
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)

@@ -50,8 +50,9 @@ def test_shipped_sweeps_expand_to_the_documented_grid(name, count, levels, metho
     assert {c["model.pruning.method"] for c in conditions} == methods
 
 
-@pytest.mark.parametrize(("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28),
-                                                   ("recovery", 8)])
+@pytest.mark.parametrize(
+    ("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28), ("recovery", 8)]
+)
 def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions, no_model_loads) -> None:
     """Every parameter set goes through the real CLI's checks (configs parse, values allowed), no weights load."""
     from lightning_modules.runs.runner import plan_sweep
@@ -61,10 +62,13 @@ def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions,
     assert all(p.checked.header.config["model"]["model_name"] == "embedded" for p in planned)
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
 @pytest.mark.parametrize("name", ["smoke_cuda", "gpt2_t4"])
-def test_gpu_sweeps_parse_and_are_refused_only_for_the_missing_device_or_hub(name, no_model_loads,
-                                                                           monkeypatch) -> None:
+def test_gpu_sweeps_parse_and_are_refused_only_for_the_missing_device_or_hub(
+    name, no_model_loads, monkeypatch
+) -> None:
     """Their configs (CUDA sizes, recovery) parse; here they stop at the device or the offline hub, by name."""
     from lightning_modules.runs.runner import plan_sweep
 
@@ -80,8 +84,18 @@ def test_the_gpt2_recovery_config_parses_with_the_cuda_config(no_model_loads, mo
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputRefused) as info:
-        check_args(["--config", "configs/default.yaml", "--config", "configs/gpt2.yaml", "--config",
-                    "configs/gpt2_cuda.yaml", "--config", "configs/gpt2_recovery.yaml"])
+        check_args(
+            [
+                "--config",
+                "configs/default.yaml",
+                "--config",
+                "configs/gpt2.yaml",
+                "--config",
+                "configs/gpt2_cuda.yaml",
+                "--config",
+                "configs/gpt2_recovery.yaml",
+            ]
+        )
     assert info.value.error.key in ("trainer.accelerator", "model.model_name", "model.precision")
 
 
@@ -96,27 +110,45 @@ def test_a_bundled_sweep_is_found_by_name_from_any_directory(tmp_path, monkeypat
 
 BAD_SWEEPS = [
     ("no-parameters", {"parameters": None}, "has no parameters; allowed: a 'parameters:' mapping"),
-    ("empty-values", {"parameters": {"model.pruning.level": {"values": []}}},
-     "sweep parameter 'model.pruning.level' has an empty value list; allowed: a list of at least one value"),
-    ("unknown-key", {"parameters": {"model.nope": {"values": [1, 2]}}},
-     "sweep parameter 'model.nope' 1 is not known; allowed: under 'model': agency, calibration"),
+    (
+        "empty-values",
+        {"parameters": {"model.pruning.level": {"values": []}}},
+        "sweep parameter 'model.pruning.level' has an empty value list; allowed: a list of at least one value",
+    ),
+    (
+        "unknown-key",
+        {"parameters": {"model.nope": {"values": [1, 2]}}},
+        "sweep parameter 'model.nope' 1 is not known; allowed: under 'model': agency, calibration",
+    ),
     ("bayes", {"method": "bayes"}, "sweep method 'bayes' needs a W&B server to choose runs"),
-    ("bad-level", {"parameters": {"model.pruning.level": {"values": [0, 120]}}},
-     "sweep parameter 'model.pruning.level' 120 is invalid; allowed: a number from 0 to 100"),
-    ("level-text", {"parameters": {"model.pruning.level": {"values": ["abc"]}}},
-     "sweep parameter 'model.pruning.level' 'abc' is invalid"),
+    (
+        "bad-level",
+        {"parameters": {"model.pruning.level": {"values": [0, 120]}}},
+        "sweep parameter 'model.pruning.level' 120 is invalid; allowed: a number from 0 to 100",
+    ),
+    (
+        "level-text",
+        {"parameters": {"model.pruning.level": {"values": ["abc"]}}},
+        "sweep parameter 'model.pruning.level' 'abc' is invalid",
+    ),
     ("random-without-count", {"method": "random"}, "needs a number of runs"),
-    ("no-values", {"parameters": {"model.pruning.level": {"min": 0}}},
-     "sweep parameter 'model.pruning.level' has no values; allowed: 'value' or a non-empty 'values' list"),
-    ("greedy-iterations", {"parameters": {"model.generation.temperature": {"values": [0]},
-                                          "data.iterations": {"values": [2]}}},
-     "sweep parameter 'data.iterations' 2 is invalid with model.generation.temperature 0; allowed: 1 at temperature"),
+    (
+        "no-values",
+        {"parameters": {"model.pruning.level": {"min": 0}}},
+        "sweep parameter 'model.pruning.level' has no values; allowed: 'value' or a non-empty 'values' list",
+    ),
+    (
+        "greedy-iterations",
+        {"parameters": {"model.generation.temperature": {"values": [0]}, "data.iterations": {"values": [2]}}},
+        "sweep parameter 'data.iterations' 2 is invalid with model.generation.temperature 0; allowed: 1 at temperature",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("change", "expected"), [c[1:] for c in BAD_SWEEPS], ids=[c[0] for c in BAD_SWEEPS])
-def test_bad_sweep_is_one_line_before_any_model_loads(change, expected, tiny_gpt2_dir, tiny_prompt_file,
-                                                      tmp_path, capsys, monkeypatch, no_model_loads) -> None:
+def test_bad_sweep_is_one_line_before_any_model_loads(
+    change, expected, tiny_gpt2_dir, tiny_prompt_file, tmp_path, capsys, monkeypatch, no_model_loads
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
     path = tiny_sweep(tmp_path / "sweep", tiny_gpt2_dir, tiny_prompt_file)
     content = yaml.safe_load(path.read_text())
@@ -146,15 +178,19 @@ def test_random_sweep_draws_reproducibly(tiny_gpt2_dir, tiny_prompt_file, tmp_pa
         "model.agency.enabled": {"values": [False, True]},
         "model.seed": {"value": 3},
     }
-    path = tiny_sweep(tmp_path / "a", tiny_gpt2_dir, tiny_prompt_file, parameters, method="random", run_cap=7,
-                      seed=11)
+    path = tiny_sweep(
+        tmp_path / "a", tiny_gpt2_dir, tiny_prompt_file, parameters, method="random", run_cap=7, seed=11
+    )
     first, again = expand(load_sweep(path)), expand(load_sweep(path))
     assert first == again and len(first) == 7
-    assert all(0 <= c["model.pruning.level"] <= 70 and isinstance(c["model.pruning.level"], int) for c in first)
+    assert all(
+        0 <= c["model.pruning.level"] <= 70 and isinstance(c["model.pruning.level"], int) for c in first
+    )
     assert all(0.5 <= c["model.generation.temperature"] <= 1.5 and c["model.seed"] == 3 for c in first)
     assert expand(load_sweep(path), count=3) == first[:3]
-    other = tiny_sweep(tmp_path / "b", tiny_gpt2_dir, tiny_prompt_file, parameters, method="random", run_cap=7,
-                       seed=12)
+    other = tiny_sweep(
+        tmp_path / "b", tiny_gpt2_dir, tiny_prompt_file, parameters, method="random", run_cap=7, seed=12
+    )
     assert expand(load_sweep(other)) != first
 
 
@@ -175,22 +211,31 @@ def agent_command(sweep_file: Path, params: dict, env: dict[str, str]) -> list[s
     return command_list
 
 
-def test_wandb_agent_runs_a_sweep_command_that_writes_a_record(tiny_gpt2_dir, tiny_prompt_file, tmp_path) -> None:
+def test_wandb_agent_runs_a_sweep_command_that_writes_a_record(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path
+) -> None:
     """The shipped quickstart sweep with a tiny base config, expanded into the exact command ``wandb agent``
     runs, run as a subprocess: its record says it was timed alone."""
     out = tmp_path / "agent-run"
-    base = tiny_base_config(tmp_path / "quickstart-tiny.yaml", tiny_gpt2_dir, tiny_prompt_file, output_dir=out)
+    base = tiny_base_config(
+        tmp_path / "quickstart-tiny.yaml", tiny_gpt2_dir, tiny_prompt_file, output_dir=out
+    )
     shipped = yaml.safe_load((REPO / "configs" / "sweeps" / "quickstart.yaml").read_text())
     shipped["command"] = [str(base) if c == "configs/quickstart.yaml" else c for c in shipped["command"]]
     sweep_file = tmp_path / "quickstart.yaml"
     sweep_file.write_text(yaml.safe_dump(shipped, sort_keys=False))
     params = expand(load_sweep(sweep_file))[7]  # level 30, agency on, temperature 1.0
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
     command = agent_command(sweep_file, params, env)
-    assert command[2:4] == ["cli.py", "predict"] and command[-len(params):] == as_flags(params)
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
+    assert command[2:4] == ["cli.py", "predict"] and command[-len(params) :] == as_flags(params)
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = (out / "records").glob("*.json")
     record = read_record(path)

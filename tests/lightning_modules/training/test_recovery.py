@@ -82,11 +82,16 @@ def test_only_the_chosen_part_trains_and_embeddings_never_do(choice: str) -> Non
         assert attention | mlp <= trainable
 
 
-@pytest.mark.parametrize(("kwargs", "key"), [({"steps": 0}, "model.recovery.steps"),
-                                             ({"warmup_steps": 5, "steps": 5}, "model.recovery.warmup_steps"),
-                                             ({"train": "heads"}, "model.recovery.train"),
-                                             ({"validation_fraction": 1.0}, "model.recovery.validation_fraction"),
-                                             ({"kd_temperature": 0}, "model.recovery.kd_temperature")])
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"steps": 0}, "model.recovery.steps"),
+        ({"warmup_steps": 5, "steps": 5}, "model.recovery.warmup_steps"),
+        ({"train": "heads"}, "model.recovery.train"),
+        ({"validation_fraction": 1.0}, "model.recovery.validation_fraction"),
+        ({"kd_temperature": 0}, "model.recovery.kd_temperature"),
+    ],
+)
 def test_bad_settings_are_refused_with_their_key(kwargs, key) -> None:
     with pytest.raises(ConfigError) as info:
         RecoveryConfig(**kwargs)
