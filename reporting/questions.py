@@ -1,25 +1,37 @@
-"""The five questions of the original request, each with its pre-specified primary comparisons.
+"""The report's questions, each with its pre-specified comparisons, and the one primary endpoint.
 
-Each question names its primary comparisons here, in code, before any data are
-seen; Holm's correction applies within that family (per question), whatever
-folders are merged. Everything else is exploratory and corrected in its own
-family. Primary comparisons pool the temperatures that were run (the agency
-effect averaged over them); question 3 asks whether it differs between them.
+Every comparison is named here, in code, before any data are seen. A reader
+reads the whole report, so the error rate is kept per report: the declared
+primary endpoint and every question's agency comparisons form one confirmatory
+set, Holm-adjusted together (``CONFIRMATORY``), whatever folders are merged.
+Secondary results (the A/A check, the ablation, recovery, how temperature
+changes the damage pruning does) and exploratory ones are corrected in their own
+families and labelled as such. Comparisons pool the temperatures that were run.
+Questions about pruning use the pruned levels: at 0% the arms write the same
+text by construction, so a contrast through 0% restates the effect at a level.
 
 For each series (model, method, other swept settings) and each main agency arm:
 
+0. Primary endpoint: agency vs baseline reference perplexity (log scale, per
+   prompt, averaged over the pruned levels and temperatures); co-primary, the
+   speed cost: agency vs baseline tokens/s (per session timed side by side, the
+   mean log ratio of its repeats), where the records hold paired speed.
 1. Resilience: does the agency arm lose less as pruning rises? The change per
-   10 points of pruning of the agency/baseline ratio of reference perplexity
-   (per-prompt slopes, Wilcoxon over prompts) and of tokens/s (log ratios of
-   side-by-side timing repeats regressed on the level).
+   10 points of pruning of the agency/baseline ratio over the pruned levels
+   (per-prompt slopes for reference perplexity; log ratios of side-by-side
+   timing repeats regressed on the level for tokens/s), and, separately, the
+   step from 0% to the first pruned level.
 2. Optimal level: the agency/baseline ratio of reference perplexity and of
    tokens/s at each pruned level; the answer is the level with the largest
    significant gain.
-3. Temperature: at each pruned level, the agency effect on reference perplexity
-   at one temperature minus at another, per prompt (a difference of
-   differences, paired; consecutive temperatures).
-4. High pruning: the agency effect at the highest level minus at the lowest,
-   per prompt for reference perplexity, per timing repeat for tokens/s.
+3. Temperature: at each pruned level, whether the agency effect on reference
+   perplexity differs between consecutive temperatures (a difference of
+   differences, paired per prompt); and, per arm, whether temperature changes
+   the damage pruning does (pruned minus unpruned, one temperature minus the
+   other, averaged over the pruned levels: secondary, it is no agency claim).
+4. High pruning: the agency effect at the highest pruned level minus at the
+   lowest pruned level, per prompt for reference perplexity, per timing repeat
+   for tokens/s.
 5. Quality metrics: for reference perplexity and each diversity metric (as the
    distance to the unpruned model's value on the same prompt), the agency gain
    averaged over the pruned levels; metrics are ranked by the standardised gain.
@@ -36,19 +48,23 @@ import numpy as np
 from record.catalogue import CATALOGUE, spec
 from reporting.design import Arm, Cell, Design, Series
 from reporting.estimators import (
+    SIGN_FLIP,
     Effect,
     bootstrap_interval,
     mean_t_effect,
     paired_effect,
     regression_effect,
     slope,
+    stream_seed,
     welch_effect,
 )
 from reporting.units import (
     BASELINE_ARM,
     Units,
+    cell_differences,
     common,
     differences,
+    session_log_ratios,
     timing_log_ratios,
     timing_logs,
     timing_session_logs,
@@ -57,6 +73,11 @@ from reporting.units import (
 QUALITY = "reference_perplexity"
 SPEED = "tokens_per_second"
 PER_POINTS = 10.0  # slopes are shown per 10 percentage points of pruning
+PRIMARY_ENDPOINT = (
+    "agency vs baseline reference perplexity (log scale, per prompt, averaged over the pruned levels and "
+    "temperatures); co-primary where speed was timed side by side: agency vs baseline tokens/s over the same "
+    "levels (one unit per timing session)"
+)
 QUESTIONS = {
     "Q1": "Does agency improve resilience to pruning?",
     "Q2": "What is the optimal pruning level?",
@@ -64,13 +85,17 @@ QUESTIONS = {
     "Q4": "Is agency more beneficial at high pruning levels?",
     "Q5": "What types of quality metrics benefit most?",
 }
+DAMAGE_BY_TEMPERATURE = "Q3-damage"  # how temperature changes what pruning costs each arm (secondary)
+CONFIRMATORY = ("primary", *QUESTIONS)  # one Holm adjustment over all of these together, per report
+SECONDARY = (DAMAGE_BY_TEMPERATURE, "aa", "ablation", "recovery")
+ROLES = ("primary", "secondary", "exploratory")
 
 
 @dataclass
 class Comparison:
     """One contrast between arms, with its effect, its family and (after Holm) its adjusted p."""
 
-    family: str  # Q1..Q5, exploratory, aa, ablation, recovery
+    family: str  # primary, Q1..Q5, Q3-damage, exploratory, aa, ablation, recovery
     series: Series
     arm: Arm
     other: Arm
@@ -89,8 +114,21 @@ class Comparison:
     regained: tuple[float, float, float] | None = (
         None  # recovery: share of the pruning loss regained, interval
     )
+    says: tuple[str, str] | None = None  # what "better" and "worse" read as, where the arms are not compared
     p_holm: float | None = None
     p_floor_holm: float | None = None
+
+    @property
+    def role(self) -> str:
+        """primary (confirmatory: one error rate per report), secondary or exploratory."""
+        if self.family in CONFIRMATORY:
+            return "primary"
+        return "exploratory" if self.family == "exploratory" else "secondary"
+
+    @property
+    def adjusted_with(self) -> str:
+        """The set this comparison's Holm adjustment ran over."""
+        return "confirmatory" if self.family in CONFIRMATORY else self.family
 
     def significant(self, alpha: float) -> bool:
         return self.p_holm is not None and self.p_holm < alpha
@@ -112,9 +150,16 @@ class Comparison:
             )
         if not self.significant(alpha):
             return "no significant difference"
+        if self.says is not None:
+            return self.says[0] if self.better() else self.says[1]
         if self.family == "recovery":  # the same arm before and after: what is judged is the recovery
             return "recovery helped" if self.better() else "recovery hurt"
         return f"{self.arm.label} better" if self.better() else f"{self.arm.label} worse"
+
+
+def key_of(family: str, series: Series, arm: Arm, other: Arm, metric: str, contrast: str) -> str:
+    """The name a comparison's random streams are derived from (estimators.stream_seed)."""
+    return "|".join((family, series.label(), arm.label, other.label, metric, contrast))
 
 
 def _ratio_kind(metric: str) -> str:
@@ -127,22 +172,30 @@ def _gain_sign(metric: str) -> int:
     return {"higher": 1, "lower": -1}.get(direction, -1)  # a smaller distance to the reference is better
 
 
-def _standardized(values: np.ndarray) -> tuple[float, float, float] | None:
+def _standardized(values: np.ndarray, key: str) -> tuple[float, float, float] | None:
     if values.size < 3 or float(values.std(ddof=1)) == 0:
         return None
 
     def d(x: np.ndarray, axis: int = 0) -> np.ndarray:
         return x.mean(axis=axis) / np.maximum(x.std(axis=axis, ddof=1), 1e-12)
 
-    low, high = bootstrap_interval(values, statistic=d)
+    low, high = bootstrap_interval(values, statistic=d, seed=stream_seed(key + "|standardized"))
     return float(d(values)), low, high
 
 
+def pruned_levels(design: Design, series: Series) -> list[float]:
+    """The levels above 0%: where the arms can differ."""
+    return [lv for lv in design.levels(series) if lv > 0]
+
+
+def _untested(test: str, note: str) -> Effect:
+    return Effect(0, None, None, None, None, None, test, note)
+
+
 def prompt_slope_differences(
-    design: Design, series: Series, arm: Arm, metric: str, units: Units
+    design: Design, series: Series, arm: Arm, metric: str, units: Units, levels: Sequence[float]
 ) -> list[float]:
-    """Per prompt: slope over the levels of (arm - baseline), temperatures pooled."""
-    levels = design.levels(series)
+    """Per prompt: slope over ``levels`` of (arm - baseline), temperatures pooled."""
     temperatures = design.temperatures(series)
     per_level = [
         differences(design, series, lv, temperatures, metric, arm, BASELINE_ARM, units) for lv in levels
@@ -155,11 +208,11 @@ def prompt_slope_differences(
     return result
 
 
-def speed_slope(design: Design, series: Series, arm: Arm) -> tuple[Effect, str]:
+def speed_slope(design: Design, series: Series, arm: Arm, levels: Sequence[float]) -> tuple[Effect, str]:
     """Regression of log(agency / baseline) tokens/s on the level; paired repeats when timed side by side."""
     temperatures = design.temperatures(series)
     xs, ys, paired = [], [], True
-    for level in design.levels(series):
+    for level in levels:
         ratios = timing_log_ratios(design, series, level, temperatures, SPEED, arm, BASELINE_ARM)
         if not ratios:
             paired = False
@@ -189,120 +242,75 @@ def speed_at(design: Design, series: Series, level: float, arm: Arm, other: Arm)
     )
 
 
-def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
-    quality = paired_effect(prompt_slope_differences(design, series, arm, QUALITY, units))
-    speed, speed_units = speed_slope(design, series, arm)
-    contrast = "change of the agency/baseline ratio per 10 points of pruning"
-    return [
-        Comparison(
-            "Q1", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, PER_POINTS
-        ),
-        Comparison(
-            "Q1", series, arm, BASELINE_ARM, SPEED, contrast, speed_units, "ratio", speed, 1, PER_POINTS
-        ),
-    ]
-
-
-def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    """The declared primary endpoint: the agency effect on reference perplexity over the pruned levels, and the
+    speed cost over the same levels where the arms were timed side by side."""
+    pruned = pruned_levels(design, series)
+    if not pruned:
+        return []
     temperatures = design.temperatures(series)
-    result = []
-    for level in (lv for lv in design.levels(series) if lv > 0):
-        diffs = differences(design, series, level, temperatures, QUALITY, arm, BASELINE_ARM, units)
-        result.append(
-            Comparison(
-                "Q2",
-                series,
-                arm,
-                BASELINE_ARM,
-                QUALITY,
-                f"agency/baseline at {level:g}%",
-                "prompts",
-                "ratio",
-                paired_effect(list(diffs.values())),
-                -1,
-                level=level,
-            )
+    contrast = "agency/baseline over the pruned levels (primary endpoint)"
+    diffs = _averaged(design, series, pruned, temperatures, arm, BASELINE_ARM, units)
+    key = key_of("primary", series, arm, BASELINE_ARM, QUALITY, contrast)
+    result = [
+        Comparison(
+            "primary",
+            series,
+            arm,
+            BASELINE_ARM,
+            QUALITY,
+            contrast,
+            "prompts",
+            "ratio",
+            paired_effect(diffs, key),
+            -1,
         )
-        speed, speed_units = speed_at(design, series, level, arm, BASELINE_ARM)
+    ]
+    sessions = session_log_ratios(design, series, pruned, temperatures, SPEED, arm, BASELINE_ARM)
+    if sessions:
+        speed = mean_t_effect(sessions, "t over timing sessions (mean paired log ratio of each)")
         result.append(
             Comparison(
-                "Q2",
+                "primary",
                 series,
                 arm,
                 BASELINE_ARM,
                 SPEED,
-                f"agency/baseline at {level:g}%",
-                speed_units,
+                contrast,
+                "timing sessions timed side by side",
                 "ratio",
                 speed,
                 1,
-                level=level,
             )
         )
     return result
 
 
-def question_3(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+def _level_contrast(
+    design: Design, series: Series, arm: Arm, units: Units, family: str, high: float, low: float
+) -> list[Comparison]:
+    """The agency effect at ``high`` minus at ``low``: per prompt for perplexity, per timing repeat for tokens/s."""
     temperatures = design.temperatures(series)
-    result = []
-    for low, high in zip(temperatures, temperatures[1:], strict=False):
-        for level in (lv for lv in design.levels(series) if lv > 0):
-            at_high = differences(design, series, level, [high], QUALITY, arm, BASELINE_ARM, units)
-            at_low = differences(design, series, level, [low], QUALITY, arm, BASELINE_ARM, units)
-            prompts = common([at_high, at_low])
-            effect = paired_effect([at_high[p] - at_low[p] for p in prompts])
-            result.append(
-                Comparison(
-                    "Q3",
-                    series,
-                    arm,
-                    BASELINE_ARM,
-                    QUALITY,
-                    f"agency effect at T={high:g} over at T={low:g}, {level:g}%",
-                    "prompts",
-                    "ratio",
-                    effect,
-                    -1,
-                    level=level,
-                    temperature=high,
-                )
-            )
-    return result
-
-
-def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
-    levels = design.levels(series)
-    if len(levels) < 2:
-        return []
-    low, high = levels[0], levels[-1]
-    temperatures = design.temperatures(series)
+    contrast = f"agency effect at {high:g}% over at {low:g}%"
     at_high = differences(design, series, high, temperatures, QUALITY, arm, BASELINE_ARM, units)
     at_low = differences(design, series, low, temperatures, QUALITY, arm, BASELINE_ARM, units)
-    prompts = common([at_high, at_low])
-    quality = paired_effect([at_high[p] - at_low[p] for p in prompts])
-    contrast = f"agency effect at {high:g}% over at {low:g}%"
+    quality = paired_effect(
+        [at_high[p] - at_low[p] for p in common([at_high, at_low])],
+        key_of(family, series, arm, BASELINE_ARM, QUALITY, contrast),
+    )
     ratios_high = timing_log_ratios(design, series, high, temperatures, SPEED, arm, BASELINE_ARM)
     ratios_low = timing_log_ratios(design, series, low, temperatures, SPEED, arm, BASELINE_ARM)
     test = "Welch t on log ratios of timing repeats"
     if ratios_high and ratios_low:
         speed = welch_effect(ratios_high, ratios_low, test)
     else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
-        speed = Effect(
-            0,
-            None,
-            None,
-            None,
-            None,
-            None,
-            test,
-            "the arms were timed apart: no repeats timed side by side at both levels",
-        )
+        speed = _untested(test, "the arms were timed apart: no repeats timed side by side at both levels")
     return [
         Comparison(
-            "Q4", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, level=high
+            family, series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, level=high
         ),
         Comparison(
-            "Q4",
+            family,
             series,
             arm,
             BASELINE_ARM,
@@ -317,6 +325,160 @@ def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[C
     ]
 
 
+def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    pruned = pruned_levels(design, series)
+    contrast = "change of the agency/baseline ratio per 10 points of pruning, over the pruned levels"
+    if len(pruned) >= 2:
+        slopes = prompt_slope_differences(design, series, arm, QUALITY, units, pruned)
+        quality = paired_effect(slopes, key_of("Q1", series, arm, BASELINE_ARM, QUALITY, contrast))
+        speed, speed_units = speed_slope(design, series, arm, pruned)
+    else:
+        note = "needs two or more pruned levels"
+        quality = _untested(SIGN_FLIP, note)
+        speed, speed_units = _untested("least-squares slope, t", note), "pruned levels"
+    result = [
+        Comparison(
+            "Q1", series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, PER_POINTS
+        ),
+        Comparison(
+            "Q1", series, arm, BASELINE_ARM, SPEED, contrast, speed_units, "ratio", speed, 1, PER_POINTS
+        ),
+    ]
+    levels = design.levels(series)
+    if pruned and levels[0] == 0:  # the step into pruning, reported apart from the slope
+        result += _level_contrast(design, series, arm, units, "Q1", pruned[0], 0.0)
+    return result
+
+
+def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    temperatures = design.temperatures(series)
+    result = []
+    for level in pruned_levels(design, series):
+        contrast = f"agency/baseline at {level:g}%"
+        diffs = differences(design, series, level, temperatures, QUALITY, arm, BASELINE_ARM, units)
+        result.append(
+            Comparison(
+                "Q2",
+                series,
+                arm,
+                BASELINE_ARM,
+                QUALITY,
+                contrast,
+                "prompts",
+                "ratio",
+                paired_effect(
+                    list(diffs.values()), key_of("Q2", series, arm, BASELINE_ARM, QUALITY, contrast)
+                ),
+                -1,
+                level=level,
+            )
+        )
+        speed, speed_units = speed_at(design, series, level, arm, BASELINE_ARM)
+        result.append(
+            Comparison(
+                "Q2",
+                series,
+                arm,
+                BASELINE_ARM,
+                SPEED,
+                contrast,
+                speed_units,
+                "ratio",
+                speed,
+                1,
+                level=level,
+            )
+        )
+    return result
+
+
+def question_3(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    """Whether the agency effect differs between consecutive temperatures, at each pruned level."""
+    temperatures = design.temperatures(series)
+    result = []
+    for low, high in zip(temperatures, temperatures[1:], strict=False):
+        for level in pruned_levels(design, series):
+            contrast = f"agency effect at T={high:g} over at T={low:g}, {level:g}%"
+            at_high = differences(design, series, level, [high], QUALITY, arm, BASELINE_ARM, units)
+            at_low = differences(design, series, level, [low], QUALITY, arm, BASELINE_ARM, units)
+            effect = paired_effect(
+                [at_high[p] - at_low[p] for p in common([at_high, at_low])],
+                key_of("Q3", series, arm, BASELINE_ARM, QUALITY, contrast),
+            )
+            result.append(
+                Comparison(
+                    "Q3",
+                    series,
+                    arm,
+                    BASELINE_ARM,
+                    QUALITY,
+                    contrast,
+                    "prompts",
+                    "ratio",
+                    effect,
+                    -1,
+                    level=level,
+                    temperature=high,
+                )
+            )
+    return result
+
+
+def damage_by_temperature(design: Design, units: Units) -> list[Comparison]:
+    """Per series and arm: the damage pruning does (pruned minus 0%, log perplexity per prompt, averaged over the
+    pruned levels) at one temperature minus at the next. Secondary: temperature's effect on pruning, not agency's."""
+    result = []
+    for series in design.series():
+        pruned, levels = pruned_levels(design, series), design.levels(series)
+        temperatures = design.temperatures(series)
+        if not pruned or levels[0] != 0:
+            continue
+        for arm in design.arms(series):
+            for low, high in zip(temperatures, temperatures[1:], strict=False):
+                per_level = []
+                for level in pruned:
+                    at = {
+                        t: cell_differences(
+                            design, Cell(series, t, level, arm), Cell(series, t, 0.0, arm), QUALITY, units
+                        )
+                        for t in (low, high)
+                    }
+                    per_level.append({p: at[high][p] - at[low][p] for p in common([at[high], at[low]])})
+                prompts = common(per_level)
+                contrast = f"damage of pruning at T={high:g} over at T={low:g}, pruned levels pooled"
+                effect = paired_effect(
+                    [sum(d[p] for d in per_level) / len(per_level) for p in prompts],
+                    key_of(DAMAGE_BY_TEMPERATURE, series, arm, arm, QUALITY, contrast),
+                )
+                result.append(
+                    Comparison(
+                        DAMAGE_BY_TEMPERATURE,
+                        series,
+                        arm,
+                        arm,
+                        QUALITY,
+                        contrast,
+                        "prompts",
+                        "ratio",
+                        effect,
+                        -1,
+                        temperature=high,
+                        says=(
+                            "pruning does less damage at the higher temperature",
+                            "pruning does more damage at the higher temperature",
+                        ),
+                    )
+                )
+    return result
+
+
+def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    pruned = pruned_levels(design, series)
+    if len(pruned) < 2:
+        return []
+    return _level_contrast(design, series, arm, units, "Q4", pruned[-1], pruned[0])
+
+
 def quality_metrics() -> list[str]:
     """Reference perplexity and the diversity metrics: the per-sample quality measures."""
     return [
@@ -328,7 +490,7 @@ def quality_metrics() -> list[str]:
 
 def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
     temperatures = design.temperatures(series)
-    pruned = [lv for lv in design.levels(series) if lv > 0] or design.levels(series)
+    pruned = pruned_levels(design, series) or design.levels(series)
     result = []
     for metric in quality_metrics():
         diffs = _averaged(design, series, pruned, temperatures, arm, BASELINE_ARM, units, metric)
@@ -347,10 +509,13 @@ def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[C
             contrast,
             "prompts",
             _ratio_kind(metric),
-            paired_effect(diffs),
+            paired_effect(diffs, key_of("Q5", series, arm, BASELINE_ARM, metric, contrast)),
             _gain_sign(metric),
         )
-        comparison.standardized = _standardized(_gain_sign(metric) * np.asarray(diffs, dtype=float))
+        comparison.standardized = _standardized(
+            _gain_sign(metric) * np.asarray(diffs, dtype=float),
+            key_of("Q5", series, arm, BASELINE_ARM, metric, contrast),
+        )
         result.append(comparison)
     return result
 
@@ -388,7 +553,17 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
                                     f"{arm.label} vs baseline",
                                     "prompts",
                                     _ratio_kind(metric),
-                                    paired_effect(list(diffs.values())),
+                                    paired_effect(
+                                        list(diffs.values()),
+                                        key_of(
+                                            "exploratory",
+                                            series,
+                                            arm,
+                                            BASELINE_ARM,
+                                            metric,
+                                            f"T={temperature:g} {level:g}%",
+                                        ),
+                                    ),
                                     _gain_sign(metric),
                                     level=level,
                                     temperature=temperature,
@@ -439,7 +614,10 @@ def aa_checks(design: Design, units: Units) -> list[Comparison]:
                             "agency vs baseline with nothing pruned",
                             "prompts",
                             "ratio",
-                            paired_effect(list(diffs.values())),
+                            paired_effect(
+                                list(diffs.values()),
+                                key_of("aa", series, arm, BASELINE_ARM, QUALITY, f"T={temperature:g}"),
+                            ),
                             -1,
                             level=level,
                             temperature=temperature,
@@ -471,7 +649,7 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
                 "whole agency effect (agency vs baseline)",
                 "prompts",
                 "ratio",
-                paired_effect(total),
+                paired_effect(total, key_of("ablation", series, main, BASELINE_ARM, QUALITY, "whole")),
                 -1,
             )
         )
@@ -487,7 +665,7 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
                     f"{variant.label} vs agency (positive log ratio: the switched-off part helps)",
                     "prompts",
                     "ratio",
-                    paired_effect(diffs),
+                    paired_effect(diffs, key_of("ablation", series, variant, main, QUALITY, "variant")),
                     -1,
                 )
             )
@@ -556,7 +734,8 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
                     with_unpruned = [t for t in temps if prompt in unpruned[t]]
                     if with_unpruned and len(with_unpruned) == len(temps):
                         lost.append(sum(before[t][prompt] - unpruned[t][prompt] for t in temps) / len(temps))
-                effect = paired_effect([-g for g in gained])  # after - before: below 0 (x < 1) is better
+                key = key_of("recovery", after_series, arm, arm, QUALITY, f"{level:g}%")
+                effect = paired_effect([-g for g in gained], key)  # after - before: below 0 (x < 1) is better
                 comparison = Comparison(
                     "recovery",
                     after_series,
@@ -570,12 +749,12 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
                     -1,
                     level=level,
                 )
-                comparison.regained = _share(gained, lost)
+                comparison.regained = _share(gained, lost, key)
                 result.append(comparison)
     return result
 
 
-def _share(gained: list[float], lost: list[float]) -> tuple[float, float, float] | None:
+def _share(gained: list[float], lost: list[float], key: str) -> tuple[float, float, float] | None:
     """Mean regained / mean lost (log perplexity), with a bootstrap interval over prompts."""
     if len(gained) != len(lost) or len(lost) < 3 or sum(lost) <= 0:
         return None
@@ -584,7 +763,9 @@ def _share(gained: list[float], lost: list[float]) -> tuple[float, float, float]
     def ratio(x: np.ndarray, axis: int = 0) -> np.ndarray:
         return x[..., 0].mean(axis=-1) / np.maximum(x[..., 1].mean(axis=-1), 1e-12)
 
-    low, high = bootstrap_interval(pairs, statistic=lambda x, axis: ratio(x))
+    low, high = bootstrap_interval(
+        pairs, statistic=lambda x, axis: ratio(x), seed=stream_seed(key + "|regained")
+    )
     return float(ratio(pairs)), low, high
 
 

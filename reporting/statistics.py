@@ -2,9 +2,11 @@
 
 Descriptions per cell (natural units: geometric means for log-scale metrics,
 intervals over the metric's units of analysis), then every comparison of
-``questions.py`` with Holm's correction applied within each family: one family
-per question (its primary comparisons), one for the exploratory comparisons, one
-for the A/A checks at 0% and one for the ablation of the agency components.
+``questions.py`` with Holm's correction: one adjustment over every confirmatory
+comparison of the report together (the primary endpoint and every question's
+agency comparisons: one error rate per report, contract 14), and one within each
+secondary family (the A/A checks at 0%, the ablation, recovery, temperature and
+the damage of pruning) and the exploratory family.
 """
 
 from __future__ import annotations
@@ -19,20 +21,31 @@ from record.catalogue import CATALOGUE, spec
 from reporting.design import Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
 from reporting.questions import (
+    DAMAGE_BY_TEMPERATURE,
     PRIMARY,
+    PRIMARY_ENDPOINT,
     QUESTIONS,
     Comparison,
     aa_checks,
     ablation,
+    damage_by_temperature,
     exploratory,
+    primary_endpoint,
     recovery,
     shown,
 )
 from reporting.units import Units, degenerate_share
 
 ALPHA = 0.05
+ADJUSTMENT = (
+    "Holm over the 'confirmatory' set (family primary and Q1..Q5 together: one error rate per report), and "
+    "within each other family; a comparison's 'adjusted_with' names its set"
+)
 FAMILIES = {
+    "primary": f"primary endpoint: {PRIMARY_ENDPOINT}",
     **{q: f"primary comparisons of question {q[1]}: {text}" for q, text in QUESTIONS.items()},
+    DAMAGE_BY_TEMPERATURE: "secondary, question 3: the damage pruning does to each arm (pruned vs 0%) at one "
+    "temperature over the next",
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
@@ -92,13 +105,17 @@ class Statistics:
         return {
             "alpha": self.alpha,
             "families": FAMILIES,
+            "adjustment": ADJUSTMENT,
             "degenerate_perplexity": self.units.degenerate_perplexity,
+            "degenerate_repetition": self.units.degenerate_repetition,
             "reading": "estimates are on the analysis scale (log ratios for log-scale metrics); 'shown' converts "
-            "them (x exp; slopes per 10 points of pruning); p_holm is adjusted within the family",
+            "them (x exp; slopes per 10 points of pruning); p_holm is adjusted over 'adjusted_with'",
             "cells": [dataclasses.asdict(c) for c in self.cells],
             "comparisons": [
                 {
                     **dataclasses.asdict(c),
+                    "role": c.role,
+                    "adjusted_with": c.adjusted_with,
                     "shown": [
                         shown(c, c.effect.estimate),
                         shown(c, c.effect.ci_low),
@@ -174,10 +191,11 @@ def describe_cells(design: Design, units: Units) -> list[CellStats]:
 
 
 def _adjust(comparisons: list[Comparison]) -> None:
-    """Holm within each family, and the smallest adjusted p each test could reach there."""
+    """Holm over each adjustment set (all confirmatory comparisons together; each other family on its own), and
+    the smallest adjusted p each test could reach there."""
     by_family: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
-        by_family[c.family].append(c)
+        by_family[c.adjusted_with].append(c)
     for members in by_family.values():
         adjusted = holm([c.effect.p for c in members])
         floors = [c.effect.p_floor if c.effect.p is not None else None for c in members]
@@ -187,13 +205,15 @@ def _adjust(comparisons: list[Comparison]) -> None:
 
 
 def compute_statistics(design: Design, units: Units | None = None, alpha: float = ALPHA) -> Statistics:
-    """Describe every cell; compute every family's comparisons; Holm within each family."""
+    """Describe every cell; compute every family's comparisons; Holm over each adjustment set."""
     units = units or Units()
     comparisons: list[Comparison] = []
     for series in design.series():
         for arm in design.agency_arms(series):
+            comparisons += primary_endpoint(design, series, arm, units)
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
+    comparisons += damage_by_temperature(design, units)
     comparisons += aa_checks(design, units) + ablation(design, units) + recovery(design, units)
     comparisons += exploratory(design, units)
     _adjust(comparisons)

@@ -4,15 +4,17 @@ Every function here returns values at the unit of analysis, already paired:
 prompts present in both arms (and averaged over the temperatures asked for),
 timing repeats matched by the session and repeat they were measured in.
 Diversity metrics are turned into distances to the unpruned model's value on
-the same prompt first; a sample whose reference perplexity marks it degenerate
-gets the largest distance, so degenerate text is never a diversity gain.
+the same prompt first. A degenerate sample (reference perplexity above one
+threshold, or repetition rate above another: loops score a low perplexity)
+is the worst outcome of its comparison on every quality metric: the largest
+distance for diversity, the worst value in the compared cells otherwise.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from record.catalogue import spec
@@ -20,44 +22,99 @@ from reporting.design import BASELINE, Arm, Cell, Design, Series
 
 BASELINE_ARM = Arm(BASELINE)
 DEFAULT_DEGENERATE_PERPLEXITY = 1000.0
+# A loop scores a LOW reference perplexity (the unpruned model predicts its own repeats well), so perplexity alone
+# cannot flag it: a sample that repeats more than this share of its 4-grams is degenerate too. Ordinary text
+# repeats about 1.5% (sd 6%) in the quickstart's samples.
+DEFAULT_DEGENERATE_REPETITION = 0.5
 MAX_DISTANCE = 1.0  # every diversity metric is a share in [0, 1]
+QUALITY = "reference_perplexity"
+REPETITION = "repetition_rate"
 
 
 @dataclass(frozen=True)
 class Units:
-    """How per-prompt values are read: the degenerate-text threshold for diversity distances."""
+    """How per-prompt values are read: when a sample counts as degenerate text (the worst outcome)."""
 
     degenerate_perplexity: float = DEFAULT_DEGENERATE_PERPLEXITY
+    degenerate_repetition: float = DEFAULT_DEGENERATE_REPETITION
+
+    def degenerate(self, metrics: Mapping[str, float]) -> bool:
+        """Degenerate text: reference perplexity above its threshold, or repetition rate above its threshold."""
+        ppl, repetition = metrics.get(QUALITY), metrics.get(REPETITION)
+        return (ppl is not None and ppl > self.degenerate_perplexity) or (
+            repetition is not None and repetition > self.degenerate_repetition
+        )
+
+
+def _samples(design: Design, cell: Cell, metric: str, units: Units) -> dict[int, list[tuple[float, bool]]]:
+    """Per prompt: (value on the analysis scale, degenerate?) of every sample of the cell that has the metric."""
+    log = spec(metric).scale == "log"
+    result: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for record in design.cells.get(cell, []):
+        for sample in record.samples:
+            value = sample.metrics.get(metric)
+            if value is None or (log and value <= 0):
+                continue
+            result[sample.prompt_index].append(
+                (math.log(value) if log else value, units.degenerate(sample.metrics))
+            )
+    return dict(sorted(result.items()))
 
 
 def prompt_values(design: Design, cell: Cell, metric: str, units: Units) -> dict[int, float]:
-    """Per prompt, on the analysis scale; reference-direction metrics as the distance to the unpruned model."""
+    """Per prompt, on the analysis scale, degenerate samples as they are; reference-direction metrics as the
+    distance to the unpruned model (degenerate samples at the largest distance)."""
     if spec(metric).direction != "reference":
         return design.prompt_values(cell, metric)
+    return _distances(design, cell, metric, units)
+
+
+def _distances(design: Design, cell: Cell, metric: str, units: Units) -> dict[int, float]:
     reference_cell = Cell(cell.series, cell.temperature, min(design.levels(cell.series)), BASELINE_ARM)
     reference = design.prompt_values(reference_cell, metric)
     distances: dict[int, float] = {}
-    for prompt, samples in design.sample_values(cell, metric).items():
+    for prompt, samples in _samples(design, cell, metric, units).items():
         if prompt not in reference:
             continue
-        values = [
-            MAX_DISTANCE
-            if (ppl is not None and ppl > units.degenerate_perplexity)
-            else abs(v - reference[prompt])
-            for v, ppl in samples
-        ]
+        values = [MAX_DISTANCE if bad else abs(v - reference[prompt]) for v, bad in samples]
         distances[prompt] = sum(values) / len(values)
     return distances
 
 
+def compared_values(
+    design: Design, cells: Sequence[Cell], metric: str, units: Units
+) -> list[dict[int, float]]:
+    """Per prompt and cell, the values one comparison of ``cells`` reads, with every degenerate sample given the
+    worst outcome in the comparison: the largest distance for diversity, otherwise the worst value any sample of
+    these cells has (the highest perplexity), so degenerate text never counts as a gain on any quality metric."""
+    if spec(metric).direction == "reference":
+        return [_distances(design, cell, metric, units) for cell in cells]
+    per_cell = [_samples(design, cell, metric, units) for cell in cells]
+    values = [v for samples in per_cell for s in samples.values() for v, _ in s]
+    if not values:
+        return [{} for _ in cells]
+    worst = max(values) if spec(metric).direction == "lower" else min(values)
+    return [
+        {p: sum(worst if bad else v for v, bad in s) / len(s) for p, s in samples.items()}
+        for samples in per_cell
+    ]
+
+
 def degenerate_share(design: Design, cell: Cell, units: Units) -> tuple[int, int]:
-    """(degenerate samples, samples with a reference perplexity) in one cell."""
+    """(degenerate samples, samples with a reference perplexity or a repetition rate) in one cell."""
     flagged = total = 0
-    for samples in design.sample_values(cell, "reference_perplexity").values():
-        for value, _ in samples:
-            total += 1
-            flagged += value > units.degenerate_perplexity
+    for record in design.cells.get(cell, []):
+        for sample in record.samples:
+            if QUALITY in sample.metrics or REPETITION in sample.metrics:
+                total += 1
+                flagged += units.degenerate(sample.metrics)
     return flagged, total
+
+
+def cell_differences(design: Design, cell: Cell, other: Cell, metric: str, units: Units) -> dict[int, float]:
+    """Per prompt: ``cell`` minus ``other`` (degenerate samples at the worst outcome of the pair)."""
+    mine, theirs = compared_values(design, [cell, other], metric, units)
+    return {p: mine[p] - theirs[p] for p in sorted(mine.keys() & theirs.keys())}
 
 
 def differences(
@@ -73,10 +130,15 @@ def differences(
     """Per prompt: arm minus other at ``level``, averaged over ``temperatures`` (where the prompt is in both)."""
     per_prompt: dict[int, list[float]] = defaultdict(list)
     for temperature in temperatures:
-        mine = prompt_values(design, Cell(series, temperature, level, arm), metric, units)
-        theirs = prompt_values(design, Cell(series, temperature, level, other), metric, units)
-        for prompt in mine.keys() & theirs.keys():
-            per_prompt[prompt].append(mine[prompt] - theirs[prompt])
+        pair = cell_differences(
+            design,
+            Cell(series, temperature, level, arm),
+            Cell(series, temperature, level, other),
+            metric,
+            units,
+        )
+        for prompt, value in pair.items():
+            per_prompt[prompt].append(value)
     return {p: sum(v) / len(v) for p, v in sorted(per_prompt.items())}
 
 
@@ -136,3 +198,31 @@ def timing_session_logs(
             if t.value > 0:
                 sessions[t.session].append(math.log(t.value))
     return [sum(v) / len(v) for _, v in sorted(sessions.items())]
+
+
+def session_log_ratios(
+    design: Design,
+    series: Series,
+    levels: Sequence[float],
+    temperatures: Sequence[float],
+    metric: str,
+    arm: Arm,
+    other: Arm,
+) -> list[float]:
+    """Per timing session that timed both arms side by side: the mean of its paired log ratios (contract 11: the
+    session is the unit, its repeats are averaged). Empty when the arms were timed apart."""
+    means = []
+    for level in levels:
+        for temperature in temperatures:
+            mine = design.timings(Cell(series, temperature, level, arm), metric)
+            theirs = {
+                (t.session, t.repeat): t.value
+                for t in design.timings(Cell(series, temperature, level, other), metric)
+            }
+            sessions: dict[str, list[float]] = defaultdict(list)
+            for t in mine:
+                partner = theirs.get((t.session, t.repeat))
+                if partner is not None and partner > 0 and t.value > 0:
+                    sessions[t.session].append(math.log(t.value / partner))
+            means += [sum(v) / len(v) for _, v in sorted(sessions.items())]
+    return means

@@ -1,7 +1,8 @@
-"""Estimators: effects with intervals, tests against scipy, the Wilcoxon floor and Holm's adjustment."""
+"""Estimators: effects with intervals and their coverage, the sign-flip test and its floor, Holm's adjustment."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,6 +11,9 @@ from scipy import stats
 
 from reporting.estimators import (
     BOOTSTRAP_RESAMPLES,
+    EXACT_SIGN_FLIPS_UP_TO,
+    SIGN_FLIP,
+    SIGN_FLIP_DRAWS,
     bootstrap_interval,
     describe,
     holm,
@@ -17,24 +21,59 @@ from reporting.estimators import (
     mean_t_effect,
     paired_effect,
     regression_effect,
+    sign_flip_floor,
+    sign_flip_p,
     slope,
+    stream_seed,
     welch_effect,
-    wilcoxon_floor,
 )
+
+COVERAGE_RUNS = 2000  # simulated sets of 24 prompts per distribution
+PROMPTS = 24  # the quickstart's n
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_paired_effect_estimates_the_mean_with_a_bootstrap_interval_around_it(seed: int) -> None:
+def test_paired_effect_estimates_the_mean_with_an_interval_and_a_test_of_that_mean(seed: int) -> None:
     d = np.random.default_rng(seed).normal(0.2, 0.8, 24)
-    effect = paired_effect(d)
+    effect = paired_effect(d, f"comparison {seed}")
     assert effect.n == 24 and effect.estimate == pytest.approx(d.mean())
     assert effect.ci_low < effect.estimate < effect.ci_high
-    # a percentile bootstrap of the mean: about mean +- 1.96 sd / sqrt(n)
-    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
-    assert effect.ci_high - effect.ci_low == pytest.approx(2 * half, rel=0.2)
-    assert effect.p == pytest.approx(stats.wilcoxon(d).pvalue)
-    assert effect.p_floor == pytest.approx(2 / 2**24) and effect.test == "Wilcoxon signed-rank"
+    # a bootstrap-t interval of the mean: about mean +- t(23) sd / sqrt(n)
+    half = stats.t.ppf(0.975, 23) * d.std(ddof=1) / math.sqrt(d.size)
+    assert effect.ci_high - effect.ci_low == pytest.approx(2 * half, rel=0.25)
+    # the test is of the same mean: its p agrees with the t-test's within Monte-Carlo error
+    assert effect.p == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, abs=0.02)
+    assert effect.p_floor == pytest.approx(1 / (SIGN_FLIP_DRAWS + 1)) and effect.test == SIGN_FLIP
     assert effect.note is None and effect.tested
+
+
+def test_each_comparison_has_its_own_random_stream_and_the_same_name_repeats_it() -> None:
+    d = np.random.default_rng(7).normal(0.1, 1.0, 24)
+    first, again, other = paired_effect(d, "Q2|30"), paired_effect(d, "Q2|30"), paired_effect(d, "Q2|50")
+    assert first == again
+    assert (first.ci_low, first.p) != (other.ci_low, other.p)
+    assert stream_seed("Q2|30") != stream_seed("Q2|50") and stream_seed("a") == stream_seed("a")
+
+
+@pytest.mark.parametrize("n", [5, 9, 12])
+def test_the_exact_sign_flip_p_counts_every_pattern(n: int) -> None:
+    d = np.random.default_rng(n).normal(0.3, 1.0, n)
+    sums = [
+        abs(sum(s * v for s, v in zip(signs, d, strict=True)))
+        for signs in itertools.product((1, -1), repeat=n)
+    ]
+    by_hand = sum(x >= abs(d.sum()) * (1 - 1e-12) for x in sums) / 2**n
+    assert n <= EXACT_SIGN_FLIPS_UP_TO and sign_flip_p(d, 0) == pytest.approx(by_hand)
+
+
+def test_the_monte_carlo_sign_flip_p_is_seeded_and_close_to_the_exact_one() -> None:
+    d = np.random.default_rng(3).normal(0.4, 1.0, 16)
+    exact = sign_flip_p(d, 0)
+    longer = np.concatenate([d, [0.0]])  # 17 units, one of them zero: the same exact distribution
+    assert sign_flip_p(longer, 5) == sign_flip_p(longer, 5)
+    assert sign_flip_p(longer, 5) == pytest.approx(
+        exact, abs=4 * math.sqrt(exact * (1 - exact) / SIGN_FLIP_DRAWS)
+    )
 
 
 def test_bootstrap_interval_is_seeded_and_uses_the_given_statistic() -> None:
@@ -45,38 +84,78 @@ def test_bootstrap_interval_is_seeded_and_uses_the_given_statistic() -> None:
     assert BOOTSTRAP_RESAMPLES >= 1000
 
 
+@pytest.mark.parametrize(
+    "name, draw",
+    [
+        ("normal", lambda rng: rng.normal(0.0, 0.778, PROMPTS)),  # the quickstart's arm difference sd
+        ("skewed", lambda rng: rng.exponential(0.778, PROMPTS) - 0.778),  # mean 0, right tail
+    ],
+)
+def test_the_95_percent_interval_covers_the_true_mean_in_93_to_97_percent_of_runs(
+    name: str, draw, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2000 simulated sets of 24 per-prompt differences with mean 0. The binomial sd of a 95% rate over 2000 runs
+        is 0.5 points, so 93-97% is four sd either side. Where the differences are symmetric (no difference between the
+    arms: they are exchangeable) the sign-flip test rejects in about 5%; a skewed difference with mean 0 is not that
+    null, and its rejection rate is printed only."""
+    rng = np.random.default_rng(20261201)
+    covered = rejected = 0
+    for run in range(COVERAGE_RUNS):
+        effect = paired_effect(draw(rng), f"coverage {name} {run}")
+        covered += effect.ci_low <= 0.0 <= effect.ci_high
+        rejected += effect.p < 0.05
+    with capsys.disabled():
+        print(
+            f"\ncoverage ({name}, n = {PROMPTS}, {COVERAGE_RUNS} runs): {covered / COVERAGE_RUNS:.3f}; "
+            f"sign-flip rejections {rejected / COVERAGE_RUNS:.3f}"
+        )
+    assert 0.93 <= covered / COVERAGE_RUNS <= 0.97
+    if name == "normal":  # arms that do not differ give symmetric differences: there the flip test is exact
+        assert 0.03 <= rejected / COVERAGE_RUNS <= 0.07
+
+
 @pytest.mark.parametrize("n", range(0, 31))
-def test_wilcoxon_floor_is_two_over_two_to_the_n(n: int) -> None:
-    assert wilcoxon_floor(n) == (1.0 if n == 0 else min(1.0, 2 / 2**n))
+def test_sign_flip_floor_is_two_over_two_to_the_n_or_the_monte_carlo_resolution(n: int) -> None:
+    exact = 1.0 if n == 0 else min(1.0, 2 / 2**n)
+    expected = exact if n <= EXACT_SIGN_FLIPS_UP_TO else max(exact, 1 / (SIGN_FLIP_DRAWS + 1))
+    assert sign_flip_floor(n) == expected
 
 
 @pytest.mark.parametrize("n", [4, 5, 8])
-def test_the_floor_is_what_an_exact_wilcoxon_gives_when_every_prompt_agrees(n: int) -> None:
+def test_the_floor_is_what_the_exact_test_gives_when_every_prompt_agrees(n: int) -> None:
     d = np.arange(1, n + 1, dtype=float)
-    effect = paired_effect(d)
+    effect = paired_effect(d, "agree")
     assert effect.p == pytest.approx(2 / 2**n) == pytest.approx(effect.p_floor)
     if n == 4:
         assert effect.p_floor == 0.125  # with 4 prompts nothing can be significant
 
 
 def test_identical_differences_give_p_one_with_a_note() -> None:
-    effect = paired_effect([0.0] * 12)
+    effect = paired_effect([0.0] * 12, "identical")
     assert effect.p == 1.0 and effect.estimate == 0.0
     assert "identical" in effect.note
     assert effect.p_floor == pytest.approx(2 / 2**12)  # the design's floor, not a lack of units
 
 
-def test_some_identical_prompts_are_not_ranked_and_the_note_says_how_many() -> None:
+def test_some_identical_prompts_are_counted_in_a_note() -> None:
     d = [0.0, 0.0, 0.0, 0.5, -0.2, 0.7, 0.9, 0.3]
-    effect = paired_effect(d)
-    assert effect.p == pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue)
-    assert effect.note == "3 of 8 prompts gave identical values (not ranked)"
+    effect = paired_effect(d, "some identical")
+    assert effect.p == pytest.approx(sign_flip_p(np.asarray(d), 0))  # exact: no stream involved
+    assert effect.note == "3 of 8 prompts gave identical values"
+
+
+def test_mostly_tied_prompts_give_a_finite_interval_around_the_mean() -> None:
+    """Prompts whose arms both wrote degenerate text tie at 0; resamples of ties alone have no t and are left out."""
+    d = np.array([0.0] * 22 + [1.3, -0.4])
+    effect = paired_effect(d, "mostly tied")
+    assert effect.ci_low <= effect.estimate <= effect.ci_high
+    assert -3.0 < effect.ci_low and effect.ci_high < 3.0
 
 
 def test_too_few_prompts_are_not_tested_and_never_get_a_number_substituted() -> None:
-    none = paired_effect([])
+    none = paired_effect([], "none")
     assert (none.n, none.estimate, none.p, none.ci_low) == (0, None, None, None) and none.note
-    one = paired_effect([0.4])
+    one = paired_effect([0.4], "one")
     assert one.estimate == 0.4 and one.p is None and one.ci_low is None and not one.tested and one.note
 
 

@@ -75,13 +75,36 @@ def test_cells_carry_their_records_seeds_degenerate_share_and_agency_summary(sta
 
 
 def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
-    assert set(FAMILIES) == {"Q1", "Q2", "Q3", "Q4", "Q5", "aa", "ablation", "recovery", "exploratory"}
+    assert set(FAMILIES) == {
+        "primary",
+        "Q1",
+        "Q2",
+        "Q3",
+        "Q4",
+        "Q5",
+        "Q3-damage",
+        "aa",
+        "ablation",
+        "recovery",
+        "exploratory",
+    }
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere
     assert payload["alpha"] == ALPHA == 0.05 and payload["degenerate_perplexity"] == 1000.0
-    first = json.loads(text)["comparisons"][0]
-    assert first["family"] == "Q1" and set(first) >= {"effect", "p_holm", "p_floor_holm", "shown", "reading"}
-    assert first["shown"][0] == pytest.approx(math.exp(10 * first["effect"]["estimate"]))  # per 10 points
+    assert payload["degenerate_repetition"] == 0.5 and "one error rate per report" in payload["adjustment"]
+    comparisons = json.loads(text)["comparisons"]
+    first = comparisons[0]
+    assert (
+        first["family"] == "primary"
+        and first["role"] == "primary"
+        and first["adjusted_with"] == "confirmatory"
+    )
+    assert set(first) >= {"effect", "p_holm", "p_floor_holm", "shown", "reading"}
+    slope = next(c for c in comparisons if c["family"] == "Q1")
+    assert slope["shown"][0] == pytest.approx(math.exp(10 * slope["effect"]["estimate"]))  # per 10 points
+    roles = {(c["family"], c["role"], c["adjusted_with"]) for c in comparisons}
+    assert ("Q3-damage", "secondary", "Q3-damage") in roles and ("aa", "secondary", "aa") in roles
+    assert ("exploratory", "exploratory", "exploratory") in roles
     assert statistics.notes == []
 
 

@@ -81,6 +81,40 @@ def test_degenerate_text_gets_the_largest_distance_so_it_is_never_a_diversity_ga
     assert degenerate_share(design, cell, Units(degenerate_perplexity=1e4)) == (0, 1)
 
 
+def test_a_looping_sample_is_degenerate_and_counts_as_the_worst_outcome_on_every_quality_metric() -> None:
+    """A loop scores a LOW reference perplexity (the unpruned model predicts its own repeats): perplexity alone
+    would call it the best text of the comparison. Its repetition rate flags it, and it then takes the worst
+    perplexity of the comparison and the largest diversity distance."""
+    ordinary = {"repetition_rate": 0.02, "distinct_2": 0.95}
+    looping = {"reference_perplexity": 1.5, "repetition_rate": 0.9, "distinct_2": 0.1}
+    design, series = _design(
+        make_record(0.0, samples={(0, 0): {"reference_perplexity": 5.0, **ordinary}, (1, 0): _s(5, 0.9)}),
+        make_record(30.0, samples={(0, 0): {"reference_perplexity": 40.0, **ordinary}, (1, 0): _s(80, 0.8)}),
+        make_record(30.0, arm=AGENCY, samples={(0, 0): looping, (1, 0): _s(60, 0.8)}),
+    )
+    cell = Cell(series, 0.7, 30.0, AG)
+    assert degenerate_share(design, cell, Units()) == (1, 2)
+    ppl = differences(design, series, 30.0, [0.7], "reference_perplexity", AG, BASE, Units())
+    # prompt 0: the loop gets the worst perplexity of the two cells (80), so agency is worse than 40, not better
+    assert ppl == {0: pytest.approx(math.log(80 / 40)), 1: pytest.approx(math.log(60 / 80))}
+    assert prompt_values(design, cell, "distinct_2", Units())[0] == MAX_DISTANCE
+    # below the declared threshold the same sample is read as it is: a low perplexity, a gain
+    lenient = Units(degenerate_repetition=0.95)
+    assert degenerate_share(design, cell, lenient) == (0, 2)
+    assert differences(design, series, 30.0, [0.7], "reference_perplexity", AG, BASE, lenient)[0] == (
+        pytest.approx(math.log(1.5 / 40))
+    )
+
+
+def test_samples_degenerate_in_both_arms_tie_at_the_worst_outcome() -> None:
+    design, series = _design(
+        make_record(30.0, samples={(0, 0): _s(3000, 0.9), (1, 0): _s(20, 0.9)}),
+        make_record(30.0, arm=AGENCY, samples={(0, 0): _s(9000, 0.9), (1, 0): _s(2000, 0.9)}),
+    )
+    ppl = differences(design, series, 30.0, [0.7], "reference_perplexity", AG, BASE, Units())
+    assert ppl == {0: 0.0, 1: pytest.approx(math.log(9000 / 20))}
+
+
 def test_differences_are_per_prompt_averaged_over_temperatures_on_the_log_scale() -> None:
     design, series = _design(
         make_record(30.0, 0.7, samples={(0, 0): _s(10, 0.5), (1, 0): _s(10, 0.5)}),
