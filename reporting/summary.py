@@ -1,6 +1,8 @@
-"""``summary.md``: the five questions answered from the statistics, effect sizes first.
+"""``summary.md``: the primary endpoint and the five questions answered from the statistics, effect sizes first.
 
-Every sentence is derived from a number in ``statistics.json``. Each answer
+Every sentence is derived from a number in ``statistics.json``. Every result is
+labelled primary (one Holm adjustment over all of them: one error rate for the
+whole report), secondary or exploratory. Each answer
 leads with the effect and its 95% interval, then the test. Where a test could
 not have reached significance with the units at hand, the text says
 "inconclusive: too few prompts to detect an effect"; where it could and did
@@ -13,7 +15,14 @@ from pathlib import Path
 
 from record.catalogue import CATALOGUE, spec
 from reporting.format import MISSING, effect_text, floor_text, level, num, pval
-from reporting.questions import QUESTIONS, Comparison, shown
+from reporting.questions import (
+    CONFIRMATORY,
+    DAMAGE_BY_TEMPERATURE,
+    PRIMARY_ENDPOINT,
+    QUESTIONS,
+    Comparison,
+    shown,
+)
 from reporting.statistics import FAMILIES, Statistics
 
 NO_DIFF = "no significant difference"
@@ -32,7 +41,10 @@ def effect_of(c: Comparison) -> str:
 
 
 def _row(c: Comparison, alpha: float) -> list[str]:
-    where = c.series.label() + ("" if c.arm.label == "agency" else f" / {c.arm.label}")
+    named = (
+        c.arm.label != "agency" or c.family == DAMAGE_BY_TEMPERATURE
+    )  # damage rows: one per arm, each named
+    where = c.series.label() + (f" / {c.arm.label}" if named else "")
     return [
         where,
         spec(c.metric).label,
@@ -80,12 +92,23 @@ def _verdicts(rows: list[Comparison], alpha: float) -> str:
     return "; ".join(clauses)
 
 
+def _confirmatory(stats: Statistics) -> list[Comparison]:
+    return [c for c in stats.comparisons if c.family in CONFIRMATORY]
+
+
+def _primary_line(rows: list[Comparison], stats: Statistics) -> str:
+    return (
+        f"Primary: {len(rows)} comparisons here, Holm-adjusted together with all {len(_confirmatory(stats))} "
+        f"primary comparisons of this report. {_power_line(rows)}."
+    )
+
+
 def _question_section(key: str, stats: Statistics, preface: str, answer) -> list[str]:
     rows = stats.family(key)
     lines = [f"## {key[1]}. {QUESTIONS[key]}", "", preface, ""]
     if not rows:
         return lines + [answer(rows, stats), ""]
-    lines.append(f"Primary family: {len(rows)} comparisons, Holm-adjusted together. {_power_line(rows)}.")
+    lines.append(_primary_line(rows, stats))
     lines.append("")
     lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines + [answer(rows, stats), ""]
@@ -160,9 +183,11 @@ def _q1(stats: Statistics) -> list[str]:
     return _question_section(
         "Q1",
         stats,
-        "How the agency/baseline ratio changes per 10 points of pruning (below 1 for perplexity, above 1 for "
-        "tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of the log ratio over the "
-        "levels, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the level.",
+        "How the agency/baseline ratio changes per 10 points of pruning over the pruned levels (below 1 for "
+        "perplexity, above 1 for tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of "
+        "the log ratio, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the "
+        "level. At 0% the arms write the same text, so the step from 0% to the first pruned level is its own "
+        "comparison (the effect at that level over at 0%), not part of the slope.",
         lambda rows, s: _with_context(
             _generic_answer(
                 rows,
@@ -228,17 +253,36 @@ def _q3(stats: Statistics) -> list[str]:
         "Q3",
         stats,
         "Per prompt, the agency/baseline perplexity ratio at one temperature divided by that at the next "
-        "(a difference of differences on the log scale, paired over prompts, Wilcoxon signed-rank).",
-        answer,
+        "(a difference of differences on the log scale, paired over prompts): whether temperature changes the "
+        "agency effect. How temperature changes the damage pruning does to each arm follows the answer.",
+        lambda rows, s: answer(rows, s) + _damage(s),
     )
+
+
+def _damage(stats: Statistics) -> str:
+    """The secondary half of question 3: per arm, pruning's damage at one temperature over the next."""
+    rows = stats.family(DAMAGE_BY_TEMPERATURE)
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "",
+        "Secondary (not an agency claim; Holm within these rows): the damage pruning does to each arm, the "
+        "per-prompt log ratio of reference perplexity pruned over unpruned at one temperature divided by that "
+        "at the next, averaged over the pruned levels (above 1: pruning costs more at the higher temperature).",
+        "",
+    ]
+    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    return "\n".join(lines).rstrip("\n")
 
 
 def _q4(stats: Statistics) -> list[str]:
     return _question_section(
         "Q4",
         stats,
-        "The agency effect at the highest level over the effect at the lowest (a ratio of ratios; below 1 for "
-        "perplexity and above 1 for tokens/s: agency helps more when more is pruned).",
+        "The agency effect at the highest pruned level over the effect at the lowest pruned level (a ratio of "
+        "ratios; below 1 for perplexity and above 1 for tokens/s: agency helps more when more is pruned). Not "
+        "over 0%, where the arms write the same text: that would restate the effect at the highest level.",
         lambda rows, s: _with_context(
             _generic_answer(
                 rows,
@@ -258,9 +302,8 @@ def _q5(stats: Statistics) -> list[str]:
         stats,
         "For each quality measure, the agency effect averaged over the pruned levels. Diversity measures are "
         "judged by their distance to the unpruned model's value on the same prompt (negative: agency stays "
-        "closer); samples whose reference perplexity exceeds "
-        f"{stats.units.degenerate_perplexity:g} count as degenerate and get the largest distance, so degenerate "
-        "text is never a diversity gain. Ranked by the standardised gain (mean / sd over prompts, + = agency better).",
+        f"closer). {_degenerate_rule(stats)} Ranked by the standardised gain (mean / sd over prompts, + = agency "
+        "better).",
         lambda rows, s: "",
     )
     rows = stats.family("Q5")
@@ -304,9 +347,32 @@ def _q5(stats: Statistics) -> list[str]:
     return lines + [answer, ""]
 
 
+def _degenerate_rule(stats: Statistics) -> str:
+    return (
+        f"A sample is degenerate when its reference perplexity exceeds {stats.units.degenerate_perplexity:g} or "
+        f"its repetition rate exceeds {stats.units.degenerate_repetition:g} (loops score a low perplexity); in "
+        "every quality comparison it is the worst outcome (the largest diversity distance, the worst perplexity "
+        "of the compared cells), so degenerate text is never a gain and two degenerate samples tie."
+    )
+
+
+def _primary(stats: Statistics) -> list[str]:
+    rows = stats.family("primary")
+    lines = ["## Primary endpoint", "", f"Declared before any data: {PRIMARY_ENDPOINT}.", ""]
+    if not rows:
+        return lines + [
+            "**Answer:** no pruned level has both arms: the primary endpoint was not measured.",
+            "",
+        ]
+    lines.append(_primary_line(rows, stats))
+    lines.append("")
+    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    return lines + [_generic_answer(rows, stats, "agency better", "agency worse", ""), ""]
+
+
 def _aa(stats: Statistics) -> list[str]:
     rows = stats.family("aa")
-    lines = ["## A/A check: the agency arm with nothing pruned", ""]
+    lines = ["## A/A check: the agency arm with nothing pruned (secondary)", ""]
     if not rows:
         return lines + [
             "No 0% level with both arms was run, so the agency arm was not checked against the "
@@ -357,7 +423,7 @@ def _ablation(stats: Statistics) -> list[str]:
     rows = stats.family("ablation")
     if not rows:
         return []
-    lines = ["## The agency effect taken apart (components and sham control)", ""]
+    lines = ["## The agency effect taken apart (components and sham control; secondary)", ""]
     lines.append(
         "Averaged over the pruned levels and temperatures, per prompt. The first row is the whole agency "
         "effect; each other row compares an agency arm with one part switched off (or the sham control, "
@@ -374,7 +440,7 @@ def _recovery(stats: Statistics) -> list[str]:
     rows = stats.family("recovery")
     if not rows:
         return []
-    lines = ["## Recovery after pruning", ""]
+    lines = ["## Recovery after pruning (secondary)", ""]
     lines.append(
         "Each recovered model (a short distillation of the unpruned model into the pruned arm, on the "
         "calibration text) against the same condition before recovery: the ratio of reference perplexity "
@@ -487,7 +553,8 @@ def _cell_table(stats: Statistics) -> list[str]:
         "",
         "Natural units: geometric means for perplexity and speed; intervals over prompts (samples), timing "
         "repeats (speed) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
-        f"with reference perplexity above {stats.units.degenerate_perplexity:g}.",
+        f"with reference perplexity above {stats.units.degenerate_perplexity:g} or repetition rate above "
+        f"{stats.units.degenerate_repetition:g}.",
         "",
     ]
     rows = []
@@ -548,15 +615,18 @@ def render_summary(
     lines.append(
         f"{n_records} records in {len(stats.cells)} cells ({'; '.join(series) or 'none'}). Each answer gives the "
         "effect first: a ratio agency/baseline (geometric mean over prompts or timing repeats) with its 95% "
-        "interval (bootstrap over prompts; t over timing repeats), then the test (Wilcoxon signed-rank over "
-        "prompts, whose iterations and seeds are averaged first; t-tests over timing repeats), with Holm's "
-        f"correction within the question's pre-specified family; alpha = {stats.alpha:g}."
+        "interval (bootstrap-t over prompts; t over timing repeats), then the test of that same mean (sign-flip "
+        "permutation over prompts, whose iterations and seeds are averaged first; t-tests over timing repeats). "
+        "One error rate per report: the primary endpoint and every question's primary comparisons "
+        f"({len(_confirmatory(stats))} in all) are Holm-adjusted together; secondary results (labelled) are adjusted within their "
+        f"own family, exploratory ones within theirs; alpha = {stats.alpha:g}."
     )
     lines.append("")
     lines += [f"> Note: {note}" for note in stats.notes]
     if stats.notes:
         lines.append("")
     for section in (
+        _primary,
         _q1,
         _q2,
         _q3,

@@ -51,9 +51,11 @@ def clear_gain():
 def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
     text, stats = four_prompts
     sections = _sections(text)
-    for q, floor in (("Q1", "0.25"), ("Q2", "0.75"), ("Q3", "0.38"), ("Q4", "0.25"), ("Q5", "0.75")):
+    # the exact floor 2 / 2**4 = 0.125 times the 23 primary comparisons of the report, capped at 1
+    assert len([c for c in stats.comparisons if c.role == "primary"]) == 23
+    for q in ("Q1", "Q2", "Q3", "Q4", "Q5"):
         assert (
-            f"n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = {floor} (below 0.05 is "
+            "n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = 1 (below 0.05 is "
             f"impossible: **{INCONCLUSIVE}**)"
         ) in sections[q]
     for q in ("Q3", "Q5"):  # every test of these questions is over prompts
@@ -67,7 +69,8 @@ def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
 def test_enough_prompts_without_an_effect_say_no_significant_difference(aa) -> None:
     text, stats = aa
     sections = _sections(text)
-    assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 2.4e-07" in sections["Q1"]
+    # the Monte-Carlo sign-flip floor 1 / 10000 times the 23 primary comparisons of the report
+    assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 0.0023" in sections["Q1"]
     assert INCONCLUSIVE not in "".join(sections.values())
     for q in ("Q1", "Q3", "Q4"):
         assert _answer(sections[q]).startswith(
@@ -94,7 +97,8 @@ def test_every_question_shows_its_units_and_its_table(aa) -> None:
         rows = [line for line in section.splitlines() if line.startswith("| embedded")]
         assert (
             len(rows) >= len(stats.family(q))
-            and f"Primary family: {len(stats.family(q))} comparisons" in section
+            and f"Primary: {len(stats.family(q))} comparisons here, Holm-adjusted together with all 23"
+            in section
         )
         assert "n = 24 prompts" in section
     assert "speed: n = 10 or more per test (timing repeats timed side by side" in _sections(text)["Q2"]
@@ -141,3 +145,21 @@ def test_an_answer_with_gains_and_losses_starts_each_sentence_with_a_capital() -
     assert "agency better" not in q1 and re.search(r"\)\. [A-Z]", q1), q1  # two verdicts, two sentences
     for answer in (_answer(section) for section in _sections(text).values()):
         assert not re.search(r"\)\. [a-z]", answer), answer
+
+
+def test_the_primary_endpoint_comes_first_and_every_other_result_says_what_it_is(aa) -> None:
+    text, stats = aa
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Primary endpoint" and headings[1].startswith("## 1.")
+    assert "## A/A check: the agency arm with nothing pruned (secondary)" in headings
+    assert "## Exploratory comparisons" in headings
+    primary = text.split("## Primary endpoint")[1].split("## 1.")[0]
+    assert primary.count("| embedded") == 2 and "(primary endpoint)" in primary
+    q3 = _sections(text)["Q3"]
+    assert "Secondary (not an agency claim" in q3 and "| embedded / entropy_low / baseline |" in q3
+    assert "| embedded / entropy_low / agency |" in q3
+    assert "repetition rate exceeds 0.5" in _sections(text)["Q5"]
+    assert (
+        f"({len([c for c in stats.comparisons if c.role == 'primary'])} in all) are Holm-adjusted together"
+        in text
+    )
