@@ -158,7 +158,7 @@ def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str, ki
         if low is not None:
             ax.plot([low, high], [y, y], color=color, linewidth=2)
         ax.plot([value], [y], "o", color=color, markerfacecolor=color if c.significant(alpha) else "white")
-        where = f" {level(c.level)}" if c.level is not None and c.family in ("Q2", "Q3") else ""
+        where = f" {level(c.level)}" if c.level is not None and c.family in ("Q1", "Q2", "Q3") else ""
         labels.append(f"{c.family} {spec(c.metric).label}{where}")
     if kind == "ratio":
         ax.axvline(1.0, color="black", linewidth=0.8)
@@ -190,8 +190,8 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
         axes.flat[3],
         primary,
         data.stats.alpha,
-        "answers: agency/baseline ratios with 95% intervals (filled: significant, Holm within the question;\n"
-        "green: agency better, red: worse; perplexity: < 1 better, tokens/s: > 1 better; Q1 per 10 points)",
+        "answers: agency/baseline ratios with 95% intervals (filled: significant, Holm over the report's primary comparisons;\n"
+        "green: agency better, red: worse; perplexity: < 1 better, tokens/s: > 1 better; Q1 slopes per 10 points)",
     )
     fig.suptitle(f"Summary — {series.label()}")
     fig.tight_layout()
@@ -390,7 +390,7 @@ def answers_figure(data: PlotData, out: Path) -> Path:
         _forest(ax, data.stats.family(q), data.stats.alpha, f"{q}. {QUESTIONS[q]}{suffix}", kind)
     fig.suptitle(
         "Primary answers: effect (agency/baseline, or agency - baseline) and 95% interval; filled = "
-        "significant (Holm within the question); green better, red worse",
+        "significant (Holm over every primary comparison of the report); green better, red worse",
         fontsize=9,
     )
     fig.tight_layout()
