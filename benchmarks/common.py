@@ -288,22 +288,15 @@ class Models:
 
     def embedded_ranking(self) -> list[tuple[int, int]]:
         """The entropy ranking exactly as ``build_condition`` computes and caches it (shared store)."""
-        from lightning_modules.condition import build_condition
+        from lightning_modules.condition import ConditionSpec, build_condition
         from lightning_modules.heads.agency import AgencyConfig
         from lightning_modules.heads.calibration import CalibrationConfig
         from lightning_modules.heads.pruning import PruningConfig
 
-        condition = build_condition(
-            self.store,
-            EMBEDDED,
-            self.precision,
-            self.device,
-            PruningConfig(level=0),
-            AgencyConfig(),
-            CalibrationConfig(),
-            seed=0,
-            num_tokens=1,
+        spec = ConditionSpec(
+            EMBEDDED, self.precision, PruningConfig(level=0), AgencyConfig(), CalibrationConfig(), 0, 1
         )
+        condition = build_condition(self.store, spec, self.device)
         return condition.scores.order()  # built, never attached: nothing to detach
 
     def embedded_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

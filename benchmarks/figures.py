@@ -291,7 +291,7 @@ def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads:
 
 # ------------------------------------------------------------ figure 2
 def agency_overhead(models: Models, settings: Settings) -> list[Row]:
-    from lightning_modules.condition import build_condition
+    from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
@@ -306,14 +306,16 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
     conditions = {
         enabled: build_condition(
             models.store,
-            EMBEDDED,
-            models.precision,
+            ConditionSpec(
+                EMBEDDED,
+                models.precision,
+                PruningConfig(level=0),
+                AgencyConfig(enabled=enabled),
+                CalibrationConfig(),
+                seed=0,
+                num_tokens=n,
+            ),
             models.device,
-            PruningConfig(level=0),
-            AgencyConfig(enabled=enabled),
-            CalibrationConfig(),
-            seed=0,
-            num_tokens=n,
         )
         for enabled in (False, True)
     }
@@ -460,7 +462,7 @@ def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
     Every condition is built once (remove: its own model copy; mask: the shared base model) and
     attached only around its timed decode, as the sweep runner does.
     """
-    from lightning_modules.condition import build_condition
+    from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
@@ -469,17 +471,16 @@ def pruning_rows_embedded(models: Models, settings: Settings) -> list[Row]:
     built: dict = {}
 
     def side(level: float, mode: str) -> Callable[[int], float]:
-        condition = built[(level, mode)] = build_condition(
-            models.store,
+        spec = ConditionSpec(
             EMBEDDED,
             models.precision,
-            models.device,
             PruningConfig(level=level, mode=mode),
             AgencyConfig(),
             CalibrationConfig(),
             seed=0,
             num_tokens=settings.prune_tokens,
         )
+        condition = built[(level, mode)] = build_condition(models.store, spec, models.device)
 
         def run(n: int) -> float:
             with condition.attached():

@@ -70,22 +70,21 @@ def batching(models: Models) -> None:
 
 def _condition(models: Models, enabled: bool):
     """A level-0 condition of the embedded model, baseline or agency arm, built for ``STEPS`` tokens."""
-    from lightning_modules.condition import build_condition
+    from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
 
-    return build_condition(
-        models.store,
+    spec = ConditionSpec(
         EMBEDDED,
         "float32",
-        "cpu",
         PruningConfig(level=0),
         AgencyConfig(enabled=enabled),
         CalibrationConfig(),
         0,
         STEPS,
     )
+    return build_condition(models.store, spec, "cpu")
 
 
 def agency(models: Models) -> None:

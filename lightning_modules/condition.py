@@ -20,14 +20,7 @@ from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
 from lightning_modules.heads.agency_calibration import agency_signals
-from lightning_modules.heads.calibration import (
-    AttentionStatistics,
-    CalibrationConfig,
-    CalibrationSet,
-    attention_statistics,
-    calibration_set,
-    gate_gradients,
-)
+from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
 from lightning_modules.heads.gates import HeadGates, attach_gates
 from lightning_modules.heads.importance import CRITERIA, HeadScores
 from lightning_modules.heads.pruning import PruningConfig, Selection, gate_values, remove_heads, select_heads
@@ -188,102 +181,47 @@ class Weights:
     key: str  # the checkpoint's content hash: corpus perplexity is cached per weights too
 
 
+@dataclass(frozen=True)
+class ConditionSpec:
+    """What one condition's model state is built from: the model, its settings and any recovered weights."""
+
+    model_name: str
+    precision: str
+    pruning: PruningConfig
+    agency: AgencyConfig
+    calibration: CalibrationConfig
+    seed: int
+    num_tokens: int
+    weights: Weights | None = None
+
+
 def build_condition(
-    store: ModelStore,
-    model_name: str,
-    precision: str,
-    device: torch.device | str,
-    pruning: PruningConfig,
-    agency: AgencyConfig,
-    calibration: CalibrationConfig,
-    seed: int,
-    num_tokens: int,
-    own_copy: bool = False,
-    weights: Weights | None = None,
+    store: ModelStore, spec: ConditionSpec, device: torch.device | str, own_copy: bool = False
 ) -> ConditionModel:
     """A condition's state, not yet attached: on the shared base model, or on a copy of its own (remove mode,
-    ``own_copy`` for training it, or recovered ``weights``). Rankings and calibration always come from the
+    ``own_copy`` for training it, or recovered weights). Rankings and calibration always come from the
     loaded (unrecovered) model, so a recovered model prunes exactly the heads it was trained without."""
-    loaded = store.base(model_name, precision, device)
+    pruning, agency, weights = spec.pruning, spec.agency, spec.weights
+    loaded = store.base(spec.model_name, spec.precision, device)
+    context = store.calibration(spec.model_name, spec.precision, device, spec.calibration)
     adapter = adapter_for(loaded.model)
     layout = loaded.gates.layout
-    context = adapter.context_length(loaded.model.config)
-    calib_key = (
-        model_name,
-        precision,
-        calibration.fingerprint()["sha256"],
-        calibration.max_tokens,
-        calibration.window,
-    )
-    criterion = CRITERIA[pruning.method]
-    calib = store.cached(
-        ("calibration", *calib_key), lambda: calibration_set(loaded.tokenizer, calibration, context)
-    )
-
-    def gradients() -> torch.Tensor:
-        return store.cached(
-            ("gate-gradients", *calib_key),
-            lambda: _with_open_gates(
-                loaded, lambda: gate_gradients(loaded.model, loaded.gates, calib.windows)[1]
-            ),
-        )
-
-    def statistics(alpha: float) -> AttentionStatistics:
-        return store.cached(
-            ("attention-statistics", alpha, *calib_key),
-            lambda: _with_open_gates(
-                loaded, lambda: attention_statistics(loaded.model, layout, calib.windows, alpha)
-            ),
-        )
-
-    scores = store.cached(
-        ("scores", pruning.method, seed if pruning.method == "random" else None, *calib_key),
-        lambda: _with_open_gates(
-            loaded,
-            lambda: criterion(
-                loaded.model,
-                loaded.gates,
-                calib.windows,
-                seed,
-                statistics(AgencyConfig.utilization_alpha) if criterion.uses_statistics else None,
-            ),
-        ),
-    )
+    scores, ranking_read_text = context.ranking(CRITERIA[pruning.method], spec.seed)
     order = scores.order()
     baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)
     selection, controller = baseline, None
     if agency.enabled:
-        controller = AgencyController(agency, layout.num_layers, layout.num_heads, num_tokens, device=device)
+        controller = AgencyController(
+            agency, layout.num_layers, layout.num_heads, spec.num_tokens, device=device
+        )
         if agency.calibrate:
-            key = (
-                "agency-signals",
-                agency.utilization_alpha,
-                agency.overload_quantile,
-                agency.misalignment,
-                agency.misalignment_candidates,
-                *calib_key,
-            )
-            signals = store.cached(
-                key,
-                lambda: _with_open_gates(
-                    loaded,
-                    lambda: agency_signals(
-                        loaded.model,
-                        loaded.gates,
-                        calib.windows,
-                        agency,
-                        gradients(),
-                        statistics(agency.utilization_alpha),
-                    ),
-                ),
-            )
-            controller.apply_calibration(signals)
+            controller.apply_calibration(agency_signals(context, agency))
         if agency.consent_pruning:
             selection = select_heads(
                 order, pruning.level, layout, pruning.allow_empty_layers, controller.withholding()
             )
         if agency.sham:
-            controller.sham_index = sham_index(selection.heads, layout, seed).to(controller.device)
+            controller.sham_index = sham_index(selection.heads, layout, spec.seed).to(controller.device)
     heads = selection.heads
     if pruning.mode == "remove" and heads:
         model, gates = _removed_copy(loaded, heads)
@@ -293,14 +231,14 @@ def build_condition(
         model, gates = loaded.model, loaded.gates
     if weights is not None:
         model.load_state_dict(weights.state_dict, strict=True)
-    uses_calibration = criterion.needs_calibration or (agency.enabled and agency.calibrate)
+    uses_calibration = ranking_read_text or (agency.enabled and agency.calibrate)
     state_key = (
-        model_name,
-        precision,
+        spec.model_name,
+        spec.precision,
         pruning.mode,
         tuple(sorted(heads)),
         repr(agency) if agency.enabled else None,
-        num_tokens if agency.enabled else None,
+        spec.num_tokens if agency.enabled else None,
         weights.key if weights else None,
     )
     return ConditionModel(
@@ -311,18 +249,12 @@ def build_condition(
         adapter,
         pruning.mode,
         scores,
-        calib if uses_calibration else None,
+        context.calibration_set if uses_calibration else None,
         selection,
         baseline.heads,
         controller,
         state_key,
     )
-
-
-def _with_open_gates(loaded: LoadedModel, compute: Callable[[], Any]) -> Any:
-    """Calibration sees the unpruned model: every gate at 1, no agency, whatever is attached now."""
-    with loaded.plain():
-        return compute()
 
 
 def _removed_copy(loaded: LoadedModel, heads: list[Head]) -> tuple[nn.Module, HeadGates]:

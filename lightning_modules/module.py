@@ -23,7 +23,7 @@ import lightning as L
 import torch
 
 from callbacks.environment import environment
-from lightning_modules.condition import ConditionModel, Weights, build_condition
+from lightning_modules.condition import ConditionModel, ConditionSpec, Weights, build_condition
 from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
     EvaluationConfig,
@@ -230,19 +230,17 @@ class PruningExperiment(L.LightningModule):
     def build(self, device: torch.device | str, own_copy: bool = False) -> ConditionModel:
         """This condition's model state on ``device``, not attached (the sweep runner times arms with it)."""
         weights = self.recovered()[0] if self.checkpoint else None
-        return build_condition(
-            self.store,
+        spec = ConditionSpec(
             self.model_name,
             self.precision_name,
-            device,
             self.pruning,
             self.agency_config,
             self.calibration,
             self.seed,
             self.generation.num_tokens,
-            own_copy=own_copy,
-            weights=weights,
+            weights,
         )
+        return build_condition(self.store, spec, device, own_copy=own_copy)
 
     # -- recovery (fit) ------------------------------------------------------------------------------
     def fit_id(self, device: str) -> str:

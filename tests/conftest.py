@@ -122,6 +122,12 @@ def clean_model_store() -> Iterator[None]:
     ModelStore.shared().clear()
 
 
+@pytest.fixture(autouse=True)
+def signals_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration signals cached on disk go to a fresh folder per test, never to the user's cache."""
+    monkeypatch.setenv("PRUNING_AGENCY_SIGNALS", str(tmp_path_factory.mktemp("signals")))
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""

@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencySignals
-from lightning_modules.heads.calibration import AttentionStatistics, ablation_effects
-from lightning_modules.heads.gates import HeadGates
+from lightning_modules.heads.calibration import AttentionStatistics
+from lightning_modules.heads.calibration_context import CalibrationContext
+from lightning_modules.heads.importance import layer_normalised
 from record.schema import MisalignedHead
 
 Head = tuple[int, int]
@@ -32,24 +32,18 @@ def utilization_levels(stats: AttentionStatistics, quantile: float) -> tuple[tor
 
 
 def importance(signed_gradients: torch.Tensor) -> torch.Tensor:
-    """Mean |dLoss/dGate| over windows, normalised by its L2 norm within each layer."""
-    mean_abs = signed_gradients.abs().mean(0)
-    return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
+    """Mean |dLoss/dGate| over windows, normalised by its L2 norm within each layer (the ``gradient`` ranking)."""
+    return layer_normalised(signed_gradients.abs().mean(0))
 
 
 def misalignment_evidence(
-    model: nn.Module,
-    gates: HeadGates,
-    windows: torch.Tensor,
-    signed_gradients: torch.Tensor,
-    candidates: int | None,
+    context: CalibrationContext, candidates: int | None
 ) -> tuple[list[MisalignedHead], int]:
     """Heads whose ablation lowers the loss on the odd windows (95% interval < 0), and how many were tested."""
-    if len(windows) < 4:  # two windows to screen on and two to test on, at least
+    if len(context.windows) < 4:  # two windows to screen on and two to test on, at least
         return [], 0
-    estimate = signed_gradients[0::2].mean(
-        0
-    )  # dLoss/dGate: removal (gate 1 -> 0) changes the loss by about -g
+    # dLoss/dGate on the even windows: removal (gate 1 -> 0) changes the loss by about -g
+    estimate = context.gate_gradients()[0::2].mean(0)
     flat = estimate.flatten()
     order = torch.argsort(flat, descending=True, stable=True).tolist()
     heads_per_layer = estimate.shape[1]
@@ -57,27 +51,19 @@ def misalignment_evidence(
     if candidates is not None:
         screened = screened[:candidates]
     tested: list[Head] = [(i // heads_per_layer, i % heads_per_layer) for i in screened]
-    effects = ablation_effects(model, gates, windows[1::2], tested)
+    effects = context.ablation_effects(tested, part="odd")
     found = [
         MisalignedHead(e.head[0], e.head[1], e.mean, e.ci_low, e.ci_high) for e in effects if e.ci_high < 0
     ]
     return found, len(tested)
 
 
-def agency_signals(
-    model: nn.Module,
-    gates: HeadGates,
-    windows: torch.Tensor,
-    config: AgencyConfig,
-    signed_gradients: torch.Tensor,
-    statistics: AttentionStatistics,
-) -> AgencySignals:
-    """Everything the controller's calibration needs, with every gate at 1 (``statistics`` computed with the
-    config's ``utilization_alpha``)."""
-    focus, level = utilization_levels(statistics, config.overload_quantile)
+def agency_signals(context: CalibrationContext, config: AgencyConfig) -> AgencySignals:
+    """Everything the controller's calibration needs, read from the context (every gate at 1)."""
+    focus, level = utilization_levels(
+        context.attention_statistics(config.utilization_alpha), config.overload_quantile
+    )
     misaligned, tested = ([], 0)
     if config.misalignment:
-        misaligned, tested = misalignment_evidence(
-            model, gates, windows, signed_gradients, config.misalignment_candidates
-        )
-    return AgencySignals(focus, level, importance(signed_gradients), misaligned, tested)
+        misaligned, tested = misalignment_evidence(context, config.misalignment_candidates)
+    return AgencySignals(focus, level, importance(context.gate_gradients()), misaligned, tested)

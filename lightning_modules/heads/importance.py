@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lightning_modules.heads.calibration import AttentionStatistics, attention_statistics, gate_gradients
+from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.models.adapters import HeadLayout, adapter_for
 
@@ -68,37 +68,23 @@ class HeadScores:
 
 
 class Criterion:
-    """Scores every head of a model with all gates at 1."""
+    """Scores every head of a model with all gates at 1, asking the calibration context for what it needs."""
 
     name: ClassVar[str]
     ascending: ClassVar[bool] = True
-    needs_calibration: ClassVar[bool] = True
-    uses_statistics: ClassVar[bool] = False
 
-    def scores(self, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int) -> torch.Tensor:
+    def scores(self, context: CalibrationContext, seed: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(
-        self,
-        model: nn.Module,
-        gates: HeadGates,
-        windows: torch.Tensor,
-        seed: int,
-        statistics: AttentionStatistics | None = None,
-    ) -> HeadScores:
-        """``statistics``: attention statistics of these windows when already computed (entropy reads them)."""
-        kwargs = {"statistics": statistics} if statistics is not None and self.uses_statistics else {}
-        return HeadScores(
-            self.name, self.scores(model, gates, windows, seed, **kwargs).float(), self.ascending
-        )
+    def __call__(self, context: CalibrationContext, seed: int = 0) -> HeadScores:
+        return HeadScores(self.name, self.scores(context, seed).float(), self.ascending)
 
 
 class EntropyLow(Criterion):
     name = "entropy_low"
-    uses_statistics = True
 
-    def scores(self, model, gates, windows, seed, statistics=None):
-        return (statistics or attention_statistics(model, gates.layout, windows)).entropy
+    def scores(self, context, seed):
+        return context.attention_statistics().entropy
 
 
 class EntropyHigh(EntropyLow):
@@ -108,27 +94,24 @@ class EntropyHigh(EntropyLow):
 
 class Magnitude(Criterion):
     name = "magnitude"
-    needs_calibration = False
 
-    def scores(self, model, gates, windows, seed):
-        return weight_magnitudes(model, gates.layout)
+    def scores(self, context, seed):
+        return weight_magnitudes(context.model, context.layout)
 
 
 class Random(Criterion):
     name = "random"
-    needs_calibration = False
 
-    def scores(self, model, gates, windows, seed):
+    def scores(self, context, seed):
         generator = torch.Generator().manual_seed(int(seed))
-        return torch.rand(gates.layout.num_layers, gates.layout.num_heads, generator=generator)
+        return torch.rand(context.layout.num_layers, context.layout.num_heads, generator=generator)
 
 
 class Gradient(Criterion):
     name = "gradient"
 
-    def scores(self, model, gates, windows, seed):
-        mean_abs, _ = gate_gradients(model, gates, windows)
-        return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
+    def scores(self, context, seed):
+        return layer_normalised(context.gate_gradients().abs().mean(0))
 
 
 CRITERIA: dict[str, Criterion] = {
@@ -139,6 +122,11 @@ METHODS: tuple[str, ...] = ("entropy", *CRITERIA)  # ``entropy`` resolves to DEF
 
 def resolve_method(method: str) -> str:
     return DEFAULT_ENTROPY if method == "entropy" else method
+
+
+def layer_normalised(mean_abs: torch.Tensor) -> torch.Tensor:
+    """Mean |dLoss/dGate| divided by its L2 norm within each layer (Michel et al., 2019)."""
+    return mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
 
 def weight_magnitudes(model: nn.Module, layout: HeadLayout) -> torch.Tensor:
@@ -156,5 +144,5 @@ def weight_magnitudes(model: nn.Module, layout: HeadLayout) -> torch.Tensor:
 def score_heads(
     method: str, model: nn.Module, gates: HeadGates, windows: torch.Tensor, seed: int = 0
 ) -> HeadScores:
-    """Score every head by the named criterion (``entropy`` is the default entropy direction)."""
-    return CRITERIA[resolve_method(method)](model, gates, windows, seed)
+    """Score every head by the named criterion over ``windows`` (``entropy`` is the default direction)."""
+    return CRITERIA[resolve_method(method)](CalibrationContext.from_windows(model, gates, windows), seed)

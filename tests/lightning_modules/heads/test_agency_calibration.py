@@ -24,6 +24,7 @@ from lightning_modules.heads.calibration import (
     attention_statistics,
     gate_gradients,
 )
+from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.models.adapters import adapter_for
 from lightning_modules.store import ModelStore
 from record.schema import MisalignedHead
@@ -37,15 +38,21 @@ def sentence_windows(tokenizer) -> torch.Tensor:
     return ids[: 16 * 16].view(16, 16)
 
 
-class FakeAblation:
-    """Stands in for ``ablation_effects``: records what it was asked and returns set intervals per head."""
+class FakeContext:
+    """Stands in for the calibration context: set gradients, and ablations that record what they were asked
+    and return set intervals per head."""
 
-    def __init__(self, upper: dict[tuple[int, int], float]) -> None:
+    def __init__(self, windows: int, gradients: torch.Tensor, upper: dict[tuple[int, int], float]) -> None:
+        self.windows = torch.zeros(windows, 4)
+        self.gradients = gradients
         self.upper = upper
-        self.calls: list[tuple[torch.Tensor, list[tuple[int, int]]]] = []
+        self.calls: list[tuple[str, list[tuple[int, int]]]] = []
 
-    def __call__(self, model, gates, windows, heads):
-        self.calls.append((windows, list(heads)))
+    def gate_gradients(self) -> torch.Tensor:
+        return self.gradients
+
+    def ablation_effects(self, heads, part="all"):
+        self.calls.append((part, list(heads)))
         return [AblationEffect(h, self.upper[h] - 0.1, self.upper[h] - 0.2, self.upper[h]) for h in heads]
 
 
@@ -78,13 +85,11 @@ def test_importance_is_the_layer_normalized_mean_absolute_gradient() -> None:
 
 
 # ------------------------------------------------------------------ misalignment: screen and test
-def test_screens_on_even_windows_and_tests_on_odd_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeAblation({(0, 2): -0.05, (0, 0): 0.1, (1, 2): 0.0, (1, 1): -0.01})
-    monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
-    windows = torch.arange(6).unsqueeze(1).repeat(1, 4)  # row i holds the value i
-    found, tested = misalignment_evidence(None, None, windows, screening_gradients(), candidates=None)
+def test_screens_on_even_windows_and_tests_on_odd_windows() -> None:
+    fake = FakeContext(6, screening_gradients(), {(0, 2): -0.05, (0, 0): 0.1, (1, 2): 0.0, (1, 1): -0.01})
+    found, tested = misalignment_evidence(fake, candidates=None)
     ((used, heads),) = fake.calls
-    assert used[:, 0].tolist() == [1, 3, 5]  # the odd windows only
+    assert used == "odd"  # the odd windows only
     assert heads == [(0, 2), (0, 0), (1, 2), (1, 1)]  # positive first-order estimates, largest first
     assert tested == 4
     # flagged only when the whole interval lies below zero (an upper bound of exactly 0 does not count)
@@ -94,29 +99,23 @@ def test_screens_on_even_windows_and_tests_on_odd_windows(monkeypatch: pytest.Mo
     ]
 
 
-def test_candidates_limit_the_heads_tested(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeAblation({(0, 2): -0.05, (0, 0): -0.1, (1, 2): -0.1, (1, 1): -0.1})
-    monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
-    found, tested = misalignment_evidence(None, None, torch.zeros(6, 4), screening_gradients(), candidates=2)
+def test_candidates_limit_the_heads_tested() -> None:
+    fake = FakeContext(6, screening_gradients(), {(0, 2): -0.05, (0, 0): -0.1, (1, 2): -0.1, (1, 1): -0.1})
+    found, tested = misalignment_evidence(fake, candidates=2)
     assert fake.calls[0][1] == [(0, 2), (0, 0)] and tested == 2
     assert [(h.layer, h.head) for h in found] == [(0, 2), (0, 0)]
 
 
-def test_no_positive_estimate_means_nothing_to_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeAblation({})
-    monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
-    found, tested = misalignment_evidence(None, None, torch.zeros(4, 4), -screening_gradients()[:4].abs(), 16)
+def test_no_positive_estimate_means_nothing_to_test() -> None:
+    fake = FakeContext(4, -screening_gradients()[:4].abs(), {})
+    found, tested = misalignment_evidence(fake, 16)
     assert (found, tested) == ([], 0) and all(heads == [] for _, heads in fake.calls)
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
-def test_fewer_than_four_windows_test_nothing(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
-    fake = FakeAblation({})
-    monkeypatch.setattr(agency_calibration, "ablation_effects", fake)
-    assert misalignment_evidence(None, None, torch.zeros(count, 4), screening_gradients()[:count], 16) == (
-        [],
-        0,
-    )
+def test_fewer_than_four_windows_test_nothing(count: int) -> None:
+    fake = FakeContext(count, screening_gradients()[:count], {})
+    assert misalignment_evidence(fake, 16) == ([], 0)
     assert fake.calls == []
 
 
@@ -132,8 +131,9 @@ def test_a_harmful_head_is_flagged_by_real_ablation(fixture: str, request) -> No
             3
         ].zero_()  # a head doing nothing
     windows = sentence_windows(loaded.tokenizer)
-    _, signed = gate_gradients(model, gates, windows)
-    found, tested = misalignment_evidence(model, gates, windows, signed, candidates=3)
+    found, tested = misalignment_evidence(
+        CalibrationContext.from_windows(model, gates, windows), candidates=3
+    )
     assert tested == 3 and gates.values.eq(1).all()
     flagged = {(h.layer, h.head): h for h in found}
     assert (1, 2) in flagged and (0, 1) not in flagged
@@ -158,12 +158,12 @@ def test_agency_signals_bring_the_parts_together(monkeypatch: pytest.MonkeyPatch
     stats = attention_statistics(model, gates.layout, windows, alpha=config.utilization_alpha)
     asked: list[int | None] = []
 
-    def evidence(model_, gates_, windows_, signed_, candidates):
+    def evidence(context_, candidates):
         asked.append(candidates)
         return [MisalignedHead(2, 1, -0.3, -0.5, -0.1)], 5
 
     monkeypatch.setattr(agency_calibration, "misalignment_evidence", evidence)
-    result = agency_signals(model, gates, windows, config, signed, stats)
+    result = agency_signals(CalibrationContext.from_windows(model, gates, windows), config)
     assert torch.equal(result.utilization, stats.focus)
     assert torch.equal(result.level, torch.quantile(stats.utilization, 0.9, dim=-1))
     assert torch.equal(result.importance, importance(signed))
@@ -185,10 +185,9 @@ def test_misaligned_heads_start_misaligned_in_the_controller(tiny_gpt2_dir: Path
         adapter.head_weights(adapter.attention_modules(loaded.model)[1], 2, layout)[3].mul_(40.0)
     windows = sentence_windows(loaded.tokenizer)
     config = AgencyConfig(enabled=True, misalignment_candidates=3)
-    _, signed = gate_gradients(loaded.model, loaded.gates, windows)
-    stats = attention_statistics(loaded.model, layout, windows, alpha=config.utilization_alpha)
     controller = AgencyController(config, layout.num_layers, layout.num_heads)
-    controller.apply_calibration(agency_signals(loaded.model, loaded.gates, windows, config, signed, stats))
+    context = CalibrationContext.from_windows(loaded.model, loaded.gates, windows)
+    controller.apply_calibration(agency_signals(context, config))
     assert controller.initial_state[1, 2].item() == 2  # misaligned
     report = controller.report([])
     assert report.misalignment_tested == 3 and (1, 2) in {(h.layer, h.head) for h in report.misaligned}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lightning_modules.condition import ConditionModel, build_condition, sham_index
+from lightning_modules.condition import ConditionModel, ConditionSpec, build_condition, sham_index
 from lightning_modules.decoding.generation import SamplingConfig, decode
 from lightning_modules.heads.agency import AgencyConfig, HeadOverride, protected_count
 from lightning_modules.heads.calibration import CalibrationConfig
@@ -40,17 +40,16 @@ def build(
     seed: int = 0,
     num_tokens: int = 10,
 ) -> ConditionModel:
-    return build_condition(
-        store,
+    spec = ConditionSpec(
         str(model_dir),
         "float32",
-        "cpu",
         PruningConfig(level=level, method=method, mode=mode, allow_empty_layers=allow_empty_layers),
         agency or AgencyConfig(),
         CALIBRATION,
         seed=seed,
         num_tokens=num_tokens,
     )
+    return build_condition(store, spec, "cpu")
 
 
 def token_ids(seed: int = 0, batch: int = 2, length: int = 12) -> torch.Tensor:
@@ -317,21 +316,45 @@ def test_pruning_record_and_shape(tiny_llama_dir: Path) -> None:
     assert magnitude.context_length == 128 and magnitude.tokenizer is magnitude.loaded.tokenizer
 
 
-def test_rankings_and_calibration_are_computed_once_per_store(tiny_gpt2_dir: Path, monkeypatch) -> None:
-    from lightning_modules import condition as condition_module
-
+def _count_calls(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list[int]:
     calls: list[int] = []
-    original = condition_module.gate_gradients
+    original = getattr(module, name)
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(condition_module, "gate_gradients", counting)
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["entropy", "gradient", "magnitude"])
+def test_every_calibration_pass_runs_once_per_process(tiny_gpt2_dir: Path, monkeypatch, method: str) -> None:
+    """The gradient ranking and the agency calibration (its importance and misalignment screen) share one
+    gradient pass; the entropy ranking and the agency's utilization levels share one attention pass."""
+    from lightning_modules.heads import calibration_context
+
+    gradients = _count_calls(monkeypatch, calibration_context, "gate_gradients")
+    statistics = _count_calls(monkeypatch, calibration_context, "attention_statistics")
+    ablations = _count_calls(monkeypatch, calibration_context, "ablation_effects")
     store = ModelStore()
-    first = build(store, tiny_gpt2_dir, level=25, agency=AgencyConfig(enabled=True))
-    again = build(store, tiny_gpt2_dir, level=50, agency=AgencyConfig(enabled=True))
-    assert calls == [1] and first.scores is again.scores
+    first = build(store, tiny_gpt2_dir, level=25, method=method, agency=AgencyConfig(enabled=True))
+    again = build(store, tiny_gpt2_dir, level=50, method=method, agency=AgencyConfig(enabled=True))
+    baseline = build(store, tiny_gpt2_dir, level=50, method=method)
+    assert (gradients, statistics, ablations) == ([1], [1], [1])
+    assert first.scores is again.scores is baseline.scores
+
+
+def test_rankings_equal_the_criterion_on_the_calibration_windows(tiny_llama_dir: Path) -> None:
+    """What the context hands a ranking is what the criterion computes directly on the same windows."""
+    from lightning_modules.heads.importance import score_heads
+
+    store = ModelStore()
+    windows = store.calibration(str(tiny_llama_dir), "float32", "cpu", CALIBRATION).windows
+    for method in ("entropy", "gradient", "magnitude"):
+        condition = build(store, tiny_llama_dir, level=25, method=method)
+        direct = score_heads(method, condition.model, condition.gates, windows)
+        assert torch.equal(condition.scores.scores, direct.scores)
 
 
 def test_sham_moves_factors_by_a_seeded_permutation_of_kept_heads(tiny_gpt2_dir: Path) -> None:

@@ -10,6 +10,7 @@ from tiny_lms import BUILDERS, gated_copy
 from lightning_modules.heads.agency_calibration import importance
 from lightning_modules.heads.attention import IMPLEMENTATION
 from lightning_modules.heads.calibration import AttentionStatistics, attention_statistics, gate_gradients
+from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.importance import (
     CRITERIA,
     DEFAULT_ENTROPY,
@@ -47,7 +48,17 @@ def test_methods_and_the_default_entropy_direction() -> None:
     assert resolve_method("entropy") == DEFAULT_ENTROPY == "entropy_low"
     assert resolve_method("magnitude") == "magnitude"
     assert [name for name, c in CRITERIA.items() if not c.ascending] == ["entropy_high"]
-    assert [name for name, c in CRITERIA.items() if not c.needs_calibration] == ["magnitude", "random"]
+
+
+def test_only_the_weight_and_seed_criteria_read_no_text() -> None:
+    """A criterion asks the context for what it needs; the record names the text only when it was read."""
+    model, gates = gated_copy(BUILDERS["gpt2"]())
+    readers = [
+        name
+        for name, criterion in CRITERIA.items()
+        if CalibrationContext.from_windows(model, gates, windows()).ranking(criterion, 0)[1]
+    ]
+    assert readers == ["entropy_low", "entropy_high", "gradient"]
 
 
 # ------------------------------------------------------------------ scores
@@ -145,9 +156,11 @@ def test_entropy_reads_statistics_already_computed() -> None:
     model, gates = gated_copy(BUILDERS["gpt2"]())
     fake = torch.arange(12, dtype=torch.float32).flip(0).view(3, 4)
     statistics = AttentionStatistics(fake, torch.zeros(3, 4), torch.zeros(3, 4, 1))
-    scores = CRITERIA["entropy_low"](model, gates, windows(), 0, statistics)
+    context = CalibrationContext.from_windows(model, gates, windows())
+    context.attention_statistics = lambda *args, **kwargs: statistics  # as if another consumer computed them
+    scores = CRITERIA["entropy_low"](context, 0)
     assert torch.equal(scores.scores, fake) and scores.order()[0] == (2, 3)
-    magnitude = CRITERIA["magnitude"](model, gates, windows(), 0, statistics)  # a criterion that ignores them
+    magnitude = CRITERIA["magnitude"](context, 0)  # a criterion that ignores them
     assert torch.equal(magnitude.scores, weight_magnitudes(model, gates.layout))
 
 
