@@ -166,5 +166,5 @@ def test_agency_with_defaults_and_nothing_pruned_is_the_baseline_aa(tmp_path) ->
         math.log(a.metrics["reference_perplexity"]) - math.log(b.metrics["reference_perplexity"])
         for a, b in zip(agency.samples, base.samples, strict=True)
     ]
-    effect = paired_effect(diffs)
+    effect = paired_effect(diffs, "embedded A/A at 0%")
     assert effect.p is None or effect.p >= 0.05, effect
