@@ -221,8 +221,8 @@ class Design:
         series = Series(str(flat.get(MODEL_KEY)), str(flat.get(METHOD_KEY)), split)
         return Cell(
             series,
-            float(flat.get(TEMPERATURE_KEY)),
-            float(flat.get(LEVEL_KEY)),
+            float(flat[TEMPERATURE_KEY]),
+            float(flat[LEVEL_KEY]),
             self.arm_of[record.condition_id],
         )
 

@@ -23,8 +23,9 @@ def floor_text(value: float | None) -> str:
     return "no floor (t-test)" if value == 0 else f"{value:.2g}"
 
 
-def level(value: float) -> str:
-    return f"{value:g}%"
+def level(value: float | None) -> str:
+    """A pruning level as ``30%``; a comparison across levels (a slope) has none."""
+    return MISSING if value is None else f"{value:g}%"
 
 
 def effect_text(kind: str, estimate: float | None, low: float | None, high: float | None) -> str:

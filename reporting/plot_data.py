@@ -60,7 +60,7 @@ class PlotData:
         levels, means, lower, upper = [], [], [], []
         for level in self.levels(series):
             d = self.description(Cell(series, temperature, level, arm), name)
-            if d is None:
+            if d is None or d.mean is None:
                 continue
             levels.append(level)
             means.append(d.mean)

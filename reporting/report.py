@@ -146,12 +146,13 @@ def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, 
         group=group,
         job_type="report",
         dir=str(run_dir),
-        mode=os.environ.get("WANDB_MODE", "offline"),
+        # Offline unless WANDB_MODE is set, which W&B then reads itself.
+        mode=None if "WANDB_MODE" in os.environ else "offline",
         name=f"report-{Path(run_dir).name}",
     )
     try:
         stats = json.loads(result.statistics_path.read_text(encoding="utf-8"))
-        columns = [
+        columns: list[str | int] = [  # wandb.Table's annotation: names or indices
             "family",
             "series",
             "arm",

@@ -497,6 +497,8 @@ def _recovery(stats: Statistics) -> list[str]:
 def _cell(c: Comparison, arm, series=None, stats: Statistics | None = None):
     from reporting.design import Cell
 
+    if c.level is None:
+        raise ValueError(f"a {c.family} comparison ({c.contrast}) has no pruning level to find its cells by")
     series = series or c.series
     if c.temperature is not None:
         return Cell(series, c.temperature, c.level, arm)
@@ -508,12 +510,11 @@ def _cell(c: Comparison, arm, series=None, stats: Statistics | None = None):
 
 def _behaviour(stats: Statistics) -> list[str]:
     lines = ["## Agency layer behaviour", ""]
-    cells = [c for c in stats.cells if c.agency is not None]
+    cells = [(c, c.agency) for c in stats.cells if c.agency is not None]
     if not cells:
         return lines + ["No agency records were loaded.", ""]
     table = []
-    for c in cells:
-        a = c.agency
+    for c, a in cells:
         states = ", ".join(f"{k} {v:.1f}" for k, v in a.state_counts_mean.items() if v)
         table.append(
             [
