@@ -129,14 +129,6 @@ class ModelStore:
             self._values[key] = compute()
         return self._values[key]
 
-    def cached_items(self, kind: str) -> dict[Hashable, Any]:
-        """Computed values whose key is a tuple starting with ``kind`` (to seed another store with them)."""
-        return {
-            key: value
-            for key, value in self._values.items()
-            if isinstance(key, tuple) and key and key[0] == kind
-        }
-
     def evict(self, name: str, precision: str) -> None:
         """Forget one loaded model (its memory is freed once nothing else holds it)."""
         self._models.pop((name, precision), None)
