@@ -341,6 +341,7 @@ def test_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_gpt2_dir, tm
 SUBPROCESS_CASES = ["level-text", "model-missing", "yaml-malformed", "output-dir-through-a-file"]
 
 
+@pytest.mark.slow  # one real CLI process per case
 def test_real_cli_refuses_bad_input_with_one_line_and_help_works(
     tiny_gpt2_dir, tiny_prompt_file, bad_files, tmp_path
 ) -> None:

@@ -150,6 +150,7 @@ def _wandb_exit_codes(run_dir: Path) -> list[int | None]:
     return codes
 
 
+@pytest.mark.slow  # kills and resumes a whole sweep in subprocesses
 def test_sweep_killed_at_a_random_moment_resumes_to_the_uninterrupted_end_state(reference, tmp_path) -> None:
     sweep_file, expected = reference
     run_dir = tmp_path / "run"
@@ -168,6 +169,7 @@ def test_sweep_killed_at_a_random_moment_resumes_to_the_uninterrupted_end_state(
     _check_end_state(run_dir, expected)
 
 
+@pytest.mark.slow  # kills and resumes a whole sweep in subprocesses
 def test_sweep_killed_three_times_in_a_row_still_ends_complete(reference, tmp_path) -> None:
     """kill, resume-kill, resume-kill, resume: SIGTERM to the process, Ctrl-C to the group, SIGTERM."""
     sweep_file, expected = reference
@@ -192,6 +194,7 @@ def test_sweep_killed_three_times_in_a_row_still_ends_complete(reference, tmp_pa
 
 
 # -- W&B failures --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a real CLI run waiting on W&B
 def test_wandb_online_without_a_key_costs_no_data(tiny_gpt2_dir, tiny_prompt_file, tmp_path) -> None:
     """Online mode, no key anywhere (empty WANDB_API_KEY, a HOME without .netrc), no network, no stdin:
     ``continue`` runs the condition with one warning and logs offline; ``raise`` refuses before any work."""

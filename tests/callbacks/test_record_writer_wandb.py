@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Every test reads one real CLI run with an offline W&B run (its start alone takes tens of seconds).
+pytestmark = pytest.mark.slow
 
 
 def _wandb_events(run_dir: Path) -> list[dict]:

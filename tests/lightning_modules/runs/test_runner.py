@@ -113,6 +113,7 @@ class SignalDuringPredict(L.Callback):
         os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow  # a whole sweep, interrupted and resumed
 def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
     uninterrupted, tmp_path, capsys, monkeypatch, quiet_wandb
 ) -> None:

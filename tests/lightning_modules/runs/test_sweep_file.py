@@ -50,6 +50,7 @@ def test_shipped_sweeps_expand_to_the_documented_grid(name, count, levels, metho
     assert {c["model.pruning.method"] for c in conditions} == methods
 
 
+@pytest.mark.slow  # every check on every bundled sweep's conditions
 @pytest.mark.parametrize(
     ("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28), ("recovery", 8)]
 )
@@ -211,6 +212,7 @@ def agent_command(sweep_file: Path, params: dict, env: dict[str, str]) -> list[s
     return command_list
 
 
+@pytest.mark.slow  # a real wandb agent process
 def test_wandb_agent_runs_a_sweep_command_that_writes_a_record(
     tiny_gpt2_dir, tiny_prompt_file, tmp_path
 ) -> None:
