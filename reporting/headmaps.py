@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from record.schema import ConditionRecord
 from reporting.design import Design, Series
 from reporting.format import level, slug
 from reporting.plot_data import Skip
@@ -62,20 +61,25 @@ def head_pruning_map(design: Design, series: Series, out: Path) -> Path:
         for cell, members in design.cells.items()
         if cell.series == series and not cell.arm.agency
     }
-    records = [
-        r for members in cells.values() for r in members if r.model is not None and r.pruning is not None
+    shapes = [
+        r.model
+        for members in cells.values()
+        for r in members
+        if r.model is not None and r.pruning is not None
     ]
-    if not records:
+    if not shapes:
         raise Skip(f"head pruning map for {series.label()}: no baseline record with its pruned heads")
-    layers, heads = records[0].model.layers, records[0].model.heads
+    layers, heads = shapes[0].layers, shapes[0].heads
     levels = sorted({cell.level for cell in cells})
     fig, axes = _grid(1, len(levels), layers, heads)
     image = None
     for j, lvl in enumerate(levels):
-        chosen = [r for cell, members in cells.items() if cell.level == lvl for r in members if r.pruning]
+        chosen = [
+            r.pruning for cell, members in cells.items() if cell.level == lvl for r in members if r.pruning
+        ]
         counts = [[0.0] * heads for _ in range(layers)]
-        for record in chosen:
-            for layer, head in record.pruning.heads:
+        for pruning in chosen:
+            for layer, head in pruning.heads:
                 counts[layer][head] += 1 / len(chosen)
         image = axes[0, j].imshow(counts, cmap="Reds", vmin=0, vmax=1, aspect="auto", origin="upper")
         axes[0, j].set_title(f"{level(lvl)}, n={len(chosen)}", fontsize=8)
@@ -104,10 +108,11 @@ def agency_state_map(design: Design, series: Series, out: Path) -> Path:
     from matplotlib.patches import Patch
 
     records = [r for members in cells.values() for r in members]
-    layers = max(len(r.agency.state_map) for r in records)
-    heads = max(len(row) for r in records for row in r.agency.state_map)
+    maps = [r.agency.state_map for r in records if r.agency is not None]
+    layers = max(len(m) for m in maps)
+    heads = max(len(row) for m in maps for row in m)
     states = sorted(
-        {s for r in records for row in r.agency.state_map for s in row}
+        {s for m in maps for row in m for s in row}
         | ({"pruned"} if any(r.pruning and r.pruning.heads for r in records) else set())
     )
     spare = iter(_pyplot().cm.tab10.colors)
@@ -129,7 +134,7 @@ def agency_state_map(design: Design, series: Series, out: Path) -> Path:
             if not here:
                 axes[i, j].set_axis_off()
                 continue
-            grid = _mode_states(here, layers, heads)
+            grid = _mode_states([r.agency.state_map for r in here if r.agency is not None], layers, heads)
             for layer, head in here[0].pruning.heads if here[0].pruning else []:
                 grid[layer][head] = "pruned"
             codes = [[float("nan") if s is None else code[s] for s in row] for row in grid]
@@ -151,14 +156,10 @@ def agency_state_map(design: Design, series: Series, out: Path) -> Path:
     return path
 
 
-def _mode_states(records: list[ConditionRecord], layers: int, heads: int) -> list[list[str | None]]:
+def _mode_states(maps: list[list[list[str]]], layers: int, heads: int) -> list[list[str | None]]:
     grid: list[list[str | None]] = [[None] * heads for _ in range(layers)]
     for layer in range(layers):
         for head in range(heads):
-            seen = Counter(
-                r.agency.state_map[layer][head]
-                for r in records
-                if layer < len(r.agency.state_map) and head < len(r.agency.state_map[layer])
-            )
+            seen = Counter(m[layer][head] for m in maps if layer < len(m) and head < len(m[layer]))
             grid[layer][head] = seen.most_common(1)[0][0] if seen else None
     return grid

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
         and c.metric in GAIN_METRICS
         and c.effect.estimate is not None
     ]
-    if not rows:
+    if agency is None or not rows:
         raise Skip(f"heatmap for {series.label()}: no baseline/agency pairs")
     plt = _pyplot()
     temps, levels = data.temperatures(series), data.levels(series)
@@ -224,11 +225,12 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
         grid = [[float("nan")] * len(levels) for _ in temps]
         stars = [[""] * len(levels) for _ in temps]
         for c in rows:
-            if c.metric == name:
-                value = shown(c, c.effect.estimate)
-                i, j = temps.index(c.temperature), levels.index(c.level)
-                grid[i][j] = 100 * (value - 1) if c.kind == "ratio" else value
-                stars[i][j] = "*" if c.significant(data.stats.alpha) else ""
+            value = shown(c, c.effect.estimate)
+            if c.metric != name or value is None or c.temperature is None or c.level is None:
+                continue
+            i, j = temps.index(c.temperature), levels.index(c.level)
+            grid[i][j] = 100 * (value - 1) if c.kind == "ratio" else value
+            stars[i][j] = "*" if c.significant(data.stats.alpha) else ""
         finite = [abs(v) for r in grid for v in r if not math.isnan(v)]
         vmax = max([5.0 if spec(name).scale == "log" else 0.05, *finite])
         cmap = "RdBu" if spec(name).sign > 0 else "RdBu_r"
@@ -266,15 +268,16 @@ def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path
     baseline = Arm("baseline")
     arms = data.arms(series)
     names = [n for n in LEVEL_METRICS if spec(n).direction != "reference" and spec(n).kind != "memory"]
-    axes_names, rings = [], {arm: [] for arm in arms}
+    axes_names: list[str] = []
+    rings: dict[Arm, list[float]] = {arm: [] for arm in arms}
     for name in names:
         ref = data.description(Cell(series, temperature, 0.0, baseline), name)
-        if ref is None or ref.mean <= 0:
+        if ref is None or ref.mean is None or ref.mean <= 0:
             continue
         values = {}
         for arm in arms:
             d = data.description(Cell(series, temperature, high, arm), name)
-            if d is not None and d.mean > 0:
+            if d is not None and d.mean is not None and d.mean > 0:
                 values[arm] = d.mean / ref.mean if spec(name).sign > 0 else ref.mean / d.mean
         if baseline not in values:
             continue
@@ -465,21 +468,21 @@ def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
     data = PlotData(stats)
     outcome = PlotOutcome()
     jobs: list[Callable[[], Path]] = [
-        lambda: answers_figure(data, out_dir),
-        lambda: ablation_figure(data, out_dir),
+        partial(answers_figure, data, out_dir),
+        partial(ablation_figure, data, out_dir),
     ]
     for series in data.series():
         jobs += [
-            lambda s=series: summary_figure(data, s, out_dir),
-            lambda s=series: metrics_vs_level(data, s, out_dir),
-            lambda s=series: gain_heatmap(data, s, out_dir),
-            lambda s=series: tradeoff(data, s, out_dir),
-            lambda s=series: agency_state_map(design, s, out_dir),
-            lambda s=series: head_pruning_map(design, s, out_dir),
+            partial(summary_figure, data, series, out_dir),
+            partial(metrics_vs_level, data, series, out_dir),
+            partial(gain_heatmap, data, series, out_dir),
+            partial(tradeoff, data, series, out_dir),
+            partial(agency_state_map, design, series, out_dir),
+            partial(head_pruning_map, design, series, out_dir),
         ]
-        jobs += [lambda s=series, t=t: radar(data, s, t, out_dir) for t in data.temperatures(series)]
+        jobs += [partial(radar, data, series, t, out_dir) for t in data.temperatures(series)]
         if series.recovered():
-            jobs.append(lambda s=series: recovery_figure(data, s, out_dir))
+            jobs.append(partial(recovery_figure, data, series, out_dir))
     for job in jobs:
         try:
             outcome.paths.append(job())
