@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
 from lightning_modules.heads.agency_calibration import agency_signals
+from lightning_modules.heads.attention import FocusObserver, NewestRowTerms
 from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
 from lightning_modules.heads.gates import HeadGates, attach_gates
 from lightning_modules.heads.importance import CRITERIA, HeadScores
@@ -130,9 +131,12 @@ class ConditionModel:
 def _attach_agency(
     model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter, controller: AgencyController
 ) -> Callable[[], None]:
-    """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo."""
+    """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo.
+
+    The layers' observers share one mask-terms cache, which lives until the undo."""
     gates.factor_provider = controller.gate_factors
     num_heads = gates.layout.num_heads
+    row_terms = NewestRowTerms()
 
     def observer_for(layer: int):
         kept = gates.kept_index(layer)
@@ -148,7 +152,7 @@ def _attach_agency(
     attentions = adapter.attention_modules(model)
     for layer, attn in enumerate(attentions):
         if gates.kept_heads[layer]:
-            attn.focus_observer = observer_for(layer)
+            attn.focus_observer = FocusObserver(observer_for(layer), row_terms)
 
     def detach() -> None:
         gates.factor_provider = None

@@ -10,7 +10,13 @@ from tiny_lms import BUILDERS, gated_copy, token_batch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from lightning_modules.heads.attention import IMPLEMENTATION, head_gated_attention, newest_token_focus
+from lightning_modules.heads.attention import (
+    IMPLEMENTATION,
+    FocusObserver,
+    NewestRowTerms,
+    head_gated_attention,
+    newest_token_focus,
+)
 from lightning_modules.heads.pruning import gate_values, remove_heads
 from lightning_modules.models.adapters import adapter_for
 
@@ -112,7 +118,7 @@ def test_observer_sees_every_layer_and_does_not_change_logits(arch: str) -> None
         reference = model(input_ids=ids, attention_mask=mask).logits
     seen: dict[int, torch.Tensor] = {}
     for attn in attention_modules(model):
-        attn.focus_observer = lambda layer, focus: seen.__setitem__(layer, focus)
+        attn.focus_observer = FocusObserver(lambda layer, focus: seen.__setitem__(layer, focus))
     with torch.no_grad():
         observed = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(observed, reference)
@@ -135,7 +141,9 @@ def test_observer_after_removal_reports_the_kept_heads_of_the_masked_model() -> 
     seen: dict[str, dict[int, torch.Tensor]] = {"masked": {}, "removed": {}}
     for name, model in (("masked", masked), ("removed", removed)):
         for attn in attention_modules(model):
-            attn.focus_observer = lambda layer, focus, store=seen[name]: store.__setitem__(layer, focus)
+            attn.focus_observer = FocusObserver(
+                lambda layer, focus, store=seen[name]: store.__setitem__(layer, focus)
+            )
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
     for layer in range(3):
@@ -154,17 +162,20 @@ def test_a_new_or_rewritten_mask_is_never_served_stale_terms() -> None:
     expected_padded = newest_token_focus(query, key, padded_mask.clone(), 1.0)
     assert not torch.equal(expected_open, expected_padded)
 
+    cache = NewestRowTerms()
     mask = open_mask.clone()
-    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_open)
-    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_open)  # reused: same answer
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0, cache), expected_open)
+    first_terms = cache.terms(mask, 2, 2, 6, mask.device)
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0, cache), expected_open)  # reused: same answer
+    assert all(a is b for a, b in zip(cache.terms(mask, 2, 2, 6, mask.device), first_terms, strict=True))
     mask.copy_(padded_mask)  # written in place
-    assert torch.equal(newest_token_focus(query, key, mask, 1.0), expected_padded)
+    assert torch.equal(newest_token_focus(query, key, mask, 1.0, cache), expected_padded)
     del mask
     with torch.inference_mode():  # how predict runs: tensors without a version counter
         for _ in range(20):  # new tensors, some at the freed id
             fresh = open_mask.clone()
-            assert torch.equal(newest_token_focus(query, key, fresh, 1.0), expected_open)
+            assert torch.equal(newest_token_focus(query, key, fresh, 1.0, cache), expected_open)
             del fresh
             fresh = padded_mask.clone()
-            assert torch.equal(newest_token_focus(query, key, fresh, 1.0), expected_padded)
+            assert torch.equal(newest_token_focus(query, key, fresh, 1.0, cache), expected_padded)
             del fresh

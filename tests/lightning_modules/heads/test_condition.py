@@ -379,3 +379,18 @@ def test_state_key_names_what_changes_the_model_state(tiny_gpt2_dir: Path) -> No
         build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=10).state_key
         != build(store, tiny_gpt2_dir, level=25, agency=quiet, num_tokens=20).state_key
     )
+
+
+def test_the_layers_of_an_attached_arm_share_one_mask_cache_that_ends_with_it(tiny_gpt2_dir: Path) -> None:
+    condition = build(ModelStore(), tiny_gpt2_dir, level=25, agency=AgencyConfig(enabled=True))
+
+    def caches() -> list:
+        return [o.row_terms for o in observers(condition) if o is not None]
+
+    with condition.attached():
+        first = caches()
+    assert observers(condition) == [None, None]
+    with condition.attached():
+        second = caches()
+    assert len(first) == 2 and all(c is first[0] for c in first) and all(c is second[0] for c in second)
+    assert second[0] is not first[0]  # a new attachment starts with its own, empty cache

@@ -10,7 +10,7 @@ import torch
 from tiny_lms import VOCAB, tiny_gpt2, tiny_llama
 from transformers import AutoModelForCausalLM, BertConfig, GPTNeoXConfig
 
-from lightning_modules.heads.attention import IMPLEMENTATION
+from lightning_modules.heads.attention import IMPLEMENTATION, FocusObserver
 from lightning_modules.models import sources
 from lightning_modules.models.adapters import adapter_for
 from lightning_modules.models.sources import ModelSource, load_model, resolve_source
@@ -178,8 +178,10 @@ def test_plain_opens_every_gate_and_removes_agency_then_restores(tiny_gpt2_dir: 
     attentions = adapter_for(loaded.model).attention_modules(loaded.model)
     observed: list[int] = []
 
-    def observer(layer: int, focus: torch.Tensor) -> None:
+    def record_layer(layer: int, focus: torch.Tensor) -> None:
         observed.append(layer)
+
+    observer = FocusObserver(record_layer)
 
     def provider(layer: int) -> torch.Tensor:
         return torch.full((2, 4), 0.5)
