@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def file_fingerprint(path: str | Path, label: str | None = None) -> dict[str, st
     return {"file": label or Path(path).name, "sha256": hashlib.sha256(content).hexdigest()}
 
 
-def differing_keys(configs: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
+def differing_keys(configs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     """Flat keys whose canonical values are not all equal across ``configs``, with the distinct values."""
     flats = [{k: canonical(v) for k, v in flatten(c).items()} for c in configs]
     keys = sorted({k for f in flats for k in f})

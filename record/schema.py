@@ -354,7 +354,9 @@ def compose(
 def _summary(values: list[float], n_failed: int, log_scale: bool) -> Summary:
     n = len(values)
     mean = sum(values) / n if n else None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    std = None
+    if mean is not None and n > 1:
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     geometric = (
         math.exp(sum(math.log(v) for v in values) / n)
         if log_scale and n and all(v > 0 and math.isfinite(v) for v in values)
@@ -408,7 +410,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except RecordError as error:
                 errors.append(str(error))
         raise RecordError(errors[0] if errors else f"{where} is null")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecordError(f"{where} should be an object ({_type_name(tp)})")
         hints = typing.get_type_hints(tp)
