@@ -115,6 +115,7 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
             "a command list with 'predict' or 'recover', and '${args}'",
         )
     base_args = [str(c) for c in command[command.index(run) + 1 : command.index("${args}")]]
+    _check_metric(path, raw.get("metric"))
     run_cap, seed = raw.get("run_cap"), raw.get("seed", 0)
     if run_cap is not None and not (
         isinstance(run_cap, int) and not isinstance(run_cap, bool) and run_cap >= 1
@@ -125,6 +126,26 @@ def load_sweep(name_or_path: str | Path) -> SweepSpec:
     return SweepSpec(
         path, method, run, resolve_config_args(base_args, path.parent), parameters, run_cap, seed
     )
+
+
+METRIC_GOALS = ("minimize", "maximize")
+
+
+def _check_metric(path: Path, metric: Any) -> None:
+    """``metric:`` is what ``wandb sweep`` optimises and shows; a local grid runs every condition and only checks
+    its shape, so a typo fails here rather than on the W&B server."""
+    if metric is None:
+        return
+    if (
+        not isinstance(metric, dict)
+        or not isinstance(metric.get("name"), str)
+        or metric.get("goal") not in METRIC_GOALS
+    ):
+        raise _refuse(
+            path,
+            f"has metric {metric!r}",
+            f"a 'metric:' mapping with a 'name' (a W&B summary key) and 'goal' ({', '.join(METRIC_GOALS)})",
+        )
 
 
 def _check_parameter(key: str, spec: Any, method: str) -> None:

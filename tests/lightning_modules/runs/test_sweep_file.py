@@ -50,6 +50,17 @@ def test_shipped_sweeps_expand_to_the_documented_grid(name, count, levels, metho
     assert {c["model.pruning.method"] for c in conditions} == methods
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_bundled_sweep_optimises_the_primary_quality_endpoint(path: Path) -> None:
+    """``wandb sweep`` shows and optimises ``metric``: the summary key of reference perplexity's central value."""
+    from record.catalogue import METRICS
+
+    metric = yaml.safe_load(path.read_text(encoding="utf-8"))["metric"]
+    assert metric == {"name": "reference_perplexity", "goal": "minimize"}
+    assert METRICS[metric["name"]].direction == "lower" and METRICS[metric["name"]].measured_per == "sample"
+    load_sweep(path)  # the local runner accepts it
+
+
 @pytest.mark.slow  # every check on every bundled sweep's conditions
 @pytest.mark.parametrize(
     ("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28), ("recovery", 8)]
@@ -133,6 +144,11 @@ BAD_SWEEPS = [
         "sweep parameter 'model.pruning.level' 'abc' is invalid",
     ),
     ("random-without-count", {"method": "random"}, "needs a number of runs"),
+    (
+        "metric-goal",
+        {"metric": {"name": "reference_perplexity", "goal": "lowest"}},
+        "has metric {'name': 'reference_perplexity', 'goal': 'lowest'}; allowed: a 'metric:' mapping",
+    ),
     (
         "no-values",
         {"parameters": {"model.pruning.level": {"min": 0}}},
