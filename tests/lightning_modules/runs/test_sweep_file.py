@@ -147,7 +147,7 @@ BAD_SWEEPS = [
     (
         "metric-goal",
         {"metric": {"name": "reference_perplexity", "goal": "lowest"}},
-        "has metric {'name': 'reference_perplexity', 'goal': 'lowest'}; allowed: a 'metric:' mapping",
+        "has metric {'goal': 'lowest', 'name': 'reference_perplexity'}; allowed: a 'metric:' mapping",
     ),
     (
         "no-values",
