@@ -41,6 +41,18 @@ class Decoded(Protocol):
     failed_rows: dict[int, str]
 
 
+class CorpusScoring(Protocol):
+    """Corpus perplexity window by window (``lightning_modules.decoding.evaluation.CorpusScore``)."""
+
+    window_tokens: tuple[int, ...]
+
+    @property
+    def window_mean_nll(self) -> list[float]: ...
+
+    @property
+    def perplexity(self) -> float: ...
+
+
 class Layout(Protocol):
     """The attention shape (``lightning_modules.models.adapters.HeadLayout``)."""
 
@@ -68,6 +80,9 @@ class Experiment(Protocol):
 
     def corpus_perplexity(self) -> float:
         """Perplexity of the condition's own model on the evaluation text."""
+
+    def corpus_score(self) -> CorpusScoring:
+        """The same scoring window by window: each window's summed NLL and scored tokens."""
 
     def timed_decode(self, prompts: Sequence[str], seeds: Sequence[int], num_tokens: int) -> Decoded:
         """Decode ``num_tokens`` for one batch with this condition's model, timed."""

@@ -4,11 +4,14 @@
 reference model (same weights, every head, no agency), so a pruned model that
 drifts into text the original finds unlikely scores high. ``corpus_perplexity``
 scores how well the condition's *own* model predicts the held-out evaluation
-text. Both are ratios of likelihoods: the report analyses them on the log scale.
+text; each evaluation window's mean NLL is kept beside it (``corpus_windows``),
+because every arm scores the same windows and the report pairs them. Both are
+ratios of likelihoods: the report analyses them on the log scale.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -17,6 +20,7 @@ from torchmetrics.functional.text import perplexity
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.protocols import Experiment, Generated
 from callbacks.samples import measurable_rows
+from record.schema import CorpusWindows
 
 REFERENCE_PERPLEXITY = "reference_perplexity"
 CORPUS_PERPLEXITY = "corpus_perplexity"
@@ -88,6 +92,11 @@ class QualityMonitor(MeasuringCallback):
         if not self.corpus_perplexity:
             return
         try:
-            self._measured.add_condition(CORPUS_PERPLEXITY, module.corpus_perplexity())
+            score = module.corpus_score()
+            self._measured.add_condition(CORPUS_PERPLEXITY, score.perplexity)
         except Exception as error:
             self._measured.fail(CORPUS_PERPLEXITY, error_text(error))
+            return
+        windows = score.window_mean_nll
+        if CORPUS_PERPLEXITY in self._measured.condition_metrics and all(math.isfinite(v) for v in windows):
+            self._measured.corpus_windows = CorpusWindows(len(windows), windows, list(score.window_tokens))

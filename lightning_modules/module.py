@@ -26,6 +26,7 @@ from callbacks.environment import environment
 from lightning_modules.condition import ConditionModel, ConditionSpec, Weights, build_condition
 from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
+    CorpusScore,
     EvaluationConfig,
     evaluation_ids,
     parallel_score,
@@ -419,7 +420,11 @@ class PruningExperiment(L.LightningModule):
         return logits, targets
 
     def corpus_perplexity(self) -> float:
-        """Corpus perplexity of this condition's own model state, cached per state.
+        """exp of the mean NLL over every scored token of the evaluation text."""
+        return self.corpus_score().perplexity
+
+    def corpus_score(self) -> CorpusScore:
+        """Each evaluation window's NLL and scored tokens for this condition's own model state, cached per state.
 
         The agency arm is scored token by token through the generation path, so its
         head states evolve as they do while it generates (``decoding/evaluation.py``).
@@ -434,15 +439,15 @@ class PruningExperiment(L.LightningModule):
             cfg.stride,
         )
 
-        def compute() -> float:
+        def compute() -> CorpusScore:
             ids = evaluation_ids(condition.tokenizer, cfg)
             window = min(cfg.window, condition.context_length)
             stride = min(cfg.stride, window)
             if condition.agency is None:
-                return parallel_score(condition.model, ids, window, stride).perplexity
+                return parallel_score(condition.model, ids, window, stride)
             return stepwise_score(
                 condition.model, ids, window, stride, condition.begin_sequence_batch, condition.on_step
-            ).perplexity
+            )
 
         return self.store.cached(key, compute)
 

@@ -183,6 +183,20 @@ class Recovery:
 
 
 @dataclass
+class CorpusWindows:
+    """Corpus perplexity window by window: each evaluation window's mean negative log-likelihood (nats per
+    scored token) and how many tokens it scored.
+
+    Every arm scores the same windows of the same text (one tokenizer, one window and stride), so a window is a
+    paired unit of a corpus comparison. ``corpus_perplexity`` is exp(sum(tokens * mean_nll) / sum(tokens)).
+    """
+
+    count: int
+    mean_nll: list[float]
+    tokens: list[int]
+
+
+@dataclass
 class Measurements:
     """What one measuring callback returns: values and failures for its own part of the record."""
 
@@ -194,6 +208,7 @@ class Measurements:
     notes: dict[str, str] = field(default_factory=dict)
     timing: Timing | None = None
     agency: AgencyReport | None = None
+    corpus_windows: CorpusWindows | None = None
 
     def add_sample(self, key: SampleKey, name: str, value: float) -> None:
         """Store a finite value; a non-finite one becomes a failure, never a number."""
@@ -264,6 +279,7 @@ class ConditionRecord:
     notes: dict[str, str] = field(default_factory=dict)
     agency: AgencyReport | None = None
     recovery: Recovery | None = None
+    corpus_windows: CorpusWindows | None = None  # absent in records written before windows were kept
     aggregates: dict[str, Summary] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -340,6 +356,8 @@ def compose(
             record.timing = part.timing
         if part.agency is not None:
             record.agency = part.agency
+        if part.corpus_windows is not None:
+            record.corpus_windows = part.corpus_windows
     record.samples = [by_key[k] for k in sorted(by_key)]
     for sample in record.samples:
         sample.metrics = dict(sorted(sample.metrics.items()))
@@ -478,3 +496,9 @@ def validate(record: ConditionRecord, where: str = "record") -> None:
     ):
         if not math.isfinite(value):
             raise RecordError(f"{where} holds a non-finite value")
+    windows = record.corpus_windows
+    if windows is not None and not (
+        windows.count == len(windows.mean_nll) == len(windows.tokens)
+        and all(math.isfinite(v) for v in windows.mean_nll)
+    ):
+        raise RecordError(f"{where} has corpus windows whose count, values and token counts do not agree")

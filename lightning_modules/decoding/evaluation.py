@@ -101,8 +101,28 @@ def windows_of(length: int, window: int, stride: int) -> list[Window]:
 
 @dataclass(frozen=True)
 class CorpusScore:
-    nll_sum: float
-    tokens: int
+    """The summed negative log-likelihood and the scored tokens of each window, in window order.
+
+    The window is the unit a corpus comparison pairs (every arm scores the same windows of the same text), so
+    each window's own mean NLL is kept; the corpus perplexity is exp of the mean over every scored token, i.e.
+    of the token-weighted mean of the windows' means (windows score different numbers of tokens).
+    """
+
+    window_nll: tuple[float, ...] = ()
+    window_tokens: tuple[int, ...] = ()
+
+    @property
+    def nll_sum(self) -> float:
+        return float(sum(self.window_nll))
+
+    @property
+    def tokens(self) -> int:
+        return int(sum(self.window_tokens))
+
+    @property
+    def window_mean_nll(self) -> list[float]:
+        """Per window, the mean NLL of its scored tokens (the log of the window's perplexity)."""
+        return [nll / tokens for nll, tokens in zip(self.window_nll, self.window_tokens, strict=True)]
 
     @property
     def perplexity(self) -> float:
@@ -116,13 +136,13 @@ def parallel_score(model: nn.Module, token_ids: torch.Tensor, window: int, strid
     """One forward per window."""
     device = next(model.parameters()).device
     ids = token_ids.to(device)
-    nll_sum, tokens = 0.0, 0
+    nll, tokens = [], []
     for w in windows_of(len(ids), window, stride):
         chunk = ids[w.start : w.end].unsqueeze(0)
         logits = model(chunk).logits[0, w.first_scored - 1 : -1].float()
-        nll_sum += float(nn.functional.cross_entropy(logits, chunk[0, w.first_scored :], reduction="sum"))
-        tokens += w.end - w.start - w.first_scored
-    return CorpusScore(nll_sum, tokens)
+        nll.append(float(nn.functional.cross_entropy(logits, chunk[0, w.first_scored :], reduction="sum")))
+        tokens.append(w.end - w.start - w.first_scored)
+    return CorpusScore(tuple(nll), tuple(tokens))
 
 
 @torch.no_grad()
@@ -172,7 +192,7 @@ def stepwise_score(
         )
         step_nll = nn.functional.cross_entropy(logits, rows[:, t + 1], reduction="none")
         nll += torch.where(scored[:, t + 1], step_nll, 0.0).double()
-    return CorpusScore(float(nll.sum()), int(scored.sum()))
+    return CorpusScore(tuple(nll.tolist()), tuple(int(n) for n in scored.sum(dim=1).tolist()))
 
 
 def evaluation_ids(tokenizer, config: EvaluationConfig) -> torch.Tensor:

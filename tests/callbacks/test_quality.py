@@ -28,10 +28,27 @@ def test_every_sample_scored_and_corpus_perplexity_recorded(run_condition) -> No
     assert run.record.condition_metrics["corpus_perplexity"] == pytest.approx(run.module.corpus_perplexity())
 
 
+def test_per_window_nlls_are_recorded_and_their_token_weighted_mean_is_the_corpus_perplexity(
+    run_condition,
+) -> None:
+    """The record keeps each evaluation window's mean NLL and scored tokens; exp(sum_w tokens_w * nll_w /
+    sum_w tokens_w) is the recorded corpus perplexity (the windows score different token counts, so the plain
+    mean of the windows' means is not it)."""
+    run = run_condition([QualityMonitor()])
+    windows = run.record.corpus_windows
+    score = run.module.corpus_score()
+    assert windows is not None and windows.count == len(windows.mean_nll) == len(windows.tokens) >= 2
+    assert windows.tokens == list(score.window_tokens) and min(windows.tokens) >= 1
+    assert windows.mean_nll == pytest.approx(score.window_mean_nll, rel=1e-12)
+    weighted = sum(n * t for n, t in zip(windows.mean_nll, windows.tokens, strict=True)) / sum(windows.tokens)
+    assert math.exp(weighted) == pytest.approx(run.record.condition_metrics["corpus_perplexity"], rel=1e-12)
+
+
 def test_switches_turn_measurements_off(run_condition) -> None:
     run = run_condition([QualityMonitor(reference_perplexity=False, corpus_perplexity=False)])
     assert all("reference_perplexity" not in s.metrics for s in run.record.samples)
     assert "corpus_perplexity" not in run.record.condition_metrics
+    assert run.record.corpus_windows is None
 
 
 def test_reference_perplexity_matches_hand_computation_with_padding(run_condition, keep_outputs) -> None:
@@ -70,7 +87,7 @@ def test_a_raising_measurement_is_recorded_as_failure(run_condition, monkeypatch
         raise ValueError("evaluation text missing")
 
     monkeypatch.setattr(PruningExperiment, "reference_logits", broken_reference)
-    monkeypatch.setattr(PruningExperiment, "corpus_perplexity", broken_corpus)
+    monkeypatch.setattr(PruningExperiment, "corpus_score", broken_corpus)
     record = run_condition([QualityMonitor()]).record
     assert len(record.samples) == 6
     for sample in record.samples:
@@ -80,6 +97,7 @@ def test_a_raising_measurement_is_recorded_as_failure(run_condition, monkeypatch
     assert [(f.metric, f.error) for f in record.failures] == [
         ("corpus_perplexity", "ValueError: evaluation text missing")
     ]
+    assert record.corpus_windows is None  # a failed measurement leaves no windows either
     summary = record.aggregates["reference_perplexity"]
     assert (summary.mean, summary.n, summary.n_failed) == (None, 0, 6)
 

@@ -188,9 +188,33 @@ def test_strided_windows_match_a_token_by_token_computation(
 
 def test_a_single_token_cannot_be_scored(model: torch.nn.Module) -> None:
     score = parallel_score(model, text(1), window=8, stride=4)
-    assert score == CorpusScore(0.0, 0)
+    assert score == CorpusScore((), ())
     with pytest.raises(ValueError, match="at least two tokens"):
         score.perplexity  # noqa: B018
+
+
+@pytest.mark.parametrize(("length", "window", "stride"), CASES[:4])
+def test_each_window_keeps_its_own_mean_nll_and_their_token_weighted_mean_is_the_corpus_nll(
+    model: torch.nn.Module, length: int, window: int, stride: int
+) -> None:
+    """Window w's mean NLL is the mean over the tokens it scores (a direct forward over that window);
+    exp(sum_w tokens_w * mean_w / sum_w tokens_w) is the corpus perplexity. The plain mean of the windows'
+    means is another number whenever windows score different counts (the first scores window - 1 tokens)."""
+    ids = text(length, seed=length + 7)
+    score = parallel_score(model, ids, window=window, stride=stride)
+    spans = windows_of(length, window, stride)
+    assert len(score.window_mean_nll) == len(score.window_tokens) == len(spans)
+    for w, mean_nll, tokens in zip(spans, score.window_mean_nll, score.window_tokens, strict=True):
+        with torch.no_grad():
+            logits = model(ids[w.start : w.end].unsqueeze(0)).logits[0, w.first_scored - 1 : -1].float()
+        direct = torch.nn.functional.cross_entropy(logits, ids[w.start + w.first_scored : w.end]).item()
+        assert tokens == w.end - w.start - w.first_scored
+        assert mean_nll == pytest.approx(direct, rel=1e-5)
+    weighted = sum(m * t for m, t in zip(score.window_mean_nll, score.window_tokens, strict=True))
+    assert math.exp(weighted / score.tokens) == pytest.approx(score.perplexity, rel=1e-12)
+    if len(set(score.window_tokens)) > 1:
+        plain = sum(score.window_mean_nll) / len(score.window_mean_nll)
+        assert plain != pytest.approx(weighted / score.tokens, rel=1e-9)
 
 
 # ------------------------------------------------------------------ stepwise scoring
@@ -208,6 +232,9 @@ def test_stepwise_equals_parallel_for_a_plain_model(
     )
     assert stepwise.tokens == (length - 1 if stride < window else length - len(range(0, length, window)))
     assert stepwise.nll_sum == pytest.approx(parallel.nll_sum, rel=1e-5)
+    # window by window too: the paired unit of a corpus comparison is the same whichever path scored it
+    assert stepwise.window_tokens == parallel.window_tokens
+    assert stepwise.window_mean_nll == pytest.approx(parallel.window_mean_nll, rel=1e-5)
 
 
 def test_stepwise_is_one_token_per_forward_with_every_window_a_row(model: torch.nn.Module) -> None:
