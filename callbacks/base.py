@@ -7,17 +7,20 @@ measuring callback for its result and composes the record, so the record does
 not depend on the order of the callback list. Values are also logged through the
 Trainer's loggers (W&B), under ``<part>/<metric>``.
 
-Each callback states its settings that can change a result (``result_settings``);
-they are part of the condition's identity.
+Every constructor argument of a measuring callback is part of the condition's
+identity (its config group in LightningCLI; ``init_arguments`` outside it) unless
+``record.identity.NOT_RESULT_SETTINGS`` says it cannot change a result.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import inspect
+from typing import ClassVar
 
 import lightning as L
 
 from callbacks.protocols import Experiment
+from record.identity import init_arguments
 from record.schema import Measurements
 
 
@@ -33,6 +36,8 @@ class MeasuringCallback(L.Callback):
     part: ClassVar[str]
 
     def __init__(self) -> None:
+        caller = inspect.currentframe().f_back  # the subclass's __init__, its arguments not yet reassigned
+        self.init_arguments = init_arguments(type(self), caller.f_locals) if caller else {}
         super().__init__()
         self._measured = Measurements(self.part)
         self._result: Measurements | None = None
@@ -43,10 +48,6 @@ class MeasuringCallback(L.Callback):
 
     def finish(self, trainer: L.Trainer, module: Experiment) -> None:
         """After the last batch: condition-level measurements into ``self._measured``."""
-
-    def result_settings(self) -> dict[str, Any]:
-        """Settings of this callback that can change a result (part of the condition's identity)."""
-        return {}
 
     # -- the protocol ------------------------------------------------------------------------------
     @property
@@ -93,9 +94,3 @@ class MeasuringCallback(L.Callback):
 
 def measuring_callbacks(trainer: L.Trainer) -> list[MeasuringCallback]:
     return [cb for cb in trainer.callbacks if isinstance(cb, MeasuringCallback)]
-
-
-def measurement_settings(callbacks: list[Any]) -> dict[str, Any]:
-    """Every measuring callback's result-changing settings, by part (for the condition's identity)."""
-    measuring = sorted((cb for cb in callbacks if isinstance(cb, MeasuringCallback)), key=lambda c: c.part)
-    return {cb.part: settings for cb in measuring if (settings := cb.result_settings())}

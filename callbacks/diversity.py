@@ -152,9 +152,6 @@ class DiversityMonitor(MeasuringCallback):
         }
         self.text_metrics: dict[str, Metric] = {"type_token_ratio": TypeTokenRatio()}
 
-    def result_settings(self) -> dict[str, Any]:
-        return {"repetition_n": self.repetition_n}
-
     @property
     def metric_names(self) -> tuple[str, ...]:
         return (*self.token_metrics, *self.text_metrics)

@@ -61,9 +61,6 @@ class MemoryMonitor(MeasuringCallback):
         self._peak_rss = 0
         self._cuda_device: torch.device | None = None
 
-    def result_settings(self) -> dict[str, Any]:
-        return {"enabled": self.enabled}
-
     def _sample_rss(self) -> None:
         try:
             self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)

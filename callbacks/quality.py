@@ -46,12 +46,6 @@ class QualityMonitor(MeasuringCallback):
         self.reference_perplexity = bool(reference_perplexity)
         self.corpus_perplexity = bool(corpus_perplexity)
 
-    def result_settings(self) -> dict[str, Any]:
-        return {
-            "reference_perplexity": self.reference_perplexity,
-            "corpus_perplexity": self.corpus_perplexity,
-        }
-
     def on_predict_batch_end(
         self,
         trainer: L.Trainer,

@@ -16,7 +16,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from record.errors import NO_VALUE, ConfigError, is_int, require
-from record.identity import file_fingerprint
+from record.identity import file_fingerprint, init_arguments
 
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_PROMPTS = ASSETS / "prompts.txt"
@@ -96,7 +96,9 @@ class PromptDataModule(L.LightningDataModule):
         iterations: int = 3,
         batch_size: int = 8,
     ) -> None:
+        arguments = init_arguments(PromptDataModule, locals())
         super().__init__()
+        self.init_arguments = arguments  # what it was built with (its resolved config outside LightningCLI)
         require(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         require(is_int(iterations) and iterations >= 1, "data.iterations", iterations, "an integer >= 1")
         require(
@@ -111,14 +113,13 @@ class PromptDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.prompts: list[str] = read_prompts(prompt_file, max_prompts)
 
-    def result_settings(self) -> dict[str, Any]:
-        """What of the data can change a result: the prompts (by content), how many, repeats, batching."""
+    def result_facts(self) -> dict[str, Any]:
+        """What the identity adds to the data settings: the prompts by content (also the bundled ones) and how
+        many were read."""
         path = self.prompt_file or BUNDLED_PROMPTS
         return {
             "prompts": file_fingerprint(path, None if self.prompt_file else "bundled:prompts.txt"),
             "prompt_count": len(self.prompts),
-            "iterations": self.iterations,
-            "batch_size": self.batch_size,
         }
 
     def train_dataloader(self) -> DataLoader:

@@ -17,7 +17,7 @@ import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -33,18 +33,16 @@ from lightning_modules.decoding.evaluation import (
     stepwise_score,
 )
 from lightning_modules.decoding.generation import DecodeResult, GenerationConfig, decode, sample_seed
-from lightning_modules.describe import describe_condition
+from lightning_modules.describe import describe_condition, resolved_from_objects
 from lightning_modules.heads.agency import AgencyConfig, departures
 from lightning_modules.heads.calibration import CalibrationConfig
 from lightning_modules.heads.pruning import PruningConfig, parameter_count, parameters_after_removal
 from lightning_modules.models.adapters import HeadLayout
-from lightning_modules.store import DTYPES, ModelStore
+from lightning_modules.store import PRECISIONS, ModelStore, Precision
 from lightning_modules.training import recovery as recover
 from record.errors import ConfigError, is_int, require
-from record.identity import condition_id, identity_hash, resolved_config
+from record.identity import condition_id, identity_hash, init_arguments, resolved_config
 from record.schema import AgencyReport, Header, Recovery
-
-PRECISIONS = tuple(DTYPES)
 
 
 @dataclass
@@ -81,7 +79,7 @@ class PruningExperiment(L.LightningModule):
     def __init__(
         self,
         model_name: str = "embedded",
-        precision: Literal["float32", "float16", "bfloat16"] = "float32",
+        precision: Precision = "float32",
         seed: int = 0,
         pruning: PruningConfig = PruningConfig(),  # noqa: B008 - jsonargparse reads dataclass defaults
         agency: AgencyConfig = AgencyConfig(),  # noqa: B008
@@ -91,7 +89,9 @@ class PruningExperiment(L.LightningModule):
         checkpoint: str | None = None,
         recovery: recover.RecoveryConfig = recover.RecoveryConfig(),  # noqa: B008
     ) -> None:
+        arguments = init_arguments(PruningExperiment, locals())
         super().__init__()
+        self.init_arguments = arguments  # what it was built with (its resolved config outside LightningCLI)
         require(precision in PRECISIONS, "model.precision", precision, ", ".join(PRECISIONS), "is not known")
         require(is_int(seed), "model.seed", seed, "an integer")
         self.model_name = model_name
@@ -138,13 +138,21 @@ class PruningExperiment(L.LightningModule):
             }
         return settings
 
-    def result_settings(self) -> dict[str, Any]:
-        """Every setting of the model side that can change a result (texts and checkpoints by content)."""
+    def result_facts(self) -> dict[str, Any]:
+        """What the identity adds to the model's settings: the texts by content (also the bundled ones), the
+        agency arm's departures from the default layer, and a recovered checkpoint's own content and settings."""
         recovered = None
         if self.checkpoint:
             weights, meta = self.recovered()
             recovered = {"sha256": weights.key, "settings": meta["settings"], "steps": meta["steps_done"]}
-        return {**self._model_settings(), "recovery": recovered}
+        facts: dict[str, Any] = {
+            "calibration": {"text": self.calibration.fingerprint()},
+            "evaluation": {"text": self.evaluation.fingerprint()},
+            "recovery": recovered,
+        }
+        if self.agency_config.enabled:
+            facts["agency"] = {"departures": departures(self.agency_config)}
+        return facts
 
     def fit_settings(self) -> dict[str, Any]:
         """What a recovered model depends on: the condition's model settings (without how it is then generated
@@ -206,12 +214,12 @@ class PruningExperiment(L.LightningModule):
             return
         if self.header is None:
             trainer = self._trainer
-            self.header = describe_condition(
-                self,
-                trainer.datamodule if trainer else None,
-                trainer.callbacks if trainer else [],
-                device.type,
+            datamodule = trainer.datamodule if trainer else None
+            resolved = resolved_from_objects(
+                self, datamodule, trainer.callbacks if trainer else [], device.type
             )
+            self.header = describe_condition(resolved, self, datamodule)
+        if not self.header.environment:
             self.header.environment = environment()
         if self.condition is None:
             self.condition = self.build(device)
