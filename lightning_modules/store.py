@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -25,8 +25,10 @@ from lightning_modules.models.adapters import adapter_for
 from lightning_modules.models.sources import ModelSource, load_model, resolve_source
 from lightning_modules.models.vocab_head import slice_vocabulary_head
 
+Precision = Literal["float32", "float16", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DISK_SIGNALS = SignalCache()  # reads PRUNING_AGENCY_CACHE when used, so one instance serves every store
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}  # one per precision
 
 
 @dataclass

@@ -11,17 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from record.agency_states import STATE_COLOURS
 from reporting.design import Design, Series
 from reporting.format import level, slug
 from reporting.plot_data import Skip
 
-KNOWN_STATE_COLORS = {
-    "active": "#55a868",
-    "overloaded": "#dd8452",
-    "misaligned": "#8172b2",
-    "withdrawn": "#7f7f7f",
-    "pruned": "#c44e52",
-}
+KNOWN_STATE_COLORS = {**STATE_COLOURS, "pruned": "#c44e52"}
 
 
 def _pyplot() -> Any:

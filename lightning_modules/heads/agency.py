@@ -5,8 +5,9 @@ token, hands it to :meth:`AgencyController.observe`, and multiplies each head's
 output by :meth:`AgencyController.gate_factors`. Nothing here touches a model,
 so the state machine can be tested on synthetic signals.
 
-The agency layer is a hypothesis under test, not a known improvement. States
-(int codes, :data:`STATE_NAMES`) and what triggers them::
+The agency layer is a hypothesis under test, not a known improvement. The states
+are one table (``record/agency_states.py``: name, factor setting, whether it
+recovers, colour); what triggers each::
 
     active      0   works normally (factor ``active_factor``, default 1.0)
     overloaded  1   its utilization (a running average of its focus on the newest
@@ -39,22 +40,25 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
+from record.agency_states import STATE_CODES, STATE_NAMES, STATES, AgencyState
 from record.errors import ConfigError, is_int, is_number, require
-from record.identity import AGENCY_COMPONENTS
+from record.identity import AGENCY_COMPONENTS, AgencyComponent
 from record.schema import AgencyReport, MisalignedHead
 
-ACTIVE, OVERLOADED, MISALIGNED, WITHDRAWN = 0, 1, 2, 3
-STATE_NAMES: tuple[str, ...] = ("active", "overloaded", "misaligned", "withdrawn")
-STATE_CODES: dict[str, int] = {name: code for code, name in enumerate(STATE_NAMES)}
-OVERLOAD_MODES = ("relative", "absolute")
+ACTIVE, OVERLOADED, MISALIGNED, WITHDRAWN = (
+    STATE_CODES[n] for n in ("active", "overloaded", "misaligned", "withdrawn")
+)
+OverloadMode = Literal["relative", "absolute"]
+OVERLOAD_MODES: tuple[str, ...] = get_args(OverloadMode)
 DEFAULT_RECOVERY_FRACTION = 0.2  # of a generation's forwards, when recovery_steps is null
 COMPONENTS = AGENCY_COMPONENTS
-ABLATIONS = ("none", *COMPONENTS, "sham")
+Ablation = Literal["none", AgencyComponent, "sham"]  # one arm of an ablation study
+ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 Head = tuple[int, int]
 _COUNT_EPS = 1e-9  # 0.29 * 100 is 28.999999999999996 in binary floating point
@@ -66,7 +70,7 @@ class HeadOverride:
 
     layer: int
     head: int
-    state: Literal["active", "overloaded", "misaligned", "withdrawn"] = "active"
+    state: str = "active"  # a name from record/agency_states.py (checked against the table)
     consent: bool = True
 
 
@@ -103,14 +107,14 @@ class AgencyConfig:
     overload: bool = True
     misalignment: bool = True
     sham: bool = False
-    ablation: Literal["none", "consent_pruning", "state_gating", "overload", "misalignment", "sham"] = "none"
+    ablation: Ablation = "none"
     active_factor: float = 1.0
     overloaded_factor: float = 0.5
     misaligned_factor: float = 0.7
     withdrawn_factor: float = 0.0
     no_consent_factor: float = 0.0
     utilization_alpha: float = 0.9
-    overload_mode: Literal["relative", "absolute"] = "relative"
+    overload_mode: OverloadMode = "relative"
     overload_quantile: float = 0.99
     overload_margin: float = 0.05
     overload_threshold: float = 0.85
@@ -129,10 +133,7 @@ class AgencyConfig:
                 "true or false",
             )
         for name in (
-            "active_factor",
-            "overloaded_factor",
-            "misaligned_factor",
-            "withdrawn_factor",
+            *(state.factor_setting for state in STATES),
             "no_consent_factor",
             "overload_threshold",
             "protect_top_fraction",
@@ -249,10 +250,13 @@ class AgencyController:
         num_heads: int,
         num_tokens: int = 50,
         device: torch.device | str = "cpu",
+        states: Sequence[AgencyState] = STATES,
     ) -> None:
         if num_layers < 1 or num_heads < 1:
             raise ValueError(f"num_layers={num_layers}, num_heads={num_heads} are invalid; both must be >= 1")
         self.config = config
+        self.states = tuple(states)  # the state table: codes are positions, active first
+        self.state_names = tuple(state.name for state in self.states)
         self.num_layers, self.num_heads = num_layers, num_heads
         self.recovery_steps = config.recovery_for(num_tokens)
         self.device = torch.device(device)
@@ -273,16 +277,14 @@ class AgencyController:
         )
         self._explicit: dict[Head, dict[str, Any]] = {}
         self._factor_table = torch.tensor(
-            [
-                config.active_factor,
-                config.overloaded_factor,
-                config.misaligned_factor,
-                config.withdrawn_factor,
-            ],
+            [getattr(config, state.factor_setting) for state in self.states],
             dtype=torch.float32,
             device=self.device,
         )
-        self._codes = torch.arange(len(STATE_NAMES), device=self.device)
+        self._recovers = torch.tensor(
+            [state.recovers for state in self.states], dtype=torch.bool, device=self.device
+        )
+        self._codes = torch.arange(len(self.states), device=self.device)
         self._consent_factor = torch.ones(shape, dtype=torch.float32, device=self.device)
         self.batch_size = 0
         self.state: Tensor | None = None
@@ -348,8 +350,8 @@ class AgencyController:
                 f"a head inside the model's {self.num_layers} x {self.num_heads} heads",
                 what="head override",
             )
-        if state is not None and state not in STATE_CODES:
-            raise ValueError(f"state={state!r} is invalid; allowed: {', '.join(STATE_NAMES)}")
+        if state is not None and state not in self.state_names:
+            raise ValueError(f"state={state!r} is invalid; allowed: {', '.join(self.state_names)}")
         fields = {
             k: v
             for k, v in (("state", state), ("consent", consent), ("prune_consent", prune_consent))
@@ -367,7 +369,7 @@ class AgencyController:
         prune_consent: bool | None = None,
     ) -> None:
         if state is not None:
-            self.initial_state[layer, head] = STATE_CODES[state]
+            self.initial_state[layer, head] = self.state_names.index(state)
             self.initial_automatic[layer, head] = False
         if consent is not None:
             self.consent[layer, head] = bool(consent)
@@ -413,8 +415,12 @@ class AgencyController:
         self.steps = 0
         self._step_open = False
         self._closed_steps = 0
-        self._count_sum = torch.zeros(len(STATE_NAMES), dtype=torch.float64, device=self.device)
-        self._entries = torch.zeros(len(STATE_NAMES), dtype=torch.float64, device=self.device)
+        self._count_sum = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
+        # The manipulation check: row-forwards each head spent in each state, and the gate mass its factors removed.
+        shape = (self.num_layers, self.num_heads)
+        self._head_steps = torch.zeros((*shape, len(self.states)), dtype=torch.float64, device=self.device)
+        self._removed = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        self._entries = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
 
     def begin_step(self) -> None:
         """Start a forward: close the previous one's counts, advance counters, recover finished states."""
@@ -422,7 +428,7 @@ class AgencyController:
         if self._step_open:
             self._close_step()
             self.steps_in_state += 1
-        recover = self.automatic & (self.state != ACTIVE) & (self.steps_in_state >= self.recovery_steps)
+        recover = self.automatic & self._recovers[self.state] & (self.steps_in_state >= self.recovery_steps)
         self.state.masked_fill_(recover, ACTIVE)
         self.steps_in_state.masked_fill_(recover, 0)
         self.steps += 1
@@ -487,11 +493,46 @@ class AgencyController:
         hits = self.state.unsqueeze(-1) == self._codes
         return hits.sum(dim=(0, 1, 2)).to(torch.float64) / self.batch_size
 
+    def _step_totals(self) -> tuple[Tensor, Tensor]:
+        """This forward's row-forwards per head and state ([layers, heads, states]) and the gate mass removed
+        per head ([layers, heads]): 1 - the factor each row's head ran with, summed over rows."""
+        hits = (self.state.unsqueeze(-1) == self._codes).sum(dim=0).to(torch.float64)
+        if not self.config.state_gating:
+            return hits, torch.zeros_like(self._removed)
+        factors = self._factor_table[self.state]
+        if not self._all_consent:
+            factors = factors * self._consent_factor
+        if self.sham_index is not None:
+            factors = factors.gather(2, self.sham_index.expand_as(self.state))
+        return hits, (1.0 - factors).sum(dim=0).to(torch.float64)
+
     def _close_step(self) -> None:
         if self._step_open and self.state is not None:
             self._count_sum += self._current_counts()
+            hits, removed = self._step_totals()
+            self._head_steps += hits
+            self._removed += removed
             self._closed_steps += 1
         self._step_open = False
+
+    def acted(self, pruned_heads: Iterable[Sequence[int]] = ()) -> tuple[dict[str, float], float]:
+        """How much the states acted since ``reset_statistics``, over the kept heads' row-forwards: the share
+        spent in each non-active state, and the mean gate mass the states removed (0: the layer never acted)."""
+        head_steps, removed = self._head_steps.clone(), self._removed.clone()
+        if self._step_open and self.state is not None:
+            hits, now = self._step_totals()
+            head_steps += hits
+            removed += now
+        kept = torch.ones((self.num_layers, self.num_heads), dtype=torch.bool, device=self.device)
+        for layer, head in pruned_heads:
+            if 0 <= layer < self.num_layers and 0 <= head < self.num_heads:
+                kept[layer, head] = False
+        per_state = head_steps[kept].sum(dim=0)
+        total = float(per_state.sum())
+        if total == 0:
+            return {name: 0.0 for name in self.state_names[1:]}, 0.0
+        shares = {name: float(per_state[code]) / total for code, name in enumerate(self.state_names) if code}
+        return shares, float(removed[kept].sum()) / total
 
     # ---------------------------------------------------------------- report
     def report(self, pruned_heads: Iterable[Sequence[int]]) -> AgencyReport:
@@ -504,6 +545,7 @@ class AgencyController:
         utilization. ``transitions``: entries into each state, summed over rows.
         """
         pruned = {(int(p[0]), int(p[1])) for p in pruned_heads}
+        acted_share, gate_mass_removed = self.acted(pruned)
         if self.state is None:
             state, utilization = self.initial_state.unsqueeze(0), self.initial_utilization.unsqueeze(0)
             end_counts = (state.unsqueeze(-1) == self._codes).sum(dim=(0, 1, 2)).to(torch.float64)
@@ -531,19 +573,23 @@ class AgencyController:
             else f"absolute: utilization > {self.config.overload_threshold:g}"
         )
         return AgencyReport(
-            state_counts_end={name: float(end_list[i]) for i, name in enumerate(STATE_NAMES)},
-            state_counts_mean={name: float(mean_list[i]) for i, name in enumerate(STATE_NAMES)},
+            state_counts_end={name: float(end_list[i]) for i, name in enumerate(self.state_names)},
+            state_counts_mean={name: float(mean_list[i]) for i, name in enumerate(self.state_names)},
             withholding_consent=int((~self.prune_consent).sum()),
             withholding_runtime_consent=int((~self.consent).sum()),
             violations={
                 "pruned_without_consent": sum(1 for layer, head in pruned if not prune_consent[layer][head]),
                 "gate_on_while_withdrawn": int((withdrawn & (effective > 0)).sum()),
             },
-            state_map=[[STATE_NAMES[code] for code in row] for row in per_head.argmax(dim=-1).tolist()],
+            state_map=[[self.state_names[code] for code in row] for row in per_head.argmax(dim=-1).tolist()],
             utilization_map=[[float(u) for u in row] for row in utilization.mean(dim=0).tolist()],
             steps=int(self.steps),
-            transitions={"overloaded": int(entries[OVERLOADED])},
+            transitions={
+                name: int(entries[code]) for code, name in enumerate(self.state_names) if code != ACTIVE
+            },
             misaligned=list(self.misaligned),
             misalignment_tested=self.misalignment_tested,
             thresholds=mode,
+            acted_share=acted_share,
+            gate_mass_removed=gate_mass_removed,
         )

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from lightning_modules.heads.gates import HeadGates
-from lightning_modules.heads.importance import METHODS, resolve_method
+from lightning_modules.heads.importance import resolve_method
 from lightning_modules.models.adapters import HeadLayout, adapter_for
 from record.errors import ConfigError, is_number, require
 
 Head = tuple[int, int]
-PRUNE_MODES = ("mask", "remove")
+# ``entropy`` is the default direction of the entropy ranking (entropy_low); the others name a criterion.
+PruningMethod = Literal["entropy", "entropy_low", "entropy_high", "magnitude", "random", "gradient"]
+METHODS: tuple[str, ...] = get_args(PruningMethod)
+PruneMode = Literal["mask", "remove"]
+PRUNE_MODES: tuple[str, ...] = get_args(PruneMode)
 LEVEL_ALLOWED = "a number from 0 to 100 (percent of heads)"
 
 
@@ -41,8 +45,8 @@ class PruningConfig:
     """
 
     level: float = 0.0
-    method: Literal["entropy", "entropy_low", "entropy_high", "magnitude", "random", "gradient"] = "entropy"
-    mode: Literal["mask", "remove"] = "mask"
+    method: PruningMethod = "entropy"
+    mode: PruneMode = "mask"
     allow_empty_layers: bool = False
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from lightning_modules.heads.pruning import check_level
 from lightning_modules.inputs.wandb_guard import warn_once
@@ -22,7 +22,8 @@ from lightning_modules.models.adapters import adapter_for
 from lightning_modules.models.sources import resolve_source
 from record.errors import ConfigError, require
 
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
 
 # What some keys allow, in words, for the parser's type errors ("model.pruning.level 'abc' is invalid; ...").
 ALLOWED = {
