@@ -169,6 +169,10 @@ class AgencyReport:
     misaligned: list[MisalignedHead] = field(default_factory=list)
     misalignment_tested: int = 0  # heads whose ablation was measured
     thresholds: str = ""  # how overload was triggered ("relative: calibrated level + margin" / "absolute")
+    # The manipulation check, over the kept heads' row-forwards of the measured run: the share spent in each
+    # non-active state, and the mean gate mass the states removed (1 - factor); 0 means the states never acted.
+    acted_share: dict[str, float] = field(default_factory=dict)
+    gate_mass_removed: float = 0.0
 
 
 @dataclass
