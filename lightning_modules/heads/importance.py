@@ -117,7 +117,6 @@ class Gradient(Criterion):
 CRITERIA: dict[str, Criterion] = {
     c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())
 }
-METHODS: tuple[str, ...] = ("entropy", *CRITERIA)  # ``entropy`` resolves to DEFAULT_ENTROPY
 
 
 def resolve_method(method: str) -> str:

@@ -14,13 +14,13 @@ from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.importance import (
     CRITERIA,
     DEFAULT_ENTROPY,
-    METHODS,
     HeadScores,
     RankingError,
     resolve_method,
     score_heads,
     weight_magnitudes,
 )
+from lightning_modules.heads.pruning import METHODS
 
 ARCHS = sorted(BUILDERS)
 
