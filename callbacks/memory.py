@@ -48,7 +48,7 @@ class MemoryMonitor(MeasuringCallback):
     ``enabled``, ``peak_rss_mb`` and on CUDA ``peak_cuda_mb``.
 
     Args:
-        enabled: also measure peak memory (the original ``--memory_logging``).
+        enabled: also measure peak memory (resident memory is sampled during the run).
     """
 
     part = "memory"

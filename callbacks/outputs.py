@@ -76,7 +76,7 @@ class OutputWriter(L.Callback):
     ``<run folder>/outputs/<condition id>.txt`` and logs them as the W&B table ``outputs``.
 
     Args:
-        enabled: write the text file and log the table (the original ``--save_outputs``).
+        enabled: write the text file and log the table (off by default: text files grow with the grid).
     """
 
     def __init__(self, enabled: bool = False) -> None:

@@ -1,8 +1,8 @@
 """The LightningCLI of one condition: ``predict`` measures it, ``fit`` recovers it; every check before any load.
 
 Measuring callbacks are config groups (``timing.repeats``, ``memory.enabled``,
-``outputs.enabled``, ``record.output_dir``...), so the original script's flags
-are plain keys that a sweep can vary. Their order does not matter: the record
+``outputs.enabled``, ``record.output_dir``...), so every measurement switch is a
+plain key that a sweep can vary. Their order does not matter: the record
 writer composes the record from every callback's own part.
 
 ``fit`` trains the same module (``model.recovery.*``) with Lightning's own
