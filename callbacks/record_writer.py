@@ -16,7 +16,9 @@ complete record is never overwritten by an unfinished one.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +31,7 @@ from callbacks.base import error_text, measuring_callbacks
 from callbacks.outputs import OutputWriter
 from callbacks.protocols import Generated
 from callbacks.samples import generation_failure
-from record.errors import require
+from record.errors import is_measurement_failure, require
 from record.identity import flatten
 from record.schema import ConditionRecord, Failure, Header, Sample, compose
 from record.storage import default_run_dir, record_path, record_status, write_record
@@ -93,6 +95,8 @@ class RecordWriter(BasePredictionWriter):
                 if path is not None:
                     record.run["outputs_file"] = str(path)
             except Exception as error:
+                if not is_measurement_failure(error):
+                    raise
                 record.failures.append(Failure("outputs", error_text(error)))
         self.record = record
         self.written = write_record(record_path(self.output_dir, record.condition_id), record)
@@ -148,7 +152,8 @@ class RecordWriter(BasePredictionWriter):
         for logger in (lg for lg in trainer.loggers if isinstance(lg, WandbLogger)):
             try:
                 run = logger.experiment
-                run.name = record.condition_id
+                run.name = run_name(record)
+                run.tags = tuple(sorted(set(run.tags or ()) | set(run_tags(record))))
                 run.config.update(
                     {
                         **flatten(record.config),
@@ -166,6 +171,90 @@ class RecordWriter(BasePredictionWriter):
                     "complete",
                     file=sys.stderr,
                 )
+            self._log_record_artifact(logger, record)
+
+    def _log_record_artifact(self, logger: Any, record: ConditionRecord) -> None:
+        """The record file as a ``condition-record`` artifact named by the condition, so that ``wandb sync`` and
+        ``report --wandb`` carry it; the local file was written first and is never touched here."""
+        if self.written is None:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(
+                artifact_name(record.condition_id),
+                type=RECORD_ARTIFACT_TYPE,
+                metadata={"condition_id": record.condition_id, "status": record.status},
+            )
+            artifact.add_file(str(self.written), name=self.written.name)
+            logger.experiment.log_artifact(artifact)
+        except Exception as error:  # the artifact is a copy; the local record is the truth (contract 7)
+            if self.wandb_errors == "raise":
+                raise
+            print(
+                f"warning: the record artifact could not be logged to W&B ({error_text(error)}); the local "
+                f"record {self.written} is complete",
+                file=sys.stderr,
+            )
+
+
+RECORD_ARTIFACT_TYPE = "condition-record"
+_ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def artifact_name(condition_id: str) -> str:
+    """A W&B artifact name for a condition (alphanumerics, ``-``, ``_``, ``.`` only): the id itself when it is
+    already safe, else the id with each other character as ``-`` and a short hash of the id, so two ids never
+    share a name and the same id always gets the same one (a re-run adds a version)."""
+    safe = _ARTIFACT_UNSAFE.sub("-", condition_id)
+    if safe == condition_id:
+        return condition_id
+    return f"{safe}-{hashlib.sha256(condition_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def arm_label(flat: dict[str, Any]) -> str:
+    """``baseline``, ``agency``, or ``agency(key=value ...)`` naming where the arm departs from the defaults."""
+    if not flat.get("model.agency.enabled"):
+        return "baseline"
+    changed = [
+        f"{name}={json.dumps(flat.get('model.agency.' + name))}"
+        for name in flat.get("model.agency.departures") or []
+    ]
+    return f"agency({' '.join(changed)})" if changed else "agency"
+
+
+def run_name(record: ConditionRecord) -> str:
+    """A W&B run name a person can read: model, method, level, arm, temperature."""
+    flat = flatten(record.config)
+    model = Path(str(flat.get("model.model_name", "model")).rstrip("/")).name or "model"
+    temperature = flat.get("model.generation.temperature")
+    return " ".join(
+        str(part)
+        for part in (
+            model,
+            flat.get("model.pruning.method"),
+            f"{flat.get('model.pruning.level'):g}%",
+            arm_label(flat),
+            None if temperature is None else f"T={temperature:g}",
+        )
+        if part is not None
+    )
+
+
+def run_tags(record: ConditionRecord) -> list[str]:
+    """``key:value`` tags to filter runs by (W&B allows 64 characters a tag)."""
+    flat = flatten(record.config)
+    model = Path(str(flat.get("model.model_name", "model")).rstrip("/")).name or "model"
+    tags = {
+        "model": model,
+        "method": flat.get("model.pruning.method"),
+        "level": f"{flat.get('model.pruning.level'):g}",
+        "arm": arm_label(flat),
+        "temperature": None
+        if flat.get("model.generation.temperature") is None
+        else f"{flat['model.generation.temperature']:g}",
+    }
+    return [f"{key}:{value}"[:64] for key, value in tags.items() if value is not None]
 
 
 def samples_of(generated: Generated) -> list[Sample]:
@@ -193,6 +282,7 @@ def dashboard_config(record: ConditionRecord) -> dict[str, Any]:
     flat = flatten(record.config)
     return {
         "model": flat.get("model.model_name"),
+        "arm": arm_label(flat),
         "pruning_level": flat.get("model.pruning.level"),
         "pruning_method": flat.get("model.pruning.method"),
         "agency": bool(flat.get("model.agency.enabled")),
