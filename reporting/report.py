@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from record.storage import write_json_atomic
+from reporting.optimal import DEFAULT_QUALITY_MARGIN, Margin
 from reporting.records import LoadedRecords, load_records
 from reporting.units import DEFAULT_DEGENERATE_PERPLEXITY, Units
 
@@ -28,12 +29,18 @@ class NoUsableRecords(Exception):
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """How the records are read: which keys are compared, which records kept, the degenerate-text threshold."""
+    """How the records are read: which keys are compared, which records kept, the degenerate-text threshold, and
+    the quality margin a pruning level must keep to be chosen (a perplexity ratio to the unpruned model)."""
 
     split_by: tuple[str, ...] = ()
     where: tuple[tuple[str, Any], ...] = ()
     degenerate_perplexity: float = DEFAULT_DEGENERATE_PERPLEXITY
     plots: bool = True
+    input_problems: tuple[str, ...] = ()  # files refused before loading (e.g. downloads from W&B)
+    quality_margin: float = DEFAULT_QUALITY_MARGIN
+
+    def __post_init__(self) -> None:
+        Margin(self.quality_margin)  # refused here, before any record is read
 
 
 @dataclass
@@ -95,10 +102,12 @@ def write_report(
     design = build_design(loaded.records, loaded.swept_keys, options.split_by, options.where)
     if not design.records:
         raise NoUsableRecords(f"no record matches --where {' '.join(f'{k}={v}' for k, v in options.where)}")
-    stats = compute_statistics(design, Units(options.degenerate_perplexity))
+    stats = compute_statistics(
+        design, Units(options.degenerate_perplexity), margin=Margin(options.quality_margin)
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = [*loaded.problems, *stats.problems]
+    problems = [*options.input_problems, *loaded.problems, *stats.problems]
     plot_paths, skipped = [], []
     if options.plots:
         from reporting.plots import make_plots
@@ -133,6 +142,28 @@ def write_report(
         console_table(stats),
         significant,
     )
+
+
+REPORT_ARTIFACT_TYPE = "report"
+
+
+def report_artifact(result: ReportResult, name: str) -> Any:
+    """The report folder (summary, statistics, figures) as one artifact; a new report of the same folder is a
+    new version of the same name."""
+    import re
+
+    import wandb
+
+    artifact = wandb.Artifact(
+        "report-" + re.sub(r"[^A-Za-z0-9._-]", "-", name),
+        type=REPORT_ARTIFACT_TYPE,
+        metadata={"n_records": result.n_records, "significant_primary": result.significant_primary},
+    )
+    artifact.add_file(str(result.summary_path), name=result.summary_path.name)
+    artifact.add_file(str(result.statistics_path), name=result.statistics_path.name)
+    for path in result.plot_paths:
+        artifact.add_file(str(path), name=str(path.relative_to(result.out_dir)))
+    return artifact
 
 
 def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, project: str) -> Any:
@@ -189,6 +220,7 @@ def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, 
         run.summary["n_records"] = result.n_records
         run.summary["problems"] = result.problems
         run.summary["summary_md"] = result.summary_path.read_text(encoding="utf-8")
+        run.log_artifact(report_artifact(result, Path(run_dir).name))
     finally:
         run.finish()
     return run
