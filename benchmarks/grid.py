@@ -1,4 +1,4 @@
-"""Figure 5: the quickstart sweep's grid, our way vs the way the user's original script ran it.
+"""Figure 5: the quickstart sweep's grid, our way vs a plain loop without a harness.
 
 The grid is what ``configs/sweeps/quickstart.yaml`` runs: its parameters on top of
 ``configs/default.yaml`` and ``configs/quickstart.yaml`` (prompts, iterations,
@@ -15,12 +15,12 @@ them). The goal line is the warm one; the cold one is printed beside it.
 The records, perplexity and callbacks of ``run_sweep`` are left out on purpose:
 the original loop had none of them either, so both sides do generation only.
 
-Original: for every (level, temperature) and every iteration, both models
-(baseline and agency) are loaded from disk again, ranked by entropy and pruned
-(nothing survives a reload, so the ranking is computed again, as the original
-script did), and every prompt is generated one at a time (batch 1) with plain
-``generate``; the agency model runs its agency layer during ``generate``
-(advanced once per forward by a logits processor). Conservatively, the
+Original (the plain loop): for every (level, temperature) and every iteration,
+both models (baseline and agency) are loaded from disk again, ranked by entropy
+and pruned (nothing survives a reload, so the ranking is computed again), and
+every prompt is generated one at a time (batch 1) with plain ``generate``; the
+agency model runs its agency layer during ``generate`` (advanced once per
+forward by a logits processor). Conservatively, the
 original side is *not* charged for the agency calibration (the gradient pass
 and ablations behind the agency's initial states, which are this harness's own
 addition): it gets that precomputed.
