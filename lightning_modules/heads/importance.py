@@ -10,7 +10,7 @@ first. The record keeps the scores, so a ranking can be audited and compared.
   "attention sink" that adds an almost constant vector); high-entropy heads
   gather context from many positions. ``entropy`` names the direction chosen as
   the default on the calibration text alone (``benchmarks/entropy_direction.py``
-  prints that measurement; the README shows both directions on the evaluation text).
+  prints that measurement; benchmarks/README.md shows both directions on the evaluation text).
 - ``magnitude``: L2 norm of the head's query, key, value and output weight
   slices; smallest first. (In grouped-query models the key/value slices are
   shared by the heads of a group.)
