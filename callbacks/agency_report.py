@@ -6,6 +6,7 @@ import lightning as L
 
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.protocols import Experiment
+from record.errors import is_measurement_failure
 
 
 class AgencyReporter(MeasuringCallback):
@@ -28,6 +29,8 @@ class AgencyReporter(MeasuringCallback):
         try:
             self._measured.agency = module.agency_report()
         except Exception as error:
+            if not is_measurement_failure(error):
+                raise
             self._measured.fail(self.part, error_text(error))
 
     def finish(self, trainer: L.Trainer, module: Experiment) -> None:

@@ -20,6 +20,7 @@ from typing import ClassVar
 import lightning as L
 
 from callbacks.protocols import Experiment
+from record.errors import is_measurement_failure
 from record.identity import init_arguments
 from record.schema import Measurements
 
@@ -68,6 +69,8 @@ class MeasuringCallback(L.Callback):
             try:
                 self.finish(trainer, module)
             except Exception as error:  # a measurement error is data, not a crash
+                if not is_measurement_failure(error):
+                    raise
                 self._measured.fail(self.part, error_text(error))
             self._result = self._measured
             self.log_values(trainer, self._measured.condition_metrics, prefix=self.part)

@@ -33,6 +33,7 @@ from torchmetrics import Metric
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.protocols import Generated
 from callbacks.samples import measurable_rows
+from record.errors import is_measurement_failure
 
 TokenSequences = torch.Tensor | Sequence[Sequence[int]]
 
@@ -176,4 +177,6 @@ class DiversityMonitor(MeasuringCallback):
                         metric.update(value)
                         self._measured.add_sample(key, name, float(metric.compute()))
                     except Exception as error:
+                        if not is_measurement_failure(error):
+                            raise
                         self._measured.fail_sample(key, name, error_text(error))

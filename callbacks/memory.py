@@ -24,6 +24,7 @@ import torch
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.costs import flops_per_token, kv_cache_values_per_token
 from callbacks.protocols import Experiment, Generated
+from record.errors import is_measurement_failure
 
 PEAK_RSS_MB = "peak_rss_mb"
 PEAK_CUDA_MB = "peak_cuda_mb"
@@ -65,6 +66,8 @@ class MemoryMonitor(MeasuringCallback):
         try:
             self._peak_rss = max(self._peak_rss, psutil.Process().memory_info().rss)
         except Exception as error:  # the first error is kept
+            if not is_measurement_failure(error):
+                raise
             if not any(f.metric == PEAK_RSS_MB for f in self._measured.failures):
                 self._measured.fail(PEAK_RSS_MB, error_text(error))
 
@@ -80,6 +83,8 @@ class MemoryMonitor(MeasuringCallback):
                 torch.cuda.reset_peak_memory_stats(device)
                 self._cuda_device = device
             except Exception as error:
+                if not is_measurement_failure(error):
+                    raise
                 self._measured.fail(PEAK_CUDA_MB, error_text(error))
 
     def on_predict_batch_end(
@@ -111,6 +116,8 @@ class MemoryMonitor(MeasuringCallback):
             )
             measured.add_condition("flops_per_token_after_removal", flops_per_token(layout, pruned, context))
         except Exception as error:
+            if not is_measurement_failure(error):
+                raise
             measured.fail("flops_per_token_executed", error_text(error))
             measured.fail("flops_per_token_after_removal", error_text(error))
         if not self.enabled:
@@ -131,4 +138,6 @@ class MemoryMonitor(MeasuringCallback):
                     "torch.cuda.reset_peak_memory_stats at this condition's start"
                 )
             except Exception as error:
+                if not is_measurement_failure(error):
+                    raise
                 measured.fail(PEAK_CUDA_MB, error_text(error))

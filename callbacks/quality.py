@@ -20,6 +20,7 @@ from torchmetrics.functional.text import perplexity
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.protocols import Experiment, Generated
 from callbacks.samples import measurable_rows
+from record.errors import is_measurement_failure
 from record.schema import CorpusWindows
 
 REFERENCE_PERPLEXITY = "reference_perplexity"
@@ -63,6 +64,8 @@ class QualityMonitor(MeasuringCallback):
         try:
             logits, targets = pl_module.reference_logits(outputs)
         except Exception as error:  # the whole batch could not be scored: every row says why
+            if not is_measurement_failure(error):
+                raise
             for _row, key in rows:
                 self._measured.fail_sample(key, REFERENCE_PERPLEXITY, error_text(error))
             return
@@ -75,6 +78,8 @@ class QualityMonitor(MeasuringCallback):
                 self._measured.add_sample(key, REFERENCE_PERPLEXITY, value)
                 values.append(value)
             except Exception as error:
+                if not is_measurement_failure(error):
+                    raise
                 self._measured.fail_sample(key, REFERENCE_PERPLEXITY, error_text(error))
         if values:
             self.log_values(
@@ -89,6 +94,8 @@ class QualityMonitor(MeasuringCallback):
             score = module.corpus_score()
             self._measured.add_condition(CORPUS_PERPLEXITY, score.perplexity)
         except Exception as error:
+            if not is_measurement_failure(error):
+                raise
             self._measured.fail(CORPUS_PERPLEXITY, error_text(error))
             return
         windows = score.window_mean_nll

@@ -27,7 +27,7 @@ import lightning as L
 
 from callbacks.base import MeasuringCallback, error_text
 from callbacks.protocols import Decoded, Experiment
-from record.errors import is_int, require
+from record.errors import is_int, is_measurement_failure, require
 from record.schema import Timing, TimingRepeat
 
 TOKENS_PER_SECOND = "tokens_per_second"
@@ -120,6 +120,8 @@ def time_interleaved(
                     repeat_values(decoded, batch.num_tokens, repeat, position)
                 )
             except Exception as error:
+                if not is_measurement_failure(error):
+                    raise
                 failed = TimingRepeat(repeat, position)
                 for name in (TOKENS_PER_SECOND, FIRST_TOKEN_LATENCY, GENERATION_TIME):
                     failed.failures[name] = error_text(error)

@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
-from lightning_modules.heads.agency_calibration import agency_signals
+from lightning_modules.heads.agency_calibration import agency_signals, importance
 from lightning_modules.heads.attention import FocusObserver, NewestRowTerms
 from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
+from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.gates import HeadGates, attach_gates
 from lightning_modules.heads.importance import CRITERIA, HeadScores
+from lightning_modules.heads.protection import most_important, random_heads
 from lightning_modules.heads.pruning import PruningConfig, Selection, gate_values, remove_heads, select_heads
 from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout, adapter_for
 from lightning_modules.store import LoadedModel, ModelStore
@@ -48,6 +50,7 @@ class ConditionModel:
     baseline_heads: list[Head]
     agency: AgencyController | None
     state_key: tuple
+    protected: list[Head] = field(default_factory=list)  # kept out of pruning by model.pruning.protect
     _attached: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -125,6 +128,7 @@ class ConditionModel:
                 PassedOver(layer, head, reason) for (layer, head), reason in self.selection.passed_over
             ],
             ranking=ranking,
+            protected=[list(h) for h in self.protected],
         )
 
 
@@ -212,7 +216,8 @@ def build_condition(
     layout = loaded.gates.layout
     scores, ranking_read_text = context.ranking(CRITERIA[pruning.method], spec.seed)
     order = scores.order()
-    baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers)
+    protected = protected_heads(pruning, context, spec.seed)
+    baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers, protected)
     selection, controller = baseline, None
     if agency.enabled:
         controller = AgencyController(
@@ -222,7 +227,7 @@ def build_condition(
             controller.apply_calibration(agency_signals(context, agency))
         if agency.consent_pruning:
             selection = select_heads(
-                order, pruning.level, layout, pruning.allow_empty_layers, controller.withholding()
+                order, pruning.level, layout, pruning.allow_empty_layers, protected | controller.withholding()
             )
         if agency.sham:
             controller.sham_index = sham_index(selection.heads, layout, spec.seed).to(controller.device)
@@ -235,7 +240,9 @@ def build_condition(
         model, gates = loaded.model, loaded.gates
     if weights is not None:
         model.load_state_dict(weights.state_dict, strict=True)
-    uses_calibration = ranking_read_text or (agency.enabled and agency.calibrate)
+    uses_calibration = (
+        ranking_read_text or (agency.enabled and agency.calibrate) or pruning.protect == "gradient"
+    )
     state_key = (
         spec.model_name,
         spec.precision,
@@ -258,7 +265,19 @@ def build_condition(
         baseline.heads,
         controller,
         state_key,
+        sorted(protected),
     )
+
+
+def protected_heads(pruning: PruningConfig, context: CalibrationContext, seed: int) -> set[Head]:
+    """The heads ``model.pruning.protect`` keeps out of pruning: the gradient-top fraction, from the same
+    calibration signal the agency arm's consent reads, or a seeded random set of the same size."""
+    if pruning.protect == "gradient":
+        return most_important(importance(context.gate_gradients()), pruning.protect_fraction)
+    if pruning.protect == "random":
+        layout = context.layout
+        return random_heads(layout.num_layers, layout.num_heads, pruning.protect_fraction, seed)
+    return set()
 
 
 def _removed_copy(loaded: LoadedModel, heads: list[Head]) -> tuple[nn.Module, HeadGates]:

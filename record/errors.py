@@ -13,6 +13,7 @@ edited after it was written, or not of this schema).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 
@@ -73,3 +74,32 @@ def is_int(value: Any) -> bool:
 
 class RecordError(ValueError):
     """A record file that cannot be trusted; the message names the file and why."""
+
+
+STRICT_ENV = "PRUNING_AGENCY_STRICT"
+# Errors that say the code is wrong, not that a measurement could not be made. Outside strict mode they are
+# recorded like any failed measurement (the sweep goes on); in strict mode (the test suite) they surface.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    KeyError,
+    IndexError,
+    AssertionError,
+    ImportError,
+    NotImplementedError,
+)
+
+
+def strict_mode() -> bool:
+    """Whether ``PRUNING_AGENCY_STRICT`` is set (to anything but empty or 0)."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def is_measurement_failure(error: BaseException) -> bool:
+    """Whether a handler that guards a measurement may record ``error`` as that measurement's failure
+    (contract 6) and go on; it must re-raise everything else: interruptions and exits always, and in
+    strict mode the errors that mean a bug (``PROGRAMMING_ERRORS``)."""
+    if not isinstance(error, Exception):
+        return False
+    return not (strict_mode() and isinstance(error, PROGRAMMING_ERRORS))

@@ -131,6 +131,7 @@ class Pruning:
     heads_by_arm: dict[str, list[list[int]] | None] = field(default_factory=dict)
     passed_over: list[PassedOver] = field(default_factory=list)
     ranking: Ranking | None = None
+    protected: list[list[int]] = field(default_factory=list)  # kept out of pruning by model.pruning.protect
 
 
 @dataclass

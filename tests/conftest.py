@@ -128,6 +128,20 @@ def signals_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("PRUNING_AGENCY_SIGNALS", str(tmp_path_factory.mktemp("signals")))
 
 
+@pytest.fixture(autouse=True)
+def strict_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A programming error inside a measurement fails the test instead of being recorded as a failed
+    measurement (``record.errors.is_measurement_failure``); a test that checks how a failure is recorded
+    raises a measurement-type error, or requests ``lenient_measurements``."""
+    monkeypatch.setenv("PRUNING_AGENCY_STRICT", "1")
+
+
+@pytest.fixture
+def lenient_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a user's sweep does: every error inside a measurement is recorded as its failure."""
+    monkeypatch.delenv("PRUNING_AGENCY_STRICT", raising=False)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny models gain nothing from intra-op threads on a small machine; restored afterwards."""

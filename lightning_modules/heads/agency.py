@@ -37,7 +37,6 @@ its current state, so a state lasts exactly ``recovery_steps`` forwards.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -45,6 +44,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from lightning_modules.heads.protection import most_important
 from record.agency_states import STATE_CODES, STATE_NAMES, STATES, AgencyState
 from record.errors import ConfigError, is_int, is_number, require
 from record.identity import AGENCY_COMPONENTS, AgencyComponent
@@ -61,7 +61,6 @@ Ablation = Literal["none", AgencyComponent, "sham"]  # one arm of an ablation st
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 Head = tuple[int, int]
-_COUNT_EPS = 1e-9  # 0.29 * 100 is 28.999999999999996 in binary floating point
 
 
 @dataclass
@@ -217,11 +216,6 @@ def _as_override(item: HeadOverride | Mapping[str, Any], index: int) -> HeadOver
     return item
 
 
-def protected_count(num_heads_total: int, fraction: float) -> int:
-    """Heads that withhold prune consent: floor(fraction * total), never more than the fraction."""
-    return min(num_heads_total, math.floor(fraction * num_heads_total + _COUNT_EPS))
-
-
 @dataclass
 class AgencySignals:
     """What calibration gives the controller, per head ([layers, heads] each)."""
@@ -318,14 +312,9 @@ class AgencyController:
         for head in self.misaligned:
             self.initial_state[head.layer, head.head] = MISALIGNED
         self.initial_automatic = torch.ones(shape, dtype=torch.bool, device=self.device)
-        prune_consent = torch.ones(shape[0] * shape[1], dtype=torch.bool, device=self.device)
-        k = protected_count(prune_consent.numel(), config.protect_top_fraction)
-        if k > 0:
-            order = torch.sort(
-                signals.importance.flatten().to(self.device), descending=True, stable=True
-            ).indices
-            prune_consent[order[:k]] = False
-        self.prune_consent = prune_consent.view(shape)
+        self.prune_consent = torch.ones(shape, dtype=torch.bool, device=self.device)
+        for layer, head in most_important(signals.importance, config.protect_top_fraction):
+            self.prune_consent[layer, head] = False
         for (layer, head), explicit in self._explicit.items():
             self._write_head(layer, head, **explicit)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.heads.importance import resolve_method
+from lightning_modules.heads.protection import PROTECTIONS, Protection
 from lightning_modules.models.adapters import HeadLayout, adapter_for
 from record.errors import ConfigError, is_number, require
 
@@ -42,12 +43,18 @@ class PruningConfig:
             magnitude, random or gradient.
         mode: ``mask`` zeroes gates (every head still computed); ``remove`` slices the weights out.
         allow_empty_layers: allow a level that leaves a layer with no head.
+        protect: heads pruned last, with no agency layer (a control for the agency arm's consent-aware
+            pruning): ``gradient`` the same gradient-top fraction the agency arm protects, ``random`` a seeded
+            random set of the same size, ``none`` nothing.
+        protect_fraction: the share of all heads protected.
     """
 
     level: float = 0.0
     method: PruningMethod = "entropy"
     mode: PruneMode = "mask"
     allow_empty_layers: bool = False
+    protect: Protection = "none"
+    protect_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         require(
@@ -64,6 +71,19 @@ class PruningConfig:
             "model.pruning.allow_empty_layers",
             self.allow_empty_layers,
             "true or false",
+        )
+        require(
+            self.protect in PROTECTIONS,
+            "model.pruning.protect",
+            self.protect,
+            ", ".join(PROTECTIONS),
+            "is not known",
+        )
+        require(
+            is_number(self.protect_fraction) and 0 <= self.protect_fraction <= 1,
+            "model.pruning.protect_fraction",
+            self.protect_fraction,
+            "a number in [0, 1]",
         )
         self.method = resolve_method(self.method)
 

@@ -126,3 +126,25 @@ def _no_loggers():
     from types import SimpleNamespace
 
     return SimpleNamespace(loggers=[])
+
+
+def test_a_programming_error_in_a_measurement_surfaces_in_strict_mode(run_condition, monkeypatch) -> None:
+    def buggy_corpus(self):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(PruningExperiment, "corpus_score", buggy_corpus)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        run_condition([QualityMonitor()])
+
+
+def test_outside_strict_mode_a_programming_error_is_recorded_like_any_failure(
+    run_condition, monkeypatch, lenient_measurements
+) -> None:
+    def buggy_corpus(self):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(PruningExperiment, "corpus_score", buggy_corpus)
+    record = run_condition([QualityMonitor()]).record
+    assert [(f.metric, f.error) for f in record.failures] == [
+        ("corpus_perplexity", "TypeError: unsupported operand")
+    ]

@@ -21,8 +21,8 @@ from lightning_modules.heads.agency import (
     AgencyController,
     AgencySignals,
     HeadOverride,
-    protected_count,
 )
+from lightning_modules.heads.protection import protected_count
 from lightning_modules.models.adapters import HeadLayout
 from record.errors import ConfigError
 from record.schema import AgencyReport, MisalignedHead
@@ -254,7 +254,7 @@ def test_overload_off_never_overloads_but_utilization_still_runs() -> None:
         ctl.observe(0, focus_of([[1.0, 0.5], [0.9, 1.0]]))
     assert ctl.state.eq(ACTIVE).all()
     assert ctl.utilization[:, 0].tolist() == [[1.0, 0.5], [pytest.approx(0.9), 1.0]]
-    assert ctl.report([]).transitions == {"overloaded": 0}
+    assert ctl.report([]).transitions == {"overloaded": 0, "misaligned": 0, "withdrawn": 0}
 
 
 def test_gate_reflects_observation_made_earlier_in_same_step() -> None:
@@ -455,7 +455,7 @@ def test_state_gating_off_gives_factors_of_exactly_one_while_states_change() -> 
     ctl.observe(0, focus_of([[1.0, 0.0, 0.0, 0.0]] * 3))
     assert ctl.state[:, 0].tolist() == [[OVERLOADED, WITHDRAWN, ACTIVE, MISALIGNED]] * 3
     assert torch.equal(ctl.gate_factors(0), torch.ones(3, 4))
-    assert ctl.report([]).transitions == {"overloaded": 3}  # tracked and reported all the same
+    assert ctl.report([]).transitions == {"overloaded": 3, "misaligned": 0, "withdrawn": 0}  # tracked and reported all the same
 
 
 def test_sham_moves_the_factors_to_other_kept_heads() -> None:
@@ -583,7 +583,7 @@ def test_report_counts_and_violations() -> None:
     assert rep.violations == {"pruned_without_consent": 1, "gate_on_while_withdrawn": 0}
     assert rep.state_map == [["active", "active"]]  # head 0: one row each -> tie -> lower code
     assert rep.utilization_map == [[0.5, 0.0]]
-    assert rep.transitions == {"overloaded": 1}
+    assert rep.transitions == {"overloaded": 1, "misaligned": 0, "withdrawn": 0}
     assert rep.misaligned == [misaligned_head(0, 1)] and rep.misalignment_tested == 2
     assert rep.thresholds == "absolute: utilization > 0.5"
     # Reporting changes nothing: a second report is identical.
@@ -614,7 +614,7 @@ def test_report_before_any_batch() -> None:
     ctl.set_head(1, 1, state="misaligned")
     rep = ctl.report([])
     json.dumps(dataclasses.asdict(rep), allow_nan=False)
-    assert rep.steps == 0 and rep.transitions == {"overloaded": 0}
+    assert rep.steps == 0 and rep.transitions == {"overloaded": 0, "misaligned": 0, "withdrawn": 0}
     assert rep.state_counts_end == {"active": 3.0, "overloaded": 0.0, "misaligned": 1.0, "withdrawn": 0.0}
     assert set(rep.state_counts_mean.values()) == {0.0}
     assert rep.state_map == [["active", "active"], ["active", "misaligned"]]
@@ -626,7 +626,7 @@ def test_transitions_count_entries_over_rows_and_steps() -> None:
     for focus in ([[1.0, 1.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]):
         ctl.begin_step()  # recovery 1: every overload ends at the next forward, so each 1 is a new entry
         ctl.observe(0, focus_of(focus))
-    assert ctl.report([]).transitions == {"overloaded": 5}
+    assert ctl.report([]).transitions == {"overloaded": 5, "misaligned": 0, "withdrawn": 0}
 
 
 def test_reset_statistics_zeroes_steps_and_transitions() -> None:
@@ -636,10 +636,10 @@ def test_reset_statistics_zeroes_steps_and_transitions() -> None:
         ctl.begin_step()
         ctl.observe(0, focus_of([[1.0, 0.0]]))
     before = ctl.report([])
-    assert before.steps == 3 and before.transitions == {"overloaded": 1}
+    assert before.steps == 3 and before.transitions == {"overloaded": 1, "misaligned": 0, "withdrawn": 0}
     ctl.reset_statistics()  # e.g. after warm-up: the states stay, the counts restart
     after = ctl.report([])
-    assert after.steps == 0 and after.transitions == {"overloaded": 0}
+    assert after.steps == 0 and after.transitions == {"overloaded": 0, "misaligned": 0, "withdrawn": 0}
     assert set(after.state_counts_mean.values()) == {0.0}
     assert after.state_counts_end == before.state_counts_end  # the end state is not a statistic
     ctl.begin_step()

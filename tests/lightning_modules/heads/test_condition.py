@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from lightning_modules.condition import ConditionModel, ConditionSpec, build_condition, sham_index
 from lightning_modules.decoding.generation import SamplingConfig, decode
-from lightning_modules.heads.agency import AgencyConfig, HeadOverride, protected_count
+from lightning_modules.heads.agency import AgencyConfig, HeadOverride
 from lightning_modules.heads.calibration import CalibrationConfig
+from lightning_modules.heads.protection import protected_count
 from lightning_modules.heads.pruning import PruningConfig, gate_values, parameter_count, select_heads
 from lightning_modules.store import ModelStore
 from record.schema import ModelShape, PassedOver
