@@ -10,7 +10,8 @@ statistics use.
 Arms compared with each other should be timed side by side: ``time_interleaved``
 times the arms of one cell in the same process, round by round in a seeded
 random order, so that machine drift cannot pass for an effect; the local sweep
-runner does this and hands each arm its timing (``provide_timing``). A condition
+runner does this and hands each arm's own ``SpeedMonitor`` its timing
+(``SpeedMonitor.use_timing``), which records it instead of timing alone. A condition
 run by itself (``cli.py predict``, a W&B agent) is timed alone, and its record
 says so.
 """
@@ -33,17 +34,6 @@ from record.schema import Timing, TimingRepeat
 TOKENS_PER_SECOND = "tokens_per_second"
 FIRST_TOKEN_LATENCY = "first_token_latency_s"
 GENERATION_TIME = "generation_time_s"
-
-_PROVIDED: dict[str, Timing] = {}
-
-
-def provide_timing(condition_id: str, timing: Timing) -> None:
-    """A timing measured side by side with other arms, for the condition that runs next under this id."""
-    _PROVIDED[condition_id] = timing
-
-
-def take_timing(condition_id: str) -> Timing | None:
-    return _PROVIDED.pop(condition_id, None)
 
 
 def repeat_values(decoded: Decoded, num_tokens: int, repeat: int, position: int) -> TimingRepeat:
@@ -176,6 +166,11 @@ class SpeedMonitor(MeasuringCallback):
         super().__init__()
         self.repeats, self.batch_size, self.num_tokens = repeats, batch_size, num_tokens
         self.warmup_tokens, self.seed = warmup_tokens, seed
+        self.given_timing: Timing | None = None  # measured side by side with other arms, used by the next run
+
+    def use_timing(self, timing: Timing) -> None:
+        """Record ``timing`` (this condition's arm of an interleaved timing) at the next run, once."""
+        self.given_timing = timing
 
     def result_settings(self) -> dict[str, Any]:
         return {
@@ -211,7 +206,11 @@ class SpeedMonitor(MeasuringCallback):
             self._time(trainer, module)
 
     def _time(self, trainer: L.Trainer, module: Experiment) -> None:
-        provided = take_timing(module.header.condition_id)
+        provided, self.given_timing = self.given_timing, None
+        if provided is not None and module.header.condition_id not in provided.arms:
+            raise ValueError(
+                f"a timing of {provided.arms} was given to condition {module.header.condition_id}"
+            )
         if provided is None:
             batch = self.timed_batch(*module.timing_inputs())
             arm = Arm(

@@ -12,6 +12,10 @@ an interrupted fit resumes from its ``last.ckpt`` by itself.
 Bad input never costs a model load: parse errors, the settings' own checks
 (raised when the config objects are built) and ``runs/checks.py`` all end as one
 ``ConfigError`` line (exit code 2) before the model's ``setup`` runs.
+
+Building an ``ExperimentCLI`` parses and checks a condition and stops there; ``run()`` runs that
+same object. ``run_predict``/``run_fit`` do both at once; the sweep runner builds every condition
+first (``check_args``), so a typo in the last one refuses the sweep before the first one runs.
 """
 
 from __future__ import annotations
@@ -78,22 +82,11 @@ class OneLineErrorParser(LightningArgumentParser):
         raise InputRefused(parse_error(message, parser, ALLOWED))
 
 
-class ConditionChecked(Exception):
-    """Raised by a check-only CLI once every check passed: the condition's header and its objects."""
-
-    def __init__(self, header: Header, cli: ExperimentCLI) -> None:
-        super().__init__("checked")
-        self.header = header
-        self.module = cli.model
-        self.datamodule = cli.datamodule
-        self.callbacks = list(cli.trainer.callbacks)
-        self.device = cli.config[cli.subcommand].trainer.accelerator
-
-
 class ExperimentCLI(LightningCLI):
-    """``predict``: one condition is generation and measurement."""
+    """``predict``: one condition is generation and measurement; ``fit``: its recovery.
 
-    check_only = False  # stop after the checks (the sweep runner checks every condition first)
+    Construction parses and checks (no weights load); ``run()`` then runs the subcommand.
+    """
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -144,17 +137,50 @@ class ExperimentCLI(LightningCLI):
                 logger.init_args.save_dir = str(config.record.output_dir)
 
     def after_instantiate_classes(self) -> None:
-        """The checks that need the built settings; then (``continue`` mode) a W&B run that cannot start
-        costs the W&B run only, never the condition."""
+        """The checks that need the built settings, and the condition's identity."""
         config = self.config[self.subcommand]
         device = config.trainer.accelerator
         check_condition(self.model, self.datamodule, self.trainer.callbacks, device, config.record.output_dir)
+        if self.subcommand == "predict":  # the identity is the resolved config itself (record/identity.py)
+            self.model.header = describe_condition(config, self.model, self.datamodule)
         if not config.record.quiet:
             _restore_lightning(self._lightning_levels)
-        if self.check_only:
-            raise ConditionChecked(
-                describe_condition(self.model, self.datamodule, self.trainer.callbacks, device), self
-            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Construction stops after the checks: ``run()`` runs the subcommand when its caller is ready."""
+
+    def run(self) -> ExperimentCLI:
+        """Run the checked subcommand; a W&B run starts only now, so checking costs no W&B run."""
+        config = self.config[self.subcommand]
+        self._prepare_run(config, config.trainer.accelerator)
+        super()._run_subcommand(self.subcommand)
+        return self
+
+    # What the sweep runner reads from a checked condition before it runs.
+    @property
+    def header(self) -> Header:
+        return self.model.header
+
+    @property
+    def module(self) -> PruningExperiment:
+        return self.model
+
+    @property
+    def callbacks(self) -> list[Any]:
+        return list(self.trainer.callbacks)
+
+    @property
+    def device(self) -> str:
+        return self.config[self.subcommand].trainer.accelerator
+
+    @property
+    def resolved(self) -> Any:
+        """The parsed config the identity was computed from."""
+        return self.config[self.subcommand]
+
+    def _prepare_run(self, config: Any, device: str) -> None:
+        """Fit checkpoints, then (``continue`` mode) a W&B run that cannot start costs the W&B run only,
+        never the condition."""
         if self.subcommand == "fit":
             self._prepare_fit(config, device)
         from lightning.pytorch.loggers import WandbLogger
@@ -169,7 +195,7 @@ class ExperimentCLI(LightningCLI):
             if isinstance(logger, WandbLogger):
                 try:
                     start_wandb_run(logger)
-                except Exception as error:
+                except Exception as error:  # W&B start-up, not a measurement: any failure costs W&B only
                     first_line = (str(error).splitlines() or [""])[0]
                     warn_once(
                         f"W&B could not start a run ({type(error).__name__}: {first_line}); "
@@ -198,10 +224,6 @@ class ExperimentCLI(LightningCLI):
     def after_fit(self) -> None:
         self.recovered_checkpoint = self.checkpoint_dir / "last.ckpt"
         print(f"recovered model: {self.recovered_checkpoint}", flush=True)
-
-
-class _CheckOnlyCLI(ExperimentCLI):
-    check_only = True
 
 
 def _drop_unset_anonymous(logger: Any) -> None:
@@ -269,10 +291,11 @@ def run_fit(argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
 
 def _run(subcommand: str, argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
     try:
-        return _build(ExperimentCLI, argv, subcommand, **trainer_defaults)
+        cli = _build(ExperimentCLI, argv, subcommand, **trainer_defaults)
     except InputRefused as refused:
         print(f"error: {refused.error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    return cli.run()
 
 
 def _quiet_lightning() -> dict[str, int]:
@@ -288,13 +311,12 @@ def _restore_lightning(levels: dict[str, int]) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def check_args(argv: list[str]) -> ConditionChecked:
-    """Parse and check one condition's arguments, building only cheap objects; raise ``InputRefused`` if bad."""
+def check_args(argv: list[str], **trainer_defaults: Any) -> ExperimentCLI:
+    """Parse and check one condition's arguments, building only cheap objects; raise ``InputRefused`` if bad.
+
+    The returned CLI has not run: ``run()`` runs it (the sweep runner checks every condition first)."""
     levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "lightning.fabric")}
     try:
-        _build(_CheckOnlyCLI, argv)
-    except ConditionChecked as checked:
-        return checked
+        return _build(ExperimentCLI, argv, **trainer_defaults)
     finally:
         _restore_lightning(levels)
-    raise AssertionError("the check-only CLI returned without checking")  # pragma: no cover

@@ -33,15 +33,15 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from callbacks.base import error_text
-from callbacks.speed import Arm, SpeedMonitor, provide_timing, time_interleaved
+from callbacks.speed import Arm, SpeedMonitor, time_interleaved
 from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
 from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
-from record.errors import ConfigError, RecordError
+from record.errors import ConfigError, RecordError, is_measurement_failure
 from record.identity import AGENCY_PREFIX, flatten
 from record.schema import Failure, compose
 from record.storage import default_run_dir, read_record, record_path, record_status, write_record
@@ -64,20 +64,26 @@ class SweepInterrupted(Exception):
 
 @dataclass
 class Planned:
-    """One distinct condition of a sweep: its arguments and the checked objects that will run it."""
+    """One distinct condition of a sweep: its arguments and its CLI, parsed and checked, not yet run."""
 
     parameters: dict[str, Any]
-    args: list[str]
-    checked: Any  # lightning_modules.lightning_cli.ConditionChecked
+    args: list[str]  # the condition's own arguments, without the sweep's run options
+    cli: Any  # lightning_modules.lightning_cli.ExperimentCLI; ``cli.run()`` runs it
+
+    @property
+    def header(self) -> Any:
+        return self.cli.header
 
     @property
     def condition_id(self) -> str:
-        return self.checked.header.condition_id
+        return self.cli.header.condition_id
 
 
-def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned], int]:
-    """Check every parameter set with the real CLI (no weights load); return the distinct conditions and how
-    many parameter sets were the same condition as an earlier one."""
+def plan_sweep(
+    spec: SweepSpec, count: int | None = None, options: Sequence[str] = ()
+) -> tuple[list[Planned], int]:
+    """Build and check every parameter set's CLI (no weights load), ``options`` appended to each; return the
+    distinct conditions and how many parameter sets were the same condition as an earlier one."""
     from lightning_modules.inputs.arguments import InputRefused
     from lightning_modules.lightning_cli import check_args
 
@@ -86,7 +92,7 @@ def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned]
     for index, parameters in enumerate(parameter_sets):
         args = [*spec.base_args, *as_flags(parameters)]
         try:
-            checked = check_args(args)
+            cli = check_args([*args, *options])
         except InputRefused as refused:
             error = refused.error
             if error.key in parameters:
@@ -101,7 +107,7 @@ def plan_sweep(spec: SweepSpec, count: int | None = None) -> tuple[list[Planned]
             raise ConfigError(
                 error.key, error.value, error.allowed, error.problem, what=f"{where}: {error.what}"
             ) from None
-        planned.setdefault(checked.header.condition_id, Planned(parameters, args, checked))
+        planned.setdefault(cli.header.condition_id, Planned(parameters, args, cli))
     return list(planned.values()), len(parameter_sets) - len(planned)
 
 
@@ -114,22 +120,21 @@ def cells_of(planned: list[Planned]) -> list[list[Planned]]:
     """Conditions grouped into cells: the same config apart from the arm's settings, in sweep order."""
     cells: dict[str, list[Planned]] = {}
     for p in planned:
-        flat = {k: v for k, v in flatten(p.checked.header.config).items() if not k.startswith(ARM_KEYS)}
+        flat = {k: v for k, v in flatten(p.header.config).items() if not k.startswith(ARM_KEYS)}
         cells.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(p)
     return list(cells.values())
 
 
 def time_cell(arms: list[Planned], cell_index: int) -> None:
-    """Time the arms of one cell side by side and hand each its timing (see the module docstring)."""
-    first = arms[0].checked
-    monitor = next(cb for cb in first.callbacks if isinstance(cb, SpeedMonitor))
+    """Time the arms of one cell side by side and hand each arm's speed monitor its timing (see the module
+    docstring)."""
+    first = arms[0].cli
+    monitor = _speed_monitor(first)
     module, datamodule = first.module, first.datamodule
     batch = monitor.timed_batch(*module.timing_inputs_for(datamodule))
-    conditions = [(p, p.checked.module.build(p.checked.device)) for p in arms]
+    conditions = [(p, p.cli.module.build(p.cli.device)) for p in arms]
     try:
-        timed = [
-            Arm(p.condition_id, _decode_with(p.checked.module, condition)) for p, condition in conditions
-        ]
+        timed = [Arm(p.condition_id, _decode_with(p.cli.module, condition)) for p, condition in conditions]
         device = str(first.device)
         timings = time_interleaved(
             timed, batch, monitor.repeats, monitor.seed * 1_000_003 + cell_index, device, device == "cuda"
@@ -137,8 +142,12 @@ def time_cell(arms: list[Planned], cell_index: int) -> None:
     finally:
         for _, condition in conditions:
             condition.detach()
-    for condition_id, timing in timings.items():
-        provide_timing(condition_id, timing)
+    for p in arms:
+        _speed_monitor(p.cli).use_timing(timings[p.condition_id])
+
+
+def _speed_monitor(cli: Any) -> SpeedMonitor:
+    return next(cb for cb in cli.callbacks if isinstance(cb, SpeedMonitor))
 
 
 def _decode_with(module: Any, condition: Any) -> Callable[[Any, int], Any]:
@@ -225,6 +234,26 @@ def run_sweep(
     return outcome.run_dir
 
 
+@dataclass
+class SweepRun:
+    """The state of one local sweep run, shared by its steps: where it writes, how, and what failed."""
+
+    run_dir: Path
+    quiet: bool
+    interruption: Interruption
+    failed: list[str] = field(default_factory=list)
+    cells_timed: int = 0  # cells timed so far: each cell's arm order has its own seed
+
+    @property
+    def options(self) -> list[str]:
+        """The arguments every condition of this run gets on top of its own."""
+        return [
+            f"--record.output_dir={self.run_dir}",
+            f"--record.quiet={self.quiet}",
+            f"--trainer.logger.init_args.group={self.run_dir.name}",
+        ]
+
+
 def _run(
     sweep_file: str | Path,
     run_dir: Path,
@@ -241,7 +270,8 @@ def _run(
             "--resume", str(run_dir), "a folder of an earlier sweep", "does not exist", what="run folder"
         )
     check_writable(run_dir)
-    planned, duplicates = plan_sweep(spec, count)  # every condition checked before any load
+    run = SweepRun(run_dir, quiet, interruption)
+    planned, duplicates = plan_sweep(spec, count, run.options)  # every condition checked before any load
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "sweep.yaml").exists():
         shutil.copyfile(spec.path, run_dir / "sweep.yaml")
@@ -258,41 +288,23 @@ def _run(
         f"{len(todo)} to run -> {run_dir}",
         flush=True,
     )
-    failed: list[str] = []
-    run_options = [
-        f"--record.output_dir={run_dir}",
-        f"--record.quiet={quiet}",
-        f"--trainer.logger.init_args.group={run_dir.name}",
-    ]
-
-    cells_used = _measure(todo, run_options, run_dir, quiet, failed, interruption)
+    _measure(run, todo)
     if spec.run == "recover":
-        _recover(planned, run_options, run_dir, quiet, failed, interruption, first_cell=cells_used)
+        _recover(run, planned)
     (run_dir / "sweep_state.json").write_text(
-        json.dumps({"conditions": ids, "complete": not failed}, indent=1)
+        json.dumps({"conditions": ids, "complete": not run.failed}, indent=1)
     )
-    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), failed)
+    return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), run.failed)
 
 
-def _measure(
-    conditions: list[Planned],
-    run_options: list[str],
-    run_dir: Path,
-    quiet: bool,
-    failed: list[str],
-    interruption: Interruption,
-    first_cell: int = 0,
-) -> int:
-    """Measure ``conditions``, the arms of each cell timed side by side first; return how many cells there were."""
-    from lightning_modules.lightning_cli import run_predict
-
-    cells = cells_of(conditions)
+def _measure(run: SweepRun, conditions: list[Planned]) -> None:
+    """Run ``conditions``' checked CLIs, the arms of each cell timed side by side first."""
     position = 0
-    for cell_index, cell in enumerate(cells, start=first_cell):
+    for cell in cells_of(conditions):
         try:
-            time_cell(cell, cell_index)
+            time_cell(cell, run.cells_timed)
         except Exception as error:  # its conditions time themselves, or fail and say why
-            if interruption.signum is not None:
+            if run.interruption.signum is not None or not is_measurement_failure(error):
                 raise
             print(
                 f"warning: the arms of {cell[0].condition_id} could not be timed side by side "
@@ -300,38 +312,32 @@ def _measure(
                 file=sys.stderr,
                 flush=True,
             )
+        run.cells_timed += 1
         for planned_condition in cell:
             position += 1
-            if not quiet:
+            if not run.quiet:
                 print(f"[{position}/{len(conditions)}] {planned_condition.condition_id}", flush=True)
-            _guarded(
-                lambda args=[*planned_condition.args, *run_options]: run_predict(args),
-                planned_condition,
-                run_dir,
-                failed,
-                interruption,
-            )
-    return len(cells)
+            _guarded(run, planned_condition, planned_condition.cli.run)
 
 
-def _guarded(
-    run: Callable[[], Any], planned: Planned, run_dir: Path, failed: list[str], interruption: Interruption
-) -> None:
+def _guarded(run: SweepRun, planned: Planned, step: Callable[[], Any]) -> None:
     """Run one step of the sweep; a failure is recorded and the sweep goes on, an interruption is not caught."""
     from lightning_modules.inputs.wandb_guard import finish_wandb_run
 
     exit_code = 0
     try:
-        run()
-    except (Exception, SystemExit) as error:
-        if interruption.signum is not None:
+        step()
+    except (Exception, SystemExit) as error:  # a condition that fails is recorded failed (contract 6)
+        if run.interruption.signum is not None or (
+            isinstance(error, Exception) and not is_measurement_failure(error)
+        ):
             raise
         exit_code = 1
-        failed.append(planned.condition_id)
-        _record_failure(run_dir, planned, error)
+        run.failed.append(planned.condition_id)
+        _record_failure(run.run_dir, planned, error)
     finally:
-        if interruption.signum is None:
-            with interruption.critical():
+        if run.interruption.signum is None:
+            with run.interruption.critical():
                 finish_wandb_run(exit_code)
 
 
@@ -345,15 +351,7 @@ def fit_condition(args: list[str], options: Sequence[str] = ()) -> list[str]:
     return [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
 
 
-def _recover(
-    planned: list[Planned],
-    run_options: list[str],
-    run_dir: Path,
-    quiet: bool,
-    failed: list[str],
-    interruption: Interruption,
-    first_cell: int,
-) -> None:
+def _recover(run: SweepRun, planned: list[Planned]) -> None:
     """Fit every condition, then measure the recovered models cell by cell, arms timed side by side.
 
     A recovered condition is checked (which reads its checkpoint into memory) only when its cell is
@@ -363,43 +361,37 @@ def _recover(
 
     recovered_args: dict[str, list[str]] = {}
     for p in planned:
-        _guarded(
-            lambda p=p: recovered_args.__setitem__(p.condition_id, fit_condition(p.args, run_options)),
-            p,
-            run_dir,
-            failed,
-            interruption,
-        )
+
+        def fit(p: Planned = p) -> None:
+            recovered_args[p.condition_id] = fit_condition(p.args, run.options)
+
+        _guarded(run, p, fit)
     for cell in cells_of(planned):
         recovered: list[Planned] = []
         for p in (p for p in cell if p.condition_id in recovered_args):
             args = recovered_args[p.condition_id]
-            _guarded(
-                lambda p=p, args=args, into=recovered: into.append(
-                    Planned(p.parameters, args, check_args(args))
-                ),
-                p,
-                run_dir,
-                failed,
-                interruption,
-            )
+
+            def check(p: Planned = p, args: list[str] = args, into: list[Planned] = recovered) -> None:
+                into.append(Planned(p.parameters, args, check_args([*args, *run.options])))
+
+            _guarded(run, p, check)
         unmeasured = [
-            r for r in recovered if record_status(record_path(run_dir, r.condition_id)) != "complete"
+            r for r in recovered if record_status(record_path(run.run_dir, r.condition_id)) != "complete"
         ]
-        first_cell += _measure(unmeasured, run_options, run_dir, quiet, failed, interruption, first_cell)
+        _measure(run, unmeasured)
 
 
 def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
     """Fit one condition, then measure the recovered model unless that record is complete (``cli.py recover``)."""
-    from lightning_modules.lightning_cli import check_args, run_predict
+    from lightning_modules.lightning_cli import check_args
 
-    recovered = fit_condition(args)
-    condition_id = check_args(recovered).header.condition_id
+    recovered = check_args(fit_condition(args))
+    condition_id = recovered.header.condition_id
     if record_status(record_path(run_dir, condition_id)) == "complete":
         if not quiet:
             print(f"{condition_id}: recovered record already complete", flush=True)
         return
-    run_predict(recovered)
+    recovered.run()
 
 
 def _record_failure(run_dir: Path, planned: Planned, error: BaseException) -> None:
@@ -415,5 +407,5 @@ def _record_failure(run_dir: Path, planned: Planned, error: BaseException) -> No
     path = record_path(run_dir, planned.condition_id)
     if record_status(path) in ("complete", "failed"):
         return  # the record writer got there first
-    record = compose(planned.checked.header, [], [], "failed", [Failure("condition", f"raised: {reason}")])
+    record = compose(planned.header, [], [], "failed", [Failure("condition", f"raised: {reason}")])
     write_record(path, record)

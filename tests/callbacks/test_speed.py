@@ -11,9 +11,7 @@ from callbacks.speed import (
     Arm,
     SpeedMonitor,
     TimedBatch,
-    provide_timing,
     repeat_values,
-    take_timing,
     time_interleaved,
 )
 from record.errors import ConfigError
@@ -96,14 +94,22 @@ def test_a_failing_decode_is_recorded_as_failed_repeat() -> None:
     )
 
 
-def test_a_provided_timing_is_used_once(run_condition) -> None:
-    monitor = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)
-    first = run_condition([monitor], num_tokens=4).record
+def test_a_given_timing_is_recorded_by_that_monitor_once(run_condition) -> None:
+    first = run_condition([SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)], num_tokens=4).record
     provided = Timing("interleaved", "abc", [first.condition_id, "other"], 2, 4, 4, "cpu", False, [])
-    provide_timing(first.condition_id, provided)
-    second = run_condition([SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)], num_tokens=4).record
-    assert second.timing == provided
-    assert take_timing(first.condition_id) is None
+    given, other = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4), SpeedMonitor(repeats=2, num_tokens=4)
+    given.use_timing(provided)
+    assert run_condition([other], num_tokens=4).record.timing.schedule == "alone"  # nothing shared
+    assert run_condition([given], num_tokens=4).record.timing == provided
+    assert given.given_timing is None
+    assert run_condition([given], num_tokens=4).record.timing.schedule == "alone"  # used once
+
+
+def test_a_timing_of_other_arms_is_refused(run_condition) -> None:
+    monitor = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)
+    monitor.use_timing(Timing("interleaved", "abc", ["one", "other"], 2, 4, 4, "cpu", False, []))
+    with pytest.raises(ValueError, match="was given to condition"):
+        run_condition([monitor], num_tokens=4)
 
 
 def test_repeats_are_logged_through_the_trainer_loggers() -> None:

@@ -73,6 +73,35 @@ def test_sweeping_an_agency_key_writes_one_record_per_setting_and_one_baseline(
     assert len({r.timing.session for r in found}) == 1  # the three arms of the cell were timed together
 
 
+def test_each_condition_is_parsed_and_checked_once_and_run_from_that_cli(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb, monkeypatch
+) -> None:
+    """One LightningCLI per condition, every one built (checked) before the first runs."""
+    from lightning_modules import lightning_cli
+
+    events: list[tuple[str, int]] = []
+    real_init, real_run = lightning_cli.ExperimentCLI.__init__, lightning_cli.ExperimentCLI.run
+
+    def init(cli, *args, **kwargs):
+        events.append(("built", id(cli)))
+        real_init(cli, *args, **kwargs)
+
+    def run(cli):
+        events.append(("ran", id(cli)))
+        return real_run(cli)
+
+    monkeypatch.setattr(lightning_cli.ExperimentCLI, "__init__", init)
+    monkeypatch.setattr(lightning_cli.ExperimentCLI, "run", run)
+    parameters = {"model.pruning.level": {"values": [0, 25]}, "model.agency.enabled": {"value": False}}
+    sweep_file = tiny_sweep(tmp_path / "s", tiny_gpt2_dir, tiny_prompt_file, parameters)
+    run_dir = run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
+    assert len(list((run_dir / "records").glob("*.json"))) == 2
+    built = [cli for event, cli in events if event == "built"]
+    ran = [cli for event, cli in events if event == "ran"]
+    assert len(built) == 2 and sorted(ran) == sorted(built)  # each built CLI ran once, no other was built
+    assert [event for event, _ in events] == ["built", "built", "ran", "ran"]  # all checked before any runs
+
+
 def test_a_recover_sweep_times_the_recovered_arms_of_a_cell_side_by_side(
     tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb
 ) -> None:
@@ -121,16 +150,16 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
     from reporting.report import ReportOptions, write_report
 
     sweep_file, reference = uninterrupted
-    real_run_predict = lightning_cli.run_predict
+    real_run = lightning_cli.ExperimentCLI.run
     calls = []
 
-    def run_predict(argv, **trainer_defaults):
-        calls.append(argv)
+    def run(cli):
+        calls.append(cli)
         if len(calls) == 3:  # Ctrl-C half-way through the sweep, inside the third condition
-            trainer_defaults["callbacks"] = [SignalDuringPredict()]
-        return real_run_predict(argv, **trainer_defaults)
+            cli.trainer.callbacks.append(SignalDuringPredict())
+        return real_run(cli)
 
-    monkeypatch.setattr(lightning_cli, "run_predict", run_predict)
+    monkeypatch.setattr(lightning_cli.ExperimentCLI, "run", run)
     run_dir = tmp_path / "run"
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(SweepInterrupted, match="interrupted by SIGINT") as info:
@@ -142,7 +171,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
     statuses = sorted(r["status"] for r in records(run_dir).values())
     assert statuses == ["complete", "complete", "incomplete"]
 
-    monkeypatch.setattr(lightning_cli, "run_predict", real_run_predict)
+    monkeypatch.setattr(lightning_cli.ExperimentCLI, "run", real_run)
     capsys.readouterr()
     run_sweep(sweep_file, resume=run_dir, quiet=True)
     captured = capsys.readouterr()

@@ -71,7 +71,7 @@ def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions,
 
     planned, duplicates = plan_sweep(load_sweep(name))
     assert len(planned) == conditions
-    assert all(p.checked.header.config["model"]["model_name"] == "embedded" for p in planned)
+    assert all(p.header.config["model"]["model_name"] == "embedded" for p in planned)
 
 
 @pytest.mark.skipif(
