@@ -1,12 +1,13 @@
 """Command line: ``predict`` (one condition), ``fit`` / ``recover`` (recovery after pruning), ``sweep`` (a grid),
-``report`` (statistics and plots), ``demo``.
+``report`` (statistics and plots), ``dashboard`` (a W&B workspace and report), ``demo``.
 
     pruning-agency predict --config configs/default.yaml [--model.pruning.level=50 ...]
     pruning-agency fit --config configs/default.yaml --config configs/recovery.yaml --model.pruning.level=50
     pruning-agency recover ...same arguments as fit...    (predict, fit, then predict the recovered model)
     pruning-agency sweep configs/sweeps/quickstart.yaml [--resume RUN_DIR] [--output_dir DIR]
     pruning-agency sweep quickstart                      (a bundled sweep, by name)
-    pruning-agency report RUN_DIR [RUN_DIR ...] [--out DIR]
+    pruning-agency report RUN_DIR [RUN_DIR ...] [--wandb ENTITY/PROJECT[/SWEEP_ID] ...] [--out DIR]
+    pruning-agency dashboard ENTITY/PROJECT [--sweep ID] [--report DIR] [--dry-run FILE]
     pruning-agency demo                                  (the quickstart sweep, then its report)
 
 (``python cli.py ...`` in a checkout is the same.) ``predict`` is a LightningCLI,
@@ -176,8 +177,14 @@ def main(argv: list[str] | None = None) -> None:
         report_main(rest)
     elif command == "demo":
         demo(rest)
+    elif command == "dashboard":  # W&B workspace and report; neither torch nor Lightning
+        from reporting.dashboard import dashboard_main
+
+        dashboard_main(rest)
     else:
-        fail(f"command '{command}' is not known; allowed: predict, fit, recover, sweep, report, demo")
+        fail(
+            f"command '{command}' is not known; allowed: predict, fit, recover, sweep, report, dashboard, demo"
+        )
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def test_unknown_command_is_one_line(capsys) -> None:
     assert info.value.code == 2
     assert (
         capsys.readouterr().err
-        == "error: command 'predcit' is not known; allowed: predict, fit, recover, sweep, report, demo\n"
+        == "error: command 'predcit' is not known; allowed: predict, fit, recover, sweep, report, dashboard, demo\n"
     )
 
 
