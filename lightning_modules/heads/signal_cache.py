@@ -99,6 +99,7 @@ class SignalCache:
         try:
             with os.fdopen(handle, "wb") as file:
                 torch.save({"key": key_text(key), "value": value}, file)
+            os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is read like any cached file
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
