@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_modules.callback_groups import CALLBACK_GROUPS
 from record.identity import condition_config, condition_id, file_fingerprint, identity_hash
 from record.schema import Header
 
@@ -33,8 +34,6 @@ def resolved_from_objects(
 ) -> dict[str, Any]:
     """The resolved config of objects built without LightningCLI: each group's constructor arguments, under the
     group name LightningCLI gives it, and the device as ``trainer.accelerator``."""
-    from lightning_modules.lightning_cli import CALLBACK_GROUPS
-
     resolved: dict[str, Any] = {"model": module.init_arguments, "trainer": {"accelerator": device}}
     if datamodule is not None:
         resolved["data"] = datamodule.init_arguments

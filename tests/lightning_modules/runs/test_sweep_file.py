@@ -63,7 +63,17 @@ def test_every_bundled_sweep_optimises_the_primary_quality_endpoint(path: Path) 
 
 @pytest.mark.slow  # every check on every bundled sweep's conditions
 @pytest.mark.parametrize(
-    ("name", "conditions"), [("quickstart", 16), ("smoke", 4), ("agency_ablation", 28), ("recovery", 8)]
+    ("name", "conditions"),
+    [
+        ("quickstart", 16),
+        ("smoke", 4),
+        ("agency_ablation", 28),
+        ("recovery", 8),
+        ("attribution", 36),
+        ("protection_dose", 16),
+        ("agency_states", 26),
+        ("positive_control", 4),
+    ],
 )
 def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions, no_model_loads) -> None:
     """Every parameter set goes through the real CLI's checks (configs parse, values allowed), no weights load."""
