@@ -177,8 +177,9 @@ def log_report_to_wandb(result: ReportResult, run_dir: Path, group: str | None, 
         group=group,
         job_type="report",
         dir=str(run_dir),
-        # Offline unless WANDB_MODE is set, which W&B then reads itself.
-        mode=None if "WANDB_MODE" in os.environ else "offline",
+        # Passed explicitly: with None, a W&B set-up made earlier in the process would decide. W&B checks
+        # the value; its annotation lists fewer modes than it accepts (legacy "dryrun", "run").
+        mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
         name=f"report-{Path(run_dir).name}",
     )
     try:
