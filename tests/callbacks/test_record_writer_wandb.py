@@ -50,6 +50,7 @@ def predicted_run(tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path_factory)
             "--model.evaluation.stride=32",
             "--model.evaluation.max_tokens=256",
             "--outputs.enabled=true",
+            "--memory.enabled=true",
             f"--record.output_dir={out}",
             "--record.quiet=true",
         ],
@@ -107,3 +108,62 @@ def test_no_wandb_warning_about_a_setting_nobody_set(predicted_run: Path) -> Non
     """Lightning passes ``anonymous=None``; wandb 0.31 would warn about it in every quiet run."""
     stderr = (predicted_run / "stderr.txt").read_text()
     assert "anonymous" not in stderr, stderr
+
+
+def _summary_and_config(events: list[dict]) -> tuple[dict, dict]:
+    summary: dict = {}
+    config: dict = {}
+    for event in events:
+        if event["type"] == "summary":
+            summary.update(event["summary"].get("update", {}))
+        if event["type"] == "config":
+            config.update(event["config"].get("update", {}))
+    return summary, config
+
+
+def test_the_offline_run_carries_the_record_as_an_artifact_and_is_named_for_people(
+    predicted_run: Path,
+) -> None:
+    from callbacks.record_writer import artifact_name
+
+    (record_file,) = (predicted_run / "records").glob("*.json")
+    record = json.loads(record_file.read_text())
+    (run_dir,) = (predicted_run / "wandb").glob("offline-run-*")
+    events = _wandb_events(run_dir)
+    artifacts = [e["artifact"] for e in events if e["type"] == "artifact"]
+    (artifact,) = [a for a in artifacts if a["type"] == "condition-record"]
+    assert artifact["name"] == artifact_name(record["condition_id"])
+    (entry,) = artifact["manifest"]["contents"]
+    assert entry["path"] == record_file.name
+    assert Path(entry["local_path"]).read_bytes() == record_file.read_bytes()  # what 'wandb sync' uploads
+    run = next(e["run"] for e in reversed(events) if e["type"] == "run" and e["run"].get("tags"))
+    level = record["config"]["model"]["pruning"]["level"]
+    assert run["display_name"].startswith(f"{Path(record['config']['model']['model_name']).name} ")
+    assert f" {level:g}% agency" in run["display_name"]
+    assert {"arm:agency", f"level:{level:g}", "method:entropy", "temperature:0.7"} <= set(run["tags"])
+
+
+def test_every_dashboard_panel_and_grouping_key_is_in_a_real_runs_summary_and_config(
+    predicted_run: Path,
+) -> None:
+    """The workspace's spec, built offline, names only keys a condition run really has."""
+    import torch
+
+    from reporting.dashboard import build_report, build_workspace, specification
+
+    (run_dir,) = (predicted_run / "wandb").glob("offline-run-*")
+    summary, config = _summary_and_config(_wandb_events(run_dir))
+    spec = specification(build_workspace("me", "proj", "sw1"), build_report("me", "proj", "sw1"))
+    sections = spec["workspace"]["spec"]["section"]["panelBankConfig"]["sections"]
+    panels = [p["config"] for section in sections for p in section["panels"]]
+    summary_keys = {m.split(".", 1)[1] for p in panels for m in p["metrics"]}
+    config_keys = {p["xAxis"].split(".")[1] for p in panels} | {
+        p["groupBy"].removesuffix(".value") for p in panels if "groupBy" in p
+    }
+    (runset,) = spec["workspace"]["spec"]["section"]["runSets"]
+    config_keys |= {g["name"].removesuffix(".value") for g in runset["grouping"]}
+    config_keys |= {c.split(":", 1)[1] for c in runset["runFeed"]["columnOrder"] if c.startswith("config:")}
+    unmeasurable = set() if torch.cuda.is_available() else {"peak_cuda_mb"}
+    assert summary_keys - unmeasurable <= set(summary), sorted(summary_keys - set(summary))
+    assert config_keys <= set(config), sorted(config_keys - set(config))
+    assert {"pruning_level", "arm", "temperature", "condition_id"} <= config_keys

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +148,34 @@ def test_a_bad_wandb_path_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
         report_main(["--wandb", "only-a-project"])
     assert info.value.code == 2
     assert "allowed: ENTITY/PROJECT or ENTITY/PROJECT/SWEEP_ID" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a real offline W&B run, with figures
+def test_the_report_run_carries_the_report_folder_as_an_artifact(
+    local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    run = tmp_path / "run"
+    shutil.copytree(local_run, run)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    report_main([str(run), "--quiet"])
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ},
+    ).stdout
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    (artifact,) = [
+        e["artifact"] for e in events if e["type"] == "artifact" and e["artifact"]["type"] == "report"
+    ]
+    files = {entry["path"]: Path(entry["local_path"]) for entry in artifact["manifest"]["contents"]}
+    assert files["summary.md"].read_bytes() == (run / "report" / "summary.md").read_bytes()
+    assert files["statistics.json"].read_bytes() == (run / "report" / "statistics.json").read_bytes()
+    plots = sorted(p.relative_to(run / "report").as_posix() for p in (run / "report" / "plots").glob("*.png"))
+    assert plots and sorted(k for k in files if k.startswith("plots/")) == plots
