@@ -171,6 +171,7 @@ class RecordWriter(BasePredictionWriter):
                     "complete",
                     file=sys.stderr,
                 )
+                continue  # one warning per failing W&B run; its artifact would fail the same way
             self._log_record_artifact(logger, record)
 
     def _log_record_artifact(self, logger: Any, record: ConditionRecord) -> None:
