@@ -319,6 +319,7 @@ def test_nan_logits_fail_their_samples_with_the_reason_and_the_condition_goes_on
     assert record["condition_metrics"]["corpus_perplexity"] > 0  # the evaluation text never meets the token
 
 
+@pytest.mark.slow  # a whole sweep on a broken model
 def test_model_with_nan_weights_is_recorded_failed_and_the_sweep_goes_on(
     tiny_gpt2_dir, tiny_prompt_file, tmp_path, monkeypatch, capsys
 ) -> None:

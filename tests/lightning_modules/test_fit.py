@@ -149,6 +149,7 @@ def test_remove_mode_keeps_its_reduced_parameter_count(tmp_path, tiny_llama_dir,
     )  # the saved student has the removed structure (tied weights aside)
 
 
+@pytest.mark.slow  # two fits, one interrupted and resumed
 def test_an_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path, tiny_gpt2_dir, tiny_prompt_file
 ) -> None:
@@ -189,6 +190,7 @@ def test_recovery_never_reads_the_evaluation_text(
     assert not [path for path in opened if Path(path).name == BUNDLED_EVAL_TEXT.name]
 
 
+@pytest.mark.slow  # a fit, then a measured predict
 def test_predict_measures_the_recovered_model_and_refuses_another_conditions_checkpoint(
     tmp_path, tiny_gpt2_dir, tiny_prompt_file, capsys
 ) -> None:
@@ -214,6 +216,7 @@ def test_predict_measures_the_recovered_model_and_refuses_another_conditions_che
     assert err.count("\n") == 1 and "was trained for another condition" in err
 
 
+@pytest.mark.slow  # a fit, then a measured predict
 def test_recover_condition_fits_then_measures_once(tmp_path, tiny_gpt2_dir, tiny_prompt_file, capsys) -> None:
     """``pruning-agency recover``'s second half: fit, measure the recovered model; run again, nothing is redone."""
     from lightning_modules.runs.runner import recover_condition

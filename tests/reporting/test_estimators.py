@@ -84,6 +84,7 @@ def test_bootstrap_interval_is_seeded_and_uses_the_given_statistic() -> None:
     assert BOOTSTRAP_RESAMPLES >= 1000
 
 
+@pytest.mark.slow  # 2,000 simulated bootstrap intervals per distribution
 @pytest.mark.parametrize(
     "name, draw",
     [

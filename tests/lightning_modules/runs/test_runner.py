@@ -102,6 +102,7 @@ def test_each_condition_is_parsed_and_checked_once_and_run_from_that_cli(
     assert [event for event, _ in events] == ["built", "built", "ran", "ran"]  # all checked before any runs
 
 
+@pytest.mark.slow  # fits, then measures, every condition of a sweep
 def test_a_recover_sweep_times_the_recovered_arms_of_a_cell_side_by_side(
     tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb
 ) -> None:
@@ -191,6 +192,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
     )
 
 
+@pytest.mark.slow  # runs a sweep, then resumes it
 def test_resume_reruns_a_truncated_or_edited_record_and_says_so(
     uninterrupted, tmp_path, capsys, quiet_wandb
 ) -> None:
