@@ -1,8 +1,8 @@
 """Run a sweep file locally, in one process: the same conditions ``wandb agent`` would run, timed side by side.
 
-Every condition is checked before any model loads (a typo costs milliseconds,
-not a sweep), models load once per process, and each condition writes its record
-the moment it finishes. Parameter sets that resolve to the same condition (the
+Every condition's LightningCLI is built (parsed and checked) before any model loads
+(a typo costs milliseconds, not a sweep) and later run from that same object, models
+load once per process, and each condition writes its record the moment it finishes. Parameter sets that resolve to the same condition (the
 baseline arm under different agency settings) run once.
 
 Conditions that differ only in their agency settings are the arms of one *cell*.
