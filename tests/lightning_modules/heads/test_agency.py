@@ -455,7 +455,11 @@ def test_state_gating_off_gives_factors_of_exactly_one_while_states_change() -> 
     ctl.observe(0, focus_of([[1.0, 0.0, 0.0, 0.0]] * 3))
     assert ctl.state[:, 0].tolist() == [[OVERLOADED, WITHDRAWN, ACTIVE, MISALIGNED]] * 3
     assert torch.equal(ctl.gate_factors(0), torch.ones(3, 4))
-    assert ctl.report([]).transitions == {"overloaded": 3, "misaligned": 0, "withdrawn": 0}  # tracked and reported all the same
+    assert ctl.report([]).transitions == {
+        "overloaded": 3,
+        "misaligned": 0,
+        "withdrawn": 0,
+    }  # tracked and reported all the same
 
 
 def test_sham_moves_the_factors_to_other_kept_heads() -> None:

@@ -37,7 +37,9 @@ def test_a_protected_baseline_prunes_exactly_the_heads_the_agency_arm_prunes(fix
     assert sorted(protected.heads) == sorted(agency.heads)
     kept_out = set(map(tuple, protected.pruning_record(False).protected))
     assert kept_out == agency.agency.withholding() and not kept_out & set(protected.heads)
-    assert sorted(plain.heads) == sorted(agency.baseline_heads)  # the agency arm's own baseline is the plain one
+    assert sorted(plain.heads) == sorted(
+        agency.baseline_heads
+    )  # the agency arm's own baseline is the plain one
 
 
 def test_random_protection_has_the_same_size_and_its_own_seeded_draw() -> None:
