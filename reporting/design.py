@@ -7,6 +7,12 @@ settings). Seeds are replicates and pooled. Everything else in the configs must
 be equal: records that differ in a setting that is not compared are never
 pooled, and ``DesignError`` names the keys and their values.
 
+The pruning-side protection (``model.pruning.protect``, ``protect_fraction``) names
+arms too, not series: a baseline that protects the heads the agency arm protects,
+with no agency layer, is the control an agency effect is attributed against
+(contract 15), and its dose-response over the protected fraction is a set of such
+arms. Records without the key are unprotected.
+
 The units of analysis come from the catalogue: samples are averaged per prompt
 (iterations and seeds are repeats within a prompt), on the log scale for
 log-scale metrics; timing repeats are their own units, paired across arms when
@@ -46,6 +52,13 @@ RECOVERY_PREFIX = "model.recovery"
 RECOVERED = "recovered"
 BASELINE = "baseline"
 MAIN_AGENCY = "agency"
+PROTECT_KEY = "model.pruning.protect"  # none | gradient | random: heads kept out of pruning, no agency layer
+PROTECT_FRACTION_KEY = "model.pruning.protect_fraction"
+PROTECTION_KEYS = (PROTECT_KEY, PROTECT_FRACTION_KEY)  # they name arms, so records differing in them pool
+NO_PROTECTION = "none"
+# The agency layer with every run-time part and its pruning policy off: it must write what the baseline writes
+# at every level (an A/A check at every pruned level).
+INERT_SWITCHES = ("consent_pruning", "state_gating", "overload", "misalignment")
 
 
 class DesignError(ValueError):
@@ -77,9 +90,10 @@ class Series:
 
 @dataclass(frozen=True)
 class Arm:
-    """The baseline, or one agency arm named by the agency settings it does not share with the others.
+    """The baseline, or one agency arm named by the agency settings it does not share with the others; either
+    with `` + <kind> protection (<fraction>%)`` when the pruning protected heads without the agency layer.
 
-    Arms sort as: the baseline, the main agency arm, then the variants by label.
+    Arms sort as: the baseline, the protected baselines, the main agency arm, then the variants by label.
     """
 
     label: str
@@ -92,7 +106,12 @@ class Arm:
 
     @property
     def agency(self) -> bool:
-        return self.label != BASELINE
+        return not self.label.startswith(BASELINE)
+
+    @property
+    def protected(self) -> bool:
+        """A baseline whose pruning kept a protected set of heads (no agency layer): an attribution control."""
+        return self.label.startswith(BASELINE + PROTECTION_JOIN)
 
     @property
     def main(self) -> bool:
@@ -152,7 +171,41 @@ def shared_agency_settings(records: list[ConditionRecord]) -> list[str]:
     return sorted(part for part in common if part.split("=", 1)[0] not in AGENCY_SWITCHES)
 
 
+PROTECTION_JOIN = " + "
+
+
+def protection_of(flat: dict[str, Any]) -> tuple[str, float]:
+    """(kind, fraction) of a record's pruning-side protection; records written before it existed: none."""
+    kind = str(flat.get(PROTECT_KEY) or NO_PROTECTION)
+    fraction = flat.get(PROTECT_FRACTION_KEY)
+    return kind, float(fraction) if kind != NO_PROTECTION and fraction is not None else 0.0
+
+
+def protection_label(kind: str, fraction: float) -> str:
+    return "" if kind == NO_PROTECTION else f"{PROTECTION_JOIN}{kind} protection ({100 * fraction:g}%)"
+
+
+def is_inert(flat: dict[str, Any]) -> bool:
+    """An agency record whose run-time parts and pruning policy are all off (and no sham): an A/A arm."""
+    return (
+        bool(flat.get(AGENCY_ENABLED_KEY))
+        and not flat.get(AGENCY_PREFIX + "sham")
+        and all(flat.get(AGENCY_PREFIX + name) is False for name in INERT_SWITCHES)
+    )
+
+
 def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
+    """Each record's arm (:func:`agency_arm_labels`), with its pruning-side protection appended."""
+    arms = agency_arm_labels(records)
+    for record in records:
+        flat = flatten(record.config)
+        suffix = protection_label(*protection_of(flat))
+        if suffix:
+            arms[record.condition_id] = Arm(arms[record.condition_id].label + suffix)
+    return arms
+
+
+def agency_arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
     """Each record's arm: ``baseline``, ``agency`` (the default agency layer) or ``agency(key=value, ...)``
     listing the settings in which it departs from the default (leaving out :func:`shared_agency_settings`).
     Records that do not say what the defaults are are labelled against the settings most agency records share
@@ -208,6 +261,16 @@ class Design:
         self.flat = {r.condition_id: flatten(r.config) for r in records}
         self.has_recovery = any(r.recovery is not None for r in records)
         self.arm_of = arm_labels(records)
+        # Per arm label: its pruning-side protection, its agency flat settings (agency arms) and whether it is inert.
+        self.protection: dict[str, tuple[str, float]] = {}
+        self.inert: dict[str, bool] = {}
+        self.agency_settings: dict[str, dict[str, Any]] = {}
+        for record in records:
+            flat, label = self.flat[record.condition_id], self.arm_of[record.condition_id].label
+            self.protection[label] = protection_of(flat)
+            self.inert[label] = is_inert(flat)
+            if flat.get(AGENCY_ENABLED_KEY):
+                self.agency_settings[label] = {k: v for k, v in flat.items() if k.startswith(AGENCY_PREFIX)}
         self.cells: dict[Cell, list[ConditionRecord]] = defaultdict(list)
         for record in records:
             self.cells[self.cell_of(record)].append(record)
@@ -242,6 +305,24 @@ class Design:
     def agency_arms(self, series: Series | None = None) -> list[Arm]:
         arms = [a for a in self.arms(series) if a.agency]
         return [a for a in arms if a.main] or arms
+
+    def protected_baselines(self, series: Series | None = None) -> list[Arm]:
+        return [a for a in self.arms(series) if a.protected]
+
+    def inert_arms(self, series: Series | None = None) -> list[Arm]:
+        return [a for a in self.arms(series) if a.agency and self.inert.get(a.label, False)]
+
+    def matched_control(self, series: Series, arm: Arm) -> Arm | None:
+        """The protected baseline that makes ``arm``'s pruning choice without its layer: gradient protection of
+        the fraction the agency arm protects (``protect_top_fraction``); None when the records hold none."""
+        fraction = self.agency_settings.get(arm.label, {}).get(AGENCY_PREFIX + "protect_top_fraction")
+        if fraction is None:
+            return None
+        for candidate in self.protected_baselines(series):
+            kind, protected = self.protection[candidate.label]
+            if kind == "gradient" and math.isclose(protected, float(fraction), abs_tol=1e-9):
+                return candidate
+        return None
 
     def seeds(self, cell: Cell) -> list[Any]:
         return sorted({self.flat[r.condition_id].get(SEED_KEY) for r in self.cells.get(cell, [])}, key=str)
@@ -313,7 +394,9 @@ def build_design(
         {
             k: v
             for k, v in flatten(r.config).items()
-            if k not in compared and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
+            if k not in compared
+            and k not in PROTECTION_KEYS
+            and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
         }
         for r in records
     ]
@@ -336,6 +419,6 @@ def build_design(
     split = {
         k
         for k in (set(swept) | set(split_by)) & present
-        if not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
+        if k not in PROTECTION_KEYS and not k.startswith((AGENCY_PREFIX, RECOVERY_PREFIX))
     }
     return Design(records, split)
