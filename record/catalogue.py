@@ -13,7 +13,9 @@ Fields:
   ``condition``.
 * ``analysed_per``: the unit the statistics treat as independent. Samples are
   averaged per ``prompt`` (iterations are repeats within a prompt); timing
-  repeats are their own unit; a condition is one value.
+  repeats are their own unit; a condition is one value, unless its record keeps
+  the value per evaluation ``window`` (corpus perplexity), which every arm
+  scores alike and the report pairs.
 * ``direction``: ``higher`` or ``lower`` is better, or ``reference``: closeness
   to the unpruned model's value on the same prompt is what counts (diversity:
   more distinct n-grams than the original model is not "better" text).
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MEASURED_PER = ("timing", "sample", "condition")
-ANALYSED_PER = ("timing", "prompt", "condition")
+ANALYSED_PER = ("timing", "prompt", "condition", "window")
 DIRECTIONS = ("higher", "lower", "reference")
 SCALES = ("log", "linear")
 # Where a metric is shown: the end-of-run console table, the summary's cell table, the metrics-vs-level
@@ -157,12 +159,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "quality",
         "quality",
         "condition",
-        "condition",
+        "window",
         "lower",
         "log",
-        False,
+        True,
         ("console", "table", "level_plot", "gain_plot"),
-        "perplexity of the condition's own model on the held-out evaluation text",
+        "perplexity of the condition's own model on the held-out evaluation text (the record keeps each "
+        "window's mean NLL: the paired unit of corpus comparisons)",
     ),
     _diversity("distinct_1", "distinct-1", "distinct token unigrams / unigrams of the continuation"),
     _diversity(

@@ -48,6 +48,13 @@ class PlotData:
         main = [a for a in arms if a.main]
         return main if any(a.agency for a in main) else arms
 
+    def front(self, series: Series, arm: Arm) -> tuple[set[float], str | None]:
+        """The arm's speed/quality Pareto levels, or why there are none (e.g. mask mode)."""
+        found = next((f for f in self.stats.fronts if f.series == series and f.arm == arm), None)
+        if found is None:
+            return set(), None
+        return set(found.front), found.note if not found.points else None
+
     def description(self, cell: Cell, name: str) -> Description | None:
         stats = self._cells.get(cell)
         found = stats.metrics.get(name) if stats else None

@@ -352,6 +352,8 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
                 ax.annotate(
                     level(lv), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4), fontsize=7
                 )
+                if lv in data.front(series, arm)[0]:
+                    ax.scatter(x.mean, y.mean, s=220, facecolors="none", edgecolors="crimson", linewidths=1.4)
         _log_scale(ax)
         ax.set_title(f"T={t:g}")
         ax.set_xlabel(spec("tokens_per_second").axis_label)
@@ -361,11 +363,27 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
         plt.Line2D([], [], marker=markers[k % len(markers)], linestyle="", color="grey", label=arm.label)
         for k, arm in enumerate(arms)
     ]
+    why_not = {data.front(series, arm)[1] for arm in arms} - {None}
+    handles += [
+        plt.Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="none",
+            markeredgecolor="crimson",
+            markersize=11,
+            label="Pareto front of its arm (temperatures pooled)",
+        )
+    ][: 0 if why_not else 1]
     axes.flat[0].legend(handles=handles, fontsize=8, loc="best")
     fig.colorbar(
         plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label="pruning level (%)"
     )
-    fig.suptitle(f"Quality vs speed — {series.label()} (better: lower right)")
+    fig.suptitle(
+        f"Quality vs speed — {series.label()} (better: lower right)"
+        + (f"\nno Pareto front: {sorted(why_not)[0].split(';')[0]}" if why_not else "")
+    )
     return _save(fig, out / f"tradeoff_{slug(series.label())}.png")
 
 

@@ -1,4 +1,5 @@
-"""Per-unit differences between arms: per prompt for samples, per timing repeat for speed.
+"""Per-unit differences between arms: per prompt for samples, per timing repeat for speed, per evaluation window
+for corpus perplexity.
 
 Every function here returns values at the unit of analysis, already paired:
 prompts present in both arms (and averaged over the temperatures asked for),
@@ -8,6 +9,9 @@ the same prompt first. A degenerate sample (reference perplexity above one
 threshold, or repetition rate above another: loops score a low perplexity)
 is the worst outcome of its comparison on every quality metric: the largest
 distance for diversity, the worst value in the compared cells otherwise.
+Corpus perplexity is teacher-forced on one text, so it has no degenerate samples:
+its unit is the evaluation window, the same windows in every arm, each read as its
+mean NLL (the log of the window's perplexity).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ DEFAULT_DEGENERATE_REPETITION = 0.5
 MAX_DISTANCE = 1.0  # every diversity metric is a share in [0, 1]
 QUALITY = "reference_perplexity"
 REPETITION = "repetition_rate"
+CORPUS = "corpus_perplexity"
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,43 @@ def session_log_ratios(
                     sessions[t.session].append(math.log(t.value / partner))
             means += [sum(v) / len(v) for _, v in sorted(sessions.items())]
     return means
+
+
+def window_values(design: Design, cell: Cell) -> dict[int, float]:
+    """Per evaluation window: its mean NLL, averaged over the cell's records (seeds are replicates); empty when
+    no record of the cell kept its windows (records written before they were kept)."""
+    per_window: dict[int, list[float]] = defaultdict(list)
+    for record in design.cells.get(cell, []):
+        if record.corpus_windows is not None:
+            for index, value in enumerate(record.corpus_windows.mean_nll):
+                per_window[index].append(value)
+    return {w: sum(v) / len(v) for w, v in sorted(per_window.items())}
+
+
+def lacks_windows(design: Design, cell: Cell) -> bool:
+    """A corpus perplexity was recorded in the cell but no per-window values: it cannot be paired."""
+    members = design.cells.get(cell, [])
+    return any(CORPUS in r.condition_metrics for r in members) and not any(
+        r.corpus_windows is not None for r in members
+    )
+
+
+def window_differences(
+    design: Design,
+    series: Series,
+    temperatures: Sequence[float],
+    arm: Arm,
+    level: float,
+    other: Arm,
+    other_level: float,
+) -> dict[int, float]:
+    """Per evaluation window: arm at ``level`` minus other at ``other_level`` in mean NLL (a log ratio of the
+    windows' perplexities), averaged over ``temperatures`` where both have the window. Teacher-forced scoring does
+    not depend on the temperature, so its cells hold the same values: averaging them adds no units."""
+    per_window: dict[int, list[float]] = defaultdict(list)
+    for temperature in temperatures:
+        mine = window_values(design, Cell(series, temperature, level, arm))
+        theirs = window_values(design, Cell(series, temperature, other_level, other))
+        for window in mine.keys() & theirs.keys():
+            per_window[window].append(mine[window] - theirs[window])
+    return {w: sum(v) / len(v) for w, v in sorted(per_window.items())}

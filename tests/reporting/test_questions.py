@@ -14,6 +14,7 @@ from reporting.design import Arm, build_design
 from reporting.estimators import SIGN_FLIP, holm
 from reporting.questions import (
     CONFIRMATORY,
+    CORPUS_FAMILY,
     DAMAGE_BY_TEMPERATURE,
     PRIMARY,
     QUESTIONS,
@@ -83,6 +84,11 @@ def test_the_units_of_each_primary_comparison(quickstart) -> None:
     q3 = quickstart.family("Q3")
     assert all(c.temperature == 1.0 and c.effect.n == 24 for c in q3)
     assert all(c.standardized is not None for c in quickstart.family("Q5"))
+    corpus = quickstart.family(CORPUS_FAMILY)
+    assert [c.level for c in corpus] == [0.0, 30.0, 50.0, 70.0]
+    assert all(
+        c.units == "evaluation windows" and c.effect.n == 31 and c.effect.test == SIGN_FLIP for c in corpus
+    )
 
 
 def test_question_3_needs_two_temperatures_and_compares_consecutive_ones() -> None:
@@ -107,13 +113,14 @@ def test_holm_runs_once_over_every_confirmatory_comparison_and_within_each_other
         "Q4": 2,
         "Q5": 6,
         DAMAGE_BY_TEMPERATURE: 2,
+        CORPUS_FAMILY: 4,  # every level, temperatures pooled: one unit per evaluation window
         "aa": 2,
         "exploratory": 2 * 4 * 9,
     }
     confirmatory = [c for c in quickstart.comparisons if c.family in CONFIRMATORY]
     assert len(confirmatory) == 23 and {c.role for c in confirmatory} == {"primary"}
     assert [c.p_holm for c in confirmatory] == holm([c.effect.p for c in confirmatory])
-    for family in (DAMAGE_BY_TEMPERATURE, "aa", "exploratory"):
+    for family in (DAMAGE_BY_TEMPERATURE, CORPUS_FAMILY, "aa", "exploratory"):
         members = quickstart.family(family)
         assert [c.p_holm for c in members] == holm([c.effect.p for c in members])
         assert {c.role for c in members} == {"exploratory" if family == "exploratory" else "secondary"}

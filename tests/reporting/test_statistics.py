@@ -83,6 +83,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "Q4",
         "Q5",
         "Q3-damage",
+        "corpus",
         "aa",
         "ablation",
         "recovery",
