@@ -5,11 +5,8 @@ intervals over the metric's units of analysis), then every comparison of
 ``questions.py`` with Holm's correction: one adjustment over every confirmatory
 comparison of the report together (the primary endpoint and every question's
 agency comparisons: one error rate per report, contract 14), and one within each
-secondary family (corpus perplexity per evaluation window, the A/A checks at 0%,
-the ablation, recovery, temperature and the damage of pruning) and the
-exploratory family. Question 2's answer adds, per arm, the highest level within
-the quality margin (with its bootstrap) and the speed/quality Pareto front
-(``optimal.py``): choices and descriptions, not tests.
+secondary family (the A/A checks at 0%, the ablation, recovery, temperature and
+the damage of pruning) and the exploratory family.
 """
 
 from __future__ import annotations
@@ -21,19 +18,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from record.catalogue import CATALOGUE, spec
+from reporting.attribution import (
+    MIN_ACTED_SHARE,
+    Attribution,
+    attribution,
+    attributions,
+    check_manipulation,
+    credit,
+    inert_aa,
+    strategies,
+)
 from reporting.design import Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
-from reporting.optimal import LevelChoice, Margin, ParetoFront, optimal_levels, pareto_fronts
 from reporting.questions import (
-    CORPUS_FAMILY,
+    ATTRIBUTION_FAMILY,
     DAMAGE_BY_TEMPERATURE,
+    INERT_AA_FAMILY,
+    LAYER_FAMILY,
     PRIMARY,
     PRIMARY_ENDPOINT,
     QUESTIONS,
+    STRATEGY_FAMILY,
     Comparison,
     aa_checks,
     ablation,
-    corpus_comparisons,
     damage_by_temperature,
     exploratory,
     primary_endpoint,
@@ -44,7 +52,8 @@ from reporting.units import Units, degenerate_share
 
 ALPHA = 0.05
 ADJUSTMENT = (
-    "Holm over the 'confirmatory' set (family primary and Q1..Q5 together: one error rate per report), and "
+    "Holm over the 'confirmatory' set (families primary, Q1..Q5 and attribution-layer together: one error rate "
+    "per report), and "
     "within each other family; a comparison's 'adjusted_with' names its set"
 )
 FAMILIES = {
@@ -52,12 +61,18 @@ FAMILIES = {
     **{q: f"primary comparisons of question {q[1]}: {text}" for q, text in QUESTIONS.items()},
     DAMAGE_BY_TEMPERATURE: "secondary, question 3: the damage pruning does to each arm (pruned vs 0%) at one "
     "temperature over the next",
-    CORPUS_FAMILY: "secondary quality endpoint: agency vs baseline corpus perplexity at every level, paired by "
-    "evaluation window (the same windows of the same text in every arm), mean log ratio",
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
     "exploratory": "every agency arm vs the baseline at every level and temperature, every tested metric",
+    LAYER_FAMILY: "primary, attribution: the run-time layer's part of the primary answer, agency vs the baseline "
+    "that protects the same heads without the layer, pruned levels pooled (a claim about agency: confirmatory)",
+    ATTRIBUTION_FAMILY: "secondary, attribution: the pruning choice's part (each protected baseline vs the "
+    "baseline) pooled and per pruned level, and the run-time layer's part per pruned level",
+    STRATEGY_FAMILY: "secondary: pruning methods compared baseline to baseline, and each agency arm against the "
+    "gradient-ranked baseline, per pruned level and pooled, paired over prompts",
+    INERT_AA_FAMILY: "secondary: the inert agency arm (every part off) vs the baseline at every pruned level "
+    "(A/A: should show no difference)",
 }
 
 
@@ -81,6 +96,9 @@ class AgencySummary:
     misaligned: int
     withholding_consent: float
     violations: dict[str, int]
+    # The manipulation check (contract 13), means over the records; None: the records do not say.
+    acted_share: dict[str, float] | None = None
+    gate_mass_removed: float | None = None
 
 
 @dataclass
@@ -102,9 +120,8 @@ class Statistics:
     comparisons: list[Comparison]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    margin: Margin = field(default_factory=Margin)
-    optimal: list[LevelChoice] = field(default_factory=list)
-    fronts: list[ParetoFront] = field(default_factory=list)
+    attributions: list[Attribution] = field(default_factory=list)
+    min_acted_share: float = MIN_ACTED_SHARE
 
     def family(self, name: str) -> list[Comparison]:
         return [c for c in self.comparisons if c.family == name]
@@ -136,18 +153,24 @@ class Statistics:
                 }
                 for c in self.comparisons
             ],
-            "optimal_level": {
-                "rule": f"per arm, the highest level reached from 0% through levels whose quality stays within "
-                f"x{self.margin.ratio:g} of the unpruned model (mean log ratio over prompts of reference "
-                "perplexity and over evaluation windows of corpus perplexity <= log(margin)); bootstrap: "
-                "prompts and windows resampled, the choice made again",
-                "margin": self.margin.ratio,
-                "choices": [dataclasses.asdict(c) for c in self.optimal],
+            "attribution": {
+                "rule": "per prompt on the log scale, agency/baseline = (protected baseline/baseline: the pruning "
+                "choice) x (agency/protected baseline: the run-time layer), pruned levels pooled; a gain is credited "
+                "to the agency layer only when the run-time part is significant",
+                "answers": [
+                    {
+                        "series": a.series.label(),
+                        "arm": a.arm.label,
+                        "control": a.control.label,
+                        "where": a.sentence,
+                    }
+                    for a in self.attributions
+                ],
             },
-            "pareto_front": {
-                "rule": "per arm, levels not dominated in (tokens/s higher, reference perplexity ratio to the "
-                "unpruned model lower)",
-                "fronts": [{**dataclasses.asdict(f), "front": f.front} for f in self.fronts],
+            "manipulation_check": {
+                "min_acted_share": self.min_acted_share,
+                "rule": "an ablation or sham row whose states spent less than this share of the kept heads' "
+                "row-forwards outside active reads 'uninformative: the states did not act'",
             },
             "problems": self.problems,
             "notes": self.notes,
@@ -186,6 +209,12 @@ def _agency_summary(design: Design, cell: Cell) -> AgencySummary | None:
             counts[state] += count / len(reports)
         for kind, count in report.violations.items():
             violations[kind] += count
+    acted: dict[str, float] | None = None
+    if all(r.acted_share for r in reports):
+        acted = defaultdict(float)
+        for report in reports:
+            for state, share in report.acted_share.items():
+                acted[state] += share / len(reports)
     return AgencySummary(
         len(reports),
         dict(counts),
@@ -193,6 +222,8 @@ def _agency_summary(design: Design, cell: Cell) -> AgencySummary | None:
         max(len(r.misaligned) for r in reports),
         sum(r.withholding_consent for r in reports) / len(reports),
         dict(violations),
+        None if acted is None else dict(acted),
+        None if acted is None else sum(r.gate_mass_removed for r in reports) / len(reports),
     )
 
 
@@ -229,21 +260,27 @@ def _adjust(comparisons: list[Comparison]) -> None:
 
 
 def compute_statistics(
-    design: Design, units: Units | None = None, alpha: float = ALPHA, margin: Margin | None = None
+    design: Design,
+    units: Units | None = None,
+    alpha: float = ALPHA,
+    min_acted_share: float = MIN_ACTED_SHARE,
 ) -> Statistics:
-    """Describe every cell; compute every family's comparisons; Holm over each adjustment set; choose each arm's
-    level within the quality ``margin`` and its speed/quality front."""
-    units, margin = units or Units(), margin or Margin()
+    """Describe every cell; compute every family's comparisons; Holm over each adjustment set."""
+    units = units or Units()
     comparisons: list[Comparison] = []
     for series in design.series():
         for arm in design.agency_arms(series):
             comparisons += primary_endpoint(design, series, arm, units)
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
-    comparisons += damage_by_temperature(design, units) + corpus_comparisons(design)
+    comparisons += damage_by_temperature(design, units)
     comparisons += aa_checks(design, units) + ablation(design, units) + recovery(design, units)
     comparisons += exploratory(design, units)
+    comparisons += attribution(design, units) + strategies(design, units) + inert_aa(design, units)
+    check_manipulation(design, comparisons, min_acted_share)
     _adjust(comparisons)
+    found = attributions(comparisons, design, alpha)
+    credit(comparisons, found, alpha)
     notes = []
     shared = shared_agency_settings(design.records)
     if shared:
@@ -263,7 +300,6 @@ def compute_statistics(
         describe_cells(design, units),
         comparisons,
         notes=notes,
-        margin=margin,
-        optimal=optimal_levels(design, units, margin),
-        fronts=pareto_fronts(design, units),
+        attributions=found,
+        min_acted_share=min_acted_share,
     )

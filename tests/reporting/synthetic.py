@@ -17,14 +17,13 @@ The noise model, on the log scale for perplexity and speed (the scale the report
   ``alone``, every record is its own session, so no repeat pairs across arms.
 * diversity values are drawn per sample from the regime of its text: ordinary text, or degenerate text
   (reference perplexity above 1000) whose n-grams are almost all distinct.
-* corpus perplexity per evaluation window: mean NLL = a window effect (shared by every arm and level) + a
-  window x level effect (shared by the arms) + noise own to each arm and level, shifted so that the
-  token-weighted mean of the windows is the log of the condition's corpus perplexity (as the harness records
-  it). Teacher-forced, it does not depend on the temperature. ``corpus_windows=None`` writes records as they
-  were before windows were kept.
-* ``speed_by_level`` multiplies every arm's tokens/s at a level (what remove mode buys; mask mode: none).
-* ``reference_damage`` / ``corpus_damage``, when set, replace the quickstart's curves along the levels: the
-  unpruned model's value times the damage at the level (so a level's true ratio to unpruned is known).
+* ``method_ppl`` multiplies every arm's reference and corpus perplexity at a level (what a pruning method's
+  choice of heads costs or saves); a method other than the default draws its own sample noise (it prunes other
+  heads, so it writes other text) while the prompt effects stay shared (samples share seeds across methods).
+* an arm's ``pruning`` settings (``protect``, ``protect_fraction``) make a protected baseline (no agency
+  layer); ``acted`` is the share of the kept heads' row-forwards its states spent outside ``active`` (half of
+  it removed gate mass); an arm with ``same_text`` writes (and scores) the baseline's text at every level, as
+  an inert agency layer does.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from record.identity import condition_id, identity_hash, resolved_config
 from record.schema import (
     AgencyReport,
     ConditionRecord,
-    CorpusWindows,
     Header,
     Measurements,
     ModelShape,
@@ -110,7 +108,14 @@ BASE_MODEL: dict[str, Any] = {
     "model_name": "embedded",
     "precision": "float32",
     "seed": 0,
-    "pruning": {"allow_empty_layers": False, "level": 0.0, "method": "entropy_low", "mode": "mask"},
+    "pruning": {
+        "allow_empty_layers": False,
+        "level": 0.0,
+        "method": "entropy_low",
+        "mode": "mask",
+        "protect": "none",
+        "protect_fraction": 0.15,
+    },
     "agency": {
         "active_factor": 1.0,
         "calibrate": True,
@@ -188,9 +193,6 @@ class Noise:
     tps_arm_sd: float = TPS_PAIRED_RATIO_SD / math.sqrt(2)  # per repeat and arm: 0.0155
     tps_repeat_sd: float = math.sqrt(TPS_WITHIN_CELL_SD**2 - TPS_PAIRED_RATIO_SD**2 / 2)  # shared: 0.0145
     tps_session_arm_sd: float = 0.0  # per session and arm (none detectable in the real run)
-    window_sd: float = 0.5  # per evaluation window: shared by every arm and level
-    window_level_sd: float = 0.2  # per window and level: shared by the arms
-    window_arm_sd: float = 0.05  # per window, level and arm
     latency_sd: float = 0.04
     unpruned_identical: bool = True  # at 0% the agency arm writes the baseline's text
 
@@ -206,12 +208,20 @@ class ArmSpec:
     settings: tuple[tuple[str, Any], ...] = ()  # agency settings, e.g. (("sham", True),)
     ppl: EffectFn = no_effect  # true multiplicative effect on reference perplexity, per level
     speed: EffectFn = no_effect  # true multiplicative effect on tokens/s, per level
+    pruning: tuple[tuple[str, Any], ...] = ()  # pruning settings, e.g. (("protect", "gradient"),)
+    acted: float = 0.05  # share of the kept heads' row-forwards in a non-active state (agency arms)
+    same_text: bool = False  # writes the baseline's text at every level (an inert agency layer)
 
     @property
     def name(self) -> str:
+        protection = "".join(f"+{k}={v}" for k, v in self.pruning)
         if not self.agency:
-            return "baseline"
-        return "agency" + (f"({', '.join(f'{k}={v}' for k, v in self.settings)})" if self.settings else "")
+            return "baseline" + protection
+        return (
+            "agency"
+            + (f"({', '.join(f'{k}={v}' for k, v in self.settings)})" if self.settings else "")
+            + protection
+        )
 
 
 BASELINE = ArmSpec(False)
@@ -220,6 +230,23 @@ AGENCY = ArmSpec(True)
 
 def agency(ppl: EffectFn = no_effect, speed: EffectFn = no_effect, **settings: Any) -> ArmSpec:
     return ArmSpec(True, tuple(sorted(settings.items())), ppl, speed)
+
+
+def protected(
+    kind: str = "gradient", fraction: float = 0.15, ppl: EffectFn = no_effect, speed: EffectFn = no_effect
+) -> ArmSpec:
+    """A baseline whose pruning keeps ``fraction`` of the heads (``kind``: gradient-top or random), no agency."""
+    return ArmSpec(False, (), ppl, speed, (("protect", kind), ("protect_fraction", fraction)))
+
+
+INERT_SETTINGS = {"consent_pruning": False, "state_gating": False, "overload": False, "misalignment": False}
+
+
+def inert(same_text: bool = True) -> ArmSpec:
+    """The agency layer with every part off: its states never act and (by default) it writes the baseline's text."""
+    return replace(
+        agency(**INERT_SETTINGS, departures=sorted(INERT_SETTINGS)), acted=0.0, same_text=same_text
+    )
 
 
 @dataclass(frozen=True)
@@ -238,10 +265,9 @@ class Grid:
     method: str = "entropy_low"
     config: tuple[tuple[str, Any], ...] = ()
     noise: Noise = field(default_factory=Noise)
-    corpus_windows: int | None = 31  # 1024 tokens in windows of 64, stride 32; None: not kept
-    speed_by_level: EffectFn = no_effect  # every arm's tokens/s multiplied by this at a level
-    reference_damage: EffectFn | None = None  # true reference perplexity ratio to unpruned, per level
-    corpus_damage: EffectFn | None = None  # true corpus perplexity ratio to unpruned, per level
+    method_ppl: EffectFn = (
+        no_effect  # every arm's perplexity multiplied by this at a level (the method's cost)
+    )
     layers: int = 30
     heads: int = 9
 
@@ -254,6 +280,7 @@ class Grid:
 
 
 QUICKSTART = Grid()
+QUICKSTART_METHOD = QUICKSTART.method
 
 
 def _set(mapping: dict[str, Any], dotted: str, value: Any) -> None:
@@ -273,6 +300,8 @@ def config_of(grid: Grid, level: float, temperature: float, arm: ArmSpec, seed: 
     model["agency"]["enabled"] = arm.agency
     for key, value in arm.settings:
         model["agency"][key] = value
+    for key, value in arm.pruning:
+        model["pruning"][key] = value
     data.update(prompt_count=grid.prompts, iterations=grid.iterations)
     measurement["speed"]["repeats"] = grid.repeats
     for dotted, value in grid.config:
@@ -291,7 +320,7 @@ def pruned_heads(level: float, layers: int, heads: int) -> list[list[int]]:
 
 
 def _agency_report(
-    layers: int, heads: int, pruned: list[list[int]], rng: np.random.Generator
+    layers: int, heads: int, pruned: list[list[int]], rng: np.random.Generator, acted: float = 0.05
 ) -> AgencyReport:
     gone = {tuple(h) for h in pruned}
     state_map = [
@@ -318,6 +347,8 @@ def _agency_report(
         [],
         8,
         "relative: calibrated level + margin",
+        acted_share={"misaligned": acted * 0.2, "overloaded": acted * 0.8, "withdrawn": 0.0},
+        gate_mass_removed=acted * 0.5,
     )
 
 
@@ -352,7 +383,7 @@ def _sample_metrics(
     grid: Grid, seed: int, level: float, temperature: float, arm: ArmSpec, model_seed: int
 ) -> dict[tuple[int, int], dict[str, float]]:
     noise = grid.noise
-    if arm.agency and level == 0 and noise.unpruned_identical:  # nothing pruned: the baseline's text
+    if arm.agency and (arm.same_text or (level == 0 and noise.unpruned_identical)):  # the baseline's text
         factor = arm.ppl(level)
         return {
             k: {**v, "reference_perplexity": v["reference_perplexity"] * factor}
@@ -361,13 +392,11 @@ def _sample_metrics(
     shared = _rng(seed, "prompt x level", level).normal(0, noise.ppl_prompt_level_sd, grid.prompts) + _rng(
         seed, "prompt x cell", level, temperature
     ).normal(0, noise.ppl_prompt_cell_sd, grid.prompts)
-    rng = _rng(seed, "samples", arm.name, level, temperature, model_seed)
-    curve = (
-        _log_ppl_mean(temperature, level)
-        if grid.reference_damage is None
-        else _log_ppl_mean(temperature, 0.0) + math.log(grid.reference_damage(level))
-    )
-    mean = curve + math.log(arm.ppl(level))
+    own_method = (
+        () if grid.method == QUICKSTART_METHOD else (grid.method,)
+    )  # the default's draws stay as they were
+    rng = _rng(seed, "samples", arm.name, level, temperature, model_seed, *own_method)
+    mean = _log_ppl_mean(temperature, level) + math.log(arm.ppl(level) * grid.method_ppl(level))
     values = {}
     for prompt in range(grid.prompts):
         for iteration in range(grid.iterations):
@@ -414,14 +443,12 @@ def _timing(
                     + arm_offset
                     + rng.normal(0, noise.tps_arm_sd)
                     + math.log(arm.speed(level))
-                    + math.log(grid.speed_by_level(level))
                 )
                 tps = math.exp(log_tps)
                 latency = (
                     FIRST_TOKEN_LATENCY_S
                     * math.exp(offset + rng.normal(0, noise.latency_sd))
                     / arm.speed(level)
-                    / grid.speed_by_level(level)
                 )
                 repeats[cid].append(
                     TimingRepeat(
@@ -439,30 +466,6 @@ def _timing(
                 grid.schedule, session, [c for _, c in group], 4, num_tokens, 4, "cpu", False, repeats[cid]
             )
     return result
-
-
-def window_tokens(count: int) -> list[int]:
-    """Tokens each window scores: the first all but its first token (63), the others one stride (32)."""
-    return [63] + [32] * (count - 1)
-
-
-def corpus_windows_of(
-    grid: Grid, seed: int, level: float, arm: ArmSpec, model_seed: int, corpus: float
-) -> CorpusWindows | None:
-    """Per-window mean NLLs whose token-weighted mean is log(``corpus``); None when ``grid`` keeps none."""
-    count = grid.corpus_windows
-    if count is None:
-        return None
-    noise = grid.noise
-    values = _rng(seed, "window").normal(0, noise.window_sd, count)
-    values += _rng(seed, "window x level", level, model_seed).normal(0, noise.window_level_sd, count)
-    # an agency arm that writes the baseline's text (nothing pruned) scores the baseline's windows too
-    copies = arm.agency and level == 0 and noise.unpruned_identical
-    source = BASELINE.name if copies else arm.name
-    values += _rng(seed, "window x arm", source, level, model_seed).normal(0, noise.window_arm_sd, count)
-    tokens = np.array(window_tokens(count), dtype=float)
-    values += math.log(corpus) - float((values * tokens).sum() / tokens.sum())
-    return CorpusWindows(count, [float(v) for v in values], [int(t) for t in tokens])
 
 
 def build_records(
@@ -499,19 +502,11 @@ def build_records(
                             (quality if name == "reference_perplexity" else diversity).add_sample(
                                 key, name, value
                             )
-                    corpus = (
-                        float(
-                            np.interp(
-                                level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values())
-                            )
-                        )
-                        if grid.corpus_damage is None
-                        else QUICKSTART_CORPUS_PPL[0.0] * grid.corpus_damage(level)
+                    corpus = float(
+                        np.interp(level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values()))
                     )
+                    corpus *= grid.method_ppl(level)
                     quality.add_condition("corpus_perplexity", corpus * arm.ppl(level))
-                    quality.corpus_windows = corpus_windows_of(
-                        grid, seed, level, arm, model_seed, corpus * arm.ppl(level)
-                    )
                     speed.timing = timings[cid]
                     memory.add_condition("parameters_executed", 134515008)
                     memory.add_condition("parameters_after_removal", 134515008 - len(heads) * 25000)
@@ -523,10 +518,10 @@ def build_records(
                             grid.heads,
                             heads,
                             _rng(seed, "agency", arm.name, level, temperature, model_seed),
+                            arm.acted,
                         )
                         parts.append(report)
-                    mode = next((v for k, v in grid.config if k == "model.pruning.mode"), "mask")
-                    pruning = Pruning(mode, heads, {"baseline": heads, "agency": heads})
+                    pruning = Pruning("mask", heads, {"baseline": heads, "agency": heads})
                     header = Header(
                         cid,
                         identity_hash(config),

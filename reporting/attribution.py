@@ -1,0 +1,367 @@
+"""Where an agency effect comes from, which pruning strategy degrades least, and whether the states acted.
+
+Contract 15: an effect is credited to the agency layer only against a control that
+makes the same pruning choice without the layer, the *protected baseline*
+(``model.pruning.protect=gradient`` at the fraction the agency arm protects). Per
+prompt, on the log scale, the whole effect splits exactly into two paired parts:
+
+    agency / baseline = (protected baseline / baseline) x (agency / protected baseline)
+                         the pruning choice               the run-time layer
+
+each tested over prompts (a sign-flip test and a bootstrap-t interval of the mean,
+temperatures pooled) at every pruned level and pooled over the pruned levels. The
+run-time layer's pooled part is a claim about agency and sits in the confirmatory set
+(``LAYER_FAMILY``); the pruning choice's parts, the per-level parts and every other
+protected baseline (random protection, the dose-response over the fraction) are
+secondary (``ATTRIBUTION_FAMILY``). After Holm, a whole-arm gain that the run-time part
+does not carry is read as not credited to the agency layer.
+
+Strategies (secondary, ``STRATEGY_FAMILY``): series that differ only in the pruning
+method are compared baseline to baseline at each pruned level and pooled, paired over
+prompts (samples share seeds across methods); the agency arm is compared with the
+gradient-ranked baseline too.
+
+Contract 13: an ablation or sham row is informative only when the states it is about
+acted on at least ``MIN_ACTED_SHARE`` of the kept heads' row-forwards; below it the row
+reads "uninformative: the states did not act". The inert agency arm (every part off)
+is an A/A at every pruned level (``INERT_AA_FAMILY``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+from record.identity import AGENCY_PREFIX
+from reporting.design import Arm, Cell, Design, Series
+from reporting.estimators import paired_effect
+from reporting.questions import (
+    ATTRIBUTION_FAMILY,
+    INERT_AA_FAMILY,
+    LAYER_FAMILY,
+    QUALITY,
+    SPEED,
+    STRATEGY_FAMILY,
+    Comparison,
+    key_of,
+    pruned_levels,
+)
+from reporting.units import BASELINE_ARM, Units, cell_differences, common, differences
+
+MIN_ACTED_SHARE = 0.01  # declared once: below 1% of the kept heads' row-forwards, the states did not act
+UNINFORMATIVE = "uninformative: the states did not act"
+GRADIENT = "gradient"
+RUN_TIME_SWITCHES = ("state_gating", "overload", "misalignment")  # consent_pruning changes the choice instead
+ATTRIBUTION_SWEEP = "pruning-agency sweep attribution"
+
+
+def _pooled(
+    design: Design, series: Series, levels: Sequence[float], arm: Arm, other: Arm, units: Units
+) -> list[float]:
+    """Per prompt: arm minus other, averaged over ``levels`` and the temperatures."""
+    temperatures = design.temperatures(series)
+    per_level = [differences(design, series, lv, temperatures, QUALITY, arm, other, units) for lv in levels]
+    return [sum(d[p] for d in per_level) / len(per_level) for p in common(per_level)]
+
+
+def _part(
+    family: str,
+    series: Series,
+    arm: Arm,
+    other: Arm,
+    contrast: str,
+    diffs: list[float],
+    level: float | None = None,
+) -> Comparison:
+    key = key_of(family, series, arm, other, QUALITY, contrast)
+    return Comparison(
+        family,
+        series,
+        arm,
+        other,
+        QUALITY,
+        contrast,
+        "prompts",
+        "ratio",
+        paired_effect(diffs, key),
+        -1,
+        level=level,
+    )
+
+
+def _parts(
+    design: Design, series: Series, arm: Arm, other: Arm, what: str, units: Units, pooled_family: str
+) -> list[Comparison]:
+    """``arm`` vs ``other`` pooled over the pruned levels (in ``pooled_family``) and at each pruned level."""
+    pruned = pruned_levels(design, series)
+    temperatures = design.temperatures(series)
+    result = [
+        _part(
+            pooled_family,
+            series,
+            arm,
+            other,
+            f"{what}: {arm.label} / {other.label}, pruned levels pooled",
+            _pooled(design, series, pruned, arm, other, units),
+        )
+    ]
+    for level in pruned:
+        diffs = differences(design, series, level, temperatures, QUALITY, arm, other, units)
+        result.append(
+            _part(
+                ATTRIBUTION_FAMILY,
+                series,
+                arm,
+                other,
+                f"{what}: {arm.label} / {other.label} at {level:g}%",
+                list(diffs.values()),
+                level,
+            )
+        )
+    return result
+
+
+PRUNING_CHOICE = "pruning choice"
+RUN_TIME_LAYER = "run-time layer"
+
+
+def attribution(design: Design, units: Units) -> list[Comparison]:
+    """Every protected baseline against the baseline (the pruning choice), and each main agency arm against its
+    matched protected baseline (the run-time layer), pooled over the pruned levels and at each."""
+    result = []
+    for series in design.series():
+        if not pruned_levels(design, series):
+            continue
+        for control in design.protected_baselines(series):
+            result += _parts(design, series, control, BASELINE_ARM, PRUNING_CHOICE, units, ATTRIBUTION_FAMILY)
+        for arm in design.agency_arms(series):
+            control = design.matched_control(series, arm)
+            if control is not None:
+                result += _parts(design, series, arm, control, RUN_TIME_LAYER, units, LAYER_FAMILY)
+    return result
+
+
+# -- strategies -------------------------------------------------------------------------------------------
+def _by_strategy(design: Design) -> dict[tuple[str, tuple[tuple[str, str], ...]], list[Series]]:
+    """Series that differ only in the pruning method, grouped by everything else."""
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Series]] = {}
+    for series in design.series():
+        groups.setdefault((series.model, series.split), []).append(series)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _across(
+    design: Design, mine: Series, theirs: Series, arm: Arm, other: Arm, levels: Sequence[float], units: Units
+) -> list[float]:
+    """Per prompt: ``arm`` in ``mine`` minus ``other`` in ``theirs``, averaged over levels and shared temperatures."""
+    temperatures = sorted(set(design.temperatures(mine)) & set(design.temperatures(theirs)))
+    per_level = []
+    for level in levels:
+        values: dict[int, list[float]] = {}
+        for t in temperatures:
+            pair = cell_differences(
+                design, Cell(mine, t, level, arm), Cell(theirs, t, level, other), QUALITY, units
+            )
+            for prompt, value in pair.items():
+                values.setdefault(prompt, []).append(value)
+        per_level.append({p: sum(v) / len(v) for p, v in values.items()})
+    return [sum(d[p] for d in per_level) / len(per_level) for p in common(per_level)]
+
+
+def _strategy_rows(
+    design: Design, mine: Series, theirs: Series, arm: Arm, other: Arm, units: Units, says: tuple[str, str]
+) -> list[Comparison]:
+    levels = sorted(set(pruned_levels(design, mine)) & set(pruned_levels(design, theirs)))
+    if not levels:
+        return []
+    name = f"{mine.method} {arm.label} / {theirs.method} {other.label}"
+    result = []
+    for where, chosen in [("pruned levels pooled", levels), *((f"at {lv:g}%", [lv]) for lv in levels)]:
+        contrast = f"{name}, {where}"
+        diffs = _across(design, mine, theirs, arm, other, chosen, units)
+        comparison = _part(
+            STRATEGY_FAMILY, mine, arm, other, contrast, diffs, None if len(chosen) > 1 else chosen[0]
+        )
+        comparison.says = says
+        result.append(comparison)
+    return result
+
+
+def strategies(design: Design, units: Units) -> list[Comparison]:
+    """Each pair of pruning methods, baseline against baseline; each agency arm against the gradient-ranked
+    baseline: pooled over the shared pruned levels and at each, paired over prompts."""
+    result = []
+    for group in _by_strategy(design).values():
+        for mine, theirs in combinations(sorted(group, key=lambda s: s.method), 2):
+            if BASELINE_ARM in design.arms(mine) and BASELINE_ARM in design.arms(theirs):
+                says = (f"{mine.method} degrades less", f"{theirs.method} degrades less")
+                result += _strategy_rows(design, mine, theirs, BASELINE_ARM, BASELINE_ARM, units, says)
+        gradient = next((s for s in group if s.method == GRADIENT), None)
+        if gradient is None or BASELINE_ARM not in design.arms(gradient):
+            continue
+        for series in group:
+            for arm in (a for a in design.agency_arms(series) if a.main):
+                says = (
+                    f"{arm.label} ({series.method}) better than the gradient-ranked baseline",
+                    f"{arm.label} ({series.method}) worse than the gradient-ranked baseline",
+                )
+                result += _strategy_rows(design, series, gradient, arm, BASELINE_ARM, units, says)
+    return result
+
+
+# -- the inert A/A at every pruned level ---------------------------------------------------------------------
+def inert_aa(design: Design, units: Units) -> list[Comparison]:
+    """The inert agency arm (every part off) against the baseline at each pruned level, temperatures pooled."""
+    result = []
+    for series in design.series():
+        temperatures = design.temperatures(series)
+        for arm in design.inert_arms(series):
+            for level in pruned_levels(design, series):
+                contrast = f"inert agency arm vs baseline at {level:g}%"
+                diffs = differences(design, series, level, temperatures, QUALITY, arm, BASELINE_ARM, units)
+                result.append(
+                    _part(INERT_AA_FAMILY, series, arm, BASELINE_ARM, contrast, list(diffs.values()), level)
+                )
+    return result
+
+
+# -- the manipulation check ----------------------------------------------------------------------------------
+def acted_share(design: Design, series: Series, arm: Arm, levels: Sequence[float]) -> float | None:
+    """Mean over the arm's records at ``levels`` of the share of head-steps its states spent outside active;
+    None when a record does not say (written before the check was recorded) or there is none."""
+    shares = []
+    for level in levels:
+        for t in design.temperatures(series):
+            for record in design.cells.get(Cell(series, t, level, arm), []):
+                if record.agency is None or not record.agency.acted_share:
+                    return None
+                shares.append(sum(record.agency.acted_share.values()))
+    return sum(shares) / len(shares) if shares else None
+
+
+def _is_run_time(design: Design, variant: Arm, main: Arm) -> bool:
+    """Whether ``variant`` departs from ``main`` in a run-time part (a state) or is the sham."""
+    mine, theirs = design.agency_settings.get(variant.label, {}), design.agency_settings.get(main.label, {})
+    if mine.get(AGENCY_PREFIX + "sham"):
+        return True
+    return any(mine.get(AGENCY_PREFIX + k) != theirs.get(AGENCY_PREFIX + k) for k in RUN_TIME_SWITCHES)
+
+
+def check_manipulation(
+    design: Design, comparisons: list[Comparison], min_share: float = MIN_ACTED_SHARE
+) -> None:
+    """Mark ablation rows about states that did not act: a run-time part switched off is informative only when
+    the whole arm's states acted; the sham only when the sham acted."""
+    for c in comparisons:
+        if (
+            c.family != "ablation"
+            or c.arm == c.other
+            or not c.other.agency
+            or not _is_run_time(design, c.arm, c.other)
+        ):
+            continue
+        levels = pruned_levels(design, c.series) or design.levels(c.series)
+        about = c.arm if design.agency_settings.get(c.arm.label, {}).get(AGENCY_PREFIX + "sham") else c.other
+        share = acted_share(design, c.series, about, levels)
+        if share is not None and share < min_share:
+            c.override = UNINFORMATIVE
+
+
+# -- reading the attribution --------------------------------------------------------------------------------
+@dataclass
+class Attribution:
+    """One agency arm's pooled answer split into its two parts, and the sentence that says where it comes from."""
+
+    series: Series
+    arm: Arm
+    control: Arm
+    whole: Comparison | None
+    choice: Comparison | None
+    layer: Comparison | None
+    sentence: str
+
+
+def _pooled_row(
+    comparisons: list[Comparison], family: str, series: Series, arm: Arm, other: Arm
+) -> Comparison | None:
+    return next(
+        (
+            c
+            for c in comparisons
+            if c.family == family
+            and c.series == series
+            and c.arm == arm
+            and c.other == other
+            and c.metric == QUALITY
+            and c.level is None
+        ),
+        None,
+    )
+
+
+def _where(
+    whole: Comparison | None, choice: Comparison | None, layer: Comparison | None, alpha: float
+) -> str:
+    def gain(c: Comparison | None) -> bool:
+        return c is not None and c.override is None and c.significant(alpha) and bool(c.better())
+
+    def loss(c: Comparison | None) -> bool:
+        return c is not None and c.significant(alpha) and c.better() is False
+
+    if layer is not None and loss(layer):
+        return (
+            "the run-time layer costs quality against the protected baseline: the agency layer makes it worse"
+        )
+    if gain(layer) and gain(choice):
+        return "both parts contribute: the pruning choice (protecting gradient-important heads) and the run-time layer"
+    if gain(layer):
+        return "the gain comes from the run-time layer (the agency states), beyond its pruning choice"
+    if gain(choice):
+        return "the gain comes from the pruning choice (protecting gradient-important heads), not from the agency layer"
+    if whole is not None and whole.significant(alpha) and whole.better():
+        return "the gain is not attributed: neither the pruning choice nor the run-time layer is significant alone"
+    return "there is no significant gain to attribute; the parts bound what each could add"
+
+
+def attributions(comparisons: list[Comparison], design: Design, alpha: float) -> list[Attribution]:
+    """Per series and main agency arm with a matched control: the pooled parts and where the effect comes from."""
+    result = []
+    for series in design.series():
+        for arm in design.agency_arms(series):
+            control = design.matched_control(series, arm)
+            if control is None:
+                continue
+            whole = _pooled_row(comparisons, "primary", series, arm, BASELINE_ARM)
+            choice = _pooled_row(comparisons, ATTRIBUTION_FAMILY, series, control, BASELINE_ARM)
+            layer = _pooled_row(comparisons, LAYER_FAMILY, series, arm, control)
+            result.append(
+                Attribution(series, arm, control, whole, choice, layer, _where(whole, choice, layer, alpha))
+            )
+    return result
+
+
+def credit(comparisons: list[Comparison], found: list[Attribution], alpha: float) -> None:
+    """A quality gain of an agency arm over the baseline that the run-time part does not carry is not agency's:
+    each such row (primary, ablation, exploratory) reads so instead of "agency better"."""
+    for a in found:
+        layer_gain = a.layer is not None and a.layer.significant(alpha) and bool(a.layer.better())
+        if layer_gain:
+            continue
+        explained = a.choice is not None and a.choice.significant(alpha) and bool(a.choice.better())
+        reading = (
+            "gain explained by the pruning choice (the protected baseline), not by the agency layer"
+            if explained
+            else "gain not credited to the agency layer: the run-time layer shows none over the protected baseline"
+        )
+        for c in comparisons:
+            if (
+                c.family != LAYER_FAMILY
+                and c.series == a.series
+                and c.arm == a.arm
+                and c.other == BASELINE_ARM
+                and c.metric != SPEED
+                and c.significant(alpha)
+                and c.better()
+            ):
+                c.override = reading
