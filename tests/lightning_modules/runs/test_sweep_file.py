@@ -84,6 +84,16 @@ def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions,
     assert all(p.header.config["model"]["model_name"] == "embedded" for p in planned)
 
 
+def test_the_quickstart_slices_pruned_heads_out_so_its_speed_shows_what_pruning_buys(no_model_loads) -> None:
+    """Remove mode gives mask mode's logits (contract 2) and real speed-ups; mask stays the default elsewhere."""
+    from lightning_modules.runs.runner import plan_sweep
+
+    planned, _ = plan_sweep(load_sweep("quickstart"))
+    assert len(planned) == 16 and {p.header.config["model"]["pruning"]["mode"] for p in planned} == {"remove"}
+    default = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
+    assert default["model"]["pruning"]["mode"] == "mask"
+
+
 @pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA"
 )
