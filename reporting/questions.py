@@ -22,8 +22,10 @@ For each series (model, method, other swept settings) and each main agency arm:
    timing repeats regressed on the level for tokens/s), and, separately, the
    step from 0% to the first pruned level.
 2. Optimal level: the agency/baseline ratio of reference perplexity and of
-   tokens/s at each pruned level; the answer is the level with the largest
-   significant gain.
+   tokens/s at each pruned level (the primary comparisons); the answer is a
+   trade-off, per arm: the highest level whose quality stays within a declared
+   margin of the unpruned model, with a bootstrap of that choice, and the
+   speed/quality Pareto front (``reporting/optimal.py``).
 3. Temperature: at each pruned level, whether the agency effect on reference
    perplexity differs between consecutive temperatures (a difference of
    differences, paired per prompt); and, per arm, whether temperature changes
@@ -35,6 +37,11 @@ For each series (model, method, other swept settings) and each main agency arm:
 5. Quality metrics: for reference perplexity and each diversity metric (as the
    distance to the unpruned model's value on the same prompt), the agency gain
    averaged over the pruned levels; metrics are ranked by the standardised gain.
+
+Corpus perplexity is a secondary quality endpoint beside them (family ``corpus``):
+agency vs baseline at every level, paired by evaluation window (every arm scores
+the same windows of the same text), a sign-flip test and a bootstrap-t interval of
+the mean log ratio. Records without per-window values say it is not tested.
 """
 
 from __future__ import annotations
@@ -60,14 +67,17 @@ from reporting.estimators import (
 )
 from reporting.units import (
     BASELINE_ARM,
+    CORPUS,
     Units,
     cell_differences,
     common,
     differences,
+    lacks_windows,
     session_log_ratios,
     timing_log_ratios,
     timing_logs,
     timing_session_logs,
+    window_differences,
 )
 
 QUALITY = "reference_perplexity"
@@ -98,8 +108,10 @@ CONFIRMATORY = (
     *QUESTIONS,
     LAYER_FAMILY,
 )  # one Holm adjustment over all of these together, per report
+CORPUS_FAMILY = "corpus"  # corpus perplexity, agency vs baseline per evaluation window (secondary)
 SECONDARY = (
     DAMAGE_BY_TEMPERATURE,
+    CORPUS_FAMILY,
     "aa",
     "ablation",
     "recovery",
@@ -107,6 +119,7 @@ SECONDARY = (
     STRATEGY_FAMILY,
     INERT_AA_FAMILY,
 )
+NO_WINDOWS = "the records keep no per-window values (written before windows were kept): corpus perplexity is not tested"
 ROLES = ("primary", "secondary", "exploratory")
 
 
@@ -114,7 +127,7 @@ ROLES = ("primary", "secondary", "exploratory")
 class Comparison:
     """One contrast between arms, with its effect, its family and (after Holm) its adjusted p."""
 
-    family: str  # primary, Q1..Q5, Q3-damage, exploratory, aa, ablation, recovery
+    family: str  # primary, Q1..Q5, Q3-damage, corpus, exploratory, aa, ablation, recovery
     series: Series
     arm: Arm
     other: Arm
@@ -647,6 +660,44 @@ def aa_checks(design: Design, units: Units) -> list[Comparison]:
                             temperature=temperature,
                         )
                     )
+    return result
+
+
+def corpus_comparisons(design: Design) -> list[Comparison]:
+    """Each main agency arm against the baseline at every level: corpus perplexity per evaluation window (the
+    same windows of the same text in both), temperatures pooled; untested where the records lack the windows."""
+    result = []
+    for series in design.series():
+        temperatures = design.temperatures(series)
+        for arm in design.agency_arms(series):
+            for level in design.levels(series):
+                cells = [Cell(series, t, level, a) for t in temperatures for a in (arm, BASELINE_ARM)]
+                contrast = f"agency/baseline at {level:g}%, per evaluation window"
+                diffs = window_differences(design, series, temperatures, arm, level, BASELINE_ARM, level)
+                if diffs:
+                    effect = paired_effect(
+                        list(diffs.values()),
+                        key_of(CORPUS_FAMILY, series, arm, BASELINE_ARM, CORPUS, contrast),
+                    )
+                elif any(lacks_windows(design, c) for c in cells):
+                    effect = _untested(SIGN_FLIP, NO_WINDOWS)
+                else:
+                    continue
+                result.append(
+                    Comparison(
+                        CORPUS_FAMILY,
+                        series,
+                        arm,
+                        BASELINE_ARM,
+                        CORPUS,
+                        contrast,
+                        "evaluation windows",
+                        "ratio",
+                        effect,
+                        -1,
+                        level=level,
+                    )
+                )
     return result
 
 

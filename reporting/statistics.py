@@ -5,8 +5,11 @@ intervals over the metric's units of analysis), then every comparison of
 ``questions.py`` with Holm's correction: one adjustment over every confirmatory
 comparison of the report together (the primary endpoint and every question's
 agency comparisons: one error rate per report, contract 14), and one within each
-secondary family (the A/A checks at 0%, the ablation, recovery, temperature and
-the damage of pruning) and the exploratory family.
+secondary family (corpus perplexity per evaluation window, the A/A checks at 0%,
+the ablation, recovery, temperature and the damage of pruning) and the
+exploratory family. Question 2's answer adds, per arm, the highest level within
+the quality margin (with its bootstrap) and the speed/quality Pareto front
+(``optimal.py``): choices and descriptions, not tests.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from reporting.attribution import (
 )
 from reporting.design import Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
+from reporting.optimal import LevelChoice, Margin, ParetoFront, optimal_levels, pareto_fronts
 from reporting.questions import (
     ATTRIBUTION_FAMILY,
+    CORPUS_FAMILY,
     DAMAGE_BY_TEMPERATURE,
     INERT_AA_FAMILY,
     LAYER_FAMILY,
@@ -42,6 +47,7 @@ from reporting.questions import (
     Comparison,
     aa_checks,
     ablation,
+    corpus_comparisons,
     damage_by_temperature,
     exploratory,
     primary_endpoint,
@@ -61,6 +67,8 @@ FAMILIES = {
     **{q: f"primary comparisons of question {q[1]}: {text}" for q, text in QUESTIONS.items()},
     DAMAGE_BY_TEMPERATURE: "secondary, question 3: the damage pruning does to each arm (pruned vs 0%) at one "
     "temperature over the next",
+    CORPUS_FAMILY: "secondary quality endpoint: agency vs baseline corpus perplexity at every level, paired by "
+    "evaluation window (the same windows of the same text in every arm), mean log ratio",
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
@@ -120,6 +128,9 @@ class Statistics:
     comparisons: list[Comparison]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    margin: Margin = field(default_factory=Margin)
+    optimal: list[LevelChoice] = field(default_factory=list)
+    fronts: list[ParetoFront] = field(default_factory=list)
     attributions: list[Attribution] = field(default_factory=list)
     min_acted_share: float = MIN_ACTED_SHARE
 
@@ -153,6 +164,19 @@ class Statistics:
                 }
                 for c in self.comparisons
             ],
+            "optimal_level": {
+                "rule": f"per arm, the highest level reached from 0% through levels whose quality stays within "
+                f"x{self.margin.ratio:g} of the unpruned model (mean log ratio over prompts of reference "
+                "perplexity and over evaluation windows of corpus perplexity <= log(margin)); bootstrap: "
+                "prompts and windows resampled, the choice made again",
+                "margin": self.margin.ratio,
+                "choices": [dataclasses.asdict(c) for c in self.optimal],
+            },
+            "pareto_front": {
+                "rule": "per arm, levels not dominated in (tokens/s higher, reference perplexity ratio to the "
+                "unpruned model lower)",
+                "fronts": [{**dataclasses.asdict(f), "front": f.front} for f in self.fronts],
+            },
             "attribution": {
                 "rule": "per prompt on the log scale, agency/baseline = (protected baseline/baseline: the pruning "
                 "choice) x (agency/protected baseline: the run-time layer), pruned levels pooled; a gain is credited "
@@ -263,17 +287,19 @@ def compute_statistics(
     design: Design,
     units: Units | None = None,
     alpha: float = ALPHA,
+    margin: Margin | None = None,
     min_acted_share: float = MIN_ACTED_SHARE,
 ) -> Statistics:
-    """Describe every cell; compute every family's comparisons; Holm over each adjustment set."""
-    units = units or Units()
+    """Describe every cell; compute every family's comparisons; Holm over each adjustment set; choose each arm's
+    level within the quality ``margin`` and its speed/quality front."""
+    units, margin = units or Units(), margin or Margin()
     comparisons: list[Comparison] = []
     for series in design.series():
         for arm in design.agency_arms(series):
             comparisons += primary_endpoint(design, series, arm, units)
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
-    comparisons += damage_by_temperature(design, units)
+    comparisons += damage_by_temperature(design, units) + corpus_comparisons(design)
     comparisons += aa_checks(design, units) + ablation(design, units) + recovery(design, units)
     comparisons += exploratory(design, units)
     comparisons += attribution(design, units) + strategies(design, units) + inert_aa(design, units)
@@ -300,6 +326,9 @@ def compute_statistics(
         describe_cells(design, units),
         comparisons,
         notes=notes,
+        margin=margin,
+        optimal=optimal_levels(design, units, margin),
+        fronts=pareto_fronts(design, units),
         attributions=found,
         min_acted_share=min_acted_share,
     )

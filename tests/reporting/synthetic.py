@@ -17,6 +17,14 @@ The noise model, on the log scale for perplexity and speed (the scale the report
   ``alone``, every record is its own session, so no repeat pairs across arms.
 * diversity values are drawn per sample from the regime of its text: ordinary text, or degenerate text
   (reference perplexity above 1000) whose n-grams are almost all distinct.
+* corpus perplexity per evaluation window: mean NLL = a window effect (shared by every arm and level) + a
+  window x level effect (shared by the arms) + noise own to each arm and level, shifted so that the
+  token-weighted mean of the windows is the log of the condition's corpus perplexity (as the harness records
+  it). Teacher-forced, it does not depend on the temperature. ``corpus_windows=None`` writes records as they
+  were before windows were kept.
+* ``speed_by_level`` multiplies every arm's tokens/s at a level (what remove mode buys; mask mode: none).
+* ``reference_damage`` / ``corpus_damage``, when set, replace the quickstart's curves along the levels: the
+  unpruned model's value times the damage at the level (so a level's true ratio to unpruned is known).
 * ``method_ppl`` multiplies every arm's reference and corpus perplexity at a level (what a pruning method's
   choice of heads costs or saves); a method other than the default draws its own sample noise (it prunes other
   heads, so it writes other text) while the prompt effects stay shared (samples share seeds across methods).
@@ -43,6 +51,7 @@ from record.identity import condition_id, identity_hash, resolved_config
 from record.schema import (
     AgencyReport,
     ConditionRecord,
+    CorpusWindows,
     Header,
     Measurements,
     ModelShape,
@@ -193,6 +202,9 @@ class Noise:
     tps_arm_sd: float = TPS_PAIRED_RATIO_SD / math.sqrt(2)  # per repeat and arm: 0.0155
     tps_repeat_sd: float = math.sqrt(TPS_WITHIN_CELL_SD**2 - TPS_PAIRED_RATIO_SD**2 / 2)  # shared: 0.0145
     tps_session_arm_sd: float = 0.0  # per session and arm (none detectable in the real run)
+    window_sd: float = 0.5  # per evaluation window: shared by every arm and level
+    window_level_sd: float = 0.2  # per window and level: shared by the arms
+    window_arm_sd: float = 0.05  # per window, level and arm
     latency_sd: float = 0.04
     unpruned_identical: bool = True  # at 0% the agency arm writes the baseline's text
 
@@ -265,6 +277,10 @@ class Grid:
     method: str = "entropy_low"
     config: tuple[tuple[str, Any], ...] = ()
     noise: Noise = field(default_factory=Noise)
+    corpus_windows: int | None = 31  # 1024 tokens in windows of 64, stride 32; None: not kept
+    speed_by_level: EffectFn = no_effect  # every arm's tokens/s multiplied by this at a level
+    reference_damage: EffectFn | None = None  # true reference perplexity ratio to unpruned, per level
+    corpus_damage: EffectFn | None = None  # true corpus perplexity ratio to unpruned, per level
     method_ppl: EffectFn = (
         no_effect  # every arm's perplexity multiplied by this at a level (the method's cost)
     )
@@ -396,7 +412,12 @@ def _sample_metrics(
         () if grid.method == QUICKSTART_METHOD else (grid.method,)
     )  # the default's draws stay as they were
     rng = _rng(seed, "samples", arm.name, level, temperature, model_seed, *own_method)
-    mean = _log_ppl_mean(temperature, level) + math.log(arm.ppl(level) * grid.method_ppl(level))
+    curve = (
+        _log_ppl_mean(temperature, level)
+        if grid.reference_damage is None
+        else _log_ppl_mean(temperature, 0.0) + math.log(grid.reference_damage(level))
+    )
+    mean = curve + math.log(arm.ppl(level) * grid.method_ppl(level))
     values = {}
     for prompt in range(grid.prompts):
         for iteration in range(grid.iterations):
@@ -443,12 +464,14 @@ def _timing(
                     + arm_offset
                     + rng.normal(0, noise.tps_arm_sd)
                     + math.log(arm.speed(level))
+                    + math.log(grid.speed_by_level(level))
                 )
                 tps = math.exp(log_tps)
                 latency = (
                     FIRST_TOKEN_LATENCY_S
                     * math.exp(offset + rng.normal(0, noise.latency_sd))
                     / arm.speed(level)
+                    / grid.speed_by_level(level)
                 )
                 repeats[cid].append(
                     TimingRepeat(
@@ -466,6 +489,30 @@ def _timing(
                 grid.schedule, session, [c for _, c in group], 4, num_tokens, 4, "cpu", False, repeats[cid]
             )
     return result
+
+
+def window_tokens(count: int) -> list[int]:
+    """Tokens each window scores: the first all but its first token (63), the others one stride (32)."""
+    return [63] + [32] * (count - 1)
+
+
+def corpus_windows_of(
+    grid: Grid, seed: int, level: float, arm: ArmSpec, model_seed: int, corpus: float
+) -> CorpusWindows | None:
+    """Per-window mean NLLs whose token-weighted mean is log(``corpus``); None when ``grid`` keeps none."""
+    count = grid.corpus_windows
+    if count is None:
+        return None
+    noise = grid.noise
+    values = _rng(seed, "window").normal(0, noise.window_sd, count)
+    values += _rng(seed, "window x level", level, model_seed).normal(0, noise.window_level_sd, count)
+    # an agency arm that writes the baseline's text (nothing pruned) scores the baseline's windows too
+    copies = arm.agency and (arm.same_text or (level == 0 and noise.unpruned_identical))
+    source = BASELINE.name if copies else arm.name
+    values += _rng(seed, "window x arm", source, level, model_seed).normal(0, noise.window_arm_sd, count)
+    tokens = np.array(window_tokens(count), dtype=float)
+    values += math.log(corpus) - float((values * tokens).sum() / tokens.sum())
+    return CorpusWindows(count, [float(v) for v in values], [int(t) for t in tokens])
 
 
 def build_records(
@@ -502,11 +549,20 @@ def build_records(
                             (quality if name == "reference_perplexity" else diversity).add_sample(
                                 key, name, value
                             )
-                    corpus = float(
-                        np.interp(level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values()))
+                    corpus = (
+                        float(
+                            np.interp(
+                                level, list(QUICKSTART_CORPUS_PPL), list(QUICKSTART_CORPUS_PPL.values())
+                            )
+                        )
+                        if grid.corpus_damage is None
+                        else QUICKSTART_CORPUS_PPL[0.0] * grid.corpus_damage(level)
                     )
                     corpus *= grid.method_ppl(level)
                     quality.add_condition("corpus_perplexity", corpus * arm.ppl(level))
+                    quality.corpus_windows = corpus_windows_of(
+                        grid, seed, level, arm, model_seed, corpus * arm.ppl(level)
+                    )
                     speed.timing = timings[cid]
                     memory.add_condition("parameters_executed", 134515008)
                     memory.add_condition("parameters_after_removal", 134515008 - len(heads) * 25000)
@@ -521,7 +577,8 @@ def build_records(
                             arm.acted,
                         )
                         parts.append(report)
-                    pruning = Pruning("mask", heads, {"baseline": heads, "agency": heads})
+                    mode = next((v for k, v in grid.config if k == "model.pruning.mode"), "mask")
+                    pruning = Pruning(mode, heads, {"baseline": heads, "agency": heads})
                     header = Header(
                         cid,
                         identity_hash(config),
