@@ -26,6 +26,12 @@ from record.schema import CorpusWindows
 REFERENCE_PERPLEXITY = "reference_perplexity"
 CORPUS_PERPLEXITY = "corpus_perplexity"
 IGNORE_INDEX = -100
+# The config key that switches each metric off (the callback's LightningCLI group is ``quality``), so a
+# metric that was not wanted reads "off" and never "failed".
+SWITCHES = {
+    REFERENCE_PERPLEXITY: "quality.reference_perplexity",
+    CORPUS_PERPLEXITY: "quality.corpus_perplexity",
+}
 
 
 class QualityMonitor(MeasuringCallback):

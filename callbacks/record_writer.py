@@ -30,7 +30,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from callbacks.base import error_text, measuring_callbacks
 from callbacks.outputs import OutputWriter
 from callbacks.protocols import Generated
+from callbacks.quality import CORPUS_PERPLEXITY, SWITCHES
 from callbacks.samples import generation_failure
+from record.catalogue import METRICS
 from record.errors import is_measurement_failure, require
 from record.identity import flatten
 from record.schema import ConditionRecord, Failure, Header, Sample, compose
@@ -319,13 +321,16 @@ def wandb_summary(record: ConditionRecord) -> dict[str, Any]:
 
 def summary_line(record: ConditionRecord, path: Path) -> str:
     """One line per condition for the terminal."""
-
-    def mean(name: str) -> str:
-        stats = record.aggregates.get(name)
-        return "failed" if stats is None or stats.central is None else f"{stats.central:.4g}"
-
     flat = flatten(record.config)
-    corpus = record.condition_metrics.get("corpus_perplexity")
+
+    def shown(name: str) -> str:
+        if name in record.condition_metrics:
+            value = record.condition_metrics[name]
+        else:
+            stats = record.aggregates.get(name)
+            value = None if stats is None else stats.central
+        return f"{value:.4g}" if value is not None else measurement_state(record, flat, name)
+
     arm = "baseline"
     if flat.get("model.agency.enabled"):
         changed = [
@@ -337,8 +342,24 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
     return (
         f"[{arm}] {flat.get('model.model_name')} {flat.get('model.pruning.method')} "
         f"{flat.get('model.pruning.level'):g}% T={flat.get('model.generation.temperature'):g}: "
-        f"{mean('tokens_per_second')} tok/s, first token {mean('first_token_latency_s')} s, "
-        f"ref ppl {mean('reference_perplexity')}, corpus ppl "
-        f"{'failed' if corpus is None else f'{corpus:.4g}'}, distinct-2 {mean('distinct_2')}, "
-        f"samples {len(record.samples)} ({failed} with failures) -> {path}"
+        f"{shown('tokens_per_second')} tok/s, first token {shown('first_token_latency_s')} s, "
+        f"ref ppl {shown('reference_perplexity')}, corpus ppl {shown(CORPUS_PERPLEXITY)}, "
+        f"distinct-2 {shown('distinct_2')}, samples {len(record.samples)} ({failed} with failures) -> {path}"
     )
+
+
+def measurement_state(record: ConditionRecord, flat: dict[str, Any], name: str) -> str:
+    """Why a metric has no value: ``off`` (its switch is off), ``failed`` (a failure is recorded for it, its
+    part, the condition or, per sample, the generation), else ``not measured`` (no callback measured it)."""
+    if flat.get(SWITCHES.get(name, "")) is False:
+        return "off"
+    spec = METRICS[name]
+    scopes = {name, spec.part, "condition"}
+    rows = [s.failures for s in record.samples] if spec.measured_per == "sample" else []
+    if spec.measured_per == "timing" and record.timing is not None:
+        rows = [r.failures for r in record.timing.repeats]
+    if any(f.metric in scopes for f in record.failures) or any(
+        name in failures or "generation" in failures for failures in rows
+    ):
+        return "failed"
+    return "not measured"

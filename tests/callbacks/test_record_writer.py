@@ -198,3 +198,26 @@ def test_the_terminal_line_names_the_arm_and_how_it_departs_from_the_default_age
     assert summary_line(baseline, Path("b.json")).startswith("[baseline] ")
     line = summary_line(variant, Path("v.json"))
     assert line.startswith("[agency calibrate=false state_gating=false] ") and line.endswith("-> v.json")
+
+
+def test_the_terminal_line_says_off_for_a_switched_off_measurement_and_failed_only_for_a_failure(
+    run_condition, monkeypatch
+) -> None:
+    import re
+
+    from lightning_modules.module import PruningExperiment
+
+    switched_off = run_condition(
+        [QualityMonitor(reference_perplexity=False, corpus_perplexity=False)], iterations=1
+    ).record
+    line = summary_line(switched_off, Path("o.json"))
+    assert "ref ppl off, corpus ppl off" in line and "failed" not in line, line
+    assert "not measured tok/s" in line and "distinct-2 not measured" in line, line  # no callback for them
+
+    def unavailable(self):
+        raise RuntimeError("evaluation text unreadable")
+
+    monkeypatch.setattr(PruningExperiment, "corpus_score", unavailable)
+    broken = run_condition([QualityMonitor()], iterations=1).record
+    line = summary_line(broken, Path("b.json"))
+    assert "corpus ppl failed" in line and re.search(r"ref ppl \d", line), line
