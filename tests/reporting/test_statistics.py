@@ -88,6 +88,10 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "ablation",
         "recovery",
         "exploratory",
+        "attribution-layer",
+        "attribution",
+        "strategies",
+        "aa-pruned",
     }
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere
