@@ -58,9 +58,9 @@ def test_protection_names_arms_of_one_series_and_other_settings_still_refuse_to_
     assert [a.label for a in design.arms()] == [
         "baseline",
         "baseline + gradient protection (0%)",
+        "baseline + gradient protection (5%)",
         "baseline + gradient protection (15%)",
         "baseline + gradient protection (30%)",
-        "baseline + gradient protection (5%)",
         "baseline + random protection (15%)",
         "agency",
     ]
