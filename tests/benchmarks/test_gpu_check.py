@@ -74,6 +74,7 @@ def test_figure_lines_fail_only_on_a_missed_goal() -> None:
     assert lines[0].check == "1 gate overhead / gated / plain" and "goal >= 0.95" in lines[0].details
 
 
+@pytest.mark.slow  # its fixture runs a whole sweep on a tiny model
 def test_sweep_lines_flag_conditions_that_did_not_complete_on_cuda(smoke_records: Path) -> None:
     lines = gpu_check.sweep_lines(smoke_records, exit_code=0)
     assert len(lines) == 4

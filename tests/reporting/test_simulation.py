@@ -172,6 +172,7 @@ def test_the_generator_reproduces_the_measured_noise() -> None:
     assert math.sqrt(np.mean(ratios)) == pytest.approx(TPS_PAIRED_RATIO_SD, rel=0.2)
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_without_a_true_difference_at_most_5_percent_of_runs_report_a_primary_effect(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -200,6 +201,7 @@ def test_without_a_true_difference_at_most_5_percent_of_runs_report_a_primary_ef
     assert max(np.mean(v) for v in unadjusted.values()) <= 0.10
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_a_constant_10_percent_speed_effect_is_detected_at_every_pruned_level(
     constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -213,6 +215,7 @@ def test_a_constant_10_percent_speed_effect_is_detected_at_every_pruned_level(
     assert min(found.values()) >= REQUIRED_DETECTIONS and primary >= REQUIRED_DETECTIONS
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_a_constant_20_percent_log_perplexity_effect_is_detected_at_every_pruned_level(
     constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,6 +229,7 @@ def test_a_constant_20_percent_log_perplexity_effect_is_detected_at_every_pruned
     assert min(found.values()) >= REQUIRED_DETECTIONS and primary >= REQUIRED_DETECTIONS
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_a_constant_20_percent_log_perplexity_effect_is_detected_by_question_5(
     constant_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +241,7 @@ def test_a_constant_20_percent_log_perplexity_effect_is_detected_by_question_5(
     assert found >= REQUIRED_DETECTIONS
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_a_speed_effect_growing_with_the_level_is_detected_as_a_slope(
     growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,6 +250,7 @@ def test_a_speed_effect_growing_with_the_level_is_detected_as_a_slope(
     assert found >= REQUIRED_DETECTIONS
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_a_perplexity_effect_growing_with_the_level_is_detected_as_a_slope(
     growing_runs: list[list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -257,6 +263,7 @@ def test_a_perplexity_effect_growing_with_the_level_is_detected_as_a_slope(
     assert found >= REQUIRED_DETECTIONS
 
 
+@pytest.mark.slow  # the whole statistics pipeline over many simulated sweeps
 def test_power_for_a_20_percent_perplexity_ratio_is_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
