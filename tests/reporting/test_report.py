@@ -318,3 +318,26 @@ def test_a_figure_without_data_is_a_note_not_an_error(tmp_path: Path) -> None:
     outcome = plots.make_plots(design, compute_statistics(design), tmp_path / "plots")
     assert any("radar" in note and "0%" in note for note in outcome.notes)
     assert outcome.paths and all(p.is_file() for p in outcome.paths)
+
+
+@pytest.mark.parametrize(
+    ("option", "typed", "meant"),
+    [
+        ("--split-by", "model.generation.top_q", "model.generation.top_p"),
+        ("--where", "model.pruning.mdoe=remove", "model.pruning.mode"),
+    ],
+)
+def test_exit_2_naming_a_split_or_where_key_no_record_has_before_anything_is_written(
+    option: str, typed: str, meant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    write_run(run, SMALL)
+    code, lines = _exit([str(run), "--no-wandb", option, typed], capsys)
+    key = typed.split("=", 1)[0]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"error: {option} key '{key}' is not a config key of these records (did you mean '{meant}'?); allowed: "
+    )
+    allowed = lines[0].split("; allowed: ", 1)[1].split(", ")
+    assert meant in allowed and "model.pruning.level" in allowed and key not in allowed
+    assert not (run / "report").exists()
