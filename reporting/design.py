@@ -21,6 +21,7 @@ they were timed in the same session; condition metrics are one value per record.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections import Counter, defaultdict
@@ -255,6 +256,21 @@ def parse_where(clauses: Iterable[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def check_keys(records: list[ConditionRecord], split_by: Iterable[str], where_keys: Iterable[str]) -> None:
+    """A ``--split-by`` or ``--where`` key that no record has is a typo, not a filter or a factor: refuse it
+    (a misspelt split key would otherwise pool silently, a misspelt filter would drop every record)."""
+    present = set().union(*(flatten(r.config) for r in records))
+    for option, keys in (("--split-by", split_by), ("--where", where_keys)):
+        for key in keys:
+            if key not in present:
+                close = difflib.get_close_matches(key, present, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise DesignError(
+                    f"{option} key '{key}' is not a config key of these records{hint}; "
+                    f"allowed: {', '.join(sorted(present))}"
+                )
+
+
 class Design:
     """The records of one report, indexed by cell, with the per-unit values the statistics use."""
 
@@ -390,6 +406,8 @@ def build_design(
     where: Iterable[tuple[str, Any]] = (),
 ) -> Design:
     """Filter, then refuse to pool records that differ in anything but the compared factors."""
+    where = list(where)
+    check_keys(records, split_by, [key for key, _ in where])
     for key, value in where:
         records = [r for r in records if canonical(flatten(r.config).get(key)) == canonical(value)]
     compared = STANDARD_FACTORS | set(swept) | set(split_by)
