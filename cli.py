@@ -61,18 +61,16 @@ def recover(argv: list[str]) -> None:
     """Measure a condition, recover it, and measure the recovered model (two records)."""
     from lightning_modules.lightning_cli import run_predict
     from lightning_modules.runs.runner import recover_condition
-    from record.storage import default_run_dir
-
-    if not any(a.startswith("--record.output_dir") for a in argv):
-        argv = [*argv, f"--record.output_dir={default_run_dir()}"]
-    output = next(a.split("=", 1)[1] for a in argv if a.startswith("--record.output_dir="))
 
     def both() -> None:
-        run_predict(argv)
+        # The run folder as the CLI resolved it (flag in either form, config file, else a new default), fixed
+        # for the fit and the recovered measurement so that all three land in the same folder.
+        measured = run_predict(argv)
+        output = str(measured.config[measured.subcommand].record.output_dir)
         from lightning_modules.inputs.wandb_guard import finish_wandb_run
 
         finish_wandb_run(0)
-        recover_condition(argv, Path(output), quiet=False)
+        recover_condition([*argv, f"--record.output_dir={output}"], Path(output), quiet=False)
 
     _interruptible(both, "not everything finished; run the same command again to resume")
 

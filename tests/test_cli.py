@@ -462,3 +462,28 @@ def test_bundled_configs_work_from_any_directory(
         ]
     )
     assert len(list((tmp_path / "here" / "records").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("given_as", ["flag=", "flag space", "config file", "flag over config file"])
+def test_recover_checks_the_run_folder_given_in_any_form(
+    given_as, base_args, bad_files, tmp_path, capsys, monkeypatch, no_model_loads
+) -> None:
+    """``--record.output_dir DIR`` and ``=DIR`` are the same; a config file's folder beats the default and a
+    flag beats the config file. The folder is one the checks refuse, so the test needs no model load."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    bad, good = f"{bad_files['a_file']}/run", str(tmp_path / "good")
+    args = [a for a in base_args if not a.startswith("--record.output_dir")]
+    config = tmp_path / "record.yaml"
+    config.write_text(f"record:\n  output_dir: {bad if given_as == 'config file' else good}\n")
+    extra = {
+        "flag=": [f"--record.output_dir={bad}"],
+        "flag space": ["--record.output_dir", bad],
+        "config file": ["--config", str(config)],
+        "flag over config file": ["--config", str(config), "--record.output_dir", bad],
+    }[given_as]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["recover", *args, *extra])
+    lines = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert f"output directory '{bad}' cannot be written" in lines[0]
