@@ -183,7 +183,7 @@ class PruningExperiment(L.LightningModule):
                     "model.checkpoint",
                     str(path),
                     "a checkpoint written by 'pruning-agency fit'",
-                    f"cannot be read ({type(error).__name__}: {error})",
+                    f"cannot be read ({type(error).__name__}: {' '.join(str(error).split())})",  # one line
                 ) from None
             if not meta.get("complete"):
                 raise ConfigError(

@@ -487,3 +487,19 @@ def test_recover_checks_the_run_folder_given_in_any_form(
     lines = capsys.readouterr().err.splitlines()
     assert info.value.code == 2 and len(lines) == 1, lines
     assert f"output directory '{bad}' cannot be written" in lines[0]
+
+
+@pytest.mark.parametrize("checkpoint", ["missing.ckpt", "not_a_checkpoint.ckpt"])
+def test_a_refused_checkpoint_is_refused_before_any_wandb_run_starts(
+    checkpoint, base_args, tmp_path, capsys, monkeypatch, no_model_loads
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = tmp_path / checkpoint
+    if checkpoint.startswith("not_a"):
+        path.write_text("plain text, not a checkpoint\n")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", *base_args, f"--model.checkpoint={path}"])
+    lines = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: model.checkpoint '{path}' ") and "; allowed: " in lines[0]
+    assert not list(tmp_path.rglob("offline-run-*"))  # no W&B run was started for it
