@@ -54,6 +54,13 @@ UNINFORMATIVE = "uninformative: the states did not act"
 GRADIENT = "gradient"
 RUN_TIME_SWITCHES = ("state_gating", "overload", "misalignment")  # consent_pruning changes the choice instead
 ATTRIBUTION_SWEEP = "pruning-agency sweep attribution"
+LEVEL_EFFECT_FAMILIES = (
+    "primary",
+    "Q2",
+    "Q5",
+    "ablation",
+    "exploratory",
+)  # arm vs baseline at a level or pooled
 
 
 def _pooled(
@@ -349,10 +356,9 @@ def credit(comparisons: list[Comparison], found: list[Attribution], alpha: float
         if layer_gain:
             continue
         explained = a.choice is not None and a.choice.significant(alpha) and bool(a.choice.better())
-        reading = (
-            "gain explained by the pruning choice (the protected baseline), not by the agency layer"
-            if explained
-            else "gain not credited to the agency layer: the run-time layer shows none over the protected baseline"
+        by_choice = "gain explained by the pruning choice (the protected baseline), not by the agency layer"
+        unshown = (
+            "gain not credited to the agency layer: the run-time layer shows none over the protected baseline"
         )
         for c in comparisons:
             if (
@@ -364,4 +370,6 @@ def credit(comparisons: list[Comparison], found: list[Attribution], alpha: float
                 and c.significant(alpha)
                 and c.better()
             ):
-                c.override = reading
+                # a level effect is what the parts decompose; a contrast of effects (a slope, a difference of
+                # differences) was not split, so it is only said not to be the layer's
+                c.override = by_choice if explained and c.family in LEVEL_EFFECT_FAMILIES else unshown

@@ -10,6 +10,11 @@ the ablation, recovery, temperature and the damage of pruning) and the
 exploratory family. Question 2's answer adds, per arm, the highest level within
 the quality margin (with its bootstrap) and the speed/quality Pareto front
 (``optimal.py``): choices and descriptions, not tests.
+
+``attribution.py`` adds the split of each agency answer into the pruning choice and
+the run-time layer (the layer's pooled part is confirmatory, the rest secondary), the
+strategies, the inert A/A at every pruned level and the manipulation check; after Holm
+it reads a gain the protected control explains as not agency's.
 """
 
 from __future__ import annotations

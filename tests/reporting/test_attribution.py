@@ -20,6 +20,7 @@ from synthetic import (
     agency,
     at_pruned_levels,
     build_records,
+    growing,
     inert,
     protected,
 )
@@ -140,6 +141,19 @@ def test_the_headline_opens_the_summary_in_at_most_ten_lines_with_answer_source_
     for part in ("Primary answer", "Where it comes from", "Speed cost", "A/A checks", "Limits"):
         assert any(f"**{part}" in line for line in body), part
     assert "n = 24 prompts" in body[-1] and "side by side" in body[-1]
+
+
+def test_a_resilience_gain_the_control_shares_is_not_read_as_agency_degrading_less() -> None:
+    damping = growing(0.3)  # both the protected baseline and the agency arm lose less as pruning rises
+    stats, text = _report(
+        replace(QUICKSTART, arms=(BASELINE, protected(ppl=damping), agency(ppl=damping, departures=[])))
+    )
+    gains = [c for c in stats.comparisons if c.family in ("Q1", "Q4") and c.significant(0.05) and c.better()]
+    assert gains, "the simulated resilience gain should be detected"
+    assert all(c.reading(0.05).startswith("gain not credited to the agency layer") for c in gains)
+    for key in ("Q1", "Q4"):
+        answer = _section(text, f"## {key[1]}.").split("**Answer:**", 1)[1]
+        assert "agency degrades less" not in answer and "agency helps more" not in answer
 
 
 # -- strategies ----------------------------------------------------------------------------------------------
