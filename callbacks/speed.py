@@ -172,14 +172,6 @@ class SpeedMonitor(MeasuringCallback):
         """Record ``timing`` (this condition's arm of an interleaved timing) at the next run, once."""
         self.given_timing = timing
 
-    def result_settings(self) -> dict[str, Any]:
-        return {
-            "repeats": self.repeats,
-            "batch_size": self.batch_size,
-            "num_tokens": self.num_tokens,
-            "warmup_tokens": self.warmup_tokens,
-        }
-
     def timed_batch(
         self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int, generation_tokens: int
     ) -> TimedBatch:

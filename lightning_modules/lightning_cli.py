@@ -28,13 +28,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from callbacks.agency_report import AgencyReporter
-from callbacks.diversity import DiversityMonitor
-from callbacks.memory import MemoryMonitor
-from callbacks.outputs import OutputWriter
-from callbacks.quality import QualityMonitor
-from callbacks.record_writer import RecordWriter
-from callbacks.speed import SpeedMonitor
+from lightning_modules.callback_groups import CALLBACK_GROUPS
 from lightning_modules.data import PromptDataModule
 from lightning_modules.describe import describe_condition
 from lightning_modules.inputs.arguments import (
@@ -51,15 +45,6 @@ from record.errors import ConfigError
 from record.schema import Header
 from record.storage import default_run_dir
 
-CALLBACK_GROUPS = (
-    ("timing", SpeedMonitor),
-    ("memory", MemoryMonitor),
-    ("quality", QualityMonitor),
-    ("diversity", DiversityMonitor),
-    ("agency_report", AgencyReporter),
-    ("outputs", OutputWriter),
-    ("record", RecordWriter),
-)
 FIT_PRECISION = {"float32": "32-true", "bfloat16": "bf16-mixed", "float16": "16-mixed"}  # fp32 master weights
 # W&B by default (offline unless WANDB_MODE says otherwise), so every config has a run to read.
 DEFAULT_LOGGER = {
