@@ -11,9 +11,9 @@ prompt, on the log scale, the whole effect splits exactly into two paired parts:
 each tested over prompts (a sign-flip test and a bootstrap-t interval of the mean,
 temperatures pooled) at every pruned level and pooled over the pruned levels. The
 run-time layer's pooled part is a claim about agency and sits in the confirmatory set
-(``LAYER_FAMILY``); the pruning choice's parts, the per-level parts and every other
-protected baseline (random protection, the dose-response over the fraction) are
-secondary (``ATTRIBUTION_FAMILY``). After Holm, a whole-arm gain that the run-time part
+(``LAYER_FAMILY``); the pruning choice's parts and the per-level parts are secondary
+(``ATTRIBUTION_FAMILY``), and every other protected baseline (random protection, the
+dose-response over the fraction) is secondary in its own family (``PROTECTION_FAMILY``). After Holm, a whole-arm gain that the run-time part
 does not carry is read as not credited to the agency layer.
 
 Strategies (secondary, ``STRATEGY_FAMILY``): series that differ only in the pruning
@@ -40,6 +40,7 @@ from reporting.questions import (
     ATTRIBUTION_FAMILY,
     INERT_AA_FAMILY,
     LAYER_FAMILY,
+    PROTECTION_FAMILY,
     QUALITY,
     SPEED,
     STRATEGY_FAMILY,
@@ -98,7 +99,14 @@ def _part(
 
 
 def _parts(
-    design: Design, series: Series, arm: Arm, other: Arm, what: str, units: Units, pooled_family: str
+    design: Design,
+    series: Series,
+    arm: Arm,
+    other: Arm,
+    what: str,
+    units: Units,
+    pooled_family: str,
+    level_family: str = ATTRIBUTION_FAMILY,
 ) -> list[Comparison]:
     """``arm`` vs ``other`` pooled over the pruned levels (in ``pooled_family``) and at each pruned level."""
     pruned = pruned_levels(design, series)
@@ -117,7 +125,7 @@ def _parts(
         diffs = differences(design, series, level, temperatures, QUALITY, arm, other, units)
         result.append(
             _part(
-                ATTRIBUTION_FAMILY,
+                level_family,
                 series,
                 arm,
                 other,
@@ -134,14 +142,18 @@ RUN_TIME_LAYER = "run-time layer"
 
 
 def attribution(design: Design, units: Units) -> list[Comparison]:
-    """Every protected baseline against the baseline (the pruning choice), and each main agency arm against its
-    matched protected baseline (the run-time layer), pooled over the pruned levels and at each."""
+    """Each main agency arm's matched protected baseline against the baseline (the pruning choice) and the arm
+    against that control (the run-time layer), pooled over the pruned levels and at each; every other protected
+    baseline (random protection, other fractions) against the baseline in its own family, so a dose-response
+    does not dilute the decomposition's correction."""
     result = []
     for series in design.series():
         if not pruned_levels(design, series):
             continue
+        matched = {design.matched_control(series, arm) for arm in design.agency_arms(series)} - {None}
         for control in design.protected_baselines(series):
-            result += _parts(design, series, control, BASELINE_ARM, PRUNING_CHOICE, units, ATTRIBUTION_FAMILY)
+            family = ATTRIBUTION_FAMILY if control in matched else PROTECTION_FAMILY
+            result += _parts(design, series, control, BASELINE_ARM, PRUNING_CHOICE, units, family, family)
         for arm in design.agency_arms(series):
             control = design.matched_control(series, arm)
             if control is not None:

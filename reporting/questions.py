@@ -103,6 +103,7 @@ LAYER_FAMILY = "attribution-layer"
 ATTRIBUTION_FAMILY = "attribution"
 STRATEGY_FAMILY = "strategies"
 INERT_AA_FAMILY = "aa-pruned"
+PROTECTION_FAMILY = "protection"  # protected baselines that are no agency arm's matched control (secondary)
 CONFIRMATORY = (
     "primary",
     *QUESTIONS,
@@ -116,6 +117,7 @@ SECONDARY = (
     "ablation",
     "recovery",
     ATTRIBUTION_FAMILY,
+    PROTECTION_FAMILY,
     STRATEGY_FAMILY,
     INERT_AA_FAMILY,
 )

@@ -47,6 +47,7 @@ from reporting.questions import (
     LAYER_FAMILY,
     PRIMARY,
     PRIMARY_ENDPOINT,
+    PROTECTION_FAMILY,
     QUESTIONS,
     STRATEGY_FAMILY,
     Comparison,
@@ -82,6 +83,8 @@ FAMILIES = {
     "that protects the same heads without the layer, pruned levels pooled (a claim about agency: confirmatory)",
     ATTRIBUTION_FAMILY: "secondary, attribution: the pruning choice's part (each protected baseline vs the "
     "baseline) pooled and per pruned level, and the run-time layer's part per pruned level",
+    PROTECTION_FAMILY: "secondary: every other protected baseline (random protection, the dose-response over the "
+    "protected fraction) vs the baseline, pooled and per pruned level",
     STRATEGY_FAMILY: "secondary: pruning methods compared baseline to baseline, and each agency arm against the "
     "gradient-ranked baseline, per pruned level and pooled, paired over prompts",
     INERT_AA_FAMILY: "secondary: the inert agency arm (every part off) vs the baseline at every pruned level "

@@ -17,6 +17,7 @@ from reporting.questions import (
     ATTRIBUTION_FAMILY,
     INERT_AA_FAMILY,
     LAYER_FAMILY,
+    PROTECTION_FAMILY,
     QUALITY,
     SPEED,
     STRATEGY_FAMILY,
@@ -200,15 +201,12 @@ def attribution_section(stats: Statistics) -> list[str]:
             rows,
         )
         lines += [f"**Answer:** {a.sentence}.", ""]
-    others = [
-        c
-        for c in stats.family(ATTRIBUTION_FAMILY)
-        if c.level is None and c.arm.protected and all(c.arm != a.control for a in stats.attributions)
-    ]
+    others = [c for c in stats.family(PROTECTION_FAMILY) if c.level is None]
     if others:
         lines.append(
             "Other protected baselines (random protection: does it matter which heads are kept; the dose-response "
-            "over the protected fraction), each against the baseline, pruned levels pooled:"
+            f"over the protected fraction), each against the baseline, pruned levels pooled (secondary, Holm within "
+            f"'{PROTECTION_FAMILY}'):"
         )
         lines.append("")
         lines += _table(

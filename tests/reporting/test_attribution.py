@@ -27,7 +27,13 @@ from synthetic import (
 
 from reporting.attribution import ATTRIBUTION_SWEEP, UNINFORMATIVE
 from reporting.design import DesignError, build_design
-from reporting.questions import ATTRIBUTION_FAMILY, INERT_AA_FAMILY, LAYER_FAMILY, STRATEGY_FAMILY
+from reporting.questions import (
+    ATTRIBUTION_FAMILY,
+    INERT_AA_FAMILY,
+    LAYER_FAMILY,
+    PROTECTION_FAMILY,
+    STRATEGY_FAMILY,
+)
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
 from reporting.summary_attribution import HEADLINE_LINES
@@ -67,6 +73,10 @@ def test_protection_names_arms_of_one_series_and_other_settings_still_refuse_to_
     ]
     assert all(a.protected and not a.agency for a in design.protected_baselines())
     assert design.matched_control(design.series()[0], design.agency_arms()[0]).label == GRADIENT_15
+    stats = compute_statistics(design)
+    others = {c.arm.label for c in stats.family(PROTECTION_FAMILY) if c.level is None}
+    assert others == {a.label for a in design.protected_baselines()} - {GRADIENT_15}
+    assert {c.arm.label for c in stats.family(ATTRIBUTION_FAMILY) if c.arm.protected} == {GRADIENT_15}
     other = build_records(replace(grid, arms=(protected(),), config=(("model.pruning.mode", "remove"),)))
     with pytest.raises(DesignError, match="model.pruning.mode"):
         build_design(build_records(grid) + other)

@@ -90,6 +90,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "exploratory",
         "attribution-layer",
         "attribution",
+        "protection",
         "strategies",
         "aa-pruned",
     }
