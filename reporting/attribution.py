@@ -150,14 +150,15 @@ def attribution(design: Design, units: Units) -> list[Comparison]:
     for series in design.series():
         if not pruned_levels(design, series):
             continue
-        matched = {design.matched_control(series, arm) for arm in design.agency_arms(series)} - {None}
+        matched = {
+            c for arm in design.agency_arms(series) if (c := design.matched_control(series, arm)) is not None
+        }
         for control in design.protected_baselines(series):
             family = ATTRIBUTION_FAMILY if control in matched else PROTECTION_FAMILY
             result += _parts(design, series, control, BASELINE_ARM, PRUNING_CHOICE, units, family, family)
         for arm in design.agency_arms(series):
-            control = design.matched_control(series, arm)
-            if control is not None:
-                result += _parts(design, series, arm, control, RUN_TIME_LAYER, units, LAYER_FAMILY)
+            if (matched_control := design.matched_control(series, arm)) is not None:
+                result += _parts(design, series, arm, matched_control, RUN_TIME_LAYER, units, LAYER_FAMILY)
     return result
 
 

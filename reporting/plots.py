@@ -363,7 +363,7 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
         plt.Line2D([], [], marker=markers[k % len(markers)], linestyle="", color="grey", label=arm.label)
         for k, arm in enumerate(arms)
     ]
-    why_not = {data.front(series, arm)[1] for arm in arms} - {None}
+    why_not = sorted(reason for arm in arms if (reason := data.front(series, arm)[1]) is not None)
     handles += [
         plt.Line2D(
             [],
@@ -382,7 +382,7 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
     )
     fig.suptitle(
         f"Quality vs speed — {series.label()} (better: lower right)"
-        + (f"\nno Pareto front: {sorted(why_not)[0].split(';')[0]}" if why_not else "")
+        + (f"\nno Pareto front: {why_not[0].split(';')[0]}" if why_not else "")
     )
     return _save(fig, out / f"tradeoff_{slug(series.label())}.png")
 
