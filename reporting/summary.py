@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from record.catalogue import CATALOGUE, spec
-from reporting.format import MISSING, effect_text, floor_text, level, num, pval
+from reporting.format import MISSING, floor_text, level, num, pval
 from reporting.optimal import LevelChoice, ParetoFront
 from reporting.questions import (
     CONFIRMATORY,
@@ -23,31 +23,22 @@ from reporting.questions import (
     PRIMARY_ENDPOINT,
     QUESTIONS,
     Comparison,
-    shown,
 )
 from reporting.statistics import FAMILIES, Statistics
 from reporting.summary_attribution import (
+    aa_table,
     attribution_section,
+    corpus_ratio_text,
     credited_elsewhere,
+    effect_of,
     headline,
     inert_aa_section,
     manipulation_section,
+    markdown_table,
     strategies_section,
 )
 
 NO_DIFF = "no significant difference"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines + [""]
-
-
-def effect_of(c: Comparison) -> str:
-    return effect_text(
-        c.kind, shown(c, c.effect.estimate), shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)
-    )
 
 
 def _row(c: Comparison, alpha: float) -> list[str]:
@@ -120,7 +111,7 @@ def _question_section(key: str, stats: Statistics, preface: str, answer) -> list
         return lines + [answer(rows, stats), ""]
     lines.append(_primary_line(rows, stats))
     lines.append("")
-    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines + [answer(rows, stats), ""]
 
 
@@ -303,7 +294,7 @@ def _corpus(stats: Statistics) -> list[str]:
         "has no loops or degenerate samples. Records without per-window values are not tested."
     )
     lines.append("")
-    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines
 
 
@@ -346,7 +337,7 @@ def _damage(stats: Statistics) -> str:
         "at the next, averaged over the pruned levels (above 1: pruning costs more at the higher temperature).",
         "",
     ]
-    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
     return "\n".join(lines).rstrip("\n")
 
 
@@ -396,7 +387,7 @@ def _q5(stats: Statistics) -> list[str]:
         for c in ranked
     ]
     lines += ["Ranking by standardised gain:", ""]
-    lines += _table(["series", "metric", "standardised gain [95% CI]", "reading"], table)
+    lines += markdown_table(["series", "metric", "standardised gain [95% CI]", "reading"], table)
     significant = [c for c in ranked if c.significant(stats.alpha) and c.better() and c.override is None]
     if significant:
         answer = (
@@ -440,7 +431,7 @@ def _primary(stats: Statistics) -> list[str]:
         ]
     lines.append(_primary_line(rows, stats))
     lines.append("")
-    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines + [_generic_answer(rows, stats, "agency better", "agency worse", ""), ""]
 
 
@@ -466,30 +457,9 @@ def _aa(stats: Statistics) -> list[str]:
         if base and agency and "corpus_perplexity" in base.metrics and "corpus_perplexity" in agency.metrics:
             b, a = base.metrics["corpus_perplexity"].mean, agency.metrics["corpus_perplexity"].mean
             if a is not None and b is not None:
-                corpus = f"×{a / b:.4f} ({'within' if abs(a / b - 1) <= 0.01 else 'outside'} 1%)"
-        table.append(
-            [
-                c.series.label(),
-                f"{c.temperature:g}",
-                c.arm.label,
-                effect_of(c),
-                corpus,
-                pval(c.p_holm),
-                c.reading(stats.alpha),
-            ]
-        )
-    lines += _table(
-        [
-            "series",
-            "T",
-            "arm",
-            "reference perplexity ratio [95% CI]",
-            "corpus perplexity ratio",
-            "Holm p",
-            "reading",
-        ],
-        table,
-    )
+                corpus = corpus_ratio_text(a / b)
+        table.append((c, f"{c.temperature:g}", corpus))
+    lines += aa_table(table, "T", stats.alpha)
     return lines
 
 
@@ -506,7 +476,7 @@ def _ablation(stats: Statistics) -> list[str]:
         "arm means the effect does not depend on which heads the states pick."
     )
     lines.append("")
-    lines += _table(HEADER, [_row(c, stats.alpha) for c in rows])
+    lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
     return lines
 
 
@@ -552,7 +522,7 @@ def _recovery(stats: Statistics) -> list[str]:
                 c.reading(stats.alpha),
             ]
         )
-    lines += _table(
+    lines += markdown_table(
         [
             "series",
             "arm",
@@ -603,7 +573,7 @@ def _behaviour(stats: Statistics) -> list[str]:
                 ", ".join(f"{k}: {v}" for k, v in a.violations.items() if v) or "none",
             ]
         )
-    lines += _table(
+    lines += markdown_table(
         [
             "series",
             "T",
@@ -646,7 +616,7 @@ def _cell_table(stats: Statistics) -> list[str]:
         flagged, total = c.degenerate
         row.append(f"{flagged}/{total}")
         rows.append(row)
-    return lines + _table(
+    return lines + markdown_table(
         ["series", "T", "level", "arm", *(spec(n).label for n in present), "degenerate"], rows
     )
 
@@ -662,7 +632,7 @@ def _exploratory(stats: Statistics) -> list[str]:
     )
     lines.append("")
     if significant:
-        lines += _table(
+        lines += markdown_table(
             ["series", "T", "level", "metric", "contrast", "effect [95% CI]", "Holm p", "reading"],
             [
                 [

@@ -31,7 +31,8 @@ HEADLINE_LINES = 10
 CORPUS = "corpus_perplexity"
 
 
-def _effect(c: Comparison | None) -> str:
+def effect_of(c: Comparison | None) -> str:
+    """An effect with its interval, as every table of the summary prints it."""
     if c is None:
         return MISSING
     return effect_text(
@@ -39,11 +40,35 @@ def _effect(c: Comparison | None) -> str:
     )
 
 
+def corpus_ratio_text(ratio: float, tolerance: float = 0.01) -> str:
+    """A corpus perplexity ratio of an A/A check, and whether it is within the check's tolerance."""
+    return f"×{ratio:.4f} ({'within' if abs(ratio - 1) <= tolerance else 'outside'} {tolerance:.0%})"
+
+
+def aa_table(rows: list[tuple[Comparison, str, str]], where: str, alpha: float) -> list[str]:
+    """An A/A check's table: per comparison, where it was made (``where`` names the column), its reference
+    perplexity effect, its corpus perplexity ratio and its reading."""
+    header = [
+        "series",
+        where,
+        "arm",
+        "reference perplexity ratio [95% CI]",
+        "corpus perplexity ratio",
+        "Holm p",
+        "reading",
+    ]
+    table = [
+        [c.series.label(), at, c.arm.label, effect_of(c), corpus, pval(c.p_holm), c.reading(alpha)]
+        for c, at, corpus in rows
+    ]
+    return markdown_table(header, table)
+
+
 def _cell_text(c: Comparison | None, alpha: float) -> str:
-    return MISSING if c is None else f"{_effect(c)}, Holm p {pval(c.p_holm)}: {c.reading(alpha)}"
+    return MISSING if c is None else f"{effect_of(c)}, Holm p {pval(c.p_holm)}: {c.reading(alpha)}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
 
@@ -67,8 +92,8 @@ def not_attributed_text() -> str:
 def _where_line(stats: Statistics) -> str:
     if stats.attributions:
         return "; ".join(
-            f"{a.series.label()} / {a.arm.label}: {a.sentence} (pruning choice {_effect(a.choice)}, run-time "
-            f"layer {_effect(a.layer)})"
+            f"{a.series.label()} / {a.arm.label}: {a.sentence} (pruning choice {effect_of(a.choice)}, run-time "
+            f"layer {effect_of(a.layer)})"
             for a in stats.attributions
         )
     return not_attributed_text()
@@ -191,7 +216,7 @@ def attribution_section(stats: Statistics) -> list[str]:
             )
         lines.append(f"**{a.series.label()} / {a.arm.label}** against {a.control.label}:")
         lines.append("")
-        lines += _table(
+        lines += markdown_table(
             [
                 "pruned level",
                 "whole: agency / baseline",
@@ -209,10 +234,10 @@ def attribution_section(stats: Statistics) -> list[str]:
             f"'{PROTECTION_FAMILY}'):"
         )
         lines.append("")
-        lines += _table(
+        lines += markdown_table(
             ["series", "arm", "reference perplexity / baseline [95% CI]", "Holm p", "reading"],
             [
-                [c.series.label(), c.arm.label, _effect(c), pval(c.p_holm), c.reading(stats.alpha)]
+                [c.series.label(), c.arm.label, effect_of(c), pval(c.p_holm), c.reading(stats.alpha)]
                 for c in others
             ],
         )
@@ -273,7 +298,7 @@ def strategies_section(stats: Statistics) -> list[str]:
             and (c.contrast.startswith(f"{best} baseline /") or f"/ {best} baseline," in c.contrast)
         ]
         shown_against = "; ".join(
-            f"{c.contrast.split(',')[0]}: {_effect(c)} (Holm p {pval(c.p_holm)}, {c.reading(stats.alpha)})"
+            f"{c.contrast.split(',')[0]}: {effect_of(c)} (Holm p {pval(c.p_holm)}, {c.reading(stats.alpha)})"
             for c in against
         )
         order = ", ".join(f"{m} ×{v:.3g}" for m, v in sorted(methods.items(), key=lambda kv: kv[1]))
@@ -282,14 +307,14 @@ def strategies_section(stats: Statistics) -> list[str]:
             f"pooled: {order})" + (f"; paired: {shown_against}." if shown_against else ".")
         )
         lines.append("")
-    lines += _table(
+    lines += markdown_table(
         ["series", "level", "contrast", "effect [95% CI]", "test, n", "Holm p", "reading"],
         [
             [
                 c.series.label(),
                 level(c.level) if c.level is not None else "pooled",
                 c.contrast,
-                _effect(c),
+                effect_of(c),
                 f"{c.effect.test}, n = {c.effect.n} {c.units}",
                 pval(c.p_holm),
                 c.reading(stats.alpha),
@@ -331,7 +356,7 @@ def manipulation_section(stats: Statistics) -> list[str]:
             [c.cell.series.label(), f"{c.cell.temperature:g}", level(c.cell.level), c.cell.arm.label, *shares]
             + [total, mass, verdict]
         )
-    lines += _table(
+    lines += markdown_table(
         ["series", "T", "level", "arm", *states, "outside active", "gate mass removed", "states"], table
     )
     return lines
@@ -373,38 +398,16 @@ def inert_aa_section(stats: Statistics) -> list[str]:
                 if a and b and a.mean and b.mean:
                     ratios.append(a.mean / b.mean)
         if ratios:
-            worst = max(ratios, key=lambda r: abs(r - 1))
-            corpus = f"×{worst:.4f} ({'within' if abs(worst - 1) <= 0.01 else 'outside'} 1%)"
-        table.append(
-            [
-                c.series.label(),
-                level(c.level),
-                c.arm.label,
-                _effect(c),
-                corpus,
-                pval(c.p_holm),
-                c.reading(stats.alpha),
-            ]
-        )
-    lines += _table(
-        [
-            "series",
-            "level",
-            "arm",
-            "reference perplexity ratio [95% CI]",
-            "corpus perplexity ratio",
-            "Holm p",
-            "reading",
-        ],
-        table,
-    )
+            corpus = corpus_ratio_text(max(ratios, key=lambda r: abs(r - 1)))
+        table.append((c, level(c.level), corpus))
+    lines += aa_table(table, "level", stats.alpha)
     return lines
 
 
 def credited_elsewhere(rows: list[Comparison], alpha: float) -> list[str]:
     """Significant gains over the baseline that the attribution does not credit to the agency layer."""
     return [
-        f"{spec(c.metric).label} {c.contrast} {_effect(c)} (Holm p {pval(c.p_holm)}): {c.override}"
+        f"{spec(c.metric).label} {c.contrast} {effect_of(c)} (Holm p {pval(c.p_holm)}): {c.override}"
         for c in rows
         if c.significant(alpha) and c.better() and c.override is not None and c.family != LAYER_FAMILY
     ]
