@@ -62,12 +62,14 @@ class Sample:
 
 @dataclass
 class TimingRepeat:
-    """One timed decode of the timed batch; ``position``: its place in the round of arms timed together."""
+    """One timed decode of the timed batch; ``position``: its place in the round of arms timed together;
+    ``session``: the timing session it was measured in ("" in a one-session timing: the Timing's ``session``)."""
 
     repeat: int
     position: int
     metrics: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    session: str = ""
 
 
 @dataclass
@@ -285,6 +287,8 @@ class ConditionRecord:
     agency: AgencyReport | None = None
     recovery: Recovery | None = None
     corpus_windows: CorpusWindows | None = None  # absent in records written before windows were kept
+    # A speed A/A: this baseline timed a second time as its own pseudo-arm, in the same sessions and rounds.
+    speed_aa: Timing | None = None
     aggregates: dict[str, Summary] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION

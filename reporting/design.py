@@ -377,7 +377,11 @@ class Design:
                 continue
             for repeat in record.timing.repeats:
                 if metric in repeat.metrics:
-                    found.append(TimedValue(record.timing.session, repeat.repeat, repeat.metrics[metric]))
+                    found.append(
+                        TimedValue(
+                            repeat.session or record.timing.session, repeat.repeat, repeat.metrics[metric]
+                        )
+                    )
         return found
 
     def condition_values(self, cell: Cell, metric: str) -> list[float]:
