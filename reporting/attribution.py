@@ -23,12 +23,15 @@ gradient-ranked baseline too.
 
 Contract 13: an ablation or sham row is informative only when the states it is about
 acted on at least ``MIN_ACTED_SHARE`` of the kept heads' row-forwards; below it the row
-reads "uninformative: the states did not act". The inert agency arm (every part off)
+reads "uninformative: the states did not act". The sham is evidence only when it is matched: its share of
+head-steps outside active and its gate mass removed each within ``SHAM_TOLERANCE`` of the real arm's at every
+pruned level; otherwise its rows read ``SHAM_UNMATCHED`` with the gap. The inert agency arm (every part off)
 is an A/A at every pruned level (``INERT_AA_FAMILY``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -260,6 +263,90 @@ def acted_share(design: Design, series: Series, arm: Arm, levels: Sequence[float
     return sum(shares) / len(shares) if shares else None
 
 
+# -- is the sham matched to the real arm ------------------------------------------------------------------------
+SHAM_TOLERANCE = 0.10  # declared once: each part of the sham's dose within 10% (relative) of the real arm's
+SHAM_UNMATCHED = "not evidence: the sham is not matched to the real arm's dose"
+
+
+@dataclass(frozen=True)
+class Dose:
+    """How much an arm's states acted: the share of the kept heads' row-forwards outside active and the mean
+    gate mass they removed (means over the arm's records at one level)."""
+
+    share: float
+    mass: float
+
+
+def dose_of(pairs: Sequence[tuple[dict[str, float] | None, float | None]]) -> Dose | None:
+    """The mean dose of records given as (acted_share, gate_mass_removed); None when any record does not say."""
+    if not pairs or any(not share or mass is None for share, mass in pairs):
+        return None
+    return Dose(
+        sum(sum(share.values()) for share, _ in pairs if share) / len(pairs),
+        sum(mass for _, mass in pairs if mass is not None) / len(pairs),
+    )
+
+
+def _relative(sham: float, real: float) -> float:
+    return sham / real - 1 if real > 0 else (0.0 if sham == 0 else math.inf)
+
+
+def sham_verdict(
+    real: Dose | None,
+    sham: Dose | None,
+    min_share: float = MIN_ACTED_SHARE,
+    tolerance: float = SHAM_TOLERANCE,
+) -> tuple[bool, str]:
+    """(matched, what to say). The sham permutes the factors its own states produce, and its states run on
+    text the permuted gates changed, so its dose can drift from the real arm's: it is matched only when both
+    its share of head-steps outside active and its gate mass removed are within ``tolerance`` of the real
+    arm's (relative). An inert or unmatched sham is not evidence about which heads the states pick."""
+    if real is None or sham is None:
+        return False, "not recorded"
+    if sham.share < min_share:
+        return False, UNINFORMATIVE + " (the sham)"
+    if real.share < min_share:
+        return False, UNINFORMATIVE + " (the real arm)"
+    share, mass = _relative(sham.share, real.share), _relative(sham.mass, real.mass)
+    if abs(share) <= tolerance and abs(mass) <= tolerance:
+        return True, f"matched (within {tolerance:.0%}: share {share:+.1%}, gate mass {mass:+.1%})"
+    return (
+        False,
+        f"not matched: share {share:+.1%}, gate mass {mass:+.1%} against the real arm (tolerance {tolerance:.0%})",
+    )
+
+
+def is_sham(design: Design, arm: Arm) -> bool:
+    return bool(design.agency_settings.get(arm.label, {}).get(AGENCY_PREFIX + "sham"))
+
+
+def _design_dose(design: Design, series: Series, arm: Arm, level: float) -> Dose | None:
+    records = [
+        r for t in design.temperatures(series) for r in design.cells.get(Cell(series, t, level, arm), [])
+    ]
+    return dose_of(
+        [(r.agency.acted_share, r.agency.gate_mass_removed) if r.agency else (None, None) for r in records]
+    )
+
+
+def sham_matches(
+    design: Design, series: Series, sham: Arm, real: Arm, min_share: float = MIN_ACTED_SHARE
+) -> list[tuple[float, bool, str]]:
+    """Per pruned level (or every level when none is pruned): whether the sham is matched to the real arm."""
+    levels = pruned_levels(design, series) or design.levels(series)
+    return [
+        (
+            level,
+            *sham_verdict(
+                _design_dose(design, series, real, level),
+                _design_dose(design, series, sham, level),
+                min_share,
+            ),
+        )
+        for level in levels
+    ]
+
+
 def _is_run_time(design: Design, variant: Arm, main: Arm) -> bool:
     """Whether ``variant`` departs from ``main`` in a run-time part (a state) or is the sham."""
     mine, theirs = design.agency_settings.get(variant.label, {}), design.agency_settings.get(main.label, {})
@@ -282,10 +369,15 @@ def check_manipulation(
         ):
             continue
         levels = pruned_levels(design, c.series) or design.levels(c.series)
-        about = c.arm if design.agency_settings.get(c.arm.label, {}).get(AGENCY_PREFIX + "sham") else c.other
+        about = c.arm if is_sham(design, c.arm) else c.other
         share = acted_share(design, c.series, about, levels)
         if share is not None and share < min_share:
             c.override = UNINFORMATIVE
+        elif is_sham(design, c.arm):
+            verdicts = sham_matches(design, c.series, c.arm, c.other, min_share)
+            unmatched = [f"{level:g}%: {said}" for level, matched, said in verdicts if not matched]
+            if unmatched and all(said != "not recorded" for _, _, said in verdicts):
+                c.override = f"{SHAM_UNMATCHED} ({'; '.join(unmatched)})"
 
 
 # -- reading the attribution --------------------------------------------------------------------------------

@@ -11,7 +11,17 @@ from __future__ import annotations
 import math
 
 from record.catalogue import spec
-from reporting.attribution import ATTRIBUTION_SWEEP, PRUNING_CHOICE, RUN_TIME_LAYER, Attribution
+from reporting.attribution import (
+    ATTRIBUTION_SWEEP,
+    PRUNING_CHOICE,
+    RUN_TIME_LAYER,
+    SHAM_TOLERANCE,
+    Attribution,
+    Dose,
+    dose_of,
+    sham_verdict,
+)
+from reporting.design import MAIN_AGENCY
 from reporting.format import MISSING, effect_text, floor_text, level, pval
 from reporting.questions import (
     ATTRIBUTION_FAMILY,
@@ -28,6 +38,7 @@ from reporting.statistics import Statistics
 from reporting.units import BASELINE_ARM
 
 HEADLINE_LINES = 10
+SHAM_LABEL = "sham=true"  # the part of an arm's label that names the sham (a switch, never shared away)
 CORPUS = "corpus_perplexity"
 
 
@@ -358,6 +369,66 @@ def manipulation_section(stats: Statistics) -> list[str]:
         )
     lines += markdown_table(
         ["series", "T", "level", "arm", *states, "outside active", "gate mass removed", "states"], table
+    )
+    return lines + sham_match_section(stats)
+
+
+def _cell_dose(stats: Statistics, series, arm_label: str, at: float) -> Dose | None:
+    """An arm's dose at one level, the mean over its temperatures (None when a cell does not say)."""
+    cells = [
+        c
+        for c in stats.cells
+        if c.cell.series == series and c.cell.arm.label == arm_label and c.cell.level == at
+    ]
+    doses = [
+        dose_of([(c.agency.acted_share, c.agency.gate_mass_removed)]) if c.agency else None for c in cells
+    ]
+    if not doses or any(d is None for d in doses):
+        return None
+    return Dose(sum(d.share for d in doses if d) / len(doses), sum(d.mass for d in doses if d) / len(doses))
+
+
+def sham_match_section(stats: Statistics) -> list[str]:
+    """The sham's dose beside the real arm's at each level, and whether it is matched within the tolerance."""
+    shams = sorted({(c.cell.series, c.cell.arm.label) for c in stats.cells if SHAM_LABEL in c.cell.arm.label})
+    if not shams:
+        return []
+    lines = ["### Is the sham matched to the real arm?", ""]
+    lines.append(
+        "The sham moves the factors its own states produce onto other kept heads of the layer; its states run "
+        "on the text its moved gates changed, so its dose can drift from the real arm's. Declared once: the sham "
+        f"is matched when its share of head-steps outside active and its gate mass removed are each within "
+        f"{SHAM_TOLERANCE:.0%} (relative) of the real agency arm's at the same level; an unmatched or inert "
+        "sham is not evidence about which heads the states pick."
+    )
+    lines.append("")
+    table = []
+    for series, label in shams:
+        for at in sorted(
+            {c.cell.level for c in stats.cells if c.cell.series == series and c.cell.arm.label == label}
+        ):
+            real, sham = _cell_dose(stats, series, MAIN_AGENCY, at), _cell_dose(stats, series, label, at)
+            _, said = sham_verdict(real, sham, stats.min_acted_share)
+            table.append(
+                [
+                    series.label(),
+                    level(at),
+                    label,
+                    MISSING if real is None else f"{100 * real.share:.2f}% / {real.mass:.4f}",
+                    MISSING if sham is None else f"{100 * sham.share:.2f}% / {sham.mass:.4f}",
+                    said,
+                ]
+            )
+    lines += markdown_table(
+        [
+            "series",
+            "level",
+            "sham arm",
+            "real arm: outside active / gate mass",
+            "sham: outside active / gate mass",
+            "matched?",
+        ],
+        table,
     )
     return lines
 

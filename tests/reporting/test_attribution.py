@@ -25,7 +25,14 @@ from synthetic import (
     protected,
 )
 
-from reporting.attribution import ATTRIBUTION_SWEEP, UNINFORMATIVE
+from reporting.attribution import (
+    ATTRIBUTION_SWEEP,
+    SHAM_TOLERANCE,
+    SHAM_UNMATCHED,
+    UNINFORMATIVE,
+    Dose,
+    sham_verdict,
+)
 from reporting.design import DesignError, build_design
 from reporting.questions import (
     ATTRIBUTION_FAMILY,
@@ -223,6 +230,44 @@ def test_a_sham_that_never_acted_is_uninformative_whatever_the_main_arm_did() ->
     stats, _ = _report(replace(ONE_T, arms=(BASELINE, MAIN, sham)))
     rows = [c for c in stats.family("ablation") if c.arm.label == "agency(sham=true)"]
     assert rows and all(c.reading(0.05) == UNINFORMATIVE for c in rows)
+
+
+def test_a_sham_with_the_real_arms_dose_is_matched_and_reads_as_a_comparison() -> None:
+    sham = agency(sham=True, departures=["sham"])  # the same share and gate mass as the main arm
+    stats, text = _report(replace(ONE_T, arms=(BASELINE, MAIN, sham)))
+    rows = [c for c in stats.family("ablation") if c.arm.label == "agency(sham=true)"]
+    assert rows and not any(c.reading(0.05).startswith(SHAM_UNMATCHED) for c in rows)
+    table = _section(text, "## Manipulation check").split("### Is the sham matched", 1)[1]
+    matched = [line for line in table.splitlines() if "| agency(sham=true) |" in line]
+    assert len(matched) == len(ONE_T.levels) and all("| matched (within 10%" in line for line in matched)
+
+
+def test_a_sham_that_damped_less_than_the_real_arm_is_not_evidence_and_says_by_how_much() -> None:
+    sham = replace(agency(sham=True, departures=["sham"]), acted=0.03)  # 3% of head-steps against 5%
+    stats, text = _report(replace(ONE_T, arms=(BASELINE, MAIN, sham)))
+    rows = [c for c in stats.family("ablation") if c.arm.label == "agency(sham=true)"]
+    assert rows and all(c.reading(0.05).startswith(SHAM_UNMATCHED) for c in rows)
+    assert "share -40.0%, gate mass -40.0%" in rows[0].reading(0.05)
+    table = _section(text, "## Manipulation check").split("### Is the sham matched", 1)[1]
+    assert table.count("| not matched: share -40.0%, gate mass -40.0%") == len(ONE_T.levels)
+
+
+@pytest.mark.parametrize(
+    ("real", "sham", "matched", "said"),
+    [
+        (Dose(0.05, 0.02), Dose(0.054, 0.019), True, "matched (within 10%: share +8.0%, gate mass -5.0%)"),
+        (Dose(0.05, 0.02), Dose(0.05, 0.025), False, "not matched: share +0.0%, gate mass +25.0%"),
+        (Dose(0.0, 0.0), Dose(0.05, 0.02), False, UNINFORMATIVE + " (the real arm)"),
+        (Dose(0.05, 0.02), Dose(0.001, 0.0), False, UNINFORMATIVE + " (the sham)"),
+        (None, Dose(0.05, 0.02), False, "not recorded"),
+    ],
+)
+def test_the_sham_is_matched_only_within_the_declared_tolerance_on_both_parts_of_the_dose(
+    real, sham, matched, said
+) -> None:
+    assert SHAM_TOLERANCE == 0.10
+    got = sham_verdict(real, sham)
+    assert got[0] is matched and got[1].startswith(said)
 
 
 # -- the A/A at every pruned level -------------------------------------------------------------------------------
