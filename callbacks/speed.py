@@ -1,19 +1,26 @@
-"""Speed, with its own unit: one timing is one timed decode of one batch, repeated.
+"""Speed, with its own unit: the timing *session* (contract 11).
 
-A condition records ``repeats`` timings of the same batch (the first
-``batch_size`` prompts, iteration 0, their paired seeds) after an untimed
-warm-up at that batch size, so one-off work (kernel selection, the LM head's
-first-call check, allocator growth) stays outside the timed region. A timing
-is never copied into the rows of a batch: the repeats are the units the
-statistics use.
+A session is one timed run: every arm warmed up at the timed batch size (so
+one-off work, kernel selection, the LM head's first-call check, allocator
+growth, stays outside the timed region), then ``repeats`` rounds, each timing
+every arm once on the same batch (the first ``batch_size`` prompts, iteration
+0, their paired seeds). Repeats within a session share its drift, so they are
+averaged within it: the session's mean log tokens/s of an arm, paired across
+the arms of that session, is the unit the statistics use. A timing is never
+copied into the rows of a batch.
 
-Arms compared with each other should be timed side by side: ``time_interleaved``
-times the arms of one cell in the same process, round by round in a seeded
-random order, so that machine drift cannot pass for an effect; the local sweep
-runner does this and hands each arm's own ``SpeedMonitor`` its timing
-(``SpeedMonitor.use_timing``), which records it instead of timing alone. A condition
-run by itself (``cli.py predict``, a W&B agent) is timed alone, and its record
-says so.
+Within a session the arms' positions are counterbalanced: a seeded base order,
+rotated by one place each round (2 arms: ABBA...; more: a Latin square), over a
+number of rounds that is a multiple of the arms, so every arm takes every
+position equally often and a position effect (the first decode after a switch
+runs cold) falls on every arm alike.
+
+Each condition is timed in ``sessions`` sessions. The local sweep runner spreads
+them over the sweep (session k of every cell before session k + 1 of any, so
+drift falls across cells, not within one) and hands each arm's own
+``SpeedMonitor`` its sessions (``SpeedMonitor.use_timing``), which records them
+instead of timing alone. A condition run by itself (``cli.py predict``, a W&B
+agent) times its sessions alone, back to back, and its record says so.
 """
 
 from __future__ import annotations
@@ -69,6 +76,19 @@ class Arm:
     decode: Callable[[TimedBatch, int], Decoded]  # (batch, num_tokens) -> timed decode
 
 
+def rounds_per_session(repeats: int, arms: int) -> int:
+    """``repeats`` rounded up to a multiple of the number of arms, so every arm takes every position equally
+    often (2 arms, 2 repeats: ABBA)."""
+    return -(-repeats // arms) * arms
+
+
+def round_orders(count: int, rounds: int, seed: int) -> list[list[int]]:
+    """The order of ``count`` arms in each round: a seeded base permutation rotated by one place per round."""
+    base = list(range(count))
+    random.Random(seed).shuffle(base)
+    return [base[r % count :] + base[: r % count] for r in range(rounds)]
+
+
 def time_interleaved(
     arms: Sequence[Arm],
     batch: TimedBatch,
@@ -78,9 +98,11 @@ def time_interleaved(
     synchronized: bool,
     session: str | None = None,
 ) -> dict[str, Timing]:
-    """Every arm warmed up, then ``repeats`` rounds, each timing every arm once in a seeded random order.
+    """One timing session: every arm warmed up, then rounds that each time every arm once, positions
+    counterbalanced (``round_orders``; ``repeats`` rounds, rounded up to a multiple of the arms).
 
-    ``session`` names this timing run (repeats of arms in one session are paired); a fresh id by default.
+    ``session`` names this session (its repeats are paired across arms); a fresh id by default. Every
+    repeat carries it, so sessions can be merged into one timing (``merge_sessions``).
     """
     session = session or uuid.uuid4().hex[:12]
     ids = [arm.condition_id for arm in arms]
@@ -99,50 +121,70 @@ def time_interleaved(
     }
     for arm in arms:
         arm.decode(batch, batch.warmup_tokens)
-    rng = random.Random(seed)
-    for repeat in range(repeats):
-        order = list(arms)
-        rng.shuffle(order)
-        for position, arm in enumerate(order):
+    for repeat, order in enumerate(round_orders(len(arms), rounds_per_session(repeats, len(arms)), seed)):
+        for position, index in enumerate(order):
+            arm = arms[index]
             try:
                 decoded = arm.decode(batch, batch.num_tokens)
-                timings[arm.condition_id].repeats.append(
-                    repeat_values(decoded, batch.num_tokens, repeat, position)
-                )
+                timed = repeat_values(decoded, batch.num_tokens, repeat, position)
             except Exception as error:
                 if not is_measurement_failure(error):
                     raise
-                failed = TimingRepeat(repeat, position)
+                timed = TimingRepeat(repeat, position)
                 for name in (TOKENS_PER_SECOND, FIRST_TOKEN_LATENCY, GENERATION_TIME):
-                    failed.failures[name] = error_text(error)
-                timings[arm.condition_id].repeats.append(failed)
+                    timed.failures[name] = error_text(error)
+            timed.session = session
+            timings[arm.condition_id].repeats.append(timed)
     return timings
 
 
+def merge_sessions(sessions: Sequence[Timing]) -> Timing:
+    """One arm's timings of several sessions as one: the repeats of all (each names its session), the
+    settings of the first; ``session`` lists the sessions' ids."""
+    first = sessions[0]
+    return Timing(
+        first.schedule,
+        ",".join(t.session for t in sessions),
+        list(first.arms),
+        first.batch_size,
+        first.num_tokens,
+        first.warmup_tokens,
+        first.device,
+        first.synchronized,
+        [r for t in sessions for r in t.repeats],
+    )
+
+
 class SpeedMonitor(MeasuringCallback):
-    """Records ``timing.repeats`` timed decodes of one batch (tokens/s, first-token latency, generation time).
+    """Records ``timing.sessions`` timing sessions of ``timing.repeats`` timed decodes of one batch each
+    (tokens/s, first-token latency, generation time).
 
     ``tokens_per_second`` is (new tokens - 1) / decode time per row: the first
     token is excluded because its time is prefill, reported as the latency.
 
     Args:
-        repeats: timed decodes per condition (the units of the speed statistics).
+        sessions: timing sessions per condition (the units of the speed statistics; a local sweep spreads them
+            over the sweep).
+        repeats: timed decodes per arm in each session (rounds; averaged within their session), rounded up to a
+            multiple of the arms timed together so that their positions are counterbalanced.
         batch_size: rows of the timed batch (null: ``data.batch_size``, at most the number of prompts).
         num_tokens: new tokens per timed decode (null: ``model.generation.num_tokens``).
         warmup_tokens: new tokens of the untimed warm-up decode at the timed batch size.
-        seed: order of the arms in each round of an interleaved timing.
+        seed: the base order of the arms in each session of an interleaved timing.
     """
 
     part = "speed"
 
     def __init__(
         self,
-        repeats: int = 5,
+        sessions: int = 3,
+        repeats: int = 2,
         batch_size: int | None = None,
         num_tokens: int | None = None,
         warmup_tokens: int = 4,
         seed: int = 0,
     ) -> None:
+        require(is_int(sessions) and sessions >= 1, "timing.sessions", sessions, "an integer >= 1")
         require(is_int(repeats) and repeats >= 1, "timing.repeats", repeats, "an integer >= 1")
         require(
             batch_size is None or (is_int(batch_size) and batch_size >= 1),
@@ -164,13 +206,22 @@ class SpeedMonitor(MeasuringCallback):
         )
         require(is_int(seed), "timing.seed", seed, "an integer")
         super().__init__()
-        self.repeats, self.batch_size, self.num_tokens = repeats, batch_size, num_tokens
+        self.sessions, self.repeats, self.batch_size, self.num_tokens = (
+            sessions,
+            repeats,
+            batch_size,
+            num_tokens,
+        )
         self.warmup_tokens, self.seed = warmup_tokens, seed
-        self.given_timing: Timing | None = None  # measured side by side with other arms, used by the next run
+        # Measured side by side with other arms, used by the next run: this arm's timing and, for the baseline
+        # that was also timed as its own pseudo-arm, that pseudo-arm's timing (the speed A/A).
+        self.given_timing: Timing | None = None
+        self.given_speed_aa: Timing | None = None
 
-    def use_timing(self, timing: Timing) -> None:
-        """Record ``timing`` (this condition's arm of an interleaved timing) at the next run, once."""
-        self.given_timing = timing
+    def use_timing(self, timing: Timing, speed_aa: Timing | None = None) -> None:
+        """Record ``timing`` (this condition's arm of an interleaved timing, all its sessions) at the next run,
+        once; ``speed_aa``: the same condition timed again as a pseudo-arm in the same sessions and rounds."""
+        self.given_timing, self.given_speed_aa = timing, speed_aa
 
     def timed_batch(
         self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int, generation_tokens: int
@@ -199,25 +250,30 @@ class SpeedMonitor(MeasuringCallback):
 
     def _time(self, trainer: L.Trainer, module: Experiment) -> None:
         provided, self.given_timing = self.given_timing, None
-        if provided is not None and module.header.condition_id not in provided.arms:
-            raise ValueError(
-                f"a timing of {provided.arms} was given to condition {module.header.condition_id}"
-            )
+        speed_aa, self.given_speed_aa = self.given_speed_aa, None
+        condition_id = module.header.condition_id
+        if provided is not None and condition_id not in provided.arms:
+            raise ValueError(f"a timing of {provided.arms} was given to condition {condition_id}")
         if provided is None:
+            speed_aa = None  # a pseudo-arm is timed only beside its own arm
             batch = self.timed_batch(*module.timing_inputs())
-            arm = Arm(
-                module.header.condition_id, lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens)
-            )
+            arm = Arm(condition_id, lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens))
             device = str(trainer.strategy.root_device.type)
-            provided = time_interleaved(
-                [arm],
-                batch,
-                self.repeats,
-                self.seed,
-                device,
-                device == "cuda",
-                session=f"alone:{module.header.condition_id}",
-            )[module.header.condition_id]
+            provided = merge_sessions(
+                [
+                    time_interleaved(
+                        [arm],
+                        batch,
+                        self.repeats,
+                        self.seed + k,
+                        device,
+                        device == "cuda",
+                        session=f"alone:{condition_id}:{k + 1}",
+                    )[condition_id]
+                    for k in range(self.sessions)
+                ]
+            )
         self._measured.timing = provided
-        for repeat in provided.repeats:
-            self.log_values(trainer, repeat.metrics, step=repeat.repeat, prefix=self.part)
+        self._measured.speed_aa = speed_aa
+        for step, repeat in enumerate(provided.repeats):
+            self.log_values(trainer, repeat.metrics, step=step, prefix=self.part)

@@ -74,12 +74,14 @@ class TimingRepeat:
 
 @dataclass
 class Timing:
-    """Speed has its own unit: each repeat is one timed decode of one batch.
+    """Speed has its own unit, the timing session: each repeat is one timed decode of one batch in one session.
 
     ``schedule="interleaved"``: the arms listed in ``arms`` were timed in the same
-    process, repeat by repeat in a seeded random order (``session`` names that
-    run), so their repeats are paired. ``"alone"``: this condition was timed by
-    itself (another process or machine may have timed the other arm).
+    process, round by round with their positions counterbalanced, in each of
+    several sessions spread over the sweep; a repeat's ``session`` names its
+    session, so repeats of the same session and round are paired across arms
+    (``session`` here lists the sessions' ids). ``"alone"``: this condition was
+    timed by itself (another process or machine may have timed the other arm).
     """
 
     schedule: str
@@ -214,6 +216,7 @@ class Measurements:
     failures: list[Failure] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     timing: Timing | None = None
+    speed_aa: Timing | None = None
     agency: AgencyReport | None = None
     corpus_windows: CorpusWindows | None = None
 
@@ -243,8 +246,9 @@ class Measurements:
         found = {n for values in self.sample_metrics.values() for n in values}
         found |= {n for failures in self.sample_failures.values() for n in failures}
         found |= set(self.condition_metrics) | {f.metric for f in self.failures}
-        if self.timing is not None:
-            found |= {n for r in self.timing.repeats for n in (*r.metrics, *r.failures)}
+        for timing in (self.timing, self.speed_aa):
+            if timing is not None:
+                found |= {n for r in timing.repeats for n in (*r.metrics, *r.failures)}
         return found
 
 
@@ -363,6 +367,8 @@ def compose(
         failures += part.failures
         if part.timing is not None:
             record.timing = part.timing
+        if part.speed_aa is not None:
+            record.speed_aa = part.speed_aa
         if part.agency is not None:
             record.agency = part.agency
         if part.corpus_windows is not None:
@@ -487,6 +493,16 @@ def from_json(payload: Any, where: str = "record") -> ConditionRecord:
     return record
 
 
+def timing_from_json(payload: Any, where: str = "timing") -> Timing:
+    """A typed timing (a session file of a sweep) from parsed JSON, refusing anything the schema does not
+    describe or a metric the catalogue does not know."""
+    timing = _convert(payload, Timing, where)
+    unknown = sorted({n for r in timing.repeats for n in (*r.metrics, *r.failures)} - set(METRICS))
+    if unknown:
+        raise RecordError(f"{where} holds metrics that are not in the catalogue: {unknown}")
+    return timing
+
+
 def validate(record: ConditionRecord, where: str = "record") -> None:
     """What types alone cannot say: a known status and only catalogued metric names."""
     if record.status not in STATUSES:
@@ -494,8 +510,9 @@ def validate(record: ConditionRecord, where: str = "record") -> None:
     allowed = set(METRICS) | FAILURE_SCOPES
     used = set(record.condition_metrics) | {f.metric for f in record.failures}
     used |= {n for s in record.samples for n in (*s.metrics, *s.failures)}
-    if record.timing is not None:
-        used |= {n for r in record.timing.repeats for n in (*r.metrics, *r.failures)}
+    for timing in (record.timing, record.speed_aa):
+        if timing is not None:
+            used |= {n for r in timing.repeats for n in (*r.metrics, *r.failures)}
     unknown = sorted(used - allowed)
     if unknown:
         raise RecordError(f"{where} holds metrics that are not in the catalogue: {unknown}")

@@ -20,7 +20,7 @@ from record.catalogue import CATALOGUE
 REPO = Path(__file__).resolve().parents[1]
 # Measured, not computed: these differ from run to run and are left out of comparisons.
 VOLATILE_METRICS = frozenset(m.name for m in CATALOGUE if m.kind in ("speed", "memory"))
-RUN_FIELDS = ("environment", "run", "checksum", "timing")
+RUN_FIELDS = ("environment", "run", "checksum", "timing", "speed_aa")
 
 
 def tiny_base_config(

@@ -6,10 +6,17 @@ load once per process, and each condition writes its record the moment it finish
 baseline arm under different agency settings) run once.
 
 Conditions that differ only in their agency settings are the arms of one *cell*.
-Before a cell's conditions run, their speed is measured side by side: every arm
-warmed up, then round after round each arm decodes the timed batch once, in a
-seeded random order, so their timing repeats are paired and machine drift falls
-on every arm alike (``callbacks/speed.py``).
+Before any condition runs, every cell's speed is measured side by side in
+``timing.sessions`` sessions spread over the sweep: pass k times session k of
+every cell in sweep order (so drift falls across cells, not within one); in a
+session every arm is warmed up, then round after round each arm decodes the
+timed batch once, positions counterbalanced (``callbacks/speed.py``). Each
+session is written to the run folder as soon as it is measured
+(``lightning_modules/runs/sessions.py``), so ``--resume`` reuses it. One cell
+per sweep (the first with a baseline and another arm at a pruned level) also
+times its baseline a second time as a pseudo-arm in the same sessions and
+rounds: the speed A/A, kept in that baseline's record (``speed_aa``). A cell
+whose timing fails has each of its conditions time itself alone.
 
 What can go wrong mid-sweep costs at most the condition it hits:
 
@@ -23,7 +30,8 @@ What can go wrong mid-sweep costs at most the condition it hits:
 
 A sweep whose command is ``recover`` then recovers every condition (``fit``,
 resuming an interrupted fit) and measures the recovered models, the arms of each
-cell again timed side by side.
+cell again timed side by side (its sessions back to back: one cell's recovered
+weights are held at a time).
 """
 
 from __future__ import annotations
@@ -32,14 +40,16 @@ import json
 import shutil
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from callbacks.base import error_text
-from callbacks.speed import Arm, SpeedMonitor, time_interleaved
+from callbacks.speed import Arm, SpeedMonitor, merge_sessions, time_interleaved
 from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
+from lightning_modules.runs.sessions import Session, SessionStore, is_baseline, speed_aa_cell, speed_aa_id
 from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
 from record.errors import ConfigError, RecordError, is_measurement_failure
 from record.identity import AGENCY_PREFIX, flatten
@@ -125,25 +135,100 @@ def cells_of(planned: list[Planned]) -> list[list[Planned]]:
     return list(cells.values())
 
 
-def time_cell(arms: list[Planned], cell_index: int) -> None:
-    """Time the arms of one cell side by side and hand each arm's speed monitor its timing (see the module
-    docstring)."""
-    first = arms[0].cli
-    monitor = _speed_monitor(first)
-    module, datamodule = first.module, first.datamodule
-    batch = monitor.timed_batch(*module.timing_inputs_for(datamodule))
-    conditions = [(p, p.cli.module.build(p.cli.device)) for p in arms]
+@dataclass
+class CellTiming:
+    """One cell's arms and its timing sessions so far (loaded from the run folder, then measured)."""
+
+    arms: list[Planned]
+    index: int  # the cell's place among the cells timed in this run: seeds its arms' base orders
+    speed_aa: str | None  # the baseline also timed as a pseudo-arm (the speed A/A), if this is that cell
+    sessions: list[Session] = field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def monitor(self) -> SpeedMonitor:
+        return _speed_monitor(self.arms[0].cli)  # the timing settings are the same for every arm of a cell
+
+    @property
+    def arm_ids(self) -> list[str]:
+        ids = [p.condition_id for p in self.arms]
+        return ids + ([speed_aa_id(self.speed_aa)] if self.speed_aa else [])
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and len(self.sessions) >= self.monitor.sessions
+
+
+def time_session(cell: CellTiming, session: str) -> Session:
+    """Build the cell's arms, time one session of them side by side (the speed A/A's pseudo-arm decoding its
+    baseline's condition again), detach them; see the module docstring."""
+    first = cell.arms[0].cli
+    monitor = cell.monitor
+    batch = monitor.timed_batch(*first.module.timing_inputs_for(first.datamodule))
+    conditions = [(p, p.cli.module.build(p.cli.device)) for p in cell.arms]
     try:
         timed = [Arm(p.condition_id, _decode_with(p.cli.module, condition)) for p, condition in conditions]
+        timed += [
+            Arm(speed_aa_id(p.condition_id), _decode_with(p.cli.module, condition))
+            for p, condition in conditions
+            if p.condition_id == cell.speed_aa
+        ]
         device = str(first.device)
-        timings = time_interleaved(
-            timed, batch, monitor.repeats, monitor.seed * 1_000_003 + cell_index, device, device == "cuda"
-        )
+        seed = (monitor.seed * 1_000_003 + cell.index) * 1_009 + len(cell.sessions)
+        return time_interleaved(timed, batch, monitor.repeats, seed, device, device == "cuda", session)
     finally:
         for _, condition in conditions:
             condition.detach()
-    for p in arms:
-        _speed_monitor(p.cli).use_timing(timings[p.condition_id])
+
+
+def time_sessions(run: SweepRun, cells: list[list[Planned]]) -> list[CellTiming]:
+    """Every cell's sessions, spread over the sweep: session k of every cell before session k + 1 of any, so
+    drift falls across cells, not within one. Sessions already in the run folder are reused; each new one is
+    written there as soon as it is measured. A cell whose timing fails is left to time itself alone."""
+    store = SessionStore(run.run_dir / "timings")
+    timings = []
+    for cell in cells:
+        ids = {p.condition_id for p in cell}
+        timing = CellTiming(cell, run.cells_timed, run.speed_aa if run.speed_aa in ids else None)
+        run.cells_timed += 1
+        timing.sessions, problem = store.load(timing.arm_ids)
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr, flush=True)
+        timings.append(timing)
+    passes = max((t.monitor.sessions for t in timings), default=0)
+    for k in range(passes):
+        waiting = [t for t in timings if not t.failed and len(t.sessions) == k < t.monitor.sessions]
+        if waiting and not run.quiet:
+            print(f"timing session {k + 1} of {passes}: {len(waiting)} cells", flush=True)
+        for timing in waiting:
+            try:
+                session = time_session(timing, f"{uuid.uuid4().hex[:12]}:{k + 1}")
+            except Exception as error:  # its conditions time themselves, or fail and say why
+                if run.interruption.signum is not None or not is_measurement_failure(error):
+                    raise
+                timing.failed = True
+                print(
+                    f"warning: the arms of {timing.arms[0].condition_id} could not be timed side by side "
+                    f"({error_text(error)}); each is timed alone",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            timing.sessions.append(session)
+            store.save(timing.arm_ids, timing.sessions)
+    return timings
+
+
+def hand_over(timing: CellTiming) -> None:
+    """Give each arm's speed monitor all its sessions (and the A/A baseline its pseudo-arm's), if complete."""
+    if not timing.complete:
+        return
+    sessions = timing.sessions[: timing.monitor.sessions]
+    for p in timing.arms:
+        speed_aa = None
+        if p.condition_id == timing.speed_aa:
+            speed_aa = merge_sessions([s[speed_aa_id(p.condition_id)] for s in sessions])
+        _speed_monitor(p.cli).use_timing(merge_sessions([s[p.condition_id] for s in sessions]), speed_aa)
 
 
 def _speed_monitor(cli: Any) -> SpeedMonitor:
@@ -243,6 +328,7 @@ class SweepRun:
     interruption: Interruption
     failed: list[str] = field(default_factory=list)
     cells_timed: int = 0  # cells timed so far: each cell's arm order has its own seed
+    speed_aa: str | None = None  # the baseline whose cell also times it as its own pseudo-arm (speed A/A)
 
     @property
     def options(self) -> list[str]:
@@ -288,7 +374,12 @@ def _run(
         f"{len(todo)} to run -> {run_dir}",
         flush=True,
     )
-    _measure(run, todo)
+    cells = cells_of(planned)
+    chosen = speed_aa_cell(cells)
+    if chosen is not None:
+        run.speed_aa = next(p.condition_id for p in cells[chosen] if is_baseline(p.header.config))
+    waiting = {p.condition_id for p in todo}
+    _measure(run, [c for c in cells if any(p.condition_id in waiting for p in c)], waiting)
     if spec.run == "recover":
         _recover(run, planned)
     (run_dir / "sweep_state.json").write_text(
@@ -297,26 +388,22 @@ def _run(
     return SweepOutcome(run_dir, len(ids), len(ids) - len(todo), len(todo), run.failed)
 
 
-def _measure(run: SweepRun, conditions: list[Planned]) -> None:
-    """Run ``conditions``' checked CLIs, the arms of each cell timed side by side first."""
+def _measure(run: SweepRun, cells: list[list[Planned]], todo: set[str] | None = None) -> None:
+    """Time the cells' sessions (every arm of a cell, so that a resumed cell's sessions stay whole), then run the
+    checked CLIs of the conditions in ``todo`` (default: all) cell by cell, each with its sessions."""
+    timings = time_sessions(run, cells)
+    total = (
+        sum(p.condition_id in todo for c in cells for p in c) if todo is not None else sum(map(len, cells))
+    )
     position = 0
-    for cell in cells_of(conditions):
-        try:
-            time_cell(cell, run.cells_timed)
-        except Exception as error:  # its conditions time themselves, or fail and say why
-            if run.interruption.signum is not None or not is_measurement_failure(error):
-                raise
-            print(
-                f"warning: the arms of {cell[0].condition_id} could not be timed side by side "
-                f"({error_text(error)}); each is timed alone",
-                file=sys.stderr,
-                flush=True,
-            )
-        run.cells_timed += 1
-        for planned_condition in cell:
+    for timing in timings:
+        hand_over(timing)
+        for planned_condition in timing.arms:
+            if todo is not None and planned_condition.condition_id not in todo:
+                continue
             position += 1
             if not run.quiet:
-                print(f"[{position}/{len(conditions)}] {planned_condition.condition_id}", flush=True)
+                print(f"[{position}/{total}] {planned_condition.condition_id}", flush=True)
             _guarded(run, planned_condition, planned_condition.cli.run)
 
 
@@ -378,7 +465,8 @@ def _recover(run: SweepRun, planned: list[Planned]) -> None:
         unmeasured = [
             r for r in recovered if record_status(record_path(run.run_dir, r.condition_id)) != "complete"
         ]
-        _measure(run, unmeasured)
+        if unmeasured:  # one cell at a time (one cell's recovered weights held): its sessions back to back
+            _measure(run, [unmeasured])
 
 
 def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:

@@ -1,4 +1,4 @@
-"""Speed has its own unit: repeated timed decodes of one batch, never copied into rows; arms side by side."""
+"""Speed has its own unit, the timing session: never copied into rows; arms side by side, positions counterbalanced."""
 
 from __future__ import annotations
 
@@ -11,26 +11,33 @@ from callbacks.speed import (
     Arm,
     SpeedMonitor,
     TimedBatch,
+    merge_sessions,
     repeat_values,
+    round_orders,
+    rounds_per_session,
     time_interleaved,
 )
 from record.errors import ConfigError
-from record.schema import Timing
+from record.schema import Timing, TimingRepeat
 
 METRICS = {"tokens_per_second", "first_token_latency_s", "generation_time_s"}
 
 
-def test_a_condition_records_its_repeats_and_no_sample_carries_a_timing(run_condition) -> None:
-    record = run_condition([SpeedMonitor(repeats=4, batch_size=2, num_tokens=5)], num_tokens=6).record
+def test_a_condition_alone_times_its_sessions_back_to_back_and_no_sample_carries_a_timing(
+    run_condition,
+) -> None:
+    monitor = SpeedMonitor(sessions=2, repeats=3, batch_size=2, num_tokens=5)
+    record = run_condition([monitor], num_tokens=6).record
     timing = record.timing
     assert timing.schedule == "alone" and timing.arms == [record.condition_id]
     assert (timing.batch_size, timing.num_tokens, timing.warmup_tokens) == (2, 5, 4)
-    assert [r.repeat for r in timing.repeats] == [0, 1, 2, 3]
+    sessions = [f"alone:{record.condition_id}:{k}" for k in (1, 2)]
+    assert [(r.session, r.repeat) for r in timing.repeats] == [(s, r) for s in sessions for r in range(3)]
     for repeat in timing.repeats:
         assert set(repeat.metrics) == METRICS, repeat.failures
         assert 0 < repeat.metrics["first_token_latency_s"] < repeat.metrics["generation_time_s"]
     assert all(not METRICS & set(s.metrics) for s in record.samples)
-    assert record.aggregates["tokens_per_second"].n == 4  # the repeats are the units
+    assert record.aggregates["tokens_per_second"].n == 6 and record.speed_aa is None
 
 
 @dataclass
@@ -51,34 +58,58 @@ def test_repeat_values_exclude_the_first_token_and_fail_honestly() -> None:
     )
 
 
-def test_interleaved_rounds_time_every_arm_once_in_a_seeded_order() -> None:
+def _recording_arm(name: str, calls: list[tuple[str, int]]) -> Arm:
+    def decode(batch: TimedBatch, tokens: int) -> Decoded:
+        calls.append((name, tokens))
+        return Decoded(0.1, 0.1 + 0.01 * tokens, {})
+
+    return Arm(name, decode)
+
+
+@pytest.mark.parametrize("names, repeats, rounds", [("xy", 2, 2), ("xy", 3, 4), ("xyz", 2, 3), ("xyz", 6, 6)])
+def test_a_session_counterbalances_positions_every_arm_in_every_position_equally_often(
+    names, repeats, rounds
+) -> None:
     calls: list[tuple[str, int]] = []
-
-    def arm(name: str) -> Arm:
-        def decode(batch: TimedBatch, tokens: int) -> Decoded:
-            calls.append((name, tokens))
-            return Decoded(0.1, 0.1 + 0.01 * tokens, {})
-
-        return Arm(name, decode)
-
     batch = TimedBatch(["a", "b"], [1, 2], num_tokens=6, warmup_tokens=2)
-    timings = time_interleaved(
-        [arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu", synchronized=False
-    )
-    assert calls[:3] == [("x", 2), ("y", 2), ("z", 2)]  # every arm warmed up at the timed batch size first
-    rounds = [calls[3 + 3 * r : 6 + 3 * r] for r in range(6)]
-    assert all(sorted(name for name, _ in r) == ["x", "y", "z"] and all(t == 6 for _, t in r) for r in rounds)
-    assert len({tuple(name for name, _ in r) for r in rounds}) > 1  # the order changes from round to round
-    session = {t.session for t in timings.values()}
-    assert len(session) == 1 and all(t.schedule == "interleaved" for t in timings.values())
-    for name, timing in timings.items():
+    arms = [_recording_arm(n, calls) for n in names]
+    timings = time_interleaved(arms, batch, repeats, seed=3, device="cpu", synchronized=False, session="s1")
+    k = len(names)
+    assert calls[:k] == [(n, 2) for n in names]  # every arm warmed up at the timed batch size first
+    order = [name for name, tokens in calls[k:]]
+    assert len(order) == rounds * k and all(t == 6 for _, t in calls[k:])
+    for r in range(rounds):
+        assert sorted(order[r * k : (r + 1) * k]) == sorted(names)  # each round times every arm once
+    for name in names:
+        timing = timings[name]
+        assert timing.schedule == "interleaved" and timing.session == "s1"
+        assert [r.repeat for r in timing.repeats] == list(range(rounds))
+        assert all(r.session == "s1" for r in timing.repeats)
         positions = [r.position for r in timing.repeats]
-        assert positions == [[n for n, _ in rnd].index(name) for rnd in rounds]
-    calls.clear()
-    again = time_interleaved(
-        [arm("x"), arm("y"), arm("z")], batch, repeats=6, seed=3, device="cpu", synchronized=False
-    )
-    assert [r.position for r in again["y"].repeats] == [r.position for r in timings["y"].repeats]  # seeded
+        assert positions == [order[r * k : (r + 1) * k].index(name) for r in range(rounds)]
+        assert sorted(positions) == sorted(list(range(k)) * (rounds // k))  # balanced
+    if k == 2:  # ABBA: the second round reverses the first
+        assert order[:4] in (list("xyyx"), list("yxxy"))
+
+
+def test_the_base_order_is_seeded_and_rounds_rotate_it() -> None:
+    assert round_orders(3, 3, seed=5) == round_orders(3, 3, seed=5)
+    base, *rest = round_orders(3, 3, seed=5)
+    assert rest == [base[1:] + base[:1], base[2:] + base[:2]]
+    assert len({tuple(round_orders(4, 1, seed)[0]) for seed in range(20)}) > 1  # the seed moves the base
+    assert rounds_per_session(1, 2) == 2 and rounds_per_session(4, 3) == 6 and rounds_per_session(3, 1) == 3
+
+
+def test_sessions_merge_into_one_timing_whose_repeats_name_their_session() -> None:
+    batch = TimedBatch(["a"], [1], num_tokens=6, warmup_tokens=2)
+    calls: list[tuple[str, int]] = []
+    sessions = [
+        time_interleaved([_recording_arm("x", calls)], batch, 2, k, "cpu", False, session=f"s{k}")["x"]
+        for k in (1, 2)
+    ]
+    merged = merge_sessions(sessions)
+    assert merged.session == "s1,s2" and merged.arms == ["x"] and merged.schedule == "alone"
+    assert [(r.session, r.repeat) for r in merged.repeats] == [("s1", 0), ("s1", 1), ("s2", 0), ("s2", 1)]
 
 
 def test_a_failing_decode_is_recorded_as_failed_repeat() -> None:
@@ -105,6 +136,20 @@ def test_a_given_timing_is_recorded_by_that_monitor_once(run_condition) -> None:
     assert run_condition([given], num_tokens=4).record.timing.schedule == "alone"  # used once
 
 
+def test_a_given_speed_aa_goes_into_the_record_beside_the_timing_once(run_condition) -> None:
+    first = run_condition([SpeedMonitor(sessions=1, repeats=1, num_tokens=4)], num_tokens=4).record
+    ids = [first.condition_id, first.condition_id + "~speed-aa"]
+    repeat = TimingRepeat(0, 1, {"tokens_per_second": 5.0}, session="s1")
+    provided = Timing("interleaved", "s1", ids, 2, 4, 4, "cpu", False, [TimingRepeat(0, 0, session="s1")])
+    pseudo = Timing("interleaved", "s1", ids, 2, 4, 4, "cpu", False, [repeat])
+    monitor = SpeedMonitor(sessions=1, repeats=1, num_tokens=4)
+    monitor.use_timing(provided, speed_aa=pseudo)
+    record = run_condition([monitor], num_tokens=4).record
+    assert record.timing == provided and record.speed_aa == pseudo
+    again = run_condition([monitor], num_tokens=4).record
+    assert again.speed_aa is None and again.timing.schedule == "alone"
+
+
 def test_a_timing_of_other_arms_is_refused(run_condition) -> None:
     monitor = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)
     monitor.use_timing(Timing("interleaved", "abc", ["one", "other"], 2, 4, 4, "cpu", False, []))
@@ -125,6 +170,8 @@ def test_repeats_are_logged_through_the_trainer_loggers() -> None:
     "kwargs, key",
     [
         ({"repeats": 0}, "timing.repeats"),
+        ({"sessions": 0}, "timing.sessions"),
+        ({"sessions": 1.5}, "timing.sessions"),
         ({"num_tokens": 1}, "timing.num_tokens"),
         ({"batch_size": 0}, "timing.batch_size"),
     ],

@@ -1,4 +1,5 @@
-"""The local sweep runner: distinct conditions, arms timed side by side, and resume to the uninterrupted end state."""
+"""The local sweep runner: distinct conditions, arms timed side by side in sessions spread over the sweep, a speed
+A/A, and resume to the uninterrupted end state."""
 
 from __future__ import annotations
 
@@ -37,18 +38,127 @@ def uninterrupted(tiny_gpt2_dir, tiny_prompt_file, tmp_path_factory):
     return uninterrupted_sweep(tmp_path_factory.mktemp("uninterrupted"), tiny_gpt2_dir, tiny_prompt_file)
 
 
-def test_arms_of_a_cell_are_timed_side_by_side_and_paired_by_repeat(uninterrupted) -> None:
-    _, run_dir = uninterrupted
+def _by_level(run_dir) -> dict[float, list]:
     by_level: dict[float, list] = {}
     for record in (read_record(p) for p in (run_dir / "records").glob("*.json")):
         by_level.setdefault(record.config["model"]["pruning"]["level"], []).append(record)
-    for level, arms in by_level.items():
+    return by_level
+
+
+def test_arms_of_a_cell_are_timed_side_by_side_in_three_sessions_positions_counterbalanced(
+    uninterrupted,
+) -> None:
+    _, run_dir = uninterrupted
+    for level, arms in _by_level(run_dir).items():
         assert len(arms) == 2, level
-        sessions = {r.timing.session for r in arms}
-        assert len(sessions) == 1 and all(r.timing.schedule == "interleaved" for r in arms)
-        assert sorted(arms[0].timing.arms) == sorted(r.condition_id for r in arms)
-        for repeat_a, repeat_b in zip(arms[0].timing.repeats, arms[1].timing.repeats, strict=True):
-            assert repeat_a.repeat == repeat_b.repeat and {repeat_a.position, repeat_b.position} == {0, 1}
+        assert all(r.timing.schedule == "interleaved" for r in arms)
+        timed = arms[0].timing.arms
+        assert set(r.condition_id for r in arms) <= set(timed) and len(timed) == (3 if level == 25 else 2)
+        sessions = {r.session for r in arms[0].timing.repeats}
+        assert len(sessions) == 3  # timing.sessions' default
+        for session in sessions:
+            rounds = [
+                [r for r in arm.timing.repeats if r.session == session] for arm in arms
+            ]  # per arm, its repeats in this session
+            assert [r.repeat for r in rounds[0]] == [r.repeat for r in rounds[1]]  # paired by round
+            for arm_rounds in rounds:  # every arm in every position equally often within the session
+                positions = sorted(r.position for r in arm_rounds)
+                assert positions == sorted(list(range(len(timed))) * (len(arm_rounds) // len(timed)))
+
+
+def test_one_cell_times_its_baseline_again_as_a_speed_aa_in_the_same_sessions(uninterrupted) -> None:
+    """The first cell with a baseline and a pruned level (25%: levels 0, 25, 50) holds the speed A/A."""
+    _, run_dir = uninterrupted
+    found = [r for arms in _by_level(run_dir).values() for r in arms if r.speed_aa is not None]
+    assert len(found) == 1
+    (baseline,) = found
+    assert baseline.config["model"]["pruning"]["level"] == 25
+    assert not baseline.config["model"]["agency"]["enabled"]
+    aa = baseline.speed_aa
+    assert baseline.condition_id + "~speed-aa" in aa.arms and aa.arms == baseline.timing.arms
+    pairs = {(r.session, r.repeat) for r in baseline.timing.repeats}
+    assert {(r.session, r.repeat) for r in aa.repeats} == pairs and len(pairs) == 9  # 3 sessions x 3 rounds
+    assert all("tokens_per_second" in r.metrics for r in aa.repeats)
+
+
+class TimingSpy:
+    """Wraps the runner's ``time_session``: which cell's session was timed, in what order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from lightning_modules.runs import runner
+
+        self.calls: list[tuple[float, int]] = []
+        real = runner.time_session
+
+        def spy(cell, session):
+            self.calls.append((cell.arms[0].header.config["model"]["pruning"]["level"], len(cell.sessions)))
+            return real(cell, session)
+
+        monkeypatch.setattr(runner, "time_session", spy)
+
+
+def test_sessions_are_spread_over_the_sweep_and_resume_reuses_every_measured_one(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb, monkeypatch
+) -> None:
+    parameters = {
+        "model.pruning.level": {"values": [0, 50]},
+        "model.agency.enabled": {"values": [False, True]},
+    }
+    sweep_file = tiny_sweep(tmp_path / "s", tiny_gpt2_dir, tiny_prompt_file, parameters)
+    spy = TimingSpy(monkeypatch)
+    run_dir = run_sweep(sweep_file, output_dir=tmp_path / "run", quiet=True)
+    assert spy.calls == [(0, 0), (50, 0), (0, 1), (50, 1), (0, 2), (50, 2)]  # session k of all before k + 1
+    files = sorted((run_dir / "timings").glob("*.json"))
+    assert len(files) == 2
+    first = {r.condition_id: r.timing for arms in _by_level(run_dir).values() for r in arms}
+
+    # Every record gone, every session kept: resuming times nothing and hands over the same sessions.
+    spy.calls.clear()
+    for path in (run_dir / "records").glob("*.json"):
+        path.unlink()
+    run_sweep(sweep_file, resume=run_dir, quiet=True)
+    assert spy.calls == []
+    again = {r.condition_id: r.timing for arms in _by_level(run_dir).values() for r in arms}
+    assert again == first
+
+    # One cell's file keeps only its first session (as if interrupted there): only the two missing are timed.
+    payload = json.loads(files[0].read_text())
+    kept = payload["sessions"][0]
+    payload["sessions"] = [kept]
+    files[0].write_text(json.dumps(payload))
+    for path in (run_dir / "records").glob("*.json"):
+        path.unlink()
+    run_sweep(sweep_file, resume=run_dir, quiet=True)
+    assert sorted(k for _, k in spy.calls) == [1, 2] and len({level for level, _ in spy.calls}) == 1
+    resumed = [r for arms in _by_level(run_dir).values() for r in arms if r.condition_id in kept]
+    assert resumed and all(
+        r.timing.repeats[0].session == kept[r.condition_id]["repeats"][0]["session"] for r in resumed
+    )
+    assert all(len({x.session for x in r.timing.repeats}) == 3 for r in resumed)
+
+
+def test_a_session_file_that_cannot_be_read_is_named_and_its_cell_timed_again(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb, monkeypatch, capsys
+) -> None:
+    parameters = {"model.pruning.level": {"value": 50}, "model.agency.enabled": {"values": [False, True]}}
+    sweep_file = tiny_sweep(
+        tmp_path / "s",
+        tiny_gpt2_dir,
+        tiny_prompt_file,
+        parameters,
+    )
+    run_dir = tmp_path / "run"
+    (run_dir / "timings").mkdir(parents=True)
+    run_sweep(sweep_file, output_dir=run_dir, quiet=True)
+    (path,) = (run_dir / "timings").glob("*.json")
+    path.write_text(path.read_text()[:200])
+    for record in (run_dir / "records").glob("*.json"):
+        record.unlink()
+    spy = TimingSpy(monkeypatch)
+    capsys.readouterr()
+    run_sweep(sweep_file, resume=run_dir, quiet=True)
+    assert f"timing sessions {path} cannot be used" in capsys.readouterr().err
+    assert [k for _, k in spy.calls] == [0, 1, 2]
 
 
 def test_sweeping_an_agency_key_writes_one_record_per_setting_and_one_baseline(
