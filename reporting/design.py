@@ -150,9 +150,27 @@ def _text(value: Any) -> str:
 DEPARTURES_KEY = "model.agency.departures"  # the harness lists where an agency arm departs from the defaults
 
 
+ABLATION_KEY = AGENCY_PREFIX + "ablation"
+
+
+def resolved_flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's flat config with ``model.agency.ablation`` resolved into the switch it names, as the agency
+    layer resolves it. A record keeps the ablation as it was written (``state_gating: true`` beside
+    ``ablation: state_gating``), so arms are named, found inert and told from the sham by the switches they ran
+    with, and two spellings of one arm are one arm."""
+    flat = flatten(config)
+    ablation = flat.get(ABLATION_KEY)
+    if ablation in AGENCY_SWITCHES:
+        flat[AGENCY_PREFIX + ablation] = ablation == "sham"
+        flat[ABLATION_KEY] = "none"
+    return flat
+
+
 def _agency_flats(records: list[ConditionRecord]) -> dict[str, dict[str, Any]]:
     return {
-        r.condition_id: {k: canonical(v) for k, v in flatten(r.config).items() if k.startswith(AGENCY_PREFIX)}
+        r.condition_id: {
+            k: canonical(v) for k, v in resolved_flat(r.config).items() if k.startswith(AGENCY_PREFIX)
+        }
         for r in records
     }
 
@@ -277,7 +295,7 @@ class Design:
     def __init__(self, records: list[ConditionRecord], split_keys: Iterable[str] = ()) -> None:
         self.split_keys = tuple(sorted(set(split_keys) - STANDARD_FACTORS))
         self.records = records
-        self.flat = {r.condition_id: flatten(r.config) for r in records}
+        self.flat = {r.condition_id: resolved_flat(r.config) for r in records}
         self.has_recovery = any(r.recovery is not None for r in records)
         self.arm_of = arm_labels(records)
         # Per arm label: its pruning-side protection, its agency flat settings (agency arms) and whether it is inert.

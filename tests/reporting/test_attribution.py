@@ -252,6 +252,20 @@ def test_a_sham_that_damped_less_than_the_real_arm_is_not_evidence_and_says_by_h
     assert table.count("| not matched: share -40.0%, gate mass -40.0%") == len(ONE_T.levels)
 
 
+def test_arms_written_as_an_ablation_are_read_by_the_switch_they_ran_with() -> None:
+    """A record keeps ``ablation: sham`` beside ``sham: false`` (and ``ablation: state_gating`` beside
+    ``state_gating: true``) as the sweep wrote them; the report reads the switch the layer resolved."""
+    sham = replace(agency(ablation="sham", departures=["sham"]), acted=0.03)
+    silent = replace(MAIN, acted=0.0)
+    off = replace(agency(ablation="state_gating", departures=["state_gating"]), acted=0.0)
+    stats, _ = _report(replace(ONE_T, arms=(BASELINE, silent, sham, off)))
+    labels = {c.arm.label for c in stats.family("ablation")}
+    assert labels == {"agency", "agency(sham=true)", "agency(state_gating=false)"}
+    readings = {c.arm.label: c.reading(0.05) for c in stats.family("ablation") if c.arm.label != "agency"}
+    assert readings["agency(state_gating=false)"] == UNINFORMATIVE
+    assert readings["agency(sham=true)"].startswith(SHAM_UNMATCHED)  # the sham acted, the real arm did not
+
+
 @pytest.mark.parametrize(
     ("real", "sham", "matched", "said"),
     [
