@@ -15,8 +15,9 @@ arms. Records without the key are unprotected.
 
 The units of analysis come from the catalogue: samples are averaged per prompt
 (iterations and seeds are repeats within a prompt), on the log scale for
-log-scale metrics; timing repeats are their own units, paired across arms when
-they were timed in the same session; condition metrics are one value per record.
+log-scale metrics; timing repeats are read with their session and round, so that
+arms timed in the same session pair by round and each session is one unit
+(``units.py``); condition metrics are one value per record.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from record.identity import (
     differing_keys,
     flatten,
 )
-from record.schema import ConditionRecord
+from record.schema import ConditionRecord, Timing
 
 STANDARD_FACTORS = frozenset({MODEL_KEY, METHOD_KEY, LEVEL_KEY, TEMPERATURE_KEY, SEED_KEY})
 # A recovered model's config names its checkpoint by content (one per condition) and the recovery settings:
@@ -132,11 +133,20 @@ class Cell:  # sorts by series, temperature, level, arm
 
 @dataclass(frozen=True)
 class TimedValue:
-    """One timing repeat: the session it was measured in and its place there."""
+    """One timing repeat: the session it was measured in and its place (round) there."""
 
     session: str
     repeat: int
     value: float
+
+
+def timed_values(timing: Timing, metric: str) -> list[TimedValue]:
+    """A timing's repeats that hold ``metric``, each under its session (records of one session name it once)."""
+    return [
+        TimedValue(repeat.session or timing.session, repeat.repeat, repeat.metrics[metric])
+        for repeat in timing.repeats
+        if metric in repeat.metrics
+    ]
 
 
 def _text(value: Any) -> str:
@@ -389,18 +399,12 @@ class Design:
         return dict(sorted(values.items()))
 
     def timings(self, cell: Cell, metric: str) -> list[TimedValue]:
-        found = []
-        for record in self.cells.get(cell, []):
-            if record.timing is None:
-                continue
-            for repeat in record.timing.repeats:
-                if metric in repeat.metrics:
-                    found.append(
-                        TimedValue(
-                            repeat.session or record.timing.session, repeat.repeat, repeat.metrics[metric]
-                        )
-                    )
-        return found
+        return [
+            value
+            for record in self.cells.get(cell, [])
+            if record.timing is not None
+            for value in timed_values(record.timing, metric)
+        ]
 
     def condition_values(self, cell: Cell, metric: str) -> list[float]:
         return [

@@ -2,7 +2,7 @@
 
 One function per figure; ``make_plots`` runs them all and turns a figure
 whose data are absent into a note instead of an error. Perplexity axes are
-logarithmic; speed error bars are 95% intervals over timing repeats; which
+logarithmic; speed error bars are 95% intervals over timing sessions; which
 metrics appear is chosen by the catalogue's ``views``. matplotlib is imported
 inside the functions, so importing the report does not pay for it.
 """
@@ -135,7 +135,7 @@ def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
     )
     fig.suptitle(
         f"Metrics vs pruning level — {series.label()}\npoints: geometric means for perplexity and speed; "
-        "bars: 95% intervals over prompts (samples), timing repeats (speed) or records",
+        "bars: 95% intervals over prompts (samples), timing sessions (speed) or records",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))

@@ -18,8 +18,8 @@ For each series (model, method, other swept settings) and each main agency arm:
    mean log ratio of its repeats), where the records hold paired speed.
 1. Resilience: does the agency arm lose less as pruning rises? The change per
    10 points of pruning of the agency/baseline ratio over the pruned levels
-   (per-prompt slopes for reference perplexity; log ratios of side-by-side
-   timing repeats regressed on the level for tokens/s), and, separately, the
+   (per-prompt slopes for reference perplexity; each side-by-side timing
+   session's mean log ratio regressed on the level for tokens/s), and, separately, the
    step from 0% to the first pruned level.
 2. Optimal level: the agency/baseline ratio of reference perplexity and of
    tokens/s at each pruned level (the primary comparisons); the answer is a
@@ -32,7 +32,7 @@ For each series (model, method, other swept settings) and each main agency arm:
    the damage pruning does (pruned minus unpruned, one temperature minus the
    other, averaged over the pruned levels: secondary, it is no agency claim).
 4. High pruning: the agency effect at the highest pruned level minus at the
-   lowest pruned level, per prompt for reference perplexity, per timing repeat
+   lowest pruned level, per prompt for reference perplexity, per timing session
    for tokens/s.
 5. Quality metrics: for reference perplexity and each diversity metric (as the
    distance to the unpruned model's value on the same prompt), the agency gain
@@ -74,8 +74,7 @@ from reporting.units import (
     differences,
     lacks_windows,
     session_log_ratios,
-    timing_log_ratios,
-    timing_logs,
+    speed_aa_ratios,
     timing_session_logs,
     window_differences,
 )
@@ -110,10 +109,12 @@ CONFIRMATORY = (
     LAYER_FAMILY,
 )  # one Holm adjustment over all of these together, per report
 CORPUS_FAMILY = "corpus"  # corpus perplexity, agency vs baseline per evaluation window (secondary)
+SPEED_AA_FAMILY = "speed-aa"  # a baseline timed against itself as a pseudo-arm (secondary)
 SECONDARY = (
     DAMAGE_BY_TEMPERATURE,
     CORPUS_FAMILY,
     "aa",
+    SPEED_AA_FAMILY,
     "ablation",
     "recovery",
     ATTRIBUTION_FAMILY,
@@ -247,30 +248,35 @@ def prompt_slope_differences(
     return result
 
 
+SESSIONS_TEST = "t over timing sessions (mean paired log ratio of each)"
+SESSION_UNITS = "timing sessions timed side by side"
+
+
 def speed_slope(design: Design, series: Series, arm: Arm, levels: Sequence[float]) -> tuple[Effect, str]:
-    """Regression of log(agency / baseline) tokens/s on the level; paired repeats when timed side by side."""
+    """Regression of log(agency / baseline) tokens/s on the level: one point per session timed side by side."""
     temperatures = design.temperatures(series)
     xs, ys, paired = [], [], True
     for level in levels:
-        ratios = timing_log_ratios(design, series, level, temperatures, SPEED, arm, BASELINE_ARM)
+        ratios = session_log_ratios(design, series, [level], temperatures, SPEED, arm, BASELINE_ARM)
         if not ratios:
             paired = False
             mine, theirs = (
-                timing_logs(design, series, level, temperatures, SPEED, a) for a in (arm, BASELINE_ARM)
+                timing_session_logs(design, series, level, temperatures, SPEED, a)
+                for a in (arm, BASELINE_ARM)
             )
             if mine and theirs:
                 ratios = [sum(mine) / len(mine) - sum(theirs) / len(theirs)]
         xs += [level] * len(ratios)
         ys += ratios
-    units = "(level, timing repeat) pairs timed side by side" if paired else "levels (arms timed apart)"
+    units = "(level, timing session) pairs timed side by side" if paired else "levels (arms timed apart)"
     return regression_effect(xs, ys), units
 
 
 def speed_at(design: Design, series: Series, level: float, arm: Arm, other: Arm) -> tuple[Effect, str]:
     temperatures = design.temperatures(series)
-    ratios = timing_log_ratios(design, series, level, temperatures, SPEED, arm, other)
+    ratios = session_log_ratios(design, series, [level], temperatures, SPEED, arm, other)
     if ratios:
-        return mean_t_effect(ratios), "timing repeats timed side by side"
+        return mean_t_effect(ratios, SESSIONS_TEST), SESSION_UNITS
     # Timed apart, the repeats of one run share its drift (the SD of a run's mean exceeded the SD between its
     # repeats in the quickstart), so repeats are not independent units: each run's mean is one.
     mine = timing_session_logs(design, series, level, temperatures, SPEED, arm)
@@ -307,7 +313,7 @@ def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> 
     ]
     sessions = session_log_ratios(design, series, pruned, temperatures, SPEED, arm, BASELINE_ARM)
     if sessions:
-        speed = mean_t_effect(sessions, "t over timing sessions (mean paired log ratio of each)")
+        speed = mean_t_effect(sessions, SESSIONS_TEST)
         result.append(
             Comparison(
                 "primary",
@@ -316,7 +322,7 @@ def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> 
                 BASELINE_ARM,
                 SPEED,
                 contrast,
-                "timing sessions timed side by side",
+                SESSION_UNITS,
                 "ratio",
                 speed,
                 1,
@@ -328,7 +334,7 @@ def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> 
 def _level_contrast(
     design: Design, series: Series, arm: Arm, units: Units, family: str, high: float, low: float
 ) -> list[Comparison]:
-    """The agency effect at ``high`` minus at ``low``: per prompt for perplexity, per timing repeat for tokens/s."""
+    """The agency effect at ``high`` minus at ``low``: per prompt for perplexity, per timing session for tokens/s."""
     temperatures = design.temperatures(series)
     contrast = f"agency effect at {high:g}% over at {low:g}%"
     at_high = differences(design, series, high, temperatures, QUALITY, arm, BASELINE_ARM, units)
@@ -337,13 +343,13 @@ def _level_contrast(
         [at_high[p] - at_low[p] for p in common([at_high, at_low])],
         key_of(family, series, arm, BASELINE_ARM, QUALITY, contrast),
     )
-    ratios_high = timing_log_ratios(design, series, high, temperatures, SPEED, arm, BASELINE_ARM)
-    ratios_low = timing_log_ratios(design, series, low, temperatures, SPEED, arm, BASELINE_ARM)
-    test = "Welch t on log ratios of timing repeats"
-    if ratios_high and ratios_low:
+    ratios_high = session_log_ratios(design, series, [high], temperatures, SPEED, arm, BASELINE_ARM)
+    ratios_low = session_log_ratios(design, series, [low], temperatures, SPEED, arm, BASELINE_ARM)
+    test = "Welch t on the mean paired log ratio of each timing session"
+    if ratios_high and ratios_low:  # the levels' sessions are different sessions: two independent groups
         speed = welch_effect(ratios_high, ratios_low, test)
     else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
-        speed = _untested(test, "the arms were timed apart: no repeats timed side by side at both levels")
+        speed = _untested(test, "the arms were timed apart: no sessions timed side by side at both levels")
     return [
         Comparison(
             family, series, arm, BASELINE_ARM, QUALITY, contrast, "prompts", "ratio", quality, -1, level=high
@@ -355,7 +361,7 @@ def _level_contrast(
             BASELINE_ARM,
             SPEED,
             contrast,
-            "timing repeats (two levels)",
+            "timing sessions (two levels)",
             "ratio",
             speed,
             1,
@@ -609,8 +615,8 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
                                 )
                             )
                     for metric in timing_metrics:
-                        ratios = timing_log_ratios(
-                            design, series, level, [temperature], metric, arm, BASELINE_ARM
+                        ratios = session_log_ratios(
+                            design, series, [level], [temperature], metric, arm, BASELINE_ARM
                         )
                         if ratios:
                             result.append(
@@ -621,9 +627,9 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
                                     BASELINE_ARM,
                                     metric,
                                     f"{arm.label} vs baseline",
-                                    "timing repeats timed side by side",
+                                    SESSION_UNITS,
                                     "ratio",
-                                    mean_t_effect(ratios),
+                                    mean_t_effect(ratios, SESSIONS_TEST),
                                     spec(metric).sign,
                                     level=level,
                                     temperature=temperature,
@@ -663,6 +669,60 @@ def aa_checks(design: Design, units: Units) -> list[Comparison]:
                         )
                     )
     return result
+
+
+SPEED_AA_CONTRAST = "baseline vs itself (speed A/A: the same condition timed again as a pseudo-arm)"
+OUTSIDE_NOISE = "outside noise: the 95% interval excludes 1"
+
+
+def speed_aa(design: Design) -> list[Comparison]:
+    """Each record's speed A/A: its pseudo-arm against itself over the sessions both were timed in (per session,
+    the mean paired log ratio of its rounds). Outside noise when the 95% interval excludes 1, with no tolerance
+    band: a difference the sessions resolve between identical arms is one they can invent between different ones."""
+    result = []
+    for cell, members in design.cells.items():
+        for record in (r for r in members if r.speed_aa is not None):
+            effect = mean_t_effect(speed_aa_ratios(record, SPEED), SESSIONS_TEST)
+            comparison = Comparison(
+                SPEED_AA_FAMILY,
+                cell.series,
+                cell.arm,
+                cell.arm,
+                SPEED,
+                SPEED_AA_CONTRAST,
+                SESSION_UNITS,
+                "ratio",
+                effect,
+                1,
+                level=cell.level,
+                temperature=cell.temperature,
+            )
+            if outside_noise(comparison):
+                comparison.override = OUTSIDE_NOISE
+            result.append(comparison)
+    return result
+
+
+def speed_warning(comparisons: Sequence[Comparison]) -> str | None:
+    """The warning every speed answer of a report carries when a speed A/A of it is outside noise; else None."""
+    failed = [c for c in comparisons if c.family == SPEED_AA_FAMILY and outside_noise(c)]
+    if not failed:
+        return None
+    measured = "; ".join(
+        f"{c.series.label()} at {c.level:g}%: x{math.exp(c.effect.estimate or 0):.3f} "
+        f"[{math.exp(c.effect.ci_low or 0):.3f}, {math.exp(c.effect.ci_high or 0):.3f}] over {c.effect.n} sessions"
+        for c in failed
+    )
+    return (
+        f"speed A/A outside noise (a baseline timed against itself: {measured}): the timing itself makes "
+        "differences of that size, so a speed effect no larger is not evidence"
+    )
+
+
+def outside_noise(comparison: Comparison) -> bool:
+    """A speed A/A whose interval excludes 1 (log ratio 0)."""
+    low, high = comparison.effect.ci_low, comparison.effect.ci_high
+    return comparison.effect.p is not None and low is not None and high is not None and (low > 0 or high < 0)
 
 
 def corpus_comparisons(design: Design) -> list[Comparison]:
@@ -746,11 +806,7 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
                     -1,
                 )
             )
-            ratios = [
-                r
-                for lv in pruned
-                for r in timing_log_ratios(design, series, lv, temperatures, SPEED, variant, main)
-            ]
+            ratios = session_log_ratios(design, series, pruned, temperatures, SPEED, variant, main)
             if ratios:
                 result.append(
                     Comparison(
@@ -760,9 +816,9 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
                         main,
                         SPEED,
                         f"{variant.label} vs agency",
-                        "timing repeats timed side by side",
+                        SESSION_UNITS,
                         "ratio",
-                        mean_t_effect(ratios),
+                        mean_t_effect(ratios, SESSIONS_TEST),
                         1,
                     )
                 )

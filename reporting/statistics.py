@@ -49,6 +49,7 @@ from reporting.questions import (
     PRIMARY_ENDPOINT,
     PROTECTION_FAMILY,
     QUESTIONS,
+    SPEED_AA_FAMILY,
     STRATEGY_FAMILY,
     Comparison,
     aa_checks,
@@ -59,8 +60,10 @@ from reporting.questions import (
     primary_endpoint,
     recovery,
     shown,
+    speed_aa,
+    speed_warning,
 )
-from reporting.units import Units, degenerate_share
+from reporting.units import Units, cell_session_logs, degenerate_share
 
 ALPHA = 0.05
 ADJUSTMENT = (
@@ -76,6 +79,8 @@ FAMILIES = {
     CORPUS_FAMILY: "secondary quality endpoint: agency vs baseline corpus perplexity at every level, paired by "
     "evaluation window (the same windows of the same text in every arm), mean log ratio",
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
+    SPEED_AA_FAMILY: "speed A/A: one cell's baseline timed against itself as a second arm in the same timing "
+    "sessions and rounds (should show no difference; outside noise when the 95% interval over sessions excludes 1)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
     "exploratory": "every agency arm vs the baseline at every level and temperature, every tested metric",
@@ -101,7 +106,7 @@ class Description:
     mean: float | None
     ci_low: float | None
     ci_high: float | None
-    unit: str  # what n counts: prompts, timing repeats, records
+    unit: str  # what n counts: prompts, timing sessions, records
 
 
 @dataclass
@@ -213,9 +218,8 @@ def describe_metric(design: Design, cell: Cell, metric: str) -> Description | No
     m = spec(metric)
     if m.measured_per == "sample":
         values, unit = list(design.prompt_values(cell, metric).values()), "prompts"
-    elif m.measured_per == "timing":
-        values = [math.log(t.value) for t in design.timings(cell, metric) if t.value > 0]
-        unit = "timing repeats"
+    elif m.measured_per == "timing":  # a session's repeats share its drift: its mean log value is one unit
+        values, unit = cell_session_logs(design, cell, metric), "timing sessions"
     else:
         values = [
             math.log(v) if m.scale == "log" and v > 0 else v for v in design.condition_values(cell, metric)
@@ -308,7 +312,9 @@ def compute_statistics(
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
     comparisons += damage_by_temperature(design, units) + corpus_comparisons(design)
-    comparisons += aa_checks(design, units) + ablation(design, units) + recovery(design, units)
+    comparisons += (
+        aa_checks(design, units) + speed_aa(design) + ablation(design, units) + recovery(design, units)
+    )
     comparisons += exploratory(design, units)
     comparisons += attribution(design, units) + strategies(design, units) + inert_aa(design, units)
     check_manipulation(design, comparisons, min_acted_share)
@@ -322,6 +328,9 @@ def compute_statistics(
             f"every agency arm departs from the default agency settings in {', '.join(shared)}; "
             "the arms are named without it"
         )
+    warning = speed_warning(comparisons)
+    if warning:
+        notes.append(warning)
     if design.timed_alone():
         notes.append(
             "some conditions were timed alone (each by its own process, e.g. W&B agents): their speed "

@@ -22,7 +22,9 @@ from reporting.questions import (
     DAMAGE_BY_TEMPERATURE,
     PRIMARY_ENDPOINT,
     QUESTIONS,
+    SPEED_AA_FAMILY,
     Comparison,
+    speed_warning,
 )
 from reporting.statistics import FAMILIES, Statistics
 from reporting.summary_attribution import (
@@ -58,6 +60,15 @@ def _row(c: Comparison, alpha: float) -> list[str]:
 
 
 HEADER = ["series", "metric", "contrast", "effect [95% CI]", "test, n", "Holm p", "reading"]
+SPEED_METRICS = frozenset(m.name for m in CATALOGUE if m.measured_per == "timing")
+
+
+def _speed_warning(rows: list[Comparison], stats: Statistics) -> list[str]:
+    """The speed A/A's warning, as its own line under every answer that has a speed comparison."""
+    warning = speed_warning(stats.comparisons)
+    if warning is None or not any(c.metric in SPEED_METRICS for c in rows):
+        return []
+    return [f"> **Warning:** {warning}.", ""]
 
 
 def _power_line(rows: list[Comparison]) -> str:
@@ -112,7 +123,7 @@ def _question_section(key: str, stats: Statistics, preface: str, answer) -> list
     lines.append(_primary_line(rows, stats))
     lines.append("")
     lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
-    return lines + [answer(rows, stats), ""]
+    return lines + [answer(rows, stats), "", *_speed_warning(rows, stats)]
 
 
 def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: str, nothing: str) -> str:
@@ -189,8 +200,8 @@ def _q1(stats: Statistics) -> list[str]:
         stats,
         "How the agency/baseline ratio changes per 10 points of pruning over the pruned levels (below 1 for "
         "perplexity, above 1 for tokens/s: agency degrades less). Reference perplexity: the per-prompt slope of "
-        "the log ratio, temperatures pooled; tokens/s: log ratios of repeats timed side by side, regressed on the "
-        "level. At 0% the arms write the same text, so the step from 0% to the first pruned level is its own "
+        "the log ratio, temperatures pooled; tokens/s: the mean log ratio of each timing session that timed the "
+        "arms side by side, regressed on the level. At 0% the arms write the same text, so the step from 0% to the first pruned level is its own "
         "comparison (the effect at that level over at 0%), not part of the slope.",
         lambda rows, s: _with_context(
             _generic_answer(
@@ -277,7 +288,7 @@ def _q2(stats: Statistics) -> list[str]:
         "The optimal level is a trade-off, not the level where the arms differ most: how far each arm can be "
         "pruned before its quality leaves a declared margin of the unpruned model, and which levels buy speed "
         "without a worse quality. The table holds agency/baseline at each pruned level (geometric mean over "
-        "prompts for reference perplexity, over timing repeats for tokens/s), temperatures pooled.",
+        "prompts for reference perplexity, over timing sessions for tokens/s), temperatures pooled.",
         answer,
     )
 
@@ -432,7 +443,11 @@ def _primary(stats: Statistics) -> list[str]:
     lines.append(_primary_line(rows, stats))
     lines.append("")
     lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
-    return lines + [_generic_answer(rows, stats, "agency better", "agency worse", ""), ""]
+    return lines + [
+        _generic_answer(rows, stats, "agency better", "agency worse", ""),
+        "",
+        *_speed_warning(rows, stats),
+    ]
 
 
 def _aa(stats: Statistics) -> list[str]:
@@ -443,6 +458,7 @@ def _aa(stats: Statistics) -> list[str]:
             "No 0% level with both arms was run, so the agency arm was not checked against the "
             "baseline with nothing pruned.",
             "",
+            *speed_aa_lines(stats),
         ]
     lines.append(
         "With nothing pruned and no head stressed, the agency arm should write what the baseline writes: "
@@ -460,7 +476,26 @@ def _aa(stats: Statistics) -> list[str]:
                 corpus = corpus_ratio_text(a / b)
         table.append((c, f"{c.temperature:g}", corpus))
     lines += aa_table(table, "T", stats.alpha)
-    return lines
+    return lines + speed_aa_lines(stats)
+
+
+def speed_aa_lines(stats: Statistics) -> list[str]:
+    """The speed A/A beside the quality A/A: the baseline timed against itself, per record that holds one."""
+    rows = stats.family(SPEED_AA_FAMILY)
+    if not rows:
+        return [
+            "Speed A/A: absent (no record holds one: a local sweep times one cell's baseline against itself; "
+            "records of conditions run alone, by W&B agents or before it was timed have none), so the speed "
+            "answers have no check of the timing's own noise.",
+            "",
+        ]
+    lines = []
+    for c in rows:
+        lines.append(
+            f"Speed A/A ({c.series.label()}, T={c.temperature:g}, {c.level:g}%): baseline vs itself tokens/s "
+            f"{effect_of(c)} over {c.effect.n} sessions ({c.effect.test}): {c.reading(stats.alpha)}."
+        )
+    return lines + [""]
 
 
 def _ablation(stats: Statistics) -> list[str]:
@@ -597,7 +632,7 @@ def _cell_table(stats: Statistics) -> list[str]:
         "## Cell means with 95% intervals",
         "",
         "Natural units: geometric means for perplexity and speed; intervals over prompts (samples), timing "
-        "repeats (speed) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
+        "sessions (speed: each session's mean of its repeats) or records (corpus perplexity); '(n=1)': one value, no interval. Degenerate: samples "
         f"with reference perplexity above {stats.units.degenerate_perplexity:g} or repetition rate above "
         f"{stats.units.degenerate_repetition:g}.",
         "",
@@ -651,17 +686,29 @@ def _exploratory(stats: Statistics) -> list[str]:
     return lines
 
 
+def _warned_headline(stats: Statistics) -> list[str]:
+    """The headline, its speed cost line carrying the speed A/A's warning when that is outside noise."""
+    warning = speed_warning(stats.comparisons)
+    lines = headline(stats)
+    if warning is None:
+        return lines
+    return [
+        f"{line} **Warning:** {warning}." if line.startswith("- **Speed cost:**") else line for line in lines
+    ]
+
+
 def render_summary(
     stats: Statistics, n_records: int, problems: list[str], skipped: list[str] | None = None
 ) -> str:
     """The whole ``summary.md`` as one string."""
     series = sorted({c.cell.series.label() for c in stats.cells})
-    lines = ["# Pruning comparison with agency: summary", "", *headline(stats)]
+    lines = ["# Pruning comparison with agency: summary", "", *_warned_headline(stats)]
     lines.append(
         f"{n_records} records in {len(stats.cells)} cells ({'; '.join(series) or 'none'}). Each answer gives the "
-        "effect first: a ratio agency/baseline (geometric mean over prompts or timing repeats) with its 95% "
-        "interval (bootstrap-t over prompts; t over timing repeats), then the test of that same mean (sign-flip "
-        "permutation over prompts, whose iterations and seeds are averaged first; t-tests over timing repeats). "
+        "effect first: a ratio agency/baseline (geometric mean over prompts or timing sessions) with its 95% "
+        "interval (bootstrap-t over prompts; t over timing sessions), then the test of that same mean (sign-flip "
+        "permutation over prompts, whose iterations and seeds are averaged first; t-tests over timing sessions, "
+        "each the mean paired log ratio of its repeats; each speed row's n counts its sessions). "
         "One error rate per report: the primary endpoint, every question's primary comparisons and the run-time "
         "layer's part of the attribution "
         f"({len(_confirmatory(stats))} in all) are Holm-adjusted together; secondary results (labelled) are adjusted within their "

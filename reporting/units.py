@@ -1,9 +1,11 @@
-"""Per-unit differences between arms: per prompt for samples, per timing repeat for speed, per evaluation window
+"""Per-unit differences between arms: per prompt for samples, per timing session for speed, per evaluation window
 for corpus perplexity.
 
 Every function here returns values at the unit of analysis, already paired:
 prompts present in both arms (and averaged over the temperatures asked for),
-timing repeats matched by the session and repeat they were measured in.
+timing sessions that timed both arms side by side (contract 11: a session's
+repeats share its drift, so each session's mean paired log ratio is one unit;
+its repeats are matched by the round they were measured in, then averaged).
 Diversity metrics are turned into distances to the unpruned model's value on
 the same prompt first. A degenerate sample (reference perplexity above one
 threshold, or repetition rate above another: loops score a low perplexity)
@@ -22,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from record.catalogue import spec
-from reporting.design import BASELINE, Arm, Cell, Design, Series
+from record.schema import ConditionRecord
+from reporting.design import BASELINE, Arm, Cell, Design, Series, TimedValue, timed_values
 
 BASELINE_ARM = Arm(BASELINE)
 DEFAULT_DEGENERATE_PERPLEXITY = 1000.0
@@ -205,6 +208,30 @@ def timing_session_logs(
     return [sum(v) / len(v) for _, v in sorted(sessions.items())]
 
 
+def cell_session_logs(design: Design, cell: Cell, metric: str) -> list[float]:
+    """Per timing session of one cell: the mean log of its repeats (the cell's speed at its unit)."""
+    return timing_session_logs(design, cell.series, cell.level, [cell.temperature], metric, cell.arm)
+
+
+def paired_session_means(mine: Sequence[TimedValue], theirs: Sequence[TimedValue]) -> list[float]:
+    """Per session that timed both: the mean of log(mine / theirs) over the rounds both have, sessions sorted."""
+    partner = {(t.session, t.repeat): t.value for t in theirs}
+    sessions: dict[str, list[float]] = defaultdict(list)
+    for t in mine:
+        other = partner.get((t.session, t.repeat))
+        if other is not None and other > 0 and t.value > 0:
+            sessions[t.session].append(math.log(t.value / other))
+    return [sum(v) / len(v) for _, v in sorted(sessions.items())]
+
+
+def speed_aa_ratios(record: ConditionRecord, metric: str) -> list[float]:
+    """Per session of a record's speed A/A: the mean log ratio pseudo-arm / the same arm over the rounds of that
+    session; empty when the record holds no speed A/A."""
+    if record.speed_aa is None or record.timing is None:
+        return []
+    return paired_session_means(timed_values(record.speed_aa, metric), timed_values(record.timing, metric))
+
+
 def session_log_ratios(
     design: Design,
     series: Series,
@@ -219,17 +246,10 @@ def session_log_ratios(
     means = []
     for level in levels:
         for temperature in temperatures:
-            mine = design.timings(Cell(series, temperature, level, arm), metric)
-            theirs = {
-                (t.session, t.repeat): t.value
-                for t in design.timings(Cell(series, temperature, level, other), metric)
-            }
-            sessions: dict[str, list[float]] = defaultdict(list)
-            for t in mine:
-                partner = theirs.get((t.session, t.repeat))
-                if partner is not None and partner > 0 and t.value > 0:
-                    sessions[t.session].append(math.log(t.value / partner))
-            means += [sum(v) / len(v) for _, v in sorted(sessions.items())]
+            means += paired_session_means(
+                design.timings(Cell(series, temperature, level, arm), metric),
+                design.timings(Cell(series, temperature, level, other), metric),
+            )
     return means
 
 

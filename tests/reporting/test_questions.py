@@ -18,6 +18,7 @@ from reporting.questions import (
     DAMAGE_BY_TEMPERATURE,
     PRIMARY,
     QUESTIONS,
+    SESSIONS_TEST,
     quality_metrics,
     question_3,
     shown,
@@ -27,6 +28,8 @@ from reporting.summary import render_summary
 from reporting.units import Units
 
 GRID = replace(QUICKSTART, layers=4, heads=6)
+# The quickstart's timing layout: 3 sessions per cell spread over the sweep, 2 counterbalanced rounds each.
+SESSIONS = replace(GRID, sessions=3, repeats=2)
 SWEPT = {"model.pruning.level", "model.agency.enabled", "model.generation.temperature"}
 PPL, SPEED = "reference_perplexity", "tokens_per_second"
 DIVERSITY = ["distinct_1", "distinct_2", "distinct_3", "type_token_ratio", "repetition_rate"]
@@ -70,17 +73,21 @@ def test_every_question_has_its_pre_specified_primary_comparisons(quickstart) ->
 def test_the_units_of_each_primary_comparison(quickstart) -> None:
     q1 = {c.metric: c for c in quickstart.family("Q1") if c.level is None}
     assert q1[PPL].units == "prompts" and q1[PPL].effect.n == 24 and q1[PPL].scale == 10.0
-    # 3 pruned levels x 2 temperatures x 5 repeats: the 0% level is not in the slope
-    assert q1[SPEED].units == "(level, timing repeat) pairs timed side by side" and q1[SPEED].effect.n == 30
+    # 3 pruned levels x 2 temperatures x 1 session (its 5 repeats averaged): the 0% level is not in the slope
+    assert q1[SPEED].units == "(level, timing session) pairs timed side by side" and q1[SPEED].effect.n == 6
     primary = {c.metric: c for c in quickstart.family("primary")}
     assert primary[PPL].units == "prompts" and primary[PPL].effect.n == 24
     # one unit per timing session: a session per pruned cell (3 levels x 2 temperatures), repeats averaged
     assert primary[SPEED].units == "timing sessions timed side by side" and primary[SPEED].effect.n == 6
     q2 = {(c.metric, c.level): c for c in quickstart.family("Q2")}
     assert q2[(PPL, 30.0)].effect.test == SIGN_FLIP and q2[(PPL, 30.0)].effect.n == 24
-    assert q2[(SPEED, 30.0)].effect.test == "paired t on log ratios" and q2[(SPEED, 30.0)].effect.n == 10
+    # one session per cell in this layout: 2 temperatures, 2 sessions
+    assert q2[(SPEED, 30.0)].effect.test == SESSIONS_TEST and q2[(SPEED, 30.0)].effect.n == 2
     q4 = {c.metric: c for c in quickstart.family("Q4")}
-    assert q4[SPEED].effect.test == "Welch t on log ratios of timing repeats"
+    assert q4[SPEED].effect.test == "Welch t on the mean paired log ratio of each timing session"
+    assert q4[SPEED].units == "timing sessions (two levels)" and q4[SPEED].effect.n == 2
+    speed_rows = [c for c in quickstart.comparisons if c.metric == SPEED and "timed side by side" in c.units]
+    assert speed_rows and all("session" in c.units for c in speed_rows)  # no speed test counts repeats
     q3 = quickstart.family("Q3")
     assert all(c.temperature == 1.0 and c.effect.n == 24 for c in q3)
     assert all(c.standardized is not None for c in quickstart.family("Q5"))
@@ -155,7 +162,7 @@ def test_merging_agency_variants_leaves_the_primary_families_unchanged(quickstar
 
 
 def test_a_clear_effect_is_read_in_its_direction() -> None:
-    stats = _stats(GRID.with_effects(ppl=at_pruned_levels(3.0), speed=at_pruned_levels(0.8)))
+    stats = _stats(SESSIONS.with_effects(ppl=at_pruned_levels(3.0), speed=at_pruned_levels(0.8)))
     for c in stats.family("Q2"):
         if c.metric == PPL and c.level == 70.0:
             # at 70% nearly every sample of both arms is degenerate text: the worst outcome in both, a tie
@@ -174,7 +181,7 @@ def test_a_clear_effect_is_read_in_its_direction() -> None:
 def test_slopes_are_shown_per_10_points_of_pruning() -> None:
     # the degenerate-text threshold out of reach: text degenerate in both arms would tie at the worst outcome
     stats = _stats(
-        GRID.with_effects(ppl=growing(1.5), speed=growing(0.9)), units=Units(degenerate_perplexity=1e12)
+        SESSIONS.with_effects(ppl=growing(1.5), speed=growing(0.9)), units=Units(degenerate_perplexity=1e12)
     )
     q1 = {c.metric: c for c in stats.family("Q1") if c.level is None}
     truth = math.exp(10 * math.log(0.9) / 70)  # x0.985 per 10 points

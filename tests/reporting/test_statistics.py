@@ -42,12 +42,12 @@ def test_perplexity_is_described_by_its_geometric_mean_over_prompts(design) -> N
     )
 
 
-def test_speed_is_described_over_timing_repeats_and_corpus_perplexity_per_record(design) -> None:
+def test_speed_is_described_over_timing_sessions_and_corpus_perplexity_per_record(design) -> None:
     cell = Cell(design.series()[0], 0.7, 30.0, Arm("baseline"))
     speed = describe_metric(design, cell, "tokens_per_second")
     values = [t.value for t in design.timings(cell, "tokens_per_second")]
-    assert (speed.n, speed.unit) == (5, "timing repeats")
-    assert speed.mean == pytest.approx(math.exp(np.mean(np.log(values))))
+    assert (speed.n, speed.unit) == (1, "timing sessions")  # one session of 5 repeats: one unit, no interval
+    assert speed.mean == pytest.approx(math.exp(np.mean(np.log(values)))) and speed.ci_low is None
     corpus = describe_metric(design, cell, "corpus_perplexity")
     assert (corpus.n, corpus.unit, corpus.ci_low) == (1, "records", None)
     assert corpus.mean == pytest.approx(103.0)
@@ -85,6 +85,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "Q3-damage",
         "corpus",
         "aa",
+        "speed-aa",
         "ablation",
         "recovery",
         "exploratory",
@@ -119,7 +120,7 @@ def test_a_note_says_when_arms_were_timed_alone() -> None:
     assert len(stats.notes) == 1 and "timed alone" in stats.notes[0] and "side by side" in stats.notes[0]
     (speed,) = [c for c in stats.family("Q4") if c.metric == "tokens_per_second"]
     assert speed.effect.p is None and speed.reading(stats.alpha) == (
-        "not tested (the arms were timed apart: no repeats timed side by side at both levels)"
+        "not tested (the arms were timed apart: no sessions timed side by side at both levels)"
     )
 
 

@@ -6,13 +6,15 @@ import re
 from dataclasses import replace
 
 import pytest
+from session_timings import with_speed_aa
 from synthetic import QUICKSTART, at_pruned_levels, build_records
 
 from reporting.design import build_design
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
 
-GRID = replace(QUICKSTART, layers=4, heads=6)
+# The quickstart's timing layout: 3 sessions per cell spread over the sweep, 2 counterbalanced rounds each.
+GRID = replace(QUICKSTART, layers=4, heads=6, sessions=3, repeats=2)
 SWEPT = {"model.pruning.level", "model.agency.enabled", "model.generation.temperature"}
 INCONCLUSIVE = "inconclusive: too few prompts to detect an effect"
 EFFECT = r"[×][\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]|[+-][\d.e+-]+ \[[+-][\d.e+-]+, [+-][\d.e+-]+\]"
@@ -104,7 +106,10 @@ def test_every_question_shows_its_units_and_its_table(aa) -> None:
             in section
         )
         assert "n = 24 prompts" in section
-    assert "speed: n = 10 or more per test (timing repeats timed side by side" in _sections(text)["Q2"]
+    # per pruned level: 2 temperatures x 3 sessions, each the mean paired log ratio of its 2 rounds
+    assert "speed: n = 6 or more per test (timing sessions timed side by side" in _sections(text)["Q2"]
+    speed_rows = [line for line in _sections(text)["Q2"].splitlines() if "| tokens/s |" in line]
+    assert speed_rows and all("n = 6 timing sessions timed side by side" in line for line in speed_rows)
 
 
 def test_significant_gains_name_the_level_and_the_metrics(clear_gain) -> None:
@@ -132,7 +137,7 @@ def test_one_temperature_cannot_answer_question_3() -> None:
 def test_arms_timed_alone_get_a_note_and_no_speed_claim_from_repeats() -> None:
     """Timed alone, the repeats of a run share its drift: the runs are the units, and with one run per arm and
     temperature no A/A speed difference is called significant; the ratio-based speed tests need pairs."""
-    alone = replace(GRID, schedule="alone")
+    alone = replace(GRID, schedule="alone", sessions=None, repeats=5)  # one run per record
     for seed in range(5):
         text, stats = _summary(alone, seed)
         assert "> Note: some conditions were timed alone" in text
@@ -170,3 +175,57 @@ def test_the_primary_endpoint_comes_first_and_every_other_result_says_what_it_is
         f"({len([c for c in stats.comparisons if c.role == 'primary'])} in all) are Holm-adjusted together"
         in text
     )
+
+
+# -- the speed A/A ---------------------------------------------------------------------------------------------
+def _with_aa(factors: list[float], seed: int = 0) -> tuple[str, object]:
+    records = build_records(GRID, seed=seed)
+    (baseline,) = [
+        r
+        for r in records
+        if r.config["model"]["pruning"]["level"] == 30
+        and r.config["model"]["generation"]["temperature"] == 0.7
+        and not r.config["model"]["agency"]["enabled"]
+    ]
+    with_speed_aa(baseline, factors)
+    stats = compute_statistics(build_design(records, SWEPT))
+    return render_summary(stats, len(records), []), stats
+
+
+def _aa_section(text: str) -> str:
+    return text.split("## A/A check")[1].split("\n## ")[0]
+
+
+def test_the_speed_aa_is_shown_beside_the_quality_aa_with_its_interval_and_sessions() -> None:
+    text, stats = _with_aa([1.004, 0.998, 1.001])
+    (row,) = stats.family("speed-aa")
+    assert row.effect.n == 3 and row.arm == row.other and row.level == 30.0 and row.role == "secondary"
+    section = _aa_section(text)
+    line = next(x for x in section.splitlines() if x.startswith("Speed A/A"))
+    assert "baseline vs itself tokens/s ×1" in line and "over 3 sessions" in line
+    assert re.search(EFFECT, line) and "no significant difference" in line
+    assert "Warning" not in text and not any("speed A/A outside noise" in n for n in stats.notes)
+
+
+def test_records_without_a_speed_aa_say_it_is_absent(aa) -> None:
+    text, stats = aa
+    assert not stats.family("speed-aa")
+    assert "Speed A/A: absent" in _aa_section(text)
+
+
+def test_a_speed_aa_outside_noise_puts_a_warning_on_every_speed_answer() -> None:
+    text, stats = _with_aa([1.08, 1.1, 1.09])  # the same arm ~9% faster than itself, consistently
+    (row,) = stats.family("speed-aa")
+    assert row.effect.ci_low > 0 and row.reading(stats.alpha).startswith("outside noise")
+    warning = "**Warning:** speed A/A outside noise"
+    sections = _sections(text)
+    for q in ("Q1", "Q2", "Q4"):  # every question with a speed comparison
+        assert warning in sections[q], q
+    for q in ("Q3", "Q5"):  # quality only
+        assert warning not in sections[q], q
+    primary = text.split("## Primary endpoint")[1].split("## 1.")[0]
+    headline = text.split("## Headline")[1].split("\n## ")[0]
+    speed_cost = next(x for x in headline.splitlines() if x.startswith("- **Speed cost:**"))
+    assert warning in primary and warning in speed_cost
+    assert "over 3 sessions" in text.split(warning)[1].split("\n")[0]
+    assert any(n.startswith("speed A/A outside noise") for n in stats.notes)

@@ -1,5 +1,5 @@
-"""Units of analysis: diversity as the distance to the unpruned model per prompt, degenerate text, and timing
-repeats paired only within the session they were timed in."""
+"""Units of analysis: diversity as the distance to the unpruned model per prompt, degenerate text, and speed per
+timing session: repeats paired by round only within the session they were timed in, then averaged there."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ import math
 
 import numpy as np
 import pytest
+from session_timings import sessions_timing
 from synthetic import AGENCY, make_record, timing_of
 
 from reporting.design import Arm, Cell, build_design
 from reporting.estimators import mean_t_effect, welch_effect
-from reporting.questions import speed_at
+from reporting.questions import SESSION_UNITS, SESSIONS_TEST, speed_at
 from reporting.units import (
     MAX_DISTANCE,
     Units,
+    cell_session_logs,
     degenerate_share,
     differences,
     prompt_values,
+    session_log_ratios,
+    speed_aa_ratios,
     timing_log_ratios,
     timing_session_logs,
 )
@@ -136,27 +140,55 @@ def test_timing_repeats_pair_only_within_the_session_they_were_timed_in() -> Non
     )
     ratios = timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE)
     assert ratios == pytest.approx([math.log(0.9)] * 3)  # repeat 3 has no partner
+    sessions = session_log_ratios(design, series, [30.0], [0.7], "tokens_per_second", AG, BASE)
+    assert sessions == pytest.approx([math.log(0.9)])  # one session: one unit, whatever its repeats
     effect, units = speed_at(design, series, 30.0, AG, BASE)
-    assert units == "timing repeats timed side by side"
-    assert effect.test == "paired t on log ratios" and effect.p is None  # equal ratios: no spread, no test
+    assert units == SESSION_UNITS and effect.n == 1 and effect.p is None  # one session: no test
 
     design, series = _design(
         make_record(30.0, timing=timing_of([10.0, 11.0, 12.0], session="s1")),
         make_record(30.0, arm=AGENCY, timing=timing_of([9.0, 9.9, 10.8], session="s2")),
     )
     assert timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE) == []
+    assert session_log_ratios(design, series, [30.0], [0.7], "tokens_per_second", AG, BASE) == []
 
 
-def test_paired_speed_is_a_t_test_on_the_log_ratios() -> None:
-    base = [10.0, 11.0, 12.0, 10.5, 11.5]
-    mine = [9.1, 9.8, 11.0, 9.3, 10.6]
+BASE_SESSIONS = {"s1": [10.0, 10.4], "s2": [11.0, 11.6], "s3": [12.0, 11.8], "s4": [10.5, 10.1]}
+AGENCY_SESSIONS = {"s1": [9.1, 9.9], "s2": [10.6, 10.1], "s3": [11.0, 11.1], "s4": [9.3, 9.6]}
+
+
+def test_paired_speed_is_a_t_test_over_sessions_each_the_mean_log_ratio_of_its_rounds() -> None:
     design, series = _design(
-        make_record(30.0, timing=timing_of(base, session="s1")),
-        make_record(30.0, arm=AGENCY, timing=timing_of(mine, session="s1")),
+        make_record(30.0, timing=sessions_timing(BASE_SESSIONS)),
+        make_record(30.0, arm=AGENCY, timing=sessions_timing(AGENCY_SESSIONS)),
     )
-    effect, _ = speed_at(design, series, 30.0, AG, BASE)
-    expected = mean_t_effect(np.log(np.array(mine) / np.array(base)))
-    assert effect == expected and effect.p < 0.05
+    per_session = [
+        float(np.mean(np.log(np.array(AGENCY_SESSIONS[s]) / np.array(BASE_SESSIONS[s]))))
+        for s in BASE_SESSIONS
+    ]
+    assert session_log_ratios(design, series, [30.0], [0.7], "tokens_per_second", AG, BASE) == pytest.approx(
+        per_session
+    )
+    effect, units = speed_at(design, series, 30.0, AG, BASE)
+    assert units == SESSION_UNITS and effect == mean_t_effect(per_session, SESSIONS_TEST) and effect.n == 4
+    repeats = mean_t_effect(timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE))
+    assert repeats.n == 8 and repeats.ci_high - repeats.ci_low != effect.ci_high - effect.ci_low
+
+
+def test_a_cell_is_described_by_its_sessions_means() -> None:
+    design, series = _design(make_record(30.0, timing=sessions_timing(BASE_SESSIONS)))
+    cell = Cell(series, 0.7, 30.0, BASE)
+    expected = [float(np.mean(np.log(v))) for v in BASE_SESSIONS.values()]
+    assert cell_session_logs(design, cell, "tokens_per_second") == pytest.approx(expected)
+
+
+def test_a_speed_aa_is_read_per_session_against_the_record_s_own_timing() -> None:
+    record = make_record(30.0, timing=sessions_timing(BASE_SESSIONS))
+    assert speed_aa_ratios(record, "tokens_per_second") == []  # none recorded
+    pseudo = {s: [v * 1.1 for v in rounds] for s, rounds in BASE_SESSIONS.items()}
+    pseudo["s5"] = [10.0, 10.0]  # a session the arm lacks pairs with nothing
+    record.speed_aa = sessions_timing(pseudo)
+    assert speed_aa_ratios(record, "tokens_per_second") == pytest.approx([math.log(1.1)] * 4)
 
 
 def test_arms_timed_apart_fall_back_to_welch_over_the_timed_runs() -> None:
