@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from scipy.stats import spearmanr
+
 from record.catalogue import spec
 from reporting.attribution import (
     ATTRIBUTION_SWEEP,
@@ -370,7 +372,91 @@ def manipulation_section(stats: Statistics) -> list[str]:
     lines += markdown_table(
         ["series", "T", "level", "arm", *states, "outside active", "gate mass removed", "states"], table
     )
-    return lines + sham_match_section(stats)
+    return lines + dose_response_section(stats) + sham_match_section(stats)
+
+
+def _level_effect(stats: Statistics, series, arm, at: float) -> Comparison | None:
+    return next(
+        (
+            c
+            for c in stats.family("Q2")
+            if c.series == series
+            and c.arm == arm
+            and c.other == BASELINE_ARM
+            and c.metric == QUALITY
+            and c.level == at
+        ),
+        None,
+    )
+
+
+def _dose_response_text(points: list[tuple[float, float]]) -> str:
+    """The rank correlation of gate mass removed with the log quality effect over arms (a description: the arms
+    share prompts and a baseline, so they are not independent samples)."""
+    if len(points) < 3 or len({m for m, _ in points}) < 2:
+        return f"too few arms with distinct doses ({len(points)}) for a rank correlation"
+    rho = float(spearmanr([m for m, _ in points], [e for _, e in points]).statistic)
+    if math.isnan(rho):
+        return "no rank correlation (the effects do not vary)"
+    trend = (
+        "more gate mass removed goes with higher perplexity (the states cost quality)"
+        if rho > 0
+        else "more gate mass removed goes with lower perplexity (the states help)"
+    )
+    return f"Spearman rho = {rho:+.2f} over {len(points)} arms: {trend}"
+
+
+def dose_response_section(stats: Statistics) -> list[str]:
+    """Per pruned level: each agency arm's dose beside its quality effect against the baseline, ordered by the
+    gate mass its states removed, and how the effect follows the dose."""
+    rows, texts = [], []
+    for series in sorted({c.cell.series for c in stats.cells}):
+        for at in sorted({c.cell.level for c in stats.cells if c.cell.series == series and c.cell.level > 0}):
+            arms = sorted(
+                {
+                    c.cell.arm
+                    for c in stats.cells
+                    if c.cell.series == series and c.cell.level == at and c.agency
+                }
+            )
+            doses = [(arm, _cell_dose(stats, series, arm.label, at)) for arm in arms]
+            found = sorted(((a, d) for a, d in doses if d is not None), key=lambda ad: ad[1].mass)
+            if not any(d.share >= stats.min_acted_share for _, d in found):
+                continue
+            points = []
+            for arm, dose in found:
+                effect = _level_effect(stats, series, arm, at)
+                if effect is not None and effect.effect.estimate is not None:
+                    points.append((dose.mass, effect.effect.estimate))
+                acted = "acted" if dose.share >= stats.min_acted_share else "did not act"
+                rows.append(
+                    [series.label(), level(at), arm.label, f"{100 * dose.share:.2f}%", f"{dose.mass:.4f}"]
+                    + [acted, _cell_text(effect, stats.alpha)]
+                )
+            texts.append(f"- {series.label()} at {level(at)}: {_dose_response_text(points)}.")
+    if not rows:
+        return []
+    lines = ["### Dose-response: quality against how much the states acted", ""]
+    lines.append(
+        "Each agency arm at each pruned level where some arm's states acted, ordered by the gate mass its states "
+        "removed, beside its reference perplexity against the baseline (per prompt, Holm within its question). "
+        "The rank correlation describes the trend over arms; it is not a test (the arms share prompts and one "
+        "baseline)."
+    )
+    lines.append("")
+    lines += markdown_table(
+        [
+            "series",
+            "level",
+            "arm",
+            "outside active",
+            "gate mass removed",
+            "states",
+            "reference perplexity agency / baseline [95% CI]",
+        ],
+        rows,
+    )
+    return lines + texts + [""]
 
 
 def _cell_dose(stats: Statistics, series, arm_label: str, at: float) -> Dose | None:

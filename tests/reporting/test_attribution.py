@@ -219,7 +219,7 @@ def test_an_ablation_of_states_that_acted_reads_normally() -> None:
     stats, text = _report(replace(ONE_T, arms=(BASELINE, MAIN, off)))
     rows = [c for c in stats.family("ablation") if c.arm.label == "agency(state_gating=false)"]
     assert rows and all(c.reading(0.05) != UNINFORMATIVE for c in rows)
-    table = _section(text, "## Manipulation check").splitlines()
+    table = _section(text, "## Manipulation check").split("\n### ", 1)[0].splitlines()
     (main_row,) = [line for line in table if "| 30% | agency |" in line]
     (off_row,) = [line for line in table if "| 30% | agency(state_gating=false) |" in line]
     assert main_row.endswith("| 5.00% | 0.0250 | acted |") and off_row.endswith("| did not act |")
@@ -282,6 +282,25 @@ def test_the_sham_is_matched_only_within_the_declared_tolerance_on_both_parts_of
     assert SHAM_TOLERANCE == 0.10
     got = sham_verdict(real, sham)
     assert got[0] is matched and got[1].startswith(said)
+
+
+def test_the_states_dose_response_orders_arms_by_gate_mass_and_states_the_trend() -> None:
+    def states(quantile: float, acted: float, harm: float):
+        arm = agency(
+            ppl=at_pruned_levels(harm),
+            consent_pruning=False,
+            overload_quantile=quantile,
+            departures=["consent_pruning", "overload_quantile"],
+        )
+        return replace(arm, acted=acted)
+
+    arms = (BASELINE, states(0.99, 0.02, 1.0), states(0.9, 0.1, 1.3), states(0.5, 0.3, 1.8))
+    _, text = _report(replace(ONE_T, levels=(0.0, 30.0), arms=arms))
+    section = _section(text, "## Manipulation check").split("### Dose-response", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| embedded")]
+    assert [row.split(" | ")[4] for row in rows] == ["0.0100", "0.0500", "0.1500"]  # ordered by gate mass
+    assert all("| acted | ×" in row for row in rows)
+    assert "Spearman rho = +1.00 over 3 arms: more gate mass removed goes with higher perplexity" in section
 
 
 # -- the A/A at every pruned level -------------------------------------------------------------------------------
