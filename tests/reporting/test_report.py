@@ -341,3 +341,42 @@ def test_exit_2_naming_a_split_or_where_key_no_record_has_before_anything_is_wri
     allowed = lines[0].split("; allowed: ", 1)[1].split(", ")
     assert meant in allowed and "model.pruning.level" in allowed and key not in allowed
     assert not (run / "report").exists()
+
+
+@pytest.mark.slow  # a real local sweep of 4 conditions through the command line, then its report
+def test_a_local_sweep_times_each_cell_in_three_counterbalanced_sessions_and_its_report_shows_the_speed_aa(
+    tiny_gpt2_dir: Path, tiny_prompt_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from run_helpers import tiny_sweep
+
+    import cli
+    from record.storage import read_record
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    parameters = {
+        "model.pruning.level": {"values": [0, 50]},
+        "model.agency.enabled": {"values": [False, True]},
+    }
+    sweep_file = tiny_sweep(tmp_path / "sweep", tiny_gpt2_dir, tiny_prompt_file, parameters)
+    run = tmp_path / "run"
+    cli.main(["sweep", str(sweep_file), "--output_dir", str(run), "--quiet"])
+    found = [read_record(p) for p in sorted((run / "records").glob("*.json"))]
+    assert len(found) == 4
+    for record in found:
+        timed = record.timing.arms
+        sessions = sorted({r.session for r in record.timing.repeats})
+        assert record.timing.schedule == "interleaved" and len(sessions) >= 3
+        for session in sessions:
+            positions = sorted(r.position for r in record.timing.repeats if r.session == session)
+            assert positions == sorted(list(range(len(timed))) * (len(positions) // len(timed)))
+    (holder,) = [r for r in found if r.speed_aa is not None]
+    assert (
+        holder.config["model"]["pruning"]["level"] == 50 and not holder.config["model"]["agency"]["enabled"]
+    )
+    cli.main(["report", str(run), "--no-plots"])
+    summary = (run / "report" / "summary.md").read_text(encoding="utf-8")
+    aa = summary.split("## A/A check")[1].split("\n## ")[0]
+    line = next(x for x in aa.splitlines() if x.startswith("Speed A/A"))
+    assert "baseline vs itself tokens/s ×" in line and "over 3 sessions" in line
+    q2 = summary.split("## 2.")[1].split("\n## ")[0]
+    assert "n = 3 timing sessions timed side by side" in q2  # one temperature x 3 sessions at 50%
