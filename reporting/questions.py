@@ -709,7 +709,7 @@ def speed_warning(comparisons: Sequence[Comparison]) -> str | None:
     if not failed:
         return None
     measured = "; ".join(
-        f"{c.series.label()} at {c.level:g}%: x{math.exp(c.effect.estimate or 0):.3f} "
+        f"{c.series.label()} at {c.level:g}%: ×{math.exp(c.effect.estimate or 0):.3f} "
         f"[{math.exp(c.effect.ci_low or 0):.3f}, {math.exp(c.effect.ci_high or 0):.3f}] over {c.effect.n} sessions"
         for c in failed
     )
