@@ -13,7 +13,8 @@ Fields:
   ``condition``.
 * ``analysed_per``: the unit the statistics treat as independent. Samples are
   averaged per ``prompt`` (iterations are repeats within a prompt); timing
-  repeats are their own unit; a condition is one value, unless its record keeps
+  repeats are averaged per ``session`` (the repeats of one timed run share its
+  drift; arms timed in one session pair by round); a condition is one value, unless its record keeps
   the value per evaluation ``window`` (corpus perplexity), which every arm
   scores alike and the report pairs.
 * ``direction``: ``higher`` or ``lower`` is better, or ``reference``: closeness
@@ -30,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MEASURED_PER = ("timing", "sample", "condition")
-ANALYSED_PER = ("timing", "prompt", "condition", "window")
+ANALYSED_PER = ("session", "prompt", "condition", "window")
 DIRECTIONS = ("higher", "lower", "reference")
 SCALES = ("log", "linear")
 # Where a metric is shown: the end-of-run console table, the summary's cell table, the metrics-vs-level
@@ -79,7 +80,7 @@ def _speed(name: str, label: str, unit: str, direction: str, description: str) -
         "speed",
         "speed",
         "timing",
-        "timing",
+        "session",  # a session's repeats share its drift: averaged within it, the session is the unit
         direction,
         "log",
         True,

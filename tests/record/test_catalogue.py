@@ -12,7 +12,7 @@ def test_entries_are_consistent() -> None:
         if m.measured_per == "sample":
             assert m.analysed_per == "prompt", m.name  # iterations are repeats within a prompt
         if m.measured_per == "timing":
-            assert m.analysed_per == "timing", m.name  # a timing is never copied into rows
+            assert m.analysed_per == "session", m.name  # never copied into rows; averaged per session
         if m.direction == "reference":
             assert m.sign == 0
     assert spec("reference_perplexity").scale == "log" and spec("tokens_per_second").scale == "log"
