@@ -13,6 +13,7 @@ import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -291,66 +292,117 @@ def bfloat16_line(models: Models, settings: Settings, bandwidth: float, threads:
 
 # ------------------------------------------------------------ figure 2
 def agency_overhead(models: Models, settings: Settings) -> list[Row]:
-    from lightning_modules.condition import ConditionSpec, build_condition
+    """The agency arm with no state changing a gate vs the baseline arm, at 0%: what observing costs.
+
+    The embedded model runs both arms through ``build_condition`` (the agency arm calibrated, as a sweep
+    builds it); GPT-2 small's shape (random weights: no GPT-2 weights offline) runs them on its gated model
+    with an uncalibrated controller whose states never change (overload threshold 1)."""
+    rows = [_agency_overhead_row(models, settings, EMBEDDED, _embedded_arms(models, settings.new_tokens))]
+    release()
+    rows.append(_agency_overhead_row(models, settings, GPT2, _gpt2_arms(models, settings.new_tokens)))
+    release()
+    return rows
+
+
+def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Row:
     from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
+
+    b, n = settings.batch, settings.new_tokens
+    ids, mask = models.batch_for(which, b)
+    seeds = [sample_seed(0, i, 0) for i in range(b)]
+    sampling = SamplingConfig(temperature=0.7)
+
+    def arm(side: _Arm, tokens: int) -> Callable[[], float]:
+        def run() -> float:
+            undo = side.attach() if side.attach is not None else None
+            try:
+                if side.controller is not None:
+                    side.controller.reset(b)
+                on_step = None if side.controller is None else side.controller.begin_step
+                return decode(side.model, ids, mask, tokens, sampling, seeds, on_step=on_step).total_time_s
+            finally:
+                if undo is not None:
+                    undo()
+
+        return run
+
+    for side in arms.values():  # warm-up
+        arm(side, WARMUP_TOKENS)()
+    controller = arms["agency"].controller
+    controller.reset_statistics()
+    t = alternate({name: arm(side, n) for name, side in arms.items()}, settings.rounds)
+    ratio = t.ratio("baseline", "agency")
+    shares, removed = controller.acted()
+    return Row(
+        "2 agency overhead",
+        "agency arm vs baseline arm, 0% pruned (decode)",
+        which,
+        label(models),
+        b,
+        n,
+        value=median(ratio),
+        goal=0.95,
+        note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
+        f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}; "
+        f"head-steps in a non-active state {100 * sum(shares.values()):.1f}%, gate mass removed {removed:.3f}"
+        + ("; random weights" if which == GPT2 else ""),
+    )
+
+
+@dataclass
+class _Arm:
+    """One side of figure 2: a model and, for the agency arm, its controller and how to attach it (the
+    callable returns the undo): attached only while it decodes."""
+
+    model: torch.nn.Module
+    controller: Any = None
+    attach: Callable[[], Callable[[], None]] | None = None
+
+
+def _embedded_arms(models: Models, tokens: int) -> dict[str, _Arm]:
+    """Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build runs
+    its calibration: never timed), and attached to the shared base model only while it decodes."""
+    from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
 
-    b, n = settings.batch, settings.new_tokens
-    ids, mask = models.embedded_batch(b)
-    seeds = [sample_seed(0, i, 0) for i in range(b)]
-    sampling = SamplingConfig(temperature=0.7)
-    # Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build
-    # runs its calibration: never timed), and attached to the shared base model only while it decodes.
-    conditions = {
-        enabled: build_condition(
-            models.store,
-            ConditionSpec(
-                EMBEDDED,
-                models.precision,
-                PruningConfig(level=0),
-                AgencyConfig(enabled=enabled),
-                CalibrationConfig(),
-                seed=0,
-                num_tokens=n,
-            ),
-            models.device,
-        )
-        for enabled in (False, True)
-    }
-
-    def arm(enabled: bool, tokens: int) -> Callable[[], float]:
-        condition = conditions[enabled]
-
-        def run() -> float:
-            with condition.attached():
-                condition.begin_sequence_batch(b)
-                result = decode(
-                    condition.model, ids, mask, tokens, sampling, seeds, on_step=condition.on_step
-                )
-            return result.total_time_s
-
-        return run
-
-    for enabled in (False, True):  # warm-up
-        arm(enabled, WARMUP_TOKENS)()
-    t = alternate({"baseline": arm(False, n), "agency": arm(True, n)}, settings.rounds)
-    ratio = t.ratio("baseline", "agency")
-    return [
-        Row(
-            "2 agency overhead",
-            "agency arm vs baseline arm, 0% pruned (decode)",
+    arms = {}
+    for name, enabled in (("baseline", False), ("agency", True)):
+        spec = ConditionSpec(
             EMBEDDED,
-            label(models),
-            b,
-            n,
-            value=median(ratio),
-            goal=0.90,
-            note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
-            f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}",
+            models.precision,
+            PruningConfig(level=0),
+            AgencyConfig(enabled=enabled),
+            CalibrationConfig(),
+            seed=0,
+            num_tokens=tokens,
         )
-    ]
+        condition = build_condition(models.store, spec, models.device)
+
+        def attach(condition: Any = condition) -> Callable[[], None]:
+            condition.attach()
+            return condition.detach
+
+        arms[name] = _Arm(condition.model, condition.agency, attach)
+    return arms
+
+
+def _gpt2_arms(models: Models, tokens: int) -> dict[str, _Arm]:
+    from lightning_modules.condition import attach_agency
+    from lightning_modules.heads.agency import AgencyConfig, AgencyController
+    from lightning_modules.models.adapters import adapter_for
+
+    model, gates = models.gpt2
+    gates.reset()
+    layout = gates.layout
+    config = AgencyConfig(enabled=True, calibrate=False, overload_threshold=1.0)  # no state ever changes
+    controller = AgencyController(config, layout.num_layers, layout.num_heads, tokens, device=models.device)
+    adapter = adapter_for(model)
+    return {
+        "baseline": _Arm(model, None),
+        "agency": _Arm(model, controller, lambda: attach_agency(model, gates, adapter, controller)),
+    }
 
 
 # ------------------------------------------------------------ figure 3

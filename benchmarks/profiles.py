@@ -114,22 +114,21 @@ def agency_parts(models: Models) -> None:
     from lightning_modules.heads.agency import AgencyController
 
     ids, mask = models.embedded_batch(8)
-    focus, observe = attention.newest_token_focus, AgencyController.observe
+    see, fold = attention.FocusRecorder.see, AgencyController.observe_forward
 
-    def no_focus(query, *_args):
-        return torch.zeros(query.shape[0], query.shape[1], device=query.device)
+    def nothing(*_args) -> None:
+        return None
 
     variants = {
-        "baseline": (False, focus, observe),
-        "agency": (True, focus, observe),
-        "agency, focus not computed": (True, no_focus, observe),
-        "agency, observe a no-op": (True, focus, lambda *_: None),
-        "agency, neither (gating + step only)": (True, no_focus, lambda *_: None),
+        "baseline": (False, see, fold),
+        "agency": (True, see, fold),
+        "agency, no score product (nothing to fold)": (True, nothing, fold),
+        "agency, focus finished, fold a no-op": (True, see, nothing),
     }
 
     def run(name: str, steps: int) -> float:
-        enabled, attention.newest_token_focus, AgencyController.observe = variants[name]
-        try:  # patched before attaching: the observers are the controller's methods looked up then
+        enabled, attention.FocusRecorder.see, AgencyController.observe_forward = variants[name]
+        try:
             condition = _condition(models, enabled)
             with condition.attached():
                 condition.begin_sequence_batch(8)
@@ -144,7 +143,7 @@ def agency_parts(models: Models) -> None:
                 )
             return result.total_time_s
         finally:
-            attention.newest_token_focus, AgencyController.observe = focus, observe
+            attention.FocusRecorder.see, AgencyController.observe_forward = see, fold
 
     for name in variants:
         run(name, 2)

@@ -20,7 +20,7 @@ from torch import nn
 
 from lightning_modules.heads.agency import AgencyConfig, AgencyController
 from lightning_modules.heads.agency_calibration import agency_signals, importance
-from lightning_modules.heads.attention import FocusObserver, NewestRowTerms
+from lightning_modules.heads.attention import FocusRecorder
 from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
 from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.gates import HeadGates, attach_gates
@@ -74,7 +74,7 @@ class ConditionModel:
             self.gates.set(gate_values(self.heads, self.layout).to(self.gates.values.device))
             self._attached.append(self.gates.reset)
         if self.agency is not None:
-            self._attached.append(_attach_agency(self.model, self.gates, self.adapter, self.agency))
+            self._attached.append(attach_agency(self.model, self.gates, self.adapter, self.agency))
 
     def detach(self) -> None:
         """Take this state off the model, ready for another state or condition."""
@@ -132,34 +132,27 @@ class ConditionModel:
         )
 
 
-def _attach_agency(
+def attach_agency(
     model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter, controller: AgencyController
 ) -> Callable[[], None]:
     """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo.
 
-    The layers' observers share one mask-terms cache, which lives until the undo."""
-    gates.factor_provider = controller.gate_factors
-    num_heads = gates.layout.num_heads
-    row_terms = NewestRowTerms()
-
-    def observer_for(layer: int):
-        kept = gates.kept_index(layer)
-        if len(kept) == num_heads:
-            return controller.observe
-
-        def observe_kept(layer_idx: int, focus: torch.Tensor) -> None:
-            full = focus.new_zeros(focus.shape[0], num_heads)
-            controller.observe(layer_idx, full.index_copy(1, kept, focus))
-
-        return observe_kept
-
+    One ``FocusRecorder`` serves every layer with heads left: each layer writes its score row into it, and
+    the controller folds the focus of all layers at once at the next forward's start (it places the kept
+    heads of a physically pruned layer at their original index; pruned heads read focus 0). The gates ask
+    the controller for factors and skip the multiply while none differs from 1."""
+    layout = gates.layout
+    recorder = FocusRecorder(layout.num_layers, layout.num_heads, gates.kept_heads)
+    gates.factor_provider = controller.layer_factors
+    controller.focus_source = recorder
     attentions = adapter.attention_modules(model)
     for layer, attn in enumerate(attentions):
         if gates.kept_heads[layer]:
-            attn.focus_observer = FocusObserver(observer_for(layer), row_terms)
+            attn.focus_observer = recorder
 
     def detach() -> None:
         gates.factor_provider = None
+        controller.release_source()
         for attn in attentions:
             attn.focus_observer = None
 

@@ -1,9 +1,10 @@
 """The agency layer over attention heads: per-head states, consent and gate factors.
 
 Pure torch: the model integration computes each head's *focus* on the newest
-token, hands it to :meth:`AgencyController.observe`, and multiplies each head's
-output by :meth:`AgencyController.gate_factors`. Nothing here touches a model,
-so the state machine can be tested on synthetic signals.
+token, hands it over once per forward (``focus_source``; :meth:`AgencyController.observe`
+takes one layer), and multiplies each head's output by
+:meth:`AgencyController.gate_factors`. Nothing here touches a model, so the state
+machine can be tested on synthetic signals.
 
 The agency layer is a hypothesis under test, not a known improvement. The states
 are one table (``record/agency_states.py``: name, factor setting, whether it
@@ -31,15 +32,22 @@ a head is gated by ``no_consent_factor``; only overrides change it) and
 consent-aware pruning takes them last, it never gates them).
 
 Step accounting: ``begin_step`` is called once per model forward (a prefill
-counts as one). ``steps_in_state`` counts the forwards a head has completed in
-its current state, so a state lasts exactly ``recovery_steps`` forwards.
+counts as one). States change only there, between forwards: it ages and recovers
+the states, folds in the focus the last forward observed, and fixes the factors
+of the forward that starts, for every layer at once. So a state that a forward's
+focus triggers acts from the next forward (the next token) on, and every forward
+runs with one state per head throughout. ``steps_in_state`` counts the forwards a
+head has run in its current state, so a state acts in exactly ``recovery_steps``
+forwards. The focus of a batch's last forward has no forward left to act on; it
+still counts in the transitions and the end state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
@@ -61,6 +69,16 @@ Ablation = Literal["none", AgencyComponent, "sham"]  # one arm of an ablation st
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 Head = tuple[int, int]
+
+
+class FocusSource(Protocol):
+    """Where one forward's focus of every layer comes from (``attention.FocusRecorder``)."""
+
+    observed: Tensor | None  # [layers] bool: the layers it covers; None: all
+
+    def focus(self) -> Tensor | None: ...  # [batch, layers, heads] of the last forward, or None
+
+    def clear(self) -> None: ...
 
 
 @dataclass
@@ -233,8 +251,9 @@ class AgencyController:
     Per-head initial signals ([layers, heads]) come from calibration and explicit
     overrides; ``reset`` expands them to per-sample tensors ([batch, layers,
     heads]) so every prompt of a batch evolves on its own and nothing leaks from
-    one batch to the next. The hot path (``begin_step``, ``observe``,
-    ``gate_factors``) is vectorised and never synchronises with the host.
+    one batch to the next. The hot path is ``begin_step``, once per forward over all
+    layers, vectorised; it reads one flag from the tensors on the CPU only (whether
+    any factor differs from 1), so on an accelerator it never waits for the device.
     """
 
     def __init__(
@@ -285,6 +304,12 @@ class AgencyController:
         self.utilization: Tensor | None = None
         self.steps_in_state: Tensor | None = None
         self.automatic: Tensor | None = None
+        self.focus_source: FocusSource | None = None  # the model integration's per-forward focus
+        self._layer_focus: Tensor | None = None  # focus noted by ``observe`` since the last boundary
+        self._layers_seen: Tensor | None = None
+        self._step_open = False
+        self._factors = torch.ones(1, num_layers, num_heads, device=self.device)
+        self._gating = [False] * num_layers  # per layer: does any factor of this forward differ from 1
         self.reset_statistics()
         self.apply_overrides()
 
@@ -374,7 +399,11 @@ class AgencyController:
         """Start a batch: every row starts from the initial signals; nothing carries over."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; must be >= 1")
-        self._close_step()
+        if self.state is not None:
+            self._fold_pending()  # the last batch's last forward: its entries count in the transitions
+        elif self.focus_source is not None:
+            self.focus_source.clear()  # forwards before any batch (nothing to fold them into)
+        self._step_open = False
         shape = (batch_size, self.num_layers, self.num_heads)
         self.batch_size = batch_size
         self.state = self.initial_state.expand(shape).clone()
@@ -385,25 +414,13 @@ class AgencyController:
         no_consent = torch.full((), self.config.no_consent_factor, dtype=torch.float32, device=self.device)
         self._consent_factor = torch.where(self.consent, one, no_consent)
         self._all_consent = bool(self.consent.all())
-        # Per-layer views, made once per batch: the hot path runs once per layer and forward, where every
-        # small op runs cold (benchmarks/profiles.py cold-ops).
-        self._layer_views = [
-            (
-                self.utilization[:, layer],
-                self.state[:, layer],
-                self.steps_in_state[:, layer],
-                self.automatic[:, layer],
-                self.overload_level[layer],
-            )
-            for layer in range(self.num_layers)
-        ]
-        self._focus_shape = (batch_size, self.num_heads)
+        self._ones = torch.ones(shape, dtype=torch.float32, device=self.device)
+        self._refresh_factors()
 
     def reset_statistics(self) -> None:
         """Forget step counts and transitions: the measured run starts here (warm-up and timing do not count)."""
         self.steps = 0
-        self._step_open = False
-        self._closed_steps = 0
+        self._forwards = 0
         self._count_sum = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
         # The manipulation check: row-forwards each head spent in each state, and the gate mass its factors removed.
         shape = (self.num_layers, self.num_heads)
@@ -412,106 +429,150 @@ class AgencyController:
         self._entries = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
 
     def begin_step(self) -> None:
-        """Start a forward: close the previous one's counts, advance counters, recover finished states."""
+        """Start a forward: age the states, recover finished ones, fold in the last forward's focus, then fix
+        this forward's factors and count them.
+
+        All of it runs here, once per forward over every layer at once, not inside the layers (where each
+        small op would run cold). A state a forward's focus triggers therefore acts from the next forward
+        on, for exactly ``recovery_steps`` forwards.
+        """
         self._require_batch()
         if self._step_open:
-            self._close_step()
             self.steps_in_state += 1
         recover = self.automatic & self._recovers[self.state] & (self.steps_in_state >= self.recovery_steps)
         self.state.masked_fill_(recover, ACTIVE)
         self.steps_in_state.masked_fill_(recover, 0)
+        self._fold_pending()
         self.steps += 1
         self._step_open = True
+        self._refresh_factors()
+        self._count_forward()
 
     def observe(self, layer: int, focus: Tensor) -> None:
-        """Fold one layer's focus on the newest token ([batch, heads], in [0, 1]) into utilization.
-
-        Running average with history weight ``alpha``: u <- alpha * u + (1 - alpha) * focus.
-        An active head whose utilization then exceeds its overload level (strictly)
-        becomes overloaded. NaN focus counts as 0 and values are clamped to [0, 1],
-        so one bad forward cannot poison the state machine.
-        """
+        """Note one layer's focus on the newest token ([batch, heads], in [0, 1]) of the forward now running;
+        it is folded in at the next ``begin_step`` (see ``observe_forward``). The model integration
+        hands all layers at once instead (``focus_source``)."""
         self._require_batch()
-        if focus.shape != self._focus_shape:
-            raise ValueError(f"focus has shape {tuple(focus.shape)}; expected {self._focus_shape}")
-        if focus.requires_grad:
-            focus = focus.detach()
+        expected = (self.batch_size, self.num_heads)
+        if tuple(focus.shape) != expected:
+            raise ValueError(f"focus has shape {tuple(focus.shape)}; expected {expected}")
+        if self._layer_focus is None:
+            self._layer_focus = torch.zeros(
+                self.batch_size, self.num_layers, self.num_heads, dtype=torch.float32, device=self.device
+            )
+            self._layers_seen = torch.zeros(self.num_layers, dtype=torch.bool, device=self.device)
+        self._layer_focus[:, layer] = focus.detach()
+        self._layers_seen[layer] = True
+
+    def observe_forward(self, focus: Tensor, layers: Tensor | None = None) -> None:
+        """Fold one forward's focus on the newest token ([batch, layers, heads], in [0, 1]) into utilization.
+
+        Running average with history weight ``alpha``: u <- alpha * u + (1 - alpha) * focus, over the
+        ``layers`` observed ([layers] bool; None: all). An active head whose utilization then exceeds its
+        overload level (strictly) becomes overloaded. NaN focus counts as 0 and values are clamped to
+        [0, 1], so one bad forward cannot poison the state machine. A new state's trigger overrides this.
+        """
         if focus.dtype != torch.float32 or focus.device != self.device:
             focus = focus.to(self.device, torch.float32)
-        f = torch.nan_to_num(focus, nan=0.0).clamp_(0.0, 1.0)
-        util, state, steps_in_state, automatic, level = self._layer_views[layer]
-        util.lerp_(f, 1.0 - self.config.utilization_alpha)  # alpha * u + (1 - alpha) * f in one op
+        f = torch.nan_to_num(focus.detach(), nan=0.0).clamp_(0.0, 1.0)
+        weight: float | Tensor = 1.0 - self.config.utilization_alpha
+        if layers is not None:
+            weight = layers.to(self.device, torch.float32)[:, None] * weight
+        self.utilization.lerp_(f, weight)  # alpha * u + (1 - alpha) * f in one op
         if not self.config.overload:
             return
-        over = util.gt(level).logical_and_(state.eq(ACTIVE))
-        state.masked_fill_(over, OVERLOADED)
-        steps_in_state.masked_fill_(over, 0)
-        automatic.logical_or_(over)
+        over = self.utilization.gt(self.overload_level).logical_and_(self.state.eq(ACTIVE))
+        if layers is not None:
+            over.logical_and_(layers.to(self.device)[:, None])
+        self.state.masked_fill_(over, OVERLOADED)
+        self.steps_in_state.masked_fill_(over, 0)
+        self.automatic.logical_or_(over)
         self._entries[OVERLOADED] += over.sum()
 
     def gate_factors(self, layer: int) -> Tensor:
-        """Per-row, per-head factor for ``layer`` ([batch, heads], float32), from the current state.
+        """Per-row, per-head factor for ``layer`` in the forward now running ([batch, heads], float32).
 
         state factor x (``no_consent_factor`` without run-time consent, else 1); with
         ``state_gating`` off, 1 everywhere; with ``sham``, the same factors moved to
         other kept heads of the layer. With every head active and consenting it is exactly 1.
         """
         self._require_batch()
+        return self._factors[:, layer]
+
+    def layer_factors(self, layer: int) -> Tensor | None:
+        """``gate_factors``, or None while no factor of this layer and forward differs from 1 (the gates then
+        skip the multiply: contract 1 holds without it, and it is one cold op per layer saved)."""
+        return self._factors[:, layer] if self._gating[layer] else None
+
+    def _refresh_factors(self) -> None:
+        """This forward's factors of every layer, [batch, layers, heads], and per layer whether any differs
+        from 1: read once per forward on the CPU (free there); on an accelerator the multiply stays, as
+        reading the flags would wait for the device every step."""
         if not self.config.state_gating:
-            return self._ones
-        factors = self._factor_table[self._layer_views[layer][1]]
-        if not self._all_consent:
-            factors = factors * self._consent_factor[layer]
-        if self.sham_index is not None:
-            factors = factors.index_select(1, self.sham_index[layer])
-        return factors
-
-    @property
-    def _ones(self) -> Tensor:
-        ones = getattr(self, "_ones_cache", None)
-        if ones is None or ones.shape != self._focus_shape:
-            ones = self._ones_cache = torch.ones(self._focus_shape, device=self.device)
-        return ones
-
-    def _require_batch(self) -> None:
-        if self.state is None:
-            raise RuntimeError("AgencyController.reset(batch_size) must be called before the first forward")
-
-    def _current_counts(self) -> Tensor:
-        """Heads per state over all (row, head) pairs, divided by the batch size."""
-        hits = self.state.unsqueeze(-1) == self._codes
-        return hits.sum(dim=(0, 1, 2)).to(torch.float64) / self.batch_size
-
-    def _step_totals(self) -> tuple[Tensor, Tensor]:
-        """This forward's row-forwards per head and state ([layers, heads, states]) and the gate mass removed
-        per head ([layers, heads]): 1 - the factor each row's head ran with, summed over rows."""
-        hits = (self.state.unsqueeze(-1) == self._codes).sum(dim=0).to(torch.float64)
-        if not self.config.state_gating:
-            return hits, torch.zeros_like(self._removed)
+            self._factors, self._gating = self._ones, [False] * self.num_layers
+            return
         factors = self._factor_table[self.state]
         if not self._all_consent:
             factors = factors * self._consent_factor
         if self.sham_index is not None:
             factors = factors.gather(2, self.sham_index.expand_as(self.state))
-        return hits, (1.0 - factors).sum(dim=0).to(torch.float64)
+        self._factors = factors
+        if self.device.type == "cpu":
+            self._gating = factors.ne(1.0).any(dim=2).any(dim=0).tolist()
+        else:
+            self._gating = [True] * self.num_layers
 
-    def _close_step(self) -> None:
-        if self._step_open and self.state is not None:
-            self._count_sum += self._current_counts()
-            hits, removed = self._step_totals()
-            self._head_steps += hits
-            self._removed += removed
-            self._closed_steps += 1
-        self._step_open = False
+    def _count_forward(self) -> None:
+        """The manipulation check of the forward now starting: the states and factors it runs with."""
+        hits = (
+            (self.state.unsqueeze(-1) == self._codes).sum(dim=0).to(torch.float64)
+        )  # [layers, heads, states]
+        self._head_steps += hits
+        self._count_sum += hits.sum(dim=(0, 1)) / self.batch_size
+        if self.config.state_gating:
+            self._removed += (1.0 - self._factors).sum(dim=0).to(torch.float64)
+        self._forwards += 1
+
+    def release_source(self) -> None:
+        """Let go of ``focus_source`` (the model integration detaches), keeping the focus it holds of the last
+        forward: it is folded in at the next boundary, and a report still reads it."""
+        source, self.focus_source = self.focus_source, None
+        if source is None:
+            return
+        focus = source.focus() if self.state is not None else None
+        if focus is not None:
+            if self._layer_focus is None:
+                self._layer_focus = focus.contiguous()  # the source's buffer is reused by its next forward
+                self._layers_seen = (
+                    torch.ones(self.num_layers, dtype=torch.bool, device=self.device)
+                    if source.observed is None
+                    else source.observed.to(self.device)
+                )
+            else:
+                self.observe_forward(focus, source.observed)
+        source.clear()
+
+    def _fold_pending(self) -> None:
+        """Fold in the focus observed since the last boundary, then forget it."""
+        source = self.focus_source
+        if source is not None:
+            focus = source.focus()
+            if focus is not None:
+                self.observe_forward(focus, source.observed)
+            source.clear()
+        if self._layer_focus is not None:
+            self.observe_forward(self._layer_focus, self._layers_seen)
+            self._layer_focus = self._layers_seen = None
+
+    def _require_batch(self) -> None:
+        if self.state is None:
+            raise RuntimeError("AgencyController.reset(batch_size) must be called before the first forward")
 
     def acted(self, pruned_heads: Iterable[Sequence[int]] = ()) -> tuple[dict[str, float], float]:
         """How much the states acted since ``reset_statistics``, over the kept heads' row-forwards: the share
-        spent in each non-active state, and the mean gate mass the states removed (0: the layer never acted)."""
-        head_steps, removed = self._head_steps.clone(), self._removed.clone()
-        if self._step_open and self.state is not None:
-            hits, now = self._step_totals()
-            head_steps += hits
-            removed += now
+        spent in each non-active state, and the mean gate mass the states removed (0: the layer never acted).
+        Counted with the states and factors each forward ran with."""
+        head_steps, removed = self._head_steps, self._removed
         kept = torch.ones((self.num_layers, self.num_heads), dtype=torch.bool, device=self.device)
         for layer, head in pruned_heads:
             if 0 <= layer < self.num_layers and 0 <= head < self.num_heads:
@@ -523,16 +584,47 @@ class AgencyController:
         shares = {name: float(per_state[code]) / total for code, name in enumerate(self.state_names) if code}
         return shares, float(removed[kept].sum()) / total
 
+    @contextmanager
+    def _pending_folded(self) -> Iterator[None]:
+        """Read the states as if the focus not yet folded in were: on copies, so reading changes nothing."""
+        pending = (self.focus_source is not None and self.focus_source.focus() is not None) or (
+            self._layer_focus is not None
+        )
+        if self.state is None or not pending:
+            yield
+            return
+        names = ("state", "utilization", "steps_in_state", "automatic", "_entries")
+        saved = {name: getattr(self, name) for name in names}
+        layer_focus, layers_seen = self._layer_focus, self._layers_seen
+        for name, tensor in saved.items():
+            setattr(self, name, tensor.clone())
+        source, self.focus_source = self.focus_source, None
+        try:
+            if source is not None and (focus := source.focus()) is not None:
+                self.observe_forward(focus, source.observed)
+            if layer_focus is not None:
+                self.observe_forward(layer_focus, layers_seen)
+            yield
+        finally:
+            for name, tensor in saved.items():
+                setattr(self, name, tensor)
+            self.focus_source, self._layer_focus, self._layers_seen = source, layer_focus, layers_seen
+
     # ---------------------------------------------------------------- report
     def report(self, pruned_heads: Iterable[Sequence[int]]) -> AgencyReport:
         """The record's agency part. Reads state, changes nothing.
 
         ``state_counts_end``: heads per state at the end of the last batch (before any
-        batch: the initial signals), per row. ``state_counts_mean``: the same, taken
-        at the end of every forward since ``reset_statistics``. ``state_map``: the most
-        frequent end state of each head over the rows; ``utilization_map``: mean end
-        utilization. ``transitions``: entries into each state, summed over rows.
+        batch: the initial signals), per row, with the last forward's focus folded in.
+        ``state_counts_mean``: the states every forward since ``reset_statistics`` ran with.
+        ``state_map``: the most frequent end state of each head over the rows;
+        ``utilization_map``: mean end utilization. ``transitions``: entries into each state,
+        summed over rows.
         """
+        with self._pending_folded():
+            return self._report(pruned_heads)
+
+    def _report(self, pruned_heads: Iterable[Sequence[int]]) -> AgencyReport:
         pruned = {(int(p[0]), int(p[1])) for p in pruned_heads}
         acted_share, gate_mass_removed = self.acted(pruned)
         if self.state is None:
@@ -540,12 +632,11 @@ class AgencyController:
             end_counts = (state.unsqueeze(-1) == self._codes).sum(dim=(0, 1, 2)).to(torch.float64)
         else:
             state, utilization = self.state, self.utilization
-            end_counts = self._current_counts()
-        count_sum, n = self._count_sum.clone(), self._closed_steps
-        if self._step_open:
-            count_sum += self._current_counts()
-            n += 1
-        mean_counts = count_sum / n if n else torch.zeros_like(count_sum)
+            end_counts = (state.unsqueeze(-1) == self._codes).sum(dim=(0, 1, 2)).to(
+                torch.float64
+            ) / self.batch_size
+        n = self._forwards
+        mean_counts = self._count_sum / n if n else torch.zeros_like(self._count_sum)
         per_head = (state.unsqueeze(-1) == self._codes).sum(dim=0)
         withdrawn = (self.initial_state == WITHDRAWN) | (state == WITHDRAWN).any(dim=0)
         effective = self.config.withdrawn_factor * torch.where(

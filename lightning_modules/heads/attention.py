@@ -4,10 +4,12 @@
    heads, so groups become unequal; ``module.kv_head_index`` (set by
    ``pruning.remove_heads``) maps each kept query head to its key/value head.
 2. The agency layer needs, per head, how focused the newest token's attention
-   is. When ``module.focus_observer`` (a ``FocusObserver``) is set, that one row
-   of scores is computed from the query and keys already at hand (cost of one
-   decoding step's attention, never the whole matrix) and handed to the observer.
-   The baseline arm leaves it unset and pays nothing.
+   is. When ``module.focus_observer`` is set, it is handed the query and keys
+   already at hand (``see``). The agency arm's ``FocusRecorder`` then computes the
+   one row of scores that must see this layer's keys (one product, the cost of one
+   decoding step's attention, never the whole matrix) and finishes the focus of
+   every layer at once after the forward; ``FocusObserver`` computes one layer's
+   focus on the spot. The baseline arm leaves it unset and pays nothing.
 """
 
 from __future__ import annotations
@@ -37,29 +39,54 @@ def newest_token_focus(
     ``key`` may have fewer heads than ``query`` (grouped-query attention); the
     query heads of one group share a key head, as in the model itself. ``row_terms``
     reuses the mask's terms across the layers of one forward (a fresh cache if not given).
+    One layer on the spot; ``FocusRecorder`` splits the same arithmetic into a product per
+    layer and one finish per forward.
     """
-    # Runs once per layer per decoding step in the agency arm, right after the layer's weights
-    # streamed through the caches, so each small op runs cold (30-70 us; benchmarks/profiles.py
-    # cold-ops) and it is kept to few ops: one baddbmm gives the scaled, masked scores of every
-    # group at once (the additive mask row, expanded to the groups, is computed once per forward),
-    # entropy is sum(entr(p)) (entr(0) = 0, so hidden positions add nothing), and one addcmul
-    # scales it by -1 / log(visible), also computed once per forward (0 with one visible position).
+    batch, heads = query.shape[0], query.shape[1]
+    kv_heads, length = key.shape[1], key.shape[2]
+    terms = row_terms if row_terms is not None else NewestRowTerms()
+    mask_row, neg_inverse_max, one = terms.terms(attention_mask, batch, kv_heads, length, query.device)
+    scores = newest_row_scores(query, key, mask_row, scaling)
+    return focus_from_scores(scores.view(batch, heads, length), neg_inverse_max, one)
+
+
+def newest_row_scores(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask_row: torch.Tensor,
+    scaling: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The newest query row's scaled, masked scores against every key, [batch * kv heads, group, length].
+
+    One ``baddbmm`` gives every group at once (``mask_row``: the additive mask row expanded to the
+    groups, from ``NewestRowTerms``). In query-head order the result is [batch, heads, length].
+    Inputs are detached: focus is a signal about the model, never part of its gradient.
+    """
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
-    last = query[:, :, -1, :]
+    last = query.detach()[:, :, -1, :]
+    key = key.detach()
     if last.dtype != torch.float32:
         last = last.float()
     if key.dtype != torch.float32:
         key = key.float()
-    terms = row_terms if row_terms is not None else NewestRowTerms()
-    mask_row, neg_inverse_max, one = terms.terms(attention_mask, batch, kv_heads, length, query.device)
-    scores = torch.baddbmm(
+    return torch.baddbmm(
         mask_row,
         last.reshape(batch * kv_heads, heads // kv_heads, dim),
         key.reshape(batch * kv_heads, length, dim).transpose(1, 2),
         alpha=scaling,
+        out=out,
     )
-    entropy = torch.special.entr(scores.softmax(-1)).sum(-1).view(batch, heads)
+
+
+def focus_from_scores(scores: torch.Tensor, neg_inverse_max: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
+    """Focus from newest-row scores [..., batch, heads, length] -> [..., batch, heads].
+
+    Entropy is sum(entr(p)) (entr(0) = 0, so hidden positions add nothing), and one addcmul
+    scales it by -1 / log(visible) ([batch, 1]; 0 with one visible position).
+    """
+    entropy = torch.special.entr(scores.softmax(-1)).sum(-1)
     return torch.addcmul(one, entropy, neg_inverse_max).clamp_(0.0, 1.0)
 
 
@@ -109,7 +136,7 @@ class NewestRowTerms:
 
 @dataclass(frozen=True)
 class FocusObserver:
-    """What an attention module hands the newest token's focus to (``module.focus_observer``).
+    """An observer that computes one layer's focus on the spot and hands it on (tests, diagnostics).
 
     ``observe(layer_idx, focus [batch, heads])`` receives it; ``row_terms`` is the mask cache, shared by
     the observers of one model's layers so that one forward computes the mask terms once.
@@ -117,6 +144,105 @@ class FocusObserver:
 
     observe: Callable[[int, torch.Tensor], None]
     row_terms: NewestRowTerms = field(default_factory=NewestRowTerms)
+
+    def see(
+        self,
+        layer: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float,
+    ) -> None:
+        self.observe(layer, newest_token_focus(query, key, attention_mask, scaling, self.row_terms))
+
+
+class FocusRecorder:
+    """The agency arm's observer: per layer only the score product, the focus of all layers once per forward.
+
+    Each layer's agency work runs right after the layer's weights streamed through the caches, so every
+    small op there runs cold (30-70 us; benchmarks/profiles.py cold-ops). The one product that must see
+    the layer's keys stays in the layer and writes into a slice of one buffer per forward
+    ([layers, batch, heads, length], query-head order); softmax, entropy and scale run once over all layers
+    in ``focus``. ``kept_heads`` (per layer, the original indices of the heads it still has) places the
+    heads of a physically pruned layer; pruned heads read focus 0, layers without heads are not observed.
+    The owner calls ``focus`` after a forward and ``clear`` before the next one writes.
+    """
+
+    def __init__(self, num_layers: int, num_heads: int, kept_heads: list[list[int]]) -> None:
+        self.num_layers, self.num_heads = num_layers, num_heads
+        self.row_terms = NewestRowTerms()
+        partial = [len(kept) != num_heads for kept in kept_heads]
+        self._kept_index = [
+            torch.tensor(kept, dtype=torch.long) if cut else None
+            for kept, cut in zip(kept_heads, partial, strict=True)
+        ]
+        self._kept_mask: torch.Tensor | None = None
+        self.observed: torch.Tensor | None = None  # [layers] bool; None: every layer
+        if any(partial):
+            mask = torch.zeros(num_layers, num_heads, dtype=torch.bool)
+            for layer, kept in enumerate(kept_heads):
+                mask[layer, kept] = True
+            self._kept_mask = mask
+            observed = torch.tensor([bool(kept) for kept in kept_heads])
+            self.observed = None if bool(observed.all()) else observed
+        self._storage: torch.Tensor | None = None
+        self._scores: torch.Tensor | None = None  # this forward's [layers, batch, heads, length]
+        self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def see(
+        self,
+        layer: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float,
+    ) -> None:
+        """Write one layer's newest-row scores into this forward's buffer (one product, no other op)."""
+        batch, heads = query.shape[0], query.shape[1]
+        kv_heads, length = key.shape[1], key.shape[2]
+        mask_row, neg_inverse_max, one = self.row_terms.terms(
+            attention_mask, batch, kv_heads, length, query.device
+        )
+        scores = self._scores
+        if scores is None or scores.shape[1] != batch or scores.shape[3] != length:
+            scores = self._scores = self._buffer(batch, length, query.device)
+        self._terms = (neg_inverse_max, one)
+        kept = self._kept_index[layer]
+        if kept is None:
+            newest_row_scores(
+                query,
+                key,
+                mask_row,
+                scaling,
+                out=scores[layer].view(batch * kv_heads, heads // kv_heads, length),
+            )
+        else:
+            part = newest_row_scores(query, key, mask_row, scaling).view(batch, heads, length)
+            scores[layer].index_copy_(1, kept.to(part.device), part)
+
+    def focus(self) -> torch.Tensor | None:
+        """The last forward's focus of every layer, [batch, layers, heads] (a view), or None if none ran."""
+        if self._scores is None or self._terms is None:
+            return None
+        focus = focus_from_scores(self._scores, *self._terms)  # [layers, batch, heads]
+        if self._kept_mask is not None:
+            kept = self._kept_mask.to(focus.device)[:, None, :]
+            focus = torch.where(kept, focus, torch.zeros((), device=focus.device))
+        return focus.transpose(0, 1)
+
+    def clear(self) -> None:
+        """Forget the last forward's scores: the next forward writes a fresh buffer view."""
+        self._scores = None
+        self._terms = None
+
+    def _buffer(self, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        """A contiguous [layers, batch, heads, length] view of one growing storage (no allocation per step)."""
+        size = self.num_layers * batch * self.num_heads * length
+        storage = self._storage
+        if storage is None or storage.numel() < size or storage.device != device:
+            capacity = max(size, 2 * storage.numel()) if storage is not None else size
+            storage = self._storage = torch.zeros(capacity, device=device)  # zeros: no layer reads garbage
+        return storage[:size].view(self.num_layers, batch, self.num_heads, length)
 
 
 def _mask_row_terms(
@@ -148,11 +274,10 @@ def head_gated_attention(module, query, key, value, attention_mask, scaling=None
     if kv_index is not None:
         key = key.index_select(1, kv_index)
         value = value.index_select(1, kv_index)
-    observer = getattr(module, "focus_observer", None)
+    observer = getattr(module, "focus_observer", None)  # FocusRecorder or FocusObserver: ``see``
     if observer is not None:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        focus = newest_token_focus(query, key, attention_mask, scale, observer.row_terms)
-        observer.observe(module.layer_idx, focus)
+        observer.see(module.layer_idx, query, key, attention_mask, scale)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from lightning_modules.models.adapters import HeadLayout, adapter_for, layout_of
 
-FactorProvider = Callable[[int], torch.Tensor]  # layer -> [batch, heads] factors
+FactorProvider = Callable[[int], torch.Tensor | None]  # layer -> [batch, heads] factors; None: all 1
 
 
 class HeadGates:
@@ -31,7 +31,9 @@ class HeadGates:
     ``values`` is a [layers, heads] tensor over the model's original heads; after
     physical removal (``pruning.remove_heads``) ``kept_heads`` maps each layer's
     remaining heads back to their original index. An optional factor provider
-    (the agency layer) multiplies per-sample factors into the gates at run time.
+    (the agency layer) multiplies per-sample factors into the gates at run time;
+    when it answers None (no factor differs from 1) the layer's input passes
+    untouched, the same tensor, as in a layer without a hook.
     """
 
     def __init__(self, model: nn.Module, layout: HeadLayout) -> None:
@@ -42,6 +44,7 @@ class HeadGates:
         self.kept_heads: list[list[int]] = [list(range(layout.num_heads)) for _ in range(layout.num_layers)]
         self._factor_provider: FactorProvider | None = None
         self._layer_gates: list[torch.Tensor | None] = [None] * layout.num_layers
+        self._kept_index: list[torch.Tensor | None] = [None] * layout.num_layers  # None: every head kept
         self._handles: dict[int, Any] = {}
         self._bound = False
         self.rebind(model)
@@ -91,6 +94,8 @@ class HeadGates:
         attentions = adapter.attention_modules(self.model) if self._bound else []
         for layer in range(self.layout.num_layers):
             kept_heads = self.kept_heads[layer]
+            partial = len(kept_heads) != self.layout.num_heads
+            self._kept_index[layer] = self.kept_index(layer) if partial else None
             if not kept_heads:  # a layer with no heads left has no projection to gate
                 self._layer_gates[layer] = None
             else:
@@ -110,10 +115,11 @@ class HeadGates:
     def _make_hook(self, layer: int) -> Callable:
         def gate_heads(_module: nn.Module, args: tuple) -> tuple | None:
             gate = self._layer_gates[layer]
-            if self._factor_provider is not None:
-                factors = self._factor_provider(layer)  # [batch, original heads]
-                if len(self.kept_heads[layer]) != self.layout.num_heads:
-                    factors = factors.index_select(1, self.kept_index(layer))
+            factors = None if self._factor_provider is None else self._factor_provider(layer)
+            if factors is not None:  # [batch, original heads]
+                kept = self._kept_index[layer]
+                if kept is not None:
+                    factors = factors.index_select(1, kept)
                 gate = factors if gate is None else factors * gate
             if gate is None:
                 return None

@@ -180,20 +180,22 @@ def test_ema_keeps_alpha_for_history() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[1.0]]))
+    ctl.begin_step()  # folded in between forwards
     # 0.9 * 0.5 (history) + 0.1 * 1.0 (focus) = 0.55, not 0.1 * 0.5 + 0.9 * 1.0 = 0.95.
     assert math.isclose(float(ctl.utilization[0, 0, 0]), 0.55, rel_tol=1e-6)
 
 
 def test_overload_when_utilization_exceeds_threshold() -> None:
-    # alpha 0.5 from 0 with focus 1: 0.5, 0.75, 0.875 -> crosses 0.8 on the third forward.
+    # alpha 0.5 from 0 with focus 1: 0.5, 0.75, 0.875 -> crosses 0.8 with the third forward's focus,
+    # so the fourth forward runs overloaded.
     ctl = make(1, 2, utilization_alpha=0.5, overload_threshold=0.8)
     ctl.reset(1)
     seen = []
-    for _ in range(3):
+    for _ in range(4):
         ctl.begin_step()
-        ctl.observe(0, focus_of([[1.0, 0.0]]))
         seen.append(int(ctl.state[0, 0, 0]))
-    assert seen == [ACTIVE, ACTIVE, OVERLOADED]
+        ctl.observe(0, focus_of([[1.0, 0.0]]))
+    assert seen == [ACTIVE, ACTIVE, ACTIVE, OVERLOADED]
     assert int(ctl.state[0, 0, 1]) == ACTIVE
     assert bool(ctl.automatic[0, 0, 0]) and int(ctl.steps_in_state[0, 0, 0]) == 0
 
@@ -203,6 +205,7 @@ def test_overload_needs_strictly_above_threshold() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[0.5, 0.5000001]]))
+    ctl.begin_step()
     assert ctl.state[0, 0].tolist() == [ACTIVE, OVERLOADED]
 
 
@@ -216,9 +219,10 @@ def test_relative_overload_is_measured_against_each_heads_calibrated_level() -> 
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[0.5, 0.5, 1.0]]))
-    assert ctl.state[0, 0].tolist() == [OVERLOADED, ACTIVE, ACTIVE]  # a level of 1 can never be exceeded
     ctl.begin_step()
+    assert ctl.state[0, 0].tolist() == [OVERLOADED, ACTIVE, ACTIVE]  # a level of 1 can never be exceeded
     ctl.observe(0, focus_of([[0.0, 0.9, 1.0]]))
+    ctl.begin_step()
     assert ctl.state[0, 0].tolist() == [OVERLOADED, OVERLOADED, ACTIVE]
     assert ctl.report([]).thresholds == "relative: calibrated level (quantile 0.99) + 0.05"
 
@@ -231,6 +235,7 @@ def test_absolute_overload_ignores_calibrated_levels() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[0.5, 0.5, 1.0]]))
+    ctl.begin_step()
     assert ctl.state[0, 0].tolist() == [ACTIVE, ACTIVE, OVERLOADED]
     assert ctl.report([]).thresholds == "absolute: utilization > 0.6"
 
@@ -243,6 +248,7 @@ def test_relative_mode_without_calibration_uses_the_threshold() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[0.65, 0.75]]))
+    ctl.begin_step()
     assert ctl.state[0, 0].tolist() == [ACTIVE, OVERLOADED]
 
 
@@ -257,13 +263,17 @@ def test_overload_off_never_overloads_but_utilization_still_runs() -> None:
     assert ctl.report([]).transitions == {"overloaded": 0, "misaligned": 0, "withdrawn": 0}
 
 
-def test_gate_reflects_observation_made_earlier_in_same_step() -> None:
+def test_a_forwards_focus_acts_from_the_next_forward_on() -> None:
+    """States change only between forwards: the forward that observed runs with one factor throughout."""
     ctl = make(1, 1, utilization_alpha=0.0, overload_threshold=0.5)
     ctl.reset(1)
     ctl.begin_step()
-    assert ctl.gate_factors(0).tolist() == [[1.0]]
+    assert ctl.gate_factors(0).tolist() == [[1.0]] and ctl.layer_factors(0) is None
     ctl.observe(0, focus_of([[0.9]]))
+    assert ctl.gate_factors(0).tolist() == [[1.0]] and ctl.layer_factors(0) is None  # this forward: unchanged
+    ctl.begin_step()
     assert ctl.gate_factors(0).tolist() == [[0.5]]
+    assert torch.equal(ctl.layer_factors(0), ctl.gate_factors(0))
 
 
 def test_recovery_after_exactly_recovery_steps_forwards() -> None:
@@ -272,14 +282,14 @@ def test_recovery_after_exactly_recovery_steps_forwards() -> None:
     ctl.reset(1)
     states = []
     ctl.begin_step()
-    ctl.observe(0, focus_of([[1.0]]))  # overloaded during forward 1
     states.append(int(ctl.state[0, 0, 0]))
-    for _ in range(recovery):
+    ctl.observe(0, focus_of([[1.0]]))  # forward 1's focus: overloaded from forward 2 on
+    for _ in range(recovery + 1):
         ctl.begin_step()
         states.append(int(ctl.state[0, 0, 0]))
         ctl.observe(0, focus_of([[0.0]]))
-    # Overloaded in the forward it was entered plus recovery - 1 more; active after that.
-    assert states == [OVERLOADED] * recovery + [ACTIVE]
+    # Overloaded in exactly `recovery` forwards after the one that observed; active after that.
+    assert states == [ACTIVE] + [OVERLOADED] * recovery + [ACTIVE]
     assert int(ctl.steps_in_state[0, 0, 0]) == 0
 
 
@@ -288,8 +298,8 @@ def test_recovery_follows_the_generation_length_by_default() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[1.0]]))
-    states = [int(ctl.state[0, 0, 0])]
-    for _ in range(3):
+    states = []
+    for _ in range(4):
         ctl.begin_step()
         states.append(int(ctl.state[0, 0, 0]))
         ctl.observe(0, focus_of([[0.0]]))
@@ -359,6 +369,7 @@ def test_explicit_active_head_can_still_overload_and_recover() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[1.0]]))
+    ctl.begin_step()
     assert int(ctl.state[0, 0, 0]) == OVERLOADED and bool(ctl.automatic[0, 0, 0])
     ctl.begin_step()
     assert int(ctl.state[0, 0, 0]) == ACTIVE
@@ -369,6 +380,7 @@ def test_per_sample_independence() -> None:
     ctl.reset(2)
     ctl.begin_step()
     ctl.observe(1, focus_of([[1.0, 1.0], [0.0, 0.0]]))
+    ctl.begin_step()
     assert ctl.state[0, 1].tolist() == [OVERLOADED, OVERLOADED]
     assert ctl.state[1].tolist() == [[ACTIVE, ACTIVE], [ACTIVE, ACTIVE]]
     assert ctl.utilization[1].eq(0).all()
@@ -381,6 +393,7 @@ def test_nan_and_out_of_range_focus_are_contained() -> None:
     ctl.reset(1)
     ctl.begin_step()
     ctl.observe(0, focus_of([[float("nan"), 1.7, -0.3]]))
+    ctl.begin_step()
     assert ctl.utilization[0, 0].tolist() == [0.0, 1.0, 0.0]
 
 
@@ -453,6 +466,7 @@ def test_state_gating_off_gives_factors_of_exactly_one_while_states_change() -> 
     ctl.reset(3)
     ctl.begin_step()
     ctl.observe(0, focus_of([[1.0, 0.0, 0.0, 0.0]] * 3))
+    ctl.begin_step()
     assert ctl.state[:, 0].tolist() == [[OVERLOADED, WITHDRAWN, ACTIVE, MISALIGNED]] * 3
     assert torch.equal(ctl.gate_factors(0), torch.ones(3, 4))
     assert ctl.report([]).transitions == {
@@ -571,16 +585,17 @@ def test_report_counts_and_violations() -> None:
     ctl.reset(2)
     ctl.begin_step()  # forward 1: active, misaligned in both rows
     ctl.begin_step()  # forward 2: same
-    ctl.begin_step()  # forward 3: head 1 recovers; row 0 overloads head 0
+    ctl.begin_step()  # forward 3: head 1 recovers; row 0's focus overloads head 0 (for forward 4 on)
     ctl.observe(0, focus_of([[1.0, 0.0], [0.0, 0.0]]))
     rep = ctl.report([(0, 0)])
     assert isinstance(rep, AgencyReport)
     json.dumps(dataclasses.asdict(rep), allow_nan=False)
     assert rep.steps == 3
+    # The end state has the last focus folded in; the mean counts the states the forwards ran with.
     assert rep.state_counts_end == {"active": 1.5, "overloaded": 0.5, "misaligned": 0.0, "withdrawn": 0.0}
     mean = rep.state_counts_mean
-    assert mean["active"] == pytest.approx((1 + 1 + 1.5) / 3)
-    assert mean["overloaded"] == pytest.approx(0.5 / 3)
+    assert mean["active"] == pytest.approx((1 + 1 + 2) / 3)
+    assert mean["overloaded"] == 0.0
     assert mean["misaligned"] == pytest.approx(2 / 3)
     assert mean["withdrawn"] == 0.0
     assert rep.withholding_consent == 1 and rep.withholding_runtime_consent == 0
@@ -590,8 +605,11 @@ def test_report_counts_and_violations() -> None:
     assert rep.transitions == {"overloaded": 1, "misaligned": 0, "withdrawn": 0}
     assert rep.misaligned == [misaligned_head(0, 1)] and rep.misalignment_tested == 2
     assert rep.thresholds == "absolute: utilization > 0.5"
-    # Reporting changes nothing: a second report is identical.
+    # Reporting changes nothing: a second report is identical, and the next forward runs the overload.
     assert ctl.report([(0, 0)]) == rep
+    ctl.begin_step()
+    assert ctl.state[:, 0].tolist() == [[OVERLOADED, ACTIVE], [ACTIVE, ACTIVE]]
+    assert int(ctl.steps_in_state[0, 0, 0]) == 0 and ctl.report([]).transitions["overloaded"] == 1
 
 
 def test_report_mean_spans_batches_and_withdrawn_violation() -> None:

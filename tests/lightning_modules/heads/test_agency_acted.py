@@ -33,12 +33,13 @@ def test_an_overloaded_head_counts_its_share_of_head_steps_and_the_mass_its_fact
         overloaded_factor=0.25,
         recovery_steps=100,
     )
-    controller = _run(config, [[0.9, 0.1]])  # head 0 overloaded from the first forward on, head 1 never
+    # head 0 overloaded from the second forward on (the first one's focus acts from the next), head 1 never
+    controller = _run(config, [[0.9, 0.1]])
     shares, removed = controller.acted()
-    assert shares["overloaded"] == 0.5  # one of two heads, every forward
-    assert removed == 0.5 * (1 - 0.25)
+    assert shares["overloaded"] == 0.5 * 3 / 4  # one of two heads, in three of the four forwards
+    assert removed == 0.5 * 3 / 4 * (1 - 0.25)
     report = controller.report([])
-    assert report.acted_share["overloaded"] == 0.5
+    assert report.acted_share["overloaded"] == 0.5 * 3 / 4
     # a pruned head does not count: over the kept head alone, the states never acted
     assert controller.acted([(0, 0)]) == ({"overloaded": 0.0, "misaligned": 0.0, "withdrawn": 0.0}, 0.0)
 
@@ -53,7 +54,7 @@ def test_states_tracked_without_gating_remove_no_gate_mass() -> None:
         recovery_steps=100,
     )
     shares, removed = _run(config, [[0.9, 0.1]]).acted()
-    assert shares["overloaded"] == 0.5 and removed == 0.0
+    assert shares["overloaded"] == 0.5 * 3 / 4 and removed == 0.0
 
 
 def test_a_withdrawn_head_without_run_time_consent_removes_its_whole_gate() -> None:

@@ -13,6 +13,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from lightning_modules.heads.attention import (
     IMPLEMENTATION,
     FocusObserver,
+    FocusRecorder,
     NewestRowTerms,
     head_gated_attention,
     newest_token_focus,
@@ -150,6 +151,61 @@ def test_observer_after_removal_reports_the_kept_heads_of_the_masked_model() -> 
         kept = remove_gates.kept_heads[layer]
         assert seen["removed"][layer].shape == (2, len(kept))
         torch.testing.assert_close(seen["removed"][layer], seen["masked"][layer][:, kept], atol=1e-5, rtol=0)
+
+
+def per_layer_focus(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict[int, torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    for attn in attention_modules(model):
+        attn.focus_observer = FocusObserver(lambda layer, focus: seen.__setitem__(layer, focus))
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    return seen
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_recorder_finishes_all_layers_at_once_as_each_layer_alone(arch: str) -> None:
+    """One product per layer into the shared buffer, the rest once per forward: the same focus."""
+    model, gates = gated_copy(BUILDERS[arch]())
+    layout = gates.layout
+    ids, mask = token_batch(batch=2, left_pad=(0, 3))
+    expected = per_layer_focus(model, ids, mask)
+    recorder = FocusRecorder(layout.num_layers, layout.num_heads, gates.kept_heads)
+    for attn in attention_modules(model):
+        attn.focus_observer = recorder
+    assert recorder.focus() is None  # nothing ran yet
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        for _ in range(2):  # a second forward of the same shape overwrites, never adds
+            assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, reference)
+    focus = recorder.focus()
+    assert focus.shape == (2, layout.num_layers, layout.num_heads) and recorder.observed is None
+    for layer in range(layout.num_layers):
+        torch.testing.assert_close(focus[:, layer], expected[layer], atol=1e-6, rtol=0)
+    recorder.clear()
+    assert recorder.focus() is None
+
+
+def test_recorder_places_the_kept_heads_of_a_removed_model_and_reads_pruned_heads_as_zero() -> None:
+    plain = BUILDERS["llama"]()
+    heads = [(0, 0), (0, 4), (1, 2), (1, 3), (1, 5)]
+    masked, mask_gates = gated_copy(plain)
+    mask_gates.set(gate_values(heads, mask_gates.layout))
+    removed, remove_gates = gated_copy(plain)
+    remove_heads(removed, remove_gates, heads)
+    ids, mask = token_batch(batch=2, left_pad=(0, 3))
+    expected = per_layer_focus(masked, ids, mask)
+    layout = remove_gates.layout
+    recorder = FocusRecorder(layout.num_layers, layout.num_heads, remove_gates.kept_heads)
+    for attn in attention_modules(removed):
+        attn.focus_observer = recorder
+    with torch.no_grad():
+        removed(input_ids=ids, attention_mask=mask)
+    focus = recorder.focus()
+    for layer in range(layout.num_layers):
+        kept = remove_gates.kept_heads[layer]
+        torch.testing.assert_close(focus[:, layer, kept], expected[layer][:, kept], atol=1e-5, rtol=0)
+    for layer, head in heads:
+        assert focus[:, layer, head].eq(0).all()
 
 
 def test_a_new_or_rewritten_mask_is_never_served_stale_terms() -> None:

@@ -48,14 +48,13 @@ def test_the_state_table_drives_factors_validation_and_colours() -> None:
 class _Throttling(AgencyController):
     """A new state's trigger: a head whose focus on the newest token exceeds 0.9 is throttled."""
 
-    def observe(self, layer: int, focus: torch.Tensor) -> None:
-        super().observe(layer, focus)
-        state, steps_in_state, automatic = (self._layer_views[layer][i] for i in (1, 2, 3))
-        hit = focus.gt(0.9) & state.eq(0)
+    def observe_forward(self, focus: torch.Tensor, layers: torch.Tensor | None = None) -> None:
+        super().observe_forward(focus, layers)
+        hit = focus.gt(0.9) & self.state.eq(0)
         code = self.state_names.index("throttled")
-        state.masked_fill_(hit, code)
-        steps_in_state.masked_fill_(hit, 0)
-        automatic.logical_or_(hit)
+        self.state.masked_fill_(hit, code)
+        self.steps_in_state.masked_fill_(hit, 0)
+        self.automatic.logical_or_(hit)
         self._entries[code] += hit.sum()
 
 
@@ -67,8 +66,9 @@ def test_a_new_state_is_one_table_entry_plus_its_trigger() -> None:
     seen = []
     for focus in ([0.95, 0.1], [0.1, 0.1], [0.1, 0.1], [0.1, 0.1]):
         controller.begin_step()
-        controller.observe(0, torch.tensor([focus]))
         seen.append(controller.gate_factors(0)[0].tolist())
-    assert seen == [[0.25, 1.0], [0.25, 1.0], [1.0, 1.0], [1.0, 1.0]]  # damped by its factor, then recovered
+        controller.observe(0, torch.tensor([focus]))
+    # damped by its factor from the next forward on, for recovery_steps forwards, then recovered
+    assert seen == [[1.0, 1.0], [0.25, 1.0], [0.25, 1.0], [1.0, 1.0]]
     report = controller.report([])
     assert report.transitions["throttled"] == 1 and "throttled" in report.state_counts_mean

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from lightning_modules.condition import ConditionModel, ConditionSpec, build_condition, sham_index
 from lightning_modules.decoding.generation import SamplingConfig, decode
-from lightning_modules.heads.agency import AgencyConfig, HeadOverride
+from lightning_modules.heads.agency import WITHDRAWN, AgencyConfig, HeadOverride
 from lightning_modules.heads.calibration import CalibrationConfig
 from lightning_modules.heads.protection import protected_count
 from lightning_modules.heads.pruning import PruningConfig, gate_values, parameter_count, select_heads
@@ -191,6 +191,29 @@ def test_withdrawn_override_equals_a_closed_gate(tiny_gpt2_dir: Path) -> None:
     assert torch.equal(withdrawn, closed)
 
 
+def test_a_state_set_after_a_forward_acts_on_the_next_forward(tiny_llama_dir: Path) -> None:
+    """Factors are fixed for a whole forward at its start: a state written after a forward changes nothing
+    until the next ``on_step``, and then acts exactly as a closed gate."""
+    store = ModelStore()
+    ids = token_ids(seed=2, batch=2, length=9)
+    agency = build(store, tiny_llama_dir, agency=AgencyConfig(**QUIET))
+    plain = build(store, tiny_llama_dir)
+    with plain.attached():
+        plain.gates.close_heads([(1, 2)])
+        closed = run(plain, ids)
+    open_logits = attached_logits(build(store, tiny_llama_dir), ids)
+    with agency.attached():
+        first = run(agency, ids)
+        agency.agency.state[:, 1, 2] = WITHDRAWN
+        with torch.no_grad():
+            same_forward = agency.model(ids).logits  # no on_step: still the first forward's factors
+        agency.on_step()
+        with torch.no_grad():
+            next_forward = agency.model(ids).logits
+    assert torch.equal(first, open_logits) and torch.equal(same_forward, open_logits)
+    assert torch.equal(next_forward, closed)
+
+
 # ------------------------------------------------------------------ contract 3: the same heads in both arms
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_both_arms_prune_the_same_heads_without_consent_pruning(fixture: str, request) -> None:
@@ -286,6 +309,7 @@ def test_agency_on_a_removed_model_observes_only_the_kept_heads(tiny_llama_dir: 
     ids = token_ids(seed=4, batch=2, length=8)
     with condition.attached():
         run(condition, ids)
+        condition.on_step()  # the next forward's start folds this one's focus in
     utilization = condition.agency.utilization  # [batch, layers, heads] over the original heads
     for layer, head in condition.heads:
         assert utilization[:, layer, head].eq(0).all()

@@ -152,6 +152,28 @@ def test_factor_provider_multiplies_per_sample(arch: str) -> None:
     assert torch.equal(both[1], closed[1])
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_provider_with_no_factor_to_apply_leaves_the_projection_input_untouched(arch: str) -> None:
+    """None from the provider (no factor differs from 1): the output projection gets the attention's tensor
+    itself, no multiply; a layer closed by its gate is still gated."""
+    gated, gates = gated_copy(BUILDERS[arch]())
+    ids, mask = token_batch(batch=2)
+    reference = logits(gated, ids, mask)
+    gates.factor_provider = lambda layer: None  # hooks every layer
+    seen: dict[str, list[torch.Tensor]] = {"before": [], "after": []}
+    for projection in projections(gated):  # one hook on each side of the gate hook
+        projection.register_forward_pre_hook(lambda _m, args: seen["before"].append(args[0]), prepend=True)
+        projection.register_forward_pre_hook(lambda _m, args: seen["after"].append(args[0]))
+    assert torch.equal(logits(gated, ids, mask), reference)
+    assert len(seen["after"]) == gates.layout.num_layers
+    assert all(a is b for a, b in zip(seen["after"], seen["before"], strict=True))
+    seen["before"].clear()
+    seen["after"].clear()
+    gates.close_heads([(1, 0)])
+    logits(gated, ids, mask)
+    assert [a is b for a, b in zip(seen["after"], seen["before"], strict=True)] == [True, False, True]
+
+
 def test_set_rejects_wrong_shape_and_detaches() -> None:
     _, gates = gated_copy(BUILDERS["gpt2"]())
     with pytest.raises(ValueError, match=r"gates must have shape \(3, 4\)"):
