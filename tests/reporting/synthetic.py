@@ -14,7 +14,14 @@ The noise model, on the log scale for perplexity and speed (the scale the report
   baseline writes (the same samples), as in the real run.
 * log tokens/s of a timing repeat = log(base) + a session offset + a repeat effect shared by the arms timed
   side by side in that repeat + noise own to each arm and repeat + log(the arm's true speed effect). Timed
-  ``alone``, every record is its own session, so no repeat pairs across arms.
+  ``alone``, every record is its own session, so no repeat pairs across arms. That is the layout of records timed
+  in one session per cell (``Grid.sessions=None``, the default). With ``Grid.sessions=S`` the runner's layout: S
+  sessions per cell, session k of every cell before session k + 1 of any, ``repeats`` rounds per session with the
+  arms' order rotated each round (ABBA), each repeat naming its session; per repeat, log tokens/s = log(base) +
+  a session offset + a session x arm offset + a slow drift along the sweep's timing order + a round effect
+  shared by the arms + noise own to the arm and round (Student t with ``Noise.tps_tail_df``) + the true effects.
+  ``MACHINE_NOISE`` holds this machine's measured magnitudes (benchmarks/timing_noise.py); ``Grid.speed_aa``
+  also times the first pruned cell's baseline as its own pseudo-arm (the record's ``speed_aa``).
 * diversity values are drawn per sample from the regime of its text: ordinary text, or degenerate text
   (reference perplexity above 1000) whose n-grams are almost all distinct.
 * corpus perplexity per evaluation window: mean NLL = a window effect (shared by every arm and level) + a
@@ -92,6 +99,24 @@ TPS_PAIRED_RATIO_SD = 0.0219
 TPS_SESSION_SD = 0.0303
 TPS_BASE = 15.0  # tokens/s per row (geometric mean of the baseline cells: 14.2 .. 15.5)
 FIRST_TOKEN_LATENCY_S = 0.15
+# -- measured on this machine by benchmarks/timing_noise.py ---------------------------------------------------
+# One quickstart cell (embedded SmolLM2-135M, entropy, remove mode, 30%, T=0.7, batch 4 x 12 tokens, 2 torch
+# threads) timed in 6 sessions of 4 ABBA rounds, the arms rebuilt each session as the runner does: 960 s on the 2
+# shared cores of this machine under load (1-minute load average 7.2 before and after, 7-11 during), so these are
+# this machine under that load, far noisier than the quiet quickstart run above (within-session SD 0.44 vs 0.021).
+# Log tokens/s: pooled SD of an arm's repeats around its session mean, of the per-round log ratio agency/baseline
+# around its session mean, of the session mean over sessions and of the session's mean log ratio over sessions
+# (the last two less the share the repeats explain), and the slope of the session mean over the session index
+# (+0.113, SE 0.076: the load fell over the run). The standardized repeats had an excess kurtosis of 1.6 (99th
+# percentile of |z| 2.89, largest 3.24; a normal: 0, 2.58) from 48 residuals; the repeats are drawn from a
+# Student t with 5 degrees of freedom (excess kurtosis 6), heavier than measured, as the busy periods of real runs
+# (one quickstart cell's ratio 0.72 against 0.87-0.90 in the others) are.
+MACHINE_TPS_WITHIN_SD = 0.4396
+MACHINE_TPS_WITHIN_RATIO_SD = 0.5335
+MACHINE_TPS_SESSION_SD = 0.3187
+MACHINE_TPS_SESSION_ARM_RATIO_SD = 0.3263
+MACHINE_TPS_DRIFT_PER_SESSION = 0.1128
+MACHINE_TPS_TAIL_DF = 5.0
 # Corpus perplexity of the baseline per level (one value per condition; agency: 31.4, 78.9, 153, 434).
 QUICKSTART_CORPUS_PPL = {0.0: 31.4, 30.0: 103.0, 50.0: 211.4, 70.0: 5599.8}
 # Diversity per sample (mean, sd) in the two regimes of text, from the baseline samples at T=0.7: ordinary
@@ -202,6 +227,8 @@ class Noise:
     tps_arm_sd: float = TPS_PAIRED_RATIO_SD / math.sqrt(2)  # per repeat and arm: 0.0155
     tps_repeat_sd: float = math.sqrt(TPS_WITHIN_CELL_SD**2 - TPS_PAIRED_RATIO_SD**2 / 2)  # shared: 0.0145
     tps_session_arm_sd: float = 0.0  # per session and arm (none detectable in the real run)
+    tps_drift_per_session: float = 0.0  # log tokens/s per session along the sweep's timing order
+    tps_tail_df: float | None = None  # repeat noise: Student t with these degrees of freedom; None: normal
     window_sd: float = 0.5  # per evaluation window: shared by every arm and level
     window_level_sd: float = 0.2  # per window and level: shared by the arms
     window_arm_sd: float = 0.05  # per window, level and arm
@@ -210,6 +237,18 @@ class Noise:
 
 
 # sqrt(0.30**2 + 0.20**2 + 0.55**2) = 0.658 = WITHIN_CELL_SD; 0.55 * sqrt(2) = 0.778 = ARM_DIFFERENCE_SD
+
+# This machine's speed noise (use with ``Grid(sessions=...)``): the round noise own to an arm gives the within-session
+# ratio SD, the rest of the within-session SD is shared by the arms of a round; the session x arm offset is drawn
+# per arm, so the ratio's session component has sqrt(2) times its SD.
+MACHINE_NOISE = Noise(
+    tps_session_sd=MACHINE_TPS_SESSION_SD,
+    tps_arm_sd=MACHINE_TPS_WITHIN_RATIO_SD / math.sqrt(2),
+    tps_repeat_sd=math.sqrt(max(0.0, MACHINE_TPS_WITHIN_SD**2 - MACHINE_TPS_WITHIN_RATIO_SD**2 / 2)),
+    tps_session_arm_sd=MACHINE_TPS_SESSION_ARM_RATIO_SD / math.sqrt(2),
+    tps_drift_per_session=MACHINE_TPS_DRIFT_PER_SESSION,
+    tps_tail_df=MACHINE_TPS_TAIL_DF,
+)
 
 
 @dataclass(frozen=True)
@@ -271,8 +310,12 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     prompts: int = 24
     iterations: int = 1
-    repeats: int = 5
+    repeats: int = 5  # per session
     schedule: str = "interleaved"  # both arms of a cell timed side by side in one session, or "alone"
+    # None: one session per cell, positions shuffled per repeat (records written before cells were timed in
+    # several sessions); a number: that many sessions per cell spread over the sweep, arms counterbalanced
+    sessions: int | None = None
+    speed_aa: bool = False  # sessions layout: the first pruned cell's baseline timed again as a pseudo-arm
     model_name: str = "embedded"
     method: str = "entropy_low"
     config: tuple[tuple[str, Any], ...] = ()
@@ -491,6 +534,109 @@ def _timing(
     return result
 
 
+def _repeat_noise(rng: np.random.Generator, sd: float, df: float | None, size: int) -> np.ndarray:
+    """Normal noise, or Student t with ``df`` degrees of freedom scaled to the same SD (heavy tails)."""
+    if df is None:
+        return rng.normal(0, sd, size)
+    return rng.standard_t(df, size) * sd * math.sqrt((df - 2) / df)
+
+
+def counterbalanced(order: list[int], rounds: int) -> list[list[int]]:
+    """Round r's order of the arms: ``order`` rotated by r places (as callbacks/speed.py ``round_orders``; two
+    arms: ABBA), over a multiple of the arms' count of rounds, so every arm sits at every position equally often
+    and a linear drift within the session falls on every arm alike."""
+    rounds = -(-rounds // len(order)) * len(order)
+    return [order[r % len(order) :] + order[: r % len(order)] for r in range(rounds)]
+
+
+SPEED_AA_SUFFIX = "~speed-aa"  # the speed A/A pseudo-arm's id: its baseline's id and this (the runner's)
+
+
+def _session_timing(
+    grid: Grid,
+    seed: int,
+    key: tuple[float, float, int],
+    order_index: tuple[int, int],
+    members: list[tuple[ArmSpec, str]],
+    level: float,
+) -> dict[str, Timing]:
+    """``grid.sessions`` sessions per cell, session k of every cell timed before session k + 1 of any (the
+    sweep's order), each with ``grid.repeats`` counterbalanced rounds. Per repeat, log tokens/s = log(base) +
+    the session's offset + the arm's offset in that session + the drift at the repeat's place in the sweep's
+    timing order + a round effect shared by the arms + noise own to the arm and round (heavy-tailed with
+    ``noise.tps_tail_df``) + the true effects. ``alone``: every record times its own sessions (no pairs).
+    The speed A/A pseudo-arm (``grid.speed_aa``) is keyed by its baseline's id and ``SPEED_AA_SUFFIX``."""
+    noise = grid.noise
+    num_tokens = BASE_MEASUREMENT["speed"]["num_tokens"]
+    cell_index, cells = order_index
+    groups = [members] if grid.schedule == "interleaved" else [[m] for m in members]
+    timed: dict[str, list[TimingRepeat]] = {cid: [] for _, cid in members}
+    sessions_of: dict[str, list[str]] = {cid: [] for _, cid in members}
+    arms_of: dict[str, list[str]] = {}
+    for group in groups:
+        for cid in (c for _, c in group):
+            arms_of[cid] = [c for _, c in group]
+        for k in range(grid.sessions or 1):
+            name = "cell" if grid.schedule == "interleaved" else group[0][1]
+            rng = _rng(seed, "timing session", name, *key, k)
+            session = (
+                f"{int(rng.integers(0, 2**48)):012x}"
+                if grid.schedule == "interleaved"
+                else f"alone:{group[0][1]}:{k}"
+            )
+            offset = rng.normal(0, noise.tps_session_sd)
+            rounds = counterbalanced([int(i) for i in rng.permutation(len(group))], grid.repeats)
+            shared = _repeat_noise(rng, noise.tps_repeat_sd, noise.tps_tail_df, len(rounds))
+            start = k * cells + cell_index - (grid.sessions or 1) * cells / 2  # centred over the sweep
+            for index, (arm, cid) in enumerate(group):
+                own = _rng(seed, "timing arm", arm.name, cid.endswith(SPEED_AA_SUFFIX), *key, k)
+                arm_offset = own.normal(0, noise.tps_session_arm_sd)
+                effect = math.log(arm.speed(level)) + math.log(grid.speed_by_level(level))
+                for r, order in enumerate(rounds):
+                    position = order.index(index)
+                    place = start + (r * len(group) + position + 0.5) / (len(rounds) * len(group))
+                    log_tps = (
+                        math.log(TPS_BASE)
+                        + offset
+                        + arm_offset
+                        + noise.tps_drift_per_session * place
+                        + shared[r]
+                        + float(_repeat_noise(own, noise.tps_arm_sd, noise.tps_tail_df, 1)[0])
+                        + effect
+                    )
+                    tps = math.exp(log_tps)
+                    latency = FIRST_TOKEN_LATENCY_S * math.exp(
+                        offset + own.normal(0, noise.latency_sd) - effect
+                    )
+                    timed[cid].append(
+                        TimingRepeat(
+                            r,
+                            position,
+                            {
+                                "tokens_per_second": tps,
+                                "first_token_latency_s": latency,
+                                "generation_time_s": latency + (num_tokens - 1) / tps,
+                            },
+                            session=session,
+                        )
+                    )
+                sessions_of[cid].append(session)
+    return {
+        cid: Timing(
+            grid.schedule,
+            ",".join(sessions_of[cid]),
+            arms_of[cid],
+            4,
+            num_tokens,
+            4,
+            "cpu",
+            False,
+            timed[cid],
+        )
+        for cid in timed
+    }
+
+
 def window_tokens(count: int) -> list[int]:
     """Tokens each window scores: the first all but its first token (63), the others one stride (32)."""
     return [63] + [32] * (count - 1)
@@ -521,12 +667,26 @@ def build_records(
     """Every condition of ``grid`` as a composed record, values drawn from the noise model with ``seed``."""
     records = []
     shape = ModelShape("llama", grid.layers, grid.heads, max(1, grid.heads // 3), 64)
+    cells = len(grid.temperatures) * len(grid.levels) * len(grid.seeds)
+    aa_cell = _speed_aa_cell(grid)
+    cell_index = -1
     for temperature in grid.temperatures:
         for level in grid.levels:
             for model_seed in grid.seeds:
+                cell_index += 1
                 configs = [(arm, config_of(grid, level, temperature, arm, model_seed)) for arm in grid.arms]
                 ids = [(arm, condition_id(config)) for arm, config in configs]
-                timings = _timing(grid, seed, level, temperature, model_seed, ids)
+                if grid.sessions is None:
+                    timings = _timing(grid, seed, level, temperature, model_seed, ids)
+                else:
+                    pseudo = (
+                        [(BASELINE, cid + SPEED_AA_SUFFIX) for arm, cid in ids if arm == BASELINE]
+                        if (temperature, level, model_seed) == aa_cell
+                        else []
+                    )
+                    timings = _session_timing(
+                        grid, seed, (level, temperature, model_seed), (cell_index, cells), ids + pseudo, level
+                    )
                 heads = pruned_heads(level, grid.layers, grid.heads)
                 for (arm, config), (_, cid) in zip(configs, ids, strict=True):
                     metrics = _sample_metrics(grid, seed, level, temperature, arm, model_seed)
@@ -588,8 +748,18 @@ def build_records(
                         shape,
                         pruning,
                     )
-                    records.append(compose(header, samples, parts))
+                    record = compose(header, samples, parts)
+                    record.speed_aa = timings.get(cid + SPEED_AA_SUFFIX)
+                    records.append(record)
     return records
+
+
+def _speed_aa_cell(grid: Grid) -> tuple[float, float, int] | None:
+    """The cell whose baseline is also timed as its own pseudo-arm: the first pruned one (else the first)."""
+    if not grid.speed_aa or grid.sessions is None or BASELINE not in grid.arms:
+        return None
+    pruned = [lv for lv in grid.levels if lv > 0] or list(grid.levels)
+    return (grid.temperatures[0], pruned[0], grid.seeds[0])
 
 
 def sweep_parameters(grid: Grid, extra: Mapping[str, Iterable[Any]] | None = None) -> dict[str, Any]:
