@@ -65,8 +65,11 @@ def newest_row_scores(
     """
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
-    last = query.detach()[:, :, -1, :]
-    key = key.detach()
+    last = query.select(2, -1)
+    if (
+        last.requires_grad or key.requires_grad
+    ):  # detached only when needed: every view is one more op per layer and step
+        last, key = last.detach(), key.detach()
     if last.dtype != torch.float32:
         last = last.float()
     if key.dtype != torch.float32:
