@@ -226,6 +226,13 @@ def is_inert(flat: dict[str, Any]) -> bool:
     )
 
 
+def forces_states(flat: dict[str, Any]) -> bool:
+    """An agency record whose ``head_overrides`` put a head in a state other than active: the states act by
+    construction (a positive control), so with nothing pruned it is no A/A."""
+    overrides = flat.get(AGENCY_PREFIX + "head_overrides") or []
+    return any(isinstance(o, dict) and o.get("state") not in (None, "active") for o in overrides)
+
+
 def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
     """Each record's arm (:func:`agency_arm_labels`), with its pruning-side protection appended."""
     arms = agency_arm_labels(records)
@@ -348,6 +355,15 @@ class Design:
 
     def arms(self, series: Series | None = None) -> list[Arm]:
         return sorted({c.arm for c in self.cells if series is None or c.series == series})
+
+    def forces_states(self, series: Series, arm: Arm) -> bool:
+        """Whether any record of ``arm`` in ``series`` forces head states (:func:`forces_states`)."""
+        return any(
+            forces_states(resolved_flat(r.config))
+            for cell, members in self.cells.items()
+            if cell.series == series and cell.arm == arm
+            for r in members
+        )
 
     def agency_arms(self, series: Series | None = None) -> list[Arm]:
         arms = [a for a in self.arms(series) if a.agency]

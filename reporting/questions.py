@@ -110,11 +110,15 @@ CONFIRMATORY = (
 )  # one Holm adjustment over all of these together, per report
 CORPUS_FAMILY = "corpus"  # corpus perplexity, agency vs baseline per evaluation window (secondary)
 SPEED_AA_FAMILY = "speed-aa"  # a baseline timed against itself as a pseudo-arm (secondary)
+POSITIVE_CONTROL_FAMILY = (
+    "positive-control"  # forced head states with nothing pruned: must differ (secondary)
+)
 SECONDARY = (
     DAMAGE_BY_TEMPERATURE,
     CORPUS_FAMILY,
     "aa",
     SPEED_AA_FAMILY,
+    POSITIVE_CONTROL_FAMILY,
     "ablation",
     "recovery",
     ATTRIBUTION_FAMILY,
@@ -639,29 +643,37 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
 
 
 def aa_checks(design: Design, units: Units) -> list[Comparison]:
-    """At the lowest level (0%: nothing pruned) each agency arm should write what the baseline writes."""
+    """At the lowest level (0%: nothing pruned) each agency arm should write what the baseline writes; an arm
+    whose head states are forced (``head_overrides``) is a positive control there instead, which must differ."""
     result = []
     for series in design.series():
         level = design.levels(series)[0]
         if level != 0:
             continue
         for arm in design.agency_arms(series):
+            forced = design.forces_states(series, arm)
+            family = POSITIVE_CONTROL_FAMILY if forced else "aa"
+            contrast = (
+                "agency with forced head states vs baseline with nothing pruned (positive control)"
+                if forced
+                else "agency vs baseline with nothing pruned"
+            )
             for temperature in design.temperatures(series):
                 diffs = differences(design, series, level, [temperature], QUALITY, arm, BASELINE_ARM, units)
                 if diffs:
                     result.append(
                         Comparison(
-                            "aa",
+                            family,
                             series,
                             arm,
                             BASELINE_ARM,
                             QUALITY,
-                            "agency vs baseline with nothing pruned",
+                            contrast,
                             "prompts",
                             "ratio",
                             paired_effect(
                                 list(diffs.values()),
-                                key_of("aa", series, arm, BASELINE_ARM, QUALITY, f"T={temperature:g}"),
+                                key_of(family, series, arm, BASELINE_ARM, QUALITY, f"T={temperature:g}"),
                             ),
                             -1,
                             level=level,

@@ -45,6 +45,7 @@ from reporting.questions import (
     DAMAGE_BY_TEMPERATURE,
     INERT_AA_FAMILY,
     LAYER_FAMILY,
+    POSITIVE_CONTROL_FAMILY,
     PRIMARY,
     PRIMARY_ENDPOINT,
     PROTECTION_FAMILY,
@@ -81,6 +82,9 @@ FAMILIES = {
     "aa": "agency vs baseline with nothing pruned (A/A: should show no difference)",
     SPEED_AA_FAMILY: "speed A/A: one cell's baseline timed against itself as a second arm in the same timing "
     "sessions and rounds (should show no difference; outside noise when the 95% interval over sessions excludes 1)",
+    POSITIVE_CONTROL_FAMILY: "positive control: an agency arm whose head states are forced (head_overrides) "
+    "against the baseline with nothing pruned (should show a large difference; none means the state path or the "
+    "report is broken)",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
     "exploratory": "every agency arm vs the baseline at every level and temperature, every tested metric",

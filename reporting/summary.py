@@ -20,6 +20,7 @@ from reporting.questions import (
     CONFIRMATORY,
     CORPUS_FAMILY,
     DAMAGE_BY_TEMPERATURE,
+    POSITIVE_CONTROL_FAMILY,
     PRIMARY_ENDPOINT,
     QUESTIONS,
     SPEED_AA_FAMILY,
@@ -455,9 +456,16 @@ def _aa(stats: Statistics) -> list[str]:
     lines = ["## A/A check: the agency arm with nothing pruned (secondary)", ""]
     if not rows:
         return lines + [
-            "No 0% level with both arms was run, so the agency arm was not checked against the "
-            "baseline with nothing pruned.",
+            (
+                "No agency arm with its own head states was run at 0% (an arm whose states are forced by "
+                "head_overrides is a positive control, not an A/A), so the agency arm was not checked against "
+                "the baseline with nothing pruned."
+                if positive_rows(stats)
+                else "No 0% level with both arms was run, so the agency arm was not checked against the "
+                "baseline with nothing pruned."
+            ),
             "",
+            *positive_control_lines(stats),
             *speed_aa_lines(stats),
         ]
     lines.append(
@@ -476,7 +484,31 @@ def _aa(stats: Statistics) -> list[str]:
                 corpus = corpus_ratio_text(a / b)
         table.append((c, f"{c.temperature:g}", corpus))
     lines += aa_table(table, "T", stats.alpha)
-    return lines + speed_aa_lines(stats)
+    return lines + positive_control_lines(stats) + speed_aa_lines(stats)
+
+
+def positive_rows(stats: Statistics) -> list[Comparison]:
+    return stats.family(POSITIVE_CONTROL_FAMILY)
+
+
+def positive_control_lines(stats: Statistics) -> list[str]:
+    """The positive control beside the A/A: forced head states with nothing pruned must show an effect."""
+    lines = []
+    for c in positive_rows(stats):
+        if c.effect.p is None:
+            verdict = f"not tested ({c.effect.note or 'too few units'})"
+        elif c.significant(stats.alpha):
+            verdict = "detected: the state path and the report can see an effect"
+        else:
+            verdict = (
+                "NOT detected: the forced states changed nothing the report could see; suspect the state path"
+            )
+        lines.append(
+            f"Positive control ({c.series.label()} / {c.arm.label}, T={c.temperature:g}, head states forced by "
+            f"head_overrides, nothing pruned): reference perplexity {effect_of(c)}, Holm p "
+            f"{pval(c.p_holm)} within its family: {verdict}."
+        )
+    return lines + [""] if lines else []
 
 
 def speed_aa_lines(stats: Statistics) -> list[str]:

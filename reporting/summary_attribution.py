@@ -29,6 +29,7 @@ from reporting.questions import (
     ATTRIBUTION_FAMILY,
     INERT_AA_FAMILY,
     LAYER_FAMILY,
+    POSITIVE_CONTROL_FAMILY,
     PROTECTION_FAMILY,
     QUALITY,
     SPEED,
@@ -121,6 +122,12 @@ def _aa_line(stats: Statistics) -> str:
             parts.append(f"{what}: {len(rows) - flagged} of {len(rows)} rows with no significant difference")
     if not stats.family(INERT_AA_FAMILY):
         parts.append("no inert agency arm was run, so the pruned levels have no A/A check")
+    controls = [c for c in stats.family(POSITIVE_CONTROL_FAMILY) if c.effect.p is not None]
+    if controls:
+        found = sum(c.significant(stats.alpha) for c in controls)
+        parts.append(
+            f"positive control (forced head states, nothing pruned): detected in {found} of {len(controls)}"
+        )
     return "; ".join(parts) if parts else "no A/A check was run"
 
 

@@ -86,6 +86,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "corpus",
         "aa",
         "speed-aa",
+        "positive-control",
         "ablation",
         "recovery",
         "exploratory",
