@@ -33,6 +33,7 @@ from reporting.questions import (
     PROTECTION_FAMILY,
     QUALITY,
     SPEED,
+    SPEED_AA_FAMILY,
     STRATEGY_FAMILY,
     Comparison,
     shown,
@@ -122,6 +123,11 @@ def _aa_line(stats: Statistics) -> str:
             parts.append(f"{what}: {len(rows) - flagged} of {len(rows)} rows with no significant difference")
     if not stats.family(INERT_AA_FAMILY):
         parts.append("no inert agency arm was run, so the pruned levels have no A/A check")
+    for c in (c for c in stats.family(SPEED_AA_FAMILY) if c.effect.p is not None):
+        parts.append(
+            f"speed A/A (baseline timed against itself, {c.level:g}%) {effect_of(c)} over {c.effect.n} sessions: "
+            f"{c.reading(stats.alpha)}"
+        )
     controls = [c for c in stats.family(POSITIVE_CONTROL_FAMILY) if c.effect.p is not None]
     if controls:
         found = sum(c.significant(stats.alpha) for c in controls)

@@ -1,4 +1,5 @@
-"""An agency arm whose head states are forced (head_overrides) is a positive control at 0%, never an A/A."""
+"""The checks beside the answers: forced head states are a positive control at 0% (never an A/A), and the headline
+states the speed A/A next to the quality A/A."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def test_a_positive_control_that_shows_nothing_is_flagged() -> None:
     (control,) = stats.family(POSITIVE_CONTROL_FAMILY)
     assert not control.significant(stats.alpha)
     assert "NOT detected" in render_summary(stats, 4, [])
+
+
+def test_the_headline_states_the_speed_a_a_beside_the_quality_a_a() -> None:
+    grid = Grid(levels=(0.0, 30.0), temperatures=(0.7,), sessions=3, repeats=2, speed_aa=True)
+    stats = compute_statistics(build_design(build_records(grid, seed=1)))
+    (headline_aa,) = [line for line in render_summary(stats, 4, []).splitlines() if "**A/A checks:**" in line]
+    assert "0%:" in headline_aa
+    assert (
+        "speed A/A (baseline timed against itself, 30%) ×" in headline_aa and "over 3 sessions" in headline_aa
+    )
