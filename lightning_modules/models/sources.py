@@ -1,7 +1,7 @@
 """Where a model comes from: a hub name, a local directory, or the embedded default.
 
 Resolution is split in two so that bad input is refused before any weights
-load: ``resolve_source`` reads only the model's config (milliseconds) and checks
+load: ``resolve_source`` reads only the model's config (the packaged GGUF's once per process) and checks
 the architecture; ``load_model`` then loads the weights.
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file in
@@ -11,6 +11,8 @@ saves a float32 copy in a cache directory and later loads read that (<2 s).
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import os
 import shutil
@@ -74,6 +76,15 @@ def _hub_reachable(timeout_s: float = 2.0) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4)
+def _gguf_config(package_dir: str, modified_ns: int) -> Any:
+    """The packaged GGUF's config, read once per process and file version: reading it parses the file's
+    metadata (seconds), and a sweep checks every condition's model before any loads."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF)
+
+
 def resolve_source(name: str) -> ModelSource:
     """Find the model and read its config only; a name that cannot be resolved is a ``ConfigError``."""
     from transformers import AutoConfig
@@ -84,7 +95,10 @@ def resolve_source(name: str) -> ModelSource:
             config = AutoConfig.from_pretrained(converted)
             return ModelSource(name, str(converted), config)
         package_dir = _embedded_package_dir()
-        config = AutoConfig.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF)
+        gguf = package_dir / EMBEDDED_GGUF
+        config = copy.deepcopy(
+            _gguf_config(str(package_dir), gguf.stat().st_mtime_ns if gguf.is_file() else 0)
+        )
         return ModelSource(name, str(package_dir), config, gguf_file=EMBEDDED_GGUF)
 
     path = Path(name).expanduser()

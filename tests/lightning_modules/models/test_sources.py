@@ -209,3 +209,23 @@ def test_plain_opens_every_gate_and_removes_agency_then_restores(tiny_gpt2_dir: 
     with torch.no_grad():
         assert torch.equal(loaded.model(ids).logits, gated)
     assert observed == [0, 1]
+
+
+def test_the_packaged_gguf_config_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep checks every condition's model before any loads: the GGUF's metadata is parsed once, and each
+    caller gets its own copy of the config."""
+    import transformers
+
+    reads = []
+    real = transformers.AutoConfig.from_pretrained
+
+    def counting(*args, **kwargs):
+        reads.append(kwargs.get("gguf_file"))
+        return real(*args, **kwargs)
+
+    sources._gguf_config.cache_clear()
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", counting)
+    first, second = resolve_source("embedded"), resolve_source("embedded")
+    assert reads == [sources.EMBEDDED_GGUF]
+    assert first.gguf_file == sources.EMBEDDED_GGUF and first.config is not second.config
+    assert first.config.to_dict() == second.config.to_dict()
