@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from lightning_modules.store import LoadedModel, ModelStore
 from record.schema import ModelShape, PassedOver, Pruning, Ranking
 
 Head = tuple[int, int]
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ConditionModel:
     agency: AgencyController | None
     state_key: tuple
     protected: list[Head] = field(default_factory=list)  # kept out of pruning by model.pruning.protect
+    twin: AgencyController | None = None  # a sham's real layer: it runs first, the sham replays its trace
     _attached: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -99,6 +101,41 @@ class ConditionModel:
     def on_step(self) -> None:
         if self.agency is not None:
             self.agency.begin_step()
+
+    def replayed(self, run: Callable[[], T]) -> T:
+        """``run`` (which decodes through ``begin_sequence_batch``/``on_step``) as this condition measures it.
+
+        A sham with a ``twin`` runs it twice: first with the real layer in its place, recording the states and
+        factors of every forward, then as the sham replaying them on permuted heads (``replay_trace``), so
+        the sham damps exactly what the real layer damped in this condition. The result and any time it
+        measures are the second run's. Anything else runs once."""
+        twin, sham = self.twin, self.agency
+        if twin is None or sham is None:
+            return run()
+        twin.record_trace()
+        with self._agency_swapped(twin):
+            run()
+        sham.replay_trace(twin.take_trace())
+        try:
+            return run()
+        finally:
+            sham.replay_trace(None)
+
+    @contextmanager
+    def _agency_swapped(self, controller: AgencyController) -> Iterator[None]:
+        """``controller`` in place of this condition's own, attached as its own was (if it was)."""
+        attached = bool(self._attached)
+        self.detach()
+        own, self.agency = self.agency, controller
+        try:
+            if attached:
+                self.attach()
+            yield
+        finally:
+            self.detach()
+            self.agency = own
+            if attached:
+                self.attach()
 
     def reference(self) -> Any:
         """The unpruned reference (a context manager): same weights, every head, no agency."""
@@ -212,18 +249,18 @@ def build_condition(
     protected = protected_heads(pruning, context, spec.seed)
     baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers, protected)
     selection, controller = baseline, None
+    twin = None
     if agency.enabled:
-        controller = AgencyController(
-            agency, layout.num_layers, layout.num_heads, spec.num_tokens, device=device
-        )
-        if agency.calibrate:
-            controller.apply_calibration(agency_signals(context, agency))
+        signals = agency_signals(context, agency) if agency.calibrate else None
+        controller = _controller(agency, layout, spec.num_tokens, device, signals)
         if agency.consent_pruning:
             selection = select_heads(
                 order, pruning.level, layout, pruning.allow_empty_layers, protected | controller.withholding()
             )
         if agency.sham:
             controller.sham_index = sham_index(selection.heads, layout, spec.seed).to(controller.device)
+            real = replace(agency, sham=False, ablation="none")
+            twin = _controller(real, layout, spec.num_tokens, device, signals)
     heads = selection.heads
     if pruning.mode == "remove" and heads:
         model, gates = _removed_copy(loaded, heads)
@@ -259,7 +296,22 @@ def build_condition(
         controller,
         state_key,
         sorted(protected),
+        twin,
     )
+
+
+def _controller(
+    config: AgencyConfig,
+    layout: HeadLayout,
+    num_tokens: int,
+    device: torch.device | str,
+    signals: Any,
+) -> AgencyController:
+    """An agency controller over ``layout``, calibrated from ``signals`` when given."""
+    controller = AgencyController(config, layout.num_layers, layout.num_heads, num_tokens, device=device)
+    if signals is not None:
+        controller.apply_calibration(signals)
+    return controller
 
 
 def protected_heads(pruning: PruningConfig, context: CalibrationContext, seed: int) -> set[Head]:

@@ -384,10 +384,14 @@ class PruningExperiment(L.LightningModule):
         self, condition: ConditionModel, prompt_ids: list[list[int]], seeds: Sequence[int], num_tokens: int
     ) -> DecodeResult:
         ids, mask = left_pad(condition, prompt_ids, self.target_device())
-        condition.begin_sequence_batch(len(prompt_ids))
-        return decode(
-            condition.model, ids, mask, num_tokens, self.generation, seeds, on_step=condition.on_step
-        )
+
+        def run() -> DecodeResult:
+            condition.begin_sequence_batch(len(prompt_ids))
+            return decode(
+                condition.model, ids, mask, num_tokens, self.generation, seeds, on_step=condition.on_step
+            )
+
+        return condition.replayed(run)
 
     # -- services for the measuring callbacks (callbacks/protocols.py) -------------------------------
     def timing_inputs(self) -> tuple[list[str], list[int], int, int]:
@@ -453,8 +457,10 @@ class PruningExperiment(L.LightningModule):
             stride = min(cfg.stride, window)
             if condition.agency is None:
                 return parallel_score(condition.model, ids, window, stride)
-            return stepwise_score(
-                condition.model, ids, window, stride, condition.begin_sequence_batch, condition.on_step
+            return condition.replayed(
+                lambda: stepwise_score(
+                    condition.model, ids, window, stride, condition.begin_sequence_batch, condition.on_step
+                )
             )
 
         return self.store.cached(key, compute)

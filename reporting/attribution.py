@@ -297,10 +297,12 @@ def sham_verdict(
     min_share: float = MIN_ACTED_SHARE,
     tolerance: float = SHAM_TOLERANCE,
 ) -> tuple[bool, str]:
-    """(matched, what to say). The sham permutes the factors its own states produce, and its states run on
-    text the permuted gates changed, so its dose can drift from the real arm's: it is matched only when both
-    its share of head-steps outside active and its gate mass removed are within ``tolerance`` of the real
-    arm's (relative). An inert or unmatched sham is not evidence about which heads the states pick."""
+    """(matched, what to say). The sham replays the real layer's states and factors on permuted heads
+    (``ConditionModel.replayed``), so its dose equals the real arm's by construction; this check guards
+    what construction cannot: records from other code, a real arm run with other settings, training steps
+    (where a sham permutes its own states). It is matched only when both its share of head-steps outside
+    active and its gate mass removed are within ``tolerance`` of the real arm's (relative). An inert or
+    unmatched sham is not evidence about which heads the states pick."""
     if real is None or sham is None:
         return False, "not recorded"
     if sham.share < min_share:

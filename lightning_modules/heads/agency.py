@@ -102,7 +102,9 @@ class AgencyConfig:
         state_gating: apply the state factors at run time (false: states are tracked and reported only).
         overload: heads can become overloaded.
         misalignment: heads whose ablation lowered the calibration loss start misaligned.
-        sham: control: the same factors at the same steps, applied to randomly chosen kept heads of the layer.
+        sham: control: the real layer's states and factors at the same forwards and rows, replayed on randomly
+            chosen kept heads of each layer (``ConditionModel.replayed``; a training step, which has no
+            replay, permutes the sham's own factors).
         ablation: a shorthand for one arm of an ablation study: the named component switched off (or ``sham``
             switched on); it is resolved into the switches above (one sweep key can then list every arm).
         overload_mode: relative (a head's own calibrated level + margin) or absolute (one threshold).
@@ -288,6 +290,12 @@ class AgencyController:
         self.sham_index: Tensor | None = (
             None  # [layers, heads]: head h receives the factor of head sham_index[h]
         )
+        # A replayed sham (``record_trace`` on the real layer, ``replay_trace`` on the sham): per batch, the
+        # states and factors each forward of the real layer ran with.
+        self._recording: list[list[tuple[Tensor, Tensor]]] | None = None
+        self._replay: list[list[tuple[Tensor, Tensor]]] | None = None
+        self._replay_batch = -1
+        self._batch_forwards = 0
         self._explicit: dict[Head, dict[str, Any]] = {}
         self._factor_table = torch.tensor(
             [getattr(config, state.factor_setting) for state in self.states],
@@ -404,6 +412,7 @@ class AgencyController:
         elif self.focus_source is not None:
             self.focus_source.clear()  # forwards before any batch (nothing to fold them into)
         self._step_open = False
+        self._batch_forwards = 0
         shape = (batch_size, self.num_layers, self.num_heads)
         self.batch_size = batch_size
         self.state = self.initial_state.expand(shape).clone()
@@ -415,7 +424,33 @@ class AgencyController:
         self._consent_factor = torch.where(self.consent, one, no_consent)
         self._all_consent = bool(self.consent.all())
         self._ones = torch.ones(shape, dtype=torch.float32, device=self.device)
+        if self._recording is not None:
+            self._recording.append([])
+        if self._replay is not None:
+            self._replay_batch += 1
         self._refresh_factors()
+
+    # ------------------------------------------------------------ replayed sham
+    def record_trace(self) -> None:
+        """From the next ``reset`` on, keep the states and factors every forward runs with (the real layer of a
+        replayed sham); ``take_trace`` hands them over."""
+        self._recording = []
+
+    def take_trace(self) -> list[list[tuple[Tensor, Tensor]]]:
+        """What was recorded since ``record_trace``: per batch, per forward, (states, factors) [batch, layers,
+        heads]. Recording stops."""
+        trace, self._recording = self._recording or [], None
+        return trace
+
+    def replay_trace(self, trace: list[list[tuple[Tensor, Tensor]]] | None) -> None:
+        """Run the batches that follow with the real layer's states and factors, moved to other kept heads
+        of each layer by ``sham_index``, instead of this controller's own: the sham then damps exactly as
+        many head-steps of each layer, by the same factors, at the same forwards and rows, as the real layer
+        did. Its own focus is still observed (same cost), but changes no state. Batch k of the trace serves
+        the k-th ``reset``; forwards past a batch's trace run with every head active (the real layer never
+        ran them). None: back to the controller's own states."""
+        self._replay = trace
+        self._replay_batch = -1
 
     def reset_statistics(self) -> None:
         """Forget step counts and transitions: the measured run starts here (warm-up and timing do not count)."""
@@ -444,9 +479,36 @@ class AgencyController:
         self.steps_in_state.masked_fill_(recover, 0)
         self._fold_pending()
         self.steps += 1
+        self._batch_forwards += 1
         self._step_open = True
-        self._refresh_factors()
+        if self._replay is not None:
+            self._replay_forward()
+        else:
+            self._refresh_factors()
+        if self._recording is not None:
+            self._recording[-1].append((self.state.clone(), self._factors.expand_as(self.state).clone()))
         self._count_forward()
+
+    def _replay_forward(self) -> None:
+        """This forward's states and factors from the real layer's trace (see ``replay_trace``)."""
+        batch = self._replay[self._replay_batch] if 0 <= self._replay_batch < len(self._replay) else []
+        forward = self._batch_forwards - 1
+        if forward < len(batch):
+            state, factors = batch[forward]
+            if tuple(state.shape) != tuple(self.state.shape):
+                raise ValueError(
+                    f"replayed states have shape {tuple(state.shape)}; expected {tuple(self.state.shape)} "
+                    "(the sham must run the real layer's batches in the same order and sizes)"
+                )
+            if self.sham_index is not None:
+                index = self.sham_index.expand_as(self.state)
+                state, factors = state.gather(2, index), factors.gather(2, index)
+            self.state = state.clone()
+            self._factors = factors
+        else:
+            self.state = torch.full_like(self.state, ACTIVE)
+            self._factors = self._ones
+        self._find_gating()
 
     def observe(self, layer: int, focus: Tensor) -> None:
         """Note one layer's focus on the newest token ([batch, heads], in [0, 1]) of the forward now running;
@@ -479,7 +541,7 @@ class AgencyController:
         if layers is not None:
             weight = layers.to(self.device, torch.float32)[:, None] * weight
         self.utilization.lerp_(f, weight)  # alpha * u + (1 - alpha) * f in one op
-        if not self.config.overload:
+        if not self.config.overload or self._replay is not None:  # a replayed sham's states are the trace's
             return
         over = self.utilization.gt(self.overload_level).logical_and_(self.state.eq(ACTIVE))
         if layers is not None:
@@ -517,8 +579,12 @@ class AgencyController:
         if self.sham_index is not None:
             factors = factors.gather(2, self.sham_index.expand_as(self.state))
         self._factors = factors
+        self._find_gating()
+
+    def _find_gating(self) -> None:
+        """Per layer, whether any factor of this forward differs from 1 (see ``_refresh_factors``)."""
         if self.device.type == "cpu":
-            self._gating = factors.ne(1.0).any(dim=2).any(dim=0).tolist()
+            self._gating = self._factors.ne(1.0).any(dim=2).any(dim=0).tolist()
         else:
             self._gating = [True] * self.num_layers
 

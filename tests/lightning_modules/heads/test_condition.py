@@ -393,6 +393,61 @@ def test_sham_moves_factors_by_a_seeded_permutation_of_kept_heads(tiny_gpt2_dir:
     assert baseline.state_key != real.state_key and baseline.agency is None
 
 
+ACTING = dict(
+    enabled=True, calibrate=False, overload_threshold=0.05, recovery_steps=2
+)  # heads overload often
+
+
+def decode_measured(condition: ConditionModel, ids: torch.Tensor, tokens: int = 10) -> torch.Tensor:
+    """One batch generated as the module generates it (a replayed sham runs its real layer first)."""
+    mask = torch.ones_like(ids)
+    seeds = list(range(ids.shape[0]))
+
+    def run():
+        condition.begin_sequence_batch(ids.shape[0])
+        return decode(
+            condition.model, ids, mask, tokens, SamplingConfig(temperature=1.0), seeds, condition.on_step
+        )
+
+    with condition.attached():
+        return condition.replayed(run).tokens
+
+
+def test_a_sham_damps_exactly_the_head_steps_the_real_layer_damped_on_other_heads(
+    tiny_llama_dir: Path,
+) -> None:
+    """Per layer and state, the sham's head-steps and gate mass equal the real arm's (run as its own
+    condition), while the heads that carry them differ: the dose is the real layer's, only the heads move."""
+    store = ModelStore()
+    ids = token_ids(seed=2, batch=3, length=6)
+    counts = {}
+    for name, sham in (("real", False), ("sham", True)):
+        condition = build(store, tiny_llama_dir, level=25, agency=AgencyConfig(**ACTING, sham=sham), seed=4)
+        condition.agency.reset_statistics()
+        for _ in range(2):  # two batches: the trace is replayed batch by batch
+            decode_measured(condition, ids)
+        counts[name] = (condition.agency._head_steps.clone(), condition.agency._removed.clone())
+        assert condition.agency._replay is None  # replay ends with the run
+    (real_steps, real_removed), (sham_steps, sham_removed) = counts["real"], counts["sham"]
+    assert real_steps[..., 1:].sum() > 0 and real_removed.sum() > 0  # the real layer acted
+    assert torch.equal(real_steps.sum(dim=1), sham_steps.sum(dim=1))  # per layer and state
+    assert torch.allclose(real_removed.sum(dim=1), sham_removed.sum(dim=1))
+    assert not torch.equal(real_steps, sham_steps)  # on other heads
+
+
+def test_a_sham_without_its_real_layer_permutes_its_own_states(tiny_llama_dir: Path) -> None:
+    """Training steps (no replay) keep the sham's own states, moved by the permutation."""
+    store = ModelStore()
+    sham = build(store, tiny_llama_dir, level=25, agency=AgencyConfig(**ACTING, sham=True), seed=4)
+    assert sham.twin is not None and sham.twin.sham_index is None
+    with sham.attached():
+        run(sham, token_ids())
+    state = sham.agency.state
+    index = sham.agency.sham_index.expand_as(state)
+    expected = sham.agency._factor_table[state].gather(2, index)
+    assert torch.equal(sham.agency.gate_factors(0), expected[:, 0])
+
+
 def test_state_key_names_what_changes_the_model_state(tiny_gpt2_dir: Path) -> None:
     store = ModelStore()
     key = build(store, tiny_gpt2_dir, level=25).state_key
