@@ -277,11 +277,12 @@ def head_gated_attention(module, query, key, value, attention_mask, scaling=None
     if kv_index is not None:
         key = key.index_select(1, kv_index)
         value = value.index_select(1, kv_index)
+    output = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     observer = getattr(module, "focus_observer", None)  # FocusRecorder or FocusObserver: ``see``
-    if observer is not None:
+    if observer is not None:  # after attention, which has just read the keys into the caches
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         observer.see(module.layer_idx, query, key, attention_mask, scale)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    return output
 
 
 AttentionInterface.register(IMPLEMENTATION, head_gated_attention)
