@@ -308,10 +308,53 @@ def agency_overhead(models: Models, settings: Settings) -> list[Row]:
     release()
     rows.append(_agency_overhead_row(models, settings, GPT2, _gpt2_arms(models, settings.new_tokens)))
     release()
+    rows.append(protected_baseline_speed(models, settings))
+    release()
     return rows
 
 
-def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Row:
+PROTECTED_LEVEL = 30.0  # the attribution sweep's first pruned level
+
+
+def protected_baseline_speed(models: Models, settings: Settings) -> Row:
+    """The attribution control (``protect: gradient``, no agency layer) vs the plain baseline at 30%, mask mode.
+
+    Both gate the same number of heads, so the compute is the same: any gap is something attached that should
+    not be. The sweep cannot show it, as protection is part of a cell, not an arm."""
+    from lightning_modules.heads.pruning import PruningConfig
+
+    arms = _embedded_arms(
+        models,
+        settings.new_tokens,
+        {
+            "baseline": (PruningConfig(level=PROTECTED_LEVEL), False),
+            "protected": (PruningConfig(level=PROTECTED_LEVEL, protect="gradient"), False),
+        },
+    )
+    attached = [arm for arm in arms.values() if arm.controller is not None]
+    if attached:
+        raise RuntimeError("the protected baseline was built with an agency controller; it must have none")
+    t = _alternated(models, settings, EMBEDDED, arms)
+    ratio = t.ratio("baseline", "protected")
+    b, n = settings.batch, settings.new_tokens
+    return Row(
+        "2 agency overhead",
+        f"protected baseline vs baseline, {PROTECTED_LEVEL:g}% pruned, mask (decode)",
+        EMBEDDED,
+        label(models),
+        b,
+        n,
+        value=median(ratio),
+        goal=0.95,
+        note=f"{tokens_per_s(t.times['protected'], b * n):.1f} vs "
+        f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}; "
+        "no controller, no observers; equal compute, so the expected value is 1",
+    )
+
+
+def _alternated(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Alternation:
+    """Every arm warmed up, then decoded in ``overhead_rounds`` alternating rounds (statistics reset after the
+    warm-up)."""
     from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
 
     b, n = settings.batch, settings.new_tokens
@@ -335,9 +378,15 @@ def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: d
 
     for side in arms.values():  # warm-up
         arm(side, WARMUP_TOKENS)()
+        if side.controller is not None:
+            side.controller.reset_statistics()
+    return alternate({name: arm(side, n) for name, side in arms.items()}, settings.overhead_rounds)
+
+
+def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Row:
+    b, n = settings.batch, settings.new_tokens
+    t = _alternated(models, settings, which, arms)
     controller = arms["agency"].controller
-    controller.reset_statistics()
-    t = alternate({name: arm(side, n) for name, side in arms.items()}, settings.overhead_rounds)
     ratio = t.ratio("baseline", "agency")
     shares, removed = controller.acted()
     return Row(
@@ -366,20 +415,25 @@ class _Arm:
     attach: Callable[[], Callable[[], None]] | None = None
 
 
-def _embedded_arms(models: Models, tokens: int) -> dict[str, _Arm]:
+def _embedded_arms(
+    models: Models, tokens: int, specs: dict[str, tuple[Any, bool]] | None = None
+) -> dict[str, _Arm]:
     """Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build runs
-    its calibration: never timed), and attached to the shared base model only while it decodes."""
+    its calibration: never timed), and attached to the shared base model only while it decodes. ``specs``:
+    per arm, its pruning settings and whether the agency layer is on (default: baseline and agency at 0%)."""
     from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
 
+    if specs is None:
+        specs = {"baseline": (PruningConfig(level=0), False), "agency": (PruningConfig(level=0), True)}
     arms = {}
-    for name, enabled in (("baseline", False), ("agency", True)):
+    for name, (pruning, enabled) in specs.items():
         spec = ConditionSpec(
             EMBEDDED,
             models.precision,
-            PruningConfig(level=0),
+            pruning,
             AgencyConfig(enabled=enabled),
             CalibrationConfig(),
             seed=0,
