@@ -122,6 +122,12 @@ class Arm:
     def main(self) -> bool:
         return self.label in (BASELINE, MAIN_AGENCY)
 
+    @property
+    def with_protection(self) -> bool:
+        """Any arm whose pruning kept a protected set out (a grid over protection and agency makes agency
+        arms with it too: their pruning differs from the agency arm's, so they are no ablation of it)."""
+        return PROTECTION_JOIN in self.label
+
 
 @dataclass(frozen=True, order=True)
 class Cell:  # sorts by series, temperature, level, arm

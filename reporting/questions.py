@@ -777,11 +777,12 @@ def corpus_comparisons(design: Design) -> list[Comparison]:
 
 def ablation(design: Design, units: Units) -> list[Comparison]:
     """Each agency variant (a component switched off, or the sham control) against the main agency arm,
-    averaged over the pruned levels and temperatures: what that component contributes."""
+    averaged over the pruned levels and temperatures: what that component contributes. Agency arms that
+    also prune with a protection are not variants of it (their pruning differs)."""
     result = []
     for series in design.series():
         mains = [a for a in design.arms(series) if a.agency and a.main]
-        variants = [a for a in design.arms(series) if a.agency and not a.main]
+        variants = [a for a in design.arms(series) if a.agency and not a.main and not a.with_protection]
         if not mains or not variants:
             continue
         main = mains[0]

@@ -225,6 +225,17 @@ def test_an_ablation_of_states_that_acted_reads_normally() -> None:
     assert main_row.endswith("| 5.00% | 0.0250 | acted |") and off_row.endswith("| did not act |")
 
 
+def test_an_agency_arm_that_also_prunes_with_a_protection_is_no_ablation_of_the_agency_arm() -> None:
+    """A grid over protection and agency (the attribution sweep) makes agency + protection arms: their pruning
+    differs from the agency arm's, so comparing them with it says nothing about a switched-off part."""
+    on_top = replace(MAIN, pruning=(("protect", "random"), ("protect_fraction", 0.15)))
+    off = agency(state_gating=False, departures=["state_gating"])
+    stats, text = _report(replace(ONE_T, arms=(BASELINE, protected(), MAIN, on_top, off)))
+    labels = {c.arm.label for c in stats.family("ablation")}
+    assert labels == {"agency", "agency(state_gating=false)"}
+    assert "agency + random protection (15%)" in _section(text, "## Manipulation check")
+
+
 def test_a_sham_that_never_acted_is_uninformative_whatever_the_main_arm_did() -> None:
     sham = replace(agency(sham=True, departures=["sham"]), acted=0.0)
     stats, _ = _report(replace(ONE_T, arms=(BASELINE, MAIN, sham)))
