@@ -86,17 +86,25 @@ class Alternation:
 
 
 def alternate(sides: dict[str, Callable[[], float]], rounds: int) -> Alternation:
-    """Run every side once per round, rotating the order each round; each call returns its seconds."""
+    """Run every side once per round, each call returning its seconds; the order is rotated by one place per
+    round and reversed in every other cycle of rotations (two sides: AB BA BA AB), so each side takes each
+    position equally often and follows each other side equally often over every two cycles."""
     names = list(sides)
     result = Alternation({name: [] for name in names})
-    for r in range(rounds):
-        shift = r % len(names)
-        order = names[shift:] + names[:shift]
-        if r % 2:
-            order = order[::-1]
+    for order in round_order(names, rounds):
         for name in order:
             result.times[name].append(sides[name]())
     return result
+
+
+def round_order(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of the sides in each round of :func:`alternate`."""
+    count, orders = len(names), []
+    for r in range(rounds):
+        shift = r % count
+        order = names[shift:] + names[:shift]
+        orders.append(order[::-1] if (r // count) % 2 else order)
+    return orders
 
 
 def timed(fn: Callable[[], Any], device: torch.device | None = None) -> Callable[[], float]:
