@@ -74,6 +74,7 @@ def test_every_bundled_sweep_optimises_the_primary_quality_endpoint(path: Path) 
         ("agency_states", 26),
         ("positive_control", 4),
         ("aa_levels", 8),
+        ("states_sham", 6),
     ],
 )
 def test_bundled_sweeps_on_the_embedded_model_pass_every_check(name, conditions, no_model_loads) -> None:
