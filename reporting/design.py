@@ -210,6 +210,17 @@ def shared_agency_settings(records: list[ConditionRecord]) -> list[str]:
 
 
 PROTECTION_JOIN = " + "
+SHAM_PART = "sham=true"  # the part of an arm's label that names the sham (a switch, never shared away)
+
+
+def real_arm_label(sham_label: str) -> str:
+    """The arm a sham replays: the sham's label without ``sham=true`` (``agency(overload_margin=0, sham=true)``
+    replays ``agency(overload_margin=0)``; ``agency(sham=true)`` replays ``agency``)."""
+    base, join, protection = sham_label.partition(PROTECTION_JOIN)
+    inner = base[len(MAIN_AGENCY) + 1 : -1] if base.startswith(MAIN_AGENCY + "(") else ""
+    parts = [part for part in inner.split(", ") if part and part != SHAM_PART]
+    real = f"{MAIN_AGENCY}({', '.join(parts)})" if parts else MAIN_AGENCY
+    return real + join + protection
 
 
 def protection_of(flat: dict[str, Any]) -> tuple[str, float]:

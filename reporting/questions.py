@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from record.catalogue import CATALOGUE, spec
-from reporting.design import Arm, Cell, Design, Series
+from reporting.design import SHAM_PART, Arm, Cell, Design, Series, real_arm_label
 from reporting.estimators import (
     SIGN_FLIP,
     Effect,
@@ -781,54 +781,67 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
     also prune with a protection are not variants of it (their pruning differs)."""
     result = []
     for series in design.series():
-        mains = [a for a in design.arms(series) if a.agency and a.main]
-        variants = [a for a in design.arms(series) if a.agency and not a.main and not a.with_protection]
-        if not mains or not variants:
-            continue
-        main = mains[0]
+        arms = design.arms(series)
+        mains = [a for a in arms if a.agency and a.main]
+        main = mains[0] if mains else None
         temperatures = design.temperatures(series)
         pruned = [lv for lv in design.levels(series) if lv > 0] or design.levels(series)
-        total = _averaged(design, series, pruned, temperatures, main, BASELINE_ARM, units)
-        result.append(
-            Comparison(
-                "ablation",
-                series,
-                main,
-                BASELINE_ARM,
-                QUALITY,
-                "whole agency effect (agency vs baseline)",
-                "prompts",
-                "ratio",
-                paired_effect(total, key_of("ablation", series, main, BASELINE_ARM, QUALITY, "whole")),
-                -1,
+        pairs = [
+            (variant, reference)
+            for variant in arms
+            if variant.agency and not variant.main and not variant.with_protection
+            for reference in [_ablation_reference(variant, arms, main)]
+            if reference is not None
+        ]
+        if not pairs:
+            continue
+        if main is not None:
+            total = _averaged(design, series, pruned, temperatures, main, BASELINE_ARM, units)
+            result.append(
+                Comparison(
+                    "ablation",
+                    series,
+                    main,
+                    BASELINE_ARM,
+                    QUALITY,
+                    "whole agency effect (agency vs baseline)",
+                    "prompts",
+                    "ratio",
+                    paired_effect(total, key_of("ablation", series, main, BASELINE_ARM, QUALITY, "whole")),
+                    -1,
+                )
             )
-        )
-        for variant in variants:
-            diffs = _averaged(design, series, pruned, temperatures, variant, main, units)
+        for variant, reference in pairs:
+            diffs = _averaged(design, series, pruned, temperatures, variant, reference, units)
+            what = (
+                "the heads the states damp matter"
+                if SHAM_PART in variant.label
+                else "the switched-off part helps"
+            )
             result.append(
                 Comparison(
                     "ablation",
                     series,
                     variant,
-                    main,
+                    reference,
                     QUALITY,
-                    f"{variant.label} vs agency (positive log ratio: the switched-off part helps)",
+                    f"{variant.label} vs {reference.label} (positive log ratio: {what})",
                     "prompts",
                     "ratio",
-                    paired_effect(diffs, key_of("ablation", series, variant, main, QUALITY, "variant")),
+                    paired_effect(diffs, key_of("ablation", series, variant, reference, QUALITY, "variant")),
                     -1,
                 )
             )
-            ratios = session_log_ratios(design, series, pruned, temperatures, SPEED, variant, main)
+            ratios = session_log_ratios(design, series, pruned, temperatures, SPEED, variant, reference)
             if ratios:
                 result.append(
                     Comparison(
                         "ablation",
                         series,
                         variant,
-                        main,
+                        reference,
                         SPEED,
-                        f"{variant.label} vs agency",
+                        f"{variant.label} vs {reference.label}",
                         SESSION_UNITS,
                         "ratio",
                         mean_t_effect(ratios, SESSIONS_TEST),
@@ -836,6 +849,17 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
                     )
                 )
     return result
+
+
+def _ablation_reference(variant: Arm, arms: list[Arm], main: Arm | None) -> Arm | None:
+    """What a variant is compared with: a sham with its real arm (the same settings without the sham) when
+    that arm ran, every other variant with the main agency arm."""
+    if SHAM_PART in variant.label:
+        real = real_arm_label(variant.label)
+        for arm in arms:
+            if arm.label == real and arm != variant:
+                return arm
+    return main
 
 
 def _averaged(

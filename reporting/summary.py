@@ -536,11 +536,12 @@ def _ablation(stats: Statistics) -> list[str]:
         return []
     lines = ["## The agency effect taken apart (components and sham control; secondary)", ""]
     lines.append(
-        "Averaged over the pruned levels and temperatures, per prompt. The first row is the whole agency "
-        "effect; each other row compares an agency arm with one part switched off (or the sham control, "
-        "which damps the same number of random heads by the same factors at the same steps) with the "
-        "whole agency arm: a perplexity ratio above 1 means that part helps; a sham equal to the whole "
-        "arm means the effect does not depend on which heads the states pick."
+        "Averaged over the pruned levels and temperatures, per prompt. The first row (when the default agency "
+        "arm ran) is the whole agency effect; each other row compares an agency arm with one part switched "
+        "off with the whole agency arm (a perplexity ratio above 1 means that part helps), or the sham "
+        "control with its real arm (the same settings without the sham), whose states and factors it "
+        "replays on other kept heads: a sham equal to its real arm means the effect does not depend on "
+        "which heads the states pick, when the states acted."
     )
     lines.append("")
     lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])

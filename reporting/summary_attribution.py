@@ -23,7 +23,7 @@ from reporting.attribution import (
     dose_of,
     sham_verdict,
 )
-from reporting.design import MAIN_AGENCY
+from reporting.design import SHAM_PART, real_arm_label
 from reporting.format import MISSING, effect_text, floor_text, level, pval
 from reporting.questions import (
     ATTRIBUTION_FAMILY,
@@ -42,7 +42,6 @@ from reporting.statistics import Statistics
 from reporting.units import BASELINE_ARM
 
 HEADLINE_LINES = 10
-SHAM_LABEL = "sham=true"  # the part of an arm's label that names the sham (a switch, never shared away)
 CORPUS = "corpus_perplexity"
 
 
@@ -489,15 +488,16 @@ def _cell_dose(stats: Statistics, series, arm_label: str, at: float) -> Dose | N
 
 def sham_match_section(stats: Statistics) -> list[str]:
     """The sham's dose beside the real arm's at each level, and whether it is matched within the tolerance."""
-    shams = sorted({(c.cell.series, c.cell.arm.label) for c in stats.cells if SHAM_LABEL in c.cell.arm.label})
+    shams = sorted({(c.cell.series, c.cell.arm.label) for c in stats.cells if SHAM_PART in c.cell.arm.label})
     if not shams:
         return []
     lines = ["### Is the sham matched to the real arm?", ""]
     lines.append(
-        "The sham moves the factors its own states produce onto other kept heads of the layer; its states run "
-        "on the text its moved gates changed, so its dose can drift from the real arm's. Declared once: the sham "
+        "The sham replays the states and factors of its real arm (the same settings without the sham) on other "
+        "kept heads of each layer, so its dose equals the real arm's by construction; records from other code "
+        "or a sham whose real arm ran with other settings can still drift. Declared once: the sham "
         f"is matched when its share of head-steps outside active and its gate mass removed are each within "
-        f"{SHAM_TOLERANCE:.0%} (relative) of the real agency arm's at the same level; an unmatched or inert "
+        f"{SHAM_TOLERANCE:.0%} (relative) of its real arm's at the same level; an unmatched or inert "
         "sham is not evidence about which heads the states pick."
     )
     lines.append("")
@@ -506,7 +506,8 @@ def sham_match_section(stats: Statistics) -> list[str]:
         for at in sorted(
             {c.cell.level for c in stats.cells if c.cell.series == series and c.cell.arm.label == label}
         ):
-            real, sham = _cell_dose(stats, series, MAIN_AGENCY, at), _cell_dose(stats, series, label, at)
+            real = _cell_dose(stats, series, real_arm_label(label), at)
+            sham = _cell_dose(stats, series, label, at)
             _, said = sham_verdict(real, sham, stats.min_acted_share)
             table.append(
                 [

@@ -253,6 +253,22 @@ def test_a_sham_with_the_real_arms_dose_is_matched_and_reads_as_a_comparison() -
     assert len(matched) == len(ONE_T.levels) and all("| matched (within 10%" in line for line in matched)
 
 
+def test_a_sham_is_compared_with_its_real_arm_when_every_agency_arm_departs_in_a_switch() -> None:
+    """The states_sham sweep: consent pruning off in every agency arm, so none is the main arm; the sham
+    ``agency(consent_pruning=false, sham=true)`` replays ``agency(consent_pruning=false)``."""
+    real = agency(consent_pruning=False, departures=["consent_pruning"])
+    sham = agency(consent_pruning=False, sham=True, departures=["consent_pruning", "sham"])
+    stats, text = _report(replace(ONE_T, arms=(BASELINE, real, sham)))
+    rows = [c for c in stats.family("ablation") if c.arm.label == "agency(consent_pruning=false, sham=true)"]
+    assert rows and {c.other.label for c in rows} == {"agency(consent_pruning=false)"}
+    assert all(
+        "the heads the states damp matter" in c.contrast for c in rows if c.metric == "reference_perplexity"
+    )
+    table = _section(text, "## Manipulation check").split("### Is the sham matched", 1)[1]
+    matched = [line for line in table.splitlines() if "| agency(consent_pruning=false, sham=true) |" in line]
+    assert len(matched) == len(ONE_T.levels) and all("| matched (within 10%" in line for line in matched)
+
+
 def test_a_sham_that_damped_less_than_the_real_arm_is_not_evidence_and_says_by_how_much() -> None:
     sham = replace(agency(sham=True, departures=["sham"]), acted=0.03)  # 3% of head-steps against 5%
     stats, text = _report(replace(ONE_T, arms=(BASELINE, MAIN, sham)))
