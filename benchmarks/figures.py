@@ -334,21 +334,34 @@ def protected_baseline_speed(models: Models, settings: Settings) -> Row:
     attached = [arm for arm in arms.values() if arm.controller is not None]
     if attached:
         raise RuntimeError("the protected baseline was built with an agency controller; it must have none")
-    t = _alternated(models, settings, EMBEDDED, arms)
-    ratio = t.ratio("baseline", "protected")
+    return _figure2_row(
+        models,
+        settings,
+        EMBEDDED,
+        _alternated(models, settings, EMBEDDED, arms),
+        "protected",
+        f"protected baseline vs baseline, {PROTECTED_LEVEL:g}% pruned, mask (decode)",
+        "no controller, no observers; equal compute, so the expected value is 1",
+    )
+
+
+def _figure2_row(
+    models: Models, settings: Settings, which: str, t: Alternation, side: str, line: str, details: str
+) -> Row:
+    """``side`` against the baseline: the median of the per-round ratios, both sides' tokens/s beside it."""
     b, n = settings.batch, settings.new_tokens
+    ratio = t.ratio("baseline", side)
     return Row(
         "2 agency overhead",
-        f"protected baseline vs baseline, {PROTECTED_LEVEL:g}% pruned, mask (decode)",
-        EMBEDDED,
+        line,
+        which,
         label(models),
         b,
         n,
         value=median(ratio),
         goal=0.95,
-        note=f"{tokens_per_s(t.times['protected'], b * n):.1f} vs "
-        f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}; "
-        "no controller, no observers; equal compute, so the expected value is 1",
+        note=f"{tokens_per_s(t.times[side], b * n):.1f} vs "
+        f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}; {details}",
     )
 
 
@@ -384,22 +397,16 @@ def _alternated(models: Models, settings: Settings, which: str, arms: dict[str, 
 
 
 def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Row:
-    b, n = settings.batch, settings.new_tokens
     t = _alternated(models, settings, which, arms)
     controller = arms["agency"].controller
-    ratio = t.ratio("baseline", "agency")
     shares, removed = controller.acted()
-    return Row(
-        "2 agency overhead",
-        "agency arm vs baseline arm, 0% pruned (decode)",
+    return _figure2_row(
+        models,
+        settings,
         which,
-        label(models),
-        b,
-        n,
-        value=median(ratio),
-        goal=0.95,
-        note=f"{tokens_per_s(t.times['agency'], b * n):.1f} vs "
-        f"{tokens_per_s(t.times['baseline'], b * n):.1f} tok/s; T=0.7; rounds {spread(ratio)}; "
+        t,
+        "agency",
+        "agency arm vs baseline arm, 0% pruned (decode)",
         f"head-steps in a non-active state {100 * sum(shares.values()):.1f}%, gate mass removed {removed:.3f}"
         + ("; random weights" if which == GPT2 else ""),
     )
