@@ -224,10 +224,14 @@ def real_arm_label(sham_label: str) -> str:
 
 
 def protection_of(flat: dict[str, Any]) -> tuple[str, float]:
-    """(kind, fraction) of a record's pruning-side protection; records written before it existed: none."""
+    """(kind, fraction) of a record's pruning-side protection; records written before it existed: none. A
+    protected fraction of 0 protects no head, so it is no protection (the protection_dose sweep's 0% arm is the
+    baseline the other fractions are compared with)."""
     kind = str(flat.get(PROTECT_KEY) or NO_PROTECTION)
     fraction = flat.get(PROTECT_FRACTION_KEY)
-    return kind, float(fraction) if kind != NO_PROTECTION and fraction is not None else 0.0
+    if kind == NO_PROTECTION or fraction is None or float(fraction) == 0:
+        return NO_PROTECTION, 0.0
+    return kind, float(fraction)
 
 
 def protection_label(kind: str, fraction: float) -> str:

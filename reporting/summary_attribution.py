@@ -206,8 +206,9 @@ def _find(stats: Statistics, family: str, a: Attribution, arm, other, at: float 
 
 def attribution_section(stats: Statistics) -> list[str]:
     lines = ["## Where the effect comes from: the pruning choice or the run-time layer", ""]
-    if not _agency_present(stats):
-        return []
+    if not _agency_present(stats):  # protected baselines alone (protection_dose): their table only
+        table = _protection_lines(stats)
+        return ["## Protected baselines against the baseline (secondary)", "", *table] if table else []
     if not stats.attributions:
         return lines + [f"The agency effect is {not_attributed_text()}.", ""]
     lines.append(
@@ -251,6 +252,12 @@ def attribution_section(stats: Statistics) -> list[str]:
             rows,
         )
         lines += [f"**Answer:** {a.sentence}.", ""]
+    return lines + _protection_lines(stats)
+
+
+def _protection_lines(stats: Statistics) -> list[str]:
+    """Each protected baseline (random protection, the dose over the protected fraction) against the baseline."""
+    lines: list[str] = []
     others = [c for c in stats.family(PROTECTION_FAMILY) if c.level is None]
     if others:
         lines.append(

@@ -70,8 +70,7 @@ def test_protection_names_arms_of_one_series_and_other_settings_still_refuse_to_
     design = build_design(build_records(grid))
     assert len(design.series()) == 1
     assert [a.label for a in design.arms()] == [
-        "baseline",
-        "baseline + gradient protection (0%)",
+        "baseline",  # the 0% protection too: it protects no head
         "baseline + gradient protection (5%)",
         "baseline + gradient protection (15%)",
         "baseline + gradient protection (30%)",
@@ -100,6 +99,19 @@ def test_records_without_the_protection_key_are_unprotected_and_pool_with_new_on
     design = build_design(new + old)
     assert [a.label for a in design.arms()] == ["baseline"]
     assert len(next(iter(design.cells.values()))) == 2
+
+
+def test_a_protected_fraction_of_0_is_the_baseline_the_dose_response_is_read_against() -> None:
+    """The protection_dose sweep protects 0, 5, 15 and 30%: its 0% arm protects no head, so it is the baseline
+    and the other fractions are each compared with it."""
+    arms = tuple(protected(fraction=f) for f in (0.0, 0.05, 0.15, 0.30))
+    stats, text = _report(replace(ONE_T, arms=arms))
+    table = _section(text, "## Protected baselines against the baseline (secondary)")
+    assert all(f"| baseline + gradient protection ({p}%) |" in table for p in (5, 15, 30))
+    labels = [a.label for a in build_design(build_records(replace(ONE_T, arms=arms), 0)).arms()]
+    assert labels[0] == "baseline" and "baseline + gradient protection (0%)" not in labels
+    compared = {c.arm.label for c in stats.family(PROTECTION_FAMILY)}
+    assert compared == {f"baseline + gradient protection ({p}%)" for p in (5, 15, 30)}
 
 
 # -- attribution ---------------------------------------------------------------------------------------------
