@@ -154,12 +154,12 @@ def attribution(design: Design, units: Units) -> list[Comparison]:
         if not pruned_levels(design, series):
             continue
         matched = {
-            c for arm in design.agency_arms(series) if (c := design.matched_control(series, arm)) is not None
+            c for arm in design.primary_arms(series) if (c := design.matched_control(series, arm)) is not None
         }
         for control in design.protected_baselines(series):
             family = ATTRIBUTION_FAMILY if control in matched else PROTECTION_FAMILY
             result += _parts(design, series, control, BASELINE_ARM, PRUNING_CHOICE, units, family, family)
-        for arm in design.agency_arms(series):
+        for arm in design.primary_arms(series):
             if (matched_control := design.matched_control(series, arm)) is not None:
                 result += _parts(design, series, arm, matched_control, RUN_TIME_LAYER, units, LAYER_FAMILY)
     return result
@@ -224,7 +224,7 @@ def strategies(design: Design, units: Units) -> list[Comparison]:
         if gradient is None or BASELINE_ARM not in design.arms(gradient):
             continue
         for series in group:
-            for arm in (a for a in design.agency_arms(series) if a.main):
+            for arm in (a for a in design.primary_arms(series) if a.main):
                 says = (
                     f"{arm.label} ({series.method}) better than the gradient-ranked baseline",
                     f"{arm.label} ({series.method}) worse than the gradient-ranked baseline",
@@ -442,7 +442,7 @@ def attributions(comparisons: list[Comparison], design: Design, alpha: float) ->
     """Per series and main agency arm with a matched control: the pooled parts and where the effect comes from."""
     result = []
     for series in design.series():
-        for arm in design.agency_arms(series):
+        for arm in design.primary_arms(series):
             control = design.matched_control(series, arm)
             if control is None:
                 continue

@@ -155,7 +155,34 @@ def timed_values(timing: Timing, metric: str) -> list[TimedValue]:
     ]
 
 
+def _ranges(numbers: list[int]) -> str:
+    """``0-8,11``: sorted numbers with runs written as ranges."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def _overrides_text(overrides: list[dict[str, Any]]) -> str:
+    """``head_overrides`` in a line (``withdrawn L0 h0-8, L1 h0-8``): per state and consent, each layer's heads;
+    as distinct as the list itself, so arms that force different heads keep different labels."""
+    groups: dict[tuple[str, bool], dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for o in overrides:
+        key = (str(o.get("state") or "unforced"), bool(o.get("consent", True)))
+        groups[key][int(o.get("layer", -1))].append(int(o.get("head", -1)))
+    parts = []
+    for (state, consent), layers in sorted(groups.items()):
+        heads = ", ".join(f"L{layer} h{_ranges(h)}" for layer, h in sorted(layers.items()))
+        parts.append(f"{state}{'' if consent else ' without consent'} {heads}")
+    return "; ".join(parts)
+
+
 def _text(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "layer" in v for v in value):
+        return _overrides_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -389,6 +416,20 @@ class Design:
     def agency_arms(self, series: Series | None = None) -> list[Arm]:
         arms = [a for a in self.arms(series) if a.agency]
         return [a for a in arms if a.main] or arms
+
+    def primary_arms(self, series: Series) -> list[Arm]:
+        """The agency arms that answer the questions: an arm that forces head states is a positive control
+        (its states act by construction), so its effect says nothing about what the agency layer does."""
+        return [a for a in self.agency_arms(series) if not self.forces_states(series, a)]
+
+    def positive_control_arms(self) -> list[str]:
+        """``series / arm`` of every agency arm left out of the questions because it forces head states."""
+        return [
+            f"{series.label()} / {arm.label}"
+            for series in self.series()
+            for arm in self.agency_arms(series)
+            if self.forces_states(series, arm)
+        ]
 
     def protected_baselines(self, series: Series | None = None) -> list[Arm]:
         return [a for a in self.arms(series) if a.protected]

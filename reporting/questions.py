@@ -111,7 +111,7 @@ CONFIRMATORY = (
 CORPUS_FAMILY = "corpus"  # corpus perplexity, agency vs baseline per evaluation window (secondary)
 SPEED_AA_FAMILY = "speed-aa"  # a baseline timed against itself as a pseudo-arm (secondary)
 POSITIVE_CONTROL_FAMILY = (
-    "positive-control"  # forced head states with nothing pruned: must differ (secondary)
+    "positive-control"  # forced head states, at every level run: must differ (secondary)
 )
 SECONDARY = (
     DAMAGE_BY_TEMPERATURE,
@@ -644,43 +644,58 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
 
 def aa_checks(design: Design, units: Units) -> list[Comparison]:
     """At the lowest level (0%: nothing pruned) each agency arm should write what the baseline writes; an arm
-    whose head states are forced (``head_overrides``) is a positive control there instead, which must differ."""
+    whose head states are forced (``head_overrides``) is a positive control instead, at every level it was run
+    (the questions leave it out), and must differ."""
     result = []
     for series in design.series():
-        level = design.levels(series)[0]
-        if level != 0:
-            continue
         for arm in design.agency_arms(series):
             forced = design.forces_states(series, arm)
-            family = POSITIVE_CONTROL_FAMILY if forced else "aa"
-            contrast = (
-                "agency with forced head states vs baseline with nothing pruned (positive control)"
-                if forced
-                else "agency vs baseline with nothing pruned"
-            )
-            for temperature in design.temperatures(series):
-                diffs = differences(design, series, level, [temperature], QUALITY, arm, BASELINE_ARM, units)
-                if diffs:
-                    result.append(
-                        Comparison(
-                            family,
-                            series,
-                            arm,
-                            BASELINE_ARM,
-                            QUALITY,
-                            contrast,
-                            "prompts",
-                            "ratio",
-                            paired_effect(
-                                list(diffs.values()),
-                                key_of(family, series, arm, BASELINE_ARM, QUALITY, f"T={temperature:g}"),
-                            ),
-                            -1,
-                            level=level,
-                            temperature=temperature,
-                        )
-                    )
+            levels = design.levels(series)
+            for level in levels if forced else [lowest for lowest in levels[:1] if lowest == 0]:
+                for temperature in design.temperatures(series):
+                    result += _against_baseline(design, series, arm, level, temperature, forced, units)
     return result
+
+
+def _against_baseline(
+    design: Design, series: Series, arm: Arm, level: float, temperature: float, forced: bool, units: Units
+) -> list[Comparison]:
+    """One A/A or positive-control row: ``arm`` vs the baseline at one level and temperature, paired by prompt."""
+    diffs = differences(design, series, level, [temperature], QUALITY, arm, BASELINE_ARM, units)
+    if not diffs:
+        return []
+    family = POSITIVE_CONTROL_FAMILY if forced else "aa"
+    where = "with nothing pruned" if level == 0 else f"at {level:g}%"
+    contrast = (
+        f"agency with forced head states vs baseline {where} (positive control)"
+        if forced
+        else f"agency vs baseline {where}"
+    )
+    key = key_of(
+        family,
+        series,
+        arm,
+        BASELINE_ARM,
+        QUALITY,
+        f"T={temperature:g}" + ("" if level == 0 else f", {level:g}%"),
+    )
+    effect = paired_effect(list(diffs.values()), key)
+    return [
+        Comparison(
+            family,
+            series,
+            arm,
+            BASELINE_ARM,
+            QUALITY,
+            contrast,
+            "prompts",
+            "ratio",
+            effect,
+            -1,
+            level=level,
+            temperature=temperature,
+        )
+    ]
 
 
 SPEED_AA_CONTRAST = "baseline vs itself (speed A/A: the same condition timed again as a pseudo-arm)"

@@ -83,8 +83,8 @@ FAMILIES = {
     SPEED_AA_FAMILY: "speed A/A: one cell's baseline timed against itself as a second arm in the same timing "
     "sessions and rounds (should show no difference; outside noise when the 95% interval over sessions excludes 1)",
     POSITIVE_CONTROL_FAMILY: "positive control: an agency arm whose head states are forced (head_overrides) "
-    "against the baseline with nothing pruned (should show a large difference; none means the state path or the "
-    "report is broken)",
+    "against the baseline at every level it was run, nothing pruned first (should show a large difference; none "
+    "means the state path or the report is broken); it answers no question",
     "ablation": "each agency component switched off, and the sham control, against the whole agency arm",
     "recovery": "each recovered model against the same condition before recovery, at every pruned level",
     "exploratory": "every agency arm vs the baseline at every level and temperature, every tested metric",
@@ -150,6 +150,7 @@ class Statistics:
     fronts: list[ParetoFront] = field(default_factory=list)
     attributions: list[Attribution] = field(default_factory=list)
     min_acted_share: float = MIN_ACTED_SHARE
+    positive_controls: list[str] = field(default_factory=list)  # agency arms that answer no question (forced)
 
     def family(self, name: str) -> list[Comparison]:
         return [c for c in self.comparisons if c.family == name]
@@ -212,6 +213,12 @@ class Statistics:
                 "min_acted_share": self.min_acted_share,
                 "rule": "an ablation or sham row whose states spent less than this share of the kept heads' "
                 "row-forwards outside active reads 'uninformative: the states did not act'",
+            },
+            "positive_controls": {
+                "rule": "agency arms whose head_overrides force a state other than active answer no question "
+                "(no primary endpoint, no question, no attribution, no strategy contrast); at 0% they are the "
+                "positive control, which must differ from the baseline",
+                "arms": self.positive_controls,
             },
             "problems": self.problems,
             "notes": self.notes,
@@ -311,7 +318,7 @@ def compute_statistics(
     units, margin = units or Units(), margin or Margin()
     comparisons: list[Comparison] = []
     for series in design.series():
-        for arm in design.agency_arms(series):
+        for arm in design.primary_arms(series):
             comparisons += primary_endpoint(design, series, arm, units)
             for question in PRIMARY.values():
                 comparisons += question(design, series, arm, units)
@@ -331,6 +338,13 @@ def compute_statistics(
         notes.append(
             f"every agency arm departs from the default agency settings in {', '.join(shared)}; "
             "the arms are named without it"
+        )
+    forced = design.positive_control_arms()
+    if forced:
+        notes.append(
+            f"{', '.join(forced)} force head states (head_overrides): positive controls, which answer no question "
+            "(a state forced on chosen heads measures the state path, not the agency layer); their effect at 0% "
+            "is in the A/A section"
         )
     warning = speed_warning(comparisons)
     if warning:
@@ -352,4 +366,5 @@ def compute_statistics(
         fronts=pareto_fronts(design, units),
         attributions=found,
         min_acted_share=min_acted_share,
+        positive_controls=design.positive_control_arms(),
     )

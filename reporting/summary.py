@@ -38,6 +38,8 @@ from reporting.summary_attribution import (
     inert_aa_section,
     manipulation_section,
     markdown_table,
+    no_primary_text,
+    positive_controls_text,
     strategies_section,
 )
 
@@ -128,6 +130,8 @@ def _question_section(key: str, stats: Statistics, preface: str, answer) -> list
 
 
 def _generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: str, nothing: str) -> str:
+    if not rows and stats.positive_controls and not stats.family("primary"):
+        return f"**Answer:** not asked: {positive_controls_text(stats)}."
     if not rows:
         return f"**Answer:** {nothing}"
     tested = [c for c in rows if c.effect.p is not None]
@@ -381,7 +385,7 @@ def _q5(stats: Statistics) -> list[str]:
         "judged by their distance to the unpruned model's value on the same prompt (negative: agency stays "
         f"closer). {_degenerate_rule(stats)} Ranked by the standardised gain (mean / sd over prompts, + = agency "
         "better).",
-        lambda rows, s: "",
+        lambda rows, s: "" if rows else _generic_answer(rows, s, "", "", "no pruned level has both arms."),
     )
     rows = stats.family("Q5")
     if not rows:
@@ -437,10 +441,7 @@ def _primary(stats: Statistics) -> list[str]:
     rows = stats.family("primary")
     lines = ["## Primary endpoint", "", f"Declared before any data: {PRIMARY_ENDPOINT}.", ""]
     if not rows:
-        return lines + [
-            "**Answer:** no pruned level has both arms: the primary endpoint was not measured.",
-            "",
-        ]
+        return lines + [f"**Answer:** the primary endpoint was {no_primary_text(stats)}.", ""]
     lines.append(_primary_line(rows, stats))
     lines.append("")
     lines += markdown_table(HEADER, [_row(c, stats.alpha) for c in rows])
@@ -492,7 +493,7 @@ def positive_rows(stats: Statistics) -> list[Comparison]:
 
 
 def positive_control_lines(stats: Statistics) -> list[str]:
-    """The positive control beside the A/A: forced head states with nothing pruned must show an effect."""
+    """The positive control beside the A/A: forced head states must show an effect at every level."""
     lines = []
     for c in positive_rows(stats):
         if c.effect.p is None:
@@ -503,9 +504,10 @@ def positive_control_lines(stats: Statistics) -> list[str]:
             verdict = (
                 "NOT detected: the forced states changed nothing the report could see; suspect the state path"
             )
+        where = "nothing pruned" if c.level == 0 else f"{c.level:g}% pruned"
         lines.append(
             f"Positive control ({c.series.label()} / {c.arm.label}, T={c.temperature:g}, head states forced by "
-            f"head_overrides, nothing pruned): reference perplexity {effect_of(c)}, Holm p "
+            f"head_overrides, {where}): reference perplexity {effect_of(c)}, Holm p "
             f"{pval(c.p_holm)} within its family: {verdict}."
         )
     return lines + [""] if lines else []

@@ -103,7 +103,28 @@ def not_attributed_text() -> str:
     )
 
 
+def positive_controls_text(stats: Statistics) -> str:
+    return (
+        "the only agency arms here force head states (positive controls: "
+        f"{', '.join(stats.positive_controls)}), which answer no question"
+    )
+
+
+def no_primary_text(stats: Statistics) -> str:
+    """Why the primary endpoint has no row: no pruned level with both arms, or only positive controls."""
+    if stats.positive_controls:
+        return f"not measured: {positive_controls_text(stats)}"
+    return "not measured (no pruned level has both the baseline and an agency arm)"
+
+
+def _controls_only(stats: Statistics) -> bool:
+    """Every agency arm forces head states: nothing answers a question, so nothing is attributed or timed."""
+    return bool(stats.positive_controls) and not stats.family("primary")
+
+
 def _where_line(stats: Statistics) -> str:
+    if _controls_only(stats):
+        return "nothing to attribute: the agency arms here are positive controls"
     if stats.attributions:
         return "; ".join(
             f"{a.series.label()} / {a.arm.label}: {a.sentence} (pruning choice {effect_of(a.choice)}, run-time "
@@ -130,8 +151,9 @@ def _aa_line(stats: Statistics) -> str:
     controls = [c for c in stats.family(POSITIVE_CONTROL_FAMILY) if c.effect.p is not None]
     if controls:
         found = sum(c.significant(stats.alpha) for c in controls)
+        levels = ", ".join(f"{level:g}%" for level in sorted({c.level or 0.0 for c in controls}))
         parts.append(
-            f"positive control (forced head states, nothing pruned): detected in {found} of {len(controls)}"
+            f"positive control (forced head states; {levels}): detected in {found} of {len(controls)}"
         )
     return "; ".join(parts) if parts else "no A/A check was run"
 
@@ -144,6 +166,8 @@ def _limits_line(stats: Statistics) -> str:
         parts.append(
             f"n = {min(c.effect.n for c in prompt_rows)} prompts (smallest attainable Holm p {floor_text(floor)})"
         )
+    if _controls_only(stats):
+        return "positive controls only: no question was asked, so n and timing limit nothing here"
     timed = [c for c in stats.family("primary") if c.metric == SPEED]
     alone = any("timed alone" in note for note in stats.notes)
     parts.append(
@@ -161,9 +185,7 @@ def headline(stats: Statistics) -> list[str]:
     lines = ["## Headline", ""]
     primary = _primary_quality(stats)
     if not primary:
-        lines.append(
-            "- **Primary answer:** not measured (no pruned level has both the baseline and an agency arm)."
-        )
+        lines.append(f"- **Primary answer:** {no_primary_text(stats)}.")
     for c in primary[:2]:
         lines.append(
             f"- **Primary answer** ({c.series.label()} / {c.arm.label}, reference perplexity agency/baseline over "
@@ -179,6 +201,8 @@ def headline(stats: Statistics) -> list[str]:
         + (
             "; ".join(f"tokens/s agency/baseline {_cell_text(c, stats.alpha)}" for c in speed[:2])
             if speed
+            else "not measured: the agency arms here are positive controls"
+            if _controls_only(stats)
             else "not measured side by side (no paired timing sessions)"
         )
         + "."
@@ -209,6 +233,11 @@ def attribution_section(stats: Statistics) -> list[str]:
     if not _agency_present(stats):  # protected baselines alone (protection_dose): their table only
         table = _protection_lines(stats)
         return ["## Protected baselines against the baseline (secondary)", "", *table] if table else []
+    if _controls_only(stats):
+        return lines + [
+            "Nothing to attribute: the agency arms here force head states (positive controls).",
+            "",
+        ]
     if not stats.attributions:
         return lines + [f"The agency effect is {not_attributed_text()}.", ""]
     lines.append(

@@ -197,3 +197,30 @@ def test_a_tuning_setting_every_agency_arm_shares_is_stated_once_not_in_every_la
     lone_sham = build_records(replace(SMALL, arms=(BASELINE, agency(sham=True, departures=["sham"]))))
     assert shared_agency_settings(lone_sham) == []
     assert sorted(set(arm_labels(lone_sham).values())) == [Arm("baseline"), Arm("agency(sham=true)")]
+
+
+def test_forced_head_states_are_named_by_state_layer_and_heads_in_one_line() -> None:
+    """A label or note carries ``head_overrides`` compactly but as distinct as the list: other heads, another state
+    or consent withheld give another text, so arms that force different heads are never merged."""
+    first_two_layers = [
+        {"layer": float(layer), "head": float(h), "state": "withdrawn"} for layer in (0, 1) for h in range(9)
+    ]
+    late = [{"layer": 28, "head": h, "state": "withdrawn"} for h in (0, 1, 2, 5)]
+    refusing = [{"layer": 3, "head": 1, "state": None, "consent": False}]
+    records = build_records(
+        replace(
+            SMALL,
+            arms=(
+                BASELINE,
+                agency(departures=["head_overrides"], head_overrides=first_two_layers),
+                agency(departures=["head_overrides"], head_overrides=late),
+                agency(departures=["head_overrides"], head_overrides=refusing),
+            ),
+        )
+    )
+    assert sorted(a.label for a in set(arm_labels(records).values())) == [
+        "agency(head_overrides=unforced without consent L3 h1)",
+        "agency(head_overrides=withdrawn L0 h0-8, L1 h0-8)",
+        "agency(head_overrides=withdrawn L28 h0-2,5)",
+        "baseline",
+    ]

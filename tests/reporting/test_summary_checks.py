@@ -27,17 +27,17 @@ def _stats(effect: float):
 def test_forced_states_at_0_percent_are_a_positive_control_not_an_a_a() -> None:
     stats = _stats(20.0)
     assert stats.family("aa") == []
-    (control,) = stats.family(POSITIVE_CONTROL_FAMILY)
-    assert control.level == 0 and control.significant(stats.alpha)
+    controls = stats.family(POSITIVE_CONTROL_FAMILY)
+    assert [c.level for c in controls] == [0.0, 30.0] and all(c.significant(stats.alpha) for c in controls)
     summary = render_summary(stats, 4, [])
-    assert "positive control (forced head states, nothing pruned): detected in 1 of 1" in summary
+    assert "positive control (forced head states; 0%, 30%): detected in 2 of 2" in summary
+    assert "head states forced by head_overrides, 30% pruned): reference perplexity ×" in summary
     assert "detected: the state path and the report can see an effect" in summary
 
 
 def test_a_positive_control_that_shows_nothing_is_flagged() -> None:
     stats = _stats(1.0)
-    (control,) = stats.family(POSITIVE_CONTROL_FAMILY)
-    assert not control.significant(stats.alpha)
+    assert not any(c.significant(stats.alpha) for c in stats.family(POSITIVE_CONTROL_FAMILY))
     assert "NOT detected" in render_summary(stats, 4, [])
 
 
@@ -49,3 +49,28 @@ def test_the_headline_states_the_speed_a_a_beside_the_quality_a_a() -> None:
     assert (
         "speed A/A (baseline timed against itself, 30%) ×" in headline_aa and "over 3 sessions" in headline_aa
     )
+
+
+def test_an_arm_with_forced_states_answers_no_question() -> None:
+    """Forcing the states of chosen heads measures the state path, not the agency layer: the positive control's arm
+    has no primary endpoint, question, attribution or strategy row, and no answer reads it as agency's effect."""
+    stats = _stats(20.0)
+    asked = ("primary", "Q1", "Q2", "Q3", "Q4", "Q5")
+    assert [c for c in stats.comparisons if c.family in asked] == []
+    assert stats.positive_controls == ["embedded / entropy_low / agency"]
+    summary = render_summary(stats, 4, [])
+    (answer,) = [line for line in summary.splitlines() if line.startswith("- **Primary answer:**")]
+    assert "force head states (positive controls: embedded / entropy_low / agency)" in answer
+    assert "**Answer:** not asked" in summary
+    assert not [line for line in summary.splitlines() if line.startswith("**Answer:** agency")]
+    assert "**Answer:** agency degrades less" not in summary
+
+
+def test_beside_the_agency_arm_only_the_forced_arm_is_left_out_of_the_questions() -> None:
+    main = agency(ppl=lambda level: 1.0)
+    grid = Grid(levels=(0.0, 30.0), temperatures=(0.7,), arms=(BASELINE, main))
+    design = build_design(build_records(grid, seed=3))
+    (series,) = design.series()
+    assert design.primary_arms(series) == design.agency_arms(series) and not design.positive_control_arms()
+    stats = compute_statistics(design)
+    assert stats.family("primary") and not stats.positive_controls
