@@ -3,7 +3,9 @@
 Timing rule: the two (or more) sides of a ratio run in the same process, one
 after the other, in alternating order, several rounds; the figure is the
 median over rounds of the per-round ratio. A slow phase of a noisy machine
-then hits both sides of the same round instead of one side only.
+then hits both sides of the same round instead of one side only. Where a
+ratio must resolve a few percent (figure 2), the sides take turns at every
+decoding step instead (``alternate_steps``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -99,12 +101,56 @@ def alternate(sides: dict[str, Callable[[], float]], rounds: int) -> Alternation
 
 def round_order(names: list[str], rounds: int) -> list[list[str]]:
     """The order of the sides in each round of :func:`alternate`."""
-    count, orders = len(names), []
-    for r in range(rounds):
-        shift = r % count
-        order = names[shift:] + names[:shift]
-        orders.append(order[::-1] if (r // count) % 2 else order)
-    return orders
+    return [turn_order(names, r) for r in range(rounds)]
+
+
+def turn_order(names: list[str], turn: int) -> list[str]:
+    """The order of the sides in turn ``turn``: rotated by ``turn`` places, reversed in every other cycle."""
+    count = len(names)
+    shift = turn % count
+    order = names[shift:] + names[:shift]
+    return order[::-1] if (turn // count) % 2 else order
+
+
+class Stepper(Protocol):
+    """One round of one side of :func:`alternate_steps`, run a step at a time."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def step(self) -> None: ...
+
+
+def alternate_steps(
+    sides: dict[str, Callable[[], Stepper]], rounds: int, device: torch.device | str | None = None
+) -> Alternation:
+    """Like :func:`alternate`, with the sides taking turns at every step instead of every round.
+
+    Each round starts every side afresh (``sides[name]()``, untimed), then times one step of each side in
+    turn, the order of the turns as :func:`alternate`'s rounds (two sides: AB BA BA AB), until every side is
+    done; a side's seconds for the round are the sum of its steps. A change of the machine's speed slower than
+    a step then falls on both sides alike, where whole alternating decodes leave it a decode apart.
+    """
+    names = list(sides)
+    result = Alternation({name: [] for name in names})
+    turn = 0
+    for _ in range(rounds):
+        steppers = {name: sides[name]() for name in names}
+        seconds = dict.fromkeys(names, 0.0)
+        while not all(stepper.done for stepper in steppers.values()):
+            for name in turn_order(names, turn):
+                stepper = steppers[name]
+                if stepper.done:
+                    continue
+                sync(device)
+                start = time.perf_counter()
+                stepper.step()
+                sync(device)
+                seconds[name] += time.perf_counter() - start
+            turn += 1
+        for name in names:
+            result.times[name].append(seconds[name])
+    return result
 
 
 def timed(fn: Callable[[], Any], device: torch.device | None = None) -> Callable[[], float]:
@@ -288,6 +334,10 @@ class Models:
     @cached_property
     def gpt2(self):
         """A copy of :attr:`gpt2_plain` prepared as ``ModelStore.base`` prepares a model: (model, gates)."""
+        return self.gpt2_copy()
+
+    def gpt2_copy(self):
+        """A new copy of :attr:`gpt2_plain` prepared as ``ModelStore.base`` prepares a model: (model, gates)."""
         from lightning_modules.heads.gates import attach_gates
         from lightning_modules.models.vocab_head import slice_vocabulary_head
 

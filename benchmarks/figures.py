@@ -13,6 +13,7 @@ import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,7 +24,9 @@ from benchmarks.common import (
     Alternation,
     Models,
     Row,
+    Stepper,
     alternate,
+    alternate_steps,
     median,
     memory_read_bandwidth,
     parameter_bytes,
@@ -366,34 +369,44 @@ def _figure2_row(
 
 
 def _alternated(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Alternation:
-    """Every arm warmed up, then decoded in ``overhead_rounds`` alternating rounds (statistics reset after the
-    warm-up)."""
-    from lightning_modules.decoding.generation import SamplingConfig, decode, sample_seed
+    """Every arm attached to its own copy of the model for the whole figure and warmed up, then decoded in
+    ``overhead_rounds`` rounds in which the arms take turns at every step (statistics reset after the
+    warm-up): the goal is 5% from 1, and whole alternating decodes on two shared cores leave rounds 10-25%
+    apart."""
+    from lightning_modules.decoding.generation import SamplingConfig, sample_seed
 
-    b, n = settings.batch, settings.new_tokens
+    b = settings.batch
     ids, mask = models.batch_for(which, b)
     seeds = [sample_seed(0, i, 0) for i in range(b)]
     sampling = SamplingConfig(temperature=0.7)
 
-    def arm(side: _Arm, tokens: int) -> Callable[[], float]:
-        def run() -> float:
-            undo = side.attach() if side.attach is not None else None
-            try:
-                if side.controller is not None:
-                    side.controller.reset(b)
-                on_step = None if side.controller is None else side.controller.begin_step
-                return decode(side.model, ids, mask, tokens, sampling, seeds, on_step=on_step).total_time_s
-            finally:
-                if undo is not None:
-                    undo()
+    def sides(tokens: int) -> dict[str, Callable[[], Stepper]]:
+        return {
+            name: partial(_arm_decoder, side, ids, mask, tokens, sampling, seeds)
+            for name, side in arms.items()
+        }
 
-        return run
+    undo = [side.attach() for side in arms.values() if side.attach is not None]
+    try:
+        alternate_steps(sides(WARMUP_TOKENS), 1, models.device)
+        for side in arms.values():
+            if side.controller is not None:
+                side.controller.reset_statistics()
+        return alternate_steps(sides(settings.new_tokens), settings.overhead_rounds, models.device)
+    finally:
+        for detach in reversed(undo):
+            detach()
 
-    for side in arms.values():  # warm-up
-        arm(side, WARMUP_TOKENS)()
-        if side.controller is not None:
-            side.controller.reset_statistics()
-    return alternate({name: arm(side, n) for name, side in arms.items()}, settings.overhead_rounds)
+
+def _arm_decoder(side: _Arm, ids: torch.Tensor, mask: torch.Tensor, tokens: int, sampling, seeds) -> Stepper:
+    """One round of one arm, a step at a time; its agency signals restart per batch, outside the clock as in a
+    run's timed decode."""
+    from lightning_modules.decoding.generation import BatchDecoder
+
+    if side.controller is not None:
+        side.controller.reset(ids.shape[0])
+    on_step = None if side.controller is None else side.controller.begin_step
+    return BatchDecoder(side.model, ids, mask, tokens, sampling, seeds, on_step=on_step)
 
 
 def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: dict[str, _Arm]) -> Row:
@@ -414,8 +427,9 @@ def _agency_overhead_row(models: Models, settings: Settings, which: str, arms: d
 
 @dataclass
 class _Arm:
-    """One side of figure 2: a model and, for the agency arm, its controller and how to attach it (the
-    callable returns the undo): attached only while it decodes."""
+    """One side of figure 2: its own copy of the model (the arms' steps interleave, so none can share one)
+    and, for the agency arm, its controller; ``attach`` puts the arm's state on its model and returns the
+    undo."""
 
     model: torch.nn.Module
     controller: Any = None
@@ -425,13 +439,14 @@ class _Arm:
 def _embedded_arms(
     models: Models, tokens: int, specs: dict[str, tuple[Any, bool]] | None = None
 ) -> dict[str, _Arm]:
-    """Built once per arm, as the sweep runner builds the arms of a cell (the agency arm's first build runs
-    its calibration: never timed), and attached to the shared base model only while it decodes. ``specs``:
-    per arm, its pruning settings and whether the agency layer is on (default: baseline and agency at 0%)."""
+    """Built as the sweep runner builds the arms of a cell (the agency arm's first build runs its calibration:
+    never timed), each on the base model of a store of its own. ``specs``: per arm, its pruning settings and
+    whether the agency layer is on (default: baseline and agency at 0%)."""
     from lightning_modules.condition import ConditionSpec, build_condition
     from lightning_modules.heads.agency import AgencyConfig
     from lightning_modules.heads.calibration import CalibrationConfig
     from lightning_modules.heads.pruning import PruningConfig
+    from lightning_modules.store import ModelStore
 
     if specs is None:
         specs = {"baseline": (PruningConfig(level=0), False), "agency": (PruningConfig(level=0), True)}
@@ -446,7 +461,7 @@ def _embedded_arms(
             seed=0,
             num_tokens=tokens,
         )
-        condition = build_condition(models.store, spec, models.device)
+        condition = build_condition(ModelStore(), spec, models.device)
 
         def attach(condition: Any = condition) -> Callable[[], None]:
             condition.attach()
@@ -457,19 +472,23 @@ def _embedded_arms(
 
 
 def _gpt2_arms(models: Models, tokens: int) -> dict[str, _Arm]:
+    """The baseline on :attr:`Models.gpt2`, the agency arm on a second copy prepared the same way."""
     from lightning_modules.condition import attach_agency
     from lightning_modules.heads.agency import AgencyConfig, AgencyController
     from lightning_modules.models.adapters import adapter_for
 
     model, gates = models.gpt2
     gates.reset()
-    layout = gates.layout
+    agency_model, agency_gates = models.gpt2_copy()
+    layout = agency_gates.layout
     config = AgencyConfig(enabled=True, calibrate=False, overload_threshold=1.0)  # no state ever changes
     controller = AgencyController(config, layout.num_layers, layout.num_heads, tokens, device=models.device)
-    adapter = adapter_for(model)
+    adapter = adapter_for(agency_model)
     return {
         "baseline": _Arm(model, None),
-        "agency": _Arm(model, controller, lambda: attach_agency(model, gates, adapter, controller)),
+        "agency": _Arm(
+            agency_model, controller, lambda: attach_agency(agency_model, agency_gates, adapter, controller)
+        ),
     }
 
 

@@ -133,7 +133,83 @@ def choose_tokens(
     return sample_rows(probs, generators)
 
 
-@torch.no_grad()
+class BatchDecoder:
+    """One left-padded batch decoded a token at a time: ``step`` adds one new token to every row.
+
+    :func:`decode` runs it to the end under its clock; a benchmark can instead time each ``step`` and
+    interleave the steps of two arms, so that both see the same moments of the machine. Everything that
+    allocates (generators, cache, buffers) happens here, before any step is timed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_tokens: int,
+        sampling: SamplingConfig,
+        seeds: Sequence[int],
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
+        from lightning_modules.decoding.kv_cache import preallocated_cache
+
+        self.model, self.sampling, self.on_step, self.num_tokens = model, sampling, on_step, num_tokens
+        self.device = device = input_ids.device
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.batch = input_ids.shape[0]
+        self.cache = preallocated_cache(model.config, input_ids.shape[1] + num_tokens)
+        self.tokens = torch.empty(self.batch, num_tokens, dtype=torch.long, device=device)
+        self.first_bad_step = torch.full((self.batch,), -1, dtype=torch.long, device=device)
+        self.steps_done = 0
+        self._input, self._mask = input_ids, attention_mask
+        self._positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    @property
+    def done(self) -> bool:
+        return self.steps_done == self.num_tokens
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """The next token of every row (the first step also runs the prompt: prefill)."""
+        if self.done:
+            raise RuntimeError(f"all {self.num_tokens} tokens are decoded; there is no next step")
+        step = self.steps_done
+        if self.on_step is not None:
+            self.on_step()
+        logits = (
+            self.model(
+                input_ids=self._input,
+                attention_mask=self._mask,
+                position_ids=self._positions,
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        self.first_bad_step = torch.where(
+            ~all_finite(logits) & (self.first_bad_step < 0), step, self.first_bad_step
+        )
+        failed_rows = self.first_bad_step >= 0
+        if self.device.type != "cpu" or bool(failed_rows.any()):  # a free check on the CPU, a sync on a GPU
+            logits = logits.masked_fill(failed_rows[:, None], 0.0)
+        next_tokens = choose_tokens(logits, self.sampling, self.generators)
+        self.tokens[:, step] = next_tokens
+        self._input = next_tokens[:, None]
+        self._positions = self._positions[:, -1:] + 1
+        self._mask = torch.cat([self._mask, self._mask.new_ones(self.batch, 1)], dim=-1)
+        self.steps_done += 1
+
+    def failed_rows(self) -> dict[int, str]:
+        """Row -> why its logits were unusable (the first step that gave a non-finite logit)."""
+        return {
+            row: f"non-finite logits from decoding step {step}"
+            for row, step in enumerate(self.first_bad_step.tolist())
+            if step >= 0
+        }
+
+
 def decode(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -143,54 +219,17 @@ def decode(
     seeds: Sequence[int],
     on_step: Callable[[], None] | None = None,
 ) -> DecodeResult:
-    """Generate exactly ``num_tokens`` tokens for a left-padded batch."""
-    from lightning_modules.decoding.kv_cache import preallocated_cache
-
+    """Generate exactly ``num_tokens`` tokens for a left-padded batch, timing the first token and the whole."""
+    decoder = BatchDecoder(model, input_ids, attention_mask, num_tokens, sampling, seeds, on_step)
     device = input_ids.device
-    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    batch = input_ids.shape[0]
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = preallocated_cache(model.config, input_ids.shape[1] + num_tokens)
-    tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=device)
-    first_bad_step = torch.full((batch,), -1, dtype=torch.long, device=device)
-
     _synchronize(device)
     start = time.perf_counter()
-    first_token_time = start
-    step_input, step_positions, mask = input_ids, positions, attention_mask
-    for step in range(num_tokens):
-        if on_step is not None:
-            on_step()
-        logits = (
-            model(
-                input_ids=step_input,
-                attention_mask=mask,
-                position_ids=step_positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            .logits[:, -1]
-            .float()
-        )
-        first_bad_step = torch.where(~all_finite(logits) & (first_bad_step < 0), step, first_bad_step)
-        failed_rows = first_bad_step >= 0
-        if device.type != "cpu" or bool(failed_rows.any()):  # a free check on the CPU, a sync on a GPU
-            logits = logits.masked_fill(failed_rows[:, None], 0.0)
-        next_tokens = choose_tokens(logits, sampling, generators)
-        tokens[:, step] = next_tokens
-        if step == 0:
-            _synchronize(device)
-            first_token_time = time.perf_counter()
-        step_input = next_tokens[:, None]
-        step_positions = step_positions[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+    if not decoder.done:  # no tokens asked: nothing to decode, the first token's time is zero
+        decoder.step()
+    _synchronize(device)
+    first_token_time = time.perf_counter()
+    while not decoder.done:
+        decoder.step()
     _synchronize(device)
     end = time.perf_counter()
-
-    failed = {
-        row: f"non-finite logits from decoding step {step}"
-        for row, step in enumerate(first_bad_step.tolist())
-        if step >= 0
-    }
-    return DecodeResult(tokens.cpu(), first_token_time - start, end - start, failed)
+    return DecodeResult(decoder.tokens.cpu(), first_token_time - start, end - start, decoder.failed_rows())

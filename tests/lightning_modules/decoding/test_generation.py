@@ -9,6 +9,7 @@ import torch
 from tiny_lms import BUILDERS, gated_copy, token_batch
 
 from lightning_modules.decoding.generation import (
+    BatchDecoder,
     GenerationConfig,
     SamplingConfig,
     all_finite,
@@ -297,3 +298,21 @@ def test_cuda_decode_syncs_with_the_host_a_fixed_number_of_times(sampling: Sampl
         return sum("synchroniz" in str(w.message) for w in caught)
 
     assert syncs(12) == syncs(4)
+
+
+def test_a_batch_decoded_a_step_at_a_time_gives_the_tokens_of_decode(gated: torch.nn.Module) -> None:
+    """Benchmarks interleave two arms' steps; each step must be the step ``decode`` takes."""
+    ids, mask = token_batch(batch=2, left_pad=(0, 3), seed=4)
+    whole = decode(gated, ids, mask, 5, SAMPLE, seeds=[7, 8]).tokens
+    decoder = BatchDecoder(gated, ids, mask, 5, SAMPLE, seeds=[7, 8])
+    while not decoder.done:
+        decoder.step()
+    assert torch.equal(decoder.tokens, whole) and decoder.failed_rows() == {}
+    with pytest.raises(RuntimeError, match="all 5 tokens are decoded"):
+        decoder.step()
+
+
+def test_decoding_no_tokens_returns_an_empty_batch(gated: torch.nn.Module) -> None:
+    ids, mask = token_batch(batch=2)
+    result = decode(gated, ids, mask, 0, SAMPLE, seeds=[1, 2])
+    assert result.tokens.shape == (2, 0) and result.failed_rows == {}
