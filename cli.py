@@ -18,13 +18,16 @@ Lightning, so it starts fast.
 Exit codes: 0 done; 2 bad input (one ``error:`` line on stderr, nothing loaded
 or written); 1 a condition failed (its record says why) or no record could be
 used; 130 / 143 interrupted by Ctrl-C / SIGTERM (finished records kept;
-``sweep --resume`` continues).
+``sweep --resume`` continues). A signal that arrives once a command's work is
+done leaves its exit code as it was (a second one exits at once with 128 + signal).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -185,5 +188,44 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
+LATE_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_as_process(argv: list[str] | None = None) -> None:
+    """``main`` as a whole process (``python cli.py``, ``pruning-agency``): a signal that arrives after the
+    command's own work cannot turn its outcome into a traceback or a death by signal.
+
+    While a command runs, its own handlers decide (``runs.interruption``). Once it has returned or raised,
+    everything it measured is written: the first Ctrl-C or SIGTERM during the exit hooks (W&B's, torch's) is
+    ignored and a second one exits at once with 128 + signal (a hook that hangs). After the exit hooks Python
+    puts its own handlers back to the default, death by signal, for the rest of its shutdown; the hook
+    registered here, before any library registers one, runs last and ignores signals from then on.
+    """
+    atexit.register(_ignore_late_signals)
+    try:
+        main(argv)
+    finally:
+        _exit_on_second_signal()
+
+
+def _exit_on_second_signal() -> None:
+    seen: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if seen:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        seen.append(signum)
+
+    for sig in LATE_SIGNALS:
+        signal.signal(sig, handler)
+
+
+def _ignore_late_signals() -> None:
+    for sig in LATE_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    main()
+    run_as_process()

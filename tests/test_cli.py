@@ -503,3 +503,49 @@ def test_a_refused_checkpoint_is_refused_before_any_wandb_run_starts(
     assert info.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: model.checkpoint '{path}' ") and "; allowed: " in lines[0]
     assert not list(tmp_path.rglob("offline-run-*"))  # no W&B run was started for it
+
+
+LATE_SIGNAL_SCRIPT = """
+import atexit, os, signal, sys
+import cli
+
+def signal_after_every_exit_hook():  # registered before the command, so it runs after every hook it brings
+    os.kill(os.getpid(), signal.SIGINT)
+    print("after the exit hooks", flush=True)
+
+atexit.register(signal_after_every_exit_hook)
+cli.run_as_process(["--help"])
+for _ in range(int(sys.argv[1])):
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+print("after the command", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_commands_work_leaves_its_exit_status(sig: str) -> None:
+    """Ctrl-C just as a finished sweep shuts down: exit 0 with no traceback, not a death by signal (-2)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, "1", sig],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "after the command" in done.stdout and "after the exit hooks" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_a_second_signal_after_the_commands_work_exits_at_once() -> None:
+    """An exit hook that hangs can still be left: the second Ctrl-C exits with 130."""
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, "2", "SIGINT"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "after the command" not in done.stdout and "Traceback" not in done.stderr
