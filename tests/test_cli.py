@@ -521,17 +521,22 @@ print("after the command", flush=True)
 """
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_after_the_commands_work_leaves_its_exit_status(sig: str) -> None:
-    """Ctrl-C just as a finished sweep shuts down: exit 0 with no traceback, not a death by signal (-2)."""
-    done = subprocess.run(
-        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, "1", sig],
+def _signal_a_finished_command(count: int, sig: str) -> subprocess.CompletedProcess:
+    """``cli.run_as_process`` runs a command, which returns; then ``count`` signals, and one after every exit hook."""
+    return subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, str(count), sig],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_commands_work_leaves_its_exit_status(sig: str) -> None:
+    """Ctrl-C just as a finished sweep shuts down: exit 0 with no traceback, not a death by signal (-2)."""
+    done = _signal_a_finished_command(1, sig)
     assert done.returncode == 0, done.stderr
     assert "after the command" in done.stdout and "after the exit hooks" in done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
@@ -539,13 +544,6 @@ def test_a_signal_after_the_commands_work_leaves_its_exit_status(sig: str) -> No
 
 def test_a_second_signal_after_the_commands_work_exits_at_once() -> None:
     """An exit hook that hangs can still be left: the second Ctrl-C exits with 130."""
-    done = subprocess.run(
-        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, "2", "SIGINT"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = _signal_a_finished_command(2, "SIGINT")
     assert done.returncode == 130, done.stderr
     assert "after the command" not in done.stdout and "Traceback" not in done.stderr
