@@ -386,8 +386,11 @@ def _alternated(models: Models, settings: Settings, which: str, arms: dict[str, 
             for name, side in arms.items()
         }
 
-    undo = [side.attach() for side in arms.values() if side.attach is not None]
+    undo: list[Callable[[], None]] = []
     try:
+        for side in arms.values():  # inside the try: an arm that fails to attach detaches those before it
+            if side.attach is not None:
+                undo.append(side.attach())
         alternate_steps(sides(WARMUP_TOKENS), 1, models.device)
         for side in arms.values():
             if side.controller is not None:
