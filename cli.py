@@ -158,12 +158,26 @@ def demo(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; a ``ConfigError`` from anywhere in it (a setup, the report) ends it as bad input."""
+    from record.errors import ConfigError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; WANDB_MODE from the environment wins
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    command, rest = argv[0], argv[1:]
+    try:
+        _dispatch(argv[0], argv[1:])
+    except ConfigError as error:
+        fail(str(error))
+    except SystemExit as exit_:  # a refusal carried out through library code (inputs.arguments.InputRefused)
+        refused = getattr(exit_, "error", None)
+        if isinstance(refused, ConfigError):
+            fail(str(refused))
+        raise
+
+
+def _dispatch(command: str, rest: list[str]) -> None:
     if command == "predict":
         predict(rest)
     elif command == "fit":

@@ -33,7 +33,7 @@ from callbacks.protocols import Generated
 from callbacks.quality import CORPUS_PERPLEXITY, SWITCHES
 from callbacks.samples import generation_failure
 from record.catalogue import METRICS
-from record.errors import is_measurement_failure, require
+from record.errors import ConfigError, is_measurement_failure, require
 from record.identity import flatten
 from record.schema import ConditionRecord, Failure, Header, Sample, compose
 from record.storage import default_run_dir, record_path, record_status, write_record
@@ -130,6 +130,8 @@ class RecordWriter(BasePredictionWriter):
         header = getattr(pl_module, "header", None)
         if header is None or header.condition_id in self._complete:
             return  # failed before the condition was known, or after its complete record was written
+        if isinstance(exception, ConfigError):
+            return  # refused in a setup: the condition never ran, and the command says why (exit 2)
         path = record_path(self.output_dir, header.condition_id)
         status = "incomplete" if isinstance(exception, KeyboardInterrupt) else "failed"
         if record_status(path) == "complete":

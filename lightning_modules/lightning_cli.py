@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -39,7 +39,13 @@ from lightning_modules.inputs.arguments import (
     resolve_config_args,
 )
 from lightning_modules.inputs.checks import ALLOWED, check_condition, resolve_device
-from lightning_modules.inputs.wandb_guard import WANDB_LOGGER, check_wandb, start_wandb_run, warn_once
+from lightning_modules.inputs.wandb_guard import (
+    WANDB_LOGGER,
+    check_wandb,
+    discard_wandb_run,
+    start_wandb_run,
+    warn_once,
+)
 from lightning_modules.module import PruningExperiment
 from record.errors import ConfigError
 from record.schema import Header
@@ -135,10 +141,15 @@ class ExperimentCLI(LightningCLI):
         """Construction stops after the checks: ``run()`` runs the subcommand when its caller is ready."""
 
     def run(self) -> ExperimentCLI:
-        """Run the checked subcommand; a W&B run starts only now, so checking costs no W&B run."""
+        """Run the checked subcommand; a W&B run starts only now, so checking costs no W&B run. A ``ConfigError``
+        raised while it runs (a module's or a callback's ``setup``) discards that run and propagates."""
         config = self.config[self.subcommand]
         self._prepare_run(config, config.trainer.accelerator)
-        super()._run_subcommand(self.subcommand)
+        try:
+            super()._run_subcommand(self.subcommand)
+        except ConfigError:  # refused in a setup: the condition never ran, so it leaves no W&B run
+            discard_wandb_run()
+            raise
         return self
 
     # What the sweep runner reads from a checked condition before it runs.
@@ -278,9 +289,17 @@ def _run(subcommand: str, argv: list[str], **trainer_defaults: Any) -> Experimen
     try:
         cli = _build(ExperimentCLI, argv, subcommand, **trainer_defaults)
     except InputRefused as refused:
-        print(f"error: {refused.error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    return cli.run()
+        refuse(refused.error)
+    try:
+        return cli.run()
+    except ConfigError as error:  # found after start-up (a setup): the same one line as any bad input
+        refuse(error)
+
+
+def refuse(error: ConfigError) -> NoReturn:
+    """Bad input, wherever it was found: one ``error:`` line on stderr and exit status 2, no traceback."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
 def _quiet_lightning() -> dict[str, int]:

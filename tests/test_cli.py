@@ -223,6 +223,28 @@ BAD_INPUTS = [
         ["--record.wandb_errors=maybe"],
         "record.wandb_errors 'maybe' is invalid; allowed: continue",
     ),
+    (
+        "head-override-layer",
+        [
+            "--model.agency.enabled=true",
+            "--model.agency.head_overrides=[{{layer: 999, head: 0, state: withdrawn}}]",
+        ],
+        "model.agency.head_overrides[0].layer 999 is outside the model; allowed: 0 to 1 (model '{model}' has "
+        "2 layers x 4 heads)",
+    ),
+    (
+        "head-override-head",
+        ["--model.agency.enabled=true", "--model.agency.head_overrides=[{{layer: 1, head: 4}}]"],
+        "model.agency.head_overrides[0].head 4 is outside the model; allowed: 0 to 3",
+    ),
+    (
+        "head-override-state",
+        [
+            "--model.agency.enabled=true",
+            "--model.agency.head_overrides=[{{layer: 0, head: 0, state: asleep}}]",
+        ],
+        "model.agency.head_overrides[0].state 'asleep' is not known; allowed: active,",
+    ),
 ]
 
 
@@ -547,3 +569,83 @@ def test_a_second_signal_after_the_commands_work_exits_at_once() -> None:
     done = _signal_a_finished_command(2, "SIGINT")
     assert done.returncode == 130, done.stderr
     assert "after the command" not in done.stdout and "Traceback" not in done.stderr
+
+
+def _refuse_in_setup(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``ConfigError`` raised once the condition runs: in the module's ``setup`` or in a callback's."""
+    from callbacks.quality import QualityMonitor
+    from lightning_modules.module import PruningExperiment
+    from record.errors import ConfigError
+
+    def refused(self, *args, **kwargs) -> None:
+        raise ConfigError("model.example", 7, "a value this setup accepts", "is refused in setup")
+
+    target = PruningExperiment if where == "module" else QualityMonitor
+    monkeypatch.setattr(target, "setup", refused)
+
+
+@pytest.mark.parametrize("where", ["module", "callback"])
+def test_a_config_error_in_setup_is_one_line_and_leaves_no_run_or_record(
+    where, base_args, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _refuse_in_setup(where, monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", *base_args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith(("warning: ", "wandb: "))]
+    assert info.value.code == 2 and "Traceback" not in err, err
+    assert lines == ["error: model.example 7 is refused in setup; allowed: a value this setup accepts"]
+    run = tmp_path / "run"
+    assert not list(run.rglob("offline-run-*")) and not (run / "wandb").exists()  # the W&B run is gone
+    assert not list(run.rglob("*.json"))  # no record for a condition that never ran
+
+
+def test_a_config_error_in_a_sweep_conditions_setup_ends_the_sweep_with_exit_2(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _refuse_in_setup("module", monkeypatch)
+    sweep = tmp_path / "sweep.yaml"
+    flags = [f"--model.model_name={tiny_gpt2_dir}", f"--data.prompt_file={tiny_prompt_file}", *TINY_FLAGS]
+    command = [
+        "${env}",
+        "${interpreter}",
+        "${program}",
+        "predict",
+        "--config",
+        "configs/default.yaml",
+        *flags,
+    ]
+    command += ["--timing.sessions=1", "--data.max_prompts=2", "${args}"]
+    sweep.write_text(
+        "program: cli.py\nmethod: grid\ncommand:\n"
+        + "".join(f"  - '{part}'\n" for part in command)
+        + "parameters:\n  model.pruning.level:\n    values: [0]\n"
+    )
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sweep", str(sweep), "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert info.value.code == 2 and "Traceback" not in err, err
+    assert errors == ["error: model.example 7 is refused in setup; allowed: a value this setup accepts"]
+    assert not list((tmp_path / "run").rglob("offline-run-*"))
+    assert not list((tmp_path / "run" / "records").glob("*.json"))
+
+
+def test_a_config_error_in_the_report_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from record.errors import ConfigError
+    from reporting import report
+
+    def refused(*args, **kwargs):
+        raise ConfigError("--example", "x", "a value the report accepts")
+
+    (tmp_path / "records").mkdir()
+    monkeypatch.setattr(report, "write_report", refused)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["report", str(tmp_path), "--no-wandb"])
+    err = capsys.readouterr().err
+    assert (
+        info.value.code == 2
+        and err == "error: --example 'x' is invalid; allowed: a value the report accepts\n"
+    )

@@ -4,7 +4,7 @@ Each setting checks itself where it is defined (the config dataclasses,
 callbacks and data module raise ``ConfigError`` when built); what is left here
 needs more than one setting, the machine, or the model's config (read in
 milliseconds, no weights): the device, the precision on that device, the
-context length, a pruning level against the model's heads, greedy sampling
+context length, a pruning level and agency head overrides against the model's heads, greedy sampling
 with repeated iterations, an agency recovery period that can never end, a
 calibration text that is the evaluation text, and the output folder.
 """
@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 from lightning_modules.heads.pruning import check_level
 from lightning_modules.inputs.wandb_guard import warn_once
-from lightning_modules.models.adapters import adapter_for
+from lightning_modules.models.adapters import HeadLayout, adapter_for
 from lightning_modules.models.sources import resolve_source
 from record.errors import ConfigError, require
 
@@ -100,6 +100,20 @@ def same_content(first: Path, second: Path) -> bool:
     return first.read_bytes() == second.read_bytes()
 
 
+def check_head_overrides(overrides: Sequence[Any], layout: HeadLayout, model_name: str) -> None:
+    """Each override names a head of this model (its state and consent were checked when the config was built)."""
+    for index, override in enumerate(overrides):
+        for key, count in (("layer", layout.num_layers), ("head", layout.num_heads)):
+            value = getattr(override, key)
+            require(
+                value < count,
+                f"model.agency.head_overrides[{index}].{key}",
+                value,
+                f"0 to {count - 1} (model '{model_name}' has {layout.num_layers} layers x {layout.num_heads} heads)",
+                "is outside the model",
+            )
+
+
 def check_condition(
     module: Any, datamodule: Any, callbacks: Sequence[Any], device: str, output_dir: str | Path | None = None
 ) -> None:
@@ -142,7 +156,10 @@ def check_condition(
         f"1 to {context - 1}",
         f"is past the context of model '{module.model_name}' ({context})",
     )
-    check_level(module.pruning.level, adapter.layout(source.config), module.pruning.allow_empty_layers)
+    layout = adapter.layout(source.config)
+    check_level(module.pruning.level, layout, module.pruning.allow_empty_layers)
+    if agency.enabled:
+        check_head_overrides(agency.head_overrides, layout, module.model_name)
     for callback in callbacks:
         tokens = getattr(callback, "num_tokens", None)
         if getattr(callback, "part", None) == "speed" and tokens is not None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from record.errors import ConfigError
@@ -157,6 +159,31 @@ def finish_wandb_run(exit_code: int = 0, timeout_s: float = WANDB_FINISH_TIMEOUT
         print(f"warning: W&B run could not be finished cleanly ({failure[0]})", file=sys.stderr)
         return False
     return True
+
+
+def discard_wandb_run() -> None:
+    """Close the current W&B run and delete its local folder: a condition refused after start-up (a
+    ``ConfigError`` from a ``setup``) never ran, so it leaves no run behind. Links W&B keeps beside its runs
+    (``latest-run``, the debug logs) that pointed into it go too, and so does a ``wandb/`` folder left empty."""
+    try:
+        import wandb
+
+        run = wandb.run
+        folder = Path(run.dir).parent if run is not None else None
+    except Exception:  # no W&B to clean up after
+        return
+    if folder is None:
+        return
+    finish_wandb_run(exit_code=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    root = folder.parent
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink(missing_ok=True)
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def exit_process(code: int) -> None:

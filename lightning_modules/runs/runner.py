@@ -25,6 +25,9 @@ What can go wrong mid-sweep costs at most the condition it hits:
   ``--resume`` command to continue;
 - a condition that raises is recorded ``failed`` with its error and the sweep
   goes on; the exit code is 1 and the failed conditions are listed;
+- a ``ConfigError`` found only once a condition runs (its ``setup``) ends the
+  sweep with one ``error:`` line and exit code 2, leaving no record or W&B run
+  for that condition (finished records are kept);
 - a record that is truncated, edited or unfinished is named on ``--resume`` and
   its condition runs again.
 
@@ -204,7 +207,7 @@ def time_sessions(run: SweepRun, cells: list[list[Planned]]) -> list[CellTiming]
             try:
                 session = time_session(timing, f"{uuid.uuid4().hex[:12]}:{k + 1}")
             except Exception as error:  # its conditions time themselves, or fail and say why
-                if run.interruption.signum is not None or not is_measurement_failure(error):
+                if run.interruption.signum is not None or not _is_condition_failure(error):
                     raise
                 timing.failed = True
                 print(
@@ -416,7 +419,7 @@ def _guarded(run: SweepRun, planned: Planned, step: Callable[[], Any]) -> None:
         step()
     except (Exception, SystemExit) as error:  # a condition that fails is recorded failed (contract 6)
         if run.interruption.signum is not None or (
-            isinstance(error, Exception) and not is_measurement_failure(error)
+            isinstance(error, Exception) and not _is_condition_failure(error)
         ):
             raise
         exit_code = 1
@@ -426,6 +429,12 @@ def _guarded(run: SweepRun, planned: Planned, step: Callable[[], Any]) -> None:
         if run.interruption.signum is None:
             with run.interruption.critical():
                 finish_wandb_run(exit_code)
+
+
+def _is_condition_failure(error: BaseException) -> bool:
+    """A failure recorded against its condition while the sweep goes on. A ``ConfigError`` is not one: the
+    input cannot run, so the sweep ends with its one line and exit status 2 (finished records kept)."""
+    return is_measurement_failure(error) and not isinstance(error, ConfigError)
 
 
 def fit_condition(args: list[str], options: Sequence[str] = ()) -> list[str]:
