@@ -85,7 +85,7 @@ def sweep_lines(run_dir: Path, exit_code: int) -> list[Line]:
     for path in paths:
         try:
             record = read_record(path)
-        except Exception as error:  # a damaged record is a failed check, not a crash of the check
+        except Exception as error:  # noqa: BLE001 - a damaged record is a failed check, not a crash of the check
             lines.append(Line("sweep", path.stem, "unreadable", str(error)[:120], failed=True))
             continue
         speeds = [

@@ -21,11 +21,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import EMBEDDED, Models  # noqa: E402
-from benchmarks.figures import greedy_decode  # noqa: E402
+from benchmarks.common import EMBEDDED, Models
+from benchmarks.figures import greedy_decode
 
 STEPS = 32
 

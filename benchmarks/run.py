@@ -20,11 +20,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks import figures  # noqa: E402
-from benchmarks.common import Models, Row, ThreadPolicy, machine_lines, release  # noqa: E402
-from benchmarks.grid import grid_speedup  # noqa: E402
+from benchmarks import figures
+from benchmarks.common import Models, Row, ThreadPolicy, machine_lines, release
+from benchmarks.grid import grid_speedup
 
 FigureFn = Callable[[Models, figures.Settings], list[Row]]
 

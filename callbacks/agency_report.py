@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from callbacks.base import MeasuringCallback, error_text
+from callbacks.base import MeasuringCallback, error_text, experiment_of
 from callbacks.protocols import Experiment
 from record.errors import is_measurement_failure
 
@@ -21,7 +21,7 @@ class AgencyReporter(MeasuringCallback):
     part = "agency"
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._snapshot(pl_module)
+        self._snapshot(experiment_of(pl_module))
 
     def _snapshot(self, module: Experiment) -> None:
         if self._measured.agency is not None:

@@ -15,7 +15,7 @@ identity (its config group in LightningCLI; ``init_arguments`` outside it) unles
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import lightning as L
 
@@ -37,7 +37,8 @@ class MeasuringCallback(L.Callback):
     part: ClassVar[str]
 
     def __init__(self) -> None:
-        caller = inspect.currentframe().f_back  # the subclass's __init__, its arguments not yet reassigned
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame else None  # the subclass's __init__, its arguments not yet reassigned
         self.init_arguments = init_arguments(type(self), caller.f_locals) if caller else {}
         super().__init__()
         self._measured = Measurements(self.part)
@@ -58,10 +59,10 @@ class MeasuringCallback(L.Callback):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._measured = Measurements(self.part)
         self._result = None
-        self.begin(trainer, pl_module)
+        self.begin(trainer, experiment_of(pl_module))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.result(trainer, pl_module)
+        self.result(trainer, experiment_of(pl_module))
 
     def result(self, trainer: L.Trainer, module: Experiment) -> Measurements:
         """The finished part (computed on the first call, the same object after)."""
@@ -95,5 +96,15 @@ class MeasuringCallback(L.Callback):
                 pass
 
 
+def experiment_of(module: L.LightningModule) -> Experiment:
+    """The module a hook receives, as what the measuring callbacks need of it (``callbacks/protocols.py``)."""
+    return cast(Experiment, module)
+
+
+def callbacks_of(trainer: L.Trainer) -> list[L.Callback]:
+    """The Trainer's callbacks (Lightning sets the attribute without a type)."""
+    return cast(list[L.Callback], trainer.callbacks)  # type: ignore[attr-defined]
+
+
 def measuring_callbacks(trainer: L.Trainer) -> list[MeasuringCallback]:
-    return [cb for cb in trainer.callbacks if isinstance(cb, MeasuringCallback)]
+    return [cb for cb in callbacks_of(trainer) if isinstance(cb, MeasuringCallback)]

@@ -26,7 +26,7 @@ def kept_per_layer(layout: Layout, pruned_heads: Sequence[tuple[int, int]]) -> l
     return kept_layers
 
 
-def flops_per_token(layout: Layout, pruned_heads: Sequence[tuple[int, int]], context: int) -> float:
+def flops_per_token(layout: Layout, pruned_heads: Sequence[tuple[int, int]], context: float) -> float:
     """FLOPs to generate one token at ``context`` positions, with ``pruned_heads`` absent."""
     e, d = layout.hidden_size, layout.head_dim
     total = 2.0 * e * layout.vocab_size  # LM head

@@ -63,6 +63,8 @@ class _CountRatio(Metric):
     is_differentiable = False
     full_state_update = False
     _empty_message = "nothing to count"
+    numerator: torch.Tensor  # states registered by add_state
+    denominator: torch.Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

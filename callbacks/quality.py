@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 from torchmetrics.functional.text import perplexity
 
-from callbacks.base import MeasuringCallback, error_text
+from callbacks.base import MeasuringCallback, error_text, experiment_of
 from callbacks.protocols import Experiment, Generated
 from callbacks.samples import measurable_rows
 from record.errors import is_measurement_failure
@@ -68,7 +68,7 @@ class QualityMonitor(MeasuringCallback):
         if not rows:
             return
         try:
-            logits, targets = pl_module.reference_logits(outputs)
+            logits, targets = experiment_of(pl_module).reference_logits(outputs)
         except Exception as error:  # the whole batch could not be scored: every row says why
             if not is_measurement_failure(error):
                 raise

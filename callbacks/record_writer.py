@@ -27,9 +27,9 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from callbacks.base import error_text, measuring_callbacks
+from callbacks.base import callbacks_of, error_text, experiment_of, measuring_callbacks
 from callbacks.outputs import OutputWriter
-from callbacks.protocols import Generated
+from callbacks.protocols import Experiment, Generated
 from callbacks.quality import CORPUS_PERPLEXITY, SWITCHES
 from callbacks.samples import generation_failure
 from record.catalogue import METRICS
@@ -89,9 +89,10 @@ class RecordWriter(BasePredictionWriter):
         self._samples += samples_of(prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        parts = [callback.result(trainer, pl_module) for callback in measuring_callbacks(trainer)]
-        record = compose(self._header(pl_module), self._samples, parts)
-        for consumer in (cb for cb in trainer.callbacks if isinstance(cb, OutputWriter)):
+        module = experiment_of(pl_module)
+        parts = [callback.result(trainer, module) for callback in measuring_callbacks(trainer)]
+        record = compose(self._header(module), self._samples, parts)
+        for consumer in (cb for cb in callbacks_of(trainer) if isinstance(cb, OutputWriter)):
             try:
                 path = consumer.consume(record, trainer, self.output_dir)
                 if path is not None:
@@ -106,8 +107,8 @@ class RecordWriter(BasePredictionWriter):
         self._log_to_wandb(trainer, record)
         print(summary_line(record, self.written), flush=True)
 
-    def _header(self, module: L.LightningModule) -> Header:
-        header: Header = module.header
+    def _header(self, module: Experiment) -> Header:
+        header = module.header
         header.run = {"output_dir": str(self.output_dir)}
         return header
 
@@ -118,7 +119,7 @@ class RecordWriter(BasePredictionWriter):
         """Leave a record that says the condition did not finish, and why; never raise from here."""
         try:
             self._write_unfinished(trainer, pl_module, exception)
-        except Exception as error:  # the original exception is what the user must see
+        except Exception as error:  # noqa: BLE001 - the original exception is what the user must see
             print(
                 f"warning: the unfinished condition could not be recorded ({error_text(error)})",
                 file=sys.stderr,
@@ -146,7 +147,7 @@ class RecordWriter(BasePredictionWriter):
         happened = "interrupted" if status == "incomplete" else "raised"
         failure = Failure("condition", f"{happened}: {error_text(exception)}")
         parts = [callback.partial() for callback in measuring_callbacks(trainer)]
-        record = compose(self._header(pl_module), self._samples, parts, status, [failure])
+        record = compose(self._header(experiment_of(pl_module)), self._samples, parts, status, [failure])
         self.written = write_record(path, record)
 
     # -- W&B -----------------------------------------------------------------------------------------
@@ -230,7 +231,12 @@ def arm_label(flat: dict[str, Any]) -> str:
 
 def run_name(record: ConditionRecord) -> str:
     """A W&B run name a person can read: model, method, level, arm, temperature."""
-    flat = flatten(record.config)
+    return condition_name(record.config)
+
+
+def condition_name(config: dict[str, Any]) -> str:
+    """A condition as a person reads it (W&B run names, progress lines): model, method, level, arm, temperature."""
+    flat = flatten(config)
     model = Path(str(flat.get("model.model_name", "model")).rstrip("/")).name or "model"
     temperature = flat.get("model.generation.temperature")
     return " ".join(
@@ -326,6 +332,7 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
     flat = flatten(record.config)
 
     def shown(name: str) -> str:
+        value: float | None
         if name in record.condition_metrics:
             value = record.condition_metrics[name]
         else:

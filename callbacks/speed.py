@@ -33,7 +33,7 @@ from typing import Any
 
 import lightning as L
 
-from callbacks.base import MeasuringCallback, error_text
+from callbacks.base import MeasuringCallback, error_text, experiment_of
 from callbacks.protocols import Decoded, Experiment
 from record.errors import is_int, is_measurement_failure, require
 from record.schema import Timing, TimingRepeat
@@ -242,7 +242,7 @@ class SpeedMonitor(MeasuringCallback):
         """Timed right before the first batch: after the module's warm-up and after every callback's start
         (peak memory is reset there), before the generation whose agency statistics the record reports."""
         if self._measured.timing is None:
-            self._time(trainer, pl_module)
+            self._time(trainer, experiment_of(pl_module))
 
     def finish(self, trainer: L.Trainer, module: Experiment) -> None:
         if self._measured.timing is None:

@@ -24,7 +24,7 @@ from lightning_modules.heads.attention import FocusRecorder
 from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
 from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.gates import HeadGates, attach_gates
-from lightning_modules.heads.importance import CRITERIA, HeadScores
+from lightning_modules.heads.importance import CRITERIA, HeadScores, rank
 from lightning_modules.heads.protection import most_important, random_heads
 from lightning_modules.heads.pruning import PruningConfig, Selection, gate_values, remove_heads, select_heads
 from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout, adapter_for
@@ -244,7 +244,8 @@ def build_condition(
     context = store.calibration(spec.model_name, spec.precision, device, spec.calibration)
     adapter = adapter_for(loaded.model)
     layout = loaded.gates.layout
-    scores, ranking_read_text = context.ranking(CRITERIA[pruning.method], spec.seed)
+    criterion = CRITERIA[pruning.method]
+    scores, ranking_read_text = rank(context, criterion, spec.seed), criterion.reads_text
     order = scores.order()
     protected = protected_heads(pruning, context, spec.seed)
     baseline = select_heads(order, pruning.level, layout, pruning.allow_empty_layers, protected)

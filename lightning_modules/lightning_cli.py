@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.base import callbacks_of
 from lightning_modules.callback_groups import CALLBACK_GROUPS
 from lightning_modules.data import PromptDataModule
 from lightning_modules.describe import describe_condition
@@ -62,7 +63,7 @@ DEFAULT_LOGGER = {
 class OneLineErrorParser(LightningArgumentParser):
     """Parse errors (unknown keys, malformed YAML, wrong types) as one line, not a usage dump."""
 
-    def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         import re
 
         parser: Any = self
@@ -131,7 +132,9 @@ class ExperimentCLI(LightningCLI):
         """The checks that need the built settings, and the condition's identity."""
         config = self.config[self.subcommand]
         device = config.trainer.accelerator
-        check_condition(self.model, self.datamodule, self.trainer.callbacks, device, config.record.output_dir)
+        check_condition(
+            self.model, self.datamodule, callbacks_of(self.trainer), device, config.record.output_dir
+        )
         if self.subcommand == "predict":  # the identity is the resolved config itself (record/identity.py)
             self.model.header = describe_condition(config, self.model, self.datamodule)
         if not config.record.quiet:
@@ -146,7 +149,7 @@ class ExperimentCLI(LightningCLI):
         config = self.config[self.subcommand]
         self._prepare_run(config, config.trainer.accelerator)
         try:
-            super()._run_subcommand(self.subcommand)
+            super()._run_subcommand(str(self.subcommand))
         except ConfigError:  # refused in a setup: the condition never ran, so it leaves no W&B run
             discard_wandb_run()
             raise
@@ -163,7 +166,7 @@ class ExperimentCLI(LightningCLI):
 
     @property
     def callbacks(self) -> list[Any]:
-        return list(self.trainer.callbacks)
+        return list(callbacks_of(self.trainer))
 
     @property
     def device(self) -> str:
@@ -191,7 +194,7 @@ class ExperimentCLI(LightningCLI):
             if isinstance(logger, WandbLogger):
                 try:
                     start_wandb_run(logger)
-                except Exception as error:  # W&B start-up, not a measurement: any failure costs W&B only
+                except Exception as error:  # noqa: BLE001 - W&B start-up, not a measurement: any failure costs W&B only
                     first_line = (str(error).splitlines() or [""])[0]
                     warn_once(
                         f"W&B could not start a run ({type(error).__name__}: {first_line}); "
@@ -208,7 +211,7 @@ class ExperimentCLI(LightningCLI):
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         folder = Path(config.record.output_dir) / "checkpoints" / self.model.fit_id(device)
-        for callback in self.trainer.callbacks:
+        for callback in callbacks_of(self.trainer):
             if isinstance(callback, ModelCheckpoint):
                 callback.dirpath = str(folder)
         self.checkpoint_dir = folder

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from callbacks.environment import environment
+from callbacks.record_writer import condition_name
 from lightning_modules.condition import ConditionModel, ConditionSpec, Weights, build_condition
 from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
@@ -38,6 +39,7 @@ from lightning_modules.heads.agency import AgencyConfig, departures
 from lightning_modules.heads.calibration import CalibrationConfig
 from lightning_modules.heads.pruning import PruningConfig, parameter_count, parameters_after_removal
 from lightning_modules.models.adapters import HeadLayout
+from lightning_modules.progress import Progress, phase
 from lightning_modules.store import PRECISIONS, ModelStore, Precision
 from lightning_modules.training import recovery as recover
 from record.errors import ConfigError, is_int, require
@@ -365,9 +367,17 @@ class PruningExperiment(L.LightningModule):
             self.generated = []
             if self.condition.agency is not None:
                 self.condition.agency.reset_statistics()  # the measured generation starts here
+            total = getattr(self._trainer, "num_predict_batches", None) if self._trainer else None
+            self._progress = Progress(f"{self.display_name}: batches generated", total[0] if total else None)
         generated = self.generate(self.condition, batch, self.generation.num_tokens)
         self.generated.append(generated)
+        self._progress.advance()
         return generated
+
+    @property
+    def display_name(self) -> str:
+        """This condition as progress lines and W&B name it (model, method, level, arm, temperature)."""
+        return condition_name(self.header.config) if self.header is not None else "condition"
 
     def generate(
         self, condition: ConditionModel, items: Sequence[PromptItem], num_tokens: int
@@ -463,7 +473,11 @@ class PruningExperiment(L.LightningModule):
                 )
             )
 
-        return self.store.cached(key, compute)
+        def announced() -> CorpusScore:
+            with phase(f"{self.display_name}: corpus perplexity ({cfg.max_tokens} tokens)"):
+                return compute()
+
+        return self.store.cached(key, announced)
 
     def agency_report(self) -> AgencyReport | None:
         condition = self.condition

@@ -24,6 +24,7 @@ from lightning_modules.heads.signal_cache import SignalCache, weights_digest
 from lightning_modules.models.adapters import adapter_for
 from lightning_modules.models.sources import ModelSource, load_model, resolve_source
 from lightning_modules.models.vocab_head import slice_vocabulary_head
+from lightning_modules.progress import phase
 
 Precision = Literal["float32", "float16", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -90,7 +91,8 @@ class ModelStore:
         key = (name, precision)
         if key not in self._models:
             source = resolve_source(name)
-            model, tokenizer = load_model(source, dtype=DTYPES[precision])
+            with phase(f"loading model '{name}' ({precision})"):
+                model, tokenizer = load_model(source, dtype=DTYPES[precision])
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.padding_side = "left"

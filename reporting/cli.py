@@ -124,7 +124,7 @@ def report_main(argv: list[str], store: RecordStore | None = None) -> None:
     if not args.no_wandb and os.environ.get("WANDB_MODE", "offline") != "disabled":
         try:
             log_report_to_wandb(result, run_dirs[0], group=run_dirs[0].name, project=args.project)
-        except Exception as error:  # the local report is what counts
+        except Exception as error:  # noqa: BLE001 - the local report is what counts
             print(f"warning: the report could not be logged to W&B ({error})", file=sys.stderr)
 
 

@@ -187,7 +187,7 @@ def dashboard_main(argv: list[str]) -> None:
     try:
         workspace.save()
         report.save()
-    except Exception as error:  # no network, no login, no such project: say so once
+    except Exception as error:  # noqa: BLE001 - no network, no login, no such project: say so once
         message = " ".join(str(error).split()) or type(error).__name__
         _fail(f"W&B could not save the dashboard of {args.target} ({message}); nothing was written")
     print(f"workspace: {workspace.url}\nreport: {report.url}")

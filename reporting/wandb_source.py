@@ -102,7 +102,7 @@ class PublicApiStore:
             if self._api is None:
                 self._api = wandb.Api(timeout=self.timeout_s)
             return call(self._api)
-        except Exception as error:  # wandb's, requests' and the GraphQL client's errors alike
+        except Exception as error:  # noqa: BLE001 - wandb's, requests' and the GraphQL client's errors alike
             raise WandbUnavailable(f"W&B could not be asked for {what} ({_one_line(error)})") from None
 
     def sweep_parameters(self, target: WandbTarget) -> dict[str, Any] | None:

@@ -87,6 +87,24 @@ def test_lightning_modules_sub_packages_have_no_cycle() -> None:
     assert _cycle(edges) is None, _cycle(edges)
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """A cycle between two modules, even one for type hints only, means one idea split across two files."""
+    paths = [path for package in PACKAGES for path in _modules(package)]
+    ours = {_module_name(path) for path in paths}
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in paths:
+        source = _module_name(path)
+        for name in _imports(path):
+            if name in ours and name != source and not source.startswith(name + "."):  # not its own package
+                edges[source].add(name)
+    assert _cycle(edges) is None, _cycle(edges)
+
+
 def test_record_and_report_load_without_torch() -> None:
     code = (
         "import sys; import record.schema, record.storage, record.identity, record.catalogue, record.errors; "

@@ -646,7 +646,7 @@ class AgencyController:
         per_state = head_steps[kept].sum(dim=0)
         total = float(per_state.sum())
         if total == 0:
-            return {name: 0.0 for name in self.state_names[1:]}, 0.0
+            return dict.fromkeys(self.state_names[1:], 0.0), 0.0
         shares = {name: float(per_state[code]) / total for code, name in enumerate(self.state_names) if code}
         return shares, float(removed[kept].sum()) / total
 

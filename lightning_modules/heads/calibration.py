@@ -21,6 +21,7 @@ from torch import nn
 from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, read_text_file
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.models.adapters import HeadLayout
+from lightning_modules.progress import Progress
 from record.errors import ConfigError, is_int, require
 from record.identity import file_fingerprint
 from record.schema import CalibrationUse
@@ -229,7 +230,11 @@ class AblationEffect:
 
 
 def ablation_effects(
-    model: nn.Module, gates: HeadGates, windows: torch.Tensor, heads: Sequence[Head]
+    model: nn.Module,
+    gates: HeadGates,
+    windows: torch.Tensor,
+    heads: Sequence[Head],
+    progress: Progress | None = None,
 ) -> list[AblationEffect]:
     """Real ablations: per head, loss with it closed minus loss with every head open, per window."""
     saved = gates.values.clone()
@@ -247,6 +252,8 @@ def ablation_effects(
             else:
                 half = math.inf
             effects.append(AblationEffect(head, mean, mean - half, mean + half))
+            if progress is not None:
+                progress.advance(f"(L{head[0]} h{head[1]})")
     finally:
         gates.set(saved)
     return effects

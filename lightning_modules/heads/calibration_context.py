@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import transformers
@@ -32,10 +32,8 @@ from lightning_modules.heads.calibration import (
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.heads.signal_cache import SignalCache
 from lightning_modules.models.adapters import HeadLayout
+from lightning_modules.progress import Progress, phase
 from record.schema import CalibrationUse
-
-if TYPE_CHECKING:  # importance.py builds on this module
-    from lightning_modules.heads.importance import Criterion, HeadScores
 
 Head = tuple[int, int]
 Part = Literal["all", "even", "odd"]
@@ -73,8 +71,7 @@ class CalibrationContext:
         self._set: CalibrationSet | None = None
         self._base_key: dict[str, Any] | None = None
         self._signals: dict[Hashable, Any] = {}
-        self._rankings: dict[Hashable, tuple[HeadScores, bool]] = {}
-        self.text_reads = 0  # how many requests read the text (a consumer compares it before and after)
+        self._derived: dict[Hashable, Any] = {}
 
     @classmethod
     def from_windows(cls, model: nn.Module, gates: HeadGates, windows: torch.Tensor) -> CalibrationContext:
@@ -132,7 +129,8 @@ class CalibrationContext:
         start, step = {"all": (0, 1), "even": (0, 2), "odd": (1, 2)}[part]
 
         def compute() -> dict[str, torch.Tensor]:
-            effects = ablation_effects(self.model, self.gates, self.windows[start::step], heads)
+            progress = Progress("calibration: heads ablated", len(heads))
+            effects = ablation_effects(self.model, self.gates, self.windows[start::step], heads, progress)
             rows = [[e.mean, e.ci_low, e.ci_high] for e in effects]
             return {"effects": torch.tensor(rows, dtype=torch.float64).reshape(len(heads), 3)}
 
@@ -146,14 +144,11 @@ class CalibrationContext:
             ],
         )
 
-    def ranking(self, criterion: Criterion, seed: int) -> tuple[HeadScores, bool]:
-        """``criterion``'s scores (computed once per seed) and whether they read the calibration text."""
-        key = ("ranking", criterion.name, int(seed))
-        if key not in self._rankings:
-            reads = self.text_reads
-            scores = criterion(self, seed)
-            self._rankings[key] = (scores, self.text_reads > reads)
-        return self._rankings[key]
+    def remember(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A value derived from this context's signals (a ranking), computed once per ``key``."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     def adopt(self, other: CalibrationContext, signals: Iterable[str]) -> None:
         """Take ``other``'s computed values of the named signals (a context over the same weights and text)."""
@@ -171,13 +166,15 @@ class CalibrationContext:
         read: Callable[[dict[str, torch.Tensor]], Any],
     ) -> Any:
         """The named signal: from memory, else from disk, else computed with open gates (and saved)."""
-        self.text_reads += 1
         memory_key = (name, repr(sorted(parameters.items())))
         if memory_key not in self._signals:
             key = {**self._key(), "signal": name, "parameters": parameters} if self._cache else None
             stored = self._cache.load(key) if key else None
             if stored is None:
-                with self._open_gates():
+                with (
+                    self._open_gates(),
+                    phase(f"calibration: {name.replace('_', ' ')} ({len(self.windows)} windows)"),
+                ):
                     stored = compute()
                 if key:
                     self._cache.save(key, stored)

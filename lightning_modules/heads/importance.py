@@ -72,6 +72,7 @@ class Criterion:
 
     name: ClassVar[str]
     ascending: ClassVar[bool] = True
+    reads_text: ClassVar[bool] = True  # the record names the calibration text only for criteria that read it
 
     def scores(self, context: CalibrationContext, seed: int) -> torch.Tensor:
         raise NotImplementedError
@@ -94,6 +95,7 @@ class EntropyHigh(EntropyLow):
 
 class Magnitude(Criterion):
     name = "magnitude"
+    reads_text = False
 
     def scores(self, context, seed):
         return weight_magnitudes(context.model, context.layout)
@@ -101,6 +103,7 @@ class Magnitude(Criterion):
 
 class Random(Criterion):
     name = "random"
+    reads_text = False
 
     def scores(self, context, seed):
         generator = torch.Generator().manual_seed(int(seed))
@@ -117,6 +120,11 @@ class Gradient(Criterion):
 CRITERIA: dict[str, Criterion] = {
     c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())
 }
+
+
+def rank(context: CalibrationContext, criterion: Criterion, seed: int) -> HeadScores:
+    """``criterion``'s scores of every head, computed once per context and seed."""
+    return context.remember(("ranking", criterion.name, int(seed)), lambda: criterion(context, seed))
 
 
 def resolve_method(method: str) -> str:

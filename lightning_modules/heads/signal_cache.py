@@ -79,7 +79,7 @@ class SignalCache:
             return None
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file is recomputed, not trusted
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign file is recomputed, not trusted
             warnings.warn(f"calibration signal cache {path} unreadable ({error}); recomputing", stacklevel=2)
             return None
         if not isinstance(stored, dict) or stored.get("key") != key_text(key):

@@ -59,7 +59,7 @@ def _stored_wandb_credentials(_where: tuple[str | None, ...]) -> bool:
 
     try:
         found = bool(wandb.login(prompt=False, verify=False))
-    except Exception:  # an unusable key or settings file counts as none
+    except Exception:  # noqa: BLE001 - an unusable key or settings file counts as none
         found = False
     if wandb.run is None:
         wandb.teardown()  # the check set up wandb's global state in online mode; a later offline run needs it fresh
@@ -132,7 +132,7 @@ def finish_wandb_run(exit_code: int = 0, timeout_s: float = WANDB_FINISH_TIMEOUT
 
         if wandb.run is None:
             return True
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - W&B's own errors of any type: a warning, never a lost run
         print(f"warning: W&B run could not be finished cleanly ({error})", file=sys.stderr)
         return False
     failure: list[BaseException] = []
@@ -170,7 +170,7 @@ def discard_wandb_run() -> None:
 
         run = wandb.run
         folder = Path(run.dir).parent if run is not None else None
-    except Exception:  # no W&B to clean up after
+    except (ImportError, AttributeError):  # no W&B, or a run without a folder: nothing to clean up
         return
     if folder is None:
         return

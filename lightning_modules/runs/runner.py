@@ -51,6 +51,7 @@ from typing import Any
 
 from callbacks.base import error_text
 from callbacks.speed import Arm, SpeedMonitor, merge_sessions, time_interleaved
+from lightning_modules.progress import Progress
 from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
 from lightning_modules.runs.sessions import Session, SessionStore, is_baseline, speed_aa_cell, speed_aa_id
 from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
@@ -201,8 +202,7 @@ def time_sessions(run: SweepRun, cells: list[list[Planned]]) -> list[CellTiming]
     passes = max((t.monitor.sessions for t in timings), default=0)
     for k in range(passes):
         waiting = [t for t in timings if not t.failed and len(t.sessions) == k < t.monitor.sessions]
-        if waiting and not run.quiet:
-            print(f"timing session {k + 1} of {passes}: {len(waiting)} cells", flush=True)
+        progress = Progress(f"timing session {k + 1} of {passes}: cells", len(waiting))
         for timing in waiting:
             try:
                 session = time_session(timing, f"{uuid.uuid4().hex[:12]}:{k + 1}")
@@ -219,7 +219,15 @@ def time_sessions(run: SweepRun, cells: list[list[Planned]]) -> list[CellTiming]
                 continue
             timing.sessions.append(session)
             store.save(timing.arm_ids, timing.sessions)
+            progress.advance(f"timed ({_cell_label(timing)})")
     return timings
+
+
+def _cell_label(timing: CellTiming) -> str:
+    """What a person needs to tell a cell apart on the console: its level, temperature and arms."""
+    config = flatten(timing.arms[0].header.config)
+    level, temperature = config.get("model.pruning.level"), config.get("model.generation.temperature")
+    return f"{level:g}% pruned, T {temperature:g}, {len(timing.arm_ids)} arms"
 
 
 def hand_over(timing: CellTiming) -> None:

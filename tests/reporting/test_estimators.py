@@ -115,7 +115,7 @@ def test_the_95_percent_interval_covers_the_true_mean_in_93_to_97_percent_of_run
         assert 0.03 <= rejected / COVERAGE_RUNS <= 0.07
 
 
-@pytest.mark.parametrize("n", range(0, 31))
+@pytest.mark.parametrize("n", range(31))
 def test_sign_flip_floor_is_two_over_two_to_the_n_or_the_monte_carlo_resolution(n: int) -> None:
     exact = 1.0 if n == 0 else min(1.0, 2 / 2**n)
     expected = exact if n <= EXACT_SIGN_FLIPS_UP_TO else max(exact, 1 / (SIGN_FLIP_DRAWS + 1))

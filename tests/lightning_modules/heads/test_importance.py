@@ -9,13 +9,19 @@ from tiny_lms import BUILDERS, gated_copy
 
 from lightning_modules.heads.agency_calibration import importance
 from lightning_modules.heads.attention import IMPLEMENTATION
-from lightning_modules.heads.calibration import AttentionStatistics, attention_statistics, gate_gradients
+from lightning_modules.heads.calibration import (
+    AttentionStatistics,
+    CalibrationSet,
+    attention_statistics,
+    gate_gradients,
+)
 from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.importance import (
     CRITERIA,
     DEFAULT_ENTROPY,
     HeadScores,
     RankingError,
+    rank,
     resolve_method,
     score_heads,
     weight_magnitudes,
@@ -51,14 +57,30 @@ def test_methods_and_the_default_entropy_direction() -> None:
 
 
 def test_only_the_weight_and_seed_criteria_read_no_text() -> None:
-    """A criterion asks the context for what it needs; the record names the text only when it was read."""
+    """A criterion that says it reads no text ranks without one (the record then names no text); the others
+    need it."""
     model, gates = gated_copy(BUILDERS["gpt2"]())
-    readers = [
-        name
-        for name, criterion in CRITERIA.items()
-        if CalibrationContext.from_windows(model, gates, windows()).ranking(criterion, 0)[1]
-    ]
-    assert readers == ["entropy_low", "entropy_high", "gradient"]
+
+    def no_text() -> CalibrationSet:
+        raise LookupError("the calibration text was read")
+
+    def ranks_without_text(criterion) -> bool:
+        try:
+            rank(CalibrationContext(model, gates, no_text), criterion, 0)
+        except LookupError:
+            return False
+        return True
+
+    without = [name for name, criterion in CRITERIA.items() if ranks_without_text(criterion)]
+    assert without == ["magnitude", "random"]
+    assert [name for name, criterion in CRITERIA.items() if not criterion.reads_text] == without
+
+
+def test_a_ranking_is_computed_once_per_context_and_seed() -> None:
+    model, gates = gated_copy(BUILDERS["gpt2"]())
+    context = CalibrationContext.from_windows(model, gates, windows())
+    first = rank(context, CRITERIA["random"], 3)
+    assert rank(context, CRITERIA["random"], 3) is first and rank(context, CRITERIA["random"], 4) is not first
 
 
 # ------------------------------------------------------------------ scores

@@ -53,7 +53,7 @@ def test_arms_of_a_cell_are_timed_side_by_side_in_three_sessions_positions_count
         assert len(arms) == 2, level
         assert all(r.timing.schedule == "interleaved" for r in arms)
         timed = arms[0].timing.arms
-        assert set(r.condition_id for r in arms) <= set(timed) and len(timed) == (3 if level == 25 else 2)
+        assert {r.condition_id for r in arms} <= set(timed) and len(timed) == (3 if level == 25 else 2)
         sessions = {r.session for r in arms[0].timing.repeats}
         assert len(sessions) == 3  # timing.sessions' default
         for session in sessions:
