@@ -29,11 +29,17 @@ def sample_seed(base_seed: int, prompt_index: int, iteration: int) -> int:
 
 @dataclass
 class SamplingConfig:
-    """How the next token is chosen; temperature 0 means greedy."""
+    """How the next token is chosen; temperature 0 means greedy.
+
+    Args:
+        temperature: divides the logits before sampling; 0 is greedy (then ``data.iterations`` must be 1).
+        top_k: sample among the k most likely tokens; 0 keeps every token.
+        top_p: sample among the most likely tokens whose probabilities sum to p; 1.0 keeps every token.
+    """
 
     temperature: float = 0.7
-    top_k: int = 0  # 0 keeps every token
-    top_p: float = 1.0  # 1.0 keeps every token
+    top_k: int = 0
+    top_p: float = 1.0
 
     def __post_init__(self) -> None:
         require(
@@ -58,7 +64,11 @@ class SamplingConfig:
 
 @dataclass
 class GenerationConfig(SamplingConfig):
-    """Sampling knobs plus the fixed number of new tokens (no early stop)."""
+    """Sampling knobs plus the fixed number of new tokens (no early stop).
+
+    Args:
+        num_tokens: new tokens per sample, always this many (no early stop at end of text).
+    """
 
     num_tokens: int = 50
 

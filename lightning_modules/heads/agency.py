@@ -107,6 +107,13 @@ class AgencyConfig:
             replay, permutes the sham's own factors).
         ablation: a shorthand for one arm of an ablation study: the named component switched off (or ``sham``
             switched on); it is resolved into the switches above (one sweep key can then list every arm).
+        active_factor: the gate factor (a multiplier of the head's output) of an active head.
+        overloaded_factor: the gate factor of an overloaded head.
+        misaligned_factor: the gate factor of a misaligned head.
+        withdrawn_factor: the gate factor of a withdrawn head.
+        no_consent_factor: the gate factor of a head whose run-time consent is withdrawn (overrides only).
+        utilization_alpha: the running average of a head's focus on the newest token:
+            u <- alpha * u + (1 - alpha) * focus.
         overload_mode: relative (a head's own calibrated level + margin) or absolute (one threshold).
         overload_quantile: relative mode: a head's calibrated level is this quantile of its running
             utilization along the calibration text.
@@ -118,6 +125,9 @@ class AgencyConfig:
         protect_top_fraction: the most important heads (by gradient importance) withholding prune consent.
         misalignment_candidates: heads tested by ablation (screened by a first-order estimate on other
             calibration windows); null tests every head.
+        head_overrides: fixed initial states and consent of named heads, e.g.
+            ``[{layer: 3, head: 1, state: withdrawn, consent: true}]``; checked against the model's layout
+            before anything loads.
     """
 
     enabled: bool = False
