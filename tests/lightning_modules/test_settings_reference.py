@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from lightning_modules.inputs.settings_reference import settings_markdown, settings_rows
+from lightning_modules.settings_reference import settings_markdown, settings_rows
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_the_settings_reference_is_the_parsers_own(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     fresh = settings_markdown()
     assert DOC.read_text(encoding="utf-8") == fresh, (
-        "docs/settings.md is stale; regenerate it: python -m lightning_modules.inputs.settings_reference "
+        "docs/settings.md is stale; regenerate it: python -m lightning_modules.settings_reference "
         "> docs/settings.md"
     )
 

@@ -4,7 +4,7 @@ Every key of ``predict`` that the harness defines (the model, data, timing and m
 the device) with the value ``configs/default.yaml`` gives it and the help the parser shows, which comes from
 the settings' own docstrings. Lightning's Trainer keys are left to Lightning's documentation.
 
-    python -m lightning_modules.inputs.settings_reference > docs/settings.md
+    python -m lightning_modules.settings_reference > docs/settings.md
 
 A test compares the file with a fresh rendering and fails when it is stale.
 """
@@ -25,8 +25,8 @@ DEFAULT_CONFIG = bundled_configs_dir() / "default.yaml"
 DEVICE_HELP = "auto (cuda when available, else cpu), cpu or cuda (refused on a machine without CUDA)."
 HEADER = """# Settings
 
-Generated from the parser by `python -m lightning_modules.inputs.settings_reference > docs/settings.md`;
-`tests/lightning_modules/inputs/test_settings_reference.py` fails when this file is stale. Every key is a flag
+Generated from the parser by `python -m lightning_modules.settings_reference > docs/settings.md`;
+`tests/lightning_modules/test_settings_reference.py` fails when this file is stale. Every key is a flag
 (`--model.pruning.level=50`) and a sweep parameter; the default is what `configs/default.yaml` sets, and
 `pruning-agency predict --config configs/default.yaml --print_config` prints the resolved values. Every setting
 that can change a result is part of a condition's identity (its id and record); those that cannot (an agency
