@@ -9,13 +9,14 @@ A change that is meant to alter the report regenerates the files and shows the d
 Each grid exercises a part of the report: the quickstart (the endpoint, the questions, the speed A/A over
 sessions), the attribution core with its ablations, sham, inert arm and forced states, strategies compared,
 a protection dose-response, and recovered models. The records are built from seeds, so the files depend on
-nothing but the code.
+nothing but the code. A sixth case is the records of a real quickstart run, kept in ``golden/real_quickstart``.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -113,14 +114,22 @@ CASES: dict[str, Callable[[], tuple[list[ConditionRecord], dict]]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+REAL = "real_quickstart"  # the records of a real make demo run (2026-12-07, embedded model), kept as they were
+
+
+@pytest.mark.parametrize("case", [*CASES, REAL])
 def test_the_report_of_a_fixed_grid_is_byte_identical_to_its_golden_files(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    records, parameters = CASES[case]()
-    monkeypatch.chdir(tmp_path)  # relative paths: the files name "run", not this test's folder
-    write_records("run", records)
-    write_sweep("run", parameters)
+    if case == REAL:
+        shutil.copytree(GOLDEN / REAL / "run_records", tmp_path / "run" / "records")
+        shutil.copyfile(GOLDEN / REAL / "sweep.yaml", tmp_path / "run" / "sweep.yaml")
+        monkeypatch.chdir(tmp_path)
+    else:
+        records, parameters = CASES[case]()
+        monkeypatch.chdir(tmp_path)  # relative paths: the files name "run", not this test's folder
+        write_records("run", records)
+        write_sweep("run", parameters)
     write_report([Path("run")], Path("report"), ReportOptions(plots=False))
     for name in FILES:
         got = (Path("report") / name).read_bytes()
