@@ -319,7 +319,7 @@ def sham_verdict(
 
 
 def is_sham(design: Design, arm: Arm) -> bool:
-    return bool(design.agency_settings.get(arm.label, {}).get(AGENCY_PREFIX + "sham"))
+    return bool(arm.settings.get(AGENCY_PREFIX + "sham"))
 
 
 def _design_dose(design: Design, series: Series, arm: Arm, level: float) -> Dose | None:
@@ -351,7 +351,7 @@ def sham_matches(
 
 def _is_run_time(design: Design, variant: Arm, main: Arm) -> bool:
     """Whether ``variant`` departs from ``main`` in a run-time part (a state) or is the sham."""
-    mine, theirs = design.agency_settings.get(variant.label, {}), design.agency_settings.get(main.label, {})
+    mine, theirs = variant.settings, main.settings
     if mine.get(AGENCY_PREFIX + "sham"):
         return True
     return any(mine.get(AGENCY_PREFIX + k) != theirs.get(AGENCY_PREFIX + k) for k in RUN_TIME_SWITCHES)

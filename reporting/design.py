@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -96,37 +95,36 @@ class Arm:
     """The baseline, or one agency arm named by the agency settings it does not share with the others; either
     with `` + <kind> protection (<fraction>%)`` when the pruning protected heads without the agency layer.
 
-    Arms sort as: the baseline, the protected baselines, the main agency arm, then the variants by label.
+    Built once, with the design, from its records' settings (:func:`arm_labels`): what an arm is (agency,
+    protection, sham, inert) is read from its fields, never parsed back from ``label``, which is for display.
+    Arms are equal when their labels are (one label, one arm). They sort as: the baseline, the protected
+    baselines, the main agency arm, then the variants by their settings (numbers by value, so a dose-response
+    over the protected fraction reads 0, 5, 15, 30%).
     """
 
     label: str
+    agency: bool = field(default=False, compare=False)
+    main: bool = field(default=False, compare=False)  # the baseline or the default agency arm, unprotected
+    protection: tuple[str, float] = field(default=("none", 0.0), compare=False)
+    sham: bool = field(default=False, compare=False)
+    inert: bool = field(default=False, compare=False)  # agency with every run-time part and its pruning off
+    real: str | None = field(default=None, compare=False)  # a sham's real arm: its label without the sham
+    settings: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # agency flat keys
+    order: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def __lt__(self, other: Arm) -> bool:
-        return self._rank() < other._rank()
-
-    def _rank(self) -> tuple[bool, bool, str]:
-        # numbers compare by value, so a dose-response over the protected fraction reads 0, 5, 15, 30%
-        natural = re.sub(r"\d+(?:\.\d+)?", lambda m: f"{float(m.group()):012.4f}", self.label)
-        return (self.agency, not self.main, natural)
-
-    @property
-    def agency(self) -> bool:
-        return not self.label.startswith(BASELINE)
+        return (self.agency, not self.main, self.order) < (other.agency, not other.main, other.order)
 
     @property
     def protected(self) -> bool:
         """A baseline whose pruning kept a protected set of heads (no agency layer): an attribution control."""
-        return self.label.startswith(BASELINE + PROTECTION_JOIN)
-
-    @property
-    def main(self) -> bool:
-        return self.label in (BASELINE, MAIN_AGENCY)
+        return not self.agency and self.with_protection
 
     @property
     def with_protection(self) -> bool:
         """Any arm whose pruning kept a protected set out (a grid over protection and agency makes agency
         arms with it too: their pruning differs from the agency arm's, so they are no ablation of it)."""
-        return PROTECTION_JOIN in self.label
+        return self.protection[0] != NO_PROTECTION
 
 
 @dataclass(frozen=True, order=True)
@@ -218,8 +216,15 @@ def _agency_flats(records: list[ConditionRecord]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _departure_parts(flat: dict[str, Any]) -> list[str]:
-    return [f"{name}={_text(flat.get(AGENCY_PREFIX + name))}" for name in flat.get(DEPARTURES_KEY) or []]
+Part = tuple[str, Any]  # a setting in which an agency arm departs from the others: (name, value)
+
+
+def _part_text(part: Part) -> str:
+    return f"{part[0]}={_text(part[1])}"
+
+
+def _departure_parts(flat: dict[str, Any]) -> list[Part]:
+    return [(name, flat.get(AGENCY_PREFIX + name)) for name in flat.get(DEPARTURES_KEY) or []]
 
 
 def shared_agency_settings(records: list[ConditionRecord]) -> list[str]:
@@ -232,22 +237,11 @@ def shared_agency_settings(records: list[ConditionRecord]) -> list[str]:
     flats = [flat for flat in _agency_flats(records).values() if flat.get(AGENCY_ENABLED_KEY)]
     if not flats or not all(DEPARTURES_KEY in flat for flat in flats):
         return []
-    common = set.intersection(*(set(_departure_parts(flat)) for flat in flats))
+    common = set.intersection(*({_part_text(p) for p in _departure_parts(flat)} for flat in flats))
     return sorted(part for part in common if part.split("=", 1)[0] not in AGENCY_SWITCHES)
 
 
 PROTECTION_JOIN = " + "
-SHAM_PART = "sham=true"  # the part of an arm's label that names the sham (a switch, never shared away)
-
-
-def real_arm_label(sham_label: str) -> str:
-    """The arm a sham replays: the sham's label without ``sham=true`` (``agency(overload_margin=0, sham=true)``
-    replays ``agency(overload_margin=0)``; ``agency(sham=true)`` replays ``agency``)."""
-    base, join, protection = sham_label.partition(PROTECTION_JOIN)
-    inner = base[len(MAIN_AGENCY) + 1 : -1] if base.startswith(MAIN_AGENCY + "(") else ""
-    parts = [part for part in inner.split(", ") if part and part != SHAM_PART]
-    real = f"{MAIN_AGENCY}({', '.join(parts)})" if parts else MAIN_AGENCY
-    return real + join + protection
 
 
 def protection_of(flat: dict[str, Any]) -> tuple[str, float]:
@@ -281,49 +275,75 @@ def forces_states(flat: dict[str, Any]) -> bool:
     return any(isinstance(o, dict) and o.get("state") not in (None, "active") for o in overrides)
 
 
+def _value_order(value: Any) -> tuple[int, Any]:
+    """Numbers by value, before text (as a person reads a list of settings)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, _text(value))
+
+
+def _agency_label(parts: list[Part]) -> str:
+    return f"{MAIN_AGENCY}({', '.join(_part_text(p) for p in parts)})" if parts else MAIN_AGENCY
+
+
+def _arm(flat: dict[str, Any], parts: list[Part] | None) -> Arm:
+    """The arm of one record: the baseline (``parts`` None) or the agency arm departing in ``parts``."""
+    protection = protection_of(flat)
+    suffix = protection_label(*protection)
+    protection_order = (0,) if not suffix else (1, *protection)
+    if parts is None:
+        return Arm(BASELINE + suffix, main=not suffix, protection=protection, order=((), protection_order))
+    sham = any(name == "sham" and _text(value) == "true" for name, value in parts)
+    real = [part for part in parts if part[0] != "sham"]
+    return Arm(
+        _agency_label(parts) + suffix,
+        agency=True,
+        main=not parts and not suffix,
+        protection=protection,
+        sham=sham,
+        inert=is_inert(flat),
+        real=_agency_label(real) + suffix if sham else None,
+        settings={k: v for k, v in flat.items() if k.startswith(AGENCY_PREFIX)},
+        order=(tuple((name, _value_order(value)) for name, value in parts), protection_order),
+    )
+
+
 def arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
-    """Each record's arm (:func:`agency_arm_labels`), with its pruning-side protection appended."""
-    arms = agency_arm_labels(records)
-    for record in records:
-        flat = flatten(record.config)
-        suffix = protection_label(*protection_of(flat))
-        if suffix:
-            arms[record.condition_id] = Arm(arms[record.condition_id].label + suffix)
-    return arms
+    """Each record's arm (named by :func:`agency_departures`, with its pruning-side protection appended), one
+    object per label: the arms of a design are built here, once."""
+    departures = agency_departures(records)
+    arms = {r.condition_id: _arm(resolved_flat(r.config), departures[r.condition_id]) for r in records}
+    one_per_label = {arm.label: arm for arm in arms.values()}
+    return {cid: one_per_label[arm.label] for cid, arm in arms.items()}
 
 
-def agency_arm_labels(records: list[ConditionRecord]) -> dict[str, Arm]:
-    """Each record's arm: ``baseline``, ``agency`` (the default agency layer) or ``agency(key=value, ...)``
-    listing the settings in which it departs from the default (leaving out :func:`shared_agency_settings`).
-    Records that do not say what the defaults are are labelled against the settings most agency records share
-    (every key without a majority is listed)."""
+def agency_departures(records: list[ConditionRecord]) -> dict[str, list[Part] | None]:
+    """Per record, None for the baseline, else the settings in which its agency arm departs from the default
+    (leaving out :func:`shared_agency_settings`): an empty list is the default agency layer. Records that do not
+    say what the defaults are are read against the settings most agency records share (every key without a
+    majority is listed)."""
     flats = _agency_flats(records)
     agency_ids = [cid for cid, flat in flats.items() if flat.get(AGENCY_ENABLED_KEY)]
+    parts: dict[str, list[Part] | None] = {cid: None for cid in flats if cid not in agency_ids}
     if agency_ids and all(DEPARTURES_KEY in flats[cid] for cid in agency_ids):
         shared = set(shared_agency_settings(records))
-        arms = {cid: Arm(BASELINE) for cid in flats if cid not in agency_ids}
         for cid in agency_ids:
-            parts = [part for part in _departure_parts(flats[cid]) if part not in shared]
-            arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(parts)})" if parts else MAIN_AGENCY)
-        return arms
+            parts[cid] = [p for p in _departure_parts(flats[cid]) if _part_text(p) not in shared]
+        return parts
     majority: dict[str, Any] = {}
     keys = sorted({k for cid in agency_ids for k in flats[cid]} - {DEPARTURES_KEY})
     for key in keys:
         counts = Counter(repr(flats[cid].get(key)) for cid in agency_ids).most_common()
         if len(counts) == 1 or counts[0][1] > counts[1][1]:
             majority[key] = counts[0][0]
-    arms = {}
-    for cid, flat in flats.items():
-        if not flat.get(AGENCY_ENABLED_KEY):
-            arms[cid] = Arm(BASELINE)
-            continue
-        departs = [
-            f"{k[len(AGENCY_PREFIX) :]}={_text(flat.get(k))}"
+    for cid in agency_ids:
+        flat = flats[cid]
+        parts[cid] = [
+            (k[len(AGENCY_PREFIX) :], flat.get(k))
             for k in keys
             if k not in majority or repr(flat.get(k)) != majority[k]
         ]
-        arms[cid] = Arm(f"{MAIN_AGENCY}({', '.join(departs)})" if departs else MAIN_AGENCY)
-    return arms
+    return {cid: parts[cid] for cid in flats}
 
 
 def parse_where(clauses: Iterable[str]) -> list[tuple[str, Any]]:
@@ -363,16 +383,6 @@ class Design:
         self.flat = {r.condition_id: resolved_flat(r.config) for r in records}
         self.has_recovery = any(r.recovery is not None for r in records)
         self.arm_of = arm_labels(records)
-        # Per arm label: its pruning-side protection, its agency flat settings (agency arms) and whether it is inert.
-        self.protection: dict[str, tuple[str, float]] = {}
-        self.inert: dict[str, bool] = {}
-        self.agency_settings: dict[str, dict[str, Any]] = {}
-        for record in records:
-            flat, label = self.flat[record.condition_id], self.arm_of[record.condition_id].label
-            self.protection[label] = protection_of(flat)
-            self.inert[label] = is_inert(flat)
-            if flat.get(AGENCY_ENABLED_KEY):
-                self.agency_settings[label] = {k: v for k, v in flat.items() if k.startswith(AGENCY_PREFIX)}
         self.cells: dict[Cell, list[ConditionRecord]] = defaultdict(list)
         for record in records:
             self.cells[self.cell_of(record)].append(record)
@@ -435,16 +445,16 @@ class Design:
         return [a for a in self.arms(series) if a.protected]
 
     def inert_arms(self, series: Series | None = None) -> list[Arm]:
-        return [a for a in self.arms(series) if a.agency and self.inert.get(a.label, False)]
+        return [a for a in self.arms(series) if a.agency and a.inert]
 
     def matched_control(self, series: Series, arm: Arm) -> Arm | None:
         """The protected baseline that makes ``arm``'s pruning choice without its layer: gradient protection of
         the fraction the agency arm protects (``protect_top_fraction``); None when the records hold none."""
-        fraction = self.agency_settings.get(arm.label, {}).get(AGENCY_PREFIX + "protect_top_fraction")
+        fraction = arm.settings.get(AGENCY_PREFIX + "protect_top_fraction")
         if fraction is None:
             return None
         for candidate in self.protected_baselines(series):
-            kind, protected = self.protection[candidate.label]
+            kind, protected = candidate.protection
             if kind == "gradient" and math.isclose(protected, float(fraction), abs_tol=1e-9):
                 return candidate
         return None

@@ -23,6 +23,7 @@ from reporting.format import level, slug
 from reporting.plot_data import PlotData, Skip
 from reporting.questions import QUESTIONS, Comparison, shown
 from reporting.statistics import Statistics
+from reporting.units import BASELINE_ARM
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path
             f"radar for {series.label()} T={temperature:g}: needs an unpruned (0%) level and a higher one"
         )
     high = levels[-1]
-    baseline = Arm("baseline")
+    baseline = BASELINE_ARM
     arms = data.arms(series)
     names = [n for n in LEVEL_METRICS if spec(n).direction != "reference" and spec(n).kind != "memory"]
     axes_names: list[str] = []

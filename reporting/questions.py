@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from record.catalogue import CATALOGUE, spec
-from reporting.design import SHAM_PART, Arm, Cell, Design, Series, real_arm_label
+from reporting.design import Arm, Cell, Design, Series
 from reporting.estimators import (
     SIGN_FLIP,
     Effect,
@@ -830,7 +830,7 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
             diffs = _averaged(design, series, pruned, temperatures, variant, reference, units)
             what = (
                 "the heads the states damp matter"
-                if SHAM_PART in variant.label
+                if variant.sham
                 else "the switched-off part helps"
             )
             result.append(
@@ -869,10 +869,9 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
 def _ablation_reference(variant: Arm, arms: list[Arm], main: Arm | None) -> Arm | None:
     """What a variant is compared with: a sham with its real arm (the same settings without the sham) when
     that arm ran, every other variant with the main agency arm."""
-    if SHAM_PART in variant.label:
-        real = real_arm_label(variant.label)
+    if variant.sham:
         for arm in arms:
-            if arm.label == real and arm != variant:
+            if arm.label == variant.real and arm != variant:
                 return arm
     return main
 

@@ -36,7 +36,7 @@ from reporting.attribution import (
     inert_aa,
     strategies,
 )
-from reporting.design import Cell, Design, shared_agency_settings
+from reporting.design import Arm, Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
 from reporting.optimal import LevelChoice, Margin, ParetoFront, optimal_levels, pareto_fronts
 from reporting.questions import (
@@ -167,10 +167,10 @@ class Statistics:
             "degenerate_repetition": self.units.degenerate_repetition,
             "reading": "estimates are on the analysis scale (log ratios for log-scale metrics); 'shown' converts "
             "them (x exp; slopes per 10 points of pruning); p_holm is adjusted over 'adjusted_with'",
-            "cells": [dataclasses.asdict(c) for c in self.cells],
+            "cells": [as_dict(c) for c in self.cells],
             "comparisons": [
                 {
-                    **dataclasses.asdict(c),
+                    **as_dict(c),
                     "role": c.role,
                     "adjusted_with": c.adjusted_with,
                     "shown": [
@@ -188,12 +188,12 @@ class Statistics:
                 "perplexity and over evaluation windows of corpus perplexity <= log(margin)); bootstrap: "
                 "prompts and windows resampled, the choice made again",
                 "margin": self.margin.ratio,
-                "choices": [dataclasses.asdict(c) for c in self.optimal],
+                "choices": [as_dict(c) for c in self.optimal],
             },
             "pareto_front": {
                 "rule": "per arm, levels not dominated in (tokens/s higher, reference perplexity ratio to the "
                 "unpruned model lower)",
-                "fronts": [{**dataclasses.asdict(f), "front": f.front} for f in self.fronts],
+                "fronts": [{**as_dict(f), "front": f.front} for f in self.fronts],
             },
             "attribution": {
                 "rule": "per prompt on the log scale, agency/baseline = (protected baseline/baseline: the pruning "
@@ -223,6 +223,20 @@ class Statistics:
             "problems": self.problems,
             "notes": self.notes,
         }
+
+
+ARM_FIELDS = frozenset(f.name for f in dataclasses.fields(Arm))
+
+
+def _arm_as_label(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``dataclasses.asdict``'s dict factory: an arm is written as its label (what it is, the design says)."""
+    fields = dict(pairs)
+    return {"label": fields["label"]} if fields.keys() == ARM_FIELDS else fields
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dataclass of the statistics as the JSON file holds it."""
+    return dataclasses.asdict(value, dict_factory=_arm_as_label)
 
 
 def describe_metric(design: Design, cell: Cell, metric: str) -> Description | None:

@@ -23,7 +23,6 @@ from reporting.attribution import (
     dose_of,
     sham_verdict,
 )
-from reporting.design import SHAM_PART, real_arm_label
 from reporting.format import MISSING, effect_text, floor_text, level, pval
 from reporting.questions import (
     ATTRIBUTION_FAMILY,
@@ -524,7 +523,8 @@ def _cell_dose(stats: Statistics, series, arm_label: str, at: float) -> Dose | N
 
 def sham_match_section(stats: Statistics) -> list[str]:
     """The sham's dose beside the real arm's at each level, and whether it is matched within the tolerance."""
-    shams = sorted({(c.cell.series, c.cell.arm.label) for c in stats.cells if SHAM_PART in c.cell.arm.label})
+    real_of = {c.cell.arm.label: c.cell.arm.real for c in stats.cells if c.cell.arm.sham}
+    shams = sorted({(c.cell.series, c.cell.arm.label) for c in stats.cells if c.cell.arm.sham})
     if not shams:
         return []
     lines = ["### Is the sham matched to the real arm?", ""]
@@ -542,7 +542,7 @@ def sham_match_section(stats: Statistics) -> list[str]:
         for at in sorted(
             {c.cell.level for c in stats.cells if c.cell.series == series and c.cell.arm.label == label}
         ):
-            real = _cell_dose(stats, series, real_arm_label(label), at)
+            real = _cell_dose(stats, series, str(real_of[label]), at)
             sham = _cell_dose(stats, series, label, at)
             _, said = sham_verdict(real, sham, stats.min_acted_share)
             table.append(

@@ -27,7 +27,7 @@ from record.catalogue import spec
 from record.schema import ConditionRecord
 from reporting.design import BASELINE, Arm, Cell, Design, Series, TimedValue, timed_values
 
-BASELINE_ARM = Arm(BASELINE)
+BASELINE_ARM = Arm(BASELINE, main=True, order=((), (0,)))  # as the design builds the unprotected baseline
 DEFAULT_DEGENERATE_PERPLEXITY = 1000.0
 # A loop scores a LOW reference perplexity (the unpruned model predicts its own repeats well), so perplexity alone
 # cannot flag it: a sample that repeats more than this share of its 4-grams is degenerate too. Ordinary text
