@@ -181,7 +181,7 @@ def attach_agency(
     layout = gates.layout
     recorder = FocusRecorder(layout.num_layers, layout.num_heads, gates.kept_heads)
     gates.factor_provider = controller.layer_factors
-    controller.focus_source = recorder
+    controller.connect(recorder)
     attentions = adapter.attention_modules(model)
     for layer, attn in enumerate(attentions):
         if gates.kept_heads[layer]:
@@ -189,7 +189,7 @@ def attach_agency(
 
     def detach() -> None:
         gates.factor_provider = None
-        controller.release_source()
+        controller.disconnect()
         for attn in attentions:
             attn.focus_observer = None
 

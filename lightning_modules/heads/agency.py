@@ -1,14 +1,19 @@
 """The agency layer over attention heads: per-head states, consent and gate factors.
 
 Pure torch: the model integration computes each head's *focus* on the newest
-token, hands it over once per forward (``focus_source``; :meth:`AgencyController.observe`
-takes one layer), and multiplies each head's output by
+token into a focus source it connects (:meth:`AgencyController.connect`; the
+controller takes the focus of every layer from it at the next forward's start,
+the one way focus reaches the states), and multiplies each head's output by
 :meth:`AgencyController.gate_factors`. Nothing here touches a model, so the state
-machine can be tested on synthetic signals.
+machine can be tested on synthetic signals. The parts, one job each:
+``agency_state_machine`` (focus in, factors out), ``agency_focus`` (focus waiting
+for the next forward), ``agency_tally`` (the manipulation check) and
+``sham_replay`` (the sham's exact replay of the real layer).
 
 The agency layer is a hypothesis under test, not a known improvement. The states
 are one table (``record/agency_states.py``: name, factor setting, whether it
-recovers, colour); what triggers each::
+recovers, colour); what triggers each (a run-time trigger is an
+``agency_state_machine.Trigger``; overload is ``OverloadTrigger``)::
 
     active      0   works normally (factor ``active_factor``, default 1.0)
     overloaded  1   its utilization (a running average of its focus on the newest
@@ -47,12 +52,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
+from lightning_modules.heads.agency_focus import FocusInbox, FocusSource
+from lightning_modules.heads.agency_state_machine import (
+    AgencyStateMachine,
+    HeadStart,
+    OverloadTrigger,
+    Trigger,
+)
+from lightning_modules.heads.agency_tally import AgencyTally
 from lightning_modules.heads.protection import most_important
+from lightning_modules.heads.sham_replay import ShamReplay, Trace, TraceRecorder, permuted
 from record.agency_states import STATE_CODES, STATE_NAMES, STATES, AgencyState
 from record.errors import ConfigError, is_int, is_number, require
 from record.identity import AGENCY_COMPONENTS, AgencyComponent
@@ -69,16 +83,6 @@ Ablation = Literal["none", AgencyComponent, "sham"]  # one arm of an ablation st
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 Head = tuple[int, int]
-
-
-class FocusSource(Protocol):
-    """Where one forward's focus of every layer comes from (``attention.FocusRecorder``)."""
-
-    observed: Tensor | None  # [layers] bool: the layers it covers; None: all
-
-    def focus(self) -> Tensor | None: ...  # [batch, layers, heads] of the last forward, or None
-
-    def clear(self) -> None: ...
 
 
 @dataclass
@@ -258,14 +262,15 @@ class AgencySignals:
 
 
 class AgencyController:
-    """Per-sample head states for one model; driven once per forward by the model integration.
+    """Per-sample head states for one model, driven once per forward by the model integration.
 
-    Per-head initial signals ([layers, heads]) come from calibration and explicit
-    overrides; ``reset`` expands them to per-sample tensors ([batch, layers,
-    heads]) so every prompt of a batch evolves on its own and nothing leaks from
-    one batch to the next. The hot path is ``begin_step``, once per forward over all
-    layers, vectorised; it reads one flag from the tensors on the CPU only (whether
-    any factor differs from 1), so on an accelerator it never waits for the device.
+    It wires the parts together and owns the per-head start (calibration and explicit overrides): the
+    ``machine`` (``AgencyStateMachine``) moves the states, the ``inbox`` (``FocusInbox``) holds the focus not
+    yet folded in, the ``tally`` (``AgencyTally``) counts what every forward ran with, and a replayed sham's
+    factors come from its ``replay`` (``ShamReplay``). ``reset`` expands the per-head start to every row of a
+    batch so nothing leaks from one batch to the next. The hot path is ``begin_step``, once per forward over
+    all layers, vectorised; it reads one flag from the tensors on the CPU only (whether any factor differs
+    from 1), so on an accelerator it never waits for the device.
     """
 
     def __init__(
@@ -276,6 +281,7 @@ class AgencyController:
         num_tokens: int = 50,
         device: torch.device | str = "cpu",
         states: Sequence[AgencyState] = STATES,
+        triggers: Sequence[Trigger] = (),
     ) -> None:
         if num_layers < 1 or num_heads < 1:
             raise ValueError(f"num_layers={num_layers}, num_heads={num_heads} are invalid; both must be >= 1")
@@ -291,8 +297,8 @@ class AgencyController:
         self.consent = torch.ones(shape, dtype=torch.bool, device=self.device)
         self.prune_consent = torch.ones(shape, dtype=torch.bool, device=self.device)
         self.initial_utilization = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        self.overload_level = torch.full(
-            shape, config.overload_threshold, dtype=torch.float32, device=self.device
+        self.overload_trigger = OverloadTrigger(
+            torch.full(shape, config.overload_threshold, dtype=torch.float32, device=self.device)
         )
         self.misaligned: list[MisalignedHead] = []
         self.misalignment_tested = 0
@@ -300,36 +306,68 @@ class AgencyController:
         self.sham_index: Tensor | None = (
             None  # [layers, heads]: head h receives the factor of head sham_index[h]
         )
-        # A replayed sham (``record_trace`` on the real layer, ``replay_trace`` on the sham): per batch, the
-        # states and factors each forward of the real layer ran with.
-        self._recording: list[list[tuple[Tensor, Tensor]]] | None = None
-        self._replay: list[list[tuple[Tensor, Tensor]]] | None = None
-        self._replay_batch = -1
-        self._batch_forwards = 0
-        self._explicit: dict[Head, dict[str, Any]] = {}
-        self._factor_table = torch.tensor(
+        self.machine = AgencyStateMachine(
+            self.state_names,
             [getattr(config, state.factor_setting) for state in self.states],
-            dtype=torch.float32,
+            [state.recovers for state in self.states],
+            num_layers=num_layers,
+            num_heads=num_heads,
+            recovery_steps=self.recovery_steps,
+            utilization_alpha=config.utilization_alpha,
+            no_consent_factor=config.no_consent_factor,
+            gating=config.state_gating,
+            triggers=[*([self.overload_trigger] if config.overload else []), *triggers],
             device=self.device,
         )
-        self._recovers = torch.tensor(
-            [state.recovers for state in self.states], dtype=torch.bool, device=self.device
+        self.tally = AgencyTally(
+            self.state_names, num_layers, num_heads, counts_removed=config.state_gating, device=self.device
         )
-        self._codes = torch.arange(len(self.states), device=self.device)
-        self._consent_factor = torch.ones(shape, dtype=torch.float32, device=self.device)
-        self.batch_size = 0
-        self.state: Tensor | None = None
-        self.utilization: Tensor | None = None
-        self.steps_in_state: Tensor | None = None
-        self.automatic: Tensor | None = None
-        self.focus_source: FocusSource | None = None  # the model integration's per-forward focus
-        self._layer_focus: Tensor | None = None  # focus noted by ``observe`` since the last boundary
-        self._layers_seen: Tensor | None = None
-        self._step_open = False
+        self.inbox = FocusInbox()
+        self.recorder: TraceRecorder | None = None  # the real layer of a replayed sham (``record_trace``)
+        self.replay: ShamReplay | None = None  # a replayed sham's factor provider (``replay_trace``)
+        self._explicit: dict[Head, dict[str, Any]] = {}
         self._factors = torch.ones(1, num_layers, num_heads, device=self.device)
         self._gating = [False] * num_layers  # per layer: does any factor of this forward differ from 1
-        self.reset_statistics()
         self.apply_overrides()
+
+    # ------------------------------------------------------------ the machine's states, read through
+    @property
+    def batch_size(self) -> int:
+        return self.machine.batch_size
+
+    @property
+    def state(self) -> Tensor | None:
+        return self.machine.state
+
+    @property
+    def utilization(self) -> Tensor | None:
+        return self.machine.utilization
+
+    @property
+    def steps_in_state(self) -> Tensor | None:
+        return self.machine.steps_in_state
+
+    @property
+    def automatic(self) -> Tensor | None:
+        return self.machine.automatic
+
+    @property
+    def _entries(self) -> Tensor:
+        """Entries per state (``machine.entries``), for triggers written as subclasses before ``Trigger``."""
+        return self.machine.entries
+
+    @property
+    def steps(self) -> int:
+        """Forwards counted since ``reset_statistics``."""
+        return self.tally.forwards
+
+    @property
+    def overload_level(self) -> Tensor:
+        return self.overload_trigger.level
+
+    @overload_level.setter
+    def overload_level(self, level: Tensor) -> None:
+        self.overload_trigger.level = level
 
     # ---------------------------------------------------------------- signals
     def apply_calibration(self, signals: AgencySignals) -> None:
@@ -417,61 +455,22 @@ class AgencyController:
         """Start a batch: every row starts from the initial signals; nothing carries over."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; must be >= 1")
-        if self.state is not None:
+        if self.machine.state is not None:
             self._fold_pending()  # the last batch's last forward: its entries count in the transitions
-        elif self.focus_source is not None:
-            self.focus_source.clear()  # forwards before any batch (nothing to fold them into)
-        self._step_open = False
-        self._batch_forwards = 0
-        shape = (batch_size, self.num_layers, self.num_heads)
-        self.batch_size = batch_size
-        self.state = self.initial_state.expand(shape).clone()
-        self.automatic = self.initial_automatic.expand(shape).clone()
-        self.utilization = self.initial_utilization.expand(shape).clone()
-        self.steps_in_state = torch.zeros(shape, dtype=torch.long, device=self.device)
-        one = torch.ones((), dtype=torch.float32, device=self.device)
-        no_consent = torch.full((), self.config.no_consent_factor, dtype=torch.float32, device=self.device)
-        self._consent_factor = torch.where(self.consent, one, no_consent)
-        self._all_consent = bool(self.consent.all())
-        self._ones = torch.ones(shape, dtype=torch.float32, device=self.device)
-        if self._recording is not None:
-            self._recording.append([])
-        if self._replay is not None:
-            self._replay_batch += 1
-        self._refresh_factors()
-
-    # ------------------------------------------------------------ replayed sham
-    def record_trace(self) -> None:
-        """From the next ``reset`` on, keep the states and factors every forward runs with (the real layer of a
-        replayed sham); ``take_trace`` hands them over."""
-        self._recording = []
-
-    def take_trace(self) -> list[list[tuple[Tensor, Tensor]]]:
-        """What was recorded since ``record_trace``: per batch, per forward, (states, factors) [batch, layers,
-        heads]. Recording stops."""
-        trace, self._recording = self._recording or [], None
-        return trace
-
-    def replay_trace(self, trace: list[list[tuple[Tensor, Tensor]]] | None) -> None:
-        """Run the batches that follow with the real layer's states and factors, moved to other kept heads
-        of each layer by ``sham_index``, instead of this controller's own: the sham then damps exactly as
-        many head-steps of each layer, by the same factors, at the same forwards and rows, as the real layer
-        did. Its own focus is still observed (same cost), but changes no state. Batch k of the trace serves
-        the k-th ``reset``; forwards past a batch's trace run with every head active (the real layer never
-        ran them). None: back to the controller's own states."""
-        self._replay = trace
-        self._replay_batch = -1
+        else:
+            self.inbox.discard()  # forwards before any batch (nothing to fold them into)
+        start = HeadStart(self.initial_state, self.initial_automatic, self.initial_utilization, self.consent)
+        self.machine.reset(batch_size, start)
+        if self.recorder is not None:
+            self.recorder.start_batch()
+        if self.replay is not None:
+            self.replay.start_batch()
+        self._set_factors(*self._own_factors())
 
     def reset_statistics(self) -> None:
         """Forget step counts and transitions: the measured run starts here (warm-up and timing do not count)."""
-        self.steps = 0
-        self._forwards = 0
-        self._count_sum = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
-        # The manipulation check: row-forwards each head spent in each state, and the gate mass its factors removed.
-        shape = (self.num_layers, self.num_heads)
-        self._head_steps = torch.zeros((*shape, len(self.states)), dtype=torch.float64, device=self.device)
-        self._removed = torch.zeros(shape, dtype=torch.float64, device=self.device)
-        self._entries = torch.zeros(len(self.states), dtype=torch.float64, device=self.device)
+        self.tally.clear()
+        self.machine.clear_entries()
 
     def begin_step(self) -> None:
         """Start a forward: age the states, recover finished ones, fold in the last forward's focus, then fix
@@ -482,84 +481,39 @@ class AgencyController:
         on, for exactly ``recovery_steps`` forwards.
         """
         self._require_batch()
-        if self._step_open:
-            self.steps_in_state += 1
-        recover = self.automatic & self._recovers[self.state] & (self.steps_in_state >= self.recovery_steps)
-        self.state.masked_fill_(recover, ACTIVE)
-        self.steps_in_state.masked_fill_(recover, 0)
+        self.machine.age()
         self._fold_pending()
-        self.steps += 1
-        self._batch_forwards += 1
-        self._step_open = True
-        if self._replay is not None:
-            self._replay_forward()
+        if self.replay is None:
+            self._set_factors(*self._own_factors())
         else:
-            self._refresh_factors()
-        if self._recording is not None:
-            self._recording[-1].append((self.state.clone(), self._factors.expand_as(self.state).clone()))
-        self._count_forward()
+            state, factors = self.replay.next_forward(self.machine.state, self.machine.ones)
+            self.machine.adopt(state)
+            self._set_factors(factors)
+        if self.recorder is not None:
+            self.recorder.record(self.machine.state, self._factors)
+        self.tally.count(self.machine.state, self._factors)
 
-    def _replay_forward(self) -> None:
-        """This forward's states and factors from the real layer's trace (see ``replay_trace``)."""
-        batch = self._replay[self._replay_batch] if 0 <= self._replay_batch < len(self._replay) else []
-        forward = self._batch_forwards - 1
-        if forward < len(batch):
-            state, factors = batch[forward]
-            if tuple(state.shape) != tuple(self.state.shape):
-                raise ValueError(
-                    f"replayed states have shape {tuple(state.shape)}; expected {tuple(self.state.shape)} "
-                    "(the sham must run the real layer's batches in the same order and sizes)"
-                )
-            if self.sham_index is not None:
-                index = self.sham_index.expand_as(self.state)
-                state, factors = state.gather(2, index), factors.gather(2, index)
-            self.state = state.clone()
-            self._factors = factors
+    def _own_factors(self) -> tuple[Tensor, list[bool] | None]:
+        """The machine's factors, moved by ``sham_index`` (a sham that replays nothing: a training step);
+        with state gating off, 1 everywhere and no layer gated."""
+        if not self.machine.gating:
+            return self.machine.ones, [False] * self.num_layers
+        factors = self.machine.factors()
+        if self.sham_index is not None:
+            factors = permuted(factors, self.sham_index)
+        return factors, None
+
+    def _set_factors(self, factors: Tensor, gating: list[bool] | None = None) -> None:
+        """This forward's factors, [batch, layers, heads], and per layer whether any differs from 1: read once
+        per forward on the CPU (free there); on an accelerator the multiply stays, as reading the flags would
+        wait for the device every step."""
+        self._factors = factors
+        if gating is not None:
+            self._gating = gating
+        elif self.device.type == "cpu":
+            self._gating = factors.ne(1.0).any(dim=2).any(dim=0).tolist()
         else:
-            self.state = torch.full_like(self.state, ACTIVE)
-            self._factors = self._ones
-        self._find_gating()
-
-    def observe(self, layer: int, focus: Tensor) -> None:
-        """Note one layer's focus on the newest token ([batch, heads], in [0, 1]) of the forward now running;
-        it is folded in at the next ``begin_step`` (see ``observe_forward``). The model integration
-        hands all layers at once instead (``focus_source``)."""
-        self._require_batch()
-        expected = (self.batch_size, self.num_heads)
-        if tuple(focus.shape) != expected:
-            raise ValueError(f"focus has shape {tuple(focus.shape)}; expected {expected}")
-        if self._layer_focus is None:
-            self._layer_focus = torch.zeros(
-                self.batch_size, self.num_layers, self.num_heads, dtype=torch.float32, device=self.device
-            )
-            self._layers_seen = torch.zeros(self.num_layers, dtype=torch.bool, device=self.device)
-        self._layer_focus[:, layer] = focus.detach()
-        self._layers_seen[layer] = True
-
-    def observe_forward(self, focus: Tensor, layers: Tensor | None = None) -> None:
-        """Fold one forward's focus on the newest token ([batch, layers, heads], in [0, 1]) into utilization.
-
-        Running average with history weight ``alpha``: u <- alpha * u + (1 - alpha) * focus, over the
-        ``layers`` observed ([layers] bool; None: all). An active head whose utilization then exceeds its
-        overload level (strictly) becomes overloaded. NaN focus counts as 0 and values are clamped to
-        [0, 1], so one bad forward cannot poison the state machine. A new state's trigger overrides this.
-        """
-        if focus.dtype != torch.float32 or focus.device != self.device:
-            focus = focus.to(self.device, torch.float32)
-        f = torch.nan_to_num(focus.detach(), nan=0.0).clamp_(0.0, 1.0)
-        weight: float | Tensor = 1.0 - self.config.utilization_alpha
-        if layers is not None:
-            weight = layers.to(self.device, torch.float32)[:, None] * weight
-        self.utilization.lerp_(f, weight)  # alpha * u + (1 - alpha) * f in one op
-        if not self.config.overload or self._replay is not None:  # a replayed sham's states are the trace's
-            return
-        over = self.utilization.gt(self.overload_level).logical_and_(self.state.eq(ACTIVE))
-        if layers is not None:
-            over.logical_and_(layers.to(self.device)[:, None])
-        self.state.masked_fill_(over, OVERLOADED)
-        self.steps_in_state.masked_fill_(over, 0)
-        self.automatic.logical_or_(over)
-        self._entries[OVERLOADED] += over.sum()
+            self._gating = [True] * self.num_layers
 
     def gate_factors(self, layer: int) -> Tensor:
         """Per-row, per-head factor for ``layer`` in the forward now running ([batch, heads], float32).
@@ -576,117 +530,80 @@ class AgencyController:
         skip the multiply: contract 1 holds without it, and it is one cold op per layer saved)."""
         return self._factors[:, layer] if self._gating[layer] else None
 
-    def _refresh_factors(self) -> None:
-        """This forward's factors of every layer, [batch, layers, heads], and per layer whether any differs
-        from 1: read once per forward on the CPU (free there); on an accelerator the multiply stays, as
-        reading the flags would wait for the device every step."""
-        if not self.config.state_gating:
-            self._factors, self._gating = self._ones, [False] * self.num_layers
-            return
-        factors = self._factor_table[self.state]
-        if not self._all_consent:
-            factors = factors * self._consent_factor
-        if self.sham_index is not None:
-            factors = factors.gather(2, self.sham_index.expand_as(self.state))
-        self._factors = factors
-        self._find_gating()
+    # ------------------------------------------------------------------ focus
+    def connect(self, source: FocusSource) -> None:
+        """Take each forward's focus from ``source`` (the model integration's ``FocusRecorder``)."""
+        self.inbox.connect(source)
 
-    def _find_gating(self) -> None:
-        """Per layer, whether any factor of this forward differs from 1 (see ``_refresh_factors``)."""
-        if self.device.type == "cpu":
-            self._gating = self._factors.ne(1.0).any(dim=2).any(dim=0).tolist()
-        else:
-            self._gating = [True] * self.num_layers
+    def disconnect(self) -> None:
+        """Let go of the connected source (the model integration detaches), keeping the focus it holds of the
+        last forward: it is folded in at the next boundary, and a report still reads it."""
+        self.inbox.release(keep=self.machine.state is not None)
 
-    def _count_forward(self) -> None:
-        """The manipulation check of the forward now starting: the states and factors it runs with."""
-        hits = (
-            (self.state.unsqueeze(-1) == self._codes).sum(dim=0).to(torch.float64)
-        )  # [layers, heads, states]
-        self._head_steps += hits
-        self._count_sum += hits.sum(dim=(0, 1)) / self.batch_size
-        if self.config.state_gating:
-            self._removed += (1.0 - self._factors).sum(dim=0).to(torch.float64)
-        self._forwards += 1
+    def observe(self, layer: int, focus: Tensor) -> None:
+        """Put one layer's focus on the newest token ([batch, heads], in [0, 1]) of the forward now running
+        into the inbox, as a source of its own (tests, ``attention.FocusObserver``); it is folded in at the
+        next boundary with the rest."""
+        self._require_batch()
+        self.inbox.layer_source(self.batch_size, self.num_layers, self.num_heads, self.device).put(
+            layer, focus
+        )
 
-    def release_source(self) -> None:
-        """Let go of ``focus_source`` (the model integration detaches), keeping the focus it holds of the last
-        forward: it is folded in at the next boundary, and a report still reads it."""
-        source, self.focus_source = self.focus_source, None
-        if source is None:
-            return
-        focus = source.focus() if self.state is not None else None
-        if focus is not None:
-            if self._layer_focus is None:
-                self._layer_focus = focus.contiguous()  # the source's buffer is reused by its next forward
-                self._layers_seen = (
-                    torch.ones(self.num_layers, dtype=torch.bool, device=self.device)
-                    if source.observed is None
-                    else source.observed.to(self.device)
-                )
-            else:
-                self.observe_forward(focus, source.observed)
-        source.clear()
+    def observe_forward(self, focus: Tensor, layers: Tensor | None = None) -> None:
+        """Fold one forward's focus ([batch, layers, heads]) into the states: the one way focus reaches them,
+        called at the forward boundary for each source in the inbox (``AgencyStateMachine.observe``). A
+        replayed sham's states are the trace's: its focus moves utilization only."""
+        self.machine.observe(focus, layers, transitions=self.replay is None)
 
     def _fold_pending(self) -> None:
         """Fold in the focus observed since the last boundary, then forget it."""
-        source = self.focus_source
-        if source is not None:
-            focus = source.focus()
-            if focus is not None:
-                self.observe_forward(focus, source.observed)
-            source.clear()
-        if self._layer_focus is not None:
-            self.observe_forward(self._layer_focus, self._layers_seen)
-            self._layer_focus = self._layers_seen = None
-
-    def _require_batch(self) -> None:
-        if self.state is None:
-            raise RuntimeError("AgencyController.reset(batch_size) must be called before the first forward")
-
-    def acted(self, pruned_heads: Iterable[Sequence[int]] = ()) -> tuple[dict[str, float], float]:
-        """How much the states acted since ``reset_statistics``, over the kept heads' row-forwards: the share
-        spent in each non-active state, and the mean gate mass the states removed (0: the layer never acted).
-        Counted with the states and factors each forward ran with."""
-        head_steps, removed = self._head_steps, self._removed
-        kept = torch.ones((self.num_layers, self.num_heads), dtype=torch.bool, device=self.device)
-        for layer, head in pruned_heads:
-            if 0 <= layer < self.num_layers and 0 <= head < self.num_heads:
-                kept[layer, head] = False
-        per_state = head_steps[kept].sum(dim=0)
-        total = float(per_state.sum())
-        if total == 0:
-            return dict.fromkeys(self.state_names[1:], 0.0), 0.0
-        shares = {name: float(per_state[code]) / total for code, name in enumerate(self.state_names) if code}
-        return shares, float(removed[kept].sum()) / total
+        for focus, layers in self.inbox.take():
+            self.observe_forward(focus, layers)
 
     @contextmanager
     def _pending_folded(self) -> Iterator[None]:
-        """Read the states as if the focus not yet folded in were: on copies, so reading changes nothing."""
-        pending = (self.focus_source is not None and self.focus_source.focus() is not None) or (
-            self._layer_focus is not None
-        )
-        if self.state is None or not pending:
+        """Read the states as if the focus not yet folded in were: on a copy, so reading changes nothing."""
+        pending = self.inbox.pending()
+        if self.machine.state is None or not pending:
             yield
             return
-        names = ("state", "utilization", "steps_in_state", "automatic", "_entries")
-        saved = {name: getattr(self, name) for name in names}
-        layer_focus, layers_seen = self._layer_focus, self._layers_seen
-        for name, tensor in saved.items():
-            setattr(self, name, tensor.clone())
-        source, self.focus_source = self.focus_source, None
+        live, self.machine = self.machine, self.machine.copy()
         try:
-            if source is not None and (focus := source.focus()) is not None:
-                self.observe_forward(focus, source.observed)
-            if layer_focus is not None:
-                self.observe_forward(layer_focus, layers_seen)
+            for focus, layers in pending:
+                self.observe_forward(focus, layers)
             yield
         finally:
-            for name, tensor in saved.items():
-                setattr(self, name, tensor)
-            self.focus_source, self._layer_focus, self._layers_seen = source, layer_focus, layers_seen
+            self.machine = live
+
+    def _require_batch(self) -> None:
+        if self.machine.state is None:
+            raise RuntimeError("AgencyController.reset(batch_size) must be called before the first forward")
+
+    # ------------------------------------------------------------ replayed sham
+    def record_trace(self) -> None:
+        """From the next ``reset`` on, keep the states and factors every forward runs with (the real layer of a
+        replayed sham); ``take_trace`` hands them over."""
+        self.recorder = TraceRecorder()
+
+    def take_trace(self) -> Trace:
+        """What was recorded since ``record_trace``: per batch, per forward, (states, factors) [batch, layers,
+        heads]. Recording stops."""
+        recorder, self.recorder = self.recorder, None
+        return recorder.trace if recorder is not None else []
+
+    def replay_trace(self, trace: Trace | None) -> None:
+        """Run the batches that follow with the real layer's states and factors, moved to other kept heads
+        of each layer by ``sham_index``, instead of this controller's own (``ShamReplay``): the sham then
+        damps exactly as many head-steps of each layer, by the same factors, at the same forwards and rows,
+        as the real layer did. Its own focus is still observed (same cost), but changes no state. Batch k
+        of the trace serves the k-th ``reset``. None: back to the controller's own states."""
+        self.replay = None if trace is None else ShamReplay(trace, self.sham_index)
 
     # ---------------------------------------------------------------- report
+    def acted(self, pruned_heads: Iterable[Sequence[int]] = ()) -> tuple[dict[str, float], float]:
+        """How much the states acted since ``reset_statistics`` (``AgencyTally.acted``)."""
+        return self.tally.acted(pruned_heads)
+
     def report(self, pruned_heads: Iterable[Sequence[int]]) -> AgencyReport:
         """The record's agency part. Reads state, changes nothing.
 
@@ -702,18 +619,15 @@ class AgencyController:
 
     def _report(self, pruned_heads: Iterable[Sequence[int]]) -> AgencyReport:
         pruned = {(int(p[0]), int(p[1])) for p in pruned_heads}
-        acted_share, gate_mass_removed = self.acted(pruned)
-        if self.state is None:
+        acted_share, gate_mass_removed = self.tally.acted(pruned)
+        codes = torch.arange(len(self.states), device=self.device)
+        if self.machine.state is None:
             state, utilization = self.initial_state.unsqueeze(0), self.initial_utilization.unsqueeze(0)
-            end_counts = (state.unsqueeze(-1) == self._codes).sum(dim=(0, 1, 2)).to(torch.float64)
+            end_counts = (state.unsqueeze(-1) == codes).sum(dim=(0, 1, 2)).to(torch.float64)
         else:
-            state, utilization = self.state, self.utilization
-            end_counts = (state.unsqueeze(-1) == self._codes).sum(dim=(0, 1, 2)).to(
-                torch.float64
-            ) / self.batch_size
-        n = self._forwards
-        mean_counts = self._count_sum / n if n else torch.zeros_like(self._count_sum)
-        per_head = (state.unsqueeze(-1) == self._codes).sum(dim=0)
+            state, utilization = self.machine.state, self.machine.utilization
+            end_counts = (state.unsqueeze(-1) == codes).sum(dim=(0, 1, 2)).to(torch.float64) / self.batch_size
+        per_head = (state.unsqueeze(-1) == codes).sum(dim=0)
         withdrawn = (self.initial_state == WITHDRAWN) | (state == WITHDRAWN).any(dim=0)
         effective = self.config.withdrawn_factor * torch.where(
             self.consent,
@@ -721,7 +635,7 @@ class AgencyController:
             torch.full((), self.config.no_consent_factor, device=self.device),
         )
         prune_consent = self.prune_consent.tolist()
-        end_list, mean_list, entries = end_counts.tolist(), mean_counts.tolist(), self._entries.tolist()
+        end_list, entries = end_counts.tolist(), self.machine.entries.tolist()
         mode = (
             f"relative: calibrated level (quantile {self.config.overload_quantile:g}) + "
             f"{self.config.overload_margin:g}"
@@ -730,7 +644,7 @@ class AgencyController:
         )
         return AgencyReport(
             state_counts_end={name: float(end_list[i]) for i, name in enumerate(self.state_names)},
-            state_counts_mean={name: float(mean_list[i]) for i, name in enumerate(self.state_names)},
+            state_counts_mean=self.tally.mean_state_counts(),
             withholding_consent=int((~self.prune_consent).sum()),
             withholding_runtime_consent=int((~self.consent).sum()),
             violations={
@@ -739,7 +653,7 @@ class AgencyController:
             },
             state_map=[[self.state_names[code] for code in row] for row in per_head.argmax(dim=-1).tolist()],
             utilization_map=[[float(u) for u in row] for row in utilization.mean(dim=0).tolist()],
-            steps=int(self.steps),
+            steps=int(self.tally.forwards),
             transitions={
                 name: int(entries[code]) for code, name in enumerate(self.state_names) if code != ACTIVE
             },

@@ -426,8 +426,8 @@ def test_a_sham_damps_exactly_the_head_steps_the_real_layer_damped_on_other_head
         condition.agency.reset_statistics()
         for _ in range(2):  # two batches: the trace is replayed batch by batch
             decode_measured(condition, ids)
-        counts[name] = (condition.agency._head_steps.clone(), condition.agency._removed.clone())
-        assert condition.agency._replay is None  # replay ends with the run
+        counts[name] = (condition.agency.tally.head_steps.clone(), condition.agency.tally.removed.clone())
+        assert condition.agency.replay is None  # replay ends with the run
     (real_steps, real_removed), (sham_steps, sham_removed) = counts["real"], counts["sham"]
     assert real_steps[..., 1:].sum() > 0 and real_removed.sum() > 0  # the real layer acted
     assert torch.equal(real_steps.sum(dim=1), sham_steps.sum(dim=1))  # per layer and state
@@ -444,7 +444,7 @@ def test_a_sham_without_its_real_layer_permutes_its_own_states(tiny_llama_dir: P
         run(sham, token_ids())
     state = sham.agency.state
     index = sham.agency.sham_index.expand_as(state)
-    expected = sham.agency._factor_table[state].gather(2, index)
+    expected = sham.agency.machine.factor_table[state].gather(2, index)
     assert torch.equal(sham.agency.gate_factors(0), expected[:, 0])
 
 
