@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from record.catalogue import CATALOGUE
 from reporting.format import level, num
-from reporting.statistics import Statistics
+from reporting.results import Statistics
 
 COLUMNS = [m for m in CATALOGUE if "console" in m.views]  # chosen in the catalogue
 

@@ -65,7 +65,7 @@ def build_workspace(entity: str, project: str, sweep: str | None = None) -> Any:
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
 
-    from reporting.questions import QUESTIONS
+    from reporting.analyses.registry import QUESTIONS
 
     sections = [
         ws.Section(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reporting.design import Arm, Cell, Series
-from reporting.statistics import Description, Statistics
+from reporting.results import Description, Statistics
 
 
 class Skip(Exception):

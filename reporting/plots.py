@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from record.catalogue import CATALOGUE, spec
+from reporting.analyses.registry import QUESTIONS
+from reporting.comparison import Comparison, shown
 from reporting.design import Arm, Cell, Design, Series
 from reporting.format import level, slug
 from reporting.plot_data import PlotData, Skip
-from reporting.questions import QUESTIONS, Comparison, shown
-from reporting.statistics import Statistics
+from reporting.results import Statistics
 from reporting.units import BASELINE_ARM
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from run_helpers import REPO, tiny_sweep
 
-from reporting.attribution import UNINFORMATIVE
+from reporting.analyses.manipulation import UNINFORMATIVE
 
 VARIANT = "agency(state_gating=false)"
 

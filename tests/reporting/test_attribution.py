@@ -25,25 +25,19 @@ from synthetic import (
     protected,
 )
 
-from reporting.attribution import (
-    ATTRIBUTION_SWEEP,
-    SHAM_TOLERANCE,
-    SHAM_UNMATCHED,
-    UNINFORMATIVE,
-    Dose,
-    sham_verdict,
-)
-from reporting.design import DesignError, build_design
-from reporting.questions import (
+from reporting.analyses.attribution import (
     ATTRIBUTION_FAMILY,
-    INERT_AA_FAMILY,
+    ATTRIBUTION_SWEEP,
     LAYER_FAMILY,
     PROTECTION_FAMILY,
-    STRATEGY_FAMILY,
 )
+from reporting.analyses.inert_aa import INERT_AA_FAMILY
+from reporting.analyses.manipulation import SHAM_TOLERANCE, SHAM_UNMATCHED, UNINFORMATIVE, Dose, sham_verdict
+from reporting.analyses.strategies import STRATEGY_FAMILY
+from reporting.design import DesignError, build_design
+from reporting.headline import HEADLINE_LINES
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
-from reporting.summary_attribution import HEADLINE_LINES
 
 ONE_T = replace(QUICKSTART, temperatures=(0.7,))
 MAIN = agency(departures=[])

@@ -8,9 +8,10 @@ from dataclasses import replace
 import pytest
 from synthetic import QUICKSTART, at_pruned_levels, build_records, write_run
 
+from reporting.analyses.corpus import CORPUS_FAMILY, NO_WINDOWS
+from reporting.comparison import key_of, shown
 from reporting.design import Arm, Cell, build_design
 from reporting.estimators import SIGN_FLIP, paired_effect
-from reporting.questions import CORPUS_FAMILY, NO_WINDOWS, key_of, shown
 from reporting.report import ReportOptions, write_report
 from reporting.statistics import compute_statistics
 from reporting.units import window_differences, window_values

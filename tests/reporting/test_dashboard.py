@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from record.catalogue import CATALOGUE
+from reporting.analyses.registry import QUESTIONS
 from reporting.dashboard import CONTROLS_SECTION, dashboard_main
-from reporting.questions import QUESTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -114,7 +114,8 @@ CASES: dict[str, Callable[[], tuple[list[ConditionRecord], dict]]] = {
 }
 
 
-REAL = "real_quickstart"  # the records of a real make demo run (2026-12-07, embedded model), kept as they were
+# the records of a real make demo run (2026-12-07, embedded model), kept as they were
+REAL = "real_quickstart"
 
 
 @pytest.mark.parametrize("case", [*CASES, REAL])

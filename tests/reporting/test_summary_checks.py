@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from synthetic import BASELINE, Grid, Noise, agency, build_records
 
+from reporting.analyses.aa import POSITIVE_CONTROL_FAMILY
 from reporting.design import build_design
-from reporting.questions import POSITIVE_CONTROL_FAMILY
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
 

@@ -10,9 +10,9 @@ import pytest
 from session_timings import sessions_timing
 from synthetic import AGENCY, make_record, timing_of
 
+from reporting.comparison import SESSION_UNITS, SESSIONS_TEST, speed_at
 from reporting.design import Arm, Cell, build_design
 from reporting.estimators import mean_t_effect, welch_effect
-from reporting.questions import SESSION_UNITS, SESSIONS_TEST, speed_at
 from reporting.units import (
     MAX_DISTANCE,
     Units,
