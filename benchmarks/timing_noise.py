@@ -72,8 +72,9 @@ def time_sessions(level: float, sessions: int, repeats: int) -> tuple[np.ndarray
     import torch
 
     from callbacks.speed import TOKENS_PER_SECOND, repeat_values
-    from lightning_modules.runs.runner import _decode_with, _speed_monitor, cells_of, plan_sweep
+    from lightning_modules.runs.runner import cells_of, plan_sweep
     from lightning_modules.runs.sweep_file import load_sweep
+    from lightning_modules.runs.timing import decode_with
 
     with tempfile.TemporaryDirectory() as folder:
         sweep = Path(folder) / "cell.yaml"
@@ -83,13 +84,13 @@ def time_sessions(level: float, sessions: int, repeats: int) -> tuple[np.ndarray
     (cell,) = cells_of(planned)
     cell = sorted(cell, key=lambda p: p.header.config["model"]["agency"]["enabled"])  # baseline first
     first = cell[0].cli
-    monitor = _speed_monitor(first)
+    monitor = first.speed_monitor
     batch = monitor.timed_batch(*first.module.timing_inputs_for(first.datamodule))
     values = np.full((sessions, len(cell), repeats), np.nan)
     for session in range(sessions):
         conditions = [(p, p.cli.module.build(p.cli.device)) for p in cell]
         try:
-            decodes = [_decode_with(p.cli.module, condition) for p, condition in conditions]
+            decodes = [decode_with(p.cli.module, condition) for p, condition in conditions]
             for decode in decodes:
                 decode(batch, batch.warmup_tokens)
             for r, order in enumerate(abba(repeats)):

@@ -219,14 +219,27 @@ def artifact_name(condition_id: str) -> str:
 
 
 def arm_label(flat: dict[str, Any]) -> str:
-    """``baseline``, ``agency``, or ``agency(key=value ...)`` naming where the arm departs from the defaults."""
-    if not flat.get("model.agency.enabled"):
-        return "baseline"
-    changed = [
-        f"{name}={json.dumps(flat.get('model.agency.' + name))}"
-        for name in flat.get("model.agency.departures") or []
-    ]
-    return f"agency({' '.join(changed)})" if changed else "agency"
+    """The arm as the report names it: ``baseline`` or ``agency``, ``agency(key=value, ...)`` where it departs from
+    the default agency settings, and `` + <kind> protection (<fraction>%)`` where pruning protected heads."""
+    arm = "baseline"
+    if flat.get("model.agency.enabled"):
+        changed = [
+            f"{name}={_shown(flat.get('model.agency.' + name))}"
+            for name in flat.get("model.agency.departures") or []
+        ]
+        arm = f"agency({', '.join(changed)})" if changed else "agency"
+    kind, fraction = flat.get("model.pruning.protect") or "none", flat.get("model.pruning.protect_fraction")
+    if kind != "none" and fraction:
+        arm += f" + {kind} protection ({100 * float(fraction):g}%)"
+    return arm
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def run_name(record: ConditionRecord) -> str:
@@ -340,13 +353,7 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
             value = None if stats is None else stats.central
         return f"{value:.4g}" if value is not None else measurement_state(record, flat, name)
 
-    arm = "baseline"
-    if flat.get("model.agency.enabled"):
-        changed = [
-            f"{name}={json.dumps(flat.get('model.agency.' + name))}"
-            for name in flat.get("model.agency.departures") or []
-        ]
-        arm = f"agency {' '.join(changed)}".strip()
+    arm = arm_label(flat)  # as the run is named, and as the report names an arm it cannot tell from others
     failed = sum(1 for s in record.samples if s.failures)
     return (
         f"[{arm}] {flat.get('model.model_name')} {flat.get('model.pruning.method')} "

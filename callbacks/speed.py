@@ -15,12 +15,18 @@ number of rounds that is a multiple of the arms, so every arm takes every
 position equally often and a position effect (the first decode after a switch
 runs cold) falls on every arm alike.
 
-Each condition is timed in ``sessions`` sessions. The local sweep runner spreads
-them over the sweep (session k of every cell before session k + 1 of any, so
-drift falls across cells, not within one) and hands each arm's own
-``SpeedMonitor`` its sessions (``SpeedMonitor.use_timing``), which records them
-instead of timing alone. A condition run by itself (``cli.py predict``, a W&B
-agent) times its sessions alone, back to back, and its record says so.
+Each condition is timed in ``sessions`` sessions, always through one step,
+``TimingSessions``: given the arms timed together it times one session at a
+time and returns each arm's result, an ``ArmTiming`` (its ``Timing`` over all
+its sessions, and the speed A/A's pseudo-arm's beside it where there is one).
+The local sweep runner drives it for every cell, arms side by side, sessions
+spread over the sweep (session k of every cell before session k + 1 of any, so
+drift falls across cells, not within one), and passes each condition its
+``ArmTiming`` when it runs it (``ExperimentCLI.run(timing=...)``, which hands
+it to this condition's ``SpeedMonitor``): the monitor then only records it. A
+condition given nothing (``cli.py predict``, a W&B agent, a sweep cell whose
+side-by-side timing failed) drives the same step with itself as the one arm,
+its sessions back to back (``time_alone``), and its record says so.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -41,6 +47,13 @@ from record.schema import Timing, TimingRepeat
 TOKENS_PER_SECOND = "tokens_per_second"
 FIRST_TOKEN_LATENCY = "first_token_latency_s"
 GENERATION_TIME = "generation_time_s"
+# The speed A/A's pseudo-arm: the baseline of one cell timed a second time, under this id.
+SPEED_AA_SUFFIX = "~speed-aa"
+Session = dict[str, Timing]  # one timing session: each timed arm's timing
+
+
+def speed_aa_id(condition_id: str) -> str:
+    return condition_id + SPEED_AA_SUFFIX
 
 
 def repeat_values(decoded: Decoded, num_tokens: int, repeat: int, position: int) -> TimingRepeat:
@@ -155,6 +168,77 @@ def merge_sessions(sessions: Sequence[Timing]) -> Timing:
     )
 
 
+@dataclass(frozen=True)
+class ArmTiming:
+    """What one condition's ``SpeedMonitor`` records: its timing over all its sessions, and the speed A/A's
+    pseudo-arm's (the same condition timed again in the same sessions and rounds) where it had one."""
+
+    timing: Timing
+    speed_aa: Timing | None = None
+
+
+@dataclass
+class TimingSessions:
+    """The one timing step: the sessions of the arms timed together (one arm when a condition runs alone),
+    measured one at a time, and each arm's result once all are measured.
+
+    A session's arms are given to ``time_session`` (their decodes may hold state built for that session only);
+    ``sessions`` may start with sessions measured earlier (a resumed sweep reuses them).
+    """
+
+    arm_ids: list[str]  # the conditions timed together, in the order their arms are given
+    wanted: int  # sessions per condition (``timing.sessions``)
+    repeats: int
+    device: str
+    speed_aa: str | None = None  # the arm also timed as its own pseudo-arm (the speed A/A), if any
+    sessions: list[Session] = field(default_factory=list)
+
+    @property
+    def timed_ids(self) -> list[str]:
+        """Every timed arm's id: the conditions', then the speed A/A's pseudo-arm's."""
+        return self.arm_ids + ([speed_aa_id(self.speed_aa)] if self.speed_aa else [])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.sessions) >= self.wanted
+
+    def time_session(self, arms: Sequence[Arm], batch: TimedBatch, seed: int, session: str) -> Session:
+        """Time one more session of ``arms`` side by side (the speed A/A's pseudo-arm decoding its arm again),
+        keep it and return it; ``seed`` sets the arms' base order."""
+        if [arm.condition_id for arm in arms] != self.arm_ids:
+            raise ValueError(f"arms {[a.condition_id for a in arms]} given to a timing of {self.arm_ids}")
+        pseudo = [Arm(speed_aa_id(a.condition_id), a.decode) for a in arms if a.condition_id == self.speed_aa]
+        timed = time_interleaved(
+            [*arms, *pseudo], batch, self.repeats, seed, self.device, self.device == "cuda", session
+        )
+        self.sessions.append(timed)
+        return timed
+
+    def results(self) -> dict[str, ArmTiming]:
+        """Each condition's first ``wanted`` sessions merged into its ``ArmTiming``; empty until complete."""
+        if not self.complete:
+            return {}
+        sessions = self.sessions[: self.wanted]
+
+        def merged(arm_id: str) -> Timing:
+            return merge_sessions([s[arm_id] for s in sessions])
+
+        return {
+            arm_id: ArmTiming(
+                merged(arm_id), merged(speed_aa_id(arm_id)) if arm_id == self.speed_aa else None
+            )
+            for arm_id in self.arm_ids
+        }
+
+
+def time_alone(arm: Arm, batch: TimedBatch, sessions: int, repeats: int, seed: int, device: str) -> ArmTiming:
+    """A condition timed by itself: the one timing step with one arm, its sessions back to back."""
+    step = TimingSessions([arm.condition_id], sessions, repeats, device)
+    for k in range(sessions):
+        step.time_session([arm], batch, seed + k, f"alone:{arm.condition_id}:{k + 1}")
+    return step.results()[arm.condition_id]
+
+
 class SpeedMonitor(MeasuringCallback):
     """Records ``timing.sessions`` timing sessions of ``timing.repeats`` timed decodes of one batch each
     (tokens/s, first-token latency, generation time).
@@ -213,15 +297,16 @@ class SpeedMonitor(MeasuringCallback):
             num_tokens,
         )
         self.warmup_tokens, self.seed = warmup_tokens, seed
-        # Measured side by side with other arms, used by the next run: this arm's timing and, for the baseline
-        # that was also timed as its own pseudo-arm, that pseudo-arm's timing (the speed A/A).
-        self.given_timing: Timing | None = None
-        self.given_speed_aa: Timing | None = None
+        self.given: ArmTiming | None = None  # measured side by side with other arms: recorded at the next run
 
-    def use_timing(self, timing: Timing, speed_aa: Timing | None = None) -> None:
-        """Record ``timing`` (this condition's arm of an interleaved timing, all its sessions) at the next run,
-        once; ``speed_aa``: the same condition timed again as a pseudo-arm in the same sessions and rounds."""
-        self.given_timing, self.given_speed_aa = timing, speed_aa
+    def use_timing(self, given: ArmTiming) -> None:
+        """Record ``given`` (this condition's arm of a side-by-side timing, all its sessions, and its speed A/A
+        where it had one) at the next run, once, instead of timing alone."""
+        self.given = given
+
+    def timing_step(self, arm_ids: list[str], device: str, speed_aa: str | None = None) -> TimingSessions:
+        """The timing step for these arms, timed together under this monitor's settings."""
+        return TimingSessions(arm_ids, self.sessions, self.repeats, device, speed_aa)
 
     def timed_batch(
         self, prompts: Sequence[str], seeds: Sequence[int], data_batch_size: int, generation_tokens: int
@@ -249,31 +334,18 @@ class SpeedMonitor(MeasuringCallback):
             self._time(trainer, module)
 
     def _time(self, trainer: L.Trainer, module: Experiment) -> None:
-        provided, self.given_timing = self.given_timing, None
-        speed_aa, self.given_speed_aa = self.given_speed_aa, None
+        """Record the timing this condition was given, else time it alone through the same step."""
+        given, self.given = self.given, None
         condition_id = module.header.condition_id
-        if provided is not None and condition_id not in provided.arms:
-            raise ValueError(f"a timing of {provided.arms} was given to condition {condition_id}")
-        if provided is None:
-            speed_aa = None  # a pseudo-arm is timed only beside its own arm
-            batch = self.timed_batch(*module.timing_inputs())
+        if given is not None and condition_id not in given.timing.arms:
+            raise ValueError(f"a timing of {given.timing.arms} was given to condition {condition_id}")
+        if given is None:
             arm = Arm(condition_id, lambda b, tokens: module.timed_decode(b.prompts, b.seeds, tokens))
-            device = str(trainer.strategy.root_device.type)
-            provided = merge_sessions(
-                [
-                    time_interleaved(
-                        [arm],
-                        batch,
-                        self.repeats,
-                        self.seed + k,
-                        device,
-                        device == "cuda",
-                        session=f"alone:{condition_id}:{k + 1}",
-                    )[condition_id]
-                    for k in range(self.sessions)
-                ]
+            batch = self.timed_batch(*module.timing_inputs())
+            given = time_alone(
+                arm, batch, self.sessions, self.repeats, self.seed, str(trainer.strategy.root_device.type)
             )
-        self._measured.timing = provided
-        self._measured.speed_aa = speed_aa
-        for step, repeat in enumerate(provided.repeats):
+        self._measured.timing = given.timing
+        self._measured.speed_aa = given.speed_aa
+        for step, repeat in enumerate(given.timing.repeats):
             self.log_values(trainer, repeat.metrics, step=step, prefix=self.part)

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.base import callbacks_of
+from callbacks.speed import ArmTiming, SpeedMonitor
 from lightning_modules.callback_groups import CALLBACK_GROUPS
 from lightning_modules.data import PromptDataModule
 from lightning_modules.describe import describe_condition
@@ -143,9 +144,14 @@ class ExperimentCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Construction stops after the checks: ``run()`` runs the subcommand when its caller is ready."""
 
-    def run(self) -> ExperimentCLI:
+    def run(self, timing: ArmTiming | None = None) -> ExperimentCLI:
         """Run the checked subcommand; a W&B run starts only now, so checking costs no W&B run. A ``ConfigError``
-        raised while it runs (a module's or a callback's ``setup``) discards that run and propagates."""
+        raised while it runs (a module's or a callback's ``setup``) discards that run and propagates.
+
+        ``timing``: this condition's arm of a side-by-side timing (a sweep's cell), handed to its speed callback,
+        which records it instead of timing the condition alone."""
+        if timing is not None:
+            self.speed_monitor.use_timing(timing)
         config = self.config[self.subcommand]
         self._prepare_run(config, config.trainer.accelerator)
         try:
@@ -165,8 +171,10 @@ class ExperimentCLI(LightningCLI):
         return self.model
 
     @property
-    def callbacks(self) -> list[Any]:
-        return list(callbacks_of(self.trainer))
+    def speed_monitor(self) -> SpeedMonitor:
+        """This condition's speed callback: the one built for its ``timing`` config group (``CALLBACK_GROUPS``)."""
+        monitor: SpeedMonitor = self.config_init[self.subcommand].timing
+        return monitor
 
     @property
     def device(self) -> str:

@@ -7,16 +7,16 @@ baseline arm under different agency settings) run once.
 
 Conditions that differ only in their agency settings are the arms of one *cell*.
 Before any condition runs, every cell's speed is measured side by side in
-``timing.sessions`` sessions spread over the sweep: pass k times session k of
-every cell in sweep order (so drift falls across cells, not within one); in a
-session every arm is warmed up, then round after round each arm decodes the
-timed batch once, positions counterbalanced (``callbacks/speed.py``). Each
-session is written to the run folder as soon as it is measured
-(``lightning_modules/runs/sessions.py``), so ``--resume`` reuses it. One cell
-per sweep (the first with a baseline and another arm at a pruned level) also
-times its baseline a second time as a pseudo-arm in the same sessions and
-rounds: the speed A/A, kept in that baseline's record (``speed_aa``). A cell
-whose timing fails has each of its conditions time itself alone.
+``timing.sessions`` sessions spread over the sweep (``timing.py``), through the
+same timing step a condition run alone uses (``callbacks/speed.py``); each
+session is written to the run folder as soon as it is measured, so ``--resume``
+reuses it. One cell per sweep (the first with a baseline and another arm at a
+pruned level) also times its baseline a second time as a pseudo-arm in the same
+sessions and rounds: the speed A/A, kept in that baseline's record
+(``speed_aa``). Each condition is then run with its own arm's timing
+(``ExperimentCLI.run(timing=...)``), which its speed callback records without
+timing anything. A cell whose timing fails gives its conditions no timing: each
+times itself alone.
 
 What can go wrong mid-sweep costs at most the condition it hits:
 
@@ -43,21 +43,24 @@ import json
 import shutil
 import sys
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from callbacks.base import error_text
-from callbacks.speed import Arm, SpeedMonitor, merge_sessions, time_interleaved
-from lightning_modules.progress import Progress
+from lightning_modules.inputs.arguments import InputRefused
+from lightning_modules.inputs.checks import check_writable
+from lightning_modules.inputs.wandb_guard import finish_wandb_run
+from lightning_modules.lightning_cli import ExperimentCLI, check_args, run_fit
 from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
-from lightning_modules.runs.sessions import Session, SessionStore, is_baseline, speed_aa_cell, speed_aa_id
+from lightning_modules.runs.sessions import SessionStore, is_baseline, speed_aa_cell
 from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
+from lightning_modules.runs.timing import time_sessions
 from record.errors import ConfigError, RecordError, is_measurement_failure
 from record.identity import AGENCY_PREFIX, flatten
-from record.schema import Failure, compose
+from record.schema import Failure, Header, compose
 from record.storage import default_run_dir, read_record, record_path, record_status, write_record
 
 
@@ -82,10 +85,10 @@ class Planned:
 
     parameters: dict[str, Any]
     args: list[str]  # the condition's own arguments, without the sweep's run options
-    cli: Any  # lightning_modules.lightning_cli.ExperimentCLI; ``cli.run()`` runs it
+    cli: ExperimentCLI  # ``cli.run()`` runs it
 
     @property
-    def header(self) -> Any:
+    def header(self) -> Header:
         return self.cli.header
 
     @property
@@ -98,9 +101,6 @@ def plan_sweep(
 ) -> tuple[list[Planned], int]:
     """Build and check every parameter set's CLI (no weights load), ``options`` appended to each; return the
     distinct conditions and how many parameter sets were the same condition as an earlier one."""
-    from lightning_modules.inputs.arguments import InputRefused
-    from lightning_modules.lightning_cli import check_args
-
     parameter_sets = expand(spec, count)
     planned: dict[str, Planned] = {}
     for index, parameters in enumerate(parameter_sets):
@@ -137,121 +137,6 @@ def cells_of(planned: list[Planned]) -> list[list[Planned]]:
         flat = {k: v for k, v in flatten(p.header.config).items() if not k.startswith(ARM_KEYS)}
         cells.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(p)
     return list(cells.values())
-
-
-@dataclass
-class CellTiming:
-    """One cell's arms and its timing sessions so far (loaded from the run folder, then measured)."""
-
-    arms: list[Planned]
-    index: int  # the cell's place among the cells timed in this run: seeds its arms' base orders
-    speed_aa: str | None  # the baseline also timed as a pseudo-arm (the speed A/A), if this is that cell
-    sessions: list[Session] = field(default_factory=list)
-    failed: bool = False
-
-    @property
-    def monitor(self) -> SpeedMonitor:
-        return _speed_monitor(self.arms[0].cli)  # the timing settings are the same for every arm of a cell
-
-    @property
-    def arm_ids(self) -> list[str]:
-        ids = [p.condition_id for p in self.arms]
-        return ids + ([speed_aa_id(self.speed_aa)] if self.speed_aa else [])
-
-    @property
-    def complete(self) -> bool:
-        return not self.failed and len(self.sessions) >= self.monitor.sessions
-
-
-def time_session(cell: CellTiming, session: str) -> Session:
-    """Build the cell's arms, time one session of them side by side (the speed A/A's pseudo-arm decoding its
-    baseline's condition again), detach them; see the module docstring."""
-    first = cell.arms[0].cli
-    monitor = cell.monitor
-    batch = monitor.timed_batch(*first.module.timing_inputs_for(first.datamodule))
-    conditions = [(p, p.cli.module.build(p.cli.device)) for p in cell.arms]
-    try:
-        timed = [Arm(p.condition_id, _decode_with(p.cli.module, condition)) for p, condition in conditions]
-        timed += [
-            Arm(speed_aa_id(p.condition_id), _decode_with(p.cli.module, condition))
-            for p, condition in conditions
-            if p.condition_id == cell.speed_aa
-        ]
-        device = str(first.device)
-        seed = (monitor.seed * 1_000_003 + cell.index) * 1_009 + len(cell.sessions)
-        return time_interleaved(timed, batch, monitor.repeats, seed, device, device == "cuda", session)
-    finally:
-        for _, condition in conditions:
-            condition.detach()
-
-
-def time_sessions(run: SweepRun, cells: list[list[Planned]]) -> list[CellTiming]:
-    """Every cell's sessions, spread over the sweep: session k of every cell before session k + 1 of any, so
-    drift falls across cells, not within one. Sessions already in the run folder are reused; each new one is
-    written there as soon as it is measured. A cell whose timing fails is left to time itself alone."""
-    store = SessionStore(run.run_dir / "timings")
-    timings = []
-    for cell in cells:
-        ids = {p.condition_id for p in cell}
-        timing = CellTiming(cell, run.cells_timed, run.speed_aa if run.speed_aa in ids else None)
-        run.cells_timed += 1
-        timing.sessions, problem = store.load(timing.arm_ids)
-        if problem:
-            print(f"warning: {problem}", file=sys.stderr, flush=True)
-        timings.append(timing)
-    passes = max((t.monitor.sessions for t in timings), default=0)
-    for k in range(passes):
-        waiting = [t for t in timings if not t.failed and len(t.sessions) == k < t.monitor.sessions]
-        progress = Progress(f"timing session {k + 1} of {passes}: cells", len(waiting))
-        for timing in waiting:
-            try:
-                session = time_session(timing, f"{uuid.uuid4().hex[:12]}:{k + 1}")
-            except Exception as error:  # its conditions time themselves, or fail and say why
-                if run.interruption.signum is not None or not _is_condition_failure(error):
-                    raise
-                timing.failed = True
-                print(
-                    f"warning: the arms of {timing.arms[0].condition_id} could not be timed side by side "
-                    f"({error_text(error)}); each is timed alone",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-            timing.sessions.append(session)
-            store.save(timing.arm_ids, timing.sessions)
-            progress.advance(f"timed ({_cell_label(timing)})")
-    return timings
-
-
-def _cell_label(timing: CellTiming) -> str:
-    """What a person needs to tell a cell apart on the console: its level, temperature and arms."""
-    config = flatten(timing.arms[0].header.config)
-    level, temperature = config.get("model.pruning.level"), config.get("model.generation.temperature")
-    return f"{level:g}% pruned, T {temperature:g}, {len(timing.arm_ids)} arms"
-
-
-def hand_over(timing: CellTiming) -> None:
-    """Give each arm's speed monitor all its sessions (and the A/A baseline its pseudo-arm's), if complete."""
-    if not timing.complete:
-        return
-    sessions = timing.sessions[: timing.monitor.sessions]
-    for p in timing.arms:
-        speed_aa = None
-        if p.condition_id == timing.speed_aa:
-            speed_aa = merge_sessions([s[speed_aa_id(p.condition_id)] for s in sessions])
-        _speed_monitor(p.cli).use_timing(merge_sessions([s[p.condition_id] for s in sessions]), speed_aa)
-
-
-def _speed_monitor(cli: Any) -> SpeedMonitor:
-    return next(cb for cb in cli.callbacks if isinstance(cb, SpeedMonitor))
-
-
-def _decode_with(module: Any, condition: Any) -> Callable[[Any, int], Any]:
-    def decode(batch: Any, tokens: int) -> Any:
-        with condition.attached():
-            return module.timed_decode(batch.prompts, batch.seeds, tokens, condition=condition)
-
-    return decode
 
 
 def existing_records(run_dir: Path, expected: set[str] | None = None) -> tuple[set[str], list[str]]:
@@ -303,8 +188,6 @@ def run_sweep(
     as failed and the sweep goes on; ``SweepFailed`` lists the failures at the end.
     Bad input is a ``ConfigError`` before anything runs.
     """
-    from lightning_modules.inputs.wandb_guard import finish_wandb_run
-
     if resume and output_dir and Path(resume) != Path(output_dir):
         raise ConfigError(
             "--resume",
@@ -359,8 +242,6 @@ def _run(
     quiet: bool,
     interruption: Interruption,
 ) -> SweepOutcome:
-    from lightning_modules.inputs.checks import check_writable
-
     spec = load_sweep(sweep_file)
     if resume and not run_dir.is_dir():
         raise ConfigError(
@@ -401,27 +282,34 @@ def _run(
 
 def _measure(run: SweepRun, cells: list[list[Planned]], todo: set[str] | None = None) -> None:
     """Time the cells' sessions (every arm of a cell, so that a resumed cell's sessions stay whole), then run the
-    checked CLIs of the conditions in ``todo`` (default: all) cell by cell, each with its sessions."""
-    timings = time_sessions(run, cells)
+    checked CLIs of the conditions in ``todo`` (default: all) cell by cell, each given its arm's timing."""
+
+    def times_alone(error: Exception) -> bool:  # a cell whose timing fails so leaves its arms to time alone
+        return run.interruption.signum is None and _is_condition_failure(error)
+
+    store = SessionStore(run.run_dir / "timings")
+    timings = time_sessions(
+        [[p.cli for p in c] for c in cells], store, run.cells_timed, run.speed_aa, times_alone
+    )
+    run.cells_timed += len(cells)
     total = (
         sum(p.condition_id in todo for c in cells for p in c) if todo is not None else sum(map(len, cells))
     )
     position = 0
-    for timing in timings:
-        hand_over(timing)
-        for planned_condition in timing.arms:
+    for cell, timing in zip(cells, timings, strict=True):
+        results = timing.results
+        for planned_condition in cell:
             if todo is not None and planned_condition.condition_id not in todo:
                 continue
             position += 1
             if not run.quiet:
                 print(f"[{position}/{total}] {planned_condition.condition_id}", flush=True)
-            _guarded(run, planned_condition, planned_condition.cli.run)
+            given = results.get(planned_condition.condition_id)
+            _guarded(run, planned_condition, partial(planned_condition.cli.run, timing=given))
 
 
 def _guarded(run: SweepRun, planned: Planned, step: Callable[[], Any]) -> None:
     """Run one step of the sweep; a failure is recorded and the sweep goes on, an interruption is not caught."""
-    from lightning_modules.inputs.wandb_guard import finish_wandb_run
-
     exit_code = 0
     try:
         step()
@@ -447,9 +335,6 @@ def _is_condition_failure(error: BaseException) -> bool:
 
 def fit_condition(args: list[str], options: Sequence[str] = ()) -> list[str]:
     """Fit one condition (resuming an interrupted fit); return ``args`` naming its recovered checkpoint."""
-    from lightning_modules.inputs.wandb_guard import finish_wandb_run
-    from lightning_modules.lightning_cli import run_fit
-
     fitted = run_fit([*args, *options])
     finish_wandb_run(0)  # the fit's W&B run; the measurement has its own
     return [*args, f"--model.checkpoint={fitted.recovered_checkpoint}"]
@@ -461,8 +346,6 @@ def _recover(run: SweepRun, planned: list[Planned]) -> None:
     A recovered condition is checked (which reads its checkpoint into memory) only when its cell is
     measured, so no more than one cell's recovered weights are held at a time.
     """
-    from lightning_modules.lightning_cli import check_args
-
     recovered_args: dict[str, list[str]] = {}
     for p in planned:
 
@@ -488,8 +371,6 @@ def _recover(run: SweepRun, planned: list[Planned]) -> None:
 
 def recover_condition(args: list[str], run_dir: Path, quiet: bool) -> None:
     """Fit one condition, then measure the recovered model unless that record is complete (``cli.py recover``)."""
-    from lightning_modules.lightning_cli import check_args
-
     recovered = check_args(fit_condition(args))
     condition_id = recovered.header.condition_id
     if record_status(record_path(run_dir, condition_id)) == "complete":

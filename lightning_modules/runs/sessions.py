@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callbacks.speed import Session
 from record.errors import RecordError
 from record.identity import AGENCY_ENABLED_KEY, LEVEL_KEY, flatten
-from record.schema import Timing, timing_from_json
+from record.schema import timing_from_json
 from record.storage import write_json_atomic
-
-# The speed A/A's pseudo-arm: the baseline of one cell timed a second time, under this id.
-SPEED_AA_SUFFIX = "~speed-aa"
-Session = dict[str, Timing]  # one session of a cell: each timed arm's timing
-
-
-def speed_aa_id(condition_id: str) -> str:
-    return condition_id + SPEED_AA_SUFFIX
 
 
 def is_baseline(config: dict[str, Any]) -> bool:

@@ -197,7 +197,7 @@ def test_the_terminal_line_names_the_arm_and_how_it_departs_from_the_default_age
     ).record
     assert summary_line(baseline, Path("b.json")).startswith("[baseline] ")
     line = summary_line(variant, Path("v.json"))
-    assert line.startswith("[agency calibrate=false state_gating=false] ") and line.endswith("-> v.json")
+    assert line.startswith("[agency(calibrate=false, state_gating=false)] ") and line.endswith("-> v.json")
 
 
 def test_the_terminal_line_says_off_for_a_switched_off_measurement_and_failed_only_for_a_failure(

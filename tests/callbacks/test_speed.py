@@ -9,8 +9,10 @@ import pytest
 
 from callbacks.speed import (
     Arm,
+    ArmTiming,
     SpeedMonitor,
     TimedBatch,
+    TimingSessions,
     merge_sessions,
     repeat_values,
     round_orders,
@@ -125,14 +127,58 @@ def test_a_failing_decode_is_recorded_as_failed_repeat() -> None:
     )
 
 
+class StepSpy:
+    """Wraps ``TimingSessions.time_session``, the one timing step: which arms each session timed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sessions: list[tuple[list[str], str]] = []
+        real = TimingSessions.time_session
+
+        def spy(step, arms, batch, seed, session):
+            self.sessions.append(([arm.condition_id for arm in arms], session))
+            return real(step, arms, batch, seed, session)
+
+        monkeypatch.setattr(TimingSessions, "time_session", spy)
+
+
+def test_a_condition_alone_is_timed_through_the_one_timing_step(run_condition, monkeypatch) -> None:
+    spy = StepSpy(monkeypatch)
+    record = run_condition(
+        [SpeedMonitor(sessions=2, repeats=1, batch_size=2, num_tokens=4)], num_tokens=4
+    ).record
+    cid = record.condition_id
+    assert spy.sessions == [([cid], f"alone:{cid}:1"), ([cid], f"alone:{cid}:2")]
+    assert record.timing.session == f"alone:{cid}:1,alone:{cid}:2"
+
+
+def test_the_timing_step_gives_each_arm_its_sessions_and_the_speed_aa_beside_its_arm() -> None:
+    calls: list[tuple[str, int]] = []
+    batch = TimedBatch(["a"], [1], num_tokens=6, warmup_tokens=2)
+    step = TimingSessions(["x", "y"], wanted=2, repeats=2, device="cpu", speed_aa="x")
+    assert step.timed_ids == ["x", "y", "x~speed-aa"] and step.results() == {}
+    for k in (1, 2):
+        session = step.time_session(
+            [_recording_arm("x", calls), _recording_arm("y", calls)], batch, k, f"s{k}"
+        )
+        assert set(session) == set(step.timed_ids)
+    assert step.complete
+    results = step.results()
+    assert set(results) == {"x", "y"} and results["y"].speed_aa is None
+    assert results["x"].timing == merge_sessions([s["x"] for s in step.sessions])
+    assert results["x"].speed_aa == merge_sessions([s["x~speed-aa"] for s in step.sessions])
+    assert results["x"].timing.arms == ["x", "y", "x~speed-aa"] and results["x"].timing.session == "s1,s2"
+    with pytest.raises(ValueError, match="given to a timing of"):
+        step.time_session([_recording_arm("y", calls)], batch, 0, "s3")
+
+
 def test_a_given_timing_is_recorded_by_that_monitor_once(run_condition) -> None:
     first = run_condition([SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)], num_tokens=4).record
     provided = Timing("interleaved", "abc", [first.condition_id, "other"], 2, 4, 4, "cpu", False, [])
     given, other = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4), SpeedMonitor(repeats=2, num_tokens=4)
-    given.use_timing(provided)
+    given.use_timing(ArmTiming(provided))
     assert run_condition([other], num_tokens=4).record.timing.schedule == "alone"  # nothing shared
     assert run_condition([given], num_tokens=4).record.timing == provided
-    assert given.given_timing is None
+    assert given.given is None
     assert run_condition([given], num_tokens=4).record.timing.schedule == "alone"  # used once
 
 
@@ -143,7 +189,7 @@ def test_a_given_speed_aa_goes_into_the_record_beside_the_timing_once(run_condit
     provided = Timing("interleaved", "s1", ids, 2, 4, 4, "cpu", False, [TimingRepeat(0, 0, session="s1")])
     pseudo = Timing("interleaved", "s1", ids, 2, 4, 4, "cpu", False, [repeat])
     monitor = SpeedMonitor(sessions=1, repeats=1, num_tokens=4)
-    monitor.use_timing(provided, speed_aa=pseudo)
+    monitor.use_timing(ArmTiming(provided, speed_aa=pseudo))
     record = run_condition([monitor], num_tokens=4).record
     assert record.timing == provided and record.speed_aa == pseudo
     again = run_condition([monitor], num_tokens=4).record
@@ -152,7 +198,7 @@ def test_a_given_speed_aa_goes_into_the_record_beside_the_timing_once(run_condit
 
 def test_a_timing_of_other_arms_is_refused(run_condition) -> None:
     monitor = SpeedMonitor(repeats=2, batch_size=2, num_tokens=4)
-    monitor.use_timing(Timing("interleaved", "abc", ["one", "other"], 2, 4, 4, "cpu", False, []))
+    monitor.use_timing(ArmTiming(Timing("interleaved", "abc", ["one", "other"], 2, 4, 4, "cpu", False, [])))
     with pytest.raises(ValueError, match="was given to condition"):
         run_condition([monitor], num_tokens=4)
 

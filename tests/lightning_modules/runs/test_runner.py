@@ -82,19 +82,20 @@ def test_one_cell_times_its_baseline_again_as_a_speed_aa_in_the_same_sessions(un
 
 
 class TimingSpy:
-    """Wraps the runner's ``time_session``: which cell's session was timed, in what order."""
+    """Wraps the sweep's ``time_session``: which cell's session was timed, in what order."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from lightning_modules.runs import runner
+        from lightning_modules.runs import timing
 
         self.calls: list[tuple[float, int]] = []
-        real = runner.time_session
+        real = timing.time_session
 
         def spy(cell, session):
-            self.calls.append((cell.arms[0].header.config["model"]["pruning"]["level"], len(cell.sessions)))
+            level = cell.arms[0].header.config["model"]["pruning"]["level"]
+            self.calls.append((level, len(cell.step.sessions)))
             return real(cell, session)
 
-        monkeypatch.setattr(runner, "time_session", spy)
+        monkeypatch.setattr(timing, "time_session", spy)
 
 
 def test_sessions_are_spread_over_the_sweep_and_resume_reuses_every_measured_one(
@@ -196,9 +197,9 @@ def test_each_condition_is_parsed_and_checked_once_and_run_from_that_cli(
         events.append(("built", id(cli)))
         real_init(cli, *args, **kwargs)
 
-    def run(cli):
+    def run(cli, timing=None):
         events.append(("ran", id(cli)))
-        return real_run(cli)
+        return real_run(cli, timing)
 
     monkeypatch.setattr(lightning_cli.ExperimentCLI, "__init__", init)
     monkeypatch.setattr(lightning_cli.ExperimentCLI, "run", run)
@@ -264,11 +265,11 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_records_and_statistics(
     real_run = lightning_cli.ExperimentCLI.run
     calls = []
 
-    def run(cli):
+    def run(cli, timing=None):
         calls.append(cli)
         if len(calls) == 3:  # Ctrl-C half-way through the sweep, inside the third condition
             cli.trainer.callbacks.append(SignalDuringPredict())
-        return real_run(cli)
+        return real_run(cli, timing)
 
     monkeypatch.setattr(lightning_cli.ExperimentCLI, "run", run)
     run_dir = tmp_path / "run"
