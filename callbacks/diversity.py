@@ -168,6 +168,7 @@ class DiversityMonitor(MeasuringCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        """Score every measurable row of the batch; a row that cannot be scored records why, the others go on."""
         for row, key in measurable_rows(self._measured, outputs, self.metric_names):
             for metrics, value in (
                 (self.token_metrics, outputs.continuation_ids[row : row + 1]),

@@ -72,6 +72,7 @@ class MemoryMonitor(MeasuringCallback):
                 self._measured.fail(PEAK_RSS_MB, error_text(error))
 
     def begin(self, trainer: L.Trainer, module: Experiment) -> None:
+        """Reset the peaks before the first batch, so the peak belongs to this condition alone."""
         self._prompt_lengths, self._num_tokens, self._peak_rss, self._cuda_device = [], 0, 0, None
         if not self.enabled:
             return
@@ -96,12 +97,14 @@ class MemoryMonitor(MeasuringCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        """Keep each batch's prompt lengths: the decoding context the FLOPs per token are computed at."""
         self._prompt_lengths.extend(len(ids) for ids in outputs.prompt_ids)
         self._num_tokens = int(outputs.continuation_ids.shape[1])
         if self.enabled:
             self._sample_rss()
 
     def finish(self, trainer: L.Trainer, module: Experiment) -> None:
+        """Peak memory and the model's cost (parameters executed and left, KV cache, FLOPs per token), once per condition."""
         measured = self._measured
         layout, pruned, computed, executed, after_removal = module.cost_inputs()
         measured.add_condition("parameters_executed", executed)

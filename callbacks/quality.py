@@ -62,6 +62,7 @@ class QualityMonitor(MeasuringCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        """Score each continuation with the unpruned reference; a batch that cannot be scored fails its rows, never the condition."""
         if not self.reference_perplexity:
             return
         rows = list(measurable_rows(self._measured, outputs, (REFERENCE_PERPLEXITY,)))

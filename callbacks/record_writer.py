@@ -86,9 +86,11 @@ class RecordWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        """Keep the batch's samples for the record written at the end."""
         self._samples += samples_of(prediction)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compose every callback's part into the record, write it atomically, then log it to W&B and print its line."""
         module = experiment_of(pl_module)
         parts = [callback.result(trainer, module) for callback in measuring_callbacks(trainer)]
         record = compose(self._header(module), self._samples, parts)

@@ -147,6 +147,7 @@ class ConditionModel:
         return ModelShape(lay.family, lay.num_layers, lay.num_heads, lay.num_kv_heads, lay.head_dim)
 
     def pruning_record(self, agency_enabled: bool) -> Pruning:
+        """What the record says of the pruning: the heads each arm pruned and why, so a reader can audit the choice."""
         ranking = Ranking(
             self.scores.method,
             self.scores.scores.tolist(),

@@ -104,6 +104,7 @@ class ExperimentCLI(LightningCLI):
         check_wandb(config)
 
     def before_instantiate_classes(self) -> None:
+        """Settle what the built objects need (quiet mode, the run folder, fit's trainer settings, W&B's folder) before they are built."""
         config = self.config[self.subcommand]
         # Building the Trainer announces the hardware; until every check passed, nothing but an error may print.
         self._lightning_levels = _quiet_lightning()

@@ -210,6 +210,7 @@ class PruningExperiment(L.LightningModule):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        """Build (once) and attach this condition's model state; describe the condition for its record."""
         device = self.target_device()
         if stage == "fit":
             self._setup_fit(device)
@@ -311,6 +312,7 @@ class PruningExperiment(L.LightningModule):
         return distill, recover.language_model_loss(logits, ids)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """One recovery step: distillation from the unpruned model, plus the language-modelling loss when weighted."""
         distill, lm = self._losses(batch)
         loss = distill + self.recovery.lm_weight * lm if self.recovery.lm_weight else distill
         self.log_dict(
@@ -363,6 +365,7 @@ class PruningExperiment(L.LightningModule):
 
     # -- generation --------------------------------------------------------------------------------
     def predict_step(self, batch: list[PromptItem], batch_idx: int) -> GeneratedBatch:
+        """Generate one batch with the condition attached; the first batch starts the agency statistics the record reports."""
         if batch_idx == 0:
             self.generated = []
             if self.condition.agency is not None:
@@ -484,6 +487,7 @@ class PruningExperiment(L.LightningModule):
         return None if condition.agency is None else condition.agency.report(condition.heads)
 
     def cost_inputs(self) -> tuple[HeadLayout, list[tuple[int, int]], bool, int, int]:
+        """What the cost metrics are computed from: the layout, the pruned heads and what is executed and kept."""
         condition = self.condition
         heads = list(condition.heads)
         executed = parameter_count(condition.model)
@@ -519,6 +523,7 @@ def encode_prompts(
 def left_pad(
     condition: ConditionModel, sequences: list[list[int]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts to one batch (decoding appends on the right), with the attention mask."""
     pad = condition.tokenizer.pad_token_id or 0
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)

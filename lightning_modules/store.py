@@ -88,6 +88,7 @@ class ModelStore:
         return cls._shared
 
     def base(self, name: str, precision: str, device: torch.device | str = "cpu") -> LoadedModel:
+        """The loaded base model of this name and precision, on ``device``: loaded and gated once per process."""
         key = (name, precision)
         if key not in self._models:
             source = resolve_source(name)

@@ -267,6 +267,7 @@ def speed_slope(design: Design, series: Series, arm: Arm, levels: Sequence[float
 
 
 def speed_at(design: Design, series: Series, level: float, arm: Arm, other: Arm) -> tuple[Effect, str]:
+    """Tokens/s, arm against other at one level: per session timed side by side, else Welch over timed runs."""
     temperatures = design.temperatures(series)
     ratios = session_log_ratios(design, series, [level], temperatures, SPEED, arm, other)
     if ratios:

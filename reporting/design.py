@@ -389,6 +389,7 @@ class Design:
         self.cells = dict(sorted(self.cells.items()))
 
     def cell_of(self, record: ConditionRecord) -> Cell:
+        """The cell a record belongs to: its series (model, method, compared keys), temperature, level and arm."""
         flat = self.flat[record.condition_id]
         split = tuple((k, _text(flat.get(k))) for k in self.split_keys)
         if self.has_recovery:

@@ -64,6 +64,7 @@ class PlotData:
         return any(self.description(c, name) is not None for c in self._cells if c.series == series)
 
     def arm_line(self, series: Series, temperature: float, arm: Arm, name: str) -> ArmLine | None:
+        """One arm's values along the levels at one temperature, with their intervals (missing levels skipped)."""
         levels, means, lower, upper = [], [], [], []
         for level in self.levels(series):
             d = self.description(Cell(series, temperature, level, arm), name)

@@ -109,6 +109,7 @@ def _draw_arms(ax: Any, data: PlotData, series: Series, name: str, temperatures:
 
 
 def metrics_vs_level(data: PlotData, series: Series, out: Path) -> Path:
+    """Every metric against the pruning level, one line per arm and temperature, intervals shaded."""
     plt = _pyplot()
     names = [n for n in LEVEL_METRICS if data.has_metric(series, n)]
     if not names:
@@ -202,6 +203,7 @@ def summary_figure(data: PlotData, series: Series, out: Path) -> Path:
 
 
 def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
+    """The agency/baseline ratio per level and temperature for each metric, coloured by better or worse."""
     agency = next((a for a in data.arms(series) if a.agency), None)
     rows = [
         c
@@ -261,6 +263,7 @@ def gain_heatmap(data: PlotData, series: Series, out: Path) -> Path:
 
 
 def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path:
+    """Each arm's quality profile at its highest level against the unpruned model, per temperature."""
     levels = data.levels(series)
     if 0.0 not in levels or len(levels) < 2:
         raise Skip(
@@ -324,6 +327,7 @@ def radar(data: PlotData, series: Series, temperature: float, out: Path) -> Path
 
 
 def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
+    """Speed against quality per arm and level: the trade-off question 2 answers, with each arm's front."""
     if not (data.has_metric(series, "tokens_per_second") and data.has_metric(series, "reference_perplexity")):
         raise Skip(f"trade-off for {series.label()}: tokens/s or reference perplexity not measured")
     plt = _pyplot()
@@ -421,6 +425,7 @@ def answers_figure(data: PlotData, out: Path) -> Path:
 
 
 def ablation_figure(data: PlotData, out: Path) -> Path:
+    """The ablation's effects with their intervals, one row per component switched off."""
     rows = [c for c in data.stats.family("ablation") if c.kind == "ratio"]
     if not rows:
         raise Skip("ablation: no agency component was switched off")

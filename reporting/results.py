@@ -95,6 +95,7 @@ class Statistics:
         return next((c for c in self.cells if c.cell == cell), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as statistics.json holds it: every cell, comparison, choice and rule, with readings."""
         return {
             "alpha": self.alpha,
             "families": self.families,

@@ -15,6 +15,7 @@ NO_DIFF = "no significant difference"
 
 
 def comparison_row(c: Comparison, alpha: float) -> list[str]:
+    """One comparison as a table row: where, metric, contrast, effect with interval, test and n, Holm p, reading."""
     named = (
         not (c.arm.agency and c.arm.main) or c.family == DAMAGE_BY_TEMPERATURE
     )  # damage rows: one per arm, each named
@@ -45,6 +46,7 @@ def speed_warning_lines(rows: list[Comparison], stats: Statistics) -> list[str]:
 
 
 def power_line(rows: list[Comparison]) -> str:
+    """Whether the units at hand could reach significance at all: the line that separates inconclusive from no effect."""
     prompt_based = [c for c in rows if "prompt" in c.units and c.effect.p is not None]
     timing_based = [c for c in rows if "prompt" not in c.units and c.effect.p is not None]
     parts = []
@@ -100,6 +102,7 @@ def question_section(key: str, question: str, stats: Statistics, preface: str, a
 
 
 def generic_answer(rows: list[Comparison], stats: Statistics, good: str, bad: str, nothing: str) -> str:
+    """A question's answer in one sentence from its significant rows, or why it cannot say."""
     if not rows and stats.positive_controls and not stats.family("primary"):
         return f"**Answer:** not asked: {positive_controls_text(stats)}."
     if not rows:
@@ -181,7 +184,7 @@ def degenerate_rule(stats: Statistics) -> str:
 
 
 def cell_of_comparison(c: Comparison, arm, series=None, stats: Statistics | None = None):
-
+    """The cell a comparison's arm sits in at its level (its temperature, else the series' first)."""
     if c.level is None:
         raise ValueError(f"a {c.family} comparison ({c.contrast}) has no pruning level to find its cells by")
     series = series or c.series
@@ -244,6 +247,7 @@ def agency_present(stats: Statistics) -> bool:
 
 
 def level_effect(stats: Statistics, series, arm, at: float) -> Comparison | None:
+    """The primary quality ratio of an arm against the baseline at one level, if computed."""
     return next(
         (
             c

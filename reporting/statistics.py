@@ -32,6 +32,7 @@ FAMILIES = {str(family): family.description for family in DECLARED}  # declared 
 
 
 def describe_metric(design: Design, cell: Cell, metric: str) -> Description | None:
+    """One metric in one cell, over its own units (prompts, timing sessions or records), in natural units."""
     m = spec(metric)
     if m.measured_per == "sample":
         values, unit = list(design.prompt_values(cell, metric).values()), "prompts"
@@ -81,6 +82,7 @@ def _agency_summary(design: Design, cell: Cell) -> AgencySummary | None:
 
 
 def describe_cells(design: Design, units: Units) -> list[CellStats]:
+    """Every cell's description: metrics, agency summary and share of degenerate samples."""
     result = []
     for cell, members in design.cells.items():
         metrics = {m.name: d for m in CATALOGUE if (d := describe_metric(design, cell, m.name)) is not None}

@@ -121,6 +121,8 @@ class PublicApiStore:
         return sorted(self._call(f"the runs of {target}", fetch), key=lambda run: run.id)
 
     def download_records(self, target: WandbTarget, run: RemoteRun, into: Path) -> list[RemoteRecord]:
+        """The condition records a W&B sweep's runs logged, as artifacts, through the public API."""
+
         def fetch(api: Any) -> list[RemoteRecord]:
             records = []
             remote = api.run(f"{target.entity}/{target.project}/{run.id}")

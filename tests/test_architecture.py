@@ -148,3 +148,21 @@ def test_every_test_named_in_the_contracts_exists() -> None:
         if not source.is_file() or f"def {test}(" not in source.read_text(encoding="utf-8"):
             missing.append(f"{file_part}::{test}")
     assert not missing, missing
+
+
+def test_every_public_function_longer_than_ten_lines_says_why() -> None:
+    """A reader meets a long public function with one line on what it is for; a new one without fails here."""
+    missing = []
+    for package in PACKAGES:
+        for path in _modules(package):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            scopes = [tree, *(node for node in tree.body if isinstance(node, ast.ClassDef))]
+            for scope in scopes:
+                for node in scope.body:
+                    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith(
+                        "_"
+                    ):
+                        continue
+                    if node.end_lineno - node.lineno + 1 > 10 and ast.get_docstring(node) is None:
+                        missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert missing == [], missing

@@ -131,6 +131,7 @@ class AttentionStatistics:
 def attention_statistics(
     model: nn.Module, layout: HeadLayout, windows: torch.Tensor, alpha: float = 0.9, batch_size: int = 2
 ) -> AttentionStatistics:
+    """Mean entropy and focus per head, and its running utilization, over the calibration windows (eager attention)."""
     device = next(model.parameters()).device
     entropy_sum = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64)
     focus_sum = torch.zeros_like(entropy_sum)

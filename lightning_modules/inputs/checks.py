@@ -58,6 +58,7 @@ def resolve_device(device: str) -> str:
 
 
 def check_precision(precision: str, device: str) -> None:
+    """Refuse a precision the device cannot run before any weights load."""
     import torch
 
     if device == "cpu":
@@ -79,6 +80,7 @@ def check_precision(precision: str, device: str) -> None:
 
 
 def check_writable(directory: str | Path) -> None:
+    """Refuse an output folder that cannot be created or written before any work starts."""
     path = Path(directory)
     probe = path
     while not probe.exists():

@@ -33,6 +33,7 @@ class VocabSlicedLinear(nn.Linear):
     _slicing_exact: dict[int, bool]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head in vocabulary slices where that was checked to give the plain product's logits, else the plain product."""
         rows = hidden.numel() // max(hidden.shape[-1], 1)
         if not self._worth_slicing(hidden, rows):
             return super().forward(hidden)

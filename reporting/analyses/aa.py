@@ -140,6 +140,7 @@ def checks(design: Design, units: Units) -> list[Comparison]:
 
 
 def aa_section(stats: Statistics) -> list[str]:
+    """The A/A at 0%, the speed A/A and the positive control: the checks that the report can say no and can see a real effect."""
     rows = stats.family("aa")
     lines = ["## A/A check: the agency arm with nothing pruned (secondary)", ""]
     if not rows:

@@ -97,6 +97,7 @@ def _ablation_reference(variant: Arm, arms: list[Arm], main: Arm | None) -> Arm 
 
 
 def ablation_section(stats: Statistics) -> list[str]:
+    """Each component switched off, and the sham, against the whole agency arm."""
     rows = stats.family("ablation")
     if not rows:
         return []

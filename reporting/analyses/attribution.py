@@ -215,6 +215,7 @@ def credit(comparisons: list[Comparison], found: list[Attribution], alpha: float
 def find_part(
     stats: Statistics, family: str, a: Attribution, arm, other, at: float | None
 ) -> Comparison | None:
+    """The attribution row of one part (family), arm and level, if it was computed."""
     return next(
         (
             c
@@ -230,6 +231,7 @@ def find_part(
 
 
 def attribution_section(stats: Statistics) -> list[str]:
+    """Where each agency answer comes from: the pruning choice and the run-time layer, pooled and per level."""
     lines = ["## Where the effect comes from: the pruning choice or the run-time layer", ""]
     if not agency_present(stats):  # protected baselines alone (protection_dose): their table only
         table = _protection_lines(stats)

@@ -10,6 +10,7 @@ from reporting.sections import markdown_table
 
 
 def behaviour_section(stats: Statistics) -> list[str]:
+    """What the agency layer did per cell: states, transitions, misaligned heads and withheld consent."""
     lines = ["## Agency layer behaviour", ""]
     cells = [(c, c.agency) for c in stats.cells if c.agency is not None]
     if not cells:

@@ -11,6 +11,7 @@ from reporting.sections import markdown_table
 
 
 def cell_table_section(stats: Statistics) -> list[str]:
+    """Every cell's metrics with their 95% intervals, in natural units."""
     names = [m.name for m in CATALOGUE if "table" in m.views]
     present = [n for n in names if any(n in c.metrics for c in stats.cells)]
     lines = [

@@ -57,6 +57,7 @@ def corpus_comparisons(design: Design, units: Units) -> list[Comparison]:
 
 
 def corpus_section(stats: Statistics) -> list[str]:
+    """Corpus perplexity, agency against baseline per level, paired by evaluation window."""
     rows = stats.family(CORPUS_FAMILY)
     if not rows:
         return []

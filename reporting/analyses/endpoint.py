@@ -84,6 +84,7 @@ def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> 
 
 
 def primary_section(stats: Statistics) -> list[str]:
+    """The declared primary endpoint and its answer, speed cost included."""
     rows = stats.family("primary")
     lines = ["## Primary endpoint", "", f"Declared before any data: {PRIMARY_ENDPOINT}.", ""]
     if not rows:

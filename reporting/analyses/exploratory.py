@@ -78,6 +78,7 @@ def exploratory(design: Design, units: Units) -> list[Comparison]:
 
 
 def exploratory_section(stats: Statistics) -> list[str]:
+    """The significant exploratory comparisons, labelled as such."""
     rows = stats.family("exploratory")
     lines = ["## Exploratory comparisons", ""]
     significant = [c for c in rows if c.significant(stats.alpha)]

@@ -38,6 +38,7 @@ def inert_aa(design: Design, units: Units) -> list[Comparison]:
 
 # -- the A/A at every pruned level ---------------------------------------------------------------------------
 def inert_aa_section(stats: Statistics) -> list[str]:
+    """The inert agency arm against the baseline at every pruned level: an A/A where pruning has acted."""
     rows = stats.family(INERT_AA_FAMILY)
     lines = ["### A/A at every pruned level: the inert agency arm (secondary)", ""]
     if not rows:

@@ -163,6 +163,7 @@ def check_manipulation(
 
 # -- the manipulation check ---------------------------------------------------------------------------------
 def manipulation_section(stats: Statistics) -> list[str]:
+    """How much the states acted per arm and level: whether an ablation or sham of them can be informative."""
     cells = [c for c in stats.cells if c.agency is not None]
     if not cells:
         return []

@@ -26,6 +26,7 @@ Q1 = Family("Q1", "primary", "primary comparisons of question 1: Does agency imp
 
 
 def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    """The ratio's change per 10 points of pruning (quality per prompt, speed per session), and the step into pruning."""
     pruned = pruned_levels(design, series)
     contrast = "change of the agency/baseline ratio per 10 points of pruning, over the pruned levels"
     if len(pruned) >= 2:
@@ -69,6 +70,7 @@ def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[C
 
 
 def q1_section(stats: Statistics) -> list[str]:
+    """Question 1's section: the slope and the step into pruning, effects first."""
     return question_section(
         Q1,
         QUESTION,

@@ -18,6 +18,7 @@ Q2 = Family("Q2", "primary", "primary comparisons of question 2: What is the opt
 
 
 def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    """The agency/baseline ratio at each pruned level, quality per prompt and speed per session."""
     temperatures = design.temperatures(series)
     result = []
     for level in pruned_levels(design, series):
@@ -98,6 +99,8 @@ def _front_line(front: ParetoFront) -> str:
 
 
 def q2_section(stats: Statistics) -> list[str]:
+    """Question 2's section: each arm's level within the quality margin, its front, and the ratio per level."""
+
     def answer(rows: list[Comparison], s: Statistics) -> str:
         lines = [
             f"**Answer:** per arm, the highest pruning level whose quality stays within ×{s.margin.ratio:g} of "

@@ -65,6 +65,8 @@ def _damage(stats: Statistics) -> str:
 
 
 def q3_section(stats: Statistics) -> list[str]:
+    """Question 3's section: the agency effect across temperatures, and how temperature changes pruning's damage."""
+
     def answer(rows: list[Comparison], s: Statistics) -> str:
         if not rows:
             temps = sorted({c.cell.temperature for c in s.cells})

@@ -23,6 +23,7 @@ def question_4(design: Design, series: Series, arm: Arm, units: Units) -> list[C
 
 
 def q4_section(stats: Statistics) -> list[str]:
+    """Question 4's section: the effect at the highest pruned level over the lowest."""
     return question_section(
         Q4,
         QUESTION,

@@ -39,6 +39,7 @@ def _standardized(values: np.ndarray, key: str) -> tuple[float, float, float] | 
 
 
 def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:
+    """The agency gain in each quality metric over the pruned levels, standardised so the metrics can be ranked."""
     temperatures = design.temperatures(series)
     pruned = pruned_levels(design, series) or design.levels(series)
     result = []
@@ -70,6 +71,7 @@ def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[C
 
 
 def q5_section(stats: Statistics) -> list[str]:
+    """Question 5's section: the metrics ranked by standardised gain, with their effects and tests."""
     lines = question_section(
         Q5,
         QUESTION,

@@ -83,6 +83,7 @@ def _share(gained: list[float], lost: list[float], key: str) -> tuple[float, flo
 
 
 def recovery_section(stats: Statistics) -> list[str]:
+    """Each recovered model against itself before recovery, and the share of pruning's loss it regains."""
     rows = stats.family("recovery")
     if not rows:
         return []

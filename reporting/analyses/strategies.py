@@ -121,6 +121,7 @@ def _damage(stats: Statistics) -> dict[tuple[str, str], float]:
 
 
 def strategies_section(stats: Statistics) -> list[str]:
+    """Pruning methods compared baseline to baseline, and each agency arm against the gradient-ranked baseline."""
     rows = stats.family(STRATEGY_FAMILY)
     if not rows:
         return []

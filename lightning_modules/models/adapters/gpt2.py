@@ -16,6 +16,7 @@ class GPT2Adapter(ArchitectureAdapter):
     model_types = ("gpt2",)
 
     def layout(self, config: Any) -> HeadLayout:
+        """The head layout from a GPT-2 config (one key/value head per query head)."""
         hidden = config.n_embd
         return HeadLayout(
             "gpt2",
@@ -59,6 +60,7 @@ class GPT2Adapter(ArchitectureAdapter):
         ]
 
     def keep_heads(self, attention: nn.Module, keep: list[int], layout: HeadLayout) -> None:
+        """Slice the pruned heads out of the fused qkv and output projections (remove mode)."""
         from transformers.pytorch_utils import Conv1D
 
         device, e, d = attention.c_attn.weight.device, layout.hidden_size, layout.head_dim

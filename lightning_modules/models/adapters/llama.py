@@ -33,6 +33,7 @@ class LlamaAdapter(ArchitectureAdapter):
     model_types = ("llama",)
 
     def layout(self, config: Any) -> HeadLayout:
+        """The head layout from a Llama-family config (grouped key/value heads)."""
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return HeadLayout(
@@ -66,6 +67,7 @@ class LlamaAdapter(ArchitectureAdapter):
         return block.mlp
 
     def head_weights(self, attention: nn.Module, head: int, layout: HeadLayout) -> list[torch.Tensor]:
+        """The query, key, value and output weight slices of one head (key/value shared within its group)."""
         d = layout.head_dim
         rows = slice(head * d, (head + 1) * d)
         kv = head // layout.group_size
@@ -78,6 +80,7 @@ class LlamaAdapter(ArchitectureAdapter):
         ]
 
     def keep_heads(self, attention: nn.Module, keep: list[int], layout: HeadLayout) -> None:
+        """Slice the pruned query heads out, and the key/value heads no kept query head uses (remove mode)."""
         device, d = attention.q_proj.weight.device, layout.head_dim
         kv_of_query = [h // layout.group_size for h in keep]
         kept_kv = sorted(set(kv_of_query))  # a key/value head no kept query uses is removed too
