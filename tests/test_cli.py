@@ -649,3 +649,56 @@ def test_a_config_error_in_the_report_is_one_line(tmp_path, capsys, monkeypatch)
         info.value.code == 2
         and err == "error: --example 'x' is invalid; allowed: a value the report accepts\n"
     )
+
+
+# Keys that take any text: a wrong type cannot be told from a value (a folder name, a W&B group).
+FREE_TEXT = {"record.output_dir"}
+
+
+def _wrong_value(default: str) -> str:
+    """A value of the wrong kind for a key whose default (as docs/settings.md shows it) is ``default``."""
+    if default in ("`true`", "`false`"):
+        return "maybe"
+    if default.startswith("`["):
+        return "7"
+    return "not-a-valid-value"
+
+
+@pytest.fixture(scope="module")
+def every_key() -> list[tuple[str, str]]:
+    from lightning_modules.settings_reference import settings_rows
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    return [(key, f"`{default}`") for key, default, _ in settings_rows() if key not in FREE_TEXT]
+
+
+def test_every_setting_refuses_a_value_of_the_wrong_kind_in_one_line_before_any_load(
+    every_key, base_args, tmp_path, capsys, monkeypatch, no_model_loads
+) -> None:
+    """Every key of ours, those added later included (the list is the parser's own), refuses a wrong value as
+    bad input: one line naming the key or the value, exit 2, nothing loaded or written."""
+    import torch
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    accepted = []
+    for key, default in every_key:
+        value = _wrong_value(default)
+        try:
+            cli.main(["predict", *_replace(base_args, f"--{key}={value}")])
+        except SystemExit as exit_:
+            code = exit_.code
+        except AssertionError:  # no_model_loads: it went on to load a model, so the value was taken
+            code = None
+        else:
+            code = 0
+        if code in (None, 0):
+            accepted.append(f"{key}={value}")
+            capsys.readouterr()
+            continue
+        err = capsys.readouterr().err
+        lines = err.splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (key, err)
+        assert lines[0].startswith("error: ") and (key in lines[0] or value in lines[0]), (key, lines[0])
+    assert accepted == [], f"taken as valid: {accepted}"
+    assert not (tmp_path / "run").exists()
