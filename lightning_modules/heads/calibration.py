@@ -129,7 +129,12 @@ class AttentionStatistics:
 
 @torch.no_grad()
 def attention_statistics(
-    model: nn.Module, layout: HeadLayout, windows: torch.Tensor, alpha: float = 0.9, batch_size: int = 2
+    model: nn.Module,
+    layout: HeadLayout,
+    windows: torch.Tensor,
+    alpha: float = 0.9,
+    batch_size: int = 2,
+    progress: Progress | None = None,
 ) -> AttentionStatistics:
     """Mean entropy and focus per head, and its running utilization, over the calibration windows (eager attention)."""
     device = next(model.parameters()).device
@@ -155,6 +160,8 @@ def attention_statistics(
             focus_all = torch.stack(focus_layers, dim=1)  # [batch, layers, heads, query]
             trajectories.append(_running_average(focus_all, alpha)[..., BURN_IN:].cpu())
             rows += batch.shape[0] * length
+            if progress is not None:
+                progress.advance(steps=batch.shape[0])
     utilization = (
         torch.cat(trajectories, dim=0).permute(1, 2, 0, 3).reshape(layout.num_layers, layout.num_heads, -1)
     )
@@ -184,7 +191,11 @@ def window_losses(model: nn.Module, windows: torch.Tensor, batch_size: int = 4) 
 
 
 def gate_gradients(
-    model: nn.Module, gates: HeadGates, windows: torch.Tensor, batch_size: int = 4
+    model: nn.Module,
+    gates: HeadGates,
+    windows: torch.Tensor,
+    batch_size: int = 4,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per window, dLoss/dGate of every head with all gates at 1: ([windows, layers, heads] as mean |g|, signed g).
 
@@ -212,6 +223,8 @@ def gate_gradients(
             )
             (grad,) = torch.autograd.grad(loss.sum(), gate)
             per_window.append(grad.detach().float().cpu())
+            if progress is not None:
+                progress.advance(steps=batch.shape[0])
     finally:
         gates.factor_provider = previous
         for p, flag in zip(model.parameters(), requires, strict=True):

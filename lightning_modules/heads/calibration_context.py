@@ -103,7 +103,11 @@ class CalibrationContext:
         return self._signal(
             "gate_gradients",
             {"batch_size": batch_size},
-            lambda: {"signed": gate_gradients(self.model, self.gates, self.windows, batch_size)[1]},
+            lambda: {
+                "signed": gate_gradients(
+                    self.model, self.gates, self.windows, batch_size, self._windows_done()
+                )[1]
+            },
             lambda stored: stored["signed"],
         )
 
@@ -113,7 +117,9 @@ class CalibrationContext:
         """Mean entropy and focus per head, and the running utilization with weight ``alpha``."""
 
         def compute() -> dict[str, torch.Tensor]:
-            stats = attention_statistics(self.model, self.layout, self.windows, alpha, batch_size)
+            stats = attention_statistics(
+                self.model, self.layout, self.windows, alpha, batch_size, self._windows_done()
+            )
             return {"entropy": stats.entropy, "focus": stats.focus, "utilization": stats.utilization}
 
         return self._signal(
@@ -156,6 +162,10 @@ class CalibrationContext:
         for key, value in other._signals.items():
             if key[0] in names:
                 self._signals[key] = value
+
+    def _windows_done(self) -> Progress:
+        """Progress through the windows of a pass over the calibration text (a line every few seconds)."""
+        return Progress("calibration: windows done", len(self.windows))
 
     # -- caching -------------------------------------------------------------------------------------
     def _signal(
