@@ -104,7 +104,12 @@ def report_main(argv: list[str], store: RecordStore | None = None) -> None:
     out_dir = Path(args.out) if args.out else run_dirs[0] / "report"
     try:
         options = ReportOptions(
-            tuple(args.split_by), where, args.degenerate_ppl, not args.no_plots, tuple(input_problems)
+            tuple(args.split_by),
+            where,
+            args.degenerate_ppl,
+            not args.no_plots,
+            tuple(input_problems),
+            announce=not args.quiet,
         )
         result = write_report(run_dirs, out_dir, options)
     except DesignError as error:

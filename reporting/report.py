@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class ReportOptions:
     plots: bool = True
     input_problems: tuple[str, ...] = ()  # files refused before loading (e.g. downloads from W&B)
     quality_margin: float = DEFAULT_QUALITY_MARGIN
+    announce: bool = False  # a progress line on stderr once the records are read and may be pooled
 
     def __post_init__(self) -> None:
         Margin(self.quality_margin)  # refused here, before any record is read
@@ -102,6 +104,13 @@ def write_report(
     design = build_design(loaded.records, loaded.swept_keys, options.split_by, options.where)
     if not design.records:
         raise NoUsableRecords(f"no record matches --where {' '.join(f'{k}={v}' for k, v in options.where)}")
+    if options.announce:  # statistics and plots take seconds to a minute: say what is being done
+        plots = " and plots" if options.plots else ""
+        print(
+            f"report: {len(design.records)} records -> statistics, summary{plots} ...",
+            file=sys.stderr,
+            flush=True,
+        )
     stats = compute_statistics(
         design, Units(options.degenerate_perplexity), margin=Margin(options.quality_margin)
     )
