@@ -126,6 +126,54 @@ class Family(str):
         """The name a comparison's random streams are derived from (estimators.stream_seed)."""
         return key_of(self, series, arm, other, metric, contrast)
 
+    def quality(
+        self,
+        series: Series,
+        arm: Arm,
+        contrast: str,
+        effect: Effect,
+        *,
+        other: Arm = BASELINE_ARM,
+        units: str = "prompts",
+        **optional: Any,
+    ) -> Comparison:
+        """A reference perplexity ratio (lower is better), by default against the baseline over prompts."""
+        return self.compare(
+            series=series,
+            arm=arm,
+            other=other,
+            metric=QUALITY,
+            contrast=contrast,
+            units=units,
+            effect=effect,
+            sign=-1,
+            **optional,
+        )
+
+    def speed(
+        self,
+        series: Series,
+        arm: Arm,
+        contrast: str,
+        effect: Effect,
+        *,
+        units: str,
+        other: Arm = BASELINE_ARM,
+        **optional: Any,
+    ) -> Comparison:
+        """A tokens/s ratio (higher is better), by default against the baseline, over ``units``."""
+        return self.compare(
+            series=series,
+            arm=arm,
+            other=other,
+            metric=SPEED,
+            contrast=contrast,
+            units=units,
+            effect=effect,
+            sign=1,
+            **optional,
+        )
+
     def compare(
         self,
         *,
@@ -216,18 +264,7 @@ def paired_quality(
 ) -> Comparison:
     """Reference perplexity, ``arm`` vs ``other`` per prompt (``diffs``), in ``family``."""
     key = family.key(series, arm, other, QUALITY, contrast)
-    return family.compare(
-        series=series,
-        arm=arm,
-        other=other,
-        metric=QUALITY,
-        contrast=contrast,
-        units="prompts",
-        kind="ratio",
-        effect=paired_effect(diffs, key),
-        sign=-1,
-        level=level,
-    )
+    return family.quality(series, arm, contrast, paired_effect(diffs, key), other=other, level=level)
 
 
 def prompt_slope_differences(
@@ -302,28 +339,6 @@ def level_contrast(
     else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
         speed = untested(test, "the arms were timed apart: no sessions timed side by side at both levels")
     return [
-        family.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=QUALITY,
-            contrast=contrast,
-            units="prompts",
-            kind="ratio",
-            effect=quality,
-            sign=-1,
-            level=high,
-        ),
-        family.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=SPEED,
-            contrast=contrast,
-            units="timing sessions (two levels)",
-            kind="ratio",
-            effect=speed,
-            sign=1,
-            level=high,
-        ),
+        family.quality(series, arm, contrast, quality, level=high),
+        family.speed(series, arm, contrast, speed, units="timing sessions (two levels)", level=high),
     ]

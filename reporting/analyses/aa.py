@@ -62,21 +62,7 @@ def _against_baseline(
         series, arm, BASELINE_ARM, QUALITY, f"T={temperature:g}" + ("" if level == 0 else f", {level:g}%")
     )
     effect = paired_effect(list(diffs.values()), key)
-    return [
-        family.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=QUALITY,
-            contrast=contrast,
-            units="prompts",
-            kind="ratio",
-            effect=effect,
-            sign=-1,
-            level=level,
-            temperature=temperature,
-        )
-    ]
+    return [family.quality(series, arm, contrast, effect, level=level, temperature=temperature)]
 
 
 SPEED_AA_CONTRAST = "baseline vs itself (speed A/A: the same condition timed again as a pseudo-arm)"
@@ -93,16 +79,13 @@ def speed_aa(design: Design) -> list[Comparison]:
     for cell, members in design.cells.items():
         for record in (r for r in members if r.speed_aa is not None):
             effect = mean_t_effect(speed_aa_ratios(record, SPEED), SESSIONS_TEST)
-            comparison = SPEED_AA_FAMILY.compare(
-                series=cell.series,
-                arm=cell.arm,
+            comparison = SPEED_AA_FAMILY.speed(
+                cell.series,
+                cell.arm,
+                SPEED_AA_CONTRAST,
+                effect,
                 other=cell.arm,
-                metric=SPEED,
-                contrast=SPEED_AA_CONTRAST,
                 units=SESSION_UNITS,
-                kind="ratio",
-                effect=effect,
-                sign=1,
                 level=cell.level,
                 temperature=cell.temperature,
             )

@@ -40,47 +40,35 @@ def ablation(design: Design, units: Units) -> list[Comparison]:
         if main is not None:
             total = pooled(design, series, pruned, temperatures, main, BASELINE_ARM, units)
             result.append(
-                ABLATION.compare(
-                    series=series,
-                    arm=main,
-                    other=BASELINE_ARM,
-                    metric=QUALITY,
-                    contrast="whole agency effect (agency vs baseline)",
-                    units="prompts",
-                    kind="ratio",
-                    effect=paired_effect(total, ABLATION.key(series, main, BASELINE_ARM, QUALITY, "whole")),
-                    sign=-1,
+                ABLATION.quality(
+                    series,
+                    main,
+                    "whole agency effect (agency vs baseline)",
+                    paired_effect(total, ABLATION.key(series, main, BASELINE_ARM, QUALITY, "whole")),
                 )
             )
         for variant, reference in pairs:
             diffs = pooled(design, series, pruned, temperatures, variant, reference, units)
             what = "the heads the states damp matter" if variant.sham else "the switched-off part helps"
             result.append(
-                ABLATION.compare(
-                    series=series,
-                    arm=variant,
+                ABLATION.quality(
+                    series,
+                    variant,
+                    f"{variant.label} vs {reference.label} (positive log ratio: {what})",
+                    paired_effect(diffs, ABLATION.key(series, variant, reference, QUALITY, "variant")),
                     other=reference,
-                    metric=QUALITY,
-                    contrast=f"{variant.label} vs {reference.label} (positive log ratio: {what})",
-                    units="prompts",
-                    kind="ratio",
-                    effect=paired_effect(diffs, ABLATION.key(series, variant, reference, QUALITY, "variant")),
-                    sign=-1,
                 )
             )
             ratios = session_log_ratios(design, series, pruned, temperatures, SPEED, variant, reference)
             if ratios:
                 result.append(
-                    ABLATION.compare(
-                        series=series,
-                        arm=variant,
+                    ABLATION.speed(
+                        series,
+                        variant,
+                        f"{variant.label} vs {reference.label}",
+                        mean_t_effect(ratios, SESSIONS_TEST),
                         other=reference,
-                        metric=SPEED,
-                        contrast=f"{variant.label} vs {reference.label}",
                         units=SESSION_UNITS,
-                        kind="ratio",
-                        effect=mean_t_effect(ratios, SESSIONS_TEST),
-                        sign=1,
                     )
                 )
     return result

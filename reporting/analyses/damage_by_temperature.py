@@ -42,16 +42,12 @@ def damage_by_temperature(design: Design, units: Units) -> list[Comparison]:
                     DAMAGE_BY_TEMPERATURE.key(series, arm, arm, QUALITY, contrast),
                 )
                 result.append(
-                    DAMAGE_BY_TEMPERATURE.compare(
-                        series=series,
-                        arm=arm,
+                    DAMAGE_BY_TEMPERATURE.quality(
+                        series,
+                        arm,
+                        contrast,
+                        effect,
                         other=arm,
-                        metric=QUALITY,
-                        contrast=contrast,
-                        units="prompts",
-                        kind="ratio",
-                        effect=effect,
-                        sign=-1,
                         temperature=high,
                         says=(
                             "pruning does less damage at the higher temperature",

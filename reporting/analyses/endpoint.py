@@ -51,35 +51,11 @@ def primary_endpoint(design: Design, series: Series, arm: Arm, units: Units) -> 
     contrast = "agency/baseline over the pruned levels (primary endpoint)"
     diffs = pooled(design, series, pruned, temperatures, arm, BASELINE_ARM, units)
     key = ENDPOINT.key(series, arm, BASELINE_ARM, QUALITY, contrast)
-    result = [
-        ENDPOINT.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=QUALITY,
-            contrast=contrast,
-            units="prompts",
-            kind="ratio",
-            effect=paired_effect(diffs, key),
-            sign=-1,
-        )
-    ]
+    result = [ENDPOINT.quality(series, arm, contrast, paired_effect(diffs, key))]
     sessions = session_log_ratios(design, series, pruned, temperatures, SPEED, arm, BASELINE_ARM)
     if sessions:
         speed = mean_t_effect(sessions, SESSIONS_TEST)
-        result.append(
-            ENDPOINT.compare(
-                series=series,
-                arm=arm,
-                other=BASELINE_ARM,
-                metric=SPEED,
-                contrast=contrast,
-                units=SESSION_UNITS,
-                kind="ratio",
-                effect=speed,
-                sign=1,
-            )
-        )
+        result.append(ENDPOINT.speed(series, arm, contrast, speed, units=SESSION_UNITS))
     return result
 
 

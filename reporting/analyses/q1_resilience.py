@@ -6,7 +6,6 @@ from reporting.analyses.base import Analysis
 from reporting.comparison import (
     PER_POINTS,
     QUALITY,
-    SPEED,
     Comparison,
     Family,
     level_contrast,
@@ -38,30 +37,8 @@ def question_1(design: Design, series: Series, arm: Arm, units: Units) -> list[C
         quality = untested(SIGN_FLIP, note)
         speed, speed_units = untested("least-squares slope, t", note), "pruned levels"
     result = [
-        Q1.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=QUALITY,
-            contrast=contrast,
-            units="prompts",
-            kind="ratio",
-            effect=quality,
-            sign=-1,
-            scale=PER_POINTS,
-        ),
-        Q1.compare(
-            series=series,
-            arm=arm,
-            other=BASELINE_ARM,
-            metric=SPEED,
-            contrast=contrast,
-            units=speed_units,
-            kind="ratio",
-            effect=speed,
-            sign=1,
-            scale=PER_POINTS,
-        ),
+        Q1.quality(series, arm, contrast, quality, scale=PER_POINTS),
+        Q1.speed(series, arm, contrast, speed, units=speed_units, scale=PER_POINTS),
     ]
     levels = design.levels(series)
     if pruned and levels[0] == 0:  # the step into pruning, reported apart from the slope

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reporting.analyses.base import Analysis
-from reporting.comparison import QUALITY, SPEED, Comparison, Family, pruned_levels, speed_at
+from reporting.comparison import QUALITY, Comparison, Family, pruned_levels, speed_at
 from reporting.design import Arm, Design, Series
 from reporting.estimators import paired_effect
 from reporting.format import level as level_text
@@ -25,36 +25,16 @@ def question_2(design: Design, series: Series, arm: Arm, units: Units) -> list[C
         contrast = f"agency/baseline at {level:g}%"
         diffs = differences(design, series, level, temperatures, QUALITY, arm, BASELINE_ARM, units)
         result.append(
-            Q2.compare(
-                series=series,
-                arm=arm,
-                other=BASELINE_ARM,
-                metric=QUALITY,
-                contrast=contrast,
-                units="prompts",
-                kind="ratio",
-                effect=paired_effect(
-                    list(diffs.values()), Q2.key(series, arm, BASELINE_ARM, QUALITY, contrast)
-                ),
-                sign=-1,
+            Q2.quality(
+                series,
+                arm,
+                contrast,
+                paired_effect(list(diffs.values()), Q2.key(series, arm, BASELINE_ARM, QUALITY, contrast)),
                 level=level,
             )
         )
         speed, speed_units = speed_at(design, series, level, arm, BASELINE_ARM)
-        result.append(
-            Q2.compare(
-                series=series,
-                arm=arm,
-                other=BASELINE_ARM,
-                metric=SPEED,
-                contrast=contrast,
-                units=speed_units,
-                kind="ratio",
-                effect=speed,
-                sign=1,
-                level=level,
-            )
-        )
+        result.append(Q2.speed(series, arm, contrast, speed, units=speed_units, level=level))
     return result
 
 

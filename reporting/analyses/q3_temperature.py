@@ -29,21 +29,7 @@ def question_3(design: Design, series: Series, arm: Arm, units: Units) -> list[C
                 [at_high[p] - at_low[p] for p in common([at_high, at_low])],
                 Q3.key(series, arm, BASELINE_ARM, QUALITY, contrast),
             )
-            result.append(
-                Q3.compare(
-                    series=series,
-                    arm=arm,
-                    other=BASELINE_ARM,
-                    metric=QUALITY,
-                    contrast=contrast,
-                    units="prompts",
-                    kind="ratio",
-                    effect=effect,
-                    sign=-1,
-                    level=level,
-                    temperature=high,
-                )
-            )
+            result.append(Q3.quality(series, arm, contrast, effect, level=level, temperature=high))
     return result
 
 

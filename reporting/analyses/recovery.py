@@ -50,16 +50,12 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
                         lost.append(sum(before[t][prompt] - unpruned[t][prompt] for t in temps) / len(temps))
                 key = RECOVERY.key(after_series, arm, arm, QUALITY, f"{level:g}%")
                 effect = paired_effect([-g for g in gained], key)  # after - before: below 0 (x < 1) is better
-                comparison = RECOVERY.compare(
-                    series=after_series,
-                    arm=arm,
+                comparison = RECOVERY.quality(
+                    after_series,
+                    arm,
+                    f"recovered / before recovery at {level:g}%",
+                    effect,
                     other=arm,
-                    metric=QUALITY,
-                    contrast=f"recovered / before recovery at {level:g}%",
-                    units="prompts",
-                    kind="ratio",
-                    effect=effect,
-                    sign=-1,
                     level=level,
                 )
                 comparison.regained = _share(gained, lost, key)

@@ -63,6 +63,7 @@ from record.schema import (
     Measurements,
     ModelShape,
     Pruning,
+    Recovery,
     Sample,
     Timing,
     TimingRepeat,
@@ -846,3 +847,22 @@ def make_record(
     )
     records = [Sample(p, i, 1000 * p + i, f"prompt {p}", "text", 20) for p, i in sorted(samples or {})]
     return compose(header, records, [quality, diversity, speed], status=status)
+
+
+RECOVERY_SETTINGS = {"steps": 60, "train": "attention", "learning_rate": 1e-4}
+
+
+def recovered(record: ConditionRecord, factor: float) -> ConditionRecord:
+    """The same condition after a recovery that divides its pruned levels' reference perplexity by ``factor``
+    (a recovered model's config names its checkpoint by content: here a digest made from the condition id)."""
+    after = copy.deepcopy(record)
+    settings = dict(RECOVERY_SETTINGS)
+    after.config["model"]["recovery"] = {"sha256": f"{len(record.condition_id):064x}", "settings": settings}
+    after.condition_id = condition_id(after.config)
+    after.identity = identity_hash(after.config)
+    after.recovery = Recovery("run/checkpoints/x/last.ckpt", "0" * 64, dict(settings), 60, 1.0)
+    level = record.config["model"]["pruning"]["level"]
+    for sample in after.samples:
+        if level > 0 and "reference_perplexity" in sample.metrics:
+            sample.metrics["reference_perplexity"] /= factor
+    return after

@@ -14,7 +14,6 @@ nothing but the code. A sixth case is the records of a real quickstart run, kept
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 from collections.abc import Callable
@@ -31,13 +30,13 @@ from synthetic import (
     growing,
     inert,
     protected,
+    recovered,
     sweep_parameters,
     write_records,
     write_sweep,
 )
 
-from record.identity import condition_id, identity_hash
-from record.schema import ConditionRecord, Recovery
+from record.schema import ConditionRecord
 from reporting.report import ReportOptions, write_report
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -85,24 +84,10 @@ def _dose() -> tuple[list[ConditionRecord], dict]:
     return build_records(grid, seed=4), sweep_parameters(grid, extra)
 
 
-def _recovered(record: ConditionRecord, factor: float) -> ConditionRecord:
-    after = copy.deepcopy(record)
-    settings = {"steps": 60, "train": "attention", "learning_rate": 1e-4}
-    after.config["model"]["recovery"] = {"sha256": f"{len(record.condition_id):064x}", "settings": settings}
-    after.condition_id = condition_id(after.config)
-    after.identity = identity_hash(after.config)
-    after.recovery = Recovery("run/checkpoints/x/last.ckpt", "0" * 64, dict(settings), 60, 1.0)
-    level = record.config["model"]["pruning"]["level"]
-    for sample in after.samples:
-        if level > 0 and "reference_perplexity" in sample.metrics:
-            sample.metrics["reference_perplexity"] /= factor
-    return after
-
-
 def _recovery() -> tuple[list[ConditionRecord], dict]:
     grid = replace(ONE_T, layers=4, heads=6)
     before = build_records(grid, seed=5)
-    return before + [_recovered(r, 3.0) for r in before], sweep_parameters(grid)
+    return before + [recovered(r, 3.0) for r in before], sweep_parameters(grid)
 
 
 CASES: dict[str, Callable[[], tuple[list[ConditionRecord], dict]]] = {
