@@ -43,6 +43,14 @@ class Progress:
             said = f" {detail}" if detail else ""
             say(f"{self.what}: {self.done}{of}{said} ({now - self.started:.0f} s)")
 
+    def starting(self, detail: str) -> None:
+        """Say which step starts, when nothing was printed for ``every_s``: a long step is not a silent one."""
+        now = time.monotonic()
+        if now - self._printed >= self.every_s:
+            self._printed = now
+            of = f"/{self.total}" if self.total is not None else ""
+            say(f"{self.what}: {self.done + 1}{of} {detail} ... ({now - self.started:.0f} s)")
+
 
 @contextmanager
 def phase(what: str) -> Iterator[None]:

@@ -94,6 +94,7 @@ def time_sessions(
         waiting = [t for t in timings if not t.failed and len(t.step.sessions) == k < t.step.wanted]
         progress = Progress(f"timing session {k + 1} of {passes}: cells", len(waiting))
         for timing in waiting:
+            progress.starting(f"building and timing ({_cell_label(timing)})")
             try:
                 time_session(timing, f"{uuid.uuid4().hex[:12]}:{k + 1}")
             except Exception as error:  # its conditions time themselves, or fail and say why

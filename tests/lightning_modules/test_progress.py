@@ -43,3 +43,13 @@ def test_a_phase_says_when_it_starts_and_how_long_it_took(capsys, monkeypatch: p
         "loading model 'embedded' ...",
         "loading model 'embedded': done (3 s)",
     ]
+
+
+def test_a_step_that_starts_after_a_quiet_spell_says_so(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([0.0, 1.0, 3.0, 9.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    steps = Progress("cells", 3, every_s=5.0)
+    steps.starting("cell 1")  # nothing printed yet: say it
+    steps.starting("cell 1 again")  # 2 s later: quiet
+    steps.advance("timed")  # 8 s after the last line
+    assert capsys.readouterr().err.splitlines() == ["cells: 1/3 cell 1 ... (1 s)", "cells: 1/3 timed (9 s)"]
