@@ -252,10 +252,33 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}
 PARTS: tuple[str, ...] = tuple(sorted({m.part for m in CATALOGUE} | {"agency"}))  # the record's parts
 
 
+# What the report derives from the samples and compares like a metric, though no record holds it (so a record
+# naming it is refused like any uncatalogued name).
+FAILED_SAMPLES = "failed_samples"
+DERIVED: dict[str, MetricSpec] = {
+    FAILED_SAMPLES: MetricSpec(
+        FAILED_SAMPLES,
+        "failed samples",
+        "share of a prompt's samples",
+        "quality",
+        "quality",
+        "sample",
+        "prompt",
+        "lower",
+        "linear",
+        False,
+        (),
+        "samples whose generation or reference perplexity failed (a non-finite value is a failure): each is "
+        "the worst outcome of its quality comparisons, and the report compares the arms' shares",
+    )
+}
+
+
 def spec(name: str) -> MetricSpec:
-    """The catalogue entry of ``name``; an unknown name is a programming error, not data."""
+    """The catalogue entry of ``name`` (or of a metric the report derives); an unknown name is a programming
+    error, not data."""
     try:
-        return METRICS[name]
+        return METRICS[name] if name in METRICS else DERIVED[name]
     except KeyError:
         raise KeyError(f"metric '{name}' is not in the catalogue (record/catalogue.py)") from None
 

@@ -69,6 +69,7 @@ class CellStats:
     metrics: dict[str, Description]
     agency: AgencySummary | None
     degenerate: tuple[int, int]
+    failed: tuple[int, int] = (0, 0)  # samples whose generation or reference perplexity failed, of all
 
 
 @dataclass

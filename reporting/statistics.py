@@ -25,7 +25,7 @@ from reporting.design import Cell, Design, shared_agency_settings
 from reporting.estimators import describe, holm, holm_floor
 from reporting.optimal import Margin, optimal_levels, pareto_fronts
 from reporting.results import AgencySummary, CellStats, Description, Statistics
-from reporting.units import Units, cell_session_logs, degenerate_share
+from reporting.units import Units, cell_session_logs, degenerate_share, failure_share
 
 ALPHA = 0.05
 FAMILIES = {str(family): family.description for family in DECLARED}  # declared by each analysis
@@ -95,6 +95,7 @@ def describe_cells(design: Design, units: Units) -> list[CellStats]:
                 metrics,
                 _agency_summary(design, cell),
                 degenerate_share(design, cell, units),
+                failure_share(design, cell),
             )
         )
     return result

@@ -11,6 +11,9 @@ the same prompt first. A degenerate sample (reference perplexity above one
 threshold, or repetition rate above another: loops score a low perplexity)
 is the worst outcome of its comparison on every quality metric: the largest
 distance for diversity, the worst value in the compared cells otherwise.
+A failed sample (its generation or its value failed: a non-finite perplexity is
+recorded as a failure) is the worst outcome too, never a dropped row; the report
+counts failures per cell and compares their rates between arms.
 Corpus perplexity is teacher-forced on one text, so it has no degenerate samples:
 its unit is the evaluation window, the same windows in every arm, each read as its
 mean NLL (the log of the window's perplexity).
@@ -37,6 +40,7 @@ MAX_DISTANCE = 1.0  # every diversity metric is a share in [0, 1]
 QUALITY = "reference_perplexity"
 REPETITION = "repetition_rate"
 CORPUS = "corpus_perplexity"
+GENERATION = "generation"  # a sample whose generation failed has no metric at all
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,24 @@ class Units:
         )
 
 
-def _samples(design: Design, cell: Cell, metric: str, units: Units) -> dict[int, list[tuple[float, bool]]]:
-    """Per prompt: (value on the analysis scale, degenerate?) of every sample of the cell that has the metric."""
+def failed(failures: Mapping[str, str], metric: str) -> bool:
+    """A sample whose generation or whose ``metric`` failed (a non-finite value is recorded as a failure)."""
+    return metric in failures or GENERATION in failures
+
+
+def _samples(
+    design: Design, cell: Cell, metric: str, units: Units
+) -> dict[int, list[tuple[float | None, bool]]]:
+    """Per prompt: (value on the analysis scale, worst?) of every sample of the cell that has the metric or failed
+    it: a degenerate sample keeps its value and is the worst outcome; a failed one has no value and is too."""
     log = spec(metric).scale == "log"
-    result: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    result: dict[int, list[tuple[float | None, bool]]] = defaultdict(list)
     for record in design.cells.get(cell, []):
         for sample in record.samples:
             value = sample.metrics.get(metric)
             if value is None or (log and value <= 0):
+                if failed(sample.failures, metric):
+                    result[sample.prompt_index].append((None, True))
                 continue
             result[sample.prompt_index].append(
                 (math.log(value) if log else value, units.degenerate(sample.metrics))
@@ -84,7 +98,7 @@ def _distances(design: Design, cell: Cell, metric: str, units: Units) -> dict[in
     for prompt, samples in _samples(design, cell, metric, units).items():
         if prompt not in reference:
             continue
-        values = [MAX_DISTANCE if bad else abs(v - reference[prompt]) for v, bad in samples]
+        values = [MAX_DISTANCE if bad or v is None else abs(v - reference[prompt]) for v, bad in samples]
         distances[prompt] = sum(values) / len(values)
     return distances
 
@@ -98,14 +112,33 @@ def compared_values(
     if spec(metric).direction == "reference":
         return [_distances(design, cell, metric, units) for cell in cells]
     per_cell = [_samples(design, cell, metric, units) for cell in cells]
-    values = [v for samples in per_cell for s in samples.values() for v, _ in s]
-    if not values:
-        return [{} for _ in cells]
+    values = [v for samples in per_cell for s in samples.values() for v, _ in s if v is not None]
+    if not values:  # every sample failed, or none was measured: all tie at the worst, or there is nothing
+        return [dict.fromkeys(samples, 0.0) for samples in per_cell]
     worst = max(values) if spec(metric).direction == "lower" else min(values)
     return [
-        {p: sum(worst if bad else v for v, bad in s) / len(s) for p, s in samples.items()}
+        {p: sum(worst if bad or v is None else v for v, bad in s) / len(s) for p, s in samples.items()}
         for samples in per_cell
     ]
+
+
+def failure_share(design: Design, cell: Cell) -> tuple[int, int]:
+    """(samples whose generation or reference perplexity failed, samples) in one cell."""
+    count = total = 0
+    for record in design.cells.get(cell, []):
+        for sample in record.samples:
+            total += 1
+            count += failed(sample.failures, QUALITY)
+    return count, total
+
+
+def prompt_failure_shares(design: Design, cell: Cell) -> dict[int, float]:
+    """Per prompt: the share of its samples (iterations, seeds) whose generation or reference perplexity failed."""
+    shares: dict[int, list[float]] = defaultdict(list)
+    for record in design.cells.get(cell, []):
+        for sample in record.samples:
+            shares[sample.prompt_index].append(float(failed(sample.failures, QUALITY)))
+    return {p: sum(v) / len(v) for p, v in sorted(shares.items())}
 
 
 def degenerate_share(design: Design, cell: Cell, units: Units) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from reporting.analyses import (
     damage_by_temperature,
     endpoint,
     exploratory,
+    failures,
     inert_aa,
     manipulation,
     q1_resilience,
@@ -48,6 +49,7 @@ REGISTRY: tuple[Analysis, ...] = (
     attribution.ANALYSIS,
     strategies.ANALYSIS,
     inert_aa.ANALYSIS,
+    failures.ANALYSIS,
     behaviour.ANALYSIS,  # the rest describe and check, and test nothing of their own
     manipulation.ANALYSIS,
     cells.ANALYSIS,

@@ -95,6 +95,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "protection",
         "strategies",
         "aa-pruned",
+        "failures",
     }
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere

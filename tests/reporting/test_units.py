@@ -225,3 +225,23 @@ def test_non_positive_timings_are_left_out_of_log_ratios() -> None:
     assert timing_log_ratios(design, series, 30.0, [0.7], "tokens_per_second", AG, BASE) == pytest.approx(
         [math.log(0.9)]
     )
+
+
+def test_a_failed_sample_is_the_worst_outcome_of_every_quality_comparison_never_a_missing_row() -> None:
+    """Prompt 1's agency sample failed to generate: it has no metric, and reads as the worst value in perplexity
+    and the largest distance in diversity; the prompt stays in both comparisons."""
+    agency = make_record(30.0, arm=AGENCY, samples={(0, 0): _s(10, 0.9), (1, 0): _s(10, 0.9)})
+    agency.samples[1].metrics.clear()
+    agency.samples[1].failures["generation"] = "RuntimeError: logits not finite"
+    design, series = _design(
+        make_record(0.0, samples={(0, 0): _s(5, 0.9), (1, 0): _s(5, 0.9)}),
+        make_record(30.0, samples={(0, 0): _s(20, 0.9), (1, 0): _s(40, 0.9)}),
+        agency,
+    )
+    ppl = differences(design, series, 30.0, [0.7], "reference_perplexity", AG, BASE, Units())
+    assert ppl == {
+        0: pytest.approx(math.log(10) - math.log(20)),
+        1: pytest.approx(0.0),
+    }  # worst: log 40 vs 40
+    distance = differences(design, series, 30.0, [0.7], "distinct_2", AG, BASE, Units())
+    assert distance == {0: pytest.approx(0.0), 1: pytest.approx(MAX_DISTANCE)}
