@@ -468,19 +468,21 @@ class PruningExperiment(L.LightningModule):
             ids = evaluation_ids(condition.tokenizer, cfg)
             window = min(cfg.window, condition.context_length)
             stride = min(cfg.stride, window)
-            if condition.agency is None:
-                return parallel_score(condition.model, ids, window, stride)
-            return condition.replayed(
-                lambda: stepwise_score(
-                    condition.model, ids, window, stride, condition.begin_sequence_batch, condition.on_step
-                )
-            )
-
-        def announced() -> CorpusScore:
             with phase(f"{self.display_name}: corpus perplexity ({cfg.max_tokens} tokens)"):
-                return compute()
+                if condition.agency is None:
+                    return parallel_score(condition.model, ids, window, stride)
+                return condition.replayed(
+                    lambda: stepwise_score(
+                        condition.model,
+                        ids,
+                        window,
+                        stride,
+                        condition.begin_sequence_batch,
+                        condition.on_step,
+                    )
+                )
 
-        return self.store.cached(key, announced)
+        return self.store.cached(key, compute)
 
     def agency_report(self) -> AgencyReport | None:
         condition = self.condition

@@ -352,11 +352,6 @@ class AgencyController:
         return self.machine.automatic
 
     @property
-    def _entries(self) -> Tensor:
-        """Entries per state (``machine.entries``), for triggers written as subclasses before ``Trigger``."""
-        return self.machine.entries
-
-    @property
     def steps(self) -> int:
         """Forwards counted since ``reset_statistics``."""
         return self.tally.forwards

@@ -31,18 +31,14 @@ def failure_rates(design: Design, units: Units) -> list[Comparison]:
         levels = pruned_levels(design, series) or design.levels(series)
         temperatures = design.temperatures(series)
         for arm in (a for a in design.arms(series) if a != BASELINE_ARM):
-            per_cell = []
+            per_cell, any_failed = [], False
             for level in levels:
                 for t in temperatures:
                     mine = prompt_failure_shares(design, Cell(series, t, level, arm))
                     theirs = prompt_failure_shares(design, Cell(series, t, level, BASELINE_ARM))
+                    any_failed = any_failed or any(mine.values()) or any(theirs.values())
                     per_cell.append({p: mine[p] - theirs[p] for p in common([mine, theirs])})
-            if not per_cell or not any(
-                any(v for v in prompt_failure_shares(design, Cell(series, t, lv, a)).values())
-                for a in (arm, BASELINE_ARM)
-                for lv in levels
-                for t in temperatures
-            ):
+            if not any_failed:
                 continue
             prompts = common(per_cell)
             diffs = [sum(d[p] for d in per_cell) / len(per_cell) for p in prompts]

@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import get_args
 
-import torch
-
-from lightning_modules.heads.agency import ABLATIONS, OVERLOAD_MODES, AgencyConfig, AgencyController
+from lightning_modules.heads.agency import ABLATIONS, OVERLOAD_MODES, AgencyConfig
 from lightning_modules.heads.importance import CRITERIA, DEFAULT_ENTROPY
 from lightning_modules.heads.pruning import METHODS, PRUNE_MODES, PruningConfig
 from lightning_modules.inputs.checks import DEVICES, Device
 from lightning_modules.store import DTYPES, PRECISIONS
-from record.agency_states import STATE_COLOURS, STATES, AgencyState
+from record.agency_states import STATE_COLOURS, STATES
 from record.identity import AGENCY_COMPONENTS
 from reporting.headmaps import KNOWN_STATE_COLORS
 
@@ -43,32 +41,3 @@ def test_the_state_table_drives_factors_validation_and_colours() -> None:
     assert STATES[0].name == "active"
     assert all(state.factor_setting in config_fields for state in STATES)
     assert all(KNOWN_STATE_COLORS[state.name] == STATE_COLOURS[state.name] for state in STATES)
-
-
-class _Throttling(AgencyController):
-    """A new state's trigger: a head whose focus on the newest token exceeds 0.9 is throttled."""
-
-    def observe_forward(self, focus: torch.Tensor, layers: torch.Tensor | None = None) -> None:
-        super().observe_forward(focus, layers)
-        hit = focus.gt(0.9) & self.state.eq(0)
-        code = self.state_names.index("throttled")
-        self.state.masked_fill_(hit, code)
-        self.steps_in_state.masked_fill_(hit, 0)
-        self.automatic.logical_or_(hit)
-        self._entries[code] += hit.sum()
-
-
-def test_a_new_state_is_one_table_entry_plus_its_trigger() -> None:
-    table = (*STATES, AgencyState("throttled", "overloaded_factor", recovers=True, colour="#000000"))
-    config = AgencyConfig(enabled=True, overload=False, overloaded_factor=0.25, recovery_steps=2)
-    controller = _Throttling(config, num_layers=1, num_heads=2, states=table)
-    controller.reset(1)
-    seen = []
-    for focus in ([0.95, 0.1], [0.1, 0.1], [0.1, 0.1], [0.1, 0.1]):
-        controller.begin_step()
-        seen.append(controller.gate_factors(0)[0].tolist())
-        controller.observe(0, torch.tensor([focus]))
-    # damped by its factor from the next forward on, for recovery_steps forwards, then recovered
-    assert seen == [[1.0, 1.0], [0.25, 1.0], [0.25, 1.0], [1.0, 1.0]]
-    report = controller.report([])
-    assert report.transitions["throttled"] == 1 and "throttled" in report.state_counts_mean
