@@ -16,7 +16,15 @@ from typing import Any, Literal
 from record.catalogue import spec
 from reporting.design import Arm, Design, Series
 from reporting.estimators import Effect, mean_t_effect, paired_effect, regression_effect, slope, welch_effect
-from reporting.units import BASELINE_ARM, Units, common, differences, session_log_ratios, timing_session_logs
+from reporting.units import (
+    BASELINE_ARM,
+    Units,
+    common,
+    differences,
+    pass_log_ratios,
+    session_log_ratios,
+    timing_session_logs,
+)
 
 QUALITY = "reference_perplexity"
 
@@ -33,8 +41,8 @@ Role = Literal["primary", "secondary", "exploratory"]
 CONFIRMATORY = "confirmatory"  # the adjustment set of every primary family: one error rate per report
 
 
-SESSIONS_TEST = "t over timing sessions (mean paired log ratio of each)"
-SESSION_UNITS = "timing sessions timed side by side"
+SESSIONS_TEST = "t over timing passes (mean paired log ratio of each)"
+SESSION_UNITS = "timing passes timed side by side (a pass: session k of every cell)"
 
 
 @dataclass
@@ -63,6 +71,13 @@ class Comparison:
     says: tuple[str, str] | None = None  # what "better" and "worse" read as, where the arms are not compared
     p_holm: float | None = None
     p_floor_holm: float | None = None
+    # The interval at the confidence level of the Holm step that decided the test (estimators.holm_confidences):
+    # it excludes the null exactly when p_holm is significant. ``effect`` keeps the unadjusted 95% interval.
+    holm_confidence: float | None = None
+    holm_ci: tuple[float | None, float | None] | None = None
+    # Sample-based quality rows: the share of the compared cells' samples that are degenerate or failed (each
+    # read as the worst value); most of them make the ratio one of censored values, and the row says so.
+    censored: float | None = None
     # Set after the tests by a check that supersedes the test's reading: the manipulation check ("uninformative:
     # the states did not act") or the attribution (a gain the protected control explains is not agency's).
     override: str | None = None
@@ -70,6 +85,11 @@ class Comparison:
     # secondary or exploratory, and the set its Holm adjustment runs over.
     role: Role = "secondary"
     adjusted_with: str = ""
+
+    def interval(self) -> tuple[float | None, float | None]:
+        """The interval shown beside the Holm p: at the Holm step's level where the test was adjusted, else the
+        unadjusted 95% one."""
+        return self.holm_ci if self.holm_ci is not None else (self.effect.ci_low, self.effect.ci_high)
 
     def significant(self, alpha: float) -> bool:
         return self.p_holm is not None and self.p_holm < alpha
@@ -299,7 +319,7 @@ def speed_slope(design: Design, series: Series, arm: Arm, levels: Sequence[float
                 ratios = [sum(mine) / len(mine) - sum(theirs) / len(theirs)]
         xs += [level] * len(ratios)
         ys += ratios
-    units = "(level, timing session) pairs timed side by side" if paired else "levels (arms timed apart)"
+    units = "(level, timing pass) pairs timed side by side" if paired else "levels (arms timed apart)"
     return regression_effect(xs, ys), units
 
 
@@ -331,14 +351,27 @@ def level_contrast(
         [at_high[p] - at_low[p] for p in common([at_high, at_low])],
         family.key(series, arm, BASELINE_ARM, QUALITY, contrast),
     )
-    ratios_high = session_log_ratios(design, series, [high], temperatures, SPEED, arm, BASELINE_ARM)
-    ratios_low = session_log_ratios(design, series, [low], temperatures, SPEED, arm, BASELINE_ARM)
+    ratios_high = pass_log_ratios(design, series, [high], temperatures, SPEED, arm, BASELINE_ARM)
+    ratios_low = pass_log_ratios(design, series, [low], temperatures, SPEED, arm, BASELINE_ARM)
     test = "Welch t on the mean paired log ratio of each timing session"
-    if ratios_high and ratios_low:  # the levels' sessions are different sessions: two independent groups
-        speed = welch_effect(ratios_high, ratios_low, test)
+    both = ratios_high.keys() & ratios_low.keys()
+    if len(both) >= 2:  # one pass timed both levels: its offset cancels in the difference within it
+        speed = mean_t_effect(
+            [ratios_high[k] - ratios_low[k] for k in sorted(both)],
+            "t over timing passes (difference within each)",
+        )
+    elif ratios_high and ratios_low:  # the levels' sessions are different sessions: two independent groups
+        speed = welch_effect(list(ratios_high.values()), list(ratios_low.values()), test)
     else:  # timed apart, one session per arm and level: a difference of differences has no unit to vary over
         speed = untested(test, "the arms were timed apart: no sessions timed side by side at both levels")
     return [
         family.quality(series, arm, contrast, quality, level=high),
-        family.speed(series, arm, contrast, speed, units="timing sessions (two levels)", level=high),
+        family.speed(
+            series,
+            arm,
+            contrast,
+            speed,
+            units="timing passes" if len(both) >= 2 else "timing sessions (two levels)",
+            level=high,
+        ),
     ]

@@ -8,11 +8,16 @@ test's p, and the smallest p the test could reach with these units
 be estimated (too few units) is ``None`` with a note, never a substituted number.
 
 Paired units (prompts) have one estimand, the mean of their differences (a
-mean log ratio for log metrics): a sign-flip permutation test of that mean
-(exact up to 16 prompts, Monte-Carlo above) and a bootstrap-t interval of the
-same mean, each comparison with random streams of its own derived from its
-name. Timing repeats (few, roughly log-normal) use t-based intervals and tests
-on the log.
+mean log ratio for log metrics), and one test of it whose interval is that
+test inverted (``paired_effect``): the interval excludes a value exactly when the
+test rejects it, ties and few units included. The test rejects only when both a
+sign-flip permutation test (exact up to 16 prompts, exact under symmetry) and an
+equal-tailed bootstrap-t test (robust to skew) reject. Evaluation windows of one
+text are correlated: their test inflates the variance for their measured lag-1
+autocorrelation (``window_effect``). Timing units (few, roughly log-normal) use
+t-based intervals and tests on the log. Every effect can give its interval at
+another confidence level (``Effect.interval_at``), which the Holm step uses.
+Why these choices, with their simulated error rates: ``docs/statistics.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import hashlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,7 +38,13 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261130
 EXACT_SIGN_FLIPS_UP_TO = 16  # 65536 patterns; above, a Monte-Carlo sample of them
 SIGN_FLIP_DRAWS = 9999
-SIGN_FLIP = "sign-flip permutation test of the mean"
+PAIRED_T_RESAMPLES = (
+    9999  # the paired test's bootstrap-t: a p near a Holm step's level (0.05 / 23) needs the tail
+)
+SIGN_FLIP = "sign-flip and bootstrap-t tests of the mean"
+WINDOW_TEST = "t over windows, variance inflated for their lag-1 autocorrelation"
+POWER = 0.8  # the power at which a test's detectable effect is stated
+SKEWED = 2.0  # above this sample skewness the paired test's size is not held at 5% (docs/statistics.md)
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,23 @@ class Effect:
     p_floor: float | None  # the smallest p this test can give with these units (0: no floor)
     test: str
     note: str | None = None
+    dependence: float | None = None  # windows: the measured lag-1 autocorrelation of the paired differences
+    detectable: float | None = None  # t tests: the smallest true effect found with 80% power at these units
+    # The interval at another confidence level, from the same test (the Holm step asks for its own level).
+    refit: Callable[[float], tuple[float | None, float | None]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def tested(self) -> bool:
         return self.p is not None
+
+    def interval_at(self, confidence: float) -> tuple[float | None, float | None]:
+        """The interval from the same test at ``confidence``: it excludes a value exactly when the test at that
+        level rejects it."""
+        if self.refit is None or self.p is None:
+            return self.ci_low, self.ci_high
+        return self.refit(confidence)
 
 
 def _finite(value: float) -> float | None:
@@ -72,19 +97,6 @@ def sign_flip_floor(n: int) -> float:
     return exact if n <= EXACT_SIGN_FLIPS_UP_TO else max(exact, 1.0 / (SIGN_FLIP_DRAWS + 1))
 
 
-def sign_flip_p(values: np.ndarray, seed: int) -> float:
-    """Two-sided p of the mean against 0, flipping the sign of each unit: every pattern when n is small, else a
-    seeded Monte-Carlo sample of patterns ((hits + 1) / (draws + 1), which keeps the test valid)."""
-    n = values.size
-    observed = abs(float(values.sum())) * (1 - 1e-12)  # equal sums that differ by rounding count as hits
-    if n <= EXACT_SIGN_FLIPS_UP_TO:
-        patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
-        return int(np.count_nonzero(np.abs(patterns @ values) >= observed)) / 2**n
-    patterns = np.random.default_rng(seed).integers(0, 2, size=(SIGN_FLIP_DRAWS, n)) * 2 - 1
-    hits = int(np.count_nonzero(np.abs(patterns @ values) >= observed))
-    return (hits + 1) / (SIGN_FLIP_DRAWS + 1)
-
-
 def bootstrap_interval(
     values: np.ndarray, statistic: Callable[..., Any] = np.mean, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
@@ -97,27 +109,99 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
-def bootstrap_t_interval(values: np.ndarray, seed: int) -> tuple[float, float]:
-    """Studentised (bootstrap-t) 95% interval of the mean: a percentile interval under-covers at 24 prompts (93% for
-    normal differences), this one covers at about 95% (tests/reporting/test_estimators.py)."""
-    n = values.size
-    mean, se = float(values.mean()), float(values.std(ddof=1)) / math.sqrt(n)
-    if se == 0:
-        return mean, mean
-    resampled = values[np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))]
-    # A resample of equal values (e.g. only prompts whose arms tie) has no standard error, so no t: it is left
-    # out rather than given a near-zero one that would blow the interval up.
-    spread = resampled.std(axis=1, ddof=1) / math.sqrt(n)
-    spread_ok = np.ptp(resampled, axis=1) > 0
-    t = (resampled.mean(axis=1)[spread_ok] - mean) / spread[spread_ok]
-    upper_t, lower_t = np.quantile(t, [(1 + CONFIDENCE) / 2, (1 - CONFIDENCE) / 2])
-    return mean - float(upper_t) * se, mean - float(lower_t) * se
+@lru_cache(maxsize=32)
+def _every_pattern(n: int) -> np.ndarray:
+    return (((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1).astype(float)
 
 
-def paired_effect(differences: Sequence[float], key: str) -> Effect:
-    """Mean of per-prompt differences: a bootstrap-t interval and a sign-flip p of that same mean, and the p floor.
+class PairedTest:
+    """The paired test of a mean against any value ``delta``: it rejects when both the sign-flip test and the
+    equal-tailed bootstrap-t test of ``differences - delta`` reject (p is the larger of the two). The sign-flip
+    test is exact when the differences are symmetric (ties included); the bootstrap-t keeps its size under skew,
+    which makes the sign-flip test reject 10-15% of equal-mean skewed arms. Both use fixed draws, so p is a
+    deterministic function of ``delta`` and the interval is the set of values it does not reject."""
 
-    ``key`` names the comparison; its random streams (bootstrap, Monte-Carlo flips) are derived from it."""
+    def __init__(self, differences: np.ndarray, seed: int) -> None:
+        d = self.d = differences
+        n = self.n = int(d.size)
+        self.exact = n <= EXACT_SIGN_FLIPS_UP_TO
+        patterns = (
+            _every_pattern(n)
+            if self.exact
+            else np.random.default_rng(seed + 1).integers(0, 2, size=(SIGN_FLIP_DRAWS, n)) * 2.0 - 1
+        )
+        self.flip_sums, self.pattern_sums = patterns @ d, patterns.sum(axis=1)
+        self.total, self.mean = float(d.sum()), float(d.mean())
+        self.se = float(d.std(ddof=1)) / math.sqrt(n)
+        self.scale = float(np.abs(d).max()) or 1.0
+        resampled = d[np.random.default_rng(seed).integers(0, n, size=(PAIRED_T_RESAMPLES, n))]
+        # A resample of equal values (e.g. only tied prompts) has no standard error, so no t: it is left out
+        # rather than given a near-zero one that would blow the interval up.
+        spread_ok = np.ptp(resampled, axis=1) > 0
+        spread = resampled[spread_ok].std(axis=1, ddof=1) / math.sqrt(n)
+        self.t_star = np.sort((resampled[spread_ok].mean(axis=1) - self.mean) / spread)
+
+    def sign_flip_p(self, delta: float) -> float:
+        observed = (
+            abs(self.total - self.n * delta) - 1e-12 * self.n * self.scale
+        )  # rounding ties count as hits
+        hits = int(np.count_nonzero(np.abs(self.flip_sums - delta * self.pattern_sums) >= observed))
+        return hits / self.flip_sums.size if self.exact else (hits + 1) / (self.flip_sums.size + 1)
+
+    def bootstrap_t_p(self, delta: float) -> float:
+        if self.se == 0:  # every difference equal: any other mean is as far as it can be
+            return 1.0 if delta == self.mean else 0.0
+        if self.t_star.size == 0:
+            return 1.0
+        t = (self.mean - delta) / self.se
+        above = self.t_star.size - int(np.searchsorted(self.t_star, t, side="left"))
+        below = int(np.searchsorted(self.t_star, t, side="right"))
+        return min(1.0, 2 * (min(above, below) + 1) / (self.t_star.size + 1))
+
+    def p(self, delta: float = 0.0) -> float:
+        return max(self.sign_flip_p(delta), self.bootstrap_t_p(delta))
+
+    def interval(self, confidence: float) -> tuple[float | None, float | None]:
+        """The values of the mean this test does not reject at ``1 - confidence`` (rejecting is p < alpha, as
+        the report reads it); None for an end it never rejects (too few units). The search starts from 0 whenever 0 lies between the mean and the end, so the
+        interval excludes 0 exactly when ``p(0)`` rejects."""
+        alpha = round(
+            1 - confidence, 12
+        )  # 1 - 0.95 is 0.05000000000000004: a p of exactly 0.05 must not reject
+        return self._end(alpha, -1), self._end(alpha, +1)
+
+    def _end(self, alpha: float, side: int) -> float | None:
+        inside = self.mean
+        zero_this_side = side * (0.0 - self.mean) > 0
+        if zero_this_side and self.p(0.0) >= alpha:
+            inside = 0.0
+        if zero_this_side and self.p(0.0) < alpha:
+            outside = 0.0
+        else:
+            step = max(4 * self.se, 1e-3 * self.scale)
+            outside = inside + side * step
+            for _ in range(60):
+                if self.p(outside) < alpha:
+                    break
+                step *= 2
+                outside = inside + side * step
+            else:
+                return None
+        for _ in range(60):  # bisection: ``inside`` is never rejected, ``outside`` always is
+            middle = (inside + outside) / 2
+            if self.p(middle) < alpha:
+                outside = middle
+            else:
+                inside = middle
+            if abs(outside - inside) <= 1e-7 * self.scale:
+                break
+        return inside
+
+
+def paired_effect(differences: Sequence[float], key: str, confidence: float = CONFIDENCE) -> Effect:
+    """Mean of per-prompt differences, the paired test's p (``PairedTest``), its interval by inverting that test,
+    and the p floor. ``key`` names the comparison; its random streams (bootstrap, Monte-Carlo flips) are derived
+    from it."""
     d = np.asarray(differences, dtype=float)
     n = int(d.size)
     if n == 0:
@@ -130,13 +214,83 @@ def paired_effect(differences: Sequence[float], key: str) -> Effect:
         return Effect(
             n, mean, mean, mean, 1.0, floor, SIGN_FLIP, "every prompt gave identical values: no difference"
         )
-    seed = stream_seed(key)
-    low, high = bootstrap_t_interval(d, seed)
+    test = PairedTest(d, stream_seed(key))
+    low, high = test.interval(confidence)
+    notes = []
     zero = n - int(np.count_nonzero(d))
-    note = f"{zero} of {n} prompts gave identical values" if zero else None
+    if zero:
+        notes.append(f"{zero} of {n} prompts gave identical values")
+    if low is None or high is None:
+        notes.append(f"no finite interval: {n} prompts cannot reject any value")
+    p = test.p(0.0)
+    with warnings.catch_warnings():  # nearly equal values: scipy warns and the skewness is noise anyway
+        warnings.simplefilter("ignore")
+        skew = float(stats.skew(d))
+    if p < 1 - confidence and abs(skew) > SKEWED:
+        notes.append(f"skewed differences (skewness {skew:.1f}): p may be too small")
     # The floor is what the design allows (n prompts); identical prompts lower what this run could show, which
     # is evidence of no difference, not a lack of units.
-    return Effect(n, mean, low, high, sign_flip_p(d, seed + 1), floor, SIGN_FLIP, note)
+    return Effect(n, mean, low, high, p, floor, SIGN_FLIP, "; ".join(notes) or None, refit=test.interval)
+
+
+def lag1_autocorrelation(values: Sequence[float] | np.ndarray) -> float:
+    """The lag-1 autocorrelation of a series in its order (0 without spread)."""
+    x = np.asarray(values, dtype=float)
+    centred = x - x.mean()
+    denominator = float((centred**2).sum())
+    return float((centred[1:] * centred[:-1]).sum()) / denominator if denominator > 0 else 0.0
+
+
+def window_inflation(n: int, lag1: float) -> float:
+    """How much the variance of a mean of ``n`` windows exceeds the independent one, for a lag-1 autocorrelation
+    read conservatively: the measured one, corrected for its downward bias ((1 + 3r) / n) and raised by one
+    standard error, as an AR(1) process. A point estimate alone let 11% of null tests through at 0.8 over 31
+    windows; this bound keeps 2-5% from 0 to 0.8 (docs/statistics.md)."""
+    r = lag1 + (1 + 3 * lag1) / n
+    r = min(max(r + math.sqrt(max(1 - r * r, 0.0) / n), 0.0), 0.95)
+    lags = np.arange(1, n)
+    return float(1 + 2 * ((1 - lags / n) * r**lags).sum())
+
+
+def window_effect(differences: Sequence[float], confidence: float = CONFIDENCE) -> Effect:
+    """Mean of per-window differences, in text order, with a t interval and test whose variance is inflated for
+    the windows' lag-1 autocorrelation (``window_inflation``) and whose degrees of freedom are the effective
+    number of windows; the measured autocorrelation is kept (``dependence``)."""
+    d = np.asarray(differences, dtype=float)
+    n = int(d.size)
+    if n < 3:
+        return Effect(
+            n, float(d.mean()) if n else None, None, None, None, None, WINDOW_TEST, "fewer than 3 windows"
+        )
+    mean, lag1 = float(d.mean()), lag1_autocorrelation(d)
+    if np.ptp(d) == 0:
+        note = "every window gave identical values" + (": no difference" if mean == 0 else ": no test")
+        return Effect(n, mean, mean, mean, 1.0 if mean == 0 else None, 0.0, WINDOW_TEST, note, lag1)
+    inflation = window_inflation(n, lag1)
+    df = max(n / inflation - 1, 1.0)
+    se = float(d.std(ddof=1)) / math.sqrt(n) * math.sqrt(inflation)
+    interval = t_interval(mean, se, df)
+    low, high = interval(confidence)
+    p = float(2 * stats.t.sf(abs(mean) / se, df))
+    note = (
+        f"lag-1 autocorrelation {lag1:.2f}: variance x{inflation:.2f}, {n / inflation:.1f} effective windows"
+    )
+    return Effect(n, mean, low, high, p, 0.0, WINDOW_TEST, note, lag1, refit=interval)
+
+
+def t_interval(mean: float, se: float, df: float) -> Callable[[float], tuple[float | None, float | None]]:
+    """A t interval at any confidence level (the refit of the t-based effects)."""
+
+    def interval(level: float) -> tuple[float | None, float | None]:
+        half = float(stats.t.ppf((1 + level) / 2, df)) * se
+        return mean - half, mean + half
+
+    return interval
+
+
+def detectable(sd: float, n: int, df: float, alpha: float = 1 - CONFIDENCE) -> float:
+    """The smallest true mean a two-sided t test over ``n`` units with this SD finds with 80% power."""
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(POWER, df)) * sd / math.sqrt(n))
 
 
 def mean_t_effect(values: Sequence[float], test: str = "paired t on log ratios") -> Effect:
@@ -148,9 +302,10 @@ def mean_t_effect(values: Sequence[float], test: str = "paired t on log ratios")
     mean, sd = float(x.mean()), float(x.std(ddof=1))
     if np.ptp(x) == 0:  # not sd == 0: the sd of equal values can round to 1e-17 and give p = 1e-33
         return Effect(n, mean, mean, mean, None, 0.0, test, "no spread between repeats: no test")
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
+    interval = t_interval(mean, sd / math.sqrt(n), n - 1)
+    low, high = interval(CONFIDENCE)
     p = _finite(stats.ttest_1samp(x, 0.0).pvalue)
-    return Effect(n, mean, mean - half, mean + half, p, 0.0, test)
+    return Effect(n, mean, low, high, p, 0.0, test, detectable=detectable(sd, n, n - 1), refit=interval)
 
 
 def welch_effect(a: Sequence[float], b: Sequence[float], test: str = "Welch t on log values") -> Effect:
@@ -165,9 +320,10 @@ def welch_effect(a: Sequence[float], b: Sequence[float], test: str = "Welch t on
     if np.ptp(x) == 0 and np.ptp(y) == 0:  # not se == 0, which rounding can miss (see mean_t_effect)
         return Effect(n, diff, diff, diff, None, 0.0, test, "no spread: no test")
     df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, df)) * se
+    interval = t_interval(diff, se, df)
+    low, high = interval(CONFIDENCE)
     p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return Effect(n, diff, diff - half, diff + half, p, 0.0, test)
+    return Effect(n, diff, low, high, p, 0.0, test, refit=interval)
 
 
 def regression_effect(x: Sequence[float], y: Sequence[float], test: str = "least-squares slope, t") -> Effect:
@@ -184,10 +340,9 @@ def regression_effect(x: Sequence[float], y: Sequence[float], test: str = "least
         return Effect(
             n, float(fit.slope), float(fit.slope), float(fit.slope), None, 0.0, test, "exact fit: no test"
         )
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 2)) * float(fit.stderr)
-    return Effect(
-        n, float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, _finite(fit.pvalue), 0.0, test
-    )
+    interval = t_interval(float(fit.slope), float(fit.stderr), n - 2)
+    low, high = interval(CONFIDENCE)
+    return Effect(n, float(fit.slope), low, high, _finite(fit.pvalue), 0.0, test, refit=interval)
 
 
 def slope(levels: Sequence[float], values: Sequence[float]) -> float | None:
@@ -226,6 +381,23 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     for index, value in zip(present, result, strict=True):
         adjusted[index] = float(value)
     return adjusted
+
+
+def holm_confidences(p_values: Sequence[float | None], alpha: float) -> list[float | None]:
+    """Per test, the confidence level of the Holm step that decided it, so that its interval excludes the null
+    exactly when Holm rejects it: 1 - alpha / (m - j) for the test rejected at step j; for every test from the
+    first step that does not reject on, that step's level (their p are at least its bound)."""
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    m = len(present)
+    levels: list[float | None] = [None] * len(p_values)
+    order = sorted(present, key=lambda i: p_values[i])  # type: ignore[arg-type, return-value]
+    stopped: float | None = None
+    for step, index in enumerate(order):
+        bound = alpha / (m - step)
+        if stopped is None and (m - step) * p_values[index] >= alpha:  # type: ignore[operator]  # as holm() reads it
+            stopped = bound
+        levels[index] = 1 - (stopped if stopped is not None else bound)
+    return levels
 
 
 def holm_floor(floors: Sequence[float | None], index: int) -> float | None:

@@ -28,15 +28,18 @@ def level(value: float | None) -> str:
     return MISSING if value is None else f"{value:g}%"
 
 
-def effect_text(kind: str, estimate: float | None, low: float | None, high: float | None) -> str:
-    """``×1.034 [0.981, 1.090]`` for ratios, ``+0.012 [-0.003, +0.027]`` for differences."""
+def effect_text(
+    kind: str, estimate: float | None, low: float | None, high: float | None, unbounded: bool = False
+) -> str:
+    """``×1.034 [0.981, 1.090]`` for ratios, ``+0.012 [-0.003, +0.027]`` for differences; a missing end is
+    unbounded (``unbounded``: both are, a test that can reject no value), else no interval is shown."""
     if estimate is None:
         return MISSING
-    if kind == "ratio":
-        body = f"×{estimate:.3g}"
-        return body if low is None else f"{body} [{low:.3g}, {high:.3g}]"
-    body = f"{estimate:+.3g}"
-    return body if low is None else f"{body} [{low:+.3g}, {high:+.3g}]"
+    if low is None and high is None and not unbounded:
+        return f"×{estimate:.3g}" if kind == "ratio" else f"{estimate:+.3g}"
+    if kind == "ratio":  # an end the test never rejects is unbounded
+        return f"×{estimate:.3g} [{'0' if low is None else f'{low:.3g}'}, {'∞' if high is None else f'{high:.3g}'}]"
+    return f"{estimate:+.3g} [{'-∞' if low is None else f'{low:+.3g}'}, {'+∞' if high is None else f'{high:+.3g}'}]"
 
 
 def slug(text: str) -> str:

@@ -3,7 +3,7 @@ in at most ``HEADLINE_LINES`` lines."""
 
 from __future__ import annotations
 
-from reporting.analyses.aa import POSITIVE_CONTROL_FAMILY, SPEED_AA_FAMILY
+from reporting.analyses.aa import POSITIVE_CONTROL_FAMILY, SPEED_AA_FAMILY, detectable_text
 from reporting.analyses.attribution import not_attributed_text
 from reporting.analyses.inert_aa import INERT_AA_FAMILY
 from reporting.comparison import SPEED
@@ -45,7 +45,7 @@ def _aa_line(stats: Statistics) -> str:
     for c in (c for c in stats.family(SPEED_AA_FAMILY) if c.effect.p is not None):
         parts.append(
             f"speed A/A (baseline timed against itself, {c.level:g}%) {effect_of(c)} over {c.effect.n} sessions: "
-            f"{c.reading(stats.alpha)}"
+            f"{c.reading(stats.alpha)}{detectable_text(c)}"
         )
     controls = [c for c in stats.family(POSITIVE_CONTROL_FAMILY) if c.effect.p is not None]
     if controls:

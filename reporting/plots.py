@@ -155,7 +155,7 @@ def _forest(ax: Any, comparisons: list[Comparison], alpha: float, title: str, ki
     labels = []
     for y, c in enumerate(rows):
         value = shown(c, c.effect.estimate)
-        low, high = shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)
+        low, high = (shown(c, end) for end in c.interval())
         good = c.significant(alpha) and c.better()
         bad = c.significant(alpha) and not c.better()
         color = "#55a868" if good else "#c44e52" if bad else "#4c72b0"

@@ -116,15 +116,17 @@ class Statistics:
                         shown(c, c.effect.ci_low),
                         shown(c, c.effect.ci_high),
                     ],
+                    "shown_holm_ci": [shown(c, end) for end in c.holm_ci] if c.holm_ci is not None else None,
                     "reading": c.reading(self.alpha),
                 }
                 for c in self.comparisons
             ],
             "optimal_level": {
                 "rule": f"per arm, the highest level reached from 0% through levels whose quality stays within "
-                f"x{self.margin.ratio:g} of the unpruned model (mean log ratio over prompts of reference "
-                "perplexity and over evaluation windows of corpus perplexity <= log(margin)); bootstrap: "
-                "prompts and windows resampled, the choice made again",
+                f"x{self.margin.ratio:g} of the unpruned model (one-sided 95% upper bound of the mean log ratio "
+                "over prompts of reference perplexity, t, and over evaluation windows of corpus perplexity, t "
+                "with the variance inflated for the windows' lag-1 autocorrelation, <= log(margin)); bootstrap: "
+                "prompts, and blocks of adjacent windows, resampled, the choice made again",
                 "margin": self.margin.ratio,
                 "choices": [as_dict(c) for c in self.optimal],
             },
@@ -169,6 +171,7 @@ ARM_FIELDS = frozenset(f.name for f in dataclasses.fields(Arm))
 def _arm_as_label(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``dataclasses.asdict``'s dict factory: an arm is written as its label (what it is, the design says)."""
     fields = dict(pairs)
+    fields.pop("refit", None)  # an effect's interval at other levels: a function, not a number
     return {"label": fields["label"]} if fields.keys() == ARM_FIELDS else fields
 
 

@@ -25,13 +25,39 @@ def comparison_row(c: Comparison, alpha: float) -> list[str]:
         spec(c.metric).label,
         c.contrast,
         effect_of(c),
+        unadjusted_of(c),
         f"{c.effect.test}, n = {c.effect.n} {c.units}",
         pval(c.p_holm),
-        c.reading(alpha),
+        c.reading(alpha) + censored_text(c),
     ]
 
 
-HEADER = ["series", "metric", "contrast", "effect [95% CI]", "test, n", "Holm p", "reading"]
+def censored_text(c: Comparison) -> str:
+    """Where most compared samples are degenerate or failed, each set to the worst value: the ratio is then one of
+    censored values, mostly ties, not a perplexity ratio, and the row says so."""
+    if c.censored is None or c.censored < CENSORED:
+        return ""
+    return (
+        f" ({c.censored:.0%} of the samples compared are degenerate or failed, each set to the worst value: a "
+        "ratio of censored values, not a perplexity ratio)"
+    )
+
+
+CENSORED = (
+    0.5  # from this share of degenerate or failed samples on, a row's ratio is mostly ties at the worst
+)
+
+
+HEADER = [
+    "series",
+    "metric",
+    "contrast",
+    "effect [CI at its Holm step's level]",
+    "effect [95% CI, unadjusted]",
+    "test, n",
+    "Holm p",
+    "reading",
+]
 
 
 SPEED_METRICS = frozenset(m.name for m in CATALOGUE if m.measured_per == "timing")
@@ -200,8 +226,28 @@ def effect_of(c: Comparison | None) -> str:
     """An effect with its interval, as every table of the summary prints it."""
     if c is None:
         return MISSING
+    low, high = c.interval()
+    tested = (
+        c.effect.p is not None
+    )  # tested, yet no end: the test can reject no value, the interval is unbounded
+    text = effect_text(c.kind, shown(c, c.effect.estimate), shown(c, low), shown(c, high), tested)
+    return text + (confidence_text(c) if tested else "")
+
+
+def confidence_text(c: Comparison) -> str:
+    """The level of a shown interval where it is not 95% (a Holm step's), e.g. `` (99.2%)``."""
+    level = c.holm_confidence
+    return "" if level is None or abs(level - 0.95) < 1e-9 else f" ({100 * level:.4g}%)"
+
+
+def unadjusted_of(c: Comparison) -> str:
+    """The unadjusted 95% interval of a comparison whose shown interval is at its Holm step's level."""
     return effect_text(
-        c.kind, shown(c, c.effect.estimate), shown(c, c.effect.ci_low), shown(c, c.effect.ci_high)
+        c.kind,
+        shown(c, c.effect.estimate),
+        shown(c, c.effect.ci_low),
+        shown(c, c.effect.ci_high),
+        c.effect.tested,
     )
 
 
@@ -230,7 +276,9 @@ def aa_table(rows: list[tuple[Comparison, str, str]], where: str, alpha: float) 
 
 
 def cell_text(c: Comparison | None, alpha: float) -> str:
-    return MISSING if c is None else f"{effect_of(c)}, Holm p {pval(c.p_holm)}: {c.reading(alpha)}"
+    if c is None:
+        return MISSING
+    return f"{effect_of(c)}, Holm p {pval(c.p_holm)}: {c.reading(alpha)}{censored_text(c)}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -247,11 +295,12 @@ def agency_present(stats: Statistics) -> bool:
 
 
 def level_effect(stats: Statistics, series, arm, at: float) -> Comparison | None:
-    """The primary quality ratio of an arm against the baseline at one level, if computed."""
+    """The quality ratio of an arm against the baseline at one level, if computed: question 2's row for an arm
+    that answers the questions, the dose family's for a variant."""
     return next(
         (
             c
-            for c in stats.family("Q2")
+            for c in stats.family("Q2") + stats.family("dose")
             if c.series == series
             and c.arm == arm
             and c.other == BASELINE_ARM

@@ -20,9 +20,9 @@ from reporting.analyses.attribution import attributions, credit
 from reporting.analyses.manipulation import MIN_ACTED_SHARE, check_manipulation
 from reporting.analyses.registry import FAMILIES as DECLARED
 from reporting.analyses.registry import REGISTRY
-from reporting.comparison import Comparison
+from reporting.comparison import QUALITY, Comparison
 from reporting.design import Cell, Design, shared_agency_settings
-from reporting.estimators import describe, holm, holm_floor
+from reporting.estimators import describe, holm, holm_confidences, holm_floor
 from reporting.optimal import Margin, optimal_levels, pareto_fronts
 from reporting.results import AgencySummary, CellStats, Description, Statistics
 from reporting.units import Units, cell_session_logs, degenerate_share, failure_share
@@ -101,18 +101,39 @@ def describe_cells(design: Design, units: Units) -> list[CellStats]:
     return result
 
 
-def _adjust(comparisons: list[Comparison]) -> None:
-    """Holm over each adjustment set (all confirmatory comparisons together; each other family on its own), and
-    the smallest adjusted p each test could reach there."""
+def _adjust(comparisons: list[Comparison], alpha: float) -> None:
+    """Holm over each adjustment set (all confirmatory comparisons together; each other family on its own), the
+    smallest adjusted p each test could reach there, and each test's interval at its Holm step's level."""
     by_family: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
         by_family[c.adjusted_with].append(c)
     for members in by_family.values():
         adjusted = holm([c.effect.p for c in members])
         floors = [c.effect.p_floor if c.effect.p is not None else None for c in members]
-        for index, (c, p) in enumerate(zip(members, adjusted, strict=True)):
+        confidences = holm_confidences([c.effect.p for c in members], alpha)
+        for index, (c, p, confidence) in enumerate(zip(members, adjusted, confidences, strict=True)):
             c.p_holm = p
             c.p_floor_holm = holm_floor(floors, index)
+            if confidence is not None:
+                c.holm_confidence, c.holm_ci = confidence, c.effect.interval_at(confidence)
+
+
+def _mark_censored(design: Design, comparisons: list[Comparison], units: Units) -> None:
+    """Each sample-based quality row: the share of its arms' samples, at its level (or over the pruned levels)
+    and temperature (or all), that are degenerate or failed."""
+    for c in comparisons:
+        if c.metric != QUALITY or "prompt" not in c.units:
+            continue
+        levels = [c.level] if c.level is not None else [lv for lv in design.levels(c.series) if lv > 0]
+        temperatures = [c.temperature] if c.temperature is not None else design.temperatures(c.series)
+        bad = total = 0
+        for cell in (
+            Cell(c.series, t, lv, a) for t in temperatures for lv in levels for a in (c.arm, c.other)
+        ):
+            failed, samples = failure_share(design, cell)
+            bad += failed + degenerate_share(design, cell, units)[0]
+            total += samples
+        c.censored = bad / total if total else None
 
 
 def compute_statistics(
@@ -133,7 +154,8 @@ def compute_statistics(
     for analysis in (a for a in REGISTRY if a.compare is not None):
         comparisons += analysis.compare(design, units)  # type: ignore[misc]
     check_manipulation(design, comparisons, min_acted_share)
-    _adjust(comparisons)
+    _mark_censored(design, comparisons, units)
+    _adjust(comparisons, alpha)
     found = attributions(comparisons, design, alpha)
     credit(comparisons, found, alpha)
     notes = []

@@ -27,10 +27,14 @@ def render_summary(
     lines = ["# Pruning comparison with agency: summary", "", *warned_headline(stats)]
     lines.append(
         f"{n_records} records in {len(stats.cells)} cells ({'; '.join(series) or 'none'}). Each answer gives the "
-        "effect first: a ratio agency/baseline (geometric mean over prompts or timing sessions) with its 95% "
-        "interval (bootstrap-t over prompts; t over timing sessions), then the test of that same mean (sign-flip "
-        "permutation over prompts, whose iterations and seeds are averaged first; t-tests over timing sessions, "
-        "each the mean paired log ratio of its repeats; each speed row's n counts its sessions). "
+        "effect first: a ratio agency/baseline (geometric mean over prompts or timing passes) with its interval, "
+        "then the test of that same mean; the interval is that test inverted, so it excludes 1 exactly when the "
+        "test rejects, and it is shown at the level of the Holm step that decided the test (in brackets where "
+        "not 95%; tables add the unadjusted 95% interval). Over prompts (iterations and seeds averaged first, "
+        "failed and degenerate samples at the worst outcome) the test rejects only when both a sign-flip "
+        "permutation test and a bootstrap-t test do; over evaluation windows, a t test whose variance is "
+        "inflated for the windows' lag-1 autocorrelation; over timing passes (pass k times session k of every "
+        "cell, so it is one unit for all of them), a t test of each pass's mean paired log ratio. "
         "One error rate per report: the primary endpoint, every question's primary comparisons and the run-time "
         "layer's part of the attribution "
         f"({len(confirmatory_rows(stats))} in all) are Holm-adjusted together; secondary results (labelled) are adjusted within their "

@@ -246,15 +246,22 @@ def cell_session_logs(design: Design, cell: Cell, metric: str) -> list[float]:
     return timing_session_logs(design, cell.series, cell.level, [cell.temperature], metric, cell.arm)
 
 
-def paired_session_means(mine: Sequence[TimedValue], theirs: Sequence[TimedValue]) -> list[float]:
-    """Per session that timed both: the mean of log(mine / theirs) over the rounds both have, sessions sorted."""
+def paired_session_means_by_session(
+    mine: Sequence[TimedValue], theirs: Sequence[TimedValue]
+) -> dict[str, float]:
+    """Per session that timed both: the mean of log(mine / theirs) over the rounds both have."""
     partner = {(t.session, t.repeat): t.value for t in theirs}
     sessions: dict[str, list[float]] = defaultdict(list)
     for t in mine:
         other = partner.get((t.session, t.repeat))
         if other is not None and other > 0 and t.value > 0:
             sessions[t.session].append(math.log(t.value / other))
-    return [sum(v) / len(v) for _, v in sorted(sessions.items())]
+    return {session: sum(v) / len(v) for session, v in sorted(sessions.items())}
+
+
+def paired_session_means(mine: Sequence[TimedValue], theirs: Sequence[TimedValue]) -> list[float]:
+    """Per session that timed both: the mean of log(mine / theirs) over the rounds both have, sessions sorted."""
+    return list(paired_session_means_by_session(mine, theirs).values())
 
 
 def speed_aa_ratios(record: ConditionRecord, metric: str) -> list[float]:
@@ -263,6 +270,13 @@ def speed_aa_ratios(record: ConditionRecord, metric: str) -> list[float]:
     if record.speed_aa is None or record.timing is None:
         return []
     return paired_session_means(timed_values(record.speed_aa, metric), timed_values(record.timing, metric))
+
+
+def pass_of(session: str) -> str:
+    """The timing pass a session belongs to. A local sweep times session k of every cell in pass k and names it
+    ``<id>:<k>`` (``lightning_modules/runs/timing.py``); a session named otherwise is its own pass."""
+    _, colon, tail = session.rpartition(":")
+    return f"pass {tail}" if colon and tail.isdigit() else session
 
 
 def session_log_ratios(
@@ -274,16 +288,32 @@ def session_log_ratios(
     arm: Arm,
     other: Arm,
 ) -> list[float]:
-    """Per timing session that timed both arms side by side: the mean of its paired log ratios (contract 11: the
-    session is the unit, its repeats are averaged). Empty when the arms were timed apart."""
-    means = []
+    """Per timing pass that timed both arms side by side: its mean paired log ratio (``pass_log_ratios``)."""
+    return list(pass_log_ratios(design, series, levels, temperatures, metric, arm, other).values())
+
+
+def pass_log_ratios(
+    design: Design,
+    series: Series,
+    levels: Sequence[float],
+    temperatures: Sequence[float],
+    metric: str,
+    arm: Arm,
+    other: Arm,
+) -> dict[str, float]:
+    """Per timing pass that timed both arms side by side: the mean of its sessions' mean paired log ratios over
+    the cells in ``levels`` x ``temperatures`` (contract 11: the session is the unit, its repeats are averaged).
+    Pass k times session k of every cell, so an offset of an arm in that pass hits every cell alike: sessions
+    of one pass are one unit, not one per cell (contract 17). Empty when the arms were timed apart."""
+    per_pass: dict[str, list[float]] = defaultdict(list)
     for level in levels:
         for temperature in temperatures:
-            means += paired_session_means(
+            for session, mean in paired_session_means_by_session(
                 design.timings(Cell(series, temperature, level, arm), metric),
                 design.timings(Cell(series, temperature, level, other), metric),
-            )
-    return means
+            ).items():
+                per_pass[pass_of(session)].append(mean)
+    return {name: sum(v) / len(v) for name, v in sorted(per_pass.items())}
 
 
 def window_values(design: Design, cell: Cell) -> dict[int, float]:

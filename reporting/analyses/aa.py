@@ -102,7 +102,7 @@ def speed_warning(comparisons: Sequence[Comparison]) -> str | None:
         return None
     measured = "; ".join(
         f"{c.series.label()} at {c.level:g}%: ×{math.exp(c.effect.estimate or 0):.3f} "
-        f"[{math.exp(c.effect.ci_low or 0):.3f}, {math.exp(c.effect.ci_high or 0):.3f}] over {c.effect.n} sessions"
+        f"[{math.exp(c.interval()[0] or 0):.3f}, {math.exp(c.interval()[1] or 0):.3f}] over {c.effect.n} sessions"
         for c in failed
     )
     return (
@@ -113,7 +113,7 @@ def speed_warning(comparisons: Sequence[Comparison]) -> str | None:
 
 def outside_noise(comparison: Comparison) -> bool:
     """A speed A/A whose interval excludes 1 (log ratio 0)."""
-    low, high = comparison.effect.ci_low, comparison.effect.ci_high
+    low, high = comparison.interval()
     return comparison.effect.p is not None and low is not None and high is not None and (low > 0 or high < 0)
 
 
@@ -171,6 +171,11 @@ def positive_control_lines(stats: Statistics) -> list[str]:
             verdict = f"not tested ({c.effect.note or 'too few units'})"
         elif c.significant(stats.alpha):
             verdict = "detected: the state path and the report can see an effect"
+        elif c.p_floor_holm is not None and c.p_floor_holm >= stats.alpha:
+            verdict = (
+                f"inconclusive: with {c.effect.n} prompts no test could reach significance (smallest attainable "
+                f"Holm p {c.p_floor_holm:.2g}), so this control cannot show whether the state path works"
+            )
         else:
             verdict = (
                 "NOT detected: the forced states changed nothing the report could see; suspect the state path"
@@ -198,9 +203,21 @@ def speed_aa_lines(stats: Statistics) -> list[str]:
     for c in rows:
         lines.append(
             f"Speed A/A ({c.series.label()}, T={c.temperature:g}, {c.level:g}%): baseline vs itself tokens/s "
-            f"{effect_of(c)} over {c.effect.n} sessions ({c.effect.test}): {c.reading(stats.alpha)}."
+            f"{effect_of(c)} over {c.effect.n} sessions ({c.effect.test}): {c.reading(stats.alpha)}"
+            f"{detectable_text(c)}."
         )
     return lines + [""]
+
+
+def detectable_text(c: Comparison) -> str:
+    """What a speed A/A could have seen: the smallest offset its sessions find with 80% power (a shared offset
+    of the pseudo-arm in a pass is what it checks for)."""
+    if c.effect.detectable is None:
+        return ""
+    return (
+        f"; with these {c.effect.n} sessions and their spread it detects an offset of ×{math.exp(c.effect.detectable):.3g} "
+        f"(or ×{math.exp(-c.effect.detectable):.3g}) or larger with 80% power"
+    )
 
 
 ANALYSIS = Analysis(

@@ -8,7 +8,7 @@ prompt, on the log scale, the whole effect splits exactly into two paired parts:
     agency / baseline = (protected baseline / baseline) x (agency / protected baseline)
                          the pruning choice               the run-time layer
 
-each tested over prompts (a sign-flip test and a bootstrap-t interval of the mean,
+each tested over prompts (the paired test of the mean and its inverted interval,
 temperatures pooled) at every pruned level and pooled over the pruned levels. The
 run-time layer's pooled part is a claim about agency and sits in the confirmatory set
 (``LAYER_FAMILY``); the pruning choice's parts and the per-level parts are secondary
@@ -246,8 +246,8 @@ def attribution_section(stats: Statistics) -> list[str]:
     lines.append(
         "Per prompt on the log scale the whole effect splits exactly: agency/baseline = (protected baseline/"
         f"baseline: the **{PRUNING_CHOICE}**, the same heads kept out of pruning with no agency layer) × (agency/"
-        f"protected baseline: the **{RUN_TIME_LAYER}**), temperatures pooled, each with a bootstrap-t interval "
-        "and a sign-flip test over prompts. The run-time layer's pooled part is primary (in the report's one "
+        f"protected baseline: the **{RUN_TIME_LAYER}**), temperatures pooled, each with the paired test over "
+        "prompts and its inverted interval. The run-time layer's pooled part is primary (in the report's one "
         "Holm set: it is the claim about agency); the pruning choice's part and the per-level parts are "
         f"secondary (Holm within '{ATTRIBUTION_FAMILY}'). A gain is credited to the agency layer only when the "
         "run-time part shows it."

@@ -10,12 +10,13 @@ from scipy.stats import spearmanr
 
 from record.identity import AGENCY_PREFIX
 from reporting.analyses.base import Analysis
-from reporting.comparison import Comparison, pruned_levels
+from reporting.comparison import Comparison, Family, paired_quality, pooled, pruned_levels
 from reporting.design import Arm, Cell, Design, Series
 from reporting.format import MISSING
 from reporting.format import level as level_text
 from reporting.results import Statistics
 from reporting.sections import cell_text, level_effect, markdown_table
+from reporting.units import BASELINE_ARM, Units
 
 MIN_ACTED_SHARE = 0.01  # declared once: below 1% of the kept heads' row-forwards, the states did not act
 
@@ -275,7 +276,8 @@ def dose_response_section(stats: Statistics) -> list[str]:
     lines = ["### Dose-response: quality against how much the states acted", ""]
     lines.append(
         "Each agency arm at each pruned level where some arm's states acted, ordered by the gate mass its states "
-        "removed, beside its reference perplexity against the baseline (per prompt, Holm within its question). "
+        "removed, beside its reference perplexity against the baseline (per prompt, temperatures pooled; Holm "
+        "within question 2 for the main arm, within the exploratory 'dose' family for the other arms). "
         "The rank correlation describes the trend over arms; it is not a test (the arms share prompts and one "
         "baseline)."
     )
@@ -343,4 +345,32 @@ def sham_match_section(stats: Statistics) -> list[str]:
     return lines
 
 
-ANALYSIS = Analysis("manipulation", (), section=manipulation_section, section_rank=150)
+DOSE_FAMILY = Family(
+    "dose",
+    "exploratory",
+    "each agency arm that answers no question (a variant: another dose of the states) vs the baseline at every "
+    "pruned level, per prompt, temperatures pooled: the quality effect the dose-response reads beside its dose",
+)
+
+
+def variant_effects(design: Design, units: Units) -> list[Comparison]:
+    """The quality effect of every agency arm the questions do not read (variants of the main arm, e.g. other
+    doses), so that the dose-response has a point for every arm, not only the main one."""
+    result = []
+    for series in design.series():
+        primary = set(design.primary_arms(series))
+        temperatures = design.temperatures(series)
+        for arm in (a for a in design.arms(series) if a.agency and a not in primary):
+            for level in pruned_levels(design, series):
+                diffs = pooled(design, series, [level], temperatures, arm, BASELINE_ARM, units)
+                if diffs:
+                    contrast = f"{arm.label}/baseline at {level:g}%"
+                    result.append(
+                        paired_quality(DOSE_FAMILY, series, arm, BASELINE_ARM, contrast, diffs, level)
+                    )
+    return result
+
+
+ANALYSIS = Analysis(
+    "manipulation", (DOSE_FAMILY,), compare=variant_effects, section=manipulation_section, section_rank=150
+)

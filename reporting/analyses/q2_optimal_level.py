@@ -58,7 +58,10 @@ def _choice_line(choice: LevelChoice) -> str:
     per_level = [
         f"{level_text(q.level)} ×{num(q.reference_ratio)}"
         + ("" if q.corpus_ratio is None else f" / ×{num(q.corpus_ratio)}")
-        + ("" if q.within else " (outside)")
+        + f" (bound ×{num(q.reference_bound)}"
+        + ("" if q.corpus_bound is None else f" / ×{num(q.corpus_bound)}")
+        + ("" if q.within else ", outside")
+        + ")"
         for q in choice.levels
     ]
     unit = "reference" + ("" if len(choice.endpoints) == 1 else " / corpus") + " perplexity vs unpruned"
@@ -83,10 +86,11 @@ def q2_section(stats: Statistics) -> list[str]:
 
     def answer(rows: list[Comparison], s: Statistics) -> str:
         lines = [
-            f"**Answer:** per arm, the highest pruning level whose quality stays within ×{s.margin.ratio:g} of "
-            "the unpruned model (the geometric mean over prompts of reference perplexity, and over evaluation "
-            "windows of corpus perplexity, against the baseline at 0%; reached from 0% through levels that are "
-            "all within), with a bootstrap of that choice (prompts and windows resampled, the choice made again):",
+            f"**Answer:** per arm, the highest pruning level whose quality is shown within ×{s.margin.ratio:g} of "
+            "the unpruned model (the one-sided 95% upper bound of the geometric mean ratio over prompts of "
+            "reference perplexity, and over evaluation windows of corpus perplexity, against the baseline at 0%; "
+            "reached from 0% through levels that are all within), with a bootstrap of that choice (prompts, and "
+            "blocks of adjacent windows, resampled; the choice made again):",
             "",
             *(_choice_line(c) for c in s.optimal),
         ]

@@ -8,7 +8,7 @@ from record.catalogue import CATALOGUE, spec
 from reporting.analyses.base import Analysis
 from reporting.comparison import Comparison, Family, gain_sign, pooled, pruned_levels, ratio_kind
 from reporting.design import Arm, Design, Series
-from reporting.estimators import bootstrap_interval, paired_effect, stream_seed
+from reporting.estimators import BOOTSTRAP_RESAMPLES, CONFIDENCE, paired_effect, stream_seed
 from reporting.format import MISSING, pval
 from reporting.results import Statistics
 from reporting.sections import degenerate_rule, effect_of, generic_answer, markdown_table, question_section
@@ -28,14 +28,20 @@ def quality_metrics() -> list[str]:
 
 
 def _standardized(values: np.ndarray, key: str) -> tuple[float, float, float] | None:
+    """Mean / SD of the per-prompt gains with a percentile bootstrap interval. A resample of tied values has no
+    SD, so no standardised effect: it is left out (a floor on the SD made such resamples read 1e11); when more
+    of them than the interval's tail would need, the interval cannot be bounded and none is given."""
     if values.size < 3 or float(values.std(ddof=1)) == 0:
         return None
-
-    def d(x: np.ndarray, axis: int = 0) -> np.ndarray:
-        return x.mean(axis=axis) / np.maximum(x.std(axis=axis, ddof=1), 1e-12)
-
-    low, high = bootstrap_interval(values, statistic=d, seed=stream_seed(key + "|standardized"))
-    return float(d(values)), low, high
+    rng = np.random.default_rng(stream_seed(key + "|standardized"))
+    resampled = values[rng.integers(0, values.size, size=(BOOTSTRAP_RESAMPLES, values.size))]
+    spread = resampled.std(axis=1, ddof=1)
+    defined = np.ptp(resampled, axis=1) > 0
+    if np.mean(~defined) > (1 - CONFIDENCE) / 2:
+        return None
+    d = resampled[defined].mean(axis=1) / spread[defined]
+    low, high = np.quantile(d, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(values.mean() / values.std(ddof=1)), float(low), float(high)
 
 
 def question_5(design: Design, series: Series, arm: Arm, units: Units) -> list[Comparison]:

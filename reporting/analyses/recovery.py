@@ -12,7 +12,7 @@ from reporting.format import MISSING, num, pval
 from reporting.format import level as level_text
 from reporting.results import Statistics
 from reporting.sections import cell_of_comparison, effect_of, markdown_table
-from reporting.units import Units
+from reporting.units import Units, cell_differences
 
 RECOVERY = Family(
     "recovery",
@@ -29,25 +29,35 @@ def recovery(design: Design, units: Units) -> list[Comparison]:
         before_series = after_series.before_recovery()
         temperatures = design.temperatures(after_series)
         for arm in design.arms(after_series):
-            unpruned = {
-                t: design.prompt_values(Cell(before_series, t, 0.0, arm), QUALITY) for t in temperatures
-            }
             for level in (lv for lv in design.levels(after_series) if lv > 0):
-                after = {
-                    t: design.prompt_values(Cell(after_series, t, level, arm), QUALITY) for t in temperatures
-                }
-                before = {
-                    t: design.prompt_values(Cell(before_series, t, level, arm), QUALITY) for t in temperatures
-                }
+                # after - before and before - unpruned per prompt, degenerate and failed samples at the worst
+                # outcome of their pair (a recovered model that loops has not "helped")
+                changed = [
+                    cell_differences(
+                        design,
+                        Cell(after_series, t, level, arm),
+                        Cell(before_series, t, level, arm),
+                        QUALITY,
+                        units,
+                    )
+                    for t in temperatures
+                ]
+                cost = [
+                    cell_differences(
+                        design,
+                        Cell(before_series, t, level, arm),
+                        Cell(before_series, t, 0.0, arm),
+                        QUALITY,
+                        units,
+                    )
+                    for t in temperatures
+                ]
                 gained, lost = [], []
-                for prompt in sorted({p for t in temperatures for p in after[t]}):
-                    temps = [t for t in temperatures if prompt in after[t] and prompt in before[t]]
-                    if not temps:
-                        continue
-                    gained.append(sum(before[t][prompt] - after[t][prompt] for t in temps) / len(temps))
-                    with_unpruned = [t for t in temps if prompt in unpruned[t]]
-                    if with_unpruned and len(with_unpruned) == len(temps):
-                        lost.append(sum(before[t][prompt] - unpruned[t][prompt] for t in temps) / len(temps))
+                for prompt in sorted({p for d in changed for p in d}):
+                    temps = [i for i, d in enumerate(changed) if prompt in d]
+                    gained.append(-sum(changed[i][prompt] for i in temps) / len(temps))
+                    if all(prompt in cost[i] for i in temps):
+                        lost.append(sum(cost[i][prompt] for i in temps) / len(temps))
                 key = RECOVERY.key(after_series, arm, arm, QUALITY, f"{level:g}%")
                 effect = paired_effect([-g for g in gained], key)  # after - before: below 0 (x < 1) is better
                 comparison = RECOVERY.quality(

@@ -228,11 +228,15 @@ class Noise:
     tps_arm_sd: float = TPS_PAIRED_RATIO_SD / math.sqrt(2)  # per repeat and arm: 0.0155
     tps_repeat_sd: float = math.sqrt(TPS_WITHIN_CELL_SD**2 - TPS_PAIRED_RATIO_SD**2 / 2)  # shared: 0.0145
     tps_session_arm_sd: float = 0.0  # per session and arm (none detectable in the real run)
+    tps_pass_arm_sd: float = 0.0  # per timing pass and arm, shared by every cell the pass times
     tps_drift_per_session: float = 0.0  # log tokens/s per session along the sweep's timing order
     tps_tail_df: float | None = None  # repeat noise: Student t with these degrees of freedom; None: normal
     window_sd: float = 0.5  # per evaluation window: shared by every arm and level
     window_level_sd: float = 0.2  # per window and level: shared by the arms
     window_arm_sd: float = 0.05  # per window, level and arm
+    window_arm_lag1: float = (
+        0.0  # lag-1 correlation of that noise along the text (adjacent windows share text)
+    )
     latency_sd: float = 0.04
     unpruned_identical: bool = True  # at 0% the agency arm writes the baseline's text
 
@@ -580,10 +584,10 @@ def _session_timing(
         for k in range(grid.sessions or 1):
             name = "cell" if grid.schedule == "interleaved" else group[0][1]
             rng = _rng(seed, "timing session", name, *key, k)
-            session = (
-                f"{int(rng.integers(0, 2**48)):012x}"
+            session = (  # named as the runner names them: pass k times session k of every cell
+                f"{int(rng.integers(0, 2**48)):012x}" + ("" if grid.sessions is None else f":{k + 1}")
                 if grid.schedule == "interleaved"
-                else f"alone:{group[0][1]}:{k}"
+                else f"alone-{group[0][1]}-{k}"
             )
             offset = rng.normal(0, noise.tps_session_sd)
             rounds = counterbalanced([int(i) for i in rng.permutation(len(group))], grid.repeats)
@@ -592,6 +596,9 @@ def _session_timing(
             for index, (arm, cid) in enumerate(group):
                 own = _rng(seed, "timing arm", arm.name, cid.endswith(SPEED_AA_SUFFIX), *key, k)
                 arm_offset = own.normal(0, noise.tps_session_arm_sd)
+                if noise.tps_pass_arm_sd:
+                    shared_by_pass = _rng(seed, "timing pass arm", arm.name, cid.endswith(SPEED_AA_SUFFIX), k)
+                    arm_offset += shared_by_pass.normal(0, noise.tps_pass_arm_sd)
                 effect = math.log(arm.speed(level)) + math.log(grid.speed_by_level(level))
                 for r, order in enumerate(rounds):
                     position = order.index(index)
@@ -656,9 +663,17 @@ def corpus_windows_of(
     # an agency arm that writes the baseline's text (nothing pruned) scores the baseline's windows too
     copies = arm.agency and (arm.same_text or (level == 0 and noise.unpruned_identical))
     source = BASELINE.name if copies else arm.name
-    values += _rng(seed, "window x arm", source, level, model_seed).normal(0, noise.window_arm_sd, count)
+    own = _rng(seed, "window x arm", source, level, model_seed).normal(0, noise.window_arm_sd, count)
+    rho = noise.window_arm_lag1
+    for index in range(1, count if rho else 0):  # a stationary AR(1) along the text, same SD
+        own[index] = rho * own[index - 1] + math.sqrt(1 - rho * rho) * own[index]
     tokens = np.array(window_tokens(count), dtype=float)
-    values += math.log(corpus) - float((values * tokens).sum() / tokens.sum())
+    if rho:  # correlated arm noise stays in the arm's mean, as two real arms' windows would differ
+        values += math.log(corpus) - float((values * tokens).sum() / tokens.sum())
+        values += own
+    else:  # the arm's corpus perplexity is ``corpus`` exactly
+        values += own
+        values += math.log(corpus) - float((values * tokens).sum() / tokens.sum())
     return CorpusWindows(count, [float(v) for v in values], [int(t) for t in tokens])
 
 

@@ -336,6 +336,24 @@ def test_the_states_dose_response_orders_arms_by_gate_mass_and_states_the_trend(
     assert "Spearman rho = +1.00 over 3 arms: more gate mass removed goes with higher perplexity" in section
 
 
+def test_a_dose_sweep_around_the_default_arm_reads_every_arm_not_only_the_main_one() -> None:
+    """Three acting arms, the default one and two variants: the variants answer no question, yet each is a dose
+    (they were dropped before, leaving "too few arms with distinct doses (1)")."""
+
+    def variant(switch: str, acted: float, harm: float):
+        arm = agency(ppl=at_pruned_levels(harm), **{switch: False}, departures=[switch])
+        return replace(arm, acted=acted)
+
+    main = replace(agency(ppl=at_pruned_levels(1.0)), acted=0.02)
+    arms = (BASELINE, main, variant("misalignment", 0.1, 1.3), variant("overload", 0.3, 1.8))
+    stats, text = _report(replace(ONE_T, levels=(0.0, 30.0), arms=arms))
+    assert len(stats.family("dose")) == 2 and {c.role for c in stats.family("dose")} == {"exploratory"}
+    section = _section(text, "## Manipulation check").split("### Dose-response", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| embedded")]
+    assert len(rows) == 3 and all("| acted | ×" in row for row in rows)
+    assert "Spearman rho = +1.00 over 3 arms" in section
+
+
 # -- the A/A at every pruned level -------------------------------------------------------------------------------
 def test_the_inert_agency_arm_is_an_a_a_at_every_pruned_level_beside_the_0_percent_check() -> None:
     stats, text = _report(replace(ONE_T, arms=(BASELINE, MAIN, inert())))

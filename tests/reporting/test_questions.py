@@ -16,9 +16,9 @@ from reporting.analyses.q3_temperature import question_3
 from reporting.analyses.q5_quality_metrics import quality_metrics
 from reporting.analyses.registry import PRIMARY_FAMILIES as CONFIRMATORY
 from reporting.analyses.registry import QUESTIONS
-from reporting.comparison import SESSIONS_TEST, shown
+from reporting.comparison import SESSION_UNITS, SESSIONS_TEST, shown
 from reporting.design import Arm, build_design
-from reporting.estimators import SIGN_FLIP, holm
+from reporting.estimators import SIGN_FLIP, WINDOW_TEST, holm
 from reporting.statistics import _adjust, compute_statistics
 from reporting.summary import render_summary
 from reporting.units import Units
@@ -48,9 +48,12 @@ def test_every_question_has_its_pre_specified_primary_comparisons(quickstart) ->
     assert list(QUESTIONS) == ["Q1", "Q2", "Q3", "Q4", "Q5"]
     assert CONFIRMATORY == ("primary", "Q1", "Q2", "Q3", "Q4", "Q5", "attribution-layer")
     # the slope over the pruned levels, then the step from 0% to the first pruned level on its own
-    assert _rows(quickstart, "Q1") == [(PPL, None), (SPEED, None), (PPL, 30.0), (SPEED, 30.0)]
+    assert _rows(quickstart, "Q1") == [(PPL, None), (SPEED, None)]
     assert "over the pruned levels" in quickstart.family("Q1")[0].contrast
-    assert quickstart.family("Q1")[2].contrast == "agency effect at 30% over at 0%"
+    # the step into pruning repeats Q2 at 30% when the arms tie at 0%: secondary, not counted twice in Holm
+    assert _rows(quickstart, "Q1-step") == [(PPL, 30.0), (SPEED, 30.0)]
+    assert quickstart.family("Q1-step")[0].contrast == "agency effect at 30% over at 0%"
+    assert {c.role for c in quickstart.family("Q1-step")} == {"secondary"}
     assert _rows(quickstart, "Q2") == [(m, lv) for lv in (30.0, 50.0, 70.0) for m in (PPL, SPEED)]  # not 0%
     assert _rows(quickstart, "Q3") == [(PPL, 30.0), (PPL, 50.0), (PPL, 70.0)]
     assert _rows(quickstart, "Q4") == [(PPL, 70.0), (SPEED, 70.0)]
@@ -71,11 +74,11 @@ def test_the_units_of_each_primary_comparison(quickstart) -> None:
     q1 = {c.metric: c for c in quickstart.family("Q1") if c.level is None}
     assert q1[PPL].units == "prompts" and q1[PPL].effect.n == 24 and q1[PPL].scale == 10.0
     # 3 pruned levels x 2 temperatures x 1 session (its 5 repeats averaged): the 0% level is not in the slope
-    assert q1[SPEED].units == "(level, timing session) pairs timed side by side" and q1[SPEED].effect.n == 6
+    assert q1[SPEED].units == "(level, timing pass) pairs timed side by side" and q1[SPEED].effect.n == 6
     primary = {c.metric: c for c in quickstart.family("primary")}
     assert primary[PPL].units == "prompts" and primary[PPL].effect.n == 24
     # one unit per timing session: a session per pruned cell (3 levels x 2 temperatures), repeats averaged
-    assert primary[SPEED].units == "timing sessions timed side by side" and primary[SPEED].effect.n == 6
+    assert primary[SPEED].units == SESSION_UNITS and primary[SPEED].effect.n == 6
     q2 = {(c.metric, c.level): c for c in quickstart.family("Q2")}
     assert q2[(PPL, 30.0)].effect.test == SIGN_FLIP and q2[(PPL, 30.0)].effect.n == 24
     # one session per cell in this layout: 2 temperatures, 2 sessions
@@ -84,14 +87,14 @@ def test_the_units_of_each_primary_comparison(quickstart) -> None:
     assert q4[SPEED].effect.test == "Welch t on the mean paired log ratio of each timing session"
     assert q4[SPEED].units == "timing sessions (two levels)" and q4[SPEED].effect.n == 2
     speed_rows = [c for c in quickstart.comparisons if c.metric == SPEED and "timed side by side" in c.units]
-    assert speed_rows and all("session" in c.units for c in speed_rows)  # no speed test counts repeats
+    assert speed_rows and all("session" in c.units or "pass" in c.units for c in speed_rows)  # never repeats
     q3 = quickstart.family("Q3")
     assert all(c.temperature == 1.0 and c.effect.n == 24 for c in q3)
     assert all(c.standardized is not None for c in quickstart.family("Q5"))
     corpus = quickstart.family(CORPUS_FAMILY)
     assert [c.level for c in corpus] == [0.0, 30.0, 50.0, 70.0]
     assert all(
-        c.units == "evaluation windows" and c.effect.n == 31 and c.effect.test == SIGN_FLIP for c in corpus
+        c.units == "evaluation windows" and c.effect.n == 31 and c.effect.test == WINDOW_TEST for c in corpus
     )
 
 
@@ -111,7 +114,8 @@ def test_holm_runs_once_over_every_confirmatory_comparison_and_within_each_other
     families = Counter(c.family for c in quickstart.comparisons)
     assert families == {
         "primary": 2,
-        "Q1": 4,
+        "Q1": 2,
+        "Q1-step": 2,
         "Q2": 6,
         "Q3": 3,
         "Q4": 2,
@@ -122,7 +126,7 @@ def test_holm_runs_once_over_every_confirmatory_comparison_and_within_each_other
         "exploratory": 2 * 4 * 9,
     }
     confirmatory = [c for c in quickstart.comparisons if c.family in CONFIRMATORY]
-    assert len(confirmatory) == 23 and {c.role for c in confirmatory} == {"primary"}
+    assert len(confirmatory) == 21 and {c.role for c in confirmatory} == {"primary"}
     assert [c.p_holm for c in confirmatory] == holm([c.effect.p for c in confirmatory])
     for family in (DAMAGE_BY_TEMPERATURE, CORPUS_FAMILY, "aa", "exploratory"):
         members = quickstart.family(family)
@@ -134,7 +138,7 @@ def test_more_exploratory_rows_never_change_a_primary_p(quickstart) -> None:
     primary = [c for c in quickstart.comparisons if c.family in CONFIRMATORY]
     before = [(c.p_holm, c.p_floor_holm) for c in primary]
     extra = [replace(c, family="exploratory") for c in quickstart.comparisons if c.family == "exploratory"]
-    _adjust(primary + extra * 5)
+    _adjust(primary + extra * 5, 0.05)
     assert [(c.p_holm, c.p_floor_holm) for c in primary] == before
 
 

@@ -11,6 +11,23 @@ from synthetic import QUICKSTART, build_records, recovered
 from reporting.design import build_design
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
+from reporting.units import REPETITION, Units
+
+
+def test_a_recovered_model_that_loops_reads_as_hurt_not_helped() -> None:
+    """Looping text has a low reference perplexity (it is predictable) but is degenerate: the worst outcome,
+    as everywhere else in the report, so a raw perplexity that fell must not read as recovery helping."""
+    grid = replace(QUICKSTART, temperatures=(0.7,), levels=(0.0, 30.0), layers=4, heads=6)
+    before = build_records(grid, seed=3)
+    after = [recovered(r, factor=4.0) for r in before]
+    for record in after:
+        if record.config["model"]["pruning"]["level"] > 0:
+            for sample in record.samples:
+                sample.metrics[REPETITION] = 0.9  # every sample loops
+    stats = compute_statistics(build_design(before + after, {"model.pruning.level", "model.agency.enabled"}))
+    rows = stats.family("recovery")
+    assert len(rows) == 2
+    assert all(row.reading(stats.alpha) == "recovery hurt" and not row.better() for row in rows)
 
 
 def test_recovery_is_compared_with_the_same_conditions_before_and_says_how_much_it_regains() -> None:
@@ -22,7 +39,7 @@ def test_recovery_is_compared_with_the_same_conditions_before_and_says_how_much_
         "embedded / entropy_low / recovered=no",
         "embedded / entropy_low / recovered=yes",
     ]
-    stats = compute_statistics(design)
+    stats = compute_statistics(design, Units(degenerate_perplexity=1e12))  # every sample read as written
     rows = stats.family("recovery")
     assert len(rows) == 2 * 3  # two arms x three pruned levels
     for row in rows:

@@ -277,10 +277,9 @@ def test_the_summary_figure_has_the_curves_and_the_answers_panel(
         for c in plot_data.stats.comparisons
         if c.family in ("Q1", "Q2", "Q3", "Q4", "Q5") and c.kind == "ratio"
     ]
-    assert len(labels) == len(primary) == 16
+    assert len(labels) == len(primary) == 14
     assert {
-        "Q1 reference perplexity",
-        "Q1 reference perplexity 30%",  # the step from 0% to the first pruned level, apart from the slope
+        "Q1 reference perplexity",  # the step into pruning is secondary now: not an answer
         "Q1 tokens/s",
         "Q2 tokens/s 30%",
         "Q2 reference perplexity 70%",

@@ -78,6 +78,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
     assert set(FAMILIES) == {
         "primary",
         "Q1",
+        "Q1-step",
         "Q2",
         "Q3",
         "Q4",
@@ -96,6 +97,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "strategies",
         "aa-pruned",
         "failures",
+        "dose",
     }
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere

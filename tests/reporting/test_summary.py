@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from session_timings import with_speed_aa
-from synthetic import QUICKSTART, at_pruned_levels, build_records
+from synthetic import QUICKSTART, at_pruned_levels, build_records, growing
 
+from reporting.analyses.q5_quality_metrics import _standardized
 from reporting.design import build_design
+from reporting.sections import comparison_row
 from reporting.statistics import compute_statistics
 from reporting.summary import render_summary
 
@@ -17,7 +20,8 @@ from reporting.summary import render_summary
 GRID = replace(QUICKSTART, layers=4, heads=6, sessions=3, repeats=2)
 SWEPT = {"model.pruning.level", "model.agency.enabled", "model.generation.temperature"}
 INCONCLUSIVE = "inconclusive: too few prompts to detect an effect"
-EFFECT = r"[×][\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]|[+-][\d.e+-]+ \[[+-][\d.e+-]+, [+-][\d.e+-]+\]"
+END = r"[\d.e+-]+|[+-]?∞"  # an end the test never rejects (too few prompts) is unbounded
+EFFECT = rf"[×][\d.e+-]+ \[({END}), ({END})\]|[+-][\d.e+-]+ \[({END}), ({END})\]"
 
 
 def _summary(grid=GRID, seed: int = 0) -> tuple[str, object]:
@@ -53,8 +57,8 @@ def clear_gain():
 def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
     text, stats = four_prompts
     sections = _sections(text)
-    # the exact floor 2 / 2**4 = 0.125 times the 23 primary comparisons of the report, capped at 1
-    assert len([c for c in stats.comparisons if c.role == "primary"]) == 23
+    # the exact floor 2 / 2**4 = 0.125 times the 21 primary comparisons of the report, capped at 1
+    assert len([c for c in stats.comparisons if c.role == "primary"]) == 21
     for q in ("Q1", "Q2", "Q3", "Q4", "Q5"):
         assert (
             "n = 4 prompts; smallest attainable Holm-adjusted p of a prompt test = 1 (below 0.05 is "
@@ -71,8 +75,8 @@ def test_four_prompts_are_inconclusive_not_no_difference(four_prompts) -> None:
 def test_enough_prompts_without_an_effect_say_no_significant_difference(aa) -> None:
     text, stats = aa
     sections = _sections(text)
-    # the Monte-Carlo sign-flip floor 1 / 10000 times the 23 primary comparisons of the report
-    assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 0.0023" in sections["Q1"]
+    # the Monte-Carlo sign-flip floor 1 / 10000 times the 21 primary comparisons of the report
+    assert "n = 24 prompts; smallest attainable Holm-adjusted p of a prompt test = 0.0021" in sections["Q1"]
     assert INCONCLUSIVE not in "".join(sections.values())
     for q in ("Q1", "Q3", "Q4"):
         assert _answer(sections[q]).startswith(
@@ -102,14 +106,14 @@ def test_every_question_shows_its_units_and_its_table(aa) -> None:
         rows = [line for line in section.splitlines() if line.startswith("| embedded")]
         assert (
             len(rows) >= len(stats.family(q))
-            and f"Primary: {len(stats.family(q))} comparisons here, Holm-adjusted together with all 23"
+            and f"Primary: {len(stats.family(q))} comparisons here, Holm-adjusted together with all 21"
             in section
         )
         assert "n = 24 prompts" in section
-    # per pruned level: 2 temperatures x 3 sessions, each the mean paired log ratio of its 2 rounds
-    assert "speed: n = 6 or more per test (timing sessions timed side by side" in _sections(text)["Q2"]
+    # per pruned level: 3 passes, each the mean over 2 temperatures of its session's paired log ratio (2 rounds)
+    assert "speed: n = 3 or more per test (timing passes timed side by side" in _sections(text)["Q2"]
     speed_rows = [line for line in _sections(text)["Q2"].splitlines() if "| tokens/s |" in line]
-    assert speed_rows and all("n = 6 timing sessions timed side by side" in line for line in speed_rows)
+    assert speed_rows and all("n = 3 timing passes timed side by side" in line for line in speed_rows)
 
 
 def test_significant_gains_name_the_level_and_the_metrics(clear_gain) -> None:
@@ -151,7 +155,9 @@ def test_arms_timed_alone_get_a_note_and_no_speed_claim_from_repeats() -> None:
 
 
 def test_an_answer_with_gains_and_losses_starts_each_sentence_with_a_capital() -> None:
-    text, _ = _summary(GRID.with_effects(ppl=at_pruned_levels(0.5), speed=at_pruned_levels(0.8)))
+    text, _ = _summary(
+        GRID.with_effects(ppl=growing(0.1), speed=growing(0.8))
+    )  # the ratios change with the level
     q1 = _answer(_sections(text)["Q1"])
     assert "agency better" not in q1 and re.search(r"\)\. [A-Z]", q1), q1  # two verdicts, two sentences
     for answer in (_answer(section) for section in _sections(text).values()):
@@ -229,3 +235,23 @@ def test_a_speed_aa_outside_noise_puts_a_warning_on_every_speed_answer() -> None
     assert warning in primary and warning in speed_cost
     assert "over 3 sessions" in text.split(warning)[1].split("\n")[0]
     assert any(n.startswith("speed A/A outside noise") for n in stats.notes)
+
+
+def test_a_ratio_of_mostly_degenerate_samples_says_it_is_not_a_perplexity_ratio() -> None:
+    """At 70% most samples of both arms are degenerate (tied at the worst value): that row's ratio is one of
+    censored values, and its row says so; the 30% row, of ordinary text, does not."""
+    _, stats = _summary()
+    q2 = {c.level: c for c in stats.family("Q2") if c.metric == "reference_perplexity"}
+    assert q2[70.0].censored > 0.5 > q2[30.0].censored
+    assert "not a perplexity ratio" in comparison_row(q2[70.0], stats.alpha)[-1]
+    assert "not a perplexity ratio" not in comparison_row(q2[30.0], stats.alpha)[-1]
+
+
+def test_a_standardised_effect_of_mostly_tied_prompts_is_never_blown_up() -> None:
+    """20 tied prompts and 4 gains: resamples of ties alone have no SD; they read 1e11 when floored."""
+    values = np.array([0.0] * 20 + [0.1, 0.2, 0.3, 0.4])
+    result = _standardized(values, "ties")
+    assert result is None or all(abs(v) < 10 for v in result)
+    some = np.array([0.0] * 8 + list(np.linspace(-0.2, 0.5, 16)))
+    estimate, low, high = _standardized(some, "some ties")
+    assert low < estimate < high and abs(low) < 10 and abs(high) < 10

@@ -13,13 +13,14 @@ from reporting.summary import render_summary
 WITHDRAWN = [{"layer": 0, "head": h, "state": "withdrawn", "consent": True} for h in range(3)]
 
 
-def _stats(effect: float):
+def _stats(effect: float, prompts: int = 24):
     forced = agency(ppl=lambda level: effect, head_overrides=WITHDRAWN)
     grid = Grid(
         levels=(0.0, 30.0),
         temperatures=(0.7,),
         arms=(BASELINE, forced),
         noise=Noise(unpruned_identical=False),
+        prompts=prompts,
     )
     return compute_statistics(build_design(build_records(grid, seed=3)))
 
@@ -39,6 +40,13 @@ def test_a_positive_control_that_shows_nothing_is_flagged() -> None:
     stats = _stats(1.0)
     assert not any(c.significant(stats.alpha) for c in stats.family(POSITIVE_CONTROL_FAMILY))
     assert "NOT detected" in render_summary(stats, 4, [])
+
+
+def test_a_positive_control_too_small_to_detect_anything_is_inconclusive_not_a_suspect_state_path() -> None:
+    """Four prompts cannot reach significance (smallest Holm p 0.25 over two rows): the control says so."""
+    summary = render_summary(_stats(20.0, prompts=4), 4, [])
+    assert "NOT detected" not in summary
+    assert "inconclusive: with 4 prompts no test could reach significance" in summary
 
 
 def test_the_headline_states_the_speed_a_a_beside_the_quality_a_a() -> None:
