@@ -23,6 +23,7 @@ from lightning_modules.heads.agency_calibration import agency_signals, importanc
 from lightning_modules.heads.attention import FocusRecorder
 from lightning_modules.heads.calibration import CalibrationConfig, CalibrationSet
 from lightning_modules.heads.calibration_context import CalibrationContext
+from lightning_modules.heads.compensation import add_shift_hooks, bias_shifts, fold_into_biases
 from lightning_modules.heads.gates import HeadGates, attach_gates
 from lightning_modules.heads.importance import CRITERIA, HeadScores, rank
 from lightning_modules.heads.protection import most_important, random_heads
@@ -53,6 +54,8 @@ class ConditionModel:
     state_key: tuple
     protected: list[Head] = field(default_factory=list)  # kept out of pruning by model.pruning.protect
     twin: AgencyController | None = None  # a sham's real layer: it runs first, the sham replays its trace
+    # model.pruning.compensate=mean in mask mode: per layer, the output bias shift added while attached
+    bias_shifts: dict[int, torch.Tensor] = field(default_factory=dict)
     _attached: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -75,6 +78,8 @@ class ConditionModel:
         if self.mode == "mask":
             self.gates.set(gate_values(self.heads, self.layout).to(self.gates.values.device))
             self._attached.append(self.gates.reset)
+            if self.bias_shifts:
+                self._attached.append(add_shift_hooks(self.model, self.adapter, self.bias_shifts))
         if self.agency is not None:
             self._attached.append(attach_agency(self.model, self.gates, self.adapter, self.agency))
 
@@ -264,8 +269,14 @@ def build_condition(
             real = replace(agency, sham=False, ablation="none")
             twin = _controller(real, layout, spec.num_tokens, device, signals)
     heads = selection.heads
+    shifts = (
+        bias_shifts(loaded.model, adapter, layout, context.output_means(), heads)
+        if pruning.compensate == "mean" and heads
+        else {}
+    )
     if pruning.mode == "remove" and heads:
         model, gates = _removed_copy(loaded, heads)
+        fold_into_biases(model, adapter, shifts)
     elif own_copy or weights is not None:
         model, gates = _removed_copy(loaded, [])
     else:
@@ -273,13 +284,17 @@ def build_condition(
     if weights is not None:
         model.load_state_dict(weights.state_dict, strict=True)
     uses_calibration = (
-        ranking_read_text or (agency.enabled and agency.calibrate) or pruning.protect == "gradient"
+        ranking_read_text
+        or (agency.enabled and agency.calibrate)
+        or pruning.protect == "gradient"
+        or bool(shifts)
     )
     state_key = (
         spec.model_name,
         spec.precision,
         pruning.mode,
         tuple(sorted(heads)),
+        pruning.compensate if heads else "none",
         repr(agency) if agency.enabled else None,
         spec.num_tokens if agency.enabled else None,
         weights.key if weights else None,
@@ -299,6 +314,7 @@ def build_condition(
         state_key,
         sorted(protected),
         twin,
+        shifts if pruning.mode == "mask" else {},
     )
 
 

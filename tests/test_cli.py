@@ -109,6 +109,11 @@ BAD_INPUTS = [
         "or set model.pruning.allow_empty_layers=true",
     ),
     (
+        "compensate",
+        ["--model.pruning.compensate=median"],
+        "model.pruning.compensate 'median' is invalid; allowed: none, mean",
+    ),
+    (
         "method",
         ["--model.pruning.method=foo"],
         "model.pruning.method 'foo' is invalid; allowed: entropy, entropy_low",
@@ -193,7 +198,7 @@ BAD_INPUTS = [
         "misspelt-key",
         ["--model.pruning.levle=5"],
         "(did you mean 'model.pruning.level'?); allowed: under "
-        "'model.pruning': allow_empty_layers, level, method, mode",
+        "'model.pruning': allow_empty_layers, compensate, level, method, mode",
     ),
     (
         "key-without-its-group",

@@ -9,7 +9,7 @@ text is cut into full windows of ``window`` tokens, ``max_tokens`` in all.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from torch import nn
 
 from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, read_text_file
 from lightning_modules.heads.gates import HeadGates
-from lightning_modules.models.adapters import HeadLayout
+from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout
 from lightning_modules.progress import Progress
 from record.errors import ConfigError, is_int, require
 from record.identity import file_fingerprint
@@ -271,3 +271,34 @@ def ablation_effects(
     finally:
         gates.set(saved)
     return effects
+
+
+def output_input_means(
+    model: nn.Module, adapter: ArchitectureAdapter, windows: torch.Tensor, batch_size: int = 4
+) -> torch.Tensor:
+    """Per layer, the mean input to the attention output projection over every token of ``windows``:
+    [layers, heads * head_dim] (float32), what bias compensation keeps of a pruned head
+    (``compensation.py``). Read with the model as it is (the caller opens its gates)."""
+    projections = [adapter.output_projection(a) for a in adapter.attention_modules(model)]
+    sums: list[torch.Tensor | None] = [None] * len(projections)
+    counts = [0] * len(projections)
+
+    def recorder(layer: int) -> Callable[..., None]:
+        def record(_module: nn.Module, args: tuple) -> None:
+            hidden = args[0].detach().float()
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            total = flat.sum(dim=0)
+            sums[layer] = total if sums[layer] is None else sums[layer] + total
+            counts[layer] += flat.shape[0]
+
+        return record
+
+    handles = [p.register_forward_pre_hook(recorder(i)) for i, p in enumerate(projections)]
+    try:
+        with torch.no_grad():
+            for batch in _batches(windows, batch_size):
+                model(input_ids=batch.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([s / c for s, c in zip(sums, counts, strict=True)])  # type: ignore[operator]

@@ -28,10 +28,11 @@ from lightning_modules.heads.calibration import (
     ablation_effects,
     attention_statistics,
     gate_gradients,
+    output_input_means,
 )
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.heads.signal_cache import SignalCache
-from lightning_modules.models.adapters import HeadLayout
+from lightning_modules.models.adapters import HeadLayout, adapter_for
 from lightning_modules.progress import Progress, phase
 from record.schema import CalibrationUse
 
@@ -127,6 +128,18 @@ class CalibrationContext:
             {"alpha": alpha, "batch_size": batch_size},
             compute,
             lambda stored: AttentionStatistics(stored["entropy"], stored["focus"], stored["utilization"]),
+        )
+
+    def output_means(self, batch_size: int = 4) -> torch.Tensor:
+        """Per layer, the mean input to the attention output projection over the calibration tokens, every
+        gate open: [layers, heads * head_dim] (what bias compensation keeps of a pruned head)."""
+        return self._signal(
+            "output_means",
+            {"batch_size": batch_size},
+            lambda: {
+                "means": output_input_means(self.model, adapter_for(self.model), self.windows, batch_size)
+            },
+            lambda stored: stored["means"],
         )
 
     def ablation_effects(self, heads: Sequence[Head], part: Part = "all") -> list[AblationEffect]:

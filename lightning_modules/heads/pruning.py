@@ -30,6 +30,8 @@ PruningMethod = Literal["entropy", "entropy_low", "entropy_high", "magnitude", "
 METHODS: tuple[str, ...] = get_args(PruningMethod)
 PruneMode = Literal["mask", "remove"]
 PRUNE_MODES: tuple[str, ...] = get_args(PruneMode)
+Compensate = Literal["none", "mean"]
+COMPENSATIONS: tuple[str, ...] = get_args(Compensate)
 LEVEL_ALLOWED = "a number from 0 to 100 (percent of heads)"
 
 
@@ -47,6 +49,8 @@ class PruningConfig:
             pruning): ``gradient`` the same gradient-top fraction the agency arm protects, ``random`` a seeded
             random set of the same size, ``none`` nothing.
         protect_fraction: the share of all heads protected.
+        compensate: ``mean`` keeps each pruned head's mean contribution on the calibration text in its
+            layer's output bias (FLAP's compensation, ``heads/compensation.py``); ``none`` zeroes it.
     """
 
     level: float = 0.0
@@ -55,6 +59,7 @@ class PruningConfig:
     allow_empty_layers: bool = False
     protect: Protection = "none"
     protect_fraction: float = 0.15
+    compensate: Compensate = "none"
 
     def __post_init__(self) -> None:
         require(
@@ -84,6 +89,13 @@ class PruningConfig:
             "model.pruning.protect_fraction",
             self.protect_fraction,
             "a number in [0, 1]",
+        )
+        require(
+            self.compensate in COMPENSATIONS,
+            "model.pruning.compensate",
+            self.compensate,
+            ", ".join(COMPENSATIONS),
+            "is not known",
         )
         self.method = resolve_method(self.method)
 

@@ -1,0 +1,108 @@
+"""Bias compensation (``model.pruning.compensate=mean``): nothing pruned changes nothing, mask equals remove, and
+the bias shift is the pruned heads' mean calibration input through the output projection's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.condition import ConditionModel, ConditionSpec, build_condition
+from lightning_modules.heads.agency import AgencyConfig
+from lightning_modules.heads.calibration import CalibrationConfig
+from lightning_modules.heads.pruning import PruningConfig
+from lightning_modules.store import ModelStore
+from record.errors import ConfigError
+
+CALIBRATION = CalibrationConfig(window=32, max_tokens=128)
+FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def build(store: ModelStore, model_dir: Path, level: float, mode: str = "mask", compensate: str = "mean"):
+    pruning = PruningConfig(level=level, method="magnitude", mode=mode, compensate=compensate)
+    spec = ConditionSpec(
+        str(model_dir), "float32", pruning, AgencyConfig(), CALIBRATION, seed=0, num_tokens=10
+    )
+    return build_condition(store, spec, "cpu")
+
+
+def logits(condition: ConditionModel, seed: int = 0) -> torch.Tensor:
+    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(seed))
+    with condition.attached(), torch.no_grad():
+        return condition.model(ids).logits
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_nothing_pruned_is_bit_identical_with_or_without_compensation(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    plain = logits(build(store, model_dir, 0.0, compensate="none"))
+    compensated = build(store, model_dir, 0.0)
+    assert compensated.bias_shifts == {} and torch.equal(logits(compensated), plain)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_mask_equals_remove_with_compensation_and_both_differ_from_zeroing(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    masked = logits(build(store, model_dir, 50.0, mode="mask"))
+    removed = logits(build(store, model_dir, 50.0, mode="remove"))
+    torch.testing.assert_close(removed, masked, atol=1e-5, rtol=0)  # contract 2's tolerance
+    zeroed = logits(build(store, model_dir, 50.0, mode="mask", compensate="none"))
+    assert not torch.allclose(masked, zeroed, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_the_shift_is_the_pruned_heads_mean_input_through_the_projection_weights(
+    fixture: str, request
+) -> None:
+    """Recorded directly: every input to each output projection over the calibration windows, averaged; the
+    shift is that mean's pruned rows times the weight's pruned rows (Linear: [out, in]; Conv1D: [in, out])."""
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    condition = build(store, model_dir, 50.0)
+    loaded = condition.loaded
+    context = store.calibration(str(model_dir), "float32", "cpu", CALIBRATION)
+    layout, adapter = condition.layout, condition.adapter
+    recorded: dict[int, list[torch.Tensor]] = {}
+    projections = [adapter.output_projection(a) for a in adapter.attention_modules(loaded.model)]
+    handles = [
+        p.register_forward_pre_hook(
+            lambda _m, args, i=i: recorded.setdefault(i, []).append(args[0].reshape(-1, args[0].shape[-1]))
+        )
+        for i, p in enumerate(projections)
+    ]
+    with loaded.plain(), torch.no_grad():
+        loaded.model(input_ids=context.windows)
+    for handle in handles:
+        handle.remove()
+    assert condition.bias_shifts and set(condition.bias_shifts) == {layer for layer, _ in condition.heads}
+    for layer, shift in condition.bias_shifts.items():
+        mean = torch.cat(recorded[layer]).mean(dim=0)
+        rows = torch.cat(
+            [
+                torch.arange(h * layout.head_dim, (h + 1) * layout.head_dim)
+                for lay, h in condition.heads
+                if lay == layer
+            ]
+        )
+        weight = projections[layer].weight
+        conv1d = type(projections[layer]).__name__ == "Conv1D"  # GPT-2 keeps its weight as [in, out]
+        direct = mean[rows] @ weight[rows, :] if conv1d else weight[:, rows] @ mean[rows]
+        torch.testing.assert_close(shift, direct, atol=1e-5, rtol=1e-4)
+
+
+def test_the_hooks_leave_with_the_condition(tiny_llama_dir: Path) -> None:
+    store = ModelStore()
+    plain = logits(build(store, tiny_llama_dir, 0.0, compensate="none"))
+    condition = build(store, tiny_llama_dir, 50.0)
+    logits(condition)  # attached and detached again
+    assert torch.equal(logits(build(store, tiny_llama_dir, 0.0, compensate="none")), plain)
+
+
+def test_an_unknown_compensation_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="model.pruning.compensate"):
+        PruningConfig(compensate="median")
