@@ -56,6 +56,8 @@ class ConditionModel:
     twin: AgencyController | None = None  # a sham's real layer: it runs first, the sham replays its trace
     # model.pruning.compensate=mean in mask mode: per layer, the output bias shift added while attached
     bias_shifts: dict[int, torch.Tensor] = field(default_factory=dict)
+    # model.agency.damp_toward=mean: each head's mean calibration input to its output projection
+    damp_means: torch.Tensor | None = None
     _attached: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -81,7 +83,9 @@ class ConditionModel:
             if self.bias_shifts:
                 self._attached.append(add_shift_hooks(self.model, self.adapter, self.bias_shifts))
         if self.agency is not None:
-            self._attached.append(attach_agency(self.model, self.gates, self.adapter, self.agency))
+            self._attached.append(
+                attach_agency(self.model, self.gates, self.adapter, self.agency, self.damp_means)
+            )
 
     def detach(self) -> None:
         """Take this state off the model, ready for another state or condition."""
@@ -176,7 +180,11 @@ class ConditionModel:
 
 
 def attach_agency(
-    model: nn.Module, gates: HeadGates, adapter: ArchitectureAdapter, controller: AgencyController
+    model: nn.Module,
+    gates: HeadGates,
+    adapter: ArchitectureAdapter,
+    controller: AgencyController,
+    damp_means: torch.Tensor | None = None,
 ) -> Callable[[], None]:
     """Wire the controller in: factors into the gates, focus from the shared attention. Returns the undo.
 
@@ -187,6 +195,7 @@ def attach_agency(
     layout = gates.layout
     recorder = FocusRecorder(layout.num_layers, layout.num_heads, gates.kept_heads)
     gates.factor_provider = controller.layer_factors
+    gates.damp_toward(damp_means)
     controller.connect(recorder)
     attentions = adapter.attention_modules(model)
     for layer, attn in enumerate(attentions):
@@ -195,6 +204,7 @@ def attach_agency(
 
     def detach() -> None:
         gates.factor_provider = None
+        gates.damp_toward(None)
         controller.disconnect()
         for attn in attentions:
             attn.focus_observer = None
@@ -288,6 +298,7 @@ def build_condition(
         or (agency.enabled and agency.calibrate)
         or pruning.protect == "gradient"
         or bool(shifts)
+        or (agency.enabled and agency.damp_toward == "mean")
     )
     state_key = (
         spec.model_name,
@@ -315,6 +326,7 @@ def build_condition(
         sorted(protected),
         twin,
         shifts if pruning.mode == "mask" else {},
+        context.output_means() if agency.enabled and agency.damp_toward == "mean" else None,
     )
 
 

@@ -109,6 +109,11 @@ BAD_INPUTS = [
         "or set model.pruning.allow_empty_layers=true",
     ),
     (
+        "damp-toward",
+        ["--model.agency.damp_toward=median"],
+        "model.agency.damp_toward 'median' is invalid; allowed: zero, mean",
+    ),
+    (
         "compensate",
         ["--model.pruning.compensate=median"],
         "model.pruning.compensate 'median' is invalid; allowed: none, mean",

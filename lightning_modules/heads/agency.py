@@ -77,6 +77,8 @@ ACTIVE, OVERLOADED, MISALIGNED, WITHDRAWN = (
 )
 OverloadMode = Literal["relative", "absolute"]
 OVERLOAD_MODES: tuple[str, ...] = get_args(OverloadMode)
+DampToward = Literal["zero", "mean"]
+DAMP_TOWARD: tuple[str, ...] = get_args(DampToward)
 DEFAULT_RECOVERY_FRACTION = 0.2  # of a generation's forwards, when recovery_steps is null
 COMPONENTS = AGENCY_COMPONENTS
 Ablation = Literal["none", AgencyComponent, "sham"]  # one arm of an ablation study
@@ -129,6 +131,9 @@ class AgencyConfig:
         protect_top_fraction: the most important heads (by gradient importance) withholding prune consent.
         misalignment_candidates: heads tested by ablation (screened by a first-order estimate on other
             calibration windows); null tests every head.
+        damp_toward: where a state's factor moves a head's output: ``zero`` scales it (factor 0.5 halves it);
+            ``mean`` moves it toward its mean on the calibration text (factor 0.5: halfway), so a withdrawn head
+            keeps its mean contribution, as bias compensation keeps a pruned head's.
         head_overrides: fixed initial states and consent of named heads, e.g.
             ``[{layer: 3, head: 1, state: withdrawn, consent: true}]``; checked against the model's layout
             before anything loads.
@@ -156,6 +161,7 @@ class AgencyConfig:
     protect_top_fraction: float = 0.15
     misalignment_candidates: int | None = 16
     head_overrides: list[HeadOverride] = field(default_factory=list)
+    damp_toward: DampToward = "zero"
 
     def __post_init__(self) -> None:
         for name in ("enabled", "calibrate", "sham", *COMPONENTS):
@@ -181,6 +187,13 @@ class AgencyConfig:
             require(
                 is_number(value) and 0.0 <= value < 1.0, f"model.agency.{name}", value, "a number in [0, 1)"
             )
+        require(
+            self.damp_toward in DAMP_TOWARD,
+            "model.agency.damp_toward",
+            self.damp_toward,
+            ", ".join(DAMP_TOWARD),
+            "is not known",
+        )
         require(
             self.overload_mode in OVERLOAD_MODES,
             "model.agency.overload_mode",

@@ -43,6 +43,7 @@ class HeadGates:
         self.values = torch.ones(layout.num_layers, layout.num_heads, device=device)
         self.kept_heads: list[list[int]] = [list(range(layout.num_heads)) for _ in range(layout.num_layers)]
         self._factor_provider: FactorProvider | None = None
+        self._toward: list[torch.Tensor | None] = [None] * layout.num_layers  # [kept heads, head_dim] per layer
         self._layer_gates: list[torch.Tensor | None] = [None] * layout.num_layers
         self._kept_index: list[torch.Tensor | None] = [None] * layout.num_layers  # None: every head kept
         self._handles: dict[int, Any] = {}
@@ -57,6 +58,17 @@ class HeadGates:
     def factor_provider(self, provider: FactorProvider | None) -> None:
         self._factor_provider = provider
         self._refresh()
+
+    def damp_toward(self, means: torch.Tensor | None) -> None:
+        """Where the agency factors move a head's output: toward ``means`` ([layers, heads * head_dim], each
+        head's mean calibration input to the output projection), or toward zero (None). A factor f then gives
+        ``f * output + (1 - f) * mean``; a pruned head stays at 0 (compensation is the bias's business)."""
+        for layer in range(self.layout.num_layers):
+            if means is None:
+                self._toward[layer] = None
+                continue
+            per_head = means[layer].reshape(self.layout.num_heads, self.layout.head_dim)
+            self._toward[layer] = per_head[self.kept_heads[layer]].to(self.values.device)
 
     def rebind(self, model: nn.Module) -> None:
         """(Re)attach the hooks, e.g. after removal replaced the output projections."""
@@ -127,8 +139,13 @@ class HeadGates:
             batch, length = hidden.shape[0], hidden.shape[1]
             heads = hidden.shape[-1] // self.layout.head_dim
             scale = (gate if gate.dtype == hidden.dtype else gate.to(hidden.dtype)).reshape(-1, 1, heads, 1)
-            gated = (hidden.view(batch, length, heads, self.layout.head_dim) * scale).view_as(hidden)
-            return (gated, *args[1:])
+            gated = hidden.view(batch, length, heads, self.layout.head_dim) * scale
+            toward = self._toward[layer]
+            if factors is not None and toward is not None:  # the rest of a damped head's way goes to its mean
+                pruning_gate = self._layer_gates[layer]
+                pull = 1 - factors if pruning_gate is None else pruning_gate * (1 - factors)
+                gated = gated + pull.to(hidden.dtype).reshape(-1, 1, heads, 1) * toward.to(hidden.dtype)[None, None]
+            return (gated.view_as(hidden), *args[1:])
 
         return gate_heads
 

@@ -1,5 +1,6 @@
 """Bias compensation (``model.pruning.compensate=mean``): nothing pruned changes nothing, mask equals remove, and
-the bias shift is the pruned heads' mean calibration input through the output projection's weights."""
+the bias shift is the pruned heads' mean calibration input through the output projection's weights. And its
+counterpart in the agency layer (``model.agency.damp_toward=mean``): a damped head moves toward that mean."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from lightning_modules.condition import ConditionModel, ConditionSpec, build_condition
-from lightning_modules.heads.agency import AgencyConfig
+from lightning_modules.heads.agency import AgencyConfig, HeadOverride
 from lightning_modules.heads.calibration import CalibrationConfig
 from lightning_modules.heads.pruning import PruningConfig
 from lightning_modules.store import ModelStore
@@ -106,3 +107,65 @@ def test_the_hooks_leave_with_the_condition(tiny_llama_dir: Path) -> None:
 def test_an_unknown_compensation_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="model.pruning.compensate"):
         PruningConfig(compensate="median")
+
+
+# ------------------------------------------------------------------ model.agency.damp_toward
+QUIET = dict(enabled=True, calibrate=False, overload_threshold=1.0)  # every head active unless forced
+
+
+def _agency(store: ModelStore, model_dir: Path, agency: AgencyConfig) -> ConditionModel:
+    spec = ConditionSpec(
+        str(model_dir), "float32", PruningConfig(level=25, method="magnitude"), agency, CALIBRATION, 0, 10
+    )
+    return build_condition(store, spec, "cpu")
+
+
+def _projection_inputs(condition: ConditionModel, layer: int) -> torch.Tensor:
+    """What the layer's output projection receives (after the gates) for one batch."""
+    seen: list[torch.Tensor] = []
+    projection = condition.adapter.output_projection(
+        condition.adapter.attention_modules(condition.model)[layer]
+    )
+    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(3))
+    with condition.attached(), torch.no_grad():
+        handle = projection.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+        condition.begin_sequence_batch(2)
+        condition.on_step()
+        condition.model(ids)
+        handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_a_withdrawn_head_damped_toward_its_mean_gives_its_mean_not_zero(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    override = [HeadOverride(layer=1, head=1, state="withdrawn")]  # withdrawn: factor 0
+    zero = _agency(store, model_dir, AgencyConfig(**QUIET, head_overrides=override))
+    mean = _agency(store, model_dir, AgencyConfig(**QUIET, head_overrides=override, damp_toward="mean"))
+    assert (1, 1) not in mean.heads and mean.damp_means is not None and zero.damp_means is None
+    d = mean.layout.head_dim
+    rows = slice(1 * d, 2 * d)
+    assert torch.count_nonzero(_projection_inputs(zero, 1)[..., rows]) == 0
+    got = _projection_inputs(mean, 1)[..., rows]
+    expected = mean.damp_means[1, rows].expand_as(got)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    # the other heads of the layer are untouched by either direction
+    others = [h for h in range(mean.layout.num_heads) if h != 1 and (1, h) not in mean.heads]
+    for h in others:
+        cols = slice(h * d, (h + 1) * d)
+        assert torch.equal(_projection_inputs(mean, 1)[..., cols], _projection_inputs(zero, 1)[..., cols])
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_every_head_active_is_the_baseline_whichever_way_states_would_damp(fixture: str, request) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    store = ModelStore()
+    baseline = logits(build(store, model_dir, 25.0, compensate="none"))
+    quiet = _agency(store, model_dir, AgencyConfig(**QUIET, damp_toward="mean"))
+    assert torch.equal(logits(quiet), baseline)
+
+
+def test_an_unknown_damping_direction_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="model.agency.damp_toward"):
+        AgencyConfig(damp_toward="median")
