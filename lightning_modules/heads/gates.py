@@ -43,7 +43,9 @@ class HeadGates:
         self.values = torch.ones(layout.num_layers, layout.num_heads, device=device)
         self.kept_heads: list[list[int]] = [list(range(layout.num_heads)) for _ in range(layout.num_layers)]
         self._factor_provider: FactorProvider | None = None
-        self._toward: list[torch.Tensor | None] = [None] * layout.num_layers  # [kept heads, head_dim] per layer
+        self._toward: list[torch.Tensor | None] = [
+            None
+        ] * layout.num_layers  # [kept heads, head_dim] per layer
         self._layer_gates: list[torch.Tensor | None] = [None] * layout.num_layers
         self._kept_index: list[torch.Tensor | None] = [None] * layout.num_layers  # None: every head kept
         self._handles: dict[int, Any] = {}
@@ -144,7 +146,10 @@ class HeadGates:
             if factors is not None and toward is not None:  # the rest of a damped head's way goes to its mean
                 pruning_gate = self._layer_gates[layer]
                 pull = 1 - factors if pruning_gate is None else pruning_gate * (1 - factors)
-                gated = gated + pull.to(hidden.dtype).reshape(-1, 1, heads, 1) * toward.to(hidden.dtype)[None, None]
+                gated = (
+                    gated
+                    + pull.to(hidden.dtype).reshape(-1, 1, heads, 1) * toward.to(hidden.dtype)[None, None]
+                )
             return (gated.view_as(hidden), *args[1:])
 
         return gate_heads
