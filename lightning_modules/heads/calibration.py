@@ -196,8 +196,10 @@ def gate_gradients(
     windows: torch.Tensor,
     batch_size: int = 4,
     progress: Progress | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per window, dLoss/dGate of every head with all gates at 1: ([windows, layers, heads] as mean |g|, signed g).
+    """Per window, dLoss/dGate of every head with all gates at 1 (or at ``mask``, [layers, heads] of 0 and 1:
+    the gradient under heads already pruned): ([layers, heads] mean |g|, [windows, layers, heads] signed g).
 
     Each row of a batch gets its own gate tensor, so one backward gives every
     window's own gradient (the expectation over windows is then a plain mean,
@@ -213,9 +215,8 @@ def gate_gradients(
             p.requires_grad_(False)
         for batch in _batches(windows, batch_size):
             batch = batch.to(device)
-            gate = torch.ones(
-                batch.shape[0], layout.num_layers, layout.num_heads, device=device, requires_grad=True
-            )
+            start = torch.ones(layout.num_layers, layout.num_heads) if mask is None else mask.float()
+            gate = start.to(device).expand(batch.shape[0], -1, -1).clone().requires_grad_(True)
             gates.factor_provider = lambda layer, g=gate: g[:, layer]
             logits = model(batch).logits[:, :-1].float()
             loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").mean(
@@ -273,26 +274,34 @@ def ablation_effects(
     return effects
 
 
-def output_input_means(
+def output_input_moments(
     model: nn.Module, adapter: ArchitectureAdapter, windows: torch.Tensor, batch_size: int = 4
-) -> torch.Tensor:
-    """Per layer, the mean input to the attention output projection over every token of ``windows``:
-    [layers, heads * head_dim] (float32), what bias compensation keeps of a pruned head
-    (``compensation.py``). Read with the model as it is (the caller opens its gates)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, the mean and the variance of each input channel of the attention output projection over every
+    token of ``windows``: two [layers, heads * head_dim] tensors (float64 sums, float32 results). The mean is what
+    bias compensation keeps of a pruned head (``compensation.py``), the variance what FLAP's fluctuation score
+    weighs. Read with the model as it is (the caller opens its gates)."""
     projections = [adapter.output_projection(a) for a in adapter.attention_modules(model)]
-    sums: list[torch.Tensor | None] = [None] * len(projections)
+    sums: list[torch.Tensor] = []
+    squares: list[torch.Tensor] = []
     counts = [0] * len(projections)
 
     def recorder(layer: int) -> Callable[..., None]:
         def record(_module: nn.Module, args: tuple) -> None:
-            hidden = args[0].detach().float()
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            total = flat.sum(dim=0)
-            sums[layer] = total if sums[layer] is None else sums[layer] + total
+            flat = args[0].detach().double().reshape(-1, args[0].shape[-1])
+            sums[layer] += flat.sum(dim=0)
+            squares[layer] += (flat * flat).sum(dim=0)
             counts[layer] += flat.shape[0]
 
         return record
 
+    for projection in projections:
+        weight = next(projection.parameters())
+        features = (
+            weight.shape[0] if type(projection).__name__ == "Conv1D" else weight.shape[1]
+        )  # GPT-2: [in, out]
+        sums.append(torch.zeros(features, dtype=torch.float64, device=weight.device))
+        squares.append(torch.zeros(features, dtype=torch.float64, device=weight.device))
     handles = [p.register_forward_pre_hook(recorder(i)) for i, p in enumerate(projections)]
     try:
         with torch.no_grad():
@@ -301,4 +310,6 @@ def output_input_means(
     finally:
         for handle in handles:
             handle.remove()
-    return torch.stack([s / c for s, c in zip(sums, counts, strict=True)])  # type: ignore[operator]
+    means = torch.stack([s.cpu() / c for s, c in zip(sums, counts, strict=True)])
+    variances = torch.stack([q.cpu() / c for q, c in zip(squares, counts, strict=True)]) - means * means
+    return means.float(), variances.clamp_min(0).float()

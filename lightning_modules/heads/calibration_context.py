@@ -28,7 +28,7 @@ from lightning_modules.heads.calibration import (
     ablation_effects,
     attention_statistics,
     gate_gradients,
-    output_input_means,
+    output_input_moments,
 )
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.heads.signal_cache import SignalCache
@@ -112,6 +112,53 @@ class CalibrationContext:
             lambda stored: stored["signed"],
         )
 
+    def iterative_gradient_scores(self, step_share: float, batch_size: int = 4) -> torch.Tensor:
+        """Michel et al.'s iterative pruning on the calibration text: prune the ``step_share`` of all heads with
+        the lowest layer-normalised mean |dLoss/dGate|, score again under that mask, and so on, never emptying
+        a layer until only last heads remain. The score of a head is the step it went in, plus its rank within
+        the step (in [0, 1)): ascending scores give the order, nested across levels by construction."""
+
+        def compute() -> dict[str, torch.Tensor]:
+            layout = self.layout
+            heads = layout.num_layers * layout.num_heads
+            per_step = max(1, round(step_share * heads))
+            mask, scores = (
+                torch.ones(layout.num_layers, layout.num_heads),
+                torch.zeros(layout.num_layers, layout.num_heads),
+            )
+            left = [layout.num_heads] * layout.num_layers
+            step = 0
+            progress = Progress(
+                "calibration: iterative gradient steps", -(-(heads - layout.num_layers) // per_step) + 1
+            )
+            while bool(mask.any()):
+                mean_abs, _ = gate_gradients(self.model, self.gates, self.windows, batch_size, None, mask)
+                normalised = mean_abs / mean_abs.norm(dim=1, keepdim=True).clamp_min(1e-20)
+                remaining = sorted(
+                    ((layer, head) for layer, head in mask.nonzero().tolist()),
+                    key=lambda h: (float(normalised[h[0], h[1]]), h),
+                )
+                taken = []
+                for layer, head in remaining:
+                    if len(taken) < per_step and left[layer] > 1:
+                        taken.append((layer, head))
+                        left[layer] -= 1
+                if not taken:  # only the last head of each layer is left: they go in their final order
+                    taken = remaining
+                for rank, (layer, head) in enumerate(taken):
+                    scores[layer, head] = step + rank / len(taken)
+                    mask[layer, head] = 0.0
+                step += 1
+                progress.advance()
+            return {"scores": scores}
+
+        return self._signal(
+            "iterative_gradient_scores",
+            {"step_share": step_share, "batch_size": batch_size},
+            compute,
+            lambda stored: stored["scores"],
+        )
+
     def attention_statistics(
         self, alpha: float = UTILIZATION_ALPHA, batch_size: int = 2
     ) -> AttentionStatistics:
@@ -130,17 +177,26 @@ class CalibrationContext:
             lambda stored: AttentionStatistics(stored["entropy"], stored["focus"], stored["utilization"]),
         )
 
-    def output_means(self, batch_size: int = 4) -> torch.Tensor:
-        """Per layer, the mean input to the attention output projection over the calibration tokens, every
-        gate open: [layers, heads * head_dim] (what bias compensation keeps of a pruned head)."""
+    def output_moments(self, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layer, the mean and variance of each input channel of the attention output projection over the
+        calibration tokens, every gate open: two [layers, heads * head_dim] tensors."""
+
+        def compute() -> dict[str, torch.Tensor]:
+            means, variances = output_input_moments(
+                self.model, adapter_for(self.model), self.windows, batch_size
+            )
+            return {"means": means, "variances": variances}
+
         return self._signal(
-            "output_means",
+            "output_moments",
             {"batch_size": batch_size},
-            lambda: {
-                "means": output_input_means(self.model, adapter_for(self.model), self.windows, batch_size)
-            },
-            lambda stored: stored["means"],
+            compute,
+            lambda stored: (stored["means"], stored["variances"]),
         )
+
+    def output_means(self) -> torch.Tensor:
+        """What bias compensation and mean-directed damping keep of a head: its channels' calibration means."""
+        return self.output_moments()[0]
 
     def ablation_effects(self, heads: Sequence[Head], part: Part = "all") -> list[AblationEffect]:
         """Loss change when each head alone is gated to 0, over ``part`` of the windows (mean, 95% interval)."""

@@ -18,6 +18,22 @@ first. The record keeps the scores, so a ranking can be audited and compared.
 - ``gradient``: Michel et al. (2019), "Are Sixteen Heads Really Better than
   One?": the expectation over calibration windows of |dLoss/dGate|, normalised by
   its L2 norm within each layer; smallest first.
+- ``fluctuation``: FLAP (An et al., 2024, ``CASIA-IVA-Lab/FLAP``, ``lib/prune.py``,
+  metric ``WIFV``): per input channel of the output projection, the variance of
+  the channel on the calibration text times the squared norm of its weight
+  column, summed over a head's channels, standardised within each layer (mean 0,
+  SD 1, FLAP's "AL-AM" structure), ranked globally; smallest first. Where it
+  differs from FLAP: heads only (FLAP also prunes MLP channels), the variances
+  are read once on the unpruned model (FLAP reads each layer with the earlier
+  ones pruned), and no fixed per-layer budget. Pair it with
+  ``model.pruning.compensate: mean`` for FLAP's full method.
+- ``gradient_iterative``: Michel et al. (2019), as iterated in the bertology
+  ``run_prune_gpt.py`` (``prune_heads``/``mask_heads``): prune a step of the heads
+  (``ITERATIVE_STEP``, 10% of all heads, as in the paper's figures) with the lowest
+  normalised |dLoss/dGate|, re-score the rest under that mask, repeat. Where it
+  differs: the calibration loss is the language-model loss on the calibration
+  text (no downstream metric decides when to stop), every step is kept so any
+  level reads the same order (nested), and no step empties a layer.
 """
 
 from __future__ import annotations
@@ -117,8 +133,35 @@ class Gradient(Criterion):
         return layer_normalised(context.gate_gradients().abs().mean(0))
 
 
+ITERATIVE_STEP = 0.10  # the share of all heads pruned between two re-scorings of gradient_iterative
+
+
+class GradientIterative(Criterion):
+    name = "gradient_iterative"
+
+    def scores(self, context, seed):
+        return context.iterative_gradient_scores(ITERATIVE_STEP)
+
+
+class Fluctuation(Criterion):
+    name = "fluctuation"
+
+    def scores(self, context, seed):
+        _, variances = context.output_moments()
+        return fluctuation_scores(context.model, context.layout, variances)
+
+
 CRITERIA: dict[str, Criterion] = {
-    c.name: c for c in (EntropyLow(), EntropyHigh(), Magnitude(), Random(), Gradient())
+    c.name: c
+    for c in (
+        EntropyLow(),
+        EntropyHigh(),
+        Magnitude(),
+        Random(),
+        Gradient(),
+        GradientIterative(),
+        Fluctuation(),
+    )
 }
 
 
@@ -146,6 +189,28 @@ def weight_magnitudes(model: nn.Module, layout: HeadLayout) -> torch.Tensor:
                 parts = adapter.head_weights(attention, head, layout)
                 norms[layer, head] = torch.sqrt(sum(p.float().pow(2).sum() for p in parts))
     return norms
+
+
+def input_column_norms(projection: nn.Module) -> torch.Tensor:
+    """Per input channel of a projection, the squared norm of its weight column (what the channel writes to the
+    output): read through the projection, so a Linear ([out, in]) and GPT-2's Conv1D ([in, out]) agree."""
+    weight = next(projection.parameters())
+    features = weight.shape[0] if type(projection).__name__ == "Conv1D" else weight.shape[1]
+    with torch.no_grad():
+        eye = torch.eye(features, dtype=weight.dtype, device=weight.device)
+        columns = projection.forward(eye) - projection.forward(torch.zeros_like(eye[:1]))
+    return columns.float().pow(2).sum(dim=1).cpu()
+
+
+def fluctuation_scores(model: nn.Module, layout: HeadLayout, variances: torch.Tensor) -> torch.Tensor:
+    """FLAP's weighted input-feature variance per head, standardised within each layer: [layers, heads]."""
+    adapter = adapter_for(model)
+    raw = torch.zeros(layout.num_layers, layout.num_heads)
+    for layer, attention in enumerate(adapter.attention_modules(model)):
+        weighted = variances[layer] * input_column_norms(adapter.output_projection(attention))
+        raw[layer] = weighted.reshape(layout.num_heads, layout.head_dim).sum(dim=1)
+    spread = raw.std(dim=1, keepdim=True).clamp_min(1e-20)
+    return (raw - raw.mean(dim=1, keepdim=True)) / spread
 
 
 def score_heads(

@@ -26,7 +26,16 @@ from record.errors import ConfigError, is_number, require
 
 Head = tuple[int, int]
 # ``entropy`` is the default direction of the entropy ranking (entropy_low); the others name a criterion.
-PruningMethod = Literal["entropy", "entropy_low", "entropy_high", "magnitude", "random", "gradient"]
+PruningMethod = Literal[
+    "entropy",
+    "entropy_low",
+    "entropy_high",
+    "magnitude",
+    "random",
+    "gradient",
+    "gradient_iterative",
+    "fluctuation",
+]
 METHODS: tuple[str, ...] = get_args(PruningMethod)
 PruneMode = Literal["mask", "remove"]
 PRUNE_MODES: tuple[str, ...] = get_args(PruneMode)
@@ -42,7 +51,9 @@ class PruningConfig:
     Args:
         level: percent of all heads pruned (0-100).
         method: ranking: entropy (= the default direction, entropy_low), entropy_low, entropy_high,
-            magnitude, random or gradient.
+            magnitude, random, gradient, gradient_iterative (Michel et al.'s pruning in steps, re-scored under
+            the mask) or fluctuation (FLAP's score); ``heads/importance.py`` says which paper and file each
+            follows and where it differs.
         mode: ``mask`` zeroes gates (every head still computed); ``remove`` slices the weights out.
         allow_empty_layers: allow a level that leaves a layer with no head.
         protect: heads pruned last, with no agency layer (a control for the agency arm's consent-aware

@@ -19,6 +19,7 @@ from lightning_modules.heads.calibration_context import CalibrationContext
 from lightning_modules.heads.importance import (
     CRITERIA,
     DEFAULT_ENTROPY,
+    ITERATIVE_STEP,
     HeadScores,
     RankingError,
     rank,
@@ -48,7 +49,16 @@ def all_heads(layers: int, heads: int) -> list[tuple[int, int]]:
 
 # ------------------------------------------------------------------ names
 def test_methods_and_the_default_entropy_direction() -> None:
-    assert METHODS == ("entropy", "entropy_low", "entropy_high", "magnitude", "random", "gradient")
+    assert METHODS == (
+        "entropy",
+        "entropy_low",
+        "entropy_high",
+        "magnitude",
+        "random",
+        "gradient",
+        "gradient_iterative",
+        "fluctuation",
+    )
     assert tuple(CRITERIA) == METHODS[1:]
     assert all(CRITERIA[name].name == name for name in CRITERIA)
     assert resolve_method("entropy") == DEFAULT_ENTROPY == "entropy_low"
@@ -260,3 +270,72 @@ def test_gradient_normalisation_keeps_an_all_zero_layer_at_zero() -> None:
     scores = score_heads("gradient", model, gates, windows())
     assert torch.equal(scores.scores[2], torch.zeros(4))
     assert scores.order()[:4] == [(2, 0), (2, 1), (2, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fluctuation_is_flaps_weighted_input_variance_per_head_standardised_per_layer(arch: str) -> None:
+    """Recorded directly: every input of each output projection over the windows; per channel its variance
+    times the squared norm of its weight column (Linear [out, in]: a column; Conv1D [in, out]: a row), summed
+    per head, standardised within the layer; smallest first."""
+    model, gates = gated_copy(BUILDERS[arch]())
+    layout = gates.layout
+    calib = windows(3)
+    from lightning_modules.models.adapters import adapter_for
+
+    adapter = adapter_for(model)
+    projections = [adapter.output_projection(a) for a in adapter.attention_modules(model)]
+    seen: dict[int, list[torch.Tensor]] = {}
+    handles = [
+        p.register_forward_pre_hook(
+            lambda _m, args, i=i: seen.setdefault(i, []).append(args[0].flatten(0, 1))
+        )
+        for i, p in enumerate(projections)
+    ]
+    with torch.no_grad():
+        model(input_ids=calib)
+    for handle in handles:
+        handle.remove()
+    expected = torch.zeros(layout.num_layers, layout.num_heads)
+    for layer, projection in enumerate(projections):
+        inputs = torch.cat(seen[layer]).double()
+        variance = inputs.var(dim=0, unbiased=False)
+        weight = projection.weight.double()
+        norms = (
+            weight.pow(2).sum(dim=1) if type(projection).__name__ == "Conv1D" else weight.pow(2).sum(dim=0)
+        )
+        raw = (variance * norms).reshape(layout.num_heads, layout.head_dim).sum(dim=1)
+        expected[layer] = ((raw - raw.mean()) / raw.std()).float()
+    scores = score_heads("fluctuation", model, gates, calib)
+    torch.testing.assert_close(scores.scores, expected, atol=1e-4, rtol=1e-4)
+    ordered = scores_in_order(scores.scores, scores.order())
+    assert ordered == sorted(ordered) and scores.ascending
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradient_iterative_prunes_in_steps_rescoring_under_the_mask(arch: str) -> None:
+    """Step 1 takes the plain gradient ranking's lowest heads; step 2 the lowest under step 1's mask, read
+    directly; the order holds every head once and empties no layer before only last heads remain."""
+    model, gates = gated_copy(BUILDERS[arch]())
+    layout = gates.layout
+    calib = windows(3)
+    total = layout.num_layers * layout.num_heads
+    per_step = max(1, round(ITERATIVE_STEP * total))
+    scores = score_heads("gradient_iterative", model, gates, calib)
+    order = scores.order()
+    assert sorted(order) == all_heads(layout.num_layers, layout.num_heads) and scores.ascending
+    first = score_heads("gradient", model, gates, calib).order()[:per_step]
+    assert sorted(order[:per_step]) == sorted(first)
+    mask = torch.ones(layout.num_layers, layout.num_heads)
+    for layer, head in order[:per_step]:
+        mask[layer, head] = 0
+    mean_abs, _ = gate_gradients(model, gates, calib, mask=mask)
+    normalised = mean_abs / mean_abs.norm(dim=1, keepdim=True)
+    remaining = sorted(
+        (h for h in all_heads(layout.num_layers, layout.num_heads) if mask[h] == 1),
+        key=lambda h: float(normalised[h]),
+    )
+    assert sorted(order[per_step : 2 * per_step]) == sorted(remaining[:per_step])
+    left = [layout.num_heads] * layout.num_layers
+    for layer, _ in order[: total - layout.num_layers]:
+        left[layer] -= 1
+        assert left[layer] >= 1  # no layer emptied while other heads remain
