@@ -88,6 +88,9 @@ class Statistics:
     positive_controls: list[str] = field(default_factory=list)  # agency arms that answer no question (forced)
     families: dict[str, str] = field(default_factory=dict)  # every family of the report: what it tests
     speed_warning: str | None = None  # set when a speed A/A is outside noise: every speed answer carries it
+    descriptions: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # per analysis, what it describes untested
 
     def family(self, name: str) -> list[Comparison]:
         return [c for c in self.comparisons if c.family == name]
@@ -162,6 +165,11 @@ class Statistics:
             },
             "problems": self.problems,
             "notes": self.notes,
+            **(
+                {"descriptions": {k: [as_dict(v) for v in vs] for k, vs in self.descriptions.items() if vs}}
+                if any(self.descriptions.values())
+                else {}
+            ),
         }
 
 

@@ -181,6 +181,7 @@ def compute_statistics(
             "differences are unpaired in time, so machine drift between the runs counts as noise or as "
             "an effect; time the arms side by side (a local sweep) to compare speed"
         )
+    descriptions = {a.name: a.describe(design, units) for a in REGISTRY if a.describe is not None}
     return Statistics(
         alpha,
         units,
@@ -195,4 +196,5 @@ def compute_statistics(
         positive_controls=design.positive_control_arms(),
         families=FAMILIES,
         speed_warning=warning,
+        descriptions=descriptions,
     )

@@ -22,6 +22,7 @@ from reporting.analyses import (
     failures,
     inert_aa,
     manipulation,
+    placebo,
     q1_resilience,
     q2_optimal_level,
     q3_temperature,
@@ -50,6 +51,7 @@ REGISTRY: tuple[Analysis, ...] = (
     strategies.ANALYSIS,
     inert_aa.ANALYSIS,
     failures.ANALYSIS,
+    placebo.ANALYSIS,
     behaviour.ANALYSIS,  # the rest describe and check, and test nothing of their own
     manipulation.ANALYSIS,
     cells.ANALYSIS,
