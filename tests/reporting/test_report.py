@@ -378,4 +378,4 @@ def test_a_local_sweep_times_each_cell_in_three_counterbalanced_sessions_and_its
     line = next(x for x in aa.splitlines() if x.startswith("Speed A/A"))
     assert "baseline vs itself tokens/s ×" in line and "over 3 sessions" in line
     q2 = summary.split("## 2.")[1].split("\n## ")[0]
-    assert "n = 3 timing sessions timed side by side" in q2  # one temperature x 3 sessions at 50%
+    assert "n = 3 timing passes timed side by side" in q2  # one temperature x 3 passes at 50%
