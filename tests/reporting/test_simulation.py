@@ -19,7 +19,7 @@ What is held (contract 14):
   is detected in at least 80% of runs, the speed effect's power is printed (this loaded machine's noise is too
   large for 6 sessions to resolve 10%).
 * At the quiet quickstart run's speed noise (same layout), effects growing with the level are detected as slopes
-  and the speed effect per level in at least 80% of runs (``GROWING_RUNS``).
+  in at least 80% of runs (``GROWING_RUNS``); the speed effect per level, over 3 timing passes, is printed.
 * Why sessions: the old layout's repeats, read as units, invent speed effects (a cheap check without reports).
 
 The 20% log-perplexity effect is read as written: the agency arm's log reference perplexity is 20% higher than the
@@ -452,7 +452,11 @@ def test_effects_growing_with_the_level_are_detected_as_slopes(
         f"50/70%: {speed_q2}), log reference perplexity from +0% to +20% {quality} of {len(growing_runs)}",
     )
     assert speed >= _required(growing_runs) and quality >= _required(growing_runs)
-    assert min(speed_q2.values()) >= _required(growing_runs)
+    # Per level, speed has 3 units (timing passes: a pass is shared by every cell it times, contract 17), a t test
+    # with 2 degrees of freedom: x0.93 and x0.9 at 50 and 70% are found in about half the runs (printed above);
+    # before, the level's 6 sessions were read as independent, which a pass-shared offset made 27% false
+    # positives. The slope reads 9 (level, pass) points and keeps its power.
+    assert 0 < min(speed_q2.values())
 
 
 @pytest.mark.slow  # the whole report over many simulated sweeps
