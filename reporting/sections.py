@@ -24,11 +24,11 @@ def comparison_row(c: Comparison, alpha: float) -> list[str]:
         where,
         spec(c.metric).label,
         c.contrast,
-        effect_of(c),
+        effect_of(c) + censored_text(c),
         unadjusted_of(c),
         f"{c.effect.test}, n = {c.effect.n} {c.units}",
         pval(c.p_holm),
-        c.reading(alpha) + censored_text(c),
+        c.reading(alpha),
     ]
 
 

@@ -243,8 +243,10 @@ def test_a_ratio_of_mostly_degenerate_samples_says_it_is_not_a_perplexity_ratio(
     _, stats = _summary()
     q2 = {c.level: c for c in stats.family("Q2") if c.metric == "reference_perplexity"}
     assert q2[70.0].censored > 0.5 > q2[30.0].censored
-    assert "not a perplexity ratio" in comparison_row(q2[70.0], stats.alpha)[-1]
-    assert "not a perplexity ratio" not in comparison_row(q2[30.0], stats.alpha)[-1]
+    assert (
+        "not a perplexity ratio" in comparison_row(q2[70.0], stats.alpha)[3]
+    )  # beside the effect it qualifies
+    assert "not a perplexity ratio" not in comparison_row(q2[30.0], stats.alpha)[3]
 
 
 def test_a_standardised_effect_of_mostly_tied_prompts_is_never_blown_up() -> None:
