@@ -120,7 +120,16 @@ def _adjust(comparisons: list[Comparison], alpha: float) -> None:
 
 def _mark_censored(design: Design, comparisons: list[Comparison], units: Units) -> None:
     """Each sample-based quality row: the share of its arms' samples, at its level (or over the pruned levels)
-    and temperature (or all), that are degenerate or failed."""
+    and temperature (or all), that are degenerate or failed. Each cell's samples are scanned once, however many
+    rows read it."""
+    counts: dict[Cell, tuple[int, int]] = {}
+
+    def bad_and_total(cell: Cell) -> tuple[int, int]:
+        if cell not in counts:
+            failed, samples = failure_share(design, cell)
+            counts[cell] = (failed + degenerate_share(design, cell, units)[0], samples)
+        return counts[cell]
+
     for c in comparisons:
         if c.metric != QUALITY or "prompt" not in c.units:
             continue
@@ -130,9 +139,9 @@ def _mark_censored(design: Design, comparisons: list[Comparison], units: Units) 
         for cell in (
             Cell(c.series, t, lv, a) for t in temperatures for lv in levels for a in (c.arm, c.other)
         ):
-            failed, samples = failure_share(design, cell)
-            bad += failed + degenerate_share(design, cell, units)[0]
-            total += samples
+            cell_bad, cell_total = bad_and_total(cell)
+            bad += cell_bad
+            total += cell_total
         c.censored = bad / total if total else None
 
 
