@@ -146,9 +146,18 @@ class ConditionModel:
             if attached:
                 self.attach()
 
-    def reference(self) -> Any:
-        """The unpruned reference (a context manager): same weights, every head, no agency."""
-        return self.loaded.plain()
+    @contextmanager
+    def reference(self) -> Iterator[nn.Module]:
+        """The unpruned reference: same weights, every head, no agency and no compensation shift (in mask mode
+        the shift hooks sit on the shared model, so this state is taken off while the reference runs)."""
+        attached = bool(self._attached)
+        self.detach()
+        try:
+            with self.loaded.plain() as model:
+                yield model
+        finally:
+            if attached:
+                self.attach()
 
     # -- describing ------------------------------------------------------------------------------
     def model_shape(self) -> ModelShape:

@@ -169,3 +169,17 @@ def test_every_head_active_is_the_baseline_whichever_way_states_would_damp(fixtu
 def test_an_unknown_damping_direction_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="model.agency.damp_toward"):
         AgencyConfig(damp_toward="median")
+
+
+def test_the_reference_of_a_compensated_condition_is_the_unpruned_model(tiny_gpt2_dir: Path) -> None:
+    """Reference perplexity and KL score against the unpruned model: the shift hooks must not reach it."""
+    store = ModelStore()
+    unpruned = logits(build(store, tiny_gpt2_dir, 0.0, compensate="none"))
+    compensated = build(store, tiny_gpt2_dir, 50.0)
+    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    with compensated.attached(), torch.no_grad():
+        with compensated.reference() as reference:
+            seen = reference(ids).logits
+        after = compensated.model(ids).logits
+    assert torch.equal(seen, unpruned)
+    assert torch.equal(after, logits(compensated))  # the state is back on once the reference is done
