@@ -50,7 +50,21 @@ class CorpusScoring(Protocol):
     def window_mean_nll(self) -> list[float]: ...
 
     @property
+    def window_mean_kl(self) -> list[float] | None: ...
+
+    @property
+    def kl(self) -> float | None: ...
+
+    @property
     def perplexity(self) -> float: ...
+
+
+class RowScoring(Protocol):
+    """Teacher-forced rows (``lightning_modules.decoding.evaluation.RowScores``)."""
+
+    nll: tuple[float, ...]
+    tokens: tuple[int, ...]
+    correct: tuple[int, ...]
 
 
 class Layout(Protocol):
@@ -83,6 +97,12 @@ class Experiment(Protocol):
 
     def corpus_score(self) -> CorpusScoring:
         """The same scoring window by window: each window's summed NLL and scored tokens."""
+
+    def induction_score(self) -> RowScoring | None:
+        """The induction probe per sequence (None when it is off)."""
+
+    def calibration_score(self) -> CorpusScoring | None:
+        """Perplexity on the calibration text (None for an arm with agency)."""
 
     def timed_decode(self, prompts: Sequence[str], seeds: Sequence[int], num_tokens: int) -> Decoded:
         """Decode ``num_tokens`` for one batch with this condition's model, timed."""

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from callbacks.base import callbacks_of, error_text, experiment_of, measuring_callbacks
 from callbacks.outputs import OutputWriter
 from callbacks.protocols import Experiment, Generated
-from callbacks.quality import CORPUS_PERPLEXITY, SWITCHES
+from callbacks.quality import CORPUS_PERPLEXITY, EVALUATION_ONLY, SWITCHES
 from callbacks.samples import generation_failure
 from record.catalogue import METRICS
 from record.errors import ConfigError, is_measurement_failure, require
@@ -369,9 +369,11 @@ def summary_line(record: ConditionRecord, path: Path) -> str:
 def measurement_state(record: ConditionRecord, flat: dict[str, Any], name: str) -> str:
     """Why a metric has no value: ``off`` (its switch is off), ``failed`` (a failure is recorded for it, its
     part, the condition or, per sample, the generation), else ``not measured`` (no callback measured it)."""
+    spec = METRICS[name]
     if flat.get(SWITCHES.get(name, "")) is False:
         return "off"
-    spec = METRICS[name]
+    if flat.get(EVALUATION_ONLY) is True and spec.measured_per in ("sample", "timing"):
+        return "off (evaluation only)"
     scopes = {name, spec.part, "condition"}
     rows = [s.failures for s in record.samples] if spec.measured_per == "sample" else []
     if spec.measured_per == "timing" and record.timing is not None:

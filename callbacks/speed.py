@@ -41,6 +41,7 @@ import lightning as L
 
 from callbacks.base import MeasuringCallback, error_text, experiment_of
 from callbacks.protocols import Decoded, Experiment
+from callbacks.quality import is_evaluation_only
 from record.errors import is_int, is_measurement_failure, require
 from record.schema import Timing, TimingRepeat
 
@@ -335,6 +336,8 @@ class SpeedMonitor(MeasuringCallback):
 
     def _time(self, trainer: L.Trainer, module: Experiment) -> None:
         """Record the timing this condition was given, else time it alone through the same step."""
+        if is_evaluation_only(module.header.config):  # generates nothing, so nothing to time
+            return
         given, self.given = self.given, None
         condition_id = module.header.condition_id
         if given is not None and condition_id not in given.timing.arms:

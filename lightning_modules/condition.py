@@ -59,6 +59,12 @@ class ConditionModel:
     # model.agency.damp_toward=mean: each head's mean calibration input to its output projection
     damp_means: torch.Tensor | None = None
     _attached: list[Callable[[], None]] = field(default_factory=list)
+    _shift_hooks: Callable[[], None] | None = None  # removes the compensation hooks while attached
+
+    def _lift_shift_hooks(self) -> None:
+        if self._shift_hooks is not None:
+            self._shift_hooks()
+            self._shift_hooks = None
 
     @property
     def heads(self) -> list[Head]:
@@ -81,7 +87,8 @@ class ConditionModel:
             self.gates.set(gate_values(self.heads, self.layout).to(self.gates.values.device))
             self._attached.append(self.gates.reset)
             if self.bias_shifts:
-                self._attached.append(add_shift_hooks(self.model, self.adapter, self.bias_shifts))
+                self._shift_hooks = add_shift_hooks(self.model, self.adapter, self.bias_shifts)
+                self._attached.append(self._lift_shift_hooks)
         if self.agency is not None:
             self._attached.append(
                 attach_agency(self.model, self.gates, self.adapter, self.agency, self.damp_means)
@@ -149,15 +156,18 @@ class ConditionModel:
     @contextmanager
     def reference(self) -> Iterator[nn.Module]:
         """The unpruned reference: same weights, every head, no agency and no compensation shift (in mask mode
-        the shift hooks sit on the shared model, so this state is taken off while the reference runs)."""
-        attached = bool(self._attached)
-        self.detach()
+        the shift hooks sit on the shared model, so they are lifted while the reference runs). The agency
+        layer stays connected, so a reference forward between two steps leaves its running state alone."""
+        shifted = self._shift_hooks is not None
+        if shifted:
+            self._shift_hooks()
+            self._shift_hooks = None
         try:
             with self.loaded.plain() as model:
                 yield model
         finally:
-            if attached:
-                self.attach()
+            if shifted:
+                self._shift_hooks = add_shift_hooks(self.model, self.adapter, self.bias_shifts)
 
     # -- describing ------------------------------------------------------------------------------
     def model_shape(self) -> ModelShape:

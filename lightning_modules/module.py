@@ -29,11 +29,15 @@ from lightning_modules.data import PromptItem
 from lightning_modules.decoding.evaluation import (
     CorpusScore,
     EvaluationConfig,
+    RowScores,
     evaluation_ids,
+    parallel_rows,
     parallel_score,
+    stepwise_rows,
     stepwise_score,
 )
 from lightning_modules.decoding.generation import DecodeResult, GenerationConfig, decode, sample_seed
+from lightning_modules.decoding.induction import induction_rows
 from lightning_modules.describe import describe_condition, resolved_from_objects
 from lightning_modules.heads.agency import AgencyConfig, departures
 from lightning_modules.heads.calibration import CalibrationConfig
@@ -137,6 +141,9 @@ class PruningExperiment(L.LightningModule):
                 "max_tokens": self.evaluation.max_tokens,
                 "window": self.evaluation.window,
                 "stride": self.evaluation.stride,
+                "only": self.evaluation.only,
+                "induction_sequences": self.evaluation.induction_sequences,
+                "induction_length": self.evaluation.induction_length,
             }
         return settings
 
@@ -366,6 +373,8 @@ class PruningExperiment(L.LightningModule):
     # -- generation --------------------------------------------------------------------------------
     def predict_step(self, batch: list[PromptItem], batch_idx: int) -> GeneratedBatch:
         """Generate one batch with the condition attached; the first batch starts the agency statistics the record reports."""
+        if self.evaluation.only:  # an evaluation-only condition generates nothing
+            return GeneratedBatch([], [], [], torch.zeros(0, 0, dtype=torch.long), [])
         if batch_idx == 0:
             self.generated = []
             if self.condition.agency is not None:
@@ -468,9 +477,9 @@ class PruningExperiment(L.LightningModule):
             ids = evaluation_ids(condition.tokenizer, cfg)
             window = min(cfg.window, condition.context_length)
             stride = min(cfg.stride, window)
-            with phase(f"{self.display_name}: corpus perplexity ({cfg.max_tokens} tokens)"):
+            with phase(f"{self.display_name}: corpus perplexity and KL ({cfg.max_tokens} tokens)"):
                 if condition.agency is None:
-                    return parallel_score(condition.model, ids, window, stride)
+                    return parallel_score(condition.model, ids, window, stride, condition.reference)
                 return condition.replayed(
                     lambda: stepwise_score(
                         condition.model,
@@ -479,8 +488,60 @@ class PruningExperiment(L.LightningModule):
                         stride,
                         condition.begin_sequence_batch,
                         condition.on_step,
+                        condition.reference,
                     )
                 )
+
+        return self.store.cached(key, compute)
+
+    def induction_score(self) -> RowScores | None:
+        """The induction probe (``decoding/induction.py``) for this condition's model state; None when off.
+        Seeded by ``model.seed``, so every arm of a sweep scores the same sequences."""
+        cfg, condition = self.evaluation, self.condition
+        if cfg.induction_sequences == 0:
+            return None
+        length = min(cfg.induction_length, condition.context_length // 2)
+        key = ("induction", condition.state_key, cfg.induction_sequences, length, self.seed)
+
+        def compute() -> RowScores:
+            tokenizer = condition.tokenizer
+            rows, first = induction_rows(
+                len(tokenizer), list(tokenizer.all_special_ids), cfg.induction_sequences, length, self.seed
+            )
+            with phase(f"{self.display_name}: induction probe ({len(rows)} sequences)"):
+                if condition.agency is None:
+                    return parallel_rows(condition.model, rows, first)
+                return condition.replayed(
+                    lambda: stepwise_rows(
+                        condition.model, rows, first, condition.begin_sequence_batch, condition.on_step
+                    )
+                )
+
+        return self.store.cached(key, compute)
+
+    def calibration_score(self) -> CorpusScore | None:
+        """Perplexity on the calibration text (the text the rankings read, never the evaluation text), in
+        windows of ``model.calibration.window``: what a frontier arm is chosen by. Arms without agency only
+        (None for the agency arm, which is compared, not chosen)."""
+        cal, condition = self.calibration, self.condition
+        if condition.agency is not None:
+            return None
+        key = (
+            "calibration-score",
+            condition.state_key,
+            cal.fingerprint()["sha256"],
+            cal.max_tokens,
+            cal.window,
+        )
+
+        def compute() -> CorpusScore:
+            from lightning_modules.data import read_text_file
+
+            text = read_text_file(cal.path, "calibration text", "model.calibration.text_file")
+            ids = condition.tokenizer(text, return_tensors="pt").input_ids[0][: cal.max_tokens]
+            window = min(cal.window, condition.context_length)
+            with phase(f"{self.display_name}: calibration-text perplexity ({len(ids)} tokens)"):
+                return parallel_score(condition.model, ids, window, window)
 
         return self.store.cached(key, compute)
 

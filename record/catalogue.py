@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MEASURED_PER = ("timing", "sample", "condition")
-ANALYSED_PER = ("session", "prompt", "condition", "window")
+ANALYSED_PER = ("session", "prompt", "condition", "window", "sequence")
 DIRECTIONS = ("higher", "lower", "reference")
 SCALES = ("log", "linear")
 # Where a metric is shown: the end-of-run console table, the summary's cell table, the metrics-vs-level
@@ -167,6 +167,65 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         ("console", "table", "level_plot", "gain_plot"),
         "perplexity of the condition's own model on the held-out evaluation text (the record keeps each "
         "window's mean NLL: the paired unit of corpus comparisons)",
+    ),
+    MetricSpec(
+        "corpus_kl",
+        "KL from unpruned",
+        "nats/token",
+        "quality",
+        "quality",
+        "condition",
+        "window",
+        "lower",
+        "linear",
+        True,
+        ("table", "level_plot"),
+        "mean KL divergence of the condition's next-token distribution from the unpruned model's on the "
+        "evaluation windows (the record keeps each window's mean: paired by window)",
+    ),
+    MetricSpec(
+        "induction_loss",
+        "induction loss",
+        "nats/token",
+        "quality",
+        "quality",
+        "condition",
+        "sequence",
+        "lower",
+        "linear",
+        True,
+        ("table",),
+        "mean NLL on the second copy of random token sequences shown twice (the record keeps each "
+        "sequence's mean: paired by sequence)",
+    ),
+    MetricSpec(
+        "induction_accuracy",
+        "induction accuracy",
+        "share",
+        "quality",
+        "quality",
+        "condition",
+        "sequence",
+        "higher",
+        "linear",
+        True,
+        ("table",),
+        "share of the second copy's tokens that are the model's most likely next token (per sequence)",
+    ),
+    MetricSpec(
+        "calibration_perplexity",
+        "calibration-text perplexity",
+        "",
+        "quality",
+        "quality",
+        "condition",
+        "condition",
+        "lower",
+        "log",
+        False,
+        (),
+        "perplexity of an arm without agency on the calibration text: what a frontier arm is chosen by "
+        "(never the evaluation text); described, not tested",
     ),
     _diversity("distinct_1", "distinct-1", "distinct token unigrams / unigrams of the continuation"),
     _diversity(

@@ -219,6 +219,7 @@ class Measurements:
     speed_aa: Timing | None = None
     agency: AgencyReport | None = None
     corpus_windows: CorpusWindows | None = None
+    unit_values: dict[str, list[float]] = field(default_factory=dict)  # per paired unit, a condition metric
 
     def add_sample(self, key: SampleKey, name: str, value: float) -> None:
         """Store a finite value; a non-finite one becomes a failure, never a number."""
@@ -291,6 +292,9 @@ class ConditionRecord:
     agency: AgencyReport | None = None
     recovery: Recovery | None = None
     corpus_windows: CorpusWindows | None = None  # absent in records written before windows were kept
+    # A condition metric's value per paired unit (corpus_kl per evaluation window, the induction metrics per
+    # sequence), in unit order: every arm measures the same units, so the report pairs them by position.
+    unit_values: dict[str, list[float]] = field(default_factory=dict)
     # A speed A/A: this baseline timed a second time as its own pseudo-arm, in the same sessions and rounds.
     speed_aa: Timing | None = None
     aggregates: dict[str, Summary] = field(default_factory=dict)
@@ -373,6 +377,7 @@ def compose(
             record.agency = part.agency
         if part.corpus_windows is not None:
             record.corpus_windows = part.corpus_windows
+        record.unit_values.update(part.unit_values)
     record.samples = [by_key[k] for k in sorted(by_key)]
     for sample in record.samples:
         sample.metrics = dict(sorted(sample.metrics.items()))
@@ -510,6 +515,7 @@ def validate(record: ConditionRecord, where: str = "record") -> None:
     allowed = set(METRICS) | FAILURE_SCOPES
     used = set(record.condition_metrics) | {f.metric for f in record.failures}
     used |= {n for s in record.samples for n in (*s.metrics, *s.failures)}
+    used |= set(record.unit_values)
     for timing in (record.timing, record.speed_aa):
         if timing is not None:
             used |= {n for r in timing.repeats for n in (*r.metrics, *r.failures)}
@@ -519,6 +525,7 @@ def validate(record: ConditionRecord, where: str = "record") -> None:
     for value in (
         *record.condition_metrics.values(),
         *(v for s in record.samples for v in s.metrics.values()),
+        *(v for values in record.unit_values.values() for v in values),
     ):
         if not math.isfinite(value):
             raise RecordError(f"{where} holds a non-finite value")

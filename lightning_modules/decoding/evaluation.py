@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +38,19 @@ class EvaluationConfig:
         max_tokens: tokens of the text scored in all.
         window: tokens per window (at least 2: one to condition on, one to score).
         stride: tokens the window moves each time (1 to window).
+        only: an evaluation-only condition: no generation and no timing, only what is scored here (corpus
+            perplexity and KL, the induction probe, calibration-text perplexity). For arms that only rank.
+        induction_sequences: sequences of random tokens in the induction probe (0: no probe).
+        induction_length: tokens per sequence; each is shown twice and the second copy is scored.
     """
 
     text_file: str | None = None
     max_tokens: int = 1024
     window: int = 256
     stride: int = 128
+    only: bool = False
+    induction_sequences: int = 16
+    induction_length: int = 32
 
     def __post_init__(self) -> None:
         require(
@@ -62,6 +70,19 @@ class EvaluationConfig:
             "model.evaluation.max_tokens",
             self.max_tokens,
             "an integer >= 2",
+        )
+        require(isinstance(self.only, bool), "model.evaluation.only", self.only, "true or false")
+        require(
+            is_int(self.induction_sequences) and self.induction_sequences >= 0,
+            "model.evaluation.induction_sequences",
+            self.induction_sequences,
+            "an integer >= 0 (0: no induction probe)",
+        )
+        require(
+            is_int(self.induction_length) and self.induction_length >= 2,
+            "model.evaluation.induction_length",
+            self.induction_length,
+            "an integer >= 2 (a copy of one token has no continuation to predict)",
         )
         if self.text_file is not None:
             read_text_file(self.text_file, "evaluation text", "model.evaluation.text_file")
@@ -100,8 +121,21 @@ def windows_of(length: int, window: int, stride: int) -> list[Window]:
 
 
 @dataclass(frozen=True)
+class RowScores:
+    """Per row of teacher-forced text: the summed NLL of its scored targets, how many it scored, how many of
+    them the model's most likely token hit, and (with a reference) the summed KL divergence of the model's
+    next-token distribution from the reference's at those positions."""
+
+    nll: tuple[float, ...] = ()
+    tokens: tuple[int, ...] = ()
+    correct: tuple[int, ...] = ()
+    kl: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class CorpusScore:
-    """The summed negative log-likelihood and the scored tokens of each window, in window order.
+    """The summed negative log-likelihood and the scored tokens of each window, in window order, and the summed
+    KL divergence from the unpruned model's predictions where a reference was given.
 
     The window is the unit a corpus comparison pairs (every arm scores the same windows of the same text), so
     each window's own mean NLL is kept; the corpus perplexity is exp of the mean over every scored token, i.e.
@@ -110,6 +144,7 @@ class CorpusScore:
 
     window_nll: tuple[float, ...] = ()
     window_tokens: tuple[int, ...] = ()
+    window_kl: tuple[float, ...] | None = None
 
     @property
     def nll_sum(self) -> float:
@@ -125,27 +160,133 @@ class CorpusScore:
         return [nll / tokens for nll, tokens in zip(self.window_nll, self.window_tokens, strict=True)]
 
     @property
+    def window_mean_kl(self) -> list[float] | None:
+        """Per window, the mean KL divergence (nats per scored token) from the unpruned model."""
+        if self.window_kl is None:
+            return None
+        return [kl / tokens for kl, tokens in zip(self.window_kl, self.window_tokens, strict=True)]
+
+    @property
+    def kl(self) -> float | None:
+        """The mean KL divergence per scored token over the whole text."""
+        return None if self.window_kl is None else float(sum(self.window_kl)) / self.tokens
+
+    @property
     def perplexity(self) -> float:
         if self.tokens == 0:
             raise ValueError("corpus perplexity needs at least two tokens of text")
         return math.exp(self.nll_sum / self.tokens)
 
 
+# A context manager giving the unpruned reference model (``ConditionModel.reference``).
+Reference = Callable[[], AbstractContextManager[nn.Module]]
+
+
+def _kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) per position, in nats."""
+    log_p = nn.functional.log_softmax(logits.float(), dim=-1)
+    log_q = nn.functional.log_softmax(reference_logits.float(), dim=-1)
+    return (log_q.exp() * (log_q - log_p)).sum(dim=-1)
+
+
 @torch.no_grad()
-def parallel_score(model: nn.Module, token_ids: torch.Tensor, window: int, stride: int) -> CorpusScore:
-    """One forward per window."""
+def parallel_rows(
+    model: nn.Module, rows: list[torch.Tensor], first_scored: list[int], reference: Reference | None = None
+) -> RowScores:
+    """One forward per row; row r's targets at positions >= ``first_scored[r]`` count."""
     device = next(model.parameters()).device
-    ids = token_ids.to(device)
-    nll, tokens = [], []
-    for w in windows_of(len(ids), window, stride):
-        chunk = ids[w.start : w.end].unsqueeze(0)
-        logits = model(chunk).logits[0, w.first_scored - 1 : -1].float()
-        nll.append(float(nn.functional.cross_entropy(logits, chunk[0, w.first_scored :], reduction="sum")))
-        tokens.append(w.end - w.start - w.first_scored)
-    return CorpusScore(tuple(nll), tuple(tokens))
+    nll, tokens, correct, kl = [], [], [], []
+    for row, first in zip(rows, first_scored, strict=True):
+        chunk = row.to(device).unsqueeze(0)
+        logits = model(chunk).logits[0, first - 1 : -1].float()
+        targets = chunk[0, first:]
+        nll.append(float(nn.functional.cross_entropy(logits, targets, reduction="sum")))
+        tokens.append(int(targets.numel()))
+        correct.append(int((logits.argmax(dim=-1) == targets).sum()))
+        if reference is not None:
+            with reference() as unpruned:
+                reference_logits = unpruned(chunk).logits[0, first - 1 : -1]
+            kl.append(float(_kl(logits, reference_logits).sum()))
+    return RowScores(tuple(nll), tuple(tokens), tuple(correct), tuple(kl) if reference else None)
 
 
 @torch.no_grad()
+def stepwise_rows(
+    model: nn.Module,
+    rows: list[torch.Tensor],
+    first_scored: list[int],
+    begin_batch: Callable[[int], None],
+    on_step: Callable[[], None],
+    reference: Reference | None = None,
+) -> RowScores:
+    """Teacher-forced decoding, one token per forward, every row of one batch; ``begin_batch``/``on_step`` as in
+    generation. With a reference, it decodes the same tokens beside the model with its own cache.
+
+    Rows shorter than the longest are padded on the right: a causal model never lets a later position change
+    an earlier one, and their padded targets are not scored.
+    """
+    from lightning_modules.decoding.kv_cache import preallocated_cache
+
+    device = next(model.parameters()).device
+    width = max(len(row) for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    scored = torch.zeros(len(rows), width, dtype=torch.bool)  # scored[r, j]: the target at position j counts
+    for r, (row, first) in enumerate(zip(rows, first_scored, strict=True)):
+        ids[r, : len(row)] = row
+        scored[r, first : len(row)] = True
+    ids, scored = ids.to(device), scored.to(device)
+    cache = preallocated_cache(model.config, width)
+    reference_cache = None
+    if reference is not None:
+        with reference() as unpruned:
+            reference_cache = preallocated_cache(unpruned.config, width)
+    begin_batch(len(rows))
+    nll = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    kl = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(rows), dtype=torch.long, device=device)
+    mask = torch.ones(len(rows), 0, dtype=torch.long, device=device)
+    for t in range(width - 1):
+        on_step()
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
+        step = {
+            "input_ids": ids[:, t : t + 1],
+            "attention_mask": mask,
+            "position_ids": torch.full((len(rows), 1), t, dtype=torch.long, device=device),
+            "use_cache": True,
+        }
+        logits = model(**step, cache=cache).logits[:, -1].float()
+        counts = scored[:, t + 1]
+        step_nll = nn.functional.cross_entropy(logits, ids[:, t + 1], reduction="none")
+        nll += torch.where(counts, step_nll, 0.0).double()
+        correct += (counts & (logits.argmax(dim=-1) == ids[:, t + 1])).long()
+        if reference is not None:
+            with reference() as unpruned:
+                reference_logits = unpruned(**step, cache=reference_cache).logits[:, -1]
+            kl += torch.where(counts, _kl(logits, reference_logits), 0.0).double()
+    return RowScores(
+        tuple(nll.tolist()),
+        tuple(int(n) for n in scored.sum(dim=1).tolist()),
+        tuple(int(n) for n in correct.tolist()),
+        tuple(kl.tolist()) if reference is not None else None,
+    )
+
+
+def _window_rows(token_ids: torch.Tensor, window: int, stride: int) -> tuple[list[torch.Tensor], list[int]]:
+    spans = windows_of(len(token_ids), window, stride)
+    return [token_ids[w.start : w.end] for w in spans], [w.first_scored for w in spans]
+
+
+def _corpus(scores: RowScores) -> CorpusScore:
+    return CorpusScore(scores.nll, scores.tokens, scores.kl)
+
+
+def parallel_score(
+    model: nn.Module, token_ids: torch.Tensor, window: int, stride: int, reference: Reference | None = None
+) -> CorpusScore:
+    """One forward per window (and one of the reference, for the KL divergence, when given)."""
+    return _corpus(parallel_rows(model, *_window_rows(token_ids, window, stride), reference))
+
+
 def stepwise_score(
     model: nn.Module,
     token_ids: torch.Tensor,
@@ -153,46 +294,11 @@ def stepwise_score(
     stride: int,
     begin_batch: Callable[[int], None],
     on_step: Callable[[], None],
+    reference: Reference | None = None,
 ) -> CorpusScore:
-    """Teacher-forced decoding, one token per forward, every window a row; ``begin_batch``/``on_step`` as in generation.
-
-    Rows shorter than the longest window are padded on the right: a causal model
-    never lets a later position change an earlier one, and their padded targets
-    are not scored.
-    """
-    from lightning_modules.decoding.kv_cache import preallocated_cache
-
-    device = next(model.parameters()).device
-    spans = windows_of(len(token_ids), window, stride)
-    width = max(w.end - w.start for w in spans)
-    rows = torch.zeros(len(spans), width, dtype=torch.long)
-    scored = torch.zeros(len(spans), width, dtype=torch.bool)  # scored[r, j]: the target at position j counts
-    for r, w in enumerate(spans):
-        rows[r, : w.end - w.start] = token_ids[w.start : w.end]
-        scored[r, w.first_scored : w.end - w.start] = True
-    rows, scored = rows.to(device), scored.to(device)
-    cache = preallocated_cache(model.config, width)
-    begin_batch(len(spans))
-    nll = torch.zeros(len(spans), dtype=torch.float64, device=device)
-    mask = torch.ones(len(spans), 0, dtype=torch.long, device=device)
-    for t in range(width - 1):
-        on_step()
-        mask = torch.cat([mask, mask.new_ones(len(spans), 1)], dim=-1)
-        positions = torch.full((len(spans), 1), t, dtype=torch.long, device=device)
-        logits = (
-            model(
-                input_ids=rows[:, t : t + 1],
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            )
-            .logits[:, -1]
-            .float()
-        )
-        step_nll = nn.functional.cross_entropy(logits, rows[:, t + 1], reduction="none")
-        nll += torch.where(scored[:, t + 1], step_nll, 0.0).double()
-    return CorpusScore(tuple(nll.tolist()), tuple(int(n) for n in scored.sum(dim=1).tolist()))
+    """Every window a row of one teacher-forced decode (``stepwise_rows``)."""
+    rows, first = _window_rows(token_ids, window, stride)
+    return _corpus(stepwise_rows(model, rows, first, begin_batch, on_step, reference))
 
 
 def evaluation_ids(tokenizer, config: EvaluationConfig) -> torch.Tensor:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from callbacks.base import error_text
 from callbacks.protocols import Decoded
+from callbacks.quality import is_evaluation_only
 from callbacks.speed import Arm, ArmTiming, Session, SpeedMonitor, TimedBatch, TimingSessions
 from lightning_modules.condition import ConditionModel
 from lightning_modules.lightning_cli import ExperimentCLI
@@ -35,6 +36,7 @@ class CellTiming:
     index: int  # the cell's place among the cells timed in this run: seeds its arms' base orders
     step: TimingSessions
     failed: bool = False  # its side-by-side timing failed: its conditions time themselves alone
+    untimed: bool = False  # evaluation-only conditions: nothing to time
 
     @property
     def monitor(self) -> SpeedMonitor:
@@ -43,7 +45,7 @@ class CellTiming:
     @property
     def results(self) -> dict[str, ArmTiming]:
         """Each arm's timing, by condition id, once every session is measured; empty if the cell failed."""
-        return {} if self.failed else self.step.results()
+        return {} if self.failed or self.untimed else self.step.results()
 
 
 def cell_timing(arms: list[ExperimentCLI], index: int, speed_aa: str | None) -> CellTiming:
@@ -85,13 +87,16 @@ def time_sessions(
     timings = []
     for offset, arms in enumerate(cells):
         timing = cell_timing(arms, first_index + offset, speed_aa)
+        timing.untimed = is_evaluation_only(arms[0].header.config)
         timing.step.sessions, problem = store.load(timing.step.timed_ids)
         if problem:
             print(f"warning: {problem}", file=sys.stderr, flush=True)
         timings.append(timing)
-    passes = max((t.step.wanted for t in timings), default=0)
+    passes = max((t.step.wanted for t in timings if not t.untimed), default=0)
     for k in range(passes):
-        waiting = [t for t in timings if not t.failed and len(t.step.sessions) == k < t.step.wanted]
+        waiting = [
+            t for t in timings if not (t.failed or t.untimed) and len(t.step.sessions) == k < t.step.wanted
+        ]
         progress = Progress(f"timing session {k + 1} of {passes}: cells", len(waiting))
         for timing in waiting:
             progress.starting(f"building and timing ({_cell_label(timing)})")

@@ -68,6 +68,7 @@ def tiny_module(
     mode: str = "mask",
     agency: AgencyConfig | None = None,
     method: str = "magnitude",
+    evaluation: EvaluationConfig | None = None,
 ) -> PruningExperiment:
     return PruningExperiment(
         model_name=str(model_dir),
@@ -75,7 +76,7 @@ def tiny_module(
         agency=agency or AgencyConfig(enabled=False),
         generation=GenerationConfig(temperature=temperature, num_tokens=num_tokens),
         calibration=CalibrationConfig(window=64, max_tokens=512),
-        evaluation=EvaluationConfig(max_tokens=256, window=32, stride=16),
+        evaluation=evaluation or EvaluationConfig(max_tokens=256, window=32, stride=16),
     )
 
 

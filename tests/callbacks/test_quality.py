@@ -148,3 +148,74 @@ def test_outside_strict_mode_a_programming_error_is_recorded_like_any_failure(
     assert [(f.metric, f.error) for f in record.failures] == [
         ("corpus_perplexity", "TypeError: unsupported operand")
     ]
+
+
+def test_kl_per_window_is_zero_unpruned_and_matches_a_direct_computation_when_pruned(run_condition) -> None:
+    """KL(unpruned || condition) per evaluation window: 0 when nothing is pruned; pruned, each window's mean
+    equals a direct computation from the two models' logits on that window."""
+    from lightning_modules.decoding.evaluation import evaluation_ids, windows_of
+    unpruned = run_condition([QualityMonitor()])
+    assert unpruned.record.unit_values["corpus_kl"] == pytest.approx(
+        [0.0] * unpruned.record.corpus_windows.count, abs=1e-6
+    )
+    run = run_condition([QualityMonitor()], level=50.0)
+    module, cfg = run.module, run.module.evaluation
+    ids = evaluation_ids(module.condition.tokenizer, cfg)
+    expected = []
+    with module.condition.attached(), torch.no_grad():
+        for w in windows_of(len(ids), cfg.window, cfg.stride):
+            chunk = ids[w.start : w.end].unsqueeze(0)
+            log_p = module.condition.model(chunk).logits[0, w.first_scored - 1 : -1].log_softmax(-1)
+            with module.condition.reference() as reference:
+                log_q = reference(chunk).logits[0, w.first_scored - 1 : -1].log_softmax(-1)
+            expected.append(float((log_q.exp() * (log_q - log_p)).sum(-1).mean()))
+    kl = run.record.unit_values["corpus_kl"]
+    assert kl == pytest.approx(expected, rel=1e-4) and min(kl) > 0
+    tokens = run.record.corpus_windows.tokens
+    mean = sum(k * t for k, t in zip(kl, tokens, strict=True)) / sum(tokens)
+    assert run.record.condition_metrics["corpus_kl"] == pytest.approx(mean, rel=1e-9)
+
+
+def test_induction_probe_scores_the_second_copy_per_sequence(run_condition) -> None:
+    """Loss and accuracy per sequence over the second copy (its first token not scored); an accuracy is a share."""
+    from lightning_modules.decoding.evaluation import EvaluationConfig
+
+    evaluation = EvaluationConfig(
+        max_tokens=64, window=32, stride=32, induction_sequences=5, induction_length=8
+    )
+    run = run_condition([QualityMonitor()], evaluation=evaluation)
+    loss, accuracy = (run.record.unit_values[n] for n in ("induction_loss", "induction_accuracy"))
+    assert len(loss) == len(accuracy) == 5
+    assert all(v > 0 for v in loss) and all(0 <= a <= 1 for a in accuracy)
+    scores = run.module.induction_score()
+    assert scores.tokens == (7,) * 5  # 8 tokens in the copy, the first unscored
+    metrics = run.record.condition_metrics
+    assert metrics["induction_loss"] == pytest.approx(sum(loss) / 5, rel=1e-9)
+    assert metrics["induction_accuracy"] == pytest.approx(sum(accuracy) / 5, rel=1e-9)
+
+
+def test_calibration_perplexity_is_recorded_for_an_arm_without_agency_only(run_condition) -> None:
+    from lightning_modules.heads.agency import AgencyConfig
+
+    plain = run_condition([QualityMonitor()])
+    assert plain.record.condition_metrics["calibration_perplexity"] > 1
+    agency = run_condition([QualityMonitor()], agency=AgencyConfig(enabled=True))
+    assert "calibration_perplexity" not in agency.record.condition_metrics
+
+
+def test_an_evaluation_only_condition_generates_nothing_and_still_scores(run_condition) -> None:
+    from callbacks.record_writer import measurement_state
+    from callbacks.speed import SpeedMonitor
+    from lightning_modules.decoding.evaluation import EvaluationConfig
+    from record.identity import flatten
+
+    evaluation = EvaluationConfig(max_tokens=128, window=32, stride=32, only=True, induction_sequences=3)
+    run = run_condition([QualityMonitor(), SpeedMonitor(sessions=1, repeats=1)], evaluation=evaluation)
+    record = run.record
+    assert record.samples == [] and record.timing is None
+    assert {"corpus_perplexity", "corpus_kl", "induction_loss", "calibration_perplexity"} <= set(
+        record.condition_metrics
+    )
+    flat = flatten(record.config)
+    assert measurement_state(record, flat, "reference_perplexity") == "off (evaluation only)"
+    assert measurement_state(record, flat, "tokens_per_second") == "off (evaluation only)"
