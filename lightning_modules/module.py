@@ -33,11 +33,13 @@ from lightning_modules.decoding.evaluation import (
     evaluation_ids,
     parallel_rows,
     parallel_score,
+    reference_log_probs,
     stepwise_rows,
     stepwise_score,
+    window_rows,
 )
 from lightning_modules.decoding.generation import DecodeResult, GenerationConfig, decode, sample_seed
-from lightning_modules.decoding.induction import induction_rows
+from lightning_modules.decoding.induction import INDUCTION_SEED, induction_rows
 from lightning_modules.describe import describe_condition, resolved_from_objects
 from lightning_modules.heads.agency import AgencyConfig, departures
 from lightning_modules.heads.calibration import CalibrationConfig
@@ -477,9 +479,10 @@ class PruningExperiment(L.LightningModule):
             ids = evaluation_ids(condition.tokenizer, cfg)
             window = min(cfg.window, condition.context_length)
             stride = min(cfg.stride, window)
+            reference = self._reference_log_probs(ids, window, stride)
             with phase(f"{self.display_name}: corpus perplexity and KL ({cfg.max_tokens} tokens)"):
                 if condition.agency is None:
-                    return parallel_score(condition.model, ids, window, stride, condition.reference)
+                    return parallel_score(condition.model, ids, window, stride, reference)
                 return condition.replayed(
                     lambda: stepwise_score(
                         condition.model,
@@ -488,25 +491,50 @@ class PruningExperiment(L.LightningModule):
                         stride,
                         condition.begin_sequence_batch,
                         condition.on_step,
-                        condition.reference,
+                        reference,
                     )
                 )
 
         return self.store.cached(key, compute)
 
+    def _reference_log_probs(self, ids: torch.Tensor, window: int, stride: int) -> list[torch.Tensor]:
+        """The unpruned model's predictions on the evaluation windows: once per model and text in a process
+        (every arm's KL reads them; about 4 bytes x vocabulary per scored token)."""
+        cfg, condition = self.evaluation, self.condition
+        key = (
+            "reference-log-probs",
+            self.model_name,
+            self.precision_name,
+            self.recovered()[0].key if self.checkpoint else None,
+            cfg.fingerprint()["sha256"],
+            cfg.max_tokens,
+            window,
+            stride,
+        )
+
+        def compute() -> list[torch.Tensor]:
+            with phase("unpruned model's predictions on the evaluation text"), condition.reference() as model:
+                return reference_log_probs(model, *window_rows(ids, window, stride))
+
+        return self.store.cached(key, compute)
+
     def induction_score(self) -> RowScores | None:
         """The induction probe (``decoding/induction.py``) for this condition's model state; None when off.
-        Seeded by ``model.seed``, so every arm of a sweep scores the same sequences."""
+        Its sequences are fixed (not ``model.seed``), so every arm and every seed scores the same ones."""
         cfg, condition = self.evaluation, self.condition
         if cfg.induction_sequences == 0:
             return None
         length = min(cfg.induction_length, condition.context_length // 2)
-        key = ("induction", condition.state_key, cfg.induction_sequences, length, self.seed)
+        key = ("induction", condition.state_key, cfg.induction_sequences, length)
 
         def compute() -> RowScores:
             tokenizer = condition.tokenizer
             rows, first = induction_rows(
-                len(tokenizer), list(tokenizer.all_special_ids), cfg.induction_sequences, length, self.seed
+                len(tokenizer),
+                list(tokenizer.all_special_ids),
+                cfg.induction_sequences,
+                length,
+                INDUCTION_SEED,
             )
             with phase(f"{self.display_name}: induction probe ({len(rows)} sequences)"):
                 if condition.agency is None:

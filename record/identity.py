@@ -106,7 +106,24 @@ def condition_config(
     model = config.get("model")
     if isinstance(model, dict) and not (model.get("agency") or {}).get("enabled"):
         model["agency"] = {"enabled": False}
+    if isinstance(model, dict) and not seed_acts(model):
+        model["seed"] = None
     return config
+
+
+def seed_acts(model: Mapping[str, Any]) -> bool:
+    """Whether ``model.seed`` can change an evaluation-only condition's result: only through a random ranking,
+    a random protection or the sham control's permutation (an evaluation-only condition samples nothing, and
+    the induction probe's sequences are fixed). So a sweep crossing seeds with deterministic rankings runs each ranking once."""
+    evaluation, pruning = model.get("evaluation") or {}, model.get("pruning") or {}
+    if not evaluation.get("only"):
+        return True
+    agency = model.get("agency") or {}
+    return (
+        pruning.get("method") == "random"
+        or pruning.get("protect") == "random"
+        or bool(agency.get("enabled") and agency.get("sham"))
+    )
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:

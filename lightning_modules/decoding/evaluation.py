@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,25 +177,42 @@ class CorpusScore:
         return math.exp(self.nll_sum / self.tokens)
 
 
-# A context manager giving the unpruned reference model (``ConditionModel.reference``).
-Reference = Callable[[], AbstractContextManager[nn.Module]]
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return nn.functional.log_softmax(logits.float(), dim=-1)
 
 
-def _kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+def _kl(logits: torch.Tensor, reference_log_probs: torch.Tensor) -> torch.Tensor:
     """KL(reference || model) per position, in nats."""
-    log_p = nn.functional.log_softmax(logits.float(), dim=-1)
-    log_q = nn.functional.log_softmax(reference_logits.float(), dim=-1)
-    return (log_q.exp() * (log_q - log_p)).sum(dim=-1)
+    log_q = reference_log_probs.to(logits.device)
+    return (log_q.exp() * (log_q - _log_probs(logits))).sum(dim=-1)
+
+
+@torch.no_grad()
+def reference_log_probs(
+    reference: nn.Module, rows: list[torch.Tensor], first_scored: list[int]
+) -> list[torch.Tensor]:
+    """Per row, the unpruned model's next-token log-probabilities at the positions whose targets count
+    ([scored tokens, vocabulary]): computed once per text and shared by every arm's KL divergence."""
+    device = next(reference.parameters()).device
+    result = []
+    for row, first in zip(rows, first_scored, strict=True):
+        logits = reference(row.to(device).unsqueeze(0)).logits[0, first - 1 : -1]
+        result.append(_log_probs(logits).cpu())
+    return result
 
 
 @torch.no_grad()
 def parallel_rows(
-    model: nn.Module, rows: list[torch.Tensor], first_scored: list[int], reference: Reference | None = None
+    model: nn.Module,
+    rows: list[torch.Tensor],
+    first_scored: list[int],
+    reference: list[torch.Tensor] | None = None,
 ) -> RowScores:
-    """One forward per row; row r's targets at positions >= ``first_scored[r]`` count."""
+    """One forward per row; row r's targets at positions >= ``first_scored[r]`` count. ``reference``: the
+    unpruned model's log-probabilities at those positions (``reference_log_probs``), for the KL divergence."""
     device = next(model.parameters()).device
     nll, tokens, correct, kl = [], [], [], []
-    for row, first in zip(rows, first_scored, strict=True):
+    for r, (row, first) in enumerate(zip(rows, first_scored, strict=True)):
         chunk = row.to(device).unsqueeze(0)
         logits = model(chunk).logits[0, first - 1 : -1].float()
         targets = chunk[0, first:]
@@ -204,10 +220,8 @@ def parallel_rows(
         tokens.append(int(targets.numel()))
         correct.append(int((logits.argmax(dim=-1) == targets).sum()))
         if reference is not None:
-            with reference() as unpruned:
-                reference_logits = unpruned(chunk).logits[0, first - 1 : -1]
-            kl.append(float(_kl(logits, reference_logits).sum()))
-    return RowScores(tuple(nll), tuple(tokens), tuple(correct), tuple(kl) if reference else None)
+            kl.append(float(_kl(logits, reference[r]).sum()))
+    return RowScores(tuple(nll), tuple(tokens), tuple(correct), tuple(kl) if reference is not None else None)
 
 
 @torch.no_grad()
@@ -217,10 +231,10 @@ def stepwise_rows(
     first_scored: list[int],
     begin_batch: Callable[[int], None],
     on_step: Callable[[], None],
-    reference: Reference | None = None,
+    reference: list[torch.Tensor] | None = None,
 ) -> RowScores:
     """Teacher-forced decoding, one token per forward, every row of one batch; ``begin_batch``/``on_step`` as in
-    generation. With a reference, it decodes the same tokens beside the model with its own cache.
+    generation; ``reference`` as in ``parallel_rows``.
 
     Rows shorter than the longest are padded on the right: a causal model never lets a later position change
     an earlier one, and their padded targets are not scored.
@@ -236,10 +250,6 @@ def stepwise_rows(
         scored[r, first : len(row)] = True
     ids, scored = ids.to(device), scored.to(device)
     cache = preallocated_cache(model.config, width)
-    reference_cache = None
-    if reference is not None:
-        with reference() as unpruned:
-            reference_cache = preallocated_cache(unpruned.config, width)
     begin_batch(len(rows))
     nll = torch.zeros(len(rows), dtype=torch.float64, device=device)
     kl = torch.zeros(len(rows), dtype=torch.float64, device=device)
@@ -248,21 +258,25 @@ def stepwise_rows(
     for t in range(width - 1):
         on_step()
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
-        step = {
-            "input_ids": ids[:, t : t + 1],
-            "attention_mask": mask,
-            "position_ids": torch.full((len(rows), 1), t, dtype=torch.long, device=device),
-            "use_cache": True,
-        }
-        logits = model(**step, cache=cache).logits[:, -1].float()
+        positions = torch.full((len(rows), 1), t, dtype=torch.long, device=device)
+        logits = (
+            model(
+                input_ids=ids[:, t : t + 1],
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            )
+            .logits[:, -1]
+            .float()
+        )
         counts = scored[:, t + 1]
         step_nll = nn.functional.cross_entropy(logits, ids[:, t + 1], reduction="none")
         nll += torch.where(counts, step_nll, 0.0).double()
         correct += (counts & (logits.argmax(dim=-1) == ids[:, t + 1])).long()
         if reference is not None:
-            with reference() as unpruned:
-                reference_logits = unpruned(**step, cache=reference_cache).logits[:, -1]
-            kl += torch.where(counts, _kl(logits, reference_logits), 0.0).double()
+            for r in counts.nonzero().squeeze(1).tolist():
+                kl[r] += float(_kl(logits[r], reference[r][t + 1 - first_scored[r]]))
     return RowScores(
         tuple(nll.tolist()),
         tuple(int(n) for n in scored.sum(dim=1).tolist()),
@@ -271,7 +285,8 @@ def stepwise_rows(
     )
 
 
-def _window_rows(token_ids: torch.Tensor, window: int, stride: int) -> tuple[list[torch.Tensor], list[int]]:
+def window_rows(token_ids: torch.Tensor, window: int, stride: int) -> tuple[list[torch.Tensor], list[int]]:
+    """The strided windows of a text as rows, and where each starts scoring."""
     spans = windows_of(len(token_ids), window, stride)
     return [token_ids[w.start : w.end] for w in spans], [w.first_scored for w in spans]
 
@@ -281,10 +296,14 @@ def _corpus(scores: RowScores) -> CorpusScore:
 
 
 def parallel_score(
-    model: nn.Module, token_ids: torch.Tensor, window: int, stride: int, reference: Reference | None = None
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    window: int,
+    stride: int,
+    reference: list[torch.Tensor] | None = None,
 ) -> CorpusScore:
-    """One forward per window (and one of the reference, for the KL divergence, when given)."""
-    return _corpus(parallel_rows(model, *_window_rows(token_ids, window, stride), reference))
+    """One forward per window; with the reference's log-probabilities of the same windows, the KL too."""
+    return _corpus(parallel_rows(model, *window_rows(token_ids, window, stride), reference))
 
 
 def stepwise_score(
@@ -294,10 +313,10 @@ def stepwise_score(
     stride: int,
     begin_batch: Callable[[int], None],
     on_step: Callable[[], None],
-    reference: Reference | None = None,
+    reference: list[torch.Tensor] | None = None,
 ) -> CorpusScore:
     """Every window a row of one teacher-forced decode (``stepwise_rows``)."""
-    rows, first = _window_rows(token_ids, window, stride)
+    rows, first = window_rows(token_ids, window, stride)
     return _corpus(stepwise_rows(model, rows, first, begin_batch, on_step, reference))
 
 

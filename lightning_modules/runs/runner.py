@@ -49,6 +49,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from callbacks.base import error_text
 from lightning_modules.inputs.arguments import InputRefused
 from lightning_modules.inputs.checks import check_writable
@@ -56,7 +58,13 @@ from lightning_modules.inputs.wandb_guard import finish_wandb_run
 from lightning_modules.lightning_cli import ExperimentCLI, check_args, run_fit
 from lightning_modules.runs.interruption import Interruption, interrupt_on_signals
 from lightning_modules.runs.sessions import SessionStore, is_baseline, speed_aa_cell
-from lightning_modules.runs.sweep_file import SweepSpec, as_flags, expand, load_sweep
+from lightning_modules.runs.sweep_file import (
+    SweepSpec,
+    as_flags,
+    expand,
+    load_sweep_set,
+    merged_parameters,
+)
 from lightning_modules.runs.timing import time_sessions
 from record.errors import ConfigError, RecordError, is_measurement_failure
 from record.identity import AGENCY_PREFIX, flatten
@@ -123,6 +131,22 @@ def plan_sweep(
             ) from None
         planned.setdefault(cli.header.condition_id, Planned(parameters, args, cli))
     return list(planned.values()), len(parameter_sets) - len(planned)
+
+
+def plan_sweeps(
+    specs: list[SweepSpec], count: int | None = None, options: Sequence[str] = ()
+) -> tuple[list[Planned], int]:
+    """``plan_sweep`` over a sweep set: the distinct conditions of all its files, in file order."""
+    planned: dict[str, Planned] = {}
+    duplicates = 0
+    for spec in specs:
+        some, same = plan_sweep(spec, count, options)
+        duplicates += same
+        for p in some:
+            if p.condition_id in planned:
+                duplicates += 1
+            planned.setdefault(p.condition_id, p)
+    return list(planned.values()), duplicates
 
 
 # What may differ between the arms of one cell: the agency settings, and for recovered models the weights each
@@ -242,17 +266,24 @@ def _run(
     quiet: bool,
     interruption: Interruption,
 ) -> SweepOutcome:
-    spec = load_sweep(sweep_file)
+    specs = load_sweep_set(sweep_file)
     if resume and not run_dir.is_dir():
         raise ConfigError(
             "--resume", str(run_dir), "a folder of an earlier sweep", "does not exist", what="run folder"
         )
     check_writable(run_dir)
     run = SweepRun(run_dir, quiet, interruption)
-    planned, duplicates = plan_sweep(spec, count, run.options)  # every condition checked before any load
+    planned, duplicates = plan_sweeps(specs, count, run.options)  # every condition checked before any load
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "sweep.yaml").exists():
-        shutil.copyfile(spec.path, run_dir / "sweep.yaml")
+        if len(specs) == 1:
+            shutil.copyfile(specs[0].path, run_dir / "sweep.yaml")
+        else:  # a sweep set: what its files varied, together
+            names = ", ".join(spec.path.name for spec in specs)
+            text = f"# sweep set {Path(sweep_file).name}: {names}\n"
+            text += yaml.safe_dump({"parameters": merged_parameters(specs)}, sort_keys=False)
+            (run_dir / "sweep.yaml").write_text(text, encoding="utf-8")
+    spec = specs[0]
     for tmp in (run_dir / "records").glob(".*.tmp"):  # half-written by a process killed outright
         tmp.unlink(missing_ok=True)
     ids = [p.condition_id for p in planned]
@@ -262,7 +293,7 @@ def _run(
     todo = [p for p in planned if p.condition_id not in done]
     same = f" ({duplicates} parameter sets named a condition already listed)" if duplicates else ""
     print(
-        f"sweep {spec.path.name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
+        f"sweep {Path(sweep_file).name}: {len(ids)} conditions{same}, {len(ids) - len(todo)} already recorded, "
         f"{len(todo)} to run -> {run_dir}",
         flush=True,
     )

@@ -43,15 +43,18 @@ class SweepSpec:
 
 
 def find_sweep(name_or_path: str | Path) -> Path:
-    """A sweep file by path, or a bundled one by name (``quickstart`` or ``quickstart.yaml``)."""
+    """A sweep file (or a folder of them: a sweep set) by path, or a bundled one by name (``quickstart`` or
+    ``quickstart.yaml``, ``frontier``)."""
     path = Path(name_or_path).expanduser()
-    if path.is_file():
+    if path.is_file() or (path.is_dir() and any(path.glob("*.yaml"))):
         return path
     bundled = bundled_configs_dir() / "sweeps"
     for candidate in (bundled / path.name, bundled / f"{path.name}.yaml"):
-        if candidate.is_file():
+        if candidate.is_file() or (candidate.is_dir() and any(candidate.glob("*.yaml"))):
             return candidate
-    names = sorted(p.stem for p in bundled.glob("*.yaml"))
+    names = sorted(
+        [*(p.stem for p in bundled.glob("*.yaml")), *(p.name for p in bundled.iterdir() if p.is_dir())]
+    )
     raise ConfigError(
         None,
         NO_VALUE,
@@ -63,6 +66,34 @@ def find_sweep(name_or_path: str | Path) -> Path:
 
 def _refuse(path: Path, problem: str, allowed: str) -> ConfigError:
     return ConfigError(None, NO_VALUE, allowed, problem, what=f"sweep file '{path}'")
+
+
+def load_sweep_set(name_or_path: str | Path) -> list[SweepSpec]:
+    """A sweep file as a set of one, or a folder's sweep files in name order: grids that one grid cannot
+    express (the frontier's rankings with their placebo draws, and the agency arm at one ranking), each a W&B
+    sweep file of its own, run locally into one run folder."""
+    path = find_sweep(name_or_path)
+    if path.is_file():
+        return [load_sweep(path)]
+    specs = [load_sweep(p) for p in sorted(path.glob("*.yaml"))]
+    runs = {spec.run for spec in specs}
+    if len(runs) > 1:
+        raise _refuse(
+            path, "mixes predict and recover sweeps", "sweep files that all predict, or all recover"
+        )
+    return specs
+
+
+def merged_parameters(specs: list[SweepSpec]) -> dict[str, dict[str, Any]]:
+    """The parameters of a sweep set as one mapping, each key's values the union of its files' (what a run
+    folder's ``sweep.yaml`` says was varied)."""
+    merged: dict[str, list[Any]] = {}
+    for spec in specs:
+        for key, parameter in spec.parameters.items():
+            values = parameter["values"] if "values" in parameter else [parameter.get("value")]
+            known = merged.setdefault(key, [])
+            known += [v for v in values if v not in known]
+    return {k: ({"value": v[0]} if len(v) == 1 else {"values": v}) for k, v in merged.items()}
 
 
 def load_sweep(name_or_path: str | Path) -> SweepSpec:

@@ -154,6 +154,7 @@ def test_kl_per_window_is_zero_unpruned_and_matches_a_direct_computation_when_pr
     """KL(unpruned || condition) per evaluation window: 0 when nothing is pruned; pruned, each window's mean
     equals a direct computation from the two models' logits on that window."""
     from lightning_modules.decoding.evaluation import evaluation_ids, windows_of
+
     unpruned = run_condition([QualityMonitor()])
     assert unpruned.record.unit_values["corpus_kl"] == pytest.approx(
         [0.0] * unpruned.record.corpus_windows.count, abs=1e-6

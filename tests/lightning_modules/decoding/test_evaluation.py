@@ -280,3 +280,24 @@ def test_stepwise_follows_what_changes_between_steps(model: torch.nn.Module, gat
     assert step["n"] == 7  # the widest window is 8 tokens: 7 forwards
     assert varying.tokens == plain.tokens and varying.nll_sum != pytest.approx(plain.nll_sum, rel=1e-4)
     assert stepwise_score(model, ids, 8, 4, nothing, nothing) == plain  # nothing left behind
+
+
+@pytest.mark.parametrize(("length", "window", "stride"), CASES)
+def test_kl_is_the_same_whichever_path_scores_it_and_zero_against_itself(
+    model: torch.nn.Module, length: int, window: int, stride: int
+) -> None:
+    """KL of a model against its own predictions is 0 on both paths; against a perturbed reference, both paths
+    give the same per-window KL (the agency arm's stepwise path reads the cached reference position by position)."""
+    from lightning_modules.decoding.evaluation import reference_log_probs, window_rows
+
+    ids = text(length, seed=length + 2)
+    rows, first = window_rows(ids, window, stride)
+    own = reference_log_probs(model, rows, first)
+    same = parallel_score(model, ids, window, stride, own)
+    assert same.window_kl == pytest.approx([0.0] * len(rows), abs=1e-5)
+    shifted = [torch.log_softmax(r + torch.linspace(0, 1, r.shape[-1]), dim=-1) for r in own]
+    parallel = parallel_score(model, ids, window, stride, shifted)
+    stepwise = stepwise_score(model, ids, window, stride, nothing, nothing, shifted)
+    assert min(parallel.window_kl) > 0
+    assert stepwise.window_mean_kl == pytest.approx(parallel.window_mean_kl, rel=1e-4)
+    assert parallel.kl == pytest.approx(sum(parallel.window_kl) / parallel.tokens, rel=1e-12)
