@@ -177,6 +177,9 @@ class CorpusScore:
         return math.exp(self.nll_sum / self.tokens)
 
 
+PARALLEL_BATCH = 8  # rows of equal length scored in one forward (a CPU scores a batch of rows faster per row)
+
+
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
     return nn.functional.log_softmax(logits.float(), dim=-1)
 
@@ -195,10 +198,24 @@ def reference_log_probs(
     ([scored tokens, vocabulary]): computed once per text and shared by every arm's KL divergence."""
     device = next(reference.parameters()).device
     result = []
-    for row, first in zip(rows, first_scored, strict=True):
-        logits = reference(row.to(device).unsqueeze(0)).logits[0, first - 1 : -1]
-        result.append(_log_probs(logits).cpu())
+    for start, end in _batches(rows):
+        logits = reference(torch.stack(rows[start:end]).to(device)).logits
+        for offset in range(end - start):
+            first = first_scored[start + offset]
+            result.append(_log_probs(logits[offset, first - 1 : -1]).cpu())
     return result
+
+
+def _batches(rows: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """[start, end) runs of up to ``PARALLEL_BATCH`` consecutive rows of equal length."""
+    spans, start = [], 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and end - start < PARALLEL_BATCH and len(rows[end]) == len(rows[start]):
+            end += 1
+        spans.append((start, end))
+        start = end
+    return spans
 
 
 @torch.no_grad()
@@ -208,19 +225,23 @@ def parallel_rows(
     first_scored: list[int],
     reference: list[torch.Tensor] | None = None,
 ) -> RowScores:
-    """One forward per row; row r's targets at positions >= ``first_scored[r]`` count. ``reference``: the
-    unpruned model's log-probabilities at those positions (``reference_log_probs``), for the KL divergence."""
+    """Forwards of up to ``PARALLEL_BATCH`` rows of equal length; row r's targets at positions >=
+    ``first_scored[r]`` count. ``reference``: the unpruned model's log-probabilities at those positions
+    (``reference_log_probs``), for the KL divergence."""
     device = next(model.parameters()).device
     nll, tokens, correct, kl = [], [], [], []
-    for r, (row, first) in enumerate(zip(rows, first_scored, strict=True)):
-        chunk = row.to(device).unsqueeze(0)
-        logits = model(chunk).logits[0, first - 1 : -1].float()
-        targets = chunk[0, first:]
-        nll.append(float(nn.functional.cross_entropy(logits, targets, reduction="sum")))
-        tokens.append(int(targets.numel()))
-        correct.append(int((logits.argmax(dim=-1) == targets).sum()))
-        if reference is not None:
-            kl.append(float(_kl(logits, reference[r]).sum()))
+    for start, end in _batches(rows):
+        batch = torch.stack(rows[start:end]).to(device)
+        all_logits = model(batch).logits
+        for offset in range(end - start):
+            r, first = start + offset, first_scored[start + offset]
+            logits = all_logits[offset, first - 1 : -1].float()
+            targets = batch[offset, first:]
+            nll.append(float(nn.functional.cross_entropy(logits, targets, reduction="sum")))
+            tokens.append(int(targets.numel()))
+            correct.append(int((logits.argmax(dim=-1) == targets).sum()))
+            if reference is not None:
+                kl.append(float(_kl(logits, reference[r]).sum()))
     return RowScores(tuple(nll), tuple(tokens), tuple(correct), tuple(kl) if reference is not None else None)
 
 
