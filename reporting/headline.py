@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from reporting.analyses.aa import POSITIVE_CONTROL_FAMILY, SPEED_AA_FAMILY, detectable_text
 from reporting.analyses.attribution import not_attributed_text
+from reporting.analyses.frontier import FRONTIER_FAMILY, frontier_verdict
 from reporting.analyses.inert_aa import INERT_AA_FAMILY
 from reporting.comparison import SPEED
 from reporting.format import floor_text
@@ -57,6 +58,18 @@ def _aa_line(stats: Statistics) -> str:
     return "; ".join(parts) if parts else "no A/A check was run"
 
 
+def _frontier_line(stats: Statistics) -> str | None:
+    """Per agency arm, where it beats, ties or loses to the best arm without agency (chosen on calibration)."""
+    rows = stats.family(FRONTIER_FAMILY)
+    if not rows:
+        return None
+    by_arm: dict[str, list[str]] = {}
+    for c in rows:
+        verdict = frontier_verdict(c, stats.alpha).split(" (")[0]
+        by_arm.setdefault(c.arm.label, []).append(f"{c.level:g}% {verdict} ({effect_of(c)})")
+    return "; ".join(f"{arm}: {', '.join(parts)}" for arm, parts in by_arm.items())
+
+
 def _limits_line(stats: Statistics) -> str:
     prompt_rows = [c for c in stats.comparisons if c.role == "primary" and "prompt" in c.units and c.effect.n]
     parts = []
@@ -106,6 +119,9 @@ def headline(stats: Statistics) -> list[str]:
         )
         + "."
     )
+    frontier = _frontier_line(stats)
+    if frontier:
+        lines.append(f"- **Against the frontier:** {frontier}.")
     lines.append(f"- **A/A checks:** {_aa_line(stats)}.")
     lines.append(f"- **Limits:** {_limits_line(stats)}.")
     return lines[: HEADLINE_LINES + 2] + [""]

@@ -485,6 +485,76 @@ def recovery_figure(data: PlotData, series: Series, out: Path) -> Path:
     return _save(fig, out / f"recovery_{slug(before.label())}.png")
 
 
+def frontier_figure(data: PlotData, out: Path) -> Path:
+    """Corpus perplexity against the level: one line per ranking (solid compensated, dashed zeroed), the random
+    ranking's band, the agency arms as markers, the frontier arm ringed; the legend beside the axes, never on
+    the points."""
+    levels = data.stats.descriptions.get("frontier", [])
+    if not levels:
+        raise Skip("frontier: no ranking arms with calibration-text and evaluation scores")
+    plt = _pyplot()
+    models = sorted({fl.model for fl in levels})
+    fig, axes = plt.subplots(1, len(models), figsize=(9 * len(models), 5.5), squeeze=False)
+    for ax, model in zip(axes.flat, models, strict=True):
+        rows = [fl for fl in levels if fl.model == model]
+        methods = sorted({c.method for fl in rows for c in fl.candidates})
+        colors = plt.cm.tab10.colors
+        for k, method in enumerate(methods):
+            for compensate, style in (("none", "--"), ("mean", "-")):
+                points = [
+                    (fl.level, c.corpus_perplexity)
+                    for fl in rows
+                    for c in fl.candidates
+                    if c.method == method and c.compensate == compensate and c.corpus_perplexity
+                ]
+                if points:
+                    x, y = zip(*points, strict=True)
+                    kind = "compensated" if compensate == "mean" else "zeroed"
+                    ax.plot(x, y, style, marker="o", ms=3, color=colors[k % 10], label=f"{method}, {kind}")
+        for kind, shade in (("zeroed", "grey"), ("compensated", "tan")):
+            band = [(fl.level, *fl.placebo[kind][:3]) for fl in rows if kind in fl.placebo]
+            if band:
+                x, median, low, high = zip(*band, strict=True)
+                ax.fill_between(
+                    x, low, high, color=shade, alpha=0.3, label=f"random ranking, {kind} (2.5-97.5%)"
+                )
+                ax.plot(x, median, ":", color=shade)
+        labels = sorted({label for fl in rows for label in fl.agency})
+        for k, label in enumerate(labels):
+            points = [(fl.level, fl.agency[label]) for fl in rows if label in fl.agency]
+            x, y = zip(*points, strict=True)
+            ax.scatter(x, y, marker="^s*Dv"[k % 5], s=60, color="black", zorder=4, label=label)
+        chosen = [
+            (fl.level, fl.chosen.corpus_perplexity)
+            for fl in rows
+            if fl.chosen and fl.chosen.corpus_perplexity
+        ]
+        if chosen:
+            x, y = zip(*chosen, strict=True)
+            ax.scatter(
+                x,
+                y,
+                s=200,
+                facecolors="none",
+                edgecolors="crimson",
+                linewidths=1.4,
+                zorder=5,
+                label="frontier arm (chosen on calibration text)",
+            )
+        unpruned = next((fl.unpruned for fl in rows if fl.unpruned), None)
+        if unpruned:
+            ax.axhline(unpruned, color="black", lw=0.8, label=f"unpruned ({unpruned:.4g})")
+        _log_scale(ax)
+        ax.set_xlabel("pruning level (%)")
+        ax.set_ylabel(spec("corpus_perplexity").axis_label)
+        ax.set_title(model.rstrip("/").rsplit("/", 1)[-1])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle("The frontier: corpus perplexity against the pruning level (better: lower)")
+    fig.tight_layout()
+    return _save(fig, out / "frontier.png")
+
+
 def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
     """Draw every figure the data allow into ``out_dir``; figures without data become notes."""
     from reporting.headmaps import agency_state_map, head_pruning_map
@@ -495,6 +565,7 @@ def make_plots(design: Design, stats: Statistics, out_dir: Path) -> PlotOutcome:
     jobs: list[Callable[[], Path]] = [
         partial(answers_figure, data, out_dir),
         partial(ablation_figure, data, out_dir),
+        partial(frontier_figure, data, out_dir),
     ]
     for series in data.series():
         jobs += [

@@ -20,6 +20,7 @@ from reporting.analyses import (
     endpoint,
     exploratory,
     failures,
+    frontier,
     inert_aa,
     manipulation,
     placebo,
@@ -52,6 +53,7 @@ REGISTRY: tuple[Analysis, ...] = (
     inert_aa.ANALYSIS,
     failures.ANALYSIS,
     placebo.ANALYSIS,
+    frontier.ANALYSIS,
     behaviour.ANALYSIS,  # the rest describe and check, and test nothing of their own
     manipulation.ANALYSIS,
     cells.ANALYSIS,

@@ -62,7 +62,10 @@ def test_a_full_report_writes_statistics_summary_and_every_figure_the_data_allow
     out = full_report.out_dir
     assert {p.name for p in full_report.plot_paths} == PLOTS
     assert all(p.stat().st_size > 10_000 for p in full_report.plot_paths)
-    assert full_report.notes == ["plot skipped: ablation: no agency component was switched off"]
+    assert full_report.notes == [
+        "plot skipped: ablation: no agency component was switched off",
+        "plot skipped: frontier: no ranking arms with calibration-text and evaluation scores",
+    ]
     payload = _strict_json(full_report.statistics_path)
     assert (
         payload["inputs"]["n_records"] == 16 == full_report.n_records and payload["inputs"]["problems"] == []

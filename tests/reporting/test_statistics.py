@@ -98,6 +98,8 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "aa-pruned",
         "failures",
         "dose",
+        "frontier",
+        "compensation",
     }
     payload = statistics.to_dict()
     text = json.dumps(json_safe(payload), allow_nan=False)  # no NaN or infinity anywhere
