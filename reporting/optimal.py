@@ -23,8 +23,9 @@ worth choosing when it buys speed without losing quality. So, per arm:
   because neighbouring windows share text) are resampled with replacement, every
   level reading the same resampled units, and the choice is made again; the report gives the share of resamples choosing
   each level and the 95% range of the chosen level.
-* **The Pareto front.** Levels not dominated in (tokens/s higher, log reference
-  perplexity ratio lower). Speed comes from each level's timing sessions (mean
+* **The Pareto front.** Among the levels whose reference perplexity stays within
+  ``PARETO_QUALITY_BOUND`` (x2) of the unpruned model, those not dominated in
+  (tokens/s higher, log reference perplexity ratio lower). Speed comes from each level's timing sessions (mean
   log tokens/s per session). In mask mode the pruned heads are still computed,
   so speed does not change with the level by construction: the front is not
   drawn from such records and the report says why.
@@ -62,6 +63,9 @@ from reporting.units import (
 QUALITY = "reference_perplexity"
 SPEED = "tokens_per_second"
 MODE_KEY = "model.pruning.mode"
+# The speed/quality front covers usable levels only: a level whose reference perplexity is more than this
+# multiple of the unpruned model's is broken, whatever its speed, so it is neither on the front nor drawn there.
+PARETO_QUALITY_BOUND = 2.0
 DEFAULT_QUALITY_MARGIN = 1.1  # a level keeps quality when perplexity stays within x1.1 of the unpruned model
 
 
@@ -290,17 +294,26 @@ def pareto_front(design: Design, series: Series, arm: Arm, units: Units) -> Pare
     if not measured:
         return ParetoFront(series, arm, note="no level has both tokens/s and reference perplexity")
 
+    bound = math.log(PARETO_QUALITY_BOUND)
+    outside = [lv for lv, _, q in measured if q > bound]
+    measured = [(lv, s, q) for lv, s, q in measured if q <= bound]
+
     def dominated(speed: float, quality: float) -> bool:
         return any(s >= speed and q <= quality and (s > speed or q < quality) for _, s, q in measured)
 
     points = [FrontPoint(lv, math.exp(s), math.exp(q), not dominated(s, q)) for lv, s, q in measured]
-    missing = sorted(set(levels) - {p.level for p in points})
-    note = (
-        f"levels without speed or quality, left out: {', '.join(f'{m:g}%' for m in missing)}"
-        if missing
-        else None
-    )
-    return ParetoFront(series, arm, points, note)
+    missing = sorted(set(levels) - {p.level for p in points} - set(outside))
+    notes = []
+    if outside:
+        notes.append(
+            f"levels beyond the quality bound (reference perplexity above ×{PARETO_QUALITY_BOUND:g} of "
+            f"unpruned), left out: {', '.join(f'{m:g}%' for m in outside)}"
+        )
+    if missing:
+        notes.append(f"levels without speed or quality, left out: {', '.join(f'{m:g}%' for m in missing)}")
+    if not points:
+        return ParetoFront(series, arm, note="; ".join(notes) or None)
+    return ParetoFront(series, arm, points, "; ".join(notes) or None)
 
 
 def pareto_fronts(design: Design, units: Units) -> list[ParetoFront]:

@@ -55,6 +55,13 @@ class PlotData:
             return set(), None
         return set(found.front), found.note if not found.points else None
 
+    def usable_levels(self, series: Series, arm: Arm) -> set[float] | None:
+        """The levels the arm's front was drawn from (within the quality bound); None: no front computed."""
+        found = next((f for f in self.stats.fronts if f.series == series and f.arm == arm), None)
+        if found is None or not found.points:
+            return None
+        return {p.level for p in found.points}
+
     def description(self, cell: Cell, name: str) -> Description | None:
         stats = self._cells.get(cell)
         found = stats.metrics.get(name) if stats else None

@@ -337,7 +337,10 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
     markers = ("o", "^", "s", "D", "v", "P")
     for ax, t in zip(axes.flat, temps, strict=True):
         for k, arm in enumerate(arms):
+            usable = data.usable_levels(series, arm)
             for lv in levels:
+                if usable is not None and lv not in usable:
+                    continue  # beyond the quality bound: a broken model is no trade-off
                 cell = Cell(series, t, lv, arm)
                 x, y = (
                     data.description(cell, "tokens_per_second"),
@@ -382,7 +385,9 @@ def tradeoff(data: PlotData, series: Series, out: Path) -> Path:
             label="Pareto front of its arm (temperatures pooled)",
         )
     ][: 0 if why_not else 1]
-    axes.flat[0].legend(handles=handles, fontsize=8, loc="best")
+    fig.legend(  # below the axes: a legend inside them can cover a point
+        handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=min(3, len(handles))
+    )
     fig.colorbar(
         plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label="pruning level (%)"
     )

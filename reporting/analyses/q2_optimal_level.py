@@ -8,7 +8,7 @@ from reporting.design import Arm, Design, Series
 from reporting.estimators import paired_effect
 from reporting.format import level as level_text
 from reporting.format import num
-from reporting.optimal import LevelChoice, ParetoFront
+from reporting.optimal import PARETO_QUALITY_BOUND, LevelChoice, ParetoFront
 from reporting.results import Statistics
 from reporting.sections import generic_answer, question_section
 from reporting.units import BASELINE_ARM, Units, differences
@@ -98,8 +98,9 @@ def q2_section(stats: Statistics) -> list[str]:
             lines.append("- no series has a 0% level to compare with.")
         lines += [
             "",
-            "Speed/quality Pareto front per arm (levels no other level beats in both tokens/s and reference "
-            "perplexity ratio to unpruned; temperatures pooled):",
+            "Speed/quality Pareto front per arm, among the usable levels (reference perplexity within "
+            f"×{PARETO_QUALITY_BOUND:g} of unpruned): levels no other level beats in both tokens/s and reference "
+            "perplexity ratio to unpruned; temperatures pooled:",
             "",
             *(_front_line(f) for f in s.fronts),
         ]
