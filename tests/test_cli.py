@@ -119,6 +119,26 @@ BAD_INPUTS = [
         "model.pruning.compensate 'median' is invalid; allowed: none, mean",
     ),
     (
+        "evaluation-only",
+        ["--model.evaluation.only=maybe"],
+        "model.evaluation.only 'maybe' is invalid; allowed: true or false",
+    ),
+    (
+        "induction-sequences",
+        ["--model.evaluation.induction_sequences=-1"],
+        "model.evaluation.induction_sequences -1 is invalid; allowed: an integer >= 0 (0: no induction probe)",
+    ),
+    (
+        "induction-length",
+        ["--model.evaluation.induction_length=1"],
+        "model.evaluation.induction_length 1 is invalid; allowed: an integer >= 2",
+    ),
+    (
+        "evaluation-window",
+        ["--model.evaluation.window=1"],
+        "model.evaluation.window 1 is invalid; allowed: an integer >= 2",
+    ),
+    (
         "method",
         ["--model.pruning.method=foo"],
         "model.pruning.method 'foo' is invalid; allowed: entropy, entropy_low",

@@ -329,3 +329,41 @@ def test_resume_reruns_a_truncated_or_edited_record_and_says_so(
     assert again[edited.name]["condition_metrics"]["corpus_perplexity"] != 1.0
     for name, record in records(reference).items():
         assert comparable(again[name]) == comparable(record), name
+
+
+def test_a_sweep_set_runs_its_files_into_one_folder_and_evaluation_only_seeds_collapse(
+    tiny_gpt2_dir, tiny_prompt_file, tmp_path, quiet_wandb, capsys
+) -> None:
+    """A folder of sweep files is one run: evaluation-only conditions are not timed, a deterministic ranking's
+    seeds are one condition, a random ranking's seeds are draws, and sweep.yaml says what the set varied."""
+    import yaml
+
+    only = {
+        "evaluation": {"window": 32, "stride": 32, "max_tokens": 128, "only": True, "induction_sequences": 2}
+    }
+    rankings = {
+        "model.pruning.level": {"value": 25},
+        "model.pruning.method": {"values": ["magnitude", "random"]},
+        "model.seed": {"values": [0, 1]},
+    }
+    agency = {"model.pruning.level": {"value": 25}, "model.agency.enabled": {"value": True}}
+    folder = tmp_path / "set"
+    for name, parameters in (("1_rankings", rankings), ("2_agency", agency)):
+        made = tiny_sweep(tmp_path / name, tiny_gpt2_dir, tiny_prompt_file, parameters, model=only)
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.yaml").write_text(made.read_text(encoding="utf-8"), encoding="utf-8")
+    run_dir = run_sweep(folder, output_dir=tmp_path / "run", quiet=True)
+    out = capsys.readouterr().out
+    assert "sweep set: 4 conditions (1 parameter sets named a condition already listed)" in out
+    found = [read_record(p) for p in (run_dir / "records").glob("*.json")]
+    assert sorted((r.config["model"]["pruning"]["method"], r.config["model"]["seed"]) for r in found) == [
+        ("entropy", None),
+        ("magnitude", None),
+        ("random", 0),
+        ("random", 1),
+    ]
+    assert all(r.timing is None and r.samples == [] for r in found)
+    assert all("corpus_kl" in r.condition_metrics for r in found)
+    merged = yaml.safe_load((run_dir / "sweep.yaml").read_text(encoding="utf-8"))["parameters"]
+    assert merged["model.pruning.method"] == {"values": ["magnitude", "random"]}
+    assert merged["model.agency.enabled"] == {"value": True}
