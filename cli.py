@@ -138,7 +138,8 @@ def sweep(argv: list[str]) -> None:
 
 
 def demo(argv: list[str]) -> None:
-    """The main job: the bundled quickstart sweep on the embedded model, then its report, under the current directory."""
+    """The main job: the bundled quickstart sweep on the embedded model and its attribution control (the
+    protected baseline, ``quickstart_protected``), then their report, under the current directory."""
     from record.storage import default_run_dir
     from reporting.cli import report_main
 
@@ -147,7 +148,8 @@ def demo(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     run_dir = Path(args.output_dir) if args.output_dir else default_run_dir()
     try:
-        run_sweep_command("quickstart", output_dir=str(run_dir), quiet=True)
+        for sweep_name in ("quickstart", "quickstart_protected"):
+            run_sweep_command(sweep_name, output_dir=str(run_dir), quiet=True)
     except SystemExit as exit_:
         if (
             exit_.code == 1 and (run_dir / "records").is_dir()
