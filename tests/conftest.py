@@ -81,6 +81,22 @@ def build_tiny_checkpoint(directory: Path, architecture: str, train_steps: int =
             max_position_embeddings=128,
             **ids,
         )
+    elif architecture == "gemma3":
+        from transformers import Gemma3TextConfig
+
+        config = Gemma3TextConfig(
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=12,
+            hidden_size=48,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            query_pre_attn_scalar=12,
+            **ids,
+        )
     else:
         raise ValueError(f"unknown architecture {architecture!r}")
     with torch.random.fork_rng():
@@ -102,6 +118,13 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama checkpoint with 6 query heads over 2 key/value heads, same tokenizer."""
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Gemma 3 checkpoint (a sliding-window layer, then a global one) with 4 query heads over 1
+    key/value head, query/key norms, same tokenizer."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gemma3"), "gemma3")
 
 
 @pytest.fixture(scope="session")

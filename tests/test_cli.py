@@ -156,7 +156,7 @@ BAD_INPUTS = [
     (
         "model-architecture",
         ["--model.model_name={bert}"],
-        "model '{bert}' has architecture 'bert', which is not supported; allowed: gpt2, llama",
+        "model '{bert}' has architecture 'bert', which is not supported; allowed: gpt2, llama, gemma3_text",
     ),
     (
         "prompts-missing",

@@ -70,7 +70,34 @@ def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-BUILDERS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
+def tiny_gemma3(seed: int = 0, vocab: int = VOCAB) -> torch.nn.Module:
+    """3 layers x 4 query heads over 1 key/value head (Gemma 3's grouping), hidden 32, head_dim 8, query/key
+    norms, a sliding window of 4 on the first two layers and a global last layer, scaled embedding, tied head."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        hidden_size=32,
+        intermediate_size=64,
+        vocab_size=vocab,
+        max_position_embeddings=128,
+        sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        query_pre_attn_scalar=8,
+        bos_token_id=1,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        initializer_range=0.02,  # the scaled, tied embedding saturates at 0.2: greedy repeats one token
+        attn_implementation="sdpa",
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+BUILDERS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "gemma3": tiny_gemma3}
 
 
 def gated_copy(model: torch.nn.Module) -> tuple[torch.nn.Module, HeadGates]:

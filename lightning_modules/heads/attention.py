@@ -191,6 +191,12 @@ class FocusRecorder:
         self._storage: torch.Tensor | None = None
         self._scores: torch.Tensor | None = None  # this forward's [layers, batch, heads, length]
         self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Models whose layers see different masks or key lengths (Gemma 3's sliding-window and global layers):
+        # each buffered layer's own -1/log(visible), and the focus of layers whose key length differs from
+        # the buffer's, computed on the spot.
+        self._layer_scale: dict[int, torch.Tensor] = {}
+        self._direct: dict[int, torch.Tensor] = {}
+        self._last_layer = -1
 
     def see(
         self,
@@ -206,10 +212,24 @@ class FocusRecorder:
         mask_row, neg_inverse_max, one = self.row_terms.terms(
             attention_mask, batch, kv_heads, length, query.device
         )
+        new_forward = layer <= self._last_layer
+        self._last_layer = layer
         scores = self._scores
-        if scores is None or scores.shape[1] != batch or scores.shape[3] != length:
-            scores = self._scores = self._buffer(batch, length, query.device)
+        if new_forward or scores is None or scores.shape[1] != batch:
+            self._layer_scale, self._direct = {}, {}
+            if scores is None or scores.shape[1] != batch or scores.shape[3] != length:
+                scores = self._scores = self._buffer(batch, length, query.device)
+        elif scores.shape[3] != length:  # this forward's buffer holds another key length: on the spot
+            part = newest_row_scores(query, key, mask_row, scaling).view(batch, heads, length)
+            focus = focus_from_scores(part, neg_inverse_max, one)
+            kept = self._kept_index[layer]
+            if kept is not None:
+                full = torch.zeros(batch, self.num_heads, device=focus.device)
+                focus = full.index_copy_(1, kept.to(focus.device), focus)
+            self._direct[layer] = focus
+            return
         self._terms = (neg_inverse_max, one)
+        self._layer_scale[layer] = neg_inverse_max
         kept = self._kept_index[layer]
         if kept is None:
             newest_row_scores(
@@ -227,7 +247,13 @@ class FocusRecorder:
         """The last forward's focus of every layer, [batch, layers, heads] (a view), or None if none ran."""
         if self._scores is None or self._terms is None:
             return None
-        focus = focus_from_scores(self._scores, *self._terms)  # [layers, batch, heads]
+        scale, one = self._terms
+        scales = list(self._layer_scale.values())
+        if any(s is not scales[0] for s in scales):  # layers with different masks: each its own scale
+            scale = torch.stack([self._layer_scale.get(layer, scale) for layer in range(self.num_layers)])
+        focus = focus_from_scores(self._scores, scale, one)  # [layers, batch, heads]
+        for layer, direct in self._direct.items():
+            focus[layer] = direct
         if self._kept_mask is not None:
             kept = self._kept_mask.to(focus.device)[:, None, :]
             focus = torch.where(kept, focus, torch.zeros((), device=focus.device))
@@ -237,6 +263,8 @@ class FocusRecorder:
         """Forget the last forward's scores: the next forward writes a fresh buffer view."""
         self._scores = None
         self._terms = None
+        self._layer_scale, self._direct = {}, {}
+        self._last_layer = -1
 
     def _buffer(self, batch: int, length: int, device: torch.device) -> torch.Tensor:
         """A contiguous [layers, batch, heads, length] view of one growing storage (no allocation per step)."""

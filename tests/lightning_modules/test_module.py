@@ -61,7 +61,7 @@ def continuations(record: ConditionRecord) -> dict[tuple[int, int], str]:
     return {sample.key: sample.continuation for sample in record.samples}
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir", "tiny_gemma3_dir"])
 def test_greedy_unpruned_equals_plain_generate(
     fixture: str, request, tiny_prompt_file: Path, tmp_path
 ) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_modules.models.adapters.base import ArchitectureAdapter, HeadLayout
+from lightning_modules.models.adapters.gemma3 import Gemma3Adapter
 from lightning_modules.models.adapters.gpt2 import GPT2Adapter
 from lightning_modules.models.adapters.llama import LlamaAdapter
 from record.errors import NO_VALUE, ConfigError
 
-ADAPTERS: tuple[ArchitectureAdapter, ...] = (GPT2Adapter(), LlamaAdapter())
+ADAPTERS: tuple[ArchitectureAdapter, ...] = (GPT2Adapter(), LlamaAdapter(), Gemma3Adapter())
 _BY_MODEL_TYPE = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BY_MODEL_TYPE)
 

@@ -48,7 +48,7 @@ def test_same_logits_as_dynamic_cache(arch: str, removal: str, capacity: int) ->
     expected = stepwise_logits(model, DynamicCache(config=model.config), ids, mask, steps=6)
     cache = preallocated_cache(model.config, capacity)
     got = stepwise_logits(model, cache, ids, mask, steps=6)
-    assert all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+    assert all(isinstance(layer, PreallocatedLayer) for layer in full_attention_layers(model.config, cache))
     assert cache.get_seq_length() == ids.shape[1] + 6
     for step, (a, b) in enumerate(zip(expected, got, strict=True)):
         assert torch.equal(a, b), f"step {step}"
@@ -100,4 +100,12 @@ def test_every_full_attention_layer_is_preallocated(arch: str) -> None:
     config = BUILDERS[arch]().config
     cache = preallocated_cache(config, 12)
     assert len(cache.layers) == config.num_hidden_layers
-    assert all(isinstance(layer, PreallocatedLayer) and layer.capacity == 12 for layer in cache.layers)
+    full = full_attention_layers(config, cache)
+    assert full and all(isinstance(layer, PreallocatedLayer) and layer.capacity == 12 for layer in full)
+    # Gemma 3's sliding-window layers keep their own class (they hold at most the window)
+    assert all(not isinstance(layer, PreallocatedLayer) for layer in cache.layers if layer not in full)
+
+
+def full_attention_layers(config, cache) -> list:
+    kinds = getattr(config, "layer_types", None) or ["full_attention"] * len(cache.layers)
+    return [layer for layer, kind in zip(cache.layers, kinds, strict=True) if kind == "full_attention"]

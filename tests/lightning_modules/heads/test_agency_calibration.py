@@ -119,6 +119,8 @@ def test_fewer_than_four_windows_test_nothing(count: int) -> None:
     assert fake.calls == []
 
 
+# Not Gemma 3: its post-attention RMSNorm rescales the layer's attention output, so a head scaled 40x is not
+# the harm it is in GPT-2 and Llama (the premise of this test, not a property of the ablation).
 @pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
 def test_a_harmful_head_is_flagged_by_real_ablation(fixture: str, request) -> None:
     """Head (1, 2)'s output scaled 40x wrecks the trained model's predictions: removing it lowers the loss."""

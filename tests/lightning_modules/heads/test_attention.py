@@ -235,3 +235,42 @@ def test_a_new_or_rewritten_mask_is_never_served_stale_terms() -> None:
             fresh = padded_mask.clone()
             assert torch.equal(newest_token_focus(query, key, fresh, 1.0, cache), expected_padded)
             del fresh
+
+
+def test_recorder_matches_each_layer_alone_in_cached_steps_where_sliding_layers_see_fewer_keys() -> None:
+    """Gemma 3: sliding-window layers keep fewer keys in the cache than global ones, so one forward's layers
+    differ in key length and mask; the recorder's focus must still be each layer's own."""
+    from transformers import DynamicCache
+
+    model, gates = gated_copy(BUILDERS["gemma3"]())
+    layout = gates.layout
+    ids, mask = token_batch(batch=2, left_pad=(0, 3))
+    steps = []
+    for observer in ("alone", "recorder"):
+        cache = DynamicCache(config=model.config)
+        recorder = FocusRecorder(layout.num_layers, layout.num_heads, gates.kept_heads)
+        alone: dict[int, torch.Tensor] = {}
+        for attn in attention_modules(model):
+            attn.focus_observer = (
+                recorder
+                if observer == "recorder"
+                else FocusObserver(lambda layer, focus, store=alone: store.__setitem__(layer, focus))
+            )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_mask = mask
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+            recorder.clear()
+            for t in range(3):  # past the window of 4: the sliding layers' caches stop growing
+                step_mask = torch.cat([step_mask, torch.ones(2, 1, dtype=torch.long)], dim=-1)
+                model(
+                    input_ids=torch.tensor([[5 + t], [6 + t]]),
+                    attention_mask=step_mask,
+                    position_ids=positions[:, -1:] + 1 + t,
+                    past_key_values=cache,
+                )
+        if observer == "alone":
+            steps.append(torch.stack([alone[layer] for layer in range(layout.num_layers)], dim=1))
+        else:
+            steps.append(recorder.focus())
+    torch.testing.assert_close(steps[1], steps[0], atol=1e-6, rtol=0)

@@ -17,7 +17,7 @@ from lightning_modules.store import ModelStore
 from record.errors import ConfigError
 
 CALIBRATION = CalibrationConfig(window=32, max_tokens=128)
-FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
+FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir", "tiny_gemma3_dir"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,7 +24,7 @@ CALIBRATION = CalibrationConfig(
 QUIET = dict(
     enabled=True, calibrate=False, overload_threshold=1.0
 )  # every head active and consenting, always
-FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir"]
+FIXTURES = ["tiny_gpt2_dir", "tiny_llama_dir", "tiny_gemma3_dir"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -239,7 +239,8 @@ def test_both_arms_prune_the_same_heads_without_consent_pruning(fixture: str, re
     }
 
 
-@pytest.mark.parametrize("fixture", FIXTURES)
+# The tiny Gemma 3's baseline happens to prune none of its withholding heads at 50%: nothing to pass over.
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
 def test_consent_aware_pruning_passes_over_withholding_heads(fixture: str, request) -> None:
     model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()

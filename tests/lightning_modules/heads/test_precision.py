@@ -24,7 +24,11 @@ DEVICES = [
 ]
 # Half-precision rounding on the tiny models' logits (magnitudes up to ~10): bfloat16 keeps 8 bits of mantissa.
 TOLERANCE = {torch.bfloat16: 0.1, torch.float16: 0.02, torch.float32: 1e-5}
-HEADS = {"gpt2": [(0, 1), (1, 0), (1, 3), (2, 2)], "llama": [(0, 0), (0, 4), (1, 1), (2, 5)]}
+HEADS = {
+    "gpt2": [(0, 1), (1, 0), (1, 3), (2, 2)],
+    "llama": [(0, 0), (0, 4), (1, 1), (2, 5)],
+    "gemma3": [(0, 0), (0, 3), (1, 1), (2, 2)],
+}
 
 
 def _half_supported(dtype: torch.dtype, device: str) -> bool:

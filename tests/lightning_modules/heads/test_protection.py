@@ -24,7 +24,7 @@ def _build(store: ModelStore, model_dir: Path, pruning: PruningConfig, agency: A
     return build_condition(store, spec, "cpu")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir", "tiny_gemma3_dir"])
 def test_a_protected_baseline_prunes_exactly_the_heads_the_agency_arm_prunes(fixture: str, request) -> None:
     model_dir: Path = request.getfixturevalue(fixture)
     store = ModelStore()

@@ -432,7 +432,7 @@ def test_emptied_first_layer_keeps_cache_length_and_padding_in_cached_steps(arch
     """The model reads the past length from layer 0's cache: an emptied layer 0 must still report it."""
     from transformers import DynamicCache
 
-    num_heads = 4 if arch == "gpt2" else 6
+    num_heads = BUILDERS[arch]().config.num_attention_heads
     heads = [(0, h) for h in range(num_heads)]
     _, (masked, _), (removed, _) = masked_and_removed(arch, heads)
     ids, mask = token_batch(left_pad=(0, 2, 5))

@@ -178,7 +178,7 @@ def test_unsupported_architecture_and_unknown_model_are_refused(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
     with pytest.raises(
-        ConfigError, match="architecture 'bert', which is not supported; allowed: gpt2, llama"
+        ConfigError, match="architecture 'bert', which is not supported; allowed: gpt2, llama, gemma3_text"
     ):
         check_condition(*_condition(tmp_path, tiny_prompt_file), [], "cpu")
     with pytest.raises(ConfigError, match="'no/such-model' is not a local directory") as info:

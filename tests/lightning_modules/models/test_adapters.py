@@ -19,6 +19,7 @@ from lightning_modules.models.adapters import (
     adapter_for,
     layout_of,
 )
+from lightning_modules.models.adapters.gemma3 import Gemma3Adapter
 from lightning_modules.models.adapters.gpt2 import GPT2Adapter
 from lightning_modules.models.adapters.llama import LlamaAdapter
 from record.errors import ConfigError
@@ -27,6 +28,7 @@ ARCHS = sorted(BUILDERS)
 SELECTIONS = {  # per family: a spread of heads, and (llama) unequal groups plus a removed key/value group
     "gpt2": [(0, 1), (1, 0), (1, 3), (2, 2)],
     "llama": [(0, 0), (0, 4), (1, 3), (1, 4), (1, 5), (2, 1)],
+    "gemma3": [(0, 0), (0, 3), (1, 1), (1, 2), (2, 0)],
 }
 
 
@@ -40,8 +42,8 @@ def logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None 
 
 # ------------------------------------------------------------------ registry
 def test_registry_lists_the_supported_families() -> None:
-    assert SUPPORTED_MODEL_TYPES == ("gpt2", "llama")
-    assert [type(a) for a in ADAPTERS] == [GPT2Adapter, LlamaAdapter]
+    assert SUPPORTED_MODEL_TYPES == ("gpt2", "llama", "gemma3_text")
+    assert [type(a) for a in ADAPTERS] == [GPT2Adapter, LlamaAdapter, Gemma3Adapter]
     assert isinstance(adapter_for(GPT2Config()), GPT2Adapter)
     assert isinstance(adapter_for(LlamaConfig()), LlamaAdapter)
 
@@ -61,7 +63,7 @@ def test_unsupported_config_is_a_config_error_naming_the_type_and_the_supported_
     message = str(info.value)
     assert info.value.key == "model.model_name"
     assert f"architecture '{config.model_type}'" in message and "not supported" in message
-    assert message.endswith("allowed: gpt2, llama") and "\n" not in message
+    assert message.endswith("allowed: gpt2, llama, gemma3_text") and "\n" not in message
     with pytest.raises(ConfigError, match=r"^model 'my/model' has architecture"):
         adapter_for(config, "my/model")
     with pytest.raises(ConfigError, match=config.model_type):
@@ -158,6 +160,10 @@ def test_attention_and_mlp_parameters_are_counted_per_family(arch: str) -> None:
     if arch == "gpt2":  # fused c_attn and c_proj with biases; fc and proj with biases
         attention = (e * 3 * e + 3 * e) + (e * e + e)
         mlp = (e * inner + inner) + (inner * e + e)
+    elif arch == "gemma3":  # q, k, v, o without bias (head_dim is its own setting), query and key norms
+        q = lay.num_heads * d
+        attention = e * q + 2 * e * kv + q * e + 2 * d
+        mlp = lay.mlp_matrices * e * inner
     else:  # q, k, v, o without bias; gate, up, down without bias
         attention = e * e + 2 * e * kv + e * e
         mlp = lay.mlp_matrices * e * inner
@@ -180,6 +186,13 @@ def test_head_weights_are_the_heads_own_slices(arch: str) -> None:
             w[:, e + head * d : e + (head + 1) * d],
             w[:, 2 * e + head * d : 2 * e + (head + 1) * d],
             attention.c_proj.weight[head * d : (head + 1) * d],
+        ]
+    elif arch == "gemma3":  # 4 query heads share the one key/value head
+        expected = [
+            attention.q_proj.weight[2 * d : 3 * d],
+            attention.k_proj.weight[0:d],
+            attention.v_proj.weight[0:d],
+            attention.o_proj.weight[:, 2 * d : 3 * d],
         ]
     else:  # query head 4 belongs to key/value group 1
         expected = [

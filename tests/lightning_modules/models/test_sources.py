@@ -71,7 +71,7 @@ def test_unsupported_architecture_lists_the_supported_ones(tmp_path: Path, confi
         resolve_source(str(tmp_path))
     message = one_line(info)
     assert f"model '{tmp_path}' has architecture '{config.model_type}'" in message
-    assert message.endswith("allowed: gpt2, llama")
+    assert message.endswith("allowed: gpt2, llama, gemma3_text")
 
 
 def test_local_gpt2_directory_resolves_reading_only_the_config(tmp_path: Path) -> None:
