@@ -30,6 +30,7 @@ from reporting.analyses import (
     q4_high_pruning,
     q5_quality_metrics,
     recovery,
+    replication,
     strategies,
 )
 from reporting.analyses.base import Analysis
@@ -54,6 +55,7 @@ REGISTRY: tuple[Analysis, ...] = (
     failures.ANALYSIS,
     placebo.ANALYSIS,
     frontier.ANALYSIS,
+    replication.ANALYSIS,
     behaviour.ANALYSIS,  # the rest describe and check, and test nothing of their own
     manipulation.ANALYSIS,
     cells.ANALYSIS,
