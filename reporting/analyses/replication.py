@@ -57,18 +57,20 @@ def _key(c: Comparison) -> tuple:
 
 def verdict(rows: list[Comparison], alpha: float) -> str:
     """replicates / differs / cannot tell at this n (see the module docstring)."""
-    significant = [c for c in rows if c.significant(alpha) and c.effect.estimate is not None]
-    signs = {math.copysign(1, c.effect.estimate) for c in significant}
+    significant = [
+        (c, c.effect.estimate) for c in rows if c.significant(alpha) and c.effect.estimate is not None
+    ]
+    signs = {math.copysign(1, estimate) for _, estimate in significant}
     if len(signs) > 1:
         return "differs"
     if significant and len(significant) == len(rows):
         return "replicates"
-    for c in significant:
+    for c, estimate in significant:
         for other in rows:
             if other is c:
                 continue
             low, high = other.effect.ci_low, other.effect.ci_high
-            if low is not None and high is not None and not low <= c.effect.estimate <= high:
+            if low is not None and high is not None and not low <= estimate <= high:
                 return "differs"
     return "cannot tell at this n"
 
@@ -112,7 +114,7 @@ def replication_section(stats: Statistics) -> list[str]:
         )
         rows.append([r.answer, per_model, f"**{r.verdict}**"])
     lines += markdown_table(["answer", "per model", "verdict"], rows)
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for r in found:
         counts[r.verdict] += 1
     lines += ["", "In all: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + "."]
