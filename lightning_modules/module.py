@@ -35,7 +35,6 @@ from lightning_modules.decoding.evaluation import (
     parallel_score,
     reference_log_probs,
     stepwise_rows,
-    stepwise_score,
     window_rows,
 )
 from lightning_modules.decoding.generation import DecodeResult, GenerationConfig, decode, sample_seed
@@ -481,21 +480,24 @@ class PruningExperiment(L.LightningModule):
             stride = min(cfg.stride, window)
             reference = self._reference_log_probs(ids, window, stride)
             with phase(f"{self.display_name}: corpus perplexity and KL ({cfg.max_tokens} tokens)"):
-                if condition.agency is None:
-                    return parallel_score(condition.model, ids, window, stride, reference)
-                return condition.replayed(
-                    lambda: stepwise_score(
-                        condition.model,
-                        ids,
-                        window,
-                        stride,
-                        condition.begin_sequence_batch,
-                        condition.on_step,
-                        reference,
-                    )
-                )
+                scores = self._scored(*window_rows(ids, window, stride), reference)
+            return CorpusScore(scores.nll, scores.tokens, scores.kl)
 
         return self.store.cached(key, compute)
+
+    def _scored(
+        self, rows: list[torch.Tensor], first: list[int], reference: list[torch.Tensor] | None = None
+    ) -> RowScores:
+        """Teacher-forced rows through this condition: one forward per batch of rows without agency; the agency
+        arm token by token through the generation path, so its states evolve as they do while it generates."""
+        condition = self.condition
+        if condition.agency is None:
+            return parallel_rows(condition.model, rows, first, reference)
+        return condition.replayed(
+            lambda: stepwise_rows(
+                condition.model, rows, first, condition.begin_sequence_batch, condition.on_step, reference
+            )
+        )
 
     def _reference_log_probs(self, ids: torch.Tensor, window: int, stride: int) -> list[torch.Tensor]:
         """The unpruned model's predictions on the evaluation windows: once per model and text in a process
@@ -537,13 +539,7 @@ class PruningExperiment(L.LightningModule):
                 INDUCTION_SEED,
             )
             with phase(f"{self.display_name}: induction probe ({len(rows)} sequences)"):
-                if condition.agency is None:
-                    return parallel_rows(condition.model, rows, first)
-                return condition.replayed(
-                    lambda: stepwise_rows(
-                        condition.model, rows, first, condition.begin_sequence_batch, condition.on_step
-                    )
-                )
+                return self._scored(rows, first)
 
         return self.store.cached(key, compute)
 

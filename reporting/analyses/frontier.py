@@ -161,27 +161,27 @@ def choose(candidates: list[RankingArm]) -> RankingArm | None:
     return min(scored, key=lambda c: (c.calibration_perplexity, c.label)) if scored else None
 
 
-def _unpruned(design: Design, model: str) -> tuple[float, ...]:
-    records = [
+def _unpruned_records(design: Design, model: str) -> list[ConditionRecord]:
+    return [
         r
         for r in design.records
         if _plain(design, r)
         and str(design.flat[r.condition_id].get(MODEL_KEY)) == model
         and float(design.flat[r.condition_id][LEVEL_KEY]) == 0
     ]
-    return _windows(records)
 
 
 def _unpruned_perplexity(design: Design, model: str) -> float | None:
-    values = [
-        r.condition_metrics[CORPUS]
-        for r in design.records
-        if _plain(design, r)
-        and str(design.flat[r.condition_id].get(MODEL_KEY)) == model
-        and float(design.flat[r.condition_id][LEVEL_KEY]) == 0
-        and CORPUS in r.condition_metrics
+    return _metric(_unpruned_records(design, model), CORPUS, log=True)
+
+
+def _pruned_levels(design: Design) -> list[tuple[str, float, list[RankingArm], RankingArm | None]]:
+    """(model, level, its named ranking arms, the frontier arm or None) per pruned level."""
+    return [
+        (model, level, candidates, choose(candidates))
+        for (model, level), candidates in sorted(ranking_arms(design).items())
+        if level > 0
     ]
-    return _geo(values)
 
 
 def _placebo(design: Design, model: str, level: float) -> dict[str, tuple[float, float, float, int]]:
@@ -232,14 +232,10 @@ def _agency_records(design: Design, model: str, level: float) -> dict[str, list[
 def frontier_levels(design: Design, units: Units) -> list[FrontierLevel]:
     """Per model and pruned level with named ranking arms: the frontier (see the module docstring)."""
     result = []
-    arms = ranking_arms(design)
-    for (model, level), candidates in sorted(arms.items()):
-        if level == 0:
-            continue
-        chosen = choose(candidates)
+    for model, level, candidates, chosen in _pruned_levels(design):
         if chosen is None:  # no arm has a calibration-text score: nothing can be chosen, so no frontier
             continue
-        unpruned = _unpruned(design, model)
+        unpruned = _windows(_unpruned_records(design, model))
         effect = _log_ratio_effect(chosen.windows, unpruned)
         to_unpruned = upper = within = None
         if effect is not None and effect.estimate is not None:
@@ -272,11 +268,7 @@ def frontier_levels(design: Design, units: Units) -> list[FrontierLevel]:
 def frontier_comparisons(design: Design, units: Units) -> list[Comparison]:
     """Each agency arm against the frontier arm of its level, and compensation per ranking, by window."""
     result = []
-    arms = ranking_arms(design)
-    for (model, level), candidates in sorted(arms.items()):
-        if level == 0:
-            continue
-        chosen = choose(candidates)
+    for model, level, candidates, chosen in _pruned_levels(design):
         if chosen is not None and chosen.windows:
             frontier_arm = Arm(f"frontier ({chosen.label})")
             for records in _agency_records(design, model, level).values():
