@@ -329,6 +329,8 @@ def frontier_verdict(row: Comparison, alpha: float) -> str:
 
 
 def frontier_section(stats: Statistics) -> list[str]:
+    """The frontier table, question 2 on the frontier, the agency arm against it and compensation per ranking:
+    the frontier arm is named beside every number so no reader mistakes it for an evaluation-chosen best."""
     levels: list[FrontierLevel] = stats.descriptions.get("frontier", [])
     if not levels:
         return []

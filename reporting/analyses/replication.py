@@ -94,6 +94,8 @@ def replications(stats: Statistics) -> list[Replication]:
 
 
 def replication_section(stats: Statistics) -> list[str]:
+    """Each answer asked of several models, one row per answer with every model's effect and the verdict:
+    models side by side, never a pooled number that one model could dominate."""
     found = replications(stats)
     if not found:
         return []
