@@ -295,9 +295,10 @@ def stepwise_rows(
         step_nll = nn.functional.cross_entropy(logits, ids[:, t + 1], reduction="none")
         nll += torch.where(counts, step_nll, 0.0).double()
         correct += (counts & (logits.argmax(dim=-1) == ids[:, t + 1])).long()
-        if reference is not None:
-            for r in counts.nonzero().squeeze(1).tolist():
-                kl[r] += float(_kl(logits[r], reference[r][t + 1 - first_scored[r]]))
+        if reference is not None and bool(counts.any()):  # one KL over the scored rows of this step
+            rows_now = counts.nonzero().squeeze(1)
+            log_q = torch.stack([reference[r][t + 1 - first_scored[r]] for r in rows_now.tolist()])
+            kl[rows_now] += _kl(logits[rows_now], log_q).double()
     return RowScores(
         tuple(nll.tolist()),
         tuple(int(n) for n in scored.sum(dim=1).tolist()),

@@ -10,6 +10,9 @@ no agency and no protection. Per level:
 * **The agency arm against it**: each agency arm at that level over the evaluation windows (the log ratio of
   each window's perplexity, windows read as correlated: ``estimators.window_effect``); a secondary family,
   Holm within it. Its reading says whether the agency arm beats, ties or loses to the frontier.
+* **What small damage shows**: the agency arm against the frontier arm on the KL divergence from the unpruned
+  model (per evaluation window, windows correlated) and on induction accuracy (per probe sequence, paired: the
+  same sequences for every arm); exploratory.
 * **Compensation** per ranking: compensated against zeroed, paired by window (exploratory).
 * **The placebo band**: the random ranking's draws (seeds), zeroed and compensated: median and 2.5-97.5%.
 * **Question 2 on the frontier**: the highest level whose frontier arm stays within the quality margin of the
@@ -31,7 +34,7 @@ from record.schema import ConditionRecord
 from reporting.analyses.base import Analysis
 from reporting.comparison import Comparison, Family
 from reporting.design import Arm, Design, Series, protection_of
-from reporting.estimators import Effect, window_effect
+from reporting.estimators import WINDOW_TEST, Effect, paired_effect, window_effect
 from reporting.format import MISSING
 from reporting.format import level as level_text
 from reporting.optimal import DEFAULT_QUALITY_MARGIN
@@ -50,6 +53,13 @@ FRONTIER_FAMILY = Family(
     "the agency arm against the frontier: per level, against the arm without agency with the lowest "
     "calibration-text perplexity, corpus perplexity paired by evaluation window (windows read as correlated)",
 )
+PROBES_FAMILY = Family(
+    "frontier-probes",
+    "exploratory",
+    "the agency arm against the frontier arm on what small damage shows: KL divergence from the unpruned "
+    "model paired by evaluation window (windows read as correlated), induction accuracy paired by probe sequence",
+)
+KL, INDUCTION = "corpus_kl", "induction_accuracy"
 COMPENSATION_FAMILY = Family(
     "compensation",
     "exploratory",
@@ -72,6 +82,8 @@ class RankingArm:
     corpus_perplexity: float | None
     kl: float | None
     induction_accuracy: float | None
+    kl_windows: tuple[float, ...] = ()  # per evaluation window, mean KL (left out of the description)
+    induction: tuple[float, ...] = ()  # per probe sequence, accuracy (left out of the description)
 
     @property
     def label(self) -> str:
@@ -107,6 +119,14 @@ def _geo(values: list[float]) -> float | None:
 def _windows(records: list[ConditionRecord]) -> tuple[float, ...]:
     """The records' per-window mean NLL, averaged window by window (records that keep the same windows)."""
     rows = [r.corpus_windows.mean_nll for r in records if r.corpus_windows is not None]
+    if not rows or len({len(r) for r in rows}) != 1:
+        return ()
+    return tuple(float(v) for v in np.mean(np.asarray(rows, dtype=float), axis=0))
+
+
+def _unit_values(records: list[ConditionRecord], name: str) -> tuple[float, ...]:
+    """The records' per-unit values of a metric (``unit_values``), averaged unit by unit."""
+    rows = [r.unit_values[name] for r in records if name in r.unit_values]
     if not rows or len({len(r) for r in rows}) != 1:
         return ()
     return tuple(float(v) for v in np.mean(np.asarray(rows, dtype=float), axis=0))
@@ -148,8 +168,10 @@ def ranking_arms(design: Design) -> dict[tuple[str, float], list[RankingArm]]:
                 _windows(records),
                 _metric(records, SELECTION, log=True),
                 _metric(records, CORPUS, log=True),
-                _metric(records, "corpus_kl", log=False),
-                _metric(records, "induction_accuracy", log=False),
+                _metric(records, KL, log=False),
+                _metric(records, INDUCTION, log=False),
+                _unit_values(records, KL),
+                _unit_values(records, INDUCTION),
             )
         )
     return result
@@ -229,6 +251,11 @@ def _agency_records(design: Design, model: str, level: float) -> dict[str, list[
     return groups
 
 
+def _described(arm: RankingArm) -> RankingArm:
+    """The arm without its per-unit values (the description, statistics.json, keeps summaries only)."""
+    return dataclasses.replace(arm, windows=(), kl_windows=(), induction=())
+
+
 def frontier_levels(design: Design, units: Units) -> list[FrontierLevel]:
     """Per model and pruned level with named ranking arms: the frontier (see the module docstring)."""
     result = []
@@ -252,8 +279,8 @@ def frontier_levels(design: Design, units: Units) -> list[FrontierLevel]:
             FrontierLevel(  # the windows stay out of the description (statistics.json)
                 model,
                 level,
-                dataclasses.replace(chosen, windows=()),
-                [dataclasses.replace(c, windows=()) for c in candidates],
+                _described(chosen),
+                [_described(c) for c in candidates],
                 _placebo(design, model, level),
                 to_unpruned,
                 upper,
@@ -265,30 +292,69 @@ def frontier_levels(design: Design, units: Units) -> list[FrontierLevel]:
     return result
 
 
+def _against_frontier(
+    design: Design, records: list[ConditionRecord], chosen: RankingArm, level: float
+) -> list[Comparison]:
+    """One agency arm against the frontier arm: corpus perplexity (secondary), KL and induction (exploratory).
+    A side without the per-unit values (its evaluation failed) gives an untested row that says so, never none."""
+    cell = design.cell_of(records[0])
+    frontier_arm = Arm(f"frontier ({chosen.label})")
+    rows = []
+    windows, sequences = "evaluation windows", "induction sequences"
+    readings = (  # family, metric, kind, sign (+1: higher is better), the agency arm's units, the frontier's
+        (FRONTIER_FAMILY, CORPUS, "ratio", -1, _windows(records), chosen.windows, windows),
+        (PROBES_FAMILY, KL, "difference", -1, _unit_values(records, KL), chosen.kl_windows, windows),
+        (
+            PROBES_FAMILY,
+            INDUCTION,
+            "difference",
+            1,
+            _unit_values(records, INDUCTION),
+            chosen.induction,
+            sequences,
+        ),
+    )
+    for family, metric, kind, sign, mine, theirs, units in readings:
+        if not mine and not theirs and family is PROBES_FAMILY:
+            continue  # the probe was not run here (neither side has it): nothing to read
+        what = "" if metric == CORPUS else f"{metric} "
+        contrast = f"agency/frontier ({chosen.label}) {what}at {level:g}%, per {units[:-1]}"
+        override = None
+        if not mine or len(mine) != len(theirs):  # a failed evaluation is the worst outcome, not a gap
+            failed = "the agency arm" if not mine else "the frontier arm"
+            note = f"{failed}'s {metric} is missing: its evaluation failed, read as the worst outcome"
+            effect = Effect(0, None, None, None, None, None, WINDOW_TEST, note)
+            override = "loses to" if not mine else "beats"
+        elif units == sequences:  # independent units: the paired test (ties and skew kept honest)
+            key = family.key(cell.series, cell.arm, frontier_arm, metric, contrast)
+            effect = paired_effect([a - b for a, b in zip(mine, theirs, strict=True)], key)
+        else:  # per-window mean NLL differences are log ratios; KL differences are in nats per token
+            effect = window_effect([a - b for a, b in zip(mine, theirs, strict=True)])
+        rows.append(
+            family.compare(
+                series=cell.series,
+                arm=cell.arm,
+                other=frontier_arm,
+                metric=metric,
+                contrast=contrast,
+                units=units,
+                kind=kind,
+                effect=effect,
+                sign=sign,
+                level=level,
+                override=override,
+            )
+        )
+    return rows
+
+
 def frontier_comparisons(design: Design, units: Units) -> list[Comparison]:
     """Each agency arm against the frontier arm of its level, and compensation per ranking, by window."""
     result = []
     for model, level, candidates, chosen in _pruned_levels(design):
-        if chosen is not None and chosen.windows:
-            frontier_arm = Arm(f"frontier ({chosen.label})")
+        if chosen is not None:
             for records in _agency_records(design, model, level).values():
-                effect = _log_ratio_effect(_windows(records), chosen.windows)
-                if effect is None:
-                    continue
-                cell = design.cell_of(records[0])
-                result.append(
-                    FRONTIER_FAMILY.compare(
-                        series=cell.series,
-                        arm=cell.arm,
-                        other=frontier_arm,
-                        metric=CORPUS,
-                        contrast=f"agency/frontier ({chosen.label}) at {level:g}%, per evaluation window",
-                        units="evaluation windows",
-                        effect=effect,
-                        sign=-1,
-                        level=level,
-                    )
-                )
+                result += _against_frontier(design, records, chosen, level)
         by_method: dict[str, dict[str, RankingArm]] = defaultdict(dict)
         for arm in candidates:
             by_method[arm.method][arm.compensate] = arm
@@ -320,6 +386,8 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def frontier_verdict(row: Comparison, alpha: float) -> str:
     """beats / ties / loses: the agency arm against the frontier at its level (Holm within the family)."""
+    if row.override is not None:  # a side whose evaluation failed
+        return row.override
     p = row.p_holm if row.p_holm is not None else row.effect.p
     if row.effect.estimate is None or p is None:
         return "cannot tell"
@@ -389,6 +457,17 @@ def frontier_section(stats: Statistics) -> list[str]:
             [[*comparison_row(c, stats.alpha), frontier_verdict(c, stats.alpha)] for c in agency_rows],
         )
         lines.append("")
+    probe_rows = stats.family(PROBES_FAMILY)
+    if probe_rows:
+        lines += [
+            "### What small damage shows: KL and induction against the frontier (exploratory)",
+            "",
+            "KL from the unpruned model (nats per token, lower is better) paired by evaluation window; induction "
+            "accuracy (higher is better) paired by probe sequence, the same sequences for every arm.",
+            "",
+        ]
+        lines += markdown_table(HEADER, [comparison_row(c, stats.alpha) for c in probe_rows])
+        lines.append("")
     compensation_rows = stats.family(COMPENSATION_FAMILY)
     if compensation_rows:
         lines += ["### Compensation per ranking (exploratory)", ""]
@@ -417,7 +496,7 @@ def question_2_on_frontier(levels: list[FrontierLevel]) -> str:
 
 ANALYSIS = Analysis(
     "frontier",
-    (FRONTIER_FAMILY, COMPENSATION_FAMILY),
+    (FRONTIER_FAMILY, PROBES_FAMILY, COMPENSATION_FAMILY),
     compare=frontier_comparisons,
     describe=frontier_levels,
     section=frontier_section,

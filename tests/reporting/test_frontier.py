@@ -182,3 +182,53 @@ def test_the_headline_says_where_the_agency_arm_beats_ties_or_loses_to_the_front
     headline = text.split("## Headline")[1].split("\n## ")[0]
     (line,) = [x for x in headline.splitlines() if x.startswith("- **Against the frontier:**")]
     assert "10% loses to" in line and "20% loses to" in line and "×1.3" in line
+
+
+def _with_probes(records, kl_shift: float, induction_shift: float, seed: int = 3):
+    """Per-unit KL (31 windows) and induction accuracy (24 sequences) on every record: ranking arms share one
+    profile; the agency arm's is shifted by the given amounts."""
+    from reporting.analyses.frontier import INDUCTION, KL
+
+    rng = np.random.default_rng(seed)
+    kl, induction = rng.uniform(0.05, 0.3, 31), rng.uniform(0.3, 0.9, 24)
+    for record in records:
+        is_agency = record.config["model"]["agency"]["enabled"]
+        record.unit_values[KL] = [
+            float(v) for v in kl + (kl_shift if is_agency else 0) + rng.normal(0, 0.01, 31)
+        ]
+        shifted = induction + (induction_shift if is_agency else 0) + rng.normal(0, 0.03, 24)
+        record.unit_values[INDUCTION] = [float(v) for v in np.clip(shifted, 0, 1)]
+    return records
+
+
+def test_kl_by_window_and_induction_by_sequence_read_the_agency_arm_against_the_frontier() -> None:
+    from reporting.analyses.frontier import PROBES_FAMILY
+
+    stats = compute_statistics(_design(_with_probes(_records(), kl_shift=0.1, induction_shift=-0.2)))
+    rows = stats.family(PROBES_FAMILY)
+    assert sorted((r.metric, r.level, r.units) for r in rows) == [
+        ("corpus_kl", 10.0, "evaluation windows"),
+        ("corpus_kl", 20.0, "evaluation windows"),
+        ("induction_accuracy", 10.0, "induction sequences"),
+        ("induction_accuracy", 20.0, "induction sequences"),
+    ]
+    for row in rows:
+        shift = 0.1 if row.metric == "corpus_kl" else -0.2
+        assert row.effect.estimate == pytest.approx(shift, abs=0.03) and row.effect.p < 0.05
+        assert row.reading(stats.alpha).endswith("worse")  # more KL and less induction: worse either way
+    section = render_summary(stats, 0, []).split("## The frontier")[1].split("\n## ")[0]
+    assert "### What small damage shows" in section
+    same = compute_statistics(_design(_with_probes(_records(), kl_shift=0.0, induction_shift=0.0)))
+    assert all(not r.significant(same.alpha) for r in same.family(PROBES_FAMILY))
+
+
+def test_an_agency_arm_whose_evaluation_failed_loses_to_the_frontier_in_a_row_of_its_own() -> None:
+    records = _records()
+    for record in records:
+        if record.config["model"]["agency"]["enabled"] and record.config["model"]["pruning"]["level"] == 10:
+            record.corpus_windows = None
+            record.condition_metrics.pop("corpus_perplexity", None)
+    rows = compute_statistics(_design(records)).family(FRONTIER_FAMILY)
+    (failed,) = [r for r in rows if r.level == 10.0]
+    assert failed.effect.p is None and "agency arm's corpus_perplexity is missing" in failed.effect.note
+    assert frontier_verdict(failed, 0.05) == "loses to"  # a failure is the worst outcome, never dropped
