@@ -301,3 +301,35 @@ def test_kl_is_the_same_whichever_path_scores_it_and_zero_against_itself(
     assert min(parallel.window_kl) > 0
     assert stepwise.window_mean_kl == pytest.approx(parallel.window_mean_kl, rel=1e-4)
     assert parallel.kl == pytest.approx(sum(parallel.window_kl) / parallel.tokens, rel=1e-12)
+
+
+def test_reference_predictions_too_large_for_memory_are_mapped_from_disk_with_the_same_values(
+    model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the in-memory bound (17 GB for Gemma's vocabulary at 16k tokens) the reference goes to a mapped
+    temporary file: the same log-probabilities, so the same KL, read without holding them in memory."""
+    import numpy as np
+
+    from lightning_modules.decoding import evaluation
+    from lightning_modules.decoding.evaluation import reference_log_probs, window_rows
+
+    maps = []
+    real_memmap = np.memmap
+
+    def counted(*args, **kwargs):
+        maps.append(real_memmap(*args, **kwargs))
+        return maps[-1]
+
+    monkeypatch.setattr(evaluation.np, "memmap", counted)
+    ids = text(40, seed=5)
+    rows, first = window_rows(ids, 16, 8)
+    in_memory = reference_log_probs(model, rows, first)
+    assert maps == []
+    mapped = reference_log_probs(model, rows, first, in_memory_bytes=0)
+    (store,) = maps
+    assert store.shape[0] == sum(len(t) for t in mapped)
+    assert all(np.shares_memory(t.numpy(), store) for t in mapped)
+    for a, b in zip(in_memory, mapped, strict=True):
+        assert torch.equal(a, b)
+    kl_mapped = parallel_score(model, ids, 16, 8, mapped).window_kl
+    assert kl_mapped == parallel_score(model, ids, 16, 8, in_memory).window_kl
