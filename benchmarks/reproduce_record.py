@@ -9,7 +9,8 @@ texts and windows), builds the pruned model its own way: the pruned heads' input
 attention output projection set to zero in the weights, and with ``compensate: mean`` FLAP's bias (the output
 projection of each pruned head's mean input over the calibration windows, read by its own hook on the
 unpruned model) added to that projection's bias. It then scores the record's evaluation windows with its own
-strided-window loop and compares every window's mean NLL with the record's (the harness gates heads with a
+strided-window loop (each window after the model's ``<bos>`` where its tokenizer begins texts with one) and
+compares every window's mean NLL with the record's (the harness gates heads with a
 pre-hook and adds the shift by a forward hook; none of that code runs here). Where the record generated, it
 also rebuilds the harness's condition from the record's settings and compares greedy continuations of the
 bundled prompts with its own model's: the same tokens, or the first position where they part.
@@ -106,17 +107,26 @@ def prune_in_weights(model: nn.Module, heads: list[list[int]], means: list[torch
             weight[columns] = 0.0
 
 
-def window_mean_nll(logits: Logits, ids: torch.Tensor, window: int, stride: int) -> list[float]:
+def bos_of(tokenizer: Any) -> list[int]:
+    """``[<bos>]`` when the tokenizer begins every encoded text with it (Gemma), else nothing."""
+    first = tokenizer("x").input_ids[:1]
+    return first if tokenizer.bos_token_id is not None and first == [tokenizer.bos_token_id] else []
+
+
+def window_mean_nll(
+    logits: Logits, ids: torch.Tensor, window: int, stride: int, bos: list[int]
+) -> list[float]:
     """The standard strided sliding window: every window scores the targets no earlier window scored (the
-    text's first token never); one mean NLL per window."""
+    text's first token never), each window read after the model's ``<bos>`` if it has one; one mean NLL per
+    window."""
     result, scored_until = [], 0
     with torch.no_grad():
         for start in range(0, len(ids), stride):
             end = min(start + window, len(ids))
             if end - start < 2:
                 break
-            first = max(scored_until - start, 1)
-            row = ids[start:end][None]
+            first = max(scored_until - start, 1) + len(bos)
+            row = torch.cat([torch.tensor(bos, dtype=ids.dtype), ids[start:end]])[None]
             scores = logits(row)[0].float()
             nll = nn.functional.cross_entropy(scores[first - 1 : -1], row[0, first:], reduction="mean")
             result.append(float(nll))
@@ -168,12 +178,15 @@ def own_model(record: dict[str, Any], model: nn.Module, tokenizer: Any) -> Logit
     means = None
     if settings["pruning"].get("compensate", "none") == "mean":
         calibration = settings["calibration"]
-        ids = tokenizer(_text(calibration["text"], calibration["text_file"]), return_tensors="pt").input_ids[
-            0
-        ]
+        text = _text(calibration["text"], calibration["text_file"])
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
         ids = ids[: calibration["max_tokens"]]
-        window = min(calibration["window"], model.config.max_position_embeddings)
-        means = channel_means(model, ids[: len(ids) // window * window].view(-1, window))
+        bos = bos_of(tokenizer)
+        window = min(calibration["window"], model.config.max_position_embeddings - len(bos))
+        windows = ids[: len(ids) // window * window].view(-1, window)
+        means = channel_means(
+            model, torch.cat([torch.tensor([bos] * len(windows), dtype=ids.dtype), windows], 1)
+        )
     prune_in_weights(model, record["pruning"]["heads"], means)
     return lambda ids: model(input_ids=ids).logits
 
@@ -230,10 +243,11 @@ def reproduce(record: dict[str, Any], peer: str, greedy_tokens: int, prompts: li
     tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)  # plain weights above: no gates, no hooks
     logits = PEERS[peer](record, model, tokenizer)
     evaluation = settings["evaluation"]
-    ids = tokenizer(_text(evaluation["text"], evaluation["text_file"]), return_tensors="pt").input_ids[0]
-    ours = window_mean_nll(
-        logits, ids[: evaluation["max_tokens"]], evaluation["window"], evaluation["stride"]
-    )
+    text = _text(evaluation["text"], evaluation["text_file"])
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0][
+        : evaluation["max_tokens"]
+    ]
+    ours = window_mean_nll(logits, ids, evaluation["window"], evaluation["stride"], bos_of(tokenizer))
     theirs = record["corpus_windows"]["mean_nll"]
     if len(ours) != len(theirs):
         return False, f"{len(ours)} windows here, {len(theirs)} in the record"

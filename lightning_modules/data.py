@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from record.errors import NO_VALUE, ConfigError, is_int, require
@@ -44,6 +45,24 @@ def read_text_file(path: str | Path, what: str, key: str | None = None) -> str:
     if not text.strip():
         raise refuse("is empty")
     return text
+
+
+def sequence_start(tokenizer: Any) -> list[int]:
+    """The tokens this tokenizer puts before any text (Gemma's and Llama's ``<bos>``; none for GPT-2 or SmolLM2).
+
+    A model trained with them sees them at the start of every sequence, so each window of a long text is scored
+    and read with them in front (Gemma 3 without its ``<bos>``: perplexity x10), like a prompt."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+def text_ids(tokenizer: Any, text: str) -> torch.Tensor:
+    """A long text's token ids without special tokens (windows add ``sequence_start`` each)."""
+    return tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
 
 
 def read_prompts(path: str | Path | None, max_prompts: int | None) -> list[str]:

@@ -25,7 +25,7 @@ import torch
 from callbacks.environment import environment
 from callbacks.record_writer import condition_name
 from lightning_modules.condition import ConditionModel, ConditionSpec, Weights, build_condition
-from lightning_modules.data import PromptItem
+from lightning_modules.data import PromptItem, sequence_start, text_ids
 from lightning_modules.decoding.evaluation import (
     CorpusScore,
     EvaluationConfig,
@@ -476,11 +476,12 @@ class PruningExperiment(L.LightningModule):
 
         def compute() -> CorpusScore:
             ids = evaluation_ids(condition.tokenizer, cfg)
-            window = min(cfg.window, condition.context_length)
+            start = sequence_start(condition.tokenizer)
+            window = min(cfg.window, condition.context_length - len(start))
             stride = min(cfg.stride, window)
-            reference = self._reference_log_probs(ids, window, stride)
+            reference = self._reference_log_probs(ids, window, stride, start)
             with phase(f"{self.display_name}: corpus perplexity and KL ({cfg.max_tokens} tokens)"):
-                scores = self._scored(*window_rows(ids, window, stride), reference)
+                scores = self._scored(*window_rows(ids, window, stride, start), reference)
             return CorpusScore(scores.nll, scores.tokens, scores.kl)
 
         return self.store.cached(key, compute)
@@ -499,7 +500,9 @@ class PruningExperiment(L.LightningModule):
             )
         )
 
-    def _reference_log_probs(self, ids: torch.Tensor, window: int, stride: int) -> list[torch.Tensor]:
+    def _reference_log_probs(
+        self, ids: torch.Tensor, window: int, stride: int, start: list[int]
+    ) -> list[torch.Tensor]:
         """The unpruned model's predictions on the evaluation windows: once per model and text in a process
         (every arm's KL reads them; about 4 bytes x vocabulary per scored token)."""
         cfg, condition = self.evaluation, self.condition
@@ -516,7 +519,7 @@ class PruningExperiment(L.LightningModule):
 
         def compute() -> list[torch.Tensor]:
             with phase("unpruned model's predictions on the evaluation text"), condition.reference() as model:
-                return reference_log_probs(model, *window_rows(ids, window, stride))
+                return reference_log_probs(model, *window_rows(ids, window, stride, start))
 
         return self.store.cached(key, compute)
 
@@ -526,7 +529,8 @@ class PruningExperiment(L.LightningModule):
         cfg, condition = self.evaluation, self.condition
         if cfg.induction_sequences == 0:
             return None
-        length = min(cfg.induction_length, condition.context_length // 2)
+        start = sequence_start(condition.tokenizer)
+        length = min(cfg.induction_length, (condition.context_length - len(start)) // 2)
         key = ("induction", condition.state_key, cfg.induction_sequences, length)
 
         def compute() -> RowScores:
@@ -537,6 +541,7 @@ class PruningExperiment(L.LightningModule):
                 cfg.induction_sequences,
                 length,
                 INDUCTION_SEED,
+                start,
             )
             with phase(f"{self.display_name}: induction probe ({len(rows)} sequences)"):
                 return self._scored(rows, first)
@@ -562,10 +567,11 @@ class PruningExperiment(L.LightningModule):
             from lightning_modules.data import read_text_file
 
             text = read_text_file(cal.path, "calibration text", "model.calibration.text_file")
-            ids = condition.tokenizer(text, return_tensors="pt").input_ids[0][: cal.max_tokens]
-            window = min(cal.window, condition.context_length)
+            ids = text_ids(condition.tokenizer, text)[: cal.max_tokens]
+            start = sequence_start(condition.tokenizer)
+            window = min(cal.window, condition.context_length - len(start))
             with phase(f"{self.display_name}: calibration-text perplexity ({len(ids)} tokens)"):
-                return parallel_score(condition.model, ids, window, window)
+                return parallel_score(condition.model, ids, window, window, start=start)
 
         return self.store.cached(key, compute)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_modules.data import BUNDLED_EVAL_TEXT, read_text_file
+from lightning_modules.data import BUNDLED_EVAL_TEXT, read_text_file, text_ids
 from record.errors import is_int, require
 from record.identity import file_fingerprint
 
@@ -335,10 +335,15 @@ def stepwise_rows(
     )
 
 
-def window_rows(token_ids: torch.Tensor, window: int, stride: int) -> tuple[list[torch.Tensor], list[int]]:
-    """The strided windows of a text as rows, and where each starts scoring."""
+def window_rows(
+    token_ids: torch.Tensor, window: int, stride: int, start: Sequence[int] = ()
+) -> tuple[list[torch.Tensor], list[int]]:
+    """The strided windows of a text as rows, each after the sequence-start tokens ``start`` (``data.
+    sequence_start``: the model's ``<bos>`` where it has one), and where each starts scoring."""
     spans = windows_of(len(token_ids), window, stride)
-    return [token_ids[w.start : w.end] for w in spans], [w.first_scored for w in spans]
+    head = torch.tensor(list(start), dtype=token_ids.dtype)
+    rows = [torch.cat([head, token_ids[w.start : w.end]]) for w in spans]
+    return rows, [w.first_scored + len(head) for w in spans]
 
 
 def _corpus(scores: RowScores) -> CorpusScore:
@@ -351,9 +356,10 @@ def parallel_score(
     window: int,
     stride: int,
     reference: list[torch.Tensor] | None = None,
+    start: Sequence[int] = (),
 ) -> CorpusScore:
     """One forward per window; with the reference's log-probabilities of the same windows, the KL too."""
-    return _corpus(parallel_rows(model, *window_rows(token_ids, window, stride), reference))
+    return _corpus(parallel_rows(model, *window_rows(token_ids, window, stride, start), reference))
 
 
 def stepwise_score(
@@ -371,5 +377,6 @@ def stepwise_score(
 
 
 def evaluation_ids(tokenizer, config: EvaluationConfig) -> torch.Tensor:
+    """The evaluation text's first ``max_tokens`` tokens, without special tokens (each window adds its own)."""
     text = read_text_file(config.path, "evaluation text", "model.evaluation.text_file")
-    return tokenizer(text, return_tensors="pt").input_ids[0][: config.max_tokens]
+    return text_ids(tokenizer, text)[: config.max_tokens]

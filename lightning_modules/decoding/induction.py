@@ -9,21 +9,25 @@ second copy is not scored: nothing says the repeat starts there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 INDUCTION_SEED = 0  # the probe is one fixed set of sequences: every arm and every seed pairs on it
 
 
 def induction_rows(
-    vocab_size: int, special_ids: list[int], count: int, length: int, seed: int
+    vocab_size: int, special_ids: list[int], count: int, length: int, seed: int, start: Sequence[int] = ()
 ) -> tuple[list[torch.Tensor], list[int]]:
-    """``count`` rows of ``length`` random tokens followed by the same tokens, and where scoring starts."""
+    """``count`` rows of ``length`` random tokens followed by the same tokens, after the sequence-start tokens
+    ``start`` (the model's ``<bos>`` where it has one), and where scoring starts."""
     allowed = torch.ones(vocab_size, dtype=torch.bool)
     allowed[[i for i in special_ids if 0 <= i < vocab_size]] = False
     pool = allowed.nonzero().squeeze(1)
     generator = torch.Generator().manual_seed(seed)
+    head = torch.tensor(list(start), dtype=torch.long)
     rows = []
     for _ in range(count):
         half = pool[torch.randint(len(pool), (length,), generator=generator)]
-        rows.append(torch.cat([half, half]))
-    return rows, [length + 1] * count
+        rows.append(torch.cat([head, half, half]))
+    return rows, [len(head) + length + 1] * count

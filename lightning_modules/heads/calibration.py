@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, read_text_file
+from lightning_modules.data import BUNDLED_CALIBRATION_TEXT, read_text_file, sequence_start, text_ids
 from lightning_modules.heads.gates import HeadGates
 from lightning_modules.models.adapters import ArchitectureAdapter, HeadLayout
 from lightning_modules.progress import Progress
@@ -77,10 +77,12 @@ class CalibrationSet:
 
 
 def calibration_set(tokenizer, config: CalibrationConfig, context: int) -> CalibrationSet:
-    """Full windows of ``min(window, context)`` tokens from the start of the text, ``max_tokens`` in all."""
-    window = min(config.window, context)
+    """Full windows of ``min(window, context)`` text tokens from the start of the text, ``max_tokens`` in all,
+    each after the model's sequence-start tokens (``data.sequence_start``)."""
+    start = sequence_start(tokenizer)
+    window = min(config.window, context - len(start))
     text = read_text_file(config.path, "calibration text", "model.calibration.text_file")
-    ids = tokenizer(text, return_tensors="pt").input_ids[0][: config.max_tokens]
+    ids = text_ids(tokenizer, text)[: config.max_tokens]
     count = len(ids) // window
     if count < 1:
         raise ConfigError(
@@ -91,6 +93,8 @@ def calibration_set(tokenizer, config: CalibrationConfig, context: int) -> Calib
             what="calibration text",
         )
     windows = ids[: count * window].view(count, window)
+    if start:  # every window begins as the model's sequences do (its <bos>)
+        windows = torch.cat([torch.tensor(start, dtype=ids.dtype).expand(count, len(start)), windows], dim=1)
     fingerprint = config.fingerprint()
     use = CalibrationUse(fingerprint["file"], fingerprint["sha256"], count, window, count * window)
     return CalibrationSet(windows, use)

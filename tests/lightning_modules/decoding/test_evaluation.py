@@ -102,9 +102,9 @@ def test_evaluation_ids_are_the_first_max_tokens_of_the_text(tmp_path: Path) -> 
     path.write_text("abcdefghij", encoding="utf-8")
 
     class CharTokenizer:
-        def __call__(self, content: str, return_tensors: str = "pt"):
-            class Encoded:
-                input_ids = torch.tensor([[ord(c) for c in content]])
+        def __call__(self, content: str, return_tensors: str = "pt", add_special_tokens: bool = True):
+            class Encoded:  # a <bos> (0) unless asked for the text alone, as Gemma's tokenizer does
+                input_ids = torch.tensor([[0] * add_special_tokens + [ord(c) for c in content]])
 
             return Encoded()
 
@@ -333,3 +333,13 @@ def test_reference_predictions_too_large_for_memory_are_mapped_from_disk_with_th
         assert torch.equal(a, b)
     kl_mapped = parallel_score(model, ids, 16, 8, mapped).window_kl
     assert kl_mapped == parallel_score(model, ids, 16, 8, in_memory).window_kl
+
+
+def test_each_window_begins_with_the_models_sequence_start_and_scores_the_same_text_tokens() -> None:
+    from lightning_modules.decoding.evaluation import window_rows
+
+    ids = torch.arange(10, 20)
+    plain_rows, plain_first = window_rows(ids, 4, 2)
+    rows, first = window_rows(ids, 4, 2, start=[7])
+    assert all(row[0] == 7 and torch.equal(row[1:], p) for row, p in zip(rows, plain_rows, strict=True))
+    assert first == [f + 1 for f in plain_first]  # the same targets of the text count, none of them the <bos>

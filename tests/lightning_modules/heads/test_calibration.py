@@ -35,11 +35,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class WordTokenizer:
-    """Just enough tokenizer for ``calibration_set``: word ``t<i>`` is id ``i``."""
+    """Just enough tokenizer for ``calibration_set``: word ``t<i>`` is id ``i`` (any other word 999); with
+    ``bos``, that id begins every text encoded with special tokens, as Gemma's tokenizer does."""
 
-    def __call__(self, text: str, return_tensors: str = "pt"):
+    def __init__(self, bos: int | None = None) -> None:
+        self.bos = bos
+
+    def __call__(self, text: str, return_tensors: str | None = None, add_special_tokens: bool = True):
+        ids = [int(w[1:]) if w[:1] == "t" and w[1:].isdigit() else 999 for w in text.split()]
+        head = [self.bos] if self.bos is not None and add_special_tokens else []
+
         class Encoded:
-            input_ids = torch.tensor([[int(word[1:]) for word in text.split()]])
+            input_ids = torch.tensor([head + ids]) if return_tensors == "pt" else head + ids
 
         return Encoded()
 
@@ -119,6 +126,18 @@ def test_windows_are_full_disjoint_and_consecutive(tmp_path: Path) -> None:
         window_tokens=16,
         tokens=64,
     )
+
+
+def test_a_model_that_begins_its_sequences_with_bos_gets_it_at_the_start_of_every_window(
+    tmp_path: Path,
+) -> None:
+    path = numbered_text(tmp_path, 200)
+    config = CalibrationConfig(text_file=str(path), window=16, max_tokens=70)
+    calibration = calibration_set(WordTokenizer(bos=500), config, context=128)
+    assert calibration.windows.shape == (4, 17)
+    assert torch.equal(calibration.windows[:, 0], torch.full((4,), 500))
+    assert torch.equal(calibration.windows[:, 1:], torch.arange(64).view(4, 16))  # the text itself unchanged
+    assert calibration.use.window_tokens == 16 and calibration.use.tokens == 64
 
 
 @pytest.mark.parametrize(

