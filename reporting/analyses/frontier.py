@@ -197,10 +197,14 @@ def _unpruned_perplexity(design: Design, model: str) -> float | None:
     return _metric(_unpruned_records(design, model), CORPUS, log=True)
 
 
+MIN_CANDIDATES = 2  # a frontier is a choice: one ranking arm alone is a baseline, not the best of several
+
+
 def _pruned_levels(design: Design) -> list[tuple[str, float, list[RankingArm], RankingArm | None]]:
-    """(model, level, its named ranking arms, the frontier arm or None) per pruned level."""
+    """(model, level, its named ranking arms, the frontier arm or None) per pruned level; None also where
+    fewer than ``MIN_CANDIDATES`` arms were run (a quickstart's one ranking is no frontier to read against)."""
     return [
-        (model, level, candidates, choose(candidates))
+        (model, level, candidates, choose(candidates) if len(candidates) >= MIN_CANDIDATES else None)
         for (model, level), candidates in sorted(ranking_arms(design).items())
         if level > 0
     ]

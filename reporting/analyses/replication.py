@@ -88,7 +88,11 @@ def replications(stats: Statistics) -> list[Replication]:
             continue
         rows = sorted(rows, key=lambda c: c.series.model)
         first = rows[0]
-        answer = f"{first.family}: {first.contrast} ({first.arm.label} vs {first.other.label})"
+        answer = f"{first.family}: {first.contrast}, {first.metric} ({first.arm.label} vs {first.other.label})"
+        if (
+            first.series.split
+        ):  # the same contrast in another series (e.g. both arms protected) is its own answer
+            answer += " [" + ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in first.series.split) + "]"
         result.append(Replication(answer, rows, verdict(rows, stats.alpha)))
     return result
 

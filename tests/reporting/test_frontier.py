@@ -232,3 +232,21 @@ def test_an_agency_arm_whose_evaluation_failed_loses_to_the_frontier_in_a_row_of
     (failed,) = [r for r in rows if r.level == 10.0]
     assert failed.effect.p is None and "agency arm's corpus_perplexity is missing" in failed.effect.note
     assert frontier_verdict(failed, 0.05) == "loses to"  # a failure is the worst outcome, never dropped
+
+
+def test_one_ranking_arm_is_no_frontier_so_nothing_is_read_against_it() -> None:
+    """A quickstart runs one ranking: calling it "the frontier" would let the agency arm "beat the frontier"."""
+    records = [
+        r
+        for r in _records()
+        if r.config["model"]["agency"]["enabled"]
+        or (
+            r.config["model"]["pruning"]["method"] == "magnitude"
+            and r.config["model"]["pruning"]["compensate"] == "none"
+        )
+    ]
+    design = _design(records)
+    assert frontier_levels(design, Units()) == []
+    stats = compute_statistics(design)
+    assert stats.family(FRONTIER_FAMILY) == []
+    assert "## The frontier" not in render_summary(stats, 0, [])

@@ -47,3 +47,27 @@ def test_the_summary_names_each_models_effect_and_the_verdict_and_one_model_has_
     grid = replace(QUICKSTART, temperatures=(0.7,), layers=4, heads=6)
     alone = render_summary(compute_statistics(build_design(build_records(grid))), 0, [])
     assert "## Replication across models" not in alone
+
+
+def test_the_same_contrast_in_two_series_is_two_answers_each_named_by_its_series() -> None:
+    """A grid that crosses a setting with the arms (here a swept calibration window) asks each answer once per
+    series: the rows must say which, or two different answers read as one repeated."""
+    key = "model.calibration.window"
+    grid = replace(QUICKSTART, temperatures=(0.7,), layers=4, heads=6)
+    records = []
+    for seed, model in ((1, "embedded"), (2, "gemma3-270m")):
+        for window in (64, 128):
+            one = replace(grid, model_name=model, config=((key, window),)).with_effects(
+                ppl=at_pruned_levels(0.6)
+            )
+            records += build_records(one, seed=seed + window)
+    stats = compute_statistics(build_design(records, swept=[key]))
+    primary = [
+        r.answer
+        for r in replications(stats)
+        if r.answer.startswith("primary:") and "over the pruned" in r.answer
+    ]
+    assert len(primary) == len(set(primary)) >= 2
+    assert any(a.endswith("[window=64]") for a in primary) and any(
+        a.endswith("[window=128]") for a in primary
+    )
