@@ -280,10 +280,11 @@ class PruningExperiment(L.LightningModule):
         from lightning_modules.data import read_text_file
 
         text = read_text_file(self.calibration.path, "calibration text", "model.calibration.text_file")
-        ids = self.condition.tokenizer(text, return_tensors="pt").input_ids[0]
-        window = min(self.recovery.window, self.condition.context_length)
+        ids = text_ids(self.condition.tokenizer, text)
+        start = sequence_start(self.condition.tokenizer)
+        window = min(self.recovery.window, self.condition.context_length - len(start))
         self.train_windows, self.validation_windows = recover.split_windows(
-            ids, window, self.recovery.validation_fraction
+            ids, window, self.recovery.validation_fraction, start
         )
         settings = self.fit_settings()
         settings.pop("recovery")

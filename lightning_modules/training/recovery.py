@@ -18,7 +18,7 @@ evaluation mode, as distillation of a short recovery usually does).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,13 +101,18 @@ class RecoveryConfig:
 
 
 def split_windows(
-    ids: torch.Tensor, window: int, validation_fraction: float
+    ids: torch.Tensor, window: int, validation_fraction: float, start: Sequence[int] = ()
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full, disjoint windows of the calibration text: (training windows, the held-out last ones)."""
+    """Full, disjoint windows of the calibration text, each after the model's sequence-start tokens ``start``
+    (its ``<bos>`` where it has one): (training windows, the held-out last ones)."""
     count = len(ids) // window
     if count < 2:
         raise ValueError(f"the calibration text holds {len(ids)} tokens: fewer than two windows of {window}")
     windows = ids[: count * window].view(count, window)
+    if start:
+        windows = torch.cat(
+            [torch.tensor(list(start), dtype=ids.dtype).expand(count, len(start)), windows], 1
+        )
     held_out = max(1, round(validation_fraction * count))
     return windows[: count - held_out], windows[count - held_out :]
 

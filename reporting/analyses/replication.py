@@ -88,7 +88,9 @@ def replications(stats: Statistics) -> list[Replication]:
             continue
         rows = sorted(rows, key=lambda c: c.series.model)
         first = rows[0]
-        answer = f"{first.family}: {first.contrast}, {first.metric} ({first.arm.label} vs {first.other.label})"
+        answer = (
+            f"{first.family}: {first.contrast}, {first.metric} ({first.arm.label} vs {first.other.label})"
+        )
         if (
             first.series.split
         ):  # the same contrast in another series (e.g. both arms protected) is its own answer

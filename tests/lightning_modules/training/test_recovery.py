@@ -29,6 +29,13 @@ def test_windows_are_full_disjoint_and_the_last_ones_are_held_out() -> None:
         split_windows(torch.arange(100), 64, 0.1)
 
 
+def test_a_model_that_begins_sequences_with_bos_trains_on_windows_that_do() -> None:
+    train, held_out = split_windows(torch.arange(1000), 64, 0.2, start=[7])
+    assert train.shape == (12, 65) and held_out.shape == (3, 65)
+    assert bool((train[:, 0] == 7).all()) and bool((held_out[:, 0] == 7).all())
+    assert torch.equal(torch.cat([train[:, 1:].flatten(), held_out[:, 1:].flatten()]), torch.arange(960))
+
+
 def test_the_sampler_is_a_function_of_seed_and_epoch() -> None:
     sampler = EpochSampler(windows=10, per_epoch=25, seed=3)
     first = list(sampler)
