@@ -224,11 +224,14 @@ PEERS: dict[str, Callable[[dict[str, Any], nn.Module, Any], Logits]] = {
 }
 
 
-def greedy(logits: Logits, ids: torch.Tensor, tokens: int) -> list[int]:
-    """Greedy continuation by whole forwards (no cache: nothing of a decoding loop is shared)."""
+def greedy(logits: Logits, ids: torch.Tensor, tokens: int, end_ids: list[int]) -> list[int]:
+    """Greedy continuation by whole forwards (no cache: nothing of a decoding loop is shared); the end-of-text
+    tokens are never chosen, as ``generate(min_new_tokens=...)`` on the harness's side never chooses them."""
     with torch.no_grad():
         for _ in range(tokens):
-            ids = torch.cat([ids, logits(ids)[:, -1].argmax(dim=-1, keepdim=True)], dim=-1)
+            last = logits(ids)[:, -1].float()
+            last[:, end_ids] = -float("inf")
+            ids = torch.cat([ids, last.argmax(dim=-1, keepdim=True)], dim=-1)
     return ids[0, -tokens:].tolist()
 
 
@@ -263,8 +266,11 @@ def reproduce(record: dict[str, Any], peer: str, greedy_tokens: int, prompts: li
         f"{here:.4g} here vs {recorded:.4g} recorded, largest window gap {gap:.1e} nats"
     )
     if greedy_tokens:
+        end = model.generation_config.eos_token_id
+        end_ids = [] if end is None else [end] if isinstance(end, int) else list(end)
         ours_greedy = [
-            greedy(logits, tokenizer(p, return_tensors="pt").input_ids, greedy_tokens) for p in prompts
+            greedy(logits, tokenizer(p, return_tensors="pt").input_ids, greedy_tokens, end_ids)
+            for p in prompts
         ]
         del model, logits
         theirs_greedy = _harness_greedy(record, prompts, greedy_tokens)
