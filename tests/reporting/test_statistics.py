@@ -99,6 +99,7 @@ def test_every_family_is_described_and_the_json_is_strict(statistics) -> None:
         "failures",
         "dose",
         "frontier",
+        "frontier-probes",
         "compensation",
     }
     payload = statistics.to_dict()
