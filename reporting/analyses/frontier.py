@@ -32,7 +32,7 @@ import numpy as np
 from record.identity import AGENCY_ENABLED_KEY, LEVEL_KEY, METHOD_KEY, MODEL_KEY
 from record.schema import ConditionRecord
 from reporting.analyses.base import Analysis
-from reporting.comparison import Comparison, Family
+from reporting.comparison import Comparison, Family, untested
 from reporting.design import Arm, Design, Series, protection_of
 from reporting.estimators import WINDOW_TEST, Effect, paired_effect, window_effect
 from reporting.format import MISSING
@@ -327,7 +327,7 @@ def _against_frontier(
         if not mine or len(mine) != len(theirs):  # a failed evaluation is the worst outcome, not a gap
             failed = "the agency arm" if not mine else "the frontier arm"
             note = f"{failed}'s {metric} is missing: its evaluation failed, read as the worst outcome"
-            effect = Effect(0, None, None, None, None, None, WINDOW_TEST, note)
+            effect = untested(WINDOW_TEST, note)
             override = "loses to" if not mine else "beats"
         elif units == sequences:  # independent units: the paired test (ties and skew kept honest)
             key = family.key(cell.series, cell.arm, frontier_arm, metric, contrast)
